@@ -1,0 +1,51 @@
+# The two commands of the README: `make run` and `make test`. Everything else supports them.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+KAFKA_LIBS := .cache/kafka/libs
+
+.PHONY: run test lint bench install system-deps kafka-jars clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+$(VENV)/.installed: $(BIN)/python requirements.lock pyproject.toml
+	$(BIN)/pip install -q -r requirements.lock
+	$(BIN)/pip install -q --no-deps -e .
+	touch $@
+
+install: $(VENV)/.installed
+
+# libvirt-python builds against libvirt's headers; install them where missing (CI runs as root).
+system-deps:
+	@pkg-config --exists libvirt 2>/dev/null || (apt-get update -qq && apt-get install -y -qq libvirt-dev pkg-config)
+
+$(VENV)/.installed-test: $(VENV)/.installed requirements-test.lock
+	$(MAKE) system-deps
+	$(BIN)/pip install -q -r requirements-test.lock
+	touch $@
+
+# The Apache Kafka broker jars, from Maven Central, for the integration tests (Java 17).
+$(KAFKA_LIBS)/.fetched: tools/kafka/pom.xml
+	mvn -q -B -f tools/kafka/pom.xml dependency:copy-dependencies -DoutputDirectory=$(abspath $(KAFKA_LIBS))
+	touch $@
+
+kafka-jars: $(KAFKA_LIBS)/.fetched
+
+run: install
+	$(BIN)/python -m meterline.run
+
+test: $(VENV)/.installed-test kafka-jars
+	$(BIN)/pytest -q
+
+lint: $(VENV)/.installed-test
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+bench: $(VENV)/.installed-test
+	$(BIN)/python bench/pipeline.py
+
+clean:
+	rm -rf $(VENV) .cache data

@@ -1,0 +1,97 @@
+"""The agent process: every interval, collect, spool and publish. ``python -m agents.main``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from agents.base import Collector
+from agents.publisher import SpooledPublisher
+from agents.simulated import FleetSpec, SimulatedFleet
+from agents.spool import Spool
+from meterline.kafka_config import producer_config
+from meterline.settings import Settings
+from schemas.events import encode_batch
+
+log = logging.getLogger("meterline.agent")
+MAX_EVENTS_PER_MESSAGE = 500
+
+
+def publish_samples(publisher: SpooledPublisher, collector: Collector, at: datetime) -> int:
+    """Collect at ``at`` and spool every source's samples in messages of bounded size."""
+    count = 0
+    for source, events in collector.collect(at).items():
+        for start in range(0, len(events), MAX_EVENTS_PER_MESSAGE):
+            chunk = events[start : start + MAX_EVENTS_PER_MESSAGE]
+            publisher.publish(source, encode_batch(chunk))
+            count += len(chunk)
+    collector.spooled()
+    return count
+
+
+def run(collector: Collector, publisher: SpooledPublisher, interval_s: int, speed: float, ticks: int | None) -> None:
+    """Sample every interval; with ``speed`` > 1, replay today so far that much faster first.
+
+    The accelerated clock starts at midnight UTC and never runs ahead of the wall clock: once
+    it has caught up, samples come in real time, so no event is ever stamped in the future.
+    """
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    now = datetime.now(UTC)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    at = midnight if speed > 1 else midnight + (now - midnight) // timedelta(seconds=interval_s) * timedelta(seconds=interval_s)
+    started, done = time.monotonic(), 0
+    while not stopping and (ticks is None or done < ticks):
+        at += timedelta(seconds=interval_s)
+        due = started + (done + 1) * interval_s / speed
+        while not stopping and (time.monotonic() < due or datetime.now(UTC) < at):
+            publisher.pump(0.1)
+        if stopping:
+            break
+        sent = publish_samples(publisher, collector, at)
+        done += 1
+        log.info("tick %s: %d samples, %d batches spooled", at.isoformat(), sent, publisher.backlog)
+    publisher.drain(10)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="meterline agent")
+    parser.add_argument("--libvirt-uri", help="collect from libvirt (default: the simulated fleet)")
+    parser.add_argument("--interval-s", type=int, default=300)
+    parser.add_argument("--speed", type=float, default=1.0, help="clock acceleration, e.g. 60")
+    parser.add_argument("--ticks", type=int, default=None, help="stop after this many intervals")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--customers", type=int, default=200)
+    parser.add_argument("--hypervisors", type=int, default=20)
+    parser.add_argument("--vms-per-hypervisor", type=int, default=50)
+    parser.add_argument("--name", default="agent", help="names this agent's spool directory")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = Settings()
+    collector: Collector
+    if args.libvirt_uri:
+        from agents.libvirt_collector import LibvirtCollector
+
+        state = settings.data_dir / "agents" / f"{args.name}.counters.json"
+        state.parent.mkdir(parents=True, exist_ok=True)
+        collector = LibvirtCollector(args.libvirt_uri, state, args.interval_s)
+    else:
+        spec = FleetSpec(args.seed, args.customers, args.hypervisors, args.vms_per_hypervisor, interval_s=args.interval_s)
+        collector = SimulatedFleet(spec)
+    spool = Spool(Path(settings.spool_dir) / args.name)
+    publisher = SpooledPublisher(producer_config(settings), settings.topics.events, spool)
+    run(collector, publisher, args.interval_s, args.speed, args.ticks)
+
+
+if __name__ == "__main__":
+    main()

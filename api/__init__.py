@@ -1,0 +1,1 @@
+"""The HTTP face: usage in, usage and amounts out, health and metrics."""

@@ -1,0 +1,60 @@
+"""The API process: owns ClickHouse (one process per chDB data dir), so it also runs the sink."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from api import routes_events, routes_ops, routes_usage
+from api.errors import install_error_handlers
+from api.event_intake import EventIntake
+from api.usage_queries import UsageQueries
+from meterline.settings import Settings
+from sinks.clickhouse import ClickHouseSink, connect
+from sinks.consumer import SinkConsumer
+
+log = logging.getLogger(__name__)
+
+
+def create_app(settings: Settings, *, run_sink: bool = True) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        app.state.query_client = connect(settings)
+        app.state.queries = UsageQueries(app.state.query_client, settings.clickhouse_database)
+        app.state.intake = EventIntake(settings)
+        consumer = SinkConsumer(settings, ClickHouseSink(connect(settings), settings)) if run_sink else None
+        app.state.sink_thread = _start_sink(consumer) if consumer else None
+        try:
+            yield
+        finally:
+            if consumer and app.state.sink_thread:
+                consumer.stop()
+                app.state.sink_thread.join(timeout=30)
+            app.state.intake.close()
+
+    app = FastAPI(title="meterline", version="0.1.0", lifespan=lifespan)
+    install_error_handlers(app)
+    app.include_router(routes_events.router)
+    app.include_router(routes_usage.router)
+    app.include_router(routes_ops.router)
+    return app
+
+
+def _start_sink(consumer: SinkConsumer) -> threading.Thread:
+    def run() -> None:
+        try:
+            consumer.run()
+        except BaseException:
+            log.exception("the sink stopped; exiting so that the supervisor restarts from committed offsets")
+            os.kill(os.getpid(), signal.SIGTERM)
+            raise
+
+    thread = threading.Thread(target=run, name="clickhouse-sink", daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,47 @@
+"""Accept pushed usage events: validate each, publish the valid ones durably, report per event."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from meterline.exceptions import MeterlineError
+from meterline.kafka_config import producer_config
+from meterline.settings import Settings
+from pipeline.validation import Rejection, split_events
+from schemas.events import Event, encode_batch
+
+DELIVERY_TIMEOUT_S = 10.0
+
+
+class PublishFailed(MeterlineError):
+    """The broker did not confirm the batch; nothing of it may be reported as accepted."""
+
+
+class EventIntake:
+    def __init__(self, settings: Settings) -> None:
+        self._topic = settings.topics.events
+        self._producer = Producer(producer_config(settings))
+
+    def submit(self, candidates: list[Any]) -> tuple[list[Event], list[Rejection]]:
+        """Publish the valid events, one message per resource so that its events stay ordered."""
+        accepted, rejected = split_events(candidates)
+        by_resource: dict[str, list[Event]] = defaultdict(list)
+        for event in accepted:
+            by_resource[event["data"]["resource_id"]].append(event)
+        failures: list[KafkaError] = []
+
+        def on_delivery(error: KafkaError | None, _message: Message) -> None:
+            if error is not None:
+                failures.append(error)
+
+        for resource_id, events in by_resource.items():
+            self._producer.produce(self._topic, encode_batch(events), key=resource_id, on_delivery=on_delivery)
+        if self._producer.flush(DELIVERY_TIMEOUT_S) or failures:
+            raise PublishFailed(f"the broker did not confirm the events: {failures or 'timed out'}")
+        return accepted, rejected
+
+    def close(self) -> None:
+        self._producer.flush(DELIVERY_TIMEOUT_S)

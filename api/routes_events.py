@@ -1,0 +1,40 @@
+"""``POST /v1/events``: services push usage as CloudEvents (one object or a batch array)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+from meterline.exceptions import InvalidEvent
+from schemas.events import decode_batch
+
+router = APIRouter()
+MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
+@router.post(
+    "/v1/events",
+    status_code=202,
+    responses={
+        202: {"description": "Per-event outcome; accepted events are durably queued"},
+        400: {"description": "The body is not JSON"},
+        413: {"description": "The body is larger than 8 MiB"},
+        422: {"description": "No event of the batch was valid"},
+        503: {"description": "The broker did not confirm; nothing was accepted, retry"},
+    },
+)
+async def post_events(request: Request) -> JSONResponse:
+    body = await request.body()
+    if len(body) > MAX_BODY_BYTES:
+        return JSONResponse({"error": "PayloadTooLarge", "detail": f"at most {MAX_BODY_BYTES} bytes"}, 413)
+    candidates = decode_batch(body)
+    if not candidates:
+        raise InvalidEvent("the batch is empty")
+    accepted, rejected = request.app.state.intake.submit(candidates)
+    outcome: dict[str, Any] = {
+        "accepted": [event["id"] for event in accepted],
+        "rejected": [{"index": r.index, "id": r.event_id, "reason": r.reason} for r in rejected],
+    }
+    return JSONResponse(outcome, status_code=202 if accepted else 422)

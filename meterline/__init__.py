@@ -1,0 +1,1 @@
+"""meterline: usage metering, rating and invoicing for cloud service providers."""

@@ -1,0 +1,24 @@
+"""The root of every error meterline raises on purpose."""
+
+from __future__ import annotations
+
+
+class MeterlineError(Exception):
+    """Base class: catch this to handle any deliberate meterline failure."""
+
+
+class InvalidEvent(MeterlineError):
+    """An event broke its contract; ``reason`` says how, for the dead-letter topic and the API."""
+
+    def __init__(self, reason: str, event_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.event_id = event_id
+
+
+class UnknownPrice(MeterlineError):
+    """No price is in force for a meter at an event's time, so the usage cannot be rated."""
+
+
+class InvalidQuery(MeterlineError):
+    """A usage query asked for something that does not exist (bad range, granularity...)."""

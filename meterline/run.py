@@ -1,0 +1,95 @@
+"""``make run``: the whole system on one machine, each stage its own child process.
+
+Start order follows the data: broker, topics, API (owns ClickHouse and runs the sink), Faust
+workers, then the simulated fleet's agent. A child that dies is restarted: every stage resumes
+from committed offsets or its spool, and storage keeps one row per event id. Ctrl-C stops all.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+
+from meterline.brokers import TansuBroker, ensure_topics, wait_until_ready
+from meterline.settings import Settings
+
+log = logging.getLogger("meterline.run")
+RESTART_DELAY_S = 2.0
+
+
+@dataclass
+class Child:
+    name: str
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.process = subprocess.Popen(self.argv, env={**os.environ, **self.env})
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def children(settings: Settings, agent_args: list[str]) -> list[Child]:
+    python = sys.executable
+    workers = [
+        Child(f"pipeline-{n}", [python, "-m", "pipeline.worker"], {"METERLINE_WORKER_METRICS_PORT": str(settings.worker_metrics_port + n)})
+        for n in range(settings.pipeline_workers)
+    ]
+    return [
+        Child("api", [python, "-m", "api.main"]),
+        *workers,
+        Child("agent", [python, "-m", "agents.main", *agent_args]),
+    ]
+
+
+def supervise(running: list[Child]) -> None:
+    while True:
+        time.sleep(0.5)
+        for child in running:
+            if child.process and child.process.poll() is not None:
+                log.warning("%s exited with %s; restarting", child.name, child.process.returncode)
+                time.sleep(RESTART_DELAY_S)
+                child.start()
+
+
+def main() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    settings = Settings()
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    agent_args = sys.argv[1:] or ["--speed", "60", "--interval-s", "300"]
+    broker = None
+    if settings.embedded_broker:
+        port = int(settings.kafka_bootstrap.rsplit(":", 1)[1])
+        broker = TansuBroker(port, settings.data_dir / "logs" / "tansu.log")
+        broker.start()
+    wait_until_ready(settings.kafka_bootstrap)
+    ensure_topics(settings)
+    running = children(settings, agent_args)
+    try:
+        for child in running:
+            child.start()
+        print(f"meterline is up: API and docs at http://{settings.api_host}:{settings.api_port}/docs", flush=True)  # noqa: T201
+        print(f"  usage of a simulated customer: http://{settings.api_host}:{settings.api_port}/v1/customers/cust-00001/usage", flush=True)  # noqa: T201
+        supervise(running)
+    except KeyboardInterrupt:
+        log.info("stopping")
+    finally:
+        for child in reversed(running):
+            child.stop()
+        if broker:
+            broker.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,55 @@
+"""The one settings object: every knob is a ``METERLINE_*`` environment variable."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Topics(BaseSettings):
+    """Kafka topic names, so no module spells a topic as a bare string."""
+
+    model_config = SettingsConfigDict(env_prefix="METERLINE_TOPIC_")
+
+    events: str = "meterline.usage.events"
+    accepted: str = "meterline.usage.accepted"
+    rated: str = "meterline.usage.rated"
+    dead_letter: str = "meterline.usage.deadletter"
+    partitions: int = 4
+
+
+class Settings(BaseSettings):
+    """Where the brokers, ClickHouse and the API are; read once at process start."""
+
+    model_config = SettingsConfigDict(env_prefix="METERLINE_", env_nested_delimiter="__")
+
+    kafka_bootstrap: str = "127.0.0.1:19092"
+    embedded_broker: bool = Field(default=True, description="make run starts Tansu on kafka_bootstrap's port")
+    pipeline_workers: int = 1
+    clickhouse_dsn: str = Field(
+        default="",
+        description="chdb:///abs/path (embedded, default under data_dir) or http(s)://host:8123",
+    )
+    clickhouse_database: str = "meterline"
+    data_dir: Path = Path("data")
+    api_host: str = "127.0.0.1"
+    api_port: int = 8080
+    worker_metrics_port: int = 9108
+    price_book: Path = Path(__file__).resolve().parent.parent / "pipeline" / "price_book.yaml"
+    consumer_group: str = "meterline"
+    sink_batch_max_rows: int = 200_000
+    sink_flush_interval_s: float = 0.25
+    topics: Topics = Field(default_factory=Topics)
+
+    @property
+    def effective_clickhouse_dsn(self) -> str:
+        """The configured DSN, or the embedded chDB engine inside ``data_dir``."""
+        if self.clickhouse_dsn:
+            return self.clickhouse_dsn
+        return f"chdb://{(self.data_dir / 'clickhouse').resolve()}"
+
+    @property
+    def spool_dir(self) -> Path:
+        return self.data_dir / "spool"

@@ -1,0 +1,1 @@
+"""The stream stage: validate, dedupe, meter and rate usage events."""

@@ -1,0 +1,55 @@
+"""The Faust application: events topic -> process_batch -> accepted, rated and dead-letter topics.
+
+Delivery is at least once (the embedded broker has no transactions): a message processed again
+after a crash republishes the same rows, which storage keeps once per event id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import faust
+
+from meterline.settings import Settings
+from pipeline import metrics
+from pipeline.dedup import RecentIds
+from pipeline.processing import process_batch
+from pipeline.rating import load_price_book
+from schemas.rated import encode_rated
+
+
+def create_app(settings: Settings) -> faust.App:
+    topics = settings.topics
+    app = faust.App(
+        f"{settings.consumer_group}-pipeline",
+        broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
+        store="memory://",
+        topic_partitions=topics.partitions,
+        web_enabled=False,
+        producer_max_request_size=16 * 1024 * 1024,
+        consumer_max_fetch_size=16 * 1024 * 1024,
+    )
+    events = app.topic(topics.events, value_serializer="raw", key_serializer="raw")
+    accepted = app.topic(topics.accepted, value_serializer="raw", key_serializer="raw")
+    rated = app.topic(topics.rated, value_serializer="raw", key_serializer="raw")
+    dead_letter = app.topic(topics.dead_letter, value_serializer="raw", key_serializer="raw")
+    recent = RecentIds()
+    book = load_price_book(settings.price_book)
+
+    @app.agent(events)
+    async def rate_usage(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
+        async for key, payload in stream.items():
+            with metrics.BATCH_SECONDS.time():
+                outcome = process_batch(payload, recent, book)
+            for rejection in outcome.rejected:
+                await dead_letter.send(key=key, value=rejection.to_json())
+            if outcome.accepted:
+                await accepted.send(key=key, value=outcome.accepted_ndjson())
+                await rated.send(key=key, value=encode_rated(outcome.rated))
+            metrics.EVENTS_IN.inc(len(outcome.accepted) + len(outcome.rejected) + outcome.duplicates)
+            metrics.EVENTS_REJECTED.inc(len(outcome.rejected))
+            metrics.EVENTS_DUPLICATE.inc(outcome.duplicates)
+            metrics.RATED_ROWS.inc(outcome.rated.height)
+            yield None
+
+    return app

@@ -1,0 +1,15 @@
+"""The stage's Prometheus figures, served by each worker on its own port."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+EVENTS_IN = Counter("meterline_pipeline_events_in_total", "Events read from the events topic")
+EVENTS_REJECTED = Counter("meterline_pipeline_events_rejected_total", "Events sent to the dead-letter topic")
+EVENTS_DUPLICATE = Counter("meterline_pipeline_events_duplicate_total", "Events dropped as already seen")
+RATED_ROWS = Counter("meterline_pipeline_rated_rows_total", "Rated usage rows published")
+BATCH_SECONDS = Histogram(
+    "meterline_pipeline_batch_seconds",
+    "Time to validate, meter and rate one message",
+    buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)

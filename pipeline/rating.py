@@ -1,0 +1,117 @@
+"""Price billable quantities with the unit price in force at the usage's time.
+
+A price book entry names a meter, optionally a dimension (disk tier, vDC model, XaaS sku)
+and a customer, and the instant from which it applies. The most specific entry wins:
+customer and dimension, then customer, then dimension, then the meter's list price.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+
+import polars as pl
+import yaml
+
+from meterline.exceptions import UnknownPrice
+from pipeline.metering import EXACT
+from schemas.meters import Meter
+from schemas.rated import MONEY, RATED_SCHEMA
+
+ANY = "*"
+
+
+@dataclass(frozen=True)
+class Price:
+    meter: Meter
+    unit_price: Decimal
+    effective_from: datetime
+    dimension: str = ANY
+    customer_id: str = ANY
+
+
+@dataclass(frozen=True)
+class PriceBook:
+    currency: str
+    prices: tuple[Price, ...]
+
+    def frame(self) -> pl.DataFrame:
+        return pl.DataFrame(
+            {
+                "price_customer": [p.customer_id for p in self.prices],
+                "meter": [p.meter.value for p in self.prices],
+                "price_dimension": [p.dimension for p in self.prices],
+                "effective_from": [p.effective_from for p in self.prices],
+                "unit_price": [p.unit_price for p in self.prices],
+            },
+            schema={
+                "price_customer": pl.String,
+                "meter": pl.String,
+                "price_dimension": pl.String,
+                "effective_from": pl.Datetime("ms", "UTC"),
+                "unit_price": MONEY,
+            },
+        ).sort("effective_from")
+
+
+def load_price_book(path: Path) -> PriceBook:
+    """Read a YAML price book; a malformed entry fails loudly at start-up, not at rating."""
+    document = yaml.safe_load(path.read_text())
+    prices = []
+    for number, entry in enumerate(document["prices"], start=1):
+        try:
+            effective = datetime.fromisoformat(str(entry["effective_from"]).replace("Z", "+00:00"))
+            if effective.tzinfo is None:
+                raise ValueError("effective_from needs a UTC offset")
+            prices.append(
+                Price(
+                    meter=Meter(entry["meter"]),
+                    unit_price=Decimal(str(entry["unit_price"])),
+                    effective_from=effective,
+                    dimension=str(entry.get("dimension", ANY)),
+                    customer_id=str(entry.get("customer", ANY)),
+                )
+            )
+        except (KeyError, ValueError, ArithmeticError) as error:
+            raise UnknownPrice(f"{path}: price entry {number} is malformed: {error!r}") from error
+    return PriceBook(currency=str(document["currency"]), prices=tuple(prices))
+
+
+_LOOKUPS = (("customer_id", "dimension"), ("customer_id", None), (None, "dimension"), (None, None))
+
+
+def rate_quantities(quantities: pl.DataFrame, book: PriceBook) -> tuple[pl.DataFrame, dict[str, str]]:
+    """Rated rows, and the ids of events left unrated with the reason (no price in force)."""
+    book_frame = book.frame()
+    frame = quantities.sort("usage_start")
+    for step, (customer, dimension) in enumerate(_LOOKUPS):
+        keyed = frame.with_columns(
+            price_customer=pl.col(customer) if customer else pl.lit(ANY),
+            price_dimension=pl.col(dimension) if dimension else pl.lit(ANY),
+        )
+        frame = keyed.join_asof(
+            book_frame,
+            left_on="usage_start",
+            right_on="effective_from",
+            by=["price_customer", "meter", "price_dimension"],
+            strategy="backward",
+            check_sortedness=False,
+        ).rename({"unit_price": f"price_{step}"}).drop("price_customer", "price_dimension", "effective_from")
+    priced = frame.with_columns(
+        unit_price=pl.coalesce(*(f"price_{step}" for step in range(len(_LOOKUPS))))
+    )
+    unpriced = priced.filter(pl.col("unit_price").is_null())
+    reasons = {
+        row["event_id"]: f"no price in force for meter {row['meter']} ({row['dimension'] or ANY}) at {row['usage_start']}"
+        for row in unpriced.select("event_id", "meter", "dimension", "usage_start").iter_rows(named=True)
+    }
+    rated = priced.filter(~pl.col("event_id").is_in(list(reasons))).with_columns(
+        quantity=(pl.col("numerator").cast(MONEY) / pl.col("divisor").cast(pl.Decimal(38, 0))).cast(MONEY),
+        amount=(pl.col("numerator").cast(EXACT) * pl.col("unit_price") / pl.col("divisor").cast(pl.Decimal(38, 0))).cast(
+            MONEY
+        ),
+        currency=pl.lit(book.currency),
+    )
+    return rated.select(list(RATED_SCHEMA)), reasons

@@ -1,0 +1,22 @@
+"""Entry point of one Faust worker process: ``python -m pipeline.worker``."""
+
+from __future__ import annotations
+
+import faust
+from prometheus_client import start_http_server
+
+from meterline.settings import Settings
+
+
+def main() -> None:
+    from pipeline.app import create_app
+
+    settings = Settings()
+    if settings.worker_metrics_port:
+        start_http_server(settings.worker_metrics_port, addr=settings.api_host)
+    app = create_app(settings)
+    faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""The contracts between meterline's stages: event schemas, meters, rated rows, table DDL."""

@@ -1,0 +1,1 @@
+"""Storage writers: Kafka topics in, ClickHouse tables out."""

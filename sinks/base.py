@@ -1,0 +1,33 @@
+"""The sink contract: buffer messages, then write them durably in one flush.
+
+The caller's order is fixed: ``add`` every consumed message, ``flush``, and only after
+``flush`` returns commit the consumer offsets. A crash between the write and the commit
+redelivers messages already written; the tables keep one row per event id, so that is safe.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FlushResult:
+    raw_events: int
+    rated_rows: int
+    freshness_s: list[float]
+
+
+class Sink(ABC):
+    @abstractmethod
+    def add(self, topic: str, payload: bytes) -> None:
+        """Buffer one message's payload; nothing is written yet."""
+
+    @abstractmethod
+    def flush(self) -> FlushResult:
+        """Write everything buffered; raise if any of it could not be written."""
+
+    @property
+    @abstractmethod
+    def buffered_rows(self) -> int:
+        """How many rows wait in the buffer, to decide when to flush."""
