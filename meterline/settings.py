@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     worker_metrics_port: int = 9108
     price_book: Path = Path(__file__).resolve().parent.parent / "pipeline" / "price_book.yaml"
     consumer_group: str = "meterline"
+    pipeline_commit_interval_s: float = 2.8
     sink_batch_max_rows: int = 200_000
     sink_flush_interval_s: float = 0.25
     topics: Topics = Field(default_factory=Topics)

@@ -25,6 +25,10 @@ def create_app(settings: Settings) -> faust.App:
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
         store="memory://",
         topic_partitions=topics.partitions,
+        broker_commit_interval=settings.pipeline_commit_interval_s,
+        # a worker killed without leaving holds its partitions this long: keep it short
+        broker_session_timeout=10.0,
+        broker_heartbeat_interval=2.0,
         web_enabled=False,
         producer_max_request_size=16 * 1024 * 1024,
         consumer_max_fetch_size=16 * 1024 * 1024,

@@ -14,6 +14,7 @@ from sinks.base import Sink
 
 log = logging.getLogger(__name__)
 LAG_REFRESH_S = 2.0
+SESSION_TIMEOUT_MS = 10_000
 
 
 class SinkConsumer:
@@ -34,6 +35,9 @@ class SinkConsumer:
                 "group.id": f"{settings.consumer_group}-sink",
                 "enable.auto.commit": False,
                 "auto.offset.reset": "earliest",
+                # a member that died without leaving holds its partitions this long: keep it short
+                "session.timeout.ms": SESSION_TIMEOUT_MS,
+                "heartbeat.interval.ms": SESSION_TIMEOUT_MS // 5,
                 "fetch.max.bytes": 64 * 1024 * 1024,
                 "max.partition.fetch.bytes": 16 * 1024 * 1024,
             }

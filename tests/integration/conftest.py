@@ -1,0 +1,37 @@
+"""Real brokers (Tansu and Apache Kafka) started once per session; a fresh System per test."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+from meterline.brokers import ApacheKafkaBroker, Broker, TansuBroker
+from tests.integration.harness import System, free_port
+
+BROKERS = ["tansu", "kafka"]
+
+
+@pytest.fixture(scope="session", params=BROKERS)
+def broker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Broker]:
+    home = tmp_path_factory.mktemp(request.param)
+    if request.param == "tansu":
+        instance: Broker = TansuBroker(free_port(), home / "broker.log")
+    else:
+        instance = ApacheKafkaBroker(free_port(pair=True), home / "broker.log", home / "kafka")
+    try:
+        instance.start()
+    except Exception as error:
+        if os.environ.get("CI") == "true":
+            raise
+        pytest.skip(f"the {request.param} broker could not start here: {error}")
+    yield instance
+    instance.stop()
+
+
+@pytest.fixture
+def system(broker: Broker, tmp_path) -> Iterator[System]:
+    running = System(broker, tmp_path)
+    yield running
+    running.stop_all()

@@ -1,0 +1,35 @@
+"""A sink process that is SIGKILLed right after its first write, before committing offsets.
+
+``python -m tests.integration.crashing_sink`` with the test's METERLINE_* environment; it
+prints how many rated rows it wrote before dying.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+from meterline.settings import Settings
+from sinks.base import FlushResult
+from sinks.clickhouse import ClickHouseSink, connect
+from sinks.consumer import SinkConsumer
+
+
+class KilledAfterWrite(ClickHouseSink):
+    def flush(self) -> FlushResult:
+        result = super().flush()
+        if result.rated_rows:
+            print(result.rated_rows, flush=True)  # noqa: T201
+            os.kill(os.getpid(), signal.SIGKILL)
+        return result
+
+
+def main() -> None:
+    settings = Settings()
+    client = connect(settings)
+    consumer = SinkConsumer(settings, KilledAfterWrite(client, settings))
+    consumer.run()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,183 @@
+"""Runs meterline's processes against a real broker for one test, with names of its own."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+from confluent_kafka import Consumer, TopicPartition
+
+from agents.publisher import SpooledPublisher
+from agents.spool import Spool
+from meterline.brokers import Broker, ensure_topics
+from meterline.kafka_config import producer_config
+from meterline.settings import Settings
+from schemas.events import Event, encode_batch
+
+ROOT = Path(__file__).resolve().parents[2]
+T = TypeVar("T")
+
+
+def free_port(pair: bool = False) -> int:
+    """A free port (and, with ``pair``, a free one right after it)."""
+    while True:
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = int(probe.getsockname()[1])
+        if not pair:
+            return port
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+                return port
+            except OSError:
+                continue
+
+
+def wait_for(check: Callable[[], T | None], timeout_s: float = 90, what: str = "condition") -> T:
+    deadline = time.monotonic() + timeout_s
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            result = check()
+            if result:
+                return result
+        except (httpx.HTTPError, OSError) as error:
+            last = error
+        time.sleep(0.3)
+    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}; last error: {last!r}")
+
+
+@dataclass
+class System:
+    """One test's meterline: its topics, consumer groups, data dir, API and Faust workers."""
+
+    broker: Broker
+    data_dir: Path
+    overrides: dict[str, str] = field(default_factory=dict)
+    processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        tag = uuid.uuid4().hex[:10]
+        self.api_port = free_port()
+        self.env = {
+            "METERLINE_KAFKA_BOOTSTRAP": self.broker.bootstrap,
+            "METERLINE_DATA_DIR": str(self.data_dir),
+            "METERLINE_API_PORT": str(self.api_port),
+            "METERLINE_WORKER_METRICS_PORT": str(free_port()),
+            "METERLINE_CONSUMER_GROUP": f"test-{tag}",
+            "METERLINE_TOPIC_EVENTS": f"{tag}.events",
+            "METERLINE_TOPIC_ACCEPTED": f"{tag}.accepted",
+            "METERLINE_TOPIC_RATED": f"{tag}.rated",
+            "METERLINE_TOPIC_DEAD_LETTER": f"{tag}.deadletter",
+            "METERLINE_TOPIC_PARTITIONS": "2",
+            "METERLINE_SINK_FLUSH_INTERVAL_S": "0.1",
+            **self.overrides,
+        }
+        self.settings = self._settings()
+        ensure_topics(self.settings)
+        self.url = f"http://127.0.0.1:{self.api_port}"
+
+    def _settings(self) -> Settings:
+        saved = dict(os.environ)
+        os.environ.update(self.env)
+        try:
+            return Settings()
+        finally:
+            os.environ.clear()
+            os.environ.update(saved)
+
+    def start(self, name: str, *argv: str) -> subprocess.Popen[bytes]:
+        log = (self.data_dir / f"{name}.log").open("ab")
+        process = subprocess.Popen(
+            [sys.executable, *argv], cwd=ROOT, env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT
+        )
+        self.processes[name] = process
+        return process
+
+    def start_api(self) -> None:
+        self.start("api", "-m", "api.main")
+        wait_for(lambda: httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200, what="the API to be ready")
+
+    def start_worker(self, name: str = "worker") -> None:
+        self.start(name, "-m", "pipeline.worker")
+
+    def start_all(self) -> System:
+        self.start_api()
+        self.start_worker()
+        return self
+
+    def kill(self, name: str) -> None:
+        process = self.processes.pop(name)
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=10)
+
+    def stop_all(self) -> None:
+        for process in self.processes.values():
+            process.terminate()
+        for name, process in list(self.processes.items()):
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+            self.processes.pop(name)
+
+    def publisher(self, name: str = "test-agent") -> SpooledPublisher:
+        return SpooledPublisher(producer_config(self.settings), self.settings.topics.events, Spool(self.data_dir / "spool" / name))
+
+    def publish(self, batches: dict[str, list[Event]], publisher: SpooledPublisher | None = None) -> None:
+        """Send each source's events as one message, through the agent's spooled publisher."""
+        publisher = publisher or self.publisher()
+        for source, events in batches.items():
+            publisher.publish(source, encode_batch(events))
+        assert publisher.drain(30) == 0, "the broker did not acknowledge every batch"
+
+    def usage(self, customer_id: str, **params: str) -> dict[str, Any]:
+        params.setdefault("from", "2020-01-01T00:00:00Z")
+        params.setdefault("to", "2030-01-01T00:00:00Z")
+        response = httpx.get(f"{self.url}/v1/customers/{customer_id}/usage", params=params, timeout=30)
+        response.raise_for_status()
+        body: dict[str, Any] = response.json()
+        return body
+
+    def metric(self, sample: str) -> float:
+        """One sample of the API process's Prometheus metrics, e.g. ``name{label="x"}``."""
+        for line in httpx.get(f"{self.url}/metrics", timeout=10).text.splitlines():
+            if line.startswith(sample + " "):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    def topic_messages(self, topic: str) -> list[bytes]:
+        """Every message in a topic, read with a throw-away consumer group."""
+        consumer = Consumer({"bootstrap.servers": self.broker.bootstrap, "group.id": f"peek-{uuid.uuid4().hex}",
+                             "enable.auto.commit": False})
+        try:
+            partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+            messages: list[bytes] = []
+            for number in partitions:
+                low, high = consumer.get_watermark_offsets(TopicPartition(topic, number), timeout=10)
+                if high <= low:
+                    continue
+                consumer.assign([TopicPartition(topic, number, low)])
+                read = 0
+                while read < high - low:
+                    message = consumer.poll(5)
+                    if message is None:
+                        break
+                    if message.error() is None:
+                        messages.append(message.value() or b"")
+                        read += 1
+            return messages
+        finally:
+            consumer.close()

@@ -1,0 +1,56 @@
+"""Re-sending any subset of events never changes what the stage rates."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from decimal import Decimal
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from pipeline.dedup import RecentIds
+from pipeline.processing import process_batch
+from pipeline.rating import load_price_book
+from schemas.events import encode_batch
+from tests.factories import AT, vm_sample, xaas_usage
+
+BOOK = load_price_book(Path("pipeline/price_book.yaml"))
+EVENTS = [vm_sample(f"vm-{n}", at=AT + timedelta(minutes=5 * n)) for n in range(6)] + [xaas_usage()]
+
+
+def total(batches: list[list[dict]]) -> Decimal:
+    recent = RecentIds()
+    return sum(
+        (sum(process_batch(encode_batch(batch), recent, BOOK).rated["amount"], Decimal(0)) for batch in batches),
+        Decimal(0),
+    )
+
+
+@given(resent=st.lists(st.sampled_from(range(len(EVENTS))), max_size=20), size=st.integers(1, 4))
+@settings(max_examples=60, deadline=None)
+def test_resent_events_are_counted_once(resent, size):
+    stream = EVENTS + [EVENTS[i] for i in resent]
+    batches = [stream[i : i + size] for i in range(0, len(stream), size)]
+    assert total(batches) == total([EVENTS])
+
+
+def test_duplicates_are_counted_and_the_first_copy_wins():
+    recent = RecentIds()
+    process_batch(encode_batch(EVENTS[:2]), recent, BOOK)
+    outcome = process_batch(encode_batch(EVENTS[:3]), recent, BOOK)
+    assert outcome.duplicates == 2
+    assert [event["id"] for event in outcome.accepted] == [EVENTS[2]["id"]]
+
+
+def test_the_window_forgets_the_oldest_ids_first():
+    recent = RecentIds(capacity=2)
+    recent.drop_seen(EVENTS[:3])
+    fresh, duplicates = recent.drop_seen(EVENTS[:3])
+    assert (len(fresh), duplicates) == (1, 2)
+
+
+def test_the_same_sample_always_gets_the_same_id():
+    assert vm_sample("vm-1")["id"] == vm_sample("vm-1", vcpu=64)["id"]
+    assert vm_sample("vm-1")["id"] != vm_sample("vm-2")["id"]
+    assert vm_sample("vm-1")["id"] != vm_sample("vm-1", at=AT + timedelta(minutes=5))["id"]
