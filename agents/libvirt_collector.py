@@ -38,9 +38,7 @@ class LibvirtCollector:
         self.interval_s = interval_s
         self._default_tier = default_tier
         self._state_path = state_path
-        self._previous: dict[str, dict[str, int]] = (
-            json.loads(state_path.read_text()) if state_path.exists() else {}
-        )
+        self._previous: dict[str, dict[str, int]] = json.loads(state_path.read_text()) if state_path.exists() else {}
         self._readings: dict[str, dict[str, int]] = {}
 
     def collect(self, at: datetime) -> dict[str, list[Event]]:
@@ -83,16 +81,25 @@ class LibvirtCollector:
             "power_state": "running" if running else "stopped",
             "vcpu": vcpus,
             "ram_mb": memory_kib // 1024,
-            "disks": [self._disk(domain, target.get("dev"), tiers) for target in description.findall("./devices/disk[@device='disk']/target")],
+            "disks": [self._disk(domain, device, tiers) for device in self._disk_devices(description)],
             "cpu_time_s": max(0, cpu_time_ns - before["cpu_time_ns"]) / 1e9,
             "net_rx_bytes": max(0, rx - before["rx"]),
             "net_tx_bytes": max(0, tx - before["tx"]),
         }
         return sample, counters
 
+    @staticmethod
+    def _disk_devices(description: ET.Element) -> list[str]:
+        targets = description.findall("./devices/disk[@device='disk']/target")
+        return [device for target in targets if (device := target.get("dev"))]
+
     def _disk(self, domain: Any, device: str, tiers: dict[str | None, str]) -> dict[str, Any]:
         capacity_bytes = domain.blockInfo(device)[0]
-        return {"device": device, "tier": tiers.get(device, self._default_tier), "size_gib": capacity_bytes // BYTES_PER_GIB}
+        return {
+            "device": device,
+            "tier": tiers.get(device, self._default_tier),
+            "size_gib": capacity_bytes // BYTES_PER_GIB,
+        }
 
     @staticmethod
     def _billing(domain: Any) -> ET.Element | None:

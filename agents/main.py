@@ -49,7 +49,11 @@ def run(collector: Collector, publisher: SpooledPublisher, interval_s: int, spee
     signal.signal(signal.SIGINT, stop)
     now = datetime.now(UTC)
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    at = midnight if speed > 1 else midnight + (now - midnight) // timedelta(seconds=interval_s) * timedelta(seconds=interval_s)
+    at = (
+        midnight
+        if speed > 1
+        else midnight + (now - midnight) // timedelta(seconds=interval_s) * timedelta(seconds=interval_s)
+    )
     started, done = time.monotonic(), 0
     while not stopping and (ticks is None or done < ticks):
         at += timedelta(seconds=interval_s)
@@ -86,7 +90,9 @@ def main() -> None:
         state.parent.mkdir(parents=True, exist_ok=True)
         collector = LibvirtCollector(args.libvirt_uri, state, args.interval_s)
     else:
-        spec = FleetSpec(args.seed, args.customers, args.hypervisors, args.vms_per_hypervisor, interval_s=args.interval_s)
+        spec = FleetSpec(
+            args.seed, args.customers, args.hypervisors, args.vms_per_hypervisor, interval_s=args.interval_s
+        )
         collector = SimulatedFleet(spec)
     spool = Spool(Path(settings.spool_dir) / args.name)
     publisher = SpooledPublisher(producer_config(settings), settings.topics.events, spool)

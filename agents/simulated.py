@@ -68,14 +68,23 @@ class SimulatedFleet:
             for slot in range(self.spec.vms_per_hypervisor)
         ]
         self.vdcs = [
-            {"resource_id": f"vdc-{n:04d}", "customer_id": draw.choice(customers), "model": draw.choice(VDC_MODELS),
-             "cpu_mhz": draw.choice((10_000, 20_000, 40_000)), "ram_mb": draw.choice((32_768, 65_536)),
-             "storage_gib": draw.choice((500, 1000, 2000))}
+            {
+                "resource_id": f"vdc-{n:04d}",
+                "customer_id": draw.choice(customers),
+                "model": draw.choice(VDC_MODELS),
+                "cpu_mhz": draw.choice((10_000, 20_000, 40_000)),
+                "ram_mb": draw.choice((32_768, 65_536)),
+                "storage_gib": draw.choice((500, 1000, 2000)),
+            }
             for n in range(self.spec.vdcs)
         ]
         self.xaas = [
-            {"resource_id": f"xaas-{n:04d}", "customer_id": draw.choice(customers), "sku": draw.choice(list(XAAS_SKUS)),
-             "base": draw.randint(1, 500)}
+            {
+                "resource_id": f"xaas-{n:04d}",
+                "customer_id": draw.choice(customers),
+                "sku": draw.choice(list(XAAS_SKUS)),
+                "base": draw.randint(1, 500),
+            }
             for n in range(self.spec.xaas_items)
         ]
 

@@ -5,13 +5,14 @@ Every query reads rated usage through ``FINAL`` so that an event written twice c
 
 from __future__ import annotations
 
+import io
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 from clickhouse_connect.driver.client import Client
 
@@ -103,5 +104,7 @@ class UsageQueries:
             stream = self._client.raw_stream(
                 query, parameters=window.parameters(), fmt="CSVWithNames", settings={"date_time_output_format": "iso"}
             )
-            while chunk := stream.read(CSV_CHUNK_BYTES):
+            # a synchronous client returns a file-like stream (StreamContext is the async one's)
+            readable = cast(io.BufferedIOBase, stream)
+            while chunk := readable.read(CSV_CHUNK_BYTES):
                 yield chunk

@@ -7,7 +7,6 @@ disk, so it also survives a restart with its data.
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import time
@@ -15,7 +14,7 @@ import uuid
 from pathlib import Path
 from types import TracebackType
 
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic  # type: ignore[attr-defined]
 
 from meterline.exceptions import MeterlineError
 from meterline.settings import Settings

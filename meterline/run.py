@@ -43,7 +43,11 @@ class Child:
 def children(settings: Settings, agent_args: list[str]) -> list[Child]:
     python = sys.executable
     workers = [
-        Child(f"pipeline-{n}", [python, "-m", "pipeline.worker"], {"METERLINE_WORKER_METRICS_PORT": str(settings.worker_metrics_port + n)})
+        Child(
+            f"pipeline-{n}",
+            [python, "-m", "pipeline.worker"],
+            {"METERLINE_WORKER_METRICS_PORT": str(settings.worker_metrics_port + n)},
+        )
         for n in range(settings.pipeline_workers)
     ]
     return [
@@ -79,8 +83,9 @@ def main() -> None:
     try:
         for child in running:
             child.start()
-        print(f"meterline is up: API and docs at http://{settings.api_host}:{settings.api_port}/docs", flush=True)  # noqa: T201
-        print(f"  usage of a simulated customer: http://{settings.api_host}:{settings.api_port}/v1/customers/cust-00001/usage", flush=True)  # noqa: T201
+        base = f"http://{settings.api_host}:{settings.api_port}"
+        print(f"meterline is up: API and docs at {base}/docs", flush=True)
+        print(f"  usage of a simulated customer: {base}/v1/customers/cust-00001/usage", flush=True)
         supervise(running)
     except KeyboardInterrupt:
         log.info("stopping")

@@ -32,7 +32,7 @@ class Settings(BaseSettings):
         default="",
         description="chdb:///abs/path (embedded, default under data_dir) or http(s)://host:8123",
     )
-    clickhouse_database: str = "meterline"
+    clickhouse_database: str = Field(default="meterline", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
     data_dir: Path = Path("data")
     api_host: str = "127.0.0.1"
     api_port: int = 8080

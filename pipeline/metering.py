@@ -41,9 +41,7 @@ def measure_events(events: list[Event]) -> pl.DataFrame:
     by_type: dict[str, list[Event]] = {kind.value: [] for kind in EventType}
     for event in events:
         by_type[event["type"]].append(event)
-    parts = [
-        measure(kind, by_type[kind.value]) for kind in EventType if by_type[kind.value]
-    ]
+    parts = [measure(kind, by_type[kind.value]) for kind in EventType if by_type[kind.value]]
     if not parts:
         return _empty_quantities()
     return pl.concat(parts, how="vertical").filter(pl.col("numerator") > 0)
@@ -123,7 +121,12 @@ def _measure_vm(envelope: pl.DataFrame, events: list[Event]) -> pl.DataFrame:
             _meter_rows(frame, Meter.NET_RX_GB, pl.col("net_rx_bytes"), BYTES_PER_GB, none, vm),
             _meter_rows(frame, Meter.NET_TX_GB, pl.col("net_tx_bytes"), BYTES_PER_GB, none, vm),
             _meter_rows(
-                disks, Meter.DISK_GIB_HOURS, pl.col("size_gib") * pl.col("interval_s"), SECONDS_PER_HOUR, pl.col("tier"), vm
+                disks,
+                Meter.DISK_GIB_HOURS,
+                pl.col("size_gib") * pl.col("interval_s"),
+                SECONDS_PER_HOUR,
+                pl.col("tier"),
+                vm,
             ),
         ]
     )
@@ -132,13 +135,9 @@ def _measure_vm(envelope: pl.DataFrame, events: list[Event]) -> pl.DataFrame:
 def _vm_disks(envelope: pl.DataFrame, events: list[Event]) -> pl.DataFrame:
     """One row per (event, disk tier), disks of the same tier summed."""
     rows = [
-        (index, disk["tier"], disk["size_gib"])
-        for index, event in enumerate(events)
-        for disk in event["data"]["disks"]
+        (index, disk["tier"], disk["size_gib"]) for index, event in enumerate(events) for disk in event["data"]["disks"]
     ]
-    disks = pl.DataFrame(
-        rows, schema={"row": pl.UInt32, "tier": pl.String, "size_gib": pl.Int64}, orient="row"
-    )
+    disks = pl.DataFrame(rows, schema={"row": pl.UInt32, "tier": pl.String, "size_gib": pl.Int64}, orient="row")
     per_tier = disks.group_by("row", "tier").agg(pl.col("size_gib").sum())
     return envelope.with_row_index("row").join(per_tier, on="row").drop("row")
 
@@ -157,11 +156,15 @@ def _measure_vdc(envelope: pl.DataFrame, events: list[Event]) -> pl.DataFrame:
     seconds, vdc, model = pl.col("interval_s"), pl.lit("vdc"), pl.col("model")
     return pl.concat(
         [
-            _meter_rows(frame, Meter.VDC_CPU_GHZ_HOURS, pl.col("cpu_mhz") * seconds, 1000 * SECONDS_PER_HOUR, model, vdc),
+            _meter_rows(
+                frame, Meter.VDC_CPU_GHZ_HOURS, pl.col("cpu_mhz") * seconds, 1000 * SECONDS_PER_HOUR, model, vdc
+            ),
             _meter_rows(
                 frame, Meter.VDC_RAM_GIB_HOURS, pl.col("ram_mb") * seconds, MIB_PER_GIB * SECONDS_PER_HOUR, model, vdc
             ),
-            _meter_rows(frame, Meter.VDC_STORAGE_GIB_HOURS, pl.col("storage_gib") * seconds, SECONDS_PER_HOUR, model, vdc),
+            _meter_rows(
+                frame, Meter.VDC_STORAGE_GIB_HOURS, pl.col("storage_gib") * seconds, SECONDS_PER_HOUR, model, vdc
+            ),
         ]
     )
 

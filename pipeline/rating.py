@@ -91,27 +91,31 @@ def rate_quantities(quantities: pl.DataFrame, book: PriceBook) -> tuple[pl.DataF
             price_customer=pl.col(customer) if customer else pl.lit(ANY),
             price_dimension=pl.col(dimension) if dimension else pl.lit(ANY),
         )
-        frame = keyed.join_asof(
-            book_frame,
-            left_on="usage_start",
-            right_on="effective_from",
-            by=["price_customer", "meter", "price_dimension"],
-            strategy="backward",
-            check_sortedness=False,
-        ).rename({"unit_price": f"price_{step}"}).drop("price_customer", "price_dimension", "effective_from")
-    priced = frame.with_columns(
-        unit_price=pl.coalesce(*(f"price_{step}" for step in range(len(_LOOKUPS))))
-    )
+        frame = (
+            keyed.join_asof(
+                book_frame,
+                left_on="usage_start",
+                right_on="effective_from",
+                by=["price_customer", "meter", "price_dimension"],
+                strategy="backward",
+                check_sortedness=False,
+            )
+            .rename({"unit_price": f"price_{step}"})
+            .drop("price_customer", "price_dimension", "effective_from")
+        )
+    priced = frame.with_columns(unit_price=pl.coalesce(*(f"price_{step}" for step in range(len(_LOOKUPS)))))
     unpriced = priced.filter(pl.col("unit_price").is_null())
     reasons = {
-        row["event_id"]: f"no price in force for meter {row['meter']} ({row['dimension'] or ANY}) at {row['usage_start']}"
+        row[
+            "event_id"
+        ]: f"no price in force for meter {row['meter']} ({row['dimension'] or ANY}) at {row['usage_start']}"
         for row in unpriced.select("event_id", "meter", "dimension", "usage_start").iter_rows(named=True)
     }
     rated = priced.filter(~pl.col("event_id").is_in(list(reasons))).with_columns(
         quantity=(pl.col("numerator").cast(MONEY) / pl.col("divisor").cast(pl.Decimal(38, 0))).cast(MONEY),
-        amount=(pl.col("numerator").cast(EXACT) * pl.col("unit_price") / pl.col("divisor").cast(pl.Decimal(38, 0))).cast(
-            MONEY
-        ),
+        amount=(
+            pl.col("numerator").cast(EXACT) * pl.col("unit_price") / pl.col("divisor").cast(pl.Decimal(38, 0))
+        ).cast(MONEY),
         currency=pl.lit(book.currency),
     )
     return rated.select(list(RATED_SCHEMA)), reasons

@@ -7,12 +7,7 @@ batch - leaves one row, and every read goes through ``FINAL``.
 
 from __future__ import annotations
 
-from typing import Any, Protocol
-
-
-class CommandClient(Protocol):
-    def command(self, cmd: str, parameters: Any = None, settings: Any = None) -> Any: ...
-
+from clickhouse_connect.driver.client import Client
 
 RAW_EVENTS = "raw_events"
 RATED_USAGE = "rated_usage"
@@ -73,7 +68,7 @@ def migrations(database: str) -> list[tuple[int, str]]:
     ]
 
 
-def migrate(client: CommandClient, database: str) -> None:
+def migrate(client: Client, database: str) -> None:
     """Apply every migration; safe to run at each start and from several processes."""
     client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
     client.command(

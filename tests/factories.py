@@ -45,10 +45,19 @@ def vdc_allocation(model: str = "allocation_pool", customer_id: str = "cust-1", 
     )
 
 
-def xaas_usage(sku: str = "backup_gb_month", quantity: str = "12.5", customer_id: str = "cust-1", at: datetime = AT) -> Event:
+def xaas_usage(
+    sku: str = "backup_gb_month", quantity: str = "12.5", customer_id: str = "cust-1", at: datetime = AT
+) -> Event:
     return usage_event(
         EventType.XAAS_USAGE,
         "test://xaas",
         at,
-        {"customer_id": customer_id, "resource_id": "bk-1", "interval_s": 3600, "sku": sku, "quantity": quantity, "unit": "GB"},
+        {
+            "customer_id": customer_id,
+            "resource_id": "bk-1",
+            "interval_s": 3600,
+            "sku": sku,
+            "quantity": quantity,
+            "unit": "GB",
+        },
     )

@@ -27,9 +27,15 @@ def event_quantities(event: dict) -> list[tuple[str, str, Fraction]]:
     hours = Fraction(data["interval_s"], 3600)
     if kind == "vm.sample":
         running = data["power_state"] == "running"
-        rows = [("net_rx_gb", "*", Fraction(data["net_rx_bytes"], 10**9)), ("net_tx_gb", "*", Fraction(data["net_tx_bytes"], 10**9))]
+        rows = [
+            ("net_rx_gb", "*", Fraction(data["net_rx_bytes"], 10**9)),
+            ("net_tx_gb", "*", Fraction(data["net_tx_bytes"], 10**9)),
+        ]
         if running:
-            rows += [("vcpu_hours", "*", data["vcpu"] * hours), ("ram_gib_hours", "*", Fraction(data["ram_mb"], 1024) * hours)]
+            rows += [
+                ("vcpu_hours", "*", data["vcpu"] * hours),
+                ("ram_gib_hours", "*", Fraction(data["ram_mb"], 1024) * hours),
+            ]
         rows += [("disk_gib_hours", d["tier"], d["size_gib"] * hours) for d in data["disks"]]
         return rows
     if kind == "vdc.allocation":

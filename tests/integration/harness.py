@@ -134,7 +134,9 @@ class System:
             self.processes.pop(name)
 
     def publisher(self, name: str = "test-agent") -> SpooledPublisher:
-        return SpooledPublisher(producer_config(self.settings), self.settings.topics.events, Spool(self.data_dir / "spool" / name))
+        return SpooledPublisher(
+            producer_config(self.settings), self.settings.topics.events, Spool(self.data_dir / "spool" / name)
+        )
 
     def publish(self, batches: dict[str, list[Event]], publisher: SpooledPublisher | None = None) -> None:
         """Send each source's events as one message, through the agent's spooled publisher."""
@@ -160,8 +162,13 @@ class System:
 
     def topic_messages(self, topic: str) -> list[bytes]:
         """Every message in a topic, read with a throw-away consumer group."""
-        consumer = Consumer({"bootstrap.servers": self.broker.bootstrap, "group.id": f"peek-{uuid.uuid4().hex}",
-                             "enable.auto.commit": False})
+        consumer = Consumer(
+            {
+                "bootstrap.servers": self.broker.bootstrap,
+                "group.id": f"peek-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+            }
+        )
         try:
             partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
             messages: list[bytes] = []

@@ -97,7 +97,10 @@ def test_sink_killed_between_write_and_commit_rewrites_without_double_counting(s
         system.publish(batch)
     crashing = subprocess.run(
         [sys.executable, "-m", "tests.integration.crashing_sink"],
-        cwd=ROOT, env=system.env, capture_output=True, timeout=120,
+        cwd=ROOT,
+        env=system.env,
+        capture_output=True,
+        timeout=120,
     )
     assert crashing.returncode == -9, crashing.stderr.decode()[-2000:]
     written_before_crash = int(crashing.stdout)
@@ -110,8 +113,24 @@ def test_sink_killed_between_write_and_commit_rewrites_without_double_counting(s
 def test_agent_killed_mid_run_loses_and_doubles_nothing(system: System):
     system.start_all()
     agent = [
-        "-m", "agents.main", "--ticks", "8", "--speed", "600", "--interval-s", "300", "--seed", "11",
-        "--customers", "6", "--hypervisors", "3", "--vms-per-hypervisor", "8", "--name", "hv-agent",
+        "-m",
+        "agents.main",
+        "--ticks",
+        "8",
+        "--speed",
+        "600",
+        "--interval-s",
+        "300",
+        "--seed",
+        "11",
+        "--customers",
+        "6",
+        "--hypervisors",
+        "3",
+        "--vms-per-hypervisor",
+        "8",
+        "--name",
+        "hv-agent",
     ]
     first = system.start("agent", *agent)
     wait_for(lambda: b"tick" in (system.data_dir / "agent.log").read_bytes(), 60, "the agent's first tick")
@@ -121,7 +140,9 @@ def test_agent_killed_mid_run_loses_and_doubles_nothing(system: System):
     system.start("agent-restarted", *agent).wait(timeout=120)
     midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     fleet = SimulatedFleet(FleetSpec(seed=11, customers=6, hypervisors=3, vms_per_hypervisor=8))
-    expected = [e for n in range(1, 9) for batch in fleet.collect(midnight + timedelta(minutes=5 * n)).values() for e in batch]
+    expected = [
+        e for n in range(1, 9) for batch in fleet.collect(midnight + timedelta(minutes=5 * n)).values() for e in batch
+    ]
     assert_api_matches(system, expected)
 
 

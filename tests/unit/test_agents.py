@@ -68,19 +68,35 @@ DOMAIN_XML = """<domain type="test">
   </devices>
 </domain>"""
 
-BILLING = '<metadata><b:billing xmlns:b="https://meterline.io/libvirt/1" customer="{customer}"><disk dev="vda" tier="ssd"/></b:billing></metadata>'
+BILLING = (
+    '<metadata><b:billing xmlns:b="https://meterline.io/libvirt/1" customer="{customer}">'
+    '<disk dev="vda" tier="ssd"/></b:billing></metadata>'
+)
 
 
 @pytest.fixture
 def libvirt_host(tmp_path: Path) -> str:
     pytest.importorskip("libvirt")
     domains = [
-        DOMAIN_XML.format(name="web-01", uuid="6695eb01-f6a4-8304-79aa-97f2502e1931", ram_mb=4096, vcpu=2, n=1,
-                          metadata=BILLING.format(customer="cust-00001")),
-        DOMAIN_XML.format(name="db-01", uuid="6695eb01-f6a4-8304-79aa-97f2502e1932", ram_mb=8192, vcpu=4, n=2,
-                          metadata=BILLING.format(customer="cust-00002")),
-        DOMAIN_XML.format(name="unbilled", uuid="6695eb01-f6a4-8304-79aa-97f2502e1933", ram_mb=1024, vcpu=1, n=3,
-                          metadata=""),
+        DOMAIN_XML.format(
+            name="web-01",
+            uuid="6695eb01-f6a4-8304-79aa-97f2502e1931",
+            ram_mb=4096,
+            vcpu=2,
+            n=1,
+            metadata=BILLING.format(customer="cust-00001"),
+        ),
+        DOMAIN_XML.format(
+            name="db-01",
+            uuid="6695eb01-f6a4-8304-79aa-97f2502e1932",
+            ram_mb=8192,
+            vcpu=4,
+            n=2,
+            metadata=BILLING.format(customer="cust-00002"),
+        ),
+        DOMAIN_XML.format(
+            name="unbilled", uuid="6695eb01-f6a4-8304-79aa-97f2502e1933", ram_mb=1024, vcpu=1, n=3, metadata=""
+        ),
     ]
     path = tmp_path / "host.xml"
     path.write_text(HOST_XML.format(domains="\n".join(domains)))

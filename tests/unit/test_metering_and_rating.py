@@ -121,7 +121,8 @@ def test_usage_without_a_price_in_force_is_refused_with_its_reason():
 
 def test_a_malformed_price_book_fails_at_load(tmp_path):
     path = tmp_path / "book.yaml"
-    path.write_text("currency: EUR\nprices:\n  - {meter: vcpu_hours, unit_price: 'abc', effective_from: 2026-01-01T00:00:00Z}\n")
+    path.write_text(
+        "currency: EUR\nprices:\n  - {meter: vcpu_hours, unit_price: 'abc', effective_from: 2026-01-01T00:00:00Z}\n"
+    )
     with pytest.raises(Exception, match="price entry 1 is malformed"):
         load_price_book(path)
-

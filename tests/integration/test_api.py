@@ -1,0 +1,96 @@
+"""The API as a billing system or a service sees it, against the real broker and engine."""
+
+from __future__ import annotations
+
+import csv
+import io
+from decimal import Decimal
+
+import httpx
+import orjson
+import pytest
+from confluent_kafka import Producer
+
+from schemas.events import encode_batch
+from tests.factories import vm_sample, xaas_usage
+from tests.integration.harness import System, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def running(system: System) -> System:
+    return system.start_all()
+
+
+def test_pushed_events_are_accepted_or_refused_one_by_one(running: System):
+    good, bad = xaas_usage(quantity="10"), vm_sample("vm-bad", vcpu=-4)
+    response = httpx.post(f"{running.url}/v1/events", content=encode_batch([good, bad]), timeout=30)
+    assert response.status_code == 202
+    body = response.json()
+    assert body["accepted"] == [good["id"]]
+    assert body["rejected"] == [{"index": 1, "id": bad["id"], "reason": "data.vcpu must be bigger than or equal to 0"}]
+    usage = wait_for(lambda: running.usage("cust-1")["rows"], what="the pushed usage")
+    assert [(r["meter"], r["quantity"], r["amount"]) for r in usage] == [
+        ("xaas_units", "10.000000000000", "0.450000000000")
+    ]
+
+
+def test_bad_bodies_get_a_4xx_with_a_reason(running: System):
+    not_json = httpx.post(f"{running.url}/v1/events", content=b"{oops", timeout=10)
+    assert not_json.status_code == 400
+    assert "not valid JSON" in not_json.json()["detail"]
+    none_valid = httpx.post(f"{running.url}/v1/events", content=orjson.dumps([{"type": "vm.sample"}]), timeout=10)
+    assert none_valid.status_code == 422
+    assert none_valid.json()["accepted"] == []
+    empty = httpx.post(f"{running.url}/v1/events", content=b"[]", timeout=10)
+    assert empty.status_code == 400
+    backwards = httpx.get(
+        f"{running.url}/v1/customers/cust-1/usage",
+        params={"from": "2026-11-02T00:00:00Z", "to": "2026-11-01T00:00:00Z"},
+        timeout=10,
+    )
+    assert backwards.status_code == 400
+    assert "'from' must be before 'to'" in backwards.json()["detail"]
+    naive = httpx.get(f"{running.url}/v1/customers/cust-1/usage", params={"from": "2026-11-01T00:00:00"}, timeout=10)
+    assert naive.status_code == 400
+    unknown = httpx.get(f"{running.url}/v1/customers/cust-1/usage", params={"granularity": "week"}, timeout=10)
+    assert unknown.status_code == 422
+
+
+def test_events_that_bypass_the_api_and_break_the_contract_go_to_dead_letter(running: System):
+    topics = running.settings.topics
+    bad = vm_sample("vm-x")
+    bad["data"]["ram_mb"] = "lots"
+    producer = Producer({"bootstrap.servers": running.broker.bootstrap})
+    producer.produce(topics.events, encode_batch([bad, vm_sample("vm-ok")]), key=b"hv-1")
+    producer.produce(topics.events, b"not json at all", key=b"hv-1")
+    producer.flush(10)
+    letters = wait_for(lambda: len(m := running.topic_messages(topics.dead_letter)) == 2 and m, what="dead letters")
+    records = [orjson.loads(letter) for letter in letters]
+    assert {r["reason"] for r in records} >= {"data.ram_mb must be integer"}
+    assert any("not valid JSON" in r["reason"] and r["event"] == "not json at all" for r in records)
+    wait_for(lambda: running.usage("cust-1")["rows"], what="the valid event of the batch")
+
+
+def test_csv_export_has_hourly_rows_per_resource_adding_up_to_the_json(running: System):
+    events = [vm_sample(f"vm-{n}") for n in range(3)] + [xaas_usage()]
+    assert httpx.post(f"{running.url}/v1/events", content=encode_batch(events), timeout=30).status_code == 202
+    body = wait_for(lambda: (u := running.usage("cust-1"))["rows"] and len(u["rows"]) == 5 and u, what="usage")
+    response = httpx.get(
+        f"{running.url}/v1/customers/cust-1/usage.csv",
+        params={"from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"},
+        timeout=30,
+    )
+    assert response.headers["content-type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(response.text)))
+    assert {r["resource_id"] for r in rows} == {"vm-0", "vm-1", "vm-2", "bk-1"}
+    assert {r["hour"] for r in rows} == {"2026-11-02T09:00:00Z"}, "samples ending at 10:00 belong to 09:00-10:00"
+    assert sum(Decimal(r["amount"]) for r in rows) == Decimal(body["totals_exact"]["EUR"])
+
+
+def test_metrics_and_health(running: System):
+    assert httpx.get(f"{running.url}/healthz", timeout=5).json() == {"status": "ok"}
+    metrics = httpx.get(f"{running.url}/metrics", timeout=5).text
+    for name in ("meterline_sink_flush_seconds", "meterline_sink_consumer_lag_messages", "meterline_freshness_seconds"):
+        assert name in metrics
