@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     price_book: Path = Path(__file__).resolve().parent.parent / "pipeline" / "price_book.yaml"
     consumer_group: str = "meterline"
     pipeline_commit_interval_s: float = 2.8
+    pipeline_batch_messages: int = 50
+    pipeline_batch_within_s: float = 0.05
     sink_batch_max_rows: int = 200_000
     sink_flush_interval_s: float = 0.25
     topics: Topics = Field(default_factory=Topics)

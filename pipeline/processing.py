@@ -1,4 +1,4 @@
-"""One message through the stage: validate, dedupe, meter, rate. Pure apart from the id window."""
+"""Messages through the stage: validate, dedupe, meter, rate. Pure apart from the id window."""
 
 from __future__ import annotations
 
@@ -26,8 +26,14 @@ class BatchOutcome:
         return b"\n".join(orjson.dumps(event) for event in self.accepted)
 
 
-def process_batch(payload: bytes, recent: RecentIds, book: PriceBook) -> BatchOutcome:
-    valid, rejected = split_valid(payload)
+def process_batch(payloads: list[bytes], recent: RecentIds, book: PriceBook) -> BatchOutcome:
+    """Handle several messages as one frame: per-frame costs are paid once, not per message."""
+    valid: list[Event] = []
+    rejected: list[Rejection] = []
+    for payload in payloads:
+        accepted, refused = split_valid(payload)
+        valid += accepted
+        rejected += refused
     fresh, duplicates = recent.drop_seen(valid)
     rated, unpriced = rate_quantities(measure_events(fresh), book)
     if unpriced:

@@ -14,7 +14,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-import fastjsonschema
+import jsonschema_rs
 import orjson
 
 from meterline.exceptions import InvalidEvent
@@ -42,12 +42,12 @@ def load_schema(name: str) -> dict[str, Any]:
 
 @cache
 def _envelope_validator() -> Any:
-    return fastjsonschema.compile(load_schema("cloudevent"))
+    return jsonschema_rs.validator_for(load_schema("cloudevent"))
 
 
 @cache
 def _data_validator(event_type: EventType) -> Any:
-    return fastjsonschema.compile(load_schema(event_type.value))
+    return jsonschema_rs.validator_for(load_schema(event_type.value))
 
 
 def event_id(event_type: EventType, source: str, resource_id: str, time: datetime) -> str:
@@ -71,16 +71,31 @@ def validate_event(event: Any) -> Event:
     """Return ``event`` if it honours the envelope and its type's data schema, else raise."""
     if not isinstance(event, dict):
         raise InvalidEvent("an event must be a JSON object")
-    ident = event.get("id") if isinstance(event.get("id"), str) else None
-    try:
-        _envelope_validator()(event)
-        _data_validator(EventType(event["type"]))(event["data"])
-        parse_time(event["time"])
-    except fastjsonschema.JsonSchemaValueException as error:
-        raise InvalidEvent(f"{error.message}", ident) from None
-    except ValueError as error:
-        raise InvalidEvent(f"time is not a valid timestamp: {error}", ident) from None
+    reason = (
+        _first_error(_envelope_validator(), event, "")
+        or _first_error(_data_validator(EventType(event["type"])), event["data"], "data")
+        or _time_error(event["time"])
+    )
+    if reason:
+        raise InvalidEvent(reason, event["id"] if isinstance(event.get("id"), str) else None)
     return event
+
+
+def _first_error(validator: Any, document: Any, prefix: str) -> str | None:
+    """The first offending field and why, e.g. ``data.vcpu: -1 is less than the minimum of 0``."""
+    if validator.is_valid(document):
+        return None
+    error = next(validator.iter_errors(document))
+    path = ".".join(str(part) for part in [prefix, *error.instance_path] if part != "")
+    return f"{path}: {error.message}" if path else str(error.message)
+
+
+def _time_error(text: str) -> str | None:
+    try:
+        parse_time(text)
+    except ValueError as error:
+        return f"time is not a valid timestamp: {error}"
+    return None
 
 
 def decode_batch(payload: bytes) -> list[Any]:

@@ -22,7 +22,7 @@ EVENTS = [vm_sample(f"vm-{n}", at=AT + timedelta(minutes=5 * n)) for n in range(
 def total(batches: list[list[dict]]) -> Decimal:
     recent = RecentIds()
     return sum(
-        (sum(process_batch(encode_batch(batch), recent, BOOK).rated["amount"], Decimal(0)) for batch in batches),
+        (sum(process_batch([encode_batch(batch)], recent, BOOK).rated["amount"], Decimal(0)) for batch in batches),
         Decimal(0),
     )
 
@@ -37,8 +37,8 @@ def test_resent_events_are_counted_once(resent, size):
 
 def test_duplicates_are_counted_and_the_first_copy_wins():
     recent = RecentIds()
-    process_batch(encode_batch(EVENTS[:2]), recent, BOOK)
-    outcome = process_batch(encode_batch(EVENTS[:3]), recent, BOOK)
+    process_batch([encode_batch(EVENTS[:2])], recent, BOOK)
+    outcome = process_batch([encode_batch(EVENTS[:1]), encode_batch(EVENTS[1:3])], recent, BOOK)
     assert outcome.duplicates == 2
     assert [event["id"] for event in outcome.accepted] == [EVENTS[2]["id"]]
 

@@ -1,0 +1,178 @@
+"""End-to-end benchmark on the embedded default: agents -> Tansu -> Faust -> sink/chDB -> API.
+
+Prints one JSON line:
+- ``samples_per_s``: samples published as fast as the agent can, divided by the time until the
+  sink has stored every one of them (so it is the slowest stage's sustained rate);
+- ``freshness_p50_s`` / ``freshness_p99_s``: at a paced ``paced_samples_per_s``, from the end
+  of each sample's interval (its event time) to its rated row being stored, i.e. queryable;
+- ``peak_rss_mb``: the high-water mark of each process.
+
+Run: ``make bench`` (or ``python bench/pipeline.py --help`` for sizes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from agents.publisher import SpooledPublisher  # noqa: E402
+from agents.simulated import FleetSpec, SimulatedFleet  # noqa: E402
+from agents.spool import Spool  # noqa: E402
+from meterline.brokers import TansuBroker, ensure_topics  # noqa: E402
+from meterline.kafka_config import producer_config  # noqa: E402
+from meterline.settings import Settings  # noqa: E402
+from schemas.events import encode_batch  # noqa: E402
+from tests.integration.harness import free_port, wait_for  # noqa: E402
+
+MAX_EVENTS_PER_MESSAGE = 500
+
+
+def peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def messages(fleet: SimulatedFleet, at: datetime) -> list[tuple[str, bytes]]:
+    out = []
+    for source, events in fleet.collect(at).items():
+        for start in range(0, len(events), MAX_EVENTS_PER_MESSAGE):
+            out.append((source, encode_batch(events[start : start + MAX_EVENTS_PER_MESSAGE])))
+    return out
+
+
+def rows_written(url: str, table: str) -> float:
+    sample = f'meterline_sink_rows_written_total{{table="{table}"}} '
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        if line.startswith(sample):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--hypervisors", type=int, default=100)
+    parser.add_argument("--vms-per-hypervisor", type=int, default=100)
+    parser.add_argument("--ticks", type=int, default=20, help="intervals published in the throughput phase")
+    parser.add_argument("--paced-rate", type=int, default=20_000, help="samples/s in the freshness phase")
+    parser.add_argument("--paced-seconds", type=int, default=20)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+
+    home = Path(tempfile.mkdtemp(prefix="meterline-bench-"))
+    broker = TansuBroker(free_port(), home / "tansu.log")
+    broker.start()
+    env = {
+        **os.environ,
+        "METERLINE_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "METERLINE_DATA_DIR": str(home),
+        "METERLINE_API_PORT": str(free_port()),
+        "METERLINE_TOPIC_PARTITIONS": "4",
+    }
+    os.environ.update(env)
+    settings = Settings()
+    ensure_topics(settings)
+    url = f"http://{settings.api_host}:{settings.api_port}"
+    log = (home / "processes.log").open("ab")
+    processes = {"api": subprocess.Popen([sys.executable, "-m", "api.main"], cwd=ROOT, env=env, stdout=log, stderr=log)}
+    for n in range(args.workers):
+        worker_env = {**env, "METERLINE_WORKER_METRICS_PORT": str(free_port())}
+        processes[f"worker-{n}"] = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.worker"], cwd=ROOT, env=worker_env, stdout=log, stderr=log
+        )
+    wait_for(lambda: httpx.get(f"{url}/readyz", timeout=2).status_code == 200, 60, "the API")
+    publisher = SpooledPublisher(producer_config(settings), settings.topics.events, Spool(home / "spool"))
+
+    spec = FleetSpec(seed=1, customers=500, hypervisors=args.hypervisors, vms_per_hypervisor=args.vms_per_hypervisor)
+    fleet = SimulatedFleet(spec)
+    per_tick = sum(len(events) for events in fleet.collect(datetime.now(UTC)).values())
+
+    # warm-up: one tick, so group joins and first compilations are not timed
+    start = datetime(2026, 11, 1, tzinfo=UTC)
+    for source, payload in messages(fleet, start):
+        publisher.publish(source, payload)
+    publisher.drain(60)
+    wait_for(lambda: rows_written(url, "raw_events") >= per_tick, 180, "the warm-up tick")
+
+    prepared = [messages(fleet, start + timedelta(seconds=spec.interval_s * (n + 1))) for n in range(args.ticks)]
+    total = per_tick * (args.ticks + 1)
+    began = time.monotonic()
+    for tick in prepared:
+        for source, payload in tick:
+            publisher.publish(source, payload)
+            publisher.pump()
+    publisher.drain(120)
+    wait_for(lambda: rows_written(url, "raw_events") >= total, 900, "the throughput phase")
+    samples_per_s = per_tick * args.ticks / (time.monotonic() - began)
+
+    paced_fleet = SimulatedFleet(
+        FleetSpec(
+            seed=2,
+            customers=500,
+            hypervisors=max(1, args.paced_rate // 100),
+            vms_per_hypervisor=100,
+            vdcs=0,
+            xaas_items=0,
+        )
+    )
+    began_paced = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
+    for second in range(args.paced_seconds):
+        at = began_paced + timedelta(seconds=second)
+        batch = messages(paced_fleet, at)
+        while datetime.now(UTC) < at:
+            publisher.pump(0.005)
+        for source, payload in batch:
+            publisher.publish(source, payload)
+        publisher.pump()
+    publisher.drain(60)
+    paced_total = len(paced_fleet.vms) * args.paced_seconds
+    wait_for(lambda: rows_written(url, "raw_events") >= total + paced_total, 300, "the paced phase")
+
+    rss = {name: round(peak_rss_mb(p.pid), 1) for name, p in processes.items()}
+    rss["agent+bench"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    for process in processes.values():
+        process.terminate()
+        process.wait(timeout=60)
+    broker.stop()
+
+    import clickhouse_connect
+
+    client = clickhouse_connect.get_client(dsn=settings.effective_clickhouse_dsn)
+    p50, p99, rows = client.query(
+        "SELECT quantile(0.5)(lag), quantile(0.99)(lag), count() FROM ("
+        " SELECT dateDiff('millisecond', usage_end, inserted_at) / 1000 AS lag"
+        f" FROM {settings.clickhouse_database}.rated_usage WHERE usage_end >= {{since:DateTime64(3)}})",
+        parameters={"since": began_paced},
+    ).result_rows[0]
+    print(
+        json.dumps(
+            {
+                "samples_per_s": round(samples_per_s),
+                "throughput_samples": per_tick * args.ticks,
+                "paced_samples_per_s": args.paced_rate,
+                "freshness_p50_s": round(float(p50), 3),
+                "freshness_p99_s": round(float(p99), 3),
+                "freshness_rated_rows": rows,
+                "pipeline_workers": args.workers,
+                "peak_rss_mb": rss,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
