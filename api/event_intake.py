@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Any
 
 from confluent_kafka import KafkaError, Message, Producer
 
-from meterline.exceptions import MeterlineError
+from meterline.exceptions import InvalidEvent, MeterlineError
 from meterline.kafka_config import producer_config
 from meterline.settings import Settings
-from pipeline.validation import Rejection, split_events
-from schemas.events import Event, encode_batch
+from pipeline.validation import Rejection, split_message
+from schemas.events import UsageEvent, encode_events, split_raw
 
 DELIVERY_TIMEOUT_S = 10.0
 
@@ -25,12 +24,15 @@ class EventIntake:
         self._topic = settings.topics.events
         self._producer = Producer(producer_config(settings))
 
-    def submit(self, candidates: list[Any]) -> tuple[list[Event], list[Rejection]]:
+    def submit(self, body: bytes) -> tuple[list[UsageEvent], list[Rejection]]:
         """Publish the valid events, one message per resource so that its events stay ordered."""
-        accepted, rejected = split_events(candidates)
-        by_resource: dict[str, list[Event]] = defaultdict(list)
+        if not split_raw(body):
+            raise InvalidEvent("the batch is empty")
+        checked = split_message(body)
+        accepted, rejected = checked.events, checked.rejected
+        by_resource: dict[str, list[UsageEvent]] = defaultdict(list)
         for event in accepted:
-            by_resource[event["data"]["resource_id"]].append(event)
+            by_resource[event.data.resource_id].append(event)
         failures: list[KafkaError] = []
 
         def on_delivery(error: KafkaError | None, _message: Message) -> None:
@@ -38,7 +40,7 @@ class EventIntake:
                 failures.append(error)
 
         for resource_id, events in by_resource.items():
-            self._producer.produce(self._topic, encode_batch(events), key=resource_id, on_delivery=on_delivery)
+            self._producer.produce(self._topic, encode_events(events), key=resource_id, on_delivery=on_delivery)
         if self._producer.flush(DELIVERY_TIMEOUT_S) or failures:
             raise PublishFailed(f"the broker did not confirm the events: {failures or 'timed out'}")
         return accepted, rejected

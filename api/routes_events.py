@@ -7,9 +7,6 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
-from meterline.exceptions import InvalidEvent
-from schemas.events import decode_batch
-
 router = APIRouter()
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
@@ -29,12 +26,9 @@ async def post_events(request: Request) -> JSONResponse:
     body = await request.body()
     if len(body) > MAX_BODY_BYTES:
         return JSONResponse({"error": "PayloadTooLarge", "detail": f"at most {MAX_BODY_BYTES} bytes"}, 413)
-    candidates = decode_batch(body)
-    if not candidates:
-        raise InvalidEvent("the batch is empty")
-    accepted, rejected = request.app.state.intake.submit(candidates)
+    accepted, rejected = request.app.state.intake.submit(body)
     outcome: dict[str, Any] = {
-        "accepted": [event["id"] for event in accepted],
+        "accepted": [event.id for event in accepted],
         "rejected": [{"index": r.index, "id": r.event_id, "reason": r.reason} for r in rejected],
     }
     return JSONResponse(outcome, status_code=202 if accepted else 422)

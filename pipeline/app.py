@@ -18,7 +18,7 @@ from pipeline import metrics
 from pipeline.dedup import RecentIds
 from pipeline.processing import process_batch
 from pipeline.rating import load_price_book
-from schemas.rated import encode_rated
+from schemas.records import ACCEPTED_SCHEMA, RATED_SCHEMA, encode_frame
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -51,10 +51,10 @@ def create_app(settings: Settings) -> faust.App:
                 outcome = process_batch(list(payloads), recent, book)
             for rejection in outcome.rejected:
                 await dead_letter.send(value=rejection.to_json())
-            if outcome.accepted:
-                await accepted.send(value=outcome.accepted_ndjson())
-                await rated.send(value=encode_rated(outcome.rated))
-            metrics.EVENTS_IN.inc(len(outcome.accepted) + len(outcome.rejected) + outcome.duplicates)
+            if outcome.accepted.height:
+                await accepted.send(value=encode_frame(outcome.accepted, ACCEPTED_SCHEMA))
+                await rated.send(value=encode_frame(outcome.rated, RATED_SCHEMA))
+            metrics.EVENTS_IN.inc(outcome.accepted.height + len(outcome.rejected))
             metrics.EVENTS_REJECTED.inc(len(outcome.rejected))
             metrics.EVENTS_DUPLICATE.inc(outcome.duplicates)
             metrics.RATED_ROWS.inc(outcome.rated.height)

@@ -8,8 +8,7 @@ often the same event is written (see ``schemas/clickhouse.py``).
 from __future__ import annotations
 
 from collections import OrderedDict
-
-from schemas.events import Event
+from collections.abc import Iterable
 
 
 class RecentIds:
@@ -19,15 +18,15 @@ class RecentIds:
         self._capacity = capacity
         self._ids: OrderedDict[str, None] = OrderedDict()
 
-    def drop_seen(self, events: list[Event]) -> tuple[list[Event], int]:
-        """The events not seen before (first copy wins) and how many were duplicates."""
-        fresh: list[Event] = []
-        for event in events:
-            ident = event["id"]
-            if ident in self._ids:
-                continue
-            self._ids[ident] = None
-            fresh.append(event)
-        while len(self._ids) > self._capacity:
-            self._ids.popitem(last=False)
-        return fresh, len(events) - len(fresh)
+    def first_seen(self, ids: Iterable[str]) -> list[bool]:
+        """Per id: True the first time it is seen (also within ``ids``), False for a repeat."""
+        known = self._ids
+        mask = []
+        for ident in ids:
+            repeat = ident in known
+            if not repeat:
+                known[ident] = None
+            mask.append(not repeat)
+        while len(known) > self._capacity:
+            known.popitem(last=False)
+        return mask

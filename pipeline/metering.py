@@ -8,11 +8,11 @@ the power state; a vDC bills what its allocation model says.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Sequence
 
 import polars as pl
 
-from schemas.events import Event, EventType
+from schemas.events import EventType, PowerState, UsageEvent, VdcAllocation, VmSample, XaasUsage
 from schemas.meters import Meter
 
 EXACT = pl.Decimal(38, 9)
@@ -20,61 +20,76 @@ SECONDS_PER_HOUR = 3600
 MIB_PER_GIB = 1024
 BYTES_PER_GB = 1_000_000_000
 
-QUANTITY_COLUMNS = [
-    "event_id",
-    "event_type",
-    "customer_id",
-    "resource_id",
-    "product",
-    "meter",
-    "dimension",
-    "unit",
-    "usage_start",
-    "usage_end",
-    "numerator",
-    "divisor",
-]
+QUANTITY_SCHEMA: dict[str, pl.DataType] = {
+    "event_id": pl.String(),
+    "event_type": pl.String(),
+    "customer_id": pl.String(),
+    "resource_id": pl.String(),
+    "product": pl.String(),
+    "meter": pl.String(),
+    "dimension": pl.String(),
+    "unit": pl.String(),
+    "usage_start": pl.Datetime("ms", "UTC"),
+    "usage_end": pl.Datetime("ms", "UTC"),
+    "numerator": EXACT,
+    "divisor": pl.Int64(),
+}
 
 
-def measure_events(events: list[Event]) -> pl.DataFrame:
-    """Billable quantities of a batch of valid events, zero quantities left out."""
-    by_type: dict[str, list[Event]] = {kind.value: [] for kind in EventType}
-    for event in events:
-        by_type[event["type"]].append(event)
-    parts = [measure(kind, by_type[kind.value]) for kind in EventType if by_type[kind.value]]
+def measure_events(events: list[UsageEvent]) -> pl.DataFrame:
+    """Billable quantities of valid events, zero quantities left out."""
+    vms = [e for e in events if isinstance(e, VmSample)]
+    vdcs = [e for e in events if isinstance(e, VdcAllocation)]
+    xaas = [e for e in events if isinstance(e, XaasUsage)]
+    parts = [
+        *([_measure_vm(_vm_frame(vms), vms)] if vms else []),
+        *([_measure_vdc(_vdc_frame(vdcs))] if vdcs else []),
+        *([_measure_xaas(_xaas_frame(xaas))] if xaas else []),
+    ]
     if not parts:
-        return _empty_quantities()
+        return pl.DataFrame(schema=QUANTITY_SCHEMA)
     return pl.concat(parts, how="vertical").filter(pl.col("numerator") > 0)
 
 
-def measure(kind: EventType, events: list[Event]) -> pl.DataFrame:
-    envelope = _envelope_frame(kind, events)
-    if kind is EventType.VM_SAMPLE:
-        return _measure_vm(envelope, events)
-    if kind is EventType.VDC_ALLOCATION:
-        return _measure_vdc(envelope, events)
-    return _measure_xaas(envelope, events)
+def accepted_frame(events: list[UsageEvent], raw: list[bytes]) -> pl.DataFrame:
+    """The raw-events rows: each valid event's identity and its JSON exactly as received."""
+    return pl.DataFrame(
+        {
+            "id": [e.id for e in events],
+            "type": [type(e).__struct_config__.tag for e in events],
+            "source": [e.source for e in events],
+            "time": _epoch_ms(events),
+            "customer_id": [e.data.customer_id for e in events],
+            "resource_id": [e.data.resource_id for e in events],
+            "event": raw,
+        },
+        schema_overrides={"time": pl.Int64, "event": pl.Binary},
+    ).with_columns(_as_utc("time"))
 
 
-def _envelope_frame(kind: EventType, events: list[Event]) -> pl.DataFrame:
-    data = [event["data"] for event in events]
+def _epoch_ms(events: Sequence[UsageEvent]) -> list[int]:
+    """Event times as epoch milliseconds: polars converts integers far faster than datetimes."""
+    return [round(e.time.timestamp() * 1000) for e in events]
+
+
+def _as_utc(column: str) -> pl.Expr:
+    return pl.col(column).cast(pl.Datetime("ms")).dt.replace_time_zone("UTC")
+
+
+def _envelope(kind: EventType, events: Sequence[UsageEvent], **columns: list[object]) -> pl.DataFrame:
     frame = pl.DataFrame(
         {
-            "event_id": [event["id"] for event in events],
-            "customer_id": [d["customer_id"] for d in data],
-            "resource_id": [d["resource_id"] for d in data],
-            "time": [event["time"] for event in events],
-            "interval_s": [d["interval_s"] for d in data],
+            "event_id": [e.id for e in events],
+            "customer_id": [e.data.customer_id for e in events],
+            "resource_id": [e.data.resource_id for e in events],
+            "interval_s": [e.data.interval_s for e in events],
+            "usage_end": _epoch_ms(events),
+            **columns,
         },
-        schema_overrides={"interval_s": pl.Int64},
-    )
-    usage_end = (
-        pl.col("time")
-        .str.replace(r"\+00:00$", "Z")
-        .str.to_datetime("%Y-%m-%dT%H:%M:%S%.fZ", time_unit="ms", time_zone="UTC")
-    )
-    return frame.with_columns(event_type=pl.lit(kind.value), usage_end=usage_end).with_columns(
-        usage_start=pl.col("usage_end") - pl.duration(seconds=pl.col("interval_s"))
+        schema_overrides={"interval_s": pl.Int64, "usage_end": pl.Int64},
+    ).with_columns(_as_utc("usage_end"))
+    return frame.with_columns(
+        event_type=pl.lit(kind.value), usage_start=pl.col("usage_end") - pl.duration(seconds=pl.col("interval_s"))
     )
 
 
@@ -97,33 +112,39 @@ def _meter_rows(
     )
 
 
-def _column(events: list[Event], key: str) -> list[Any]:
-    return [event["data"][key] for event in events]
-
-
-def _measure_vm(envelope: pl.DataFrame, events: list[Event]) -> pl.DataFrame:
-    frame = envelope.with_columns(
-        pl.Series("running", [p == "running" for p in _column(events, "power_state")]),
-        pl.Series("vcpu", _column(events, "vcpu"), dtype=pl.Int64),
-        pl.Series("ram_mb", _column(events, "ram_mb"), dtype=pl.Int64),
-        pl.Series("net_rx_bytes", _column(events, "net_rx_bytes"), dtype=pl.Int64),
-        pl.Series("net_tx_bytes", _column(events, "net_tx_bytes"), dtype=pl.Int64),
+def _vm_frame(events: list[VmSample]) -> pl.DataFrame:
+    data = [e.data for e in events]
+    return _envelope(
+        EventType.VM_SAMPLE,
+        events,
+        running=[d.power_state is PowerState.RUNNING for d in data],
+        vcpu=[d.vcpu for d in data],
+        ram_mb=[d.ram_mb for d in data],
+        net_rx_bytes=[d.net_rx_bytes for d in data],
+        net_tx_bytes=[d.net_tx_bytes for d in data],
     )
-    vm, none = pl.lit("vm"), pl.lit("")
-    running_seconds = pl.col("interval_s") * pl.col("running").cast(pl.Int64)
-    disks = _vm_disks(envelope, events)
+
+
+def _measure_vm(frame: pl.DataFrame, events: list[VmSample]) -> pl.DataFrame:
+    vm, none, seconds = pl.lit("vm"), pl.lit(""), pl.col("interval_s")
+    running_seconds = seconds * pl.col("running").cast(pl.Int64)
     return pl.concat(
         [
             _meter_rows(frame, Meter.VCPU_HOURS, pl.col("vcpu") * running_seconds, SECONDS_PER_HOUR, none, vm),
             _meter_rows(
-                frame, Meter.RAM_GIB_HOURS, pl.col("ram_mb") * running_seconds, MIB_PER_GIB * SECONDS_PER_HOUR, none, vm
+                frame,
+                Meter.RAM_GIB_HOURS,
+                pl.col("ram_mb") * running_seconds,
+                MIB_PER_GIB * SECONDS_PER_HOUR,
+                none,
+                vm,
             ),
             _meter_rows(frame, Meter.NET_RX_GB, pl.col("net_rx_bytes"), BYTES_PER_GB, none, vm),
             _meter_rows(frame, Meter.NET_TX_GB, pl.col("net_tx_bytes"), BYTES_PER_GB, none, vm),
             _meter_rows(
-                disks,
+                _disks_per_tier(frame, events),
                 Meter.DISK_GIB_HOURS,
-                pl.col("size_gib") * pl.col("interval_s"),
+                pl.col("size_gib") * seconds,
                 SECONDS_PER_HOUR,
                 pl.col("tier"),
                 vm,
@@ -132,27 +153,24 @@ def _measure_vm(envelope: pl.DataFrame, events: list[Event]) -> pl.DataFrame:
     )
 
 
-def _vm_disks(envelope: pl.DataFrame, events: list[Event]) -> pl.DataFrame:
+def _disks_per_tier(frame: pl.DataFrame, events: list[VmSample]) -> pl.DataFrame:
     """One row per (event, disk tier), disks of the same tier summed."""
-    rows = [
-        (index, disk["tier"], disk["size_gib"]) for index, event in enumerate(events) for disk in event["data"]["disks"]
-    ]
+    rows = [(index, disk.tier, disk.size_gib) for index, event in enumerate(events) for disk in event.data.disks]
     disks = pl.DataFrame(rows, schema={"row": pl.UInt32, "tier": pl.String, "size_gib": pl.Int64}, orient="row")
     per_tier = disks.group_by("row", "tier").agg(pl.col("size_gib").sum())
-    return envelope.with_row_index("row").join(per_tier, on="row").drop("row")
+    return frame.with_row_index("row").join(per_tier, on="row").drop("row")
 
 
-def _measure_vdc(envelope: pl.DataFrame, events: list[Event]) -> pl.DataFrame:
-    models = _column(events, "allocation_model")
-    figure = {"allocation_pool": "allocated", "reservation_pool": "reserved", "pay_as_you_go": "used"}
+def _vdc_frame(events: list[VdcAllocation]) -> pl.DataFrame:
+    data = [e.data for e in events]
     billed = {
-        key: [d[key][figure[model]] for d, model in zip(_data(events), models, strict=True)]
-        for key in ("cpu_mhz", "ram_mb", "storage_gib")
+        resource: [getattr(getattr(d, resource), d.allocation_model.billed_figure) for d in data]
+        for resource in ("cpu_mhz", "ram_mb", "storage_gib")
     }
-    frame = envelope.with_columns(
-        pl.Series("model", models),
-        *(pl.Series(key, values, dtype=pl.Int64) for key, values in billed.items()),
-    )
+    return _envelope(EventType.VDC_ALLOCATION, events, model=[d.allocation_model.value for d in data], **billed)
+
+
+def _measure_vdc(frame: pl.DataFrame) -> pl.DataFrame:
     seconds, vdc, model = pl.col("interval_s"), pl.lit("vdc"), pl.col("model")
     return pl.concat(
         [
@@ -160,7 +178,12 @@ def _measure_vdc(envelope: pl.DataFrame, events: list[Event]) -> pl.DataFrame:
                 frame, Meter.VDC_CPU_GHZ_HOURS, pl.col("cpu_mhz") * seconds, 1000 * SECONDS_PER_HOUR, model, vdc
             ),
             _meter_rows(
-                frame, Meter.VDC_RAM_GIB_HOURS, pl.col("ram_mb") * seconds, MIB_PER_GIB * SECONDS_PER_HOUR, model, vdc
+                frame,
+                Meter.VDC_RAM_GIB_HOURS,
+                pl.col("ram_mb") * seconds,
+                MIB_PER_GIB * SECONDS_PER_HOUR,
+                model,
+                vdc,
             ),
             _meter_rows(
                 frame, Meter.VDC_STORAGE_GIB_HOURS, pl.col("storage_gib") * seconds, SECONDS_PER_HOUR, model, vdc
@@ -169,34 +192,18 @@ def _measure_vdc(envelope: pl.DataFrame, events: list[Event]) -> pl.DataFrame:
     )
 
 
-def _measure_xaas(envelope: pl.DataFrame, events: list[Event]) -> pl.DataFrame:
-    frame = envelope.with_columns(
-        pl.Series("sku", _column(events, "sku")),
-        pl.Series("quantity", _column(events, "quantity")).str.to_decimal(scale=9),
-        pl.Series("xaas_unit", _column(events, "unit")),
+def _xaas_frame(events: list[XaasUsage]) -> pl.DataFrame:
+    data = [e.data for e in events]
+    return _envelope(
+        EventType.XAAS_USAGE,
+        events,
+        sku=[d.sku for d in data],
+        quantity=[d.quantity for d in data],
+        xaas_unit=[d.unit for d in data],
     )
-    rows = _meter_rows(frame, Meter.XAAS_UNITS, pl.col("quantity"), 1, pl.col("sku"), pl.col("sku"))
+
+
+def _measure_xaas(frame: pl.DataFrame) -> pl.DataFrame:
+    quantity = pl.col("quantity").str.to_decimal(scale=9)
+    rows = _meter_rows(frame, Meter.XAAS_UNITS, quantity, 1, pl.col("sku"), pl.col("sku"))
     return rows.with_columns(unit=frame["xaas_unit"])
-
-
-def _data(events: list[Event]) -> list[dict[str, Any]]:
-    return [event["data"] for event in events]
-
-
-def _empty_quantities() -> pl.DataFrame:
-    return pl.DataFrame(
-        schema={
-            "event_id": pl.String,
-            "event_type": pl.String,
-            "customer_id": pl.String,
-            "resource_id": pl.String,
-            "product": pl.String,
-            "meter": pl.String,
-            "dimension": pl.String,
-            "unit": pl.String,
-            "usage_start": pl.Datetime("ms", "UTC"),
-            "usage_end": pl.Datetime("ms", "UTC"),
-            "numerator": EXACT,
-            "divisor": pl.Int64,
-        }
-    )

@@ -4,39 +4,46 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import orjson
 import polars as pl
 
 from pipeline.dedup import RecentIds
-from pipeline.metering import measure_events
+from pipeline.metering import accepted_frame, measure_events
 from pipeline.rating import PriceBook, rate_quantities
-from pipeline.validation import Rejection, split_valid
-from schemas.events import Event
+from pipeline.validation import Rejection, ValidEvents, split_group
+from schemas.events import as_json_value
 
 
 @dataclass(frozen=True)
 class BatchOutcome:
-    accepted: list[Event]
+    accepted: pl.DataFrame
     rated: pl.DataFrame
     rejected: list[Rejection]
     duplicates: int
 
-    def accepted_ndjson(self) -> bytes:
-        """Accepted events one per line, the form the raw-events table ingests natively."""
-        return b"\n".join(orjson.dumps(event) for event in self.accepted)
-
 
 def process_batch(payloads: list[bytes], recent: RecentIds, book: PriceBook) -> BatchOutcome:
     """Handle several messages as one frame: per-frame costs are paid once, not per message."""
-    valid: list[Event] = []
-    rejected: list[Rejection] = []
-    for payload in payloads:
-        accepted, refused = split_valid(payload)
-        valid += accepted
-        rejected += refused
-    fresh, duplicates = recent.drop_seen(valid)
+    group = split_group(payloads)
+    first_seen = recent.first_seen(event.id for event in group.events)
+    fresh = [event for event, keep in zip(group.events, first_seen, strict=True) if keep]
     rated, unpriced = rate_quantities(measure_events(fresh), book)
     if unpriced:
-        rejected += [Rejection(i, e["id"], unpriced[e["id"]], e) for i, e in enumerate(fresh) if e["id"] in unpriced]
-        fresh = [event for event in fresh if event["id"] not in unpriced]
-    return BatchOutcome(accepted=fresh, rated=rated, rejected=rejected, duplicates=duplicates)
+        group = _refuse_unpriced(group, unpriced)
+    return BatchOutcome(
+        accepted=accepted_frame(group.events, group.raw),
+        rated=rated,
+        rejected=group.rejected,
+        duplicates=len(first_seen) - sum(first_seen),
+    )
+
+
+def _refuse_unpriced(group: ValidEvents, unpriced: dict[str, str]) -> ValidEvents:
+    """Events nobody can price leave the accepted ones, as rejections with the reason."""
+    kept = ValidEvents(rejected=list(group.rejected))
+    for index, (event, raw) in enumerate(zip(group.events, group.raw, strict=True)):
+        if event.id in unpriced:
+            kept.rejected.append(Rejection(index, event.id, unpriced[event.id], as_json_value(raw)))
+        else:
+            kept.events.append(event)
+            kept.raw.append(raw)
+    return kept

@@ -18,7 +18,7 @@ import yaml
 from meterline.exceptions import UnknownPrice
 from pipeline.metering import EXACT
 from schemas.meters import Meter
-from schemas.rated import MONEY, RATED_SCHEMA
+from schemas.records import MONEY, RATED_SCHEMA
 
 ANY = "*"
 

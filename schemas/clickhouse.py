@@ -25,11 +25,11 @@ def migrations(database: str) -> list[tuple[int, str]]:
                 id String,
                 type LowCardinality(String),
                 source String,
-                time DateTime64(6, 'UTC'),
-                data String,
-                customer_id String MATERIALIZED JSONExtractString(data, 'customer_id'),
-                resource_id String MATERIALIZED JSONExtractString(data, 'resource_id'),
-                inserted_at DateTime64(3, 'UTC') DEFAULT now64(3)
+                time DateTime64(3, 'UTC'),
+                customer_id String,
+                resource_id String,
+                event String CODEC(ZSTD(3)),
+                inserted_at DateTime64(3, 'UTC')
             ) ENGINE = ReplacingMergeTree
             PARTITION BY toYYYYMM(time)
             ORDER BY (customer_id, id)""",

@@ -9,11 +9,13 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 
+import polars as pl
 import pytest
 
 from agents.simulated import FleetSpec, SimulatedFleet
 from meterline.brokers import ApacheKafkaBroker
 from schemas.events import encode_batch
+from schemas.records import decode_frame
 from tests.integration.harness import ROOT, System, wait_for
 from tests.oracle import expected_amounts, to_cent
 
@@ -83,9 +85,9 @@ def test_worker_killed_before_commit_reprocesses_without_double_counting(broker,
         for batch in second:
             system.publish(batch)
         assert_api_matches(system, events_of(first + second))
-        inputs = len(system.topic_messages(system.settings.topics.events))
-        rated = len(system.topic_messages(system.settings.topics.rated))
-        assert rated > inputs, "the restarted worker should have processed the first messages again"
+        rated = pl.concat(decode_frame(m) for m in system.topic_messages(system.settings.topics.rated))
+        distinct = rated.unique(["event_id", "meter", "dimension"]).height
+        assert rated.height > distinct, "the restarted worker should have rated the first messages again"
     finally:
         system.stop_all()
 

@@ -11,7 +11,8 @@ import pytest
 
 from agents.simulated import FleetSpec, SimulatedFleet
 from agents.spool import Spool
-from pipeline.validation import split_events
+from pipeline.validation import split_message
+from schemas.events import encode_batch
 
 AT = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 SMALL = FleetSpec(seed=7, customers=5, hypervisors=2, vms_per_hypervisor=3, vdcs=2, xaas_items=3)
@@ -38,9 +39,9 @@ def test_the_simulated_fleet_is_deterministic_and_valid():
     one, two = SimulatedFleet(SMALL).collect(AT), SimulatedFleet(SMALL).collect(AT)
     assert one == two
     events = [event for batch in one.values() for event in batch]
-    accepted, rejected = split_events(events)
-    assert rejected == []
-    assert len(accepted) == 2 * 3 + 2 + 3
+    checked = split_message(encode_batch(events))
+    assert checked.rejected == []
+    assert len(checked.events) == 2 * 3 + 2 + 3
     assert len({event["id"] for event in events}) == len(events)
 
 
@@ -108,9 +109,9 @@ def test_libvirt_collector_reports_billed_vms_with_their_owner_and_tiers(libvirt
 
     collector = LibvirtCollector(libvirt_host, tmp_path / "counters.json", interval_s=300)
     (events,) = collector.collect(AT).values()
-    accepted, rejected = split_events(events)
-    assert rejected == []
-    by_name = {e["data"]["resource_name"]: e["data"] for e in accepted}
+    checked = split_message(encode_batch(events))
+    assert checked.rejected == []
+    by_name = {e["data"]["resource_name"]: e["data"] for e in events}
     assert set(by_name) == {"web-01", "db-01"}
     web = by_name["web-01"]
     assert (web["customer_id"], web["vcpu"], web["ram_mb"], web["power_state"]) == ("cust-00001", 2, 4096, "running")

@@ -40,14 +40,13 @@ def test_duplicates_are_counted_and_the_first_copy_wins():
     process_batch([encode_batch(EVENTS[:2])], recent, BOOK)
     outcome = process_batch([encode_batch(EVENTS[:1]), encode_batch(EVENTS[1:3])], recent, BOOK)
     assert outcome.duplicates == 2
-    assert [event["id"] for event in outcome.accepted] == [EVENTS[2]["id"]]
+    assert outcome.rated["event_id"].unique().to_list() == [EVENTS[2]["id"]]
 
 
 def test_the_window_forgets_the_oldest_ids_first():
     recent = RecentIds(capacity=2)
-    recent.drop_seen(EVENTS[:3])
-    fresh, duplicates = recent.drop_seen(EVENTS[:3])
-    assert (len(fresh), duplicates) == (1, 2)
+    assert recent.first_seen(["a", "b", "a", "c"]) == [True, True, False, True]
+    assert recent.first_seen(["a", "b", "c"]) == [True, False, False], "only b and c were kept"
 
 
 def test_the_same_sample_always_gets_the_same_id():

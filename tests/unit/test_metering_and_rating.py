@@ -8,12 +8,17 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.metering import measure_events
+from pipeline.metering import measure_events as measure_structs
 from pipeline.rating import Price, PriceBook, load_price_book, rate_quantities
+from schemas.events import decode_events, encode_batch
 from schemas.meters import Meter
 from tests.factories import AT, vdc_allocation, vm_sample, xaas_usage
 
 BOOK = load_price_book(Path("pipeline/price_book.yaml"))
+
+
+def measure_events(events: list) -> object:
+    return measure_structs(decode_events(encode_batch(events)))
 
 
 def rated_by_meter(events: list, book: PriceBook = BOOK) -> dict[tuple[str, str], tuple[Decimal, Decimal]]:
