@@ -64,7 +64,7 @@ def run(collector: Collector, publisher: SpooledPublisher, interval_s: int, spee
             break
         sent = publish_samples(publisher, collector, at)
         done += 1
-        log.info("tick %s: %d samples, %d batches spooled", at.isoformat(), sent, publisher.backlog)
+        log.info("tick %s: %d samples; %d batches await acknowledgement", at.isoformat(), sent, publisher.backlog)
     publisher.drain(10)
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
+from clickhouse_connect.driver.exceptions import OperationalError
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from api.event_intake import PublishFailed
 from meterline.exceptions import InvalidEvent, InvalidQuery, MeterlineError
 
+log = logging.getLogger(__name__)
 STATUS = {InvalidEvent: 400, InvalidQuery: 400, PublishFailed: 503}
 
 
@@ -17,4 +21,13 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = {"Retry-After": "5"} if status == 503 else None
         return JSONResponse({"error": type(error).__name__, "detail": str(error)}, status_code=status, headers=headers)
 
+    async def storage_unavailable(_request: Request, error: Exception) -> JSONResponse:
+        log.warning("ClickHouse did not answer: %s", error)
+        return JSONResponse(
+            {"error": "StorageUnavailable", "detail": "usage storage is not answering; retry shortly"},
+            status_code=503,
+            headers={"Retry-After": "5"},
+        )
+
     app.add_exception_handler(MeterlineError, handle)
+    app.add_exception_handler(OperationalError, storage_unavailable)

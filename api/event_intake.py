@@ -6,6 +6,7 @@ from collections import defaultdict
 
 from confluent_kafka import KafkaError, Message, Producer
 
+from api import metrics
 from meterline.exceptions import InvalidEvent, MeterlineError
 from meterline.kafka_config import producer_config
 from meterline.settings import Settings
@@ -43,6 +44,8 @@ class EventIntake:
             self._producer.produce(self._topic, encode_events(events), key=resource_id, on_delivery=on_delivery)
         if self._producer.flush(DELIVERY_TIMEOUT_S) or failures:
             raise PublishFailed(f"the broker did not confirm the events: {failures or 'timed out'}")
+        metrics.PUSHED_ACCEPTED.inc(len(accepted))
+        metrics.PUSHED_REJECTED.inc(len(rejected))
         return accepted, rejected
 
     def close(self) -> None:

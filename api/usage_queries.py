@@ -75,7 +75,7 @@ class UsageQueries:
     def usage(self, window: UsageWindow, granularity: Granularity, group_by: GroupBy) -> list[dict[str, Any]]:
         columns = ", ".join(group_by.columns)
         query = (
-            f"SELECT {granularity.truncate_sql}(usage_start) AS period_start, {columns}, currency, "
+            f"SELECT toDateTime({granularity.truncate_sql}(usage_start), 'UTC') AS period_start, {columns}, currency, "
             f"sum(quantity) AS quantity, sum(amount) AS amount, count() AS rated_rows "
             f"FROM {self._table} FINAL WHERE {WHERE} "
             f"GROUP BY period_start, {columns}, currency ORDER BY period_start, {columns}"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -67,11 +68,21 @@ def supervise(running: list[Child]) -> None:
                 child.start()
 
 
+def _stop_on_sigterm() -> None:
+    """Let a SIGTERM (a service manager, `timeout`) stop the children like Ctrl-C does."""
+
+    def interrupt(*_: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, interrupt)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    _stop_on_sigterm()
     settings = Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
-    agent_args = sys.argv[1:] or ["--speed", "60", "--interval-s", "300"]
+    agent_args = sys.argv[1:] or ["--speed", "600", "--interval-s", "300"]
     broker = None
     if settings.embedded_broker:
         port = int(settings.kafka_bootstrap.rsplit(":", 1)[1])

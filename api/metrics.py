@@ -1,0 +1,8 @@
+"""The API process's own Prometheus figures (the sink's are in ``sinks/metrics.py``)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter
+
+PUSHED_ACCEPTED = Counter("meterline_api_events_accepted_total", "Events accepted by POST /v1/events")
+PUSHED_REJECTED = Counter("meterline_api_events_rejected_total", "Events refused by POST /v1/events")
