@@ -14,26 +14,14 @@ import polars as pl
 
 from schemas.events import EventType, PowerState, UsageEvent, VdcAllocation, VmSample, XaasUsage
 from schemas.meters import Meter
+from schemas.records import USAGE_KEYS
 
 EXACT = pl.Decimal(38, 9)
 SECONDS_PER_HOUR = 3600
 MIB_PER_GIB = 1024
 BYTES_PER_GB = 1_000_000_000
 
-QUANTITY_SCHEMA: dict[str, pl.DataType] = {
-    "event_id": pl.String(),
-    "event_type": pl.String(),
-    "customer_id": pl.String(),
-    "resource_id": pl.String(),
-    "product": pl.String(),
-    "meter": pl.String(),
-    "dimension": pl.String(),
-    "unit": pl.String(),
-    "usage_start": pl.Datetime("ms", "UTC"),
-    "usage_end": pl.Datetime("ms", "UTC"),
-    "numerator": EXACT,
-    "divisor": pl.Int64(),
-}
+QUANTITY_SCHEMA: dict[str, pl.DataType] = {**USAGE_KEYS, "numerator": EXACT, "divisor": pl.Int64()}
 
 
 def measure_events(events: list[UsageEvent]) -> pl.DataFrame:

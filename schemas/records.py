@@ -25,7 +25,7 @@ ACCEPTED_SCHEMA: dict[str, pl.DataType] = {
     "event": pl.Binary(),
 }
 
-RATED_SCHEMA: dict[str, pl.DataType] = {
+USAGE_KEYS: dict[str, pl.DataType] = {
     "event_id": pl.String(),
     "event_type": pl.String(),
     "customer_id": pl.String(),
@@ -36,6 +36,11 @@ RATED_SCHEMA: dict[str, pl.DataType] = {
     "unit": pl.String(),
     "usage_start": TIMESTAMP,
     "usage_end": TIMESTAMP,
+}
+"""What one usage row is about: an event's usage of one meter over its interval."""
+
+RATED_SCHEMA: dict[str, pl.DataType] = {
+    **USAGE_KEYS,
     "quantity": MONEY,
     "unit_price": MONEY,
     "amount": MONEY,

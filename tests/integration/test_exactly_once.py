@@ -75,14 +75,20 @@ def test_duplicate_sends_and_spool_replays_are_counted_once(system: System):
     assert_api_matches(system, events_of(batches))
 
 
+def running_with_first_ticks(system: System) -> tuple[list[dict], list[dict]]:
+    """Start the system and see two ticks counted; return them and the two ticks after them."""
+    system.start_all()
+    first, second = ticks(0, 2), ticks(2, 2)
+    for batch in first:
+        system.publish(batch)
+    assert_api_matches(system, events_of(first))
+    return first, second
+
+
 def test_worker_killed_before_commit_reprocesses_without_double_counting(broker, tmp_path):
     system = System(broker, tmp_path, overrides={"METERLINE_PIPELINE_COMMIT_INTERVAL_S": "600"})
     try:
-        system.start_all()
-        first, second = ticks(0, 2), ticks(2, 2)
-        for batch in first:
-            system.publish(batch)
-        assert_api_matches(system, events_of(first))
+        first, second = running_with_first_ticks(system)
         system.kill("worker")  # its output is stored, its offsets never committed
         system.start_worker("worker-after-crash")
         for batch in second:
@@ -156,11 +162,7 @@ def test_broker_restart_loses_nothing(broker, tmp_path):
         pytest.skip("Tansu's memory storage starts empty after a restart; only Apache Kafka keeps its log")
     system = System(broker, tmp_path)
     try:
-        system.start_all()
-        first, second = ticks(0, 2), ticks(2, 2)
-        for batch in first:
-            system.publish(batch)
-        assert_api_matches(system, events_of(first))
+        first, second = running_with_first_ticks(system)
         publisher = system.publisher()
         broker.stop()
         for batch in second:

@@ -78,26 +78,16 @@ BILLING = (
 @pytest.fixture
 def libvirt_host(tmp_path: Path) -> str:
     pytest.importorskip("libvirt")
+
+    def domain(name: str, n: int, ram_mb: int, vcpu: int, customer: str | None) -> str:
+        metadata = BILLING.format(customer=customer) if customer else ""
+        uuid = f"6695eb01-f6a4-8304-79aa-97f2502e193{n}"
+        return DOMAIN_XML.format(name=name, uuid=uuid, ram_mb=ram_mb, vcpu=vcpu, n=n, metadata=metadata)
+
     domains = [
-        DOMAIN_XML.format(
-            name="web-01",
-            uuid="6695eb01-f6a4-8304-79aa-97f2502e1931",
-            ram_mb=4096,
-            vcpu=2,
-            n=1,
-            metadata=BILLING.format(customer="cust-00001"),
-        ),
-        DOMAIN_XML.format(
-            name="db-01",
-            uuid="6695eb01-f6a4-8304-79aa-97f2502e1932",
-            ram_mb=8192,
-            vcpu=4,
-            n=2,
-            metadata=BILLING.format(customer="cust-00002"),
-        ),
-        DOMAIN_XML.format(
-            name="unbilled", uuid="6695eb01-f6a4-8304-79aa-97f2502e1933", ram_mb=1024, vcpu=1, n=3, metadata=""
-        ),
+        domain("web-01", 1, 4096, 2, "cust-00001"),
+        domain("db-01", 2, 8192, 4, "cust-00002"),
+        domain("unbilled", 3, 1024, 1, None),
     ]
     path = tmp_path / "host.xml"
     path.write_text(HOST_XML.format(domains="\n".join(domains)))
