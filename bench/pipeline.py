@@ -7,7 +7,8 @@ Prints one JSON line:
   of each sample's interval (its event time) to its rated row being stored, i.e. queryable;
 - ``peak_rss_mb``: the high-water mark of each process.
 
-Run: ``make bench`` (or ``python bench/pipeline.py --help`` for sizes).
+Run: ``make bench`` (or ``python bench/pipeline.py --help`` for sizes). Figures on the 2-core
+reference machine are in the README's Performance section.
 """
 
 from __future__ import annotations
