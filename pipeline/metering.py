@@ -24,8 +24,11 @@ BYTES_PER_GB = 1_000_000_000
 QUANTITY_SCHEMA: dict[str, pl.DataType] = {**USAGE_KEYS, "numerator": EXACT, "divisor": pl.Int64()}
 
 
-def measure_events(events: list[UsageEvent]) -> pl.DataFrame:
-    """Billable quantities of valid events, zero quantities left out."""
+def measure_events(events: list[UsageEvent]) -> pl.LazyFrame:
+    """Billable quantities of valid events, zero quantities left out.
+
+    Lazy: rating continues the same query plan, so polars plans metering and rating as one
+    query."""
     vms = [e for e in events if isinstance(e, VmSample)]
     vdcs = [e for e in events if isinstance(e, VdcAllocation)]
     xaas = [e for e in events if isinstance(e, XaasUsage)]
@@ -35,7 +38,7 @@ def measure_events(events: list[UsageEvent]) -> pl.DataFrame:
         *([_measure_xaas(_xaas_frame(xaas))] if xaas else []),
     ]
     if not parts:
-        return pl.DataFrame(schema=QUANTITY_SCHEMA)
+        return pl.LazyFrame(schema=QUANTITY_SCHEMA)
     return pl.concat(parts, how="vertical").filter(pl.col("numerator") > 0)
 
 
@@ -64,8 +67,8 @@ def _as_utc(column: str) -> pl.Expr:
     return pl.col(column).cast(pl.Datetime("ms")).dt.replace_time_zone("UTC")
 
 
-def _envelope(kind: EventType, events: Sequence[UsageEvent], **columns: list[object]) -> pl.DataFrame:
-    frame = pl.DataFrame(
+def _envelope(kind: EventType, events: Sequence[UsageEvent], **columns: list[object]) -> pl.LazyFrame:
+    frame = pl.LazyFrame(
         {
             "event_id": [e.id for e in events],
             "customer_id": [e.data.customer_id for e in events],
@@ -82,8 +85,14 @@ def _envelope(kind: EventType, events: Sequence[UsageEvent], **columns: list[obj
 
 
 def _meter_rows(
-    frame: pl.DataFrame, meter: Meter, numerator: pl.Expr, divisor: int, dimension: pl.Expr, product: pl.Expr
-) -> pl.DataFrame:
+    frame: pl.LazyFrame,
+    meter: Meter,
+    numerator: pl.Expr,
+    divisor: int,
+    dimension: pl.Expr,
+    product: pl.Expr,
+    unit: pl.Expr | None = None,
+) -> pl.LazyFrame:
     return frame.select(
         "event_id",
         "event_type",
@@ -92,7 +101,7 @@ def _meter_rows(
         product.alias("product"),
         pl.lit(meter.value).alias("meter"),
         dimension.alias("dimension"),
-        pl.lit(meter.unit).alias("unit"),
+        (pl.lit(meter.unit) if unit is None else unit).alias("unit"),
         "usage_start",
         "usage_end",
         numerator.cast(EXACT).alias("numerator"),
@@ -100,7 +109,7 @@ def _meter_rows(
     )
 
 
-def _vm_frame(events: list[VmSample]) -> pl.DataFrame:
+def _vm_frame(events: list[VmSample]) -> pl.LazyFrame:
     data = [e.data for e in events]
     return _envelope(
         EventType.VM_SAMPLE,
@@ -113,7 +122,7 @@ def _vm_frame(events: list[VmSample]) -> pl.DataFrame:
     )
 
 
-def _measure_vm(frame: pl.DataFrame, events: list[VmSample]) -> pl.DataFrame:
+def _measure_vm(frame: pl.LazyFrame, events: list[VmSample]) -> pl.LazyFrame:
     vm, none, seconds = pl.lit("vm"), pl.lit(""), pl.col("interval_s")
     running_seconds = seconds * pl.col("running").cast(pl.Int64)
     return pl.concat(
@@ -141,15 +150,23 @@ def _measure_vm(frame: pl.DataFrame, events: list[VmSample]) -> pl.DataFrame:
     )
 
 
-def _disks_per_tier(frame: pl.DataFrame, events: list[VmSample]) -> pl.DataFrame:
+def _disks_per_tier(frame: pl.LazyFrame, events: list[VmSample]) -> pl.LazyFrame:
     """One row per (event, disk tier), disks of the same tier summed."""
-    rows = [(index, disk.tier, disk.size_gib) for index, event in enumerate(events) for disk in event.data.disks]
-    disks = pl.DataFrame(rows, schema={"row": pl.UInt32, "tier": pl.String, "size_gib": pl.Int64}, orient="row")
+    rows, tiers, sizes = [], [], []
+    for index, event in enumerate(events):
+        for disk in event.data.disks:
+            rows.append(index)
+            tiers.append(disk.tier)
+            sizes.append(disk.size_gib)
+    disks = pl.LazyFrame(
+        {"row": rows, "tier": tiers, "size_gib": sizes},
+        schema={"row": pl.UInt32, "tier": pl.String, "size_gib": pl.Int64},
+    )
     per_tier = disks.group_by("row", "tier").agg(pl.col("size_gib").sum())
     return frame.with_row_index("row").join(per_tier, on="row").drop("row")
 
 
-def _vdc_frame(events: list[VdcAllocation]) -> pl.DataFrame:
+def _vdc_frame(events: list[VdcAllocation]) -> pl.LazyFrame:
     data = [e.data for e in events]
     billed = {
         resource: [getattr(getattr(d, resource), d.allocation_model.billed_figure) for d in data]
@@ -158,7 +175,7 @@ def _vdc_frame(events: list[VdcAllocation]) -> pl.DataFrame:
     return _envelope(EventType.VDC_ALLOCATION, events, model=[d.allocation_model.value for d in data], **billed)
 
 
-def _measure_vdc(frame: pl.DataFrame) -> pl.DataFrame:
+def _measure_vdc(frame: pl.LazyFrame) -> pl.LazyFrame:
     seconds, vdc, model = pl.col("interval_s"), pl.lit("vdc"), pl.col("model")
     return pl.concat(
         [
@@ -180,7 +197,7 @@ def _measure_vdc(frame: pl.DataFrame) -> pl.DataFrame:
     )
 
 
-def _xaas_frame(events: list[XaasUsage]) -> pl.DataFrame:
+def _xaas_frame(events: list[XaasUsage]) -> pl.LazyFrame:
     data = [e.data for e in events]
     return _envelope(
         EventType.XAAS_USAGE,
@@ -191,7 +208,6 @@ def _xaas_frame(events: list[XaasUsage]) -> pl.DataFrame:
     )
 
 
-def _measure_xaas(frame: pl.DataFrame) -> pl.DataFrame:
+def _measure_xaas(frame: pl.LazyFrame) -> pl.LazyFrame:
     quantity = pl.col("quantity").str.to_decimal(scale=9)
-    rows = _meter_rows(frame, Meter.XAAS_UNITS, quantity, 1, pl.col("sku"), pl.col("sku"))
-    return rows.with_columns(unit=frame["xaas_unit"])
+    return _meter_rows(frame, Meter.XAAS_UNITS, quantity, 1, pl.col("sku"), pl.col("sku"), pl.col("xaas_unit"))

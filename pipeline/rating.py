@@ -82,9 +82,9 @@ def load_price_book(path: Path) -> PriceBook:
 _LOOKUPS = (("customer_id", "dimension"), ("customer_id", None), (None, "dimension"), (None, None))
 
 
-def rate_quantities(quantities: pl.DataFrame, book: PriceBook) -> tuple[pl.DataFrame, dict[str, str]]:
+def rate_quantities(quantities: pl.LazyFrame, book: PriceBook) -> tuple[pl.DataFrame, dict[str, str]]:
     """Rated rows, and the ids of events left unrated with the reason (no price in force)."""
-    book_frame = book.frame()
+    book_frame = book.frame().lazy()
     frame = quantities.sort("usage_start")
     for step, (customer, dimension) in enumerate(_LOOKUPS):
         keyed = frame.with_columns(
@@ -103,7 +103,8 @@ def rate_quantities(quantities: pl.DataFrame, book: PriceBook) -> tuple[pl.DataF
             .rename({"unit_price": f"price_{step}"})
             .drop("price_customer", "price_dimension", "effective_from")
         )
-    priced = frame.with_columns(unit_price=pl.coalesce(*(f"price_{step}" for step in range(len(_LOOKUPS)))))
+    prices = pl.coalesce(*(f"price_{step}" for step in range(len(_LOOKUPS))))
+    priced = frame.with_columns(unit_price=prices).collect()
     unpriced = priced.filter(pl.col("unit_price").is_null())
     reasons = {
         row[

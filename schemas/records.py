@@ -51,7 +51,7 @@ RATED_SCHEMA: dict[str, pl.DataType] = {
 def encode_frame(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> bytes:
     """Arrow IPC: a frame crosses Kafka without a per-row Python step."""
     buffer = io.BytesIO()
-    frame.select(list(schema)).write_ipc(buffer, compression="lz4")
+    frame.select(list(schema)).write_ipc(buffer, compression="zstd")
     return buffer.getvalue()
 
 
