@@ -64,6 +64,21 @@ def rows_written(url: str, table: str) -> float:
     return 0.0
 
 
+def usage_query_ms(url: str, customers: list[str]) -> list[float]:
+    """How long the API takes to answer a month of one customer's usage by day and meter, sorted."""
+    timings = []
+    for customer in customers:
+        began = time.perf_counter()
+        response = httpx.get(
+            f"{url}/v1/customers/{customer}/usage",
+            params={"from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z", "granularity": "day"},
+            timeout=60,
+        )
+        response.raise_for_status()
+        timings.append(round((time.perf_counter() - began) * 1000, 1))
+    return sorted(timings)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--hypervisors", type=int, default=100)
@@ -143,6 +158,7 @@ def main() -> None:
     paced_total = len(paced_fleet.vms) * args.paced_seconds
     wait_for(lambda: rows_written(url, "raw_events") >= total + paced_total, 300, "the paced phase")
 
+    query_ms = usage_query_ms(url, [vm.customer_id for vm in fleet.vms[:20]])
     rss = {name: round(peak_rss_mb(p.pid), 1) for name, p in processes.items()}
     rss["agent+bench"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     for process in processes.values():
@@ -153,6 +169,7 @@ def main() -> None:
     import clickhouse_connect
 
     client = clickhouse_connect.get_client(dsn=settings.effective_clickhouse_dsn)
+    stored = client.command(f"SELECT count() FROM {settings.clickhouse_database}.rated_usage")
     p50, p99, rows = client.query(
         "SELECT quantile(0.5)(lag), quantile(0.99)(lag), count() FROM ("
         " SELECT dateDiff('millisecond', usage_end, inserted_at) / 1000 AS lag"
@@ -168,6 +185,9 @@ def main() -> None:
                 "freshness_p50_s": round(float(p50), 3),
                 "freshness_p99_s": round(float(p99), 3),
                 "freshness_rated_rows": rows,
+                "usage_query_p50_ms": query_ms[len(query_ms) // 2],
+                "usage_query_max_ms": query_ms[-1],
+                "rated_rows_stored": stored,
                 "pipeline_workers": args.workers,
                 "peak_rss_mb": rss,
             }
