@@ -41,6 +41,12 @@ from tests.integration.harness import free_port, wait_for  # noqa: E402
 MAX_EVENTS_PER_MESSAGE = 500
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU a process has used so far (from /proc, in clock ticks)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def peak_rss_mb(pid: int) -> float:
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmHWM:"):
@@ -126,6 +132,8 @@ def main() -> None:
 
     prepared = [messages(fleet, start + timedelta(seconds=spec.interval_s * (n + 1))) for n in range(args.ticks)]
     total = per_tick * (args.ticks + 1)
+    pids = {name: p.pid for name, p in processes.items()} | {"broker": broker.pid, "agent+bench": os.getpid()}
+    cpu_before = {name: cpu_seconds(pid) for name, pid in pids.items()}
     began = time.monotonic()
     for tick in prepared:
         for source, payload in tick:
@@ -134,6 +142,10 @@ def main() -> None:
     publisher.drain(120)
     wait_for(lambda: rows_written(url, "raw_events") >= total, 900, "the throughput phase")
     samples_per_s = per_tick * args.ticks / (time.monotonic() - began)
+    cpu_us_per_sample = {
+        name: round((cpu_seconds(pid) - cpu_before[name]) * 1e6 / (per_tick * args.ticks), 1)
+        for name, pid in pids.items()
+    }
 
     paced_fleet = SimulatedFleet(
         FleetSpec(
@@ -181,6 +193,7 @@ def main() -> None:
             {
                 "samples_per_s": round(samples_per_s),
                 "throughput_samples": per_tick * args.ticks,
+                "cpu_us_per_sample": cpu_us_per_sample,
                 "paced_samples_per_s": args.paced_rate,
                 "freshness_p50_s": round(float(p50), 3),
                 "freshness_p99_s": round(float(p99), 3),
