@@ -11,7 +11,7 @@ from meterline.exceptions import InvalidEvent, MeterlineError
 from meterline.kafka_config import producer_config
 from meterline.settings import Settings
 from pipeline.validation import Rejection, split_message
-from schemas.events import UsageEvent, encode_events, split_raw
+from schemas.events import UsageEvent, batch_of, split_raw
 
 DELIVERY_TIMEOUT_S = 10.0
 
@@ -31,17 +31,17 @@ class EventIntake:
             raise InvalidEvent("the batch is empty")
         checked = split_message(body)
         accepted, rejected = checked.events, checked.rejected
-        by_resource: dict[str, list[UsageEvent]] = defaultdict(list)
-        for event in accepted:
-            by_resource[event.data.resource_id].append(event)
+        by_resource: dict[str, list[bytes]] = defaultdict(list)
+        for event, raw in zip(accepted, checked.raw, strict=True):
+            by_resource[event.data.resource_id].append(raw)
         failures: list[KafkaError] = []
 
         def on_delivery(error: KafkaError | None, _message: Message) -> None:
             if error is not None:
                 failures.append(error)
 
-        for resource_id, events in by_resource.items():
-            self._producer.produce(self._topic, encode_events(events), key=resource_id, on_delivery=on_delivery)
+        for resource_id, raw_events in by_resource.items():
+            self._producer.produce(self._topic, batch_of(raw_events), key=resource_id, on_delivery=on_delivery)
         if self._producer.flush(DELIVERY_TIMEOUT_S) or failures:
             raise PublishFailed(f"the broker did not confirm the events: {failures or 'timed out'}")
         metrics.PUSHED_ACCEPTED.inc(len(accepted))

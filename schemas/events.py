@@ -189,10 +189,6 @@ def _id_of(raw: bytes | msgspec.Raw) -> str | None:
     return ident if isinstance(ident, str) else None
 
 
-def encode_events(events: Iterable[UsageEvent]) -> bytes:
-    return _encoder.encode(list(events))
-
-
 def _reason(error: msgspec.ValidationError) -> str:
     """msgspec's "Expected `int`, got `str` - at `$.data.vcpu`" as "data.vcpu: Expected `int`, got `str`"."""
     message, _, where = str(error).rpartition(" - at `")
@@ -220,7 +216,6 @@ def encode_batch(events: list[Event]) -> bytes:
     return _encoder.encode(events)
 
 
-def join_batches(batches: Iterable[bytes]) -> bytes:
-    """Several JSON batches (arrays) as one, joined as bytes without decoding them."""
-    inner = [body for batch in batches if (body := batch.strip()[1:-1].strip())]
-    return b"[" + b",".join(inner) + b"]"
+def batch_of(raw_events: Iterable[bytes]) -> bytes:
+    """A JSON batch made of events that are already JSON, without re-encoding them."""
+    return b"[" + b",".join(raw_events) + b"]"
