@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
+
+from api.models import EventsOutcome, RejectedEvent
 
 router = APIRouter()
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -15,11 +15,12 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
 @router.post(
     "/v1/events",
     status_code=202,
+    response_model=EventsOutcome,
     responses={
         202: {"description": "Per-event outcome; accepted events are durably queued"},
         400: {"description": "The body is not JSON"},
         413: {"description": "The body is larger than 8 MiB"},
-        422: {"description": "No event of the batch was valid"},
+        422: {"description": "No event of the batch was valid", "model": EventsOutcome},
         503: {"description": "The broker did not confirm; nothing was accepted, retry"},
     },
 )
@@ -29,8 +30,8 @@ async def post_events(request: Request) -> JSONResponse:
         return JSONResponse({"error": "PayloadTooLarge", "detail": f"at most {MAX_BODY_BYTES} bytes"}, 413)
     # publishing waits for the broker's acknowledgement: keep that off the event loop
     accepted, rejected = await run_in_threadpool(request.app.state.intake.submit, body)
-    outcome: dict[str, Any] = {
-        "accepted": [event.id for event in accepted],
-        "rejected": [{"index": r.index, "id": r.event_id, "reason": r.reason} for r in rejected],
-    }
-    return JSONResponse(outcome, status_code=202 if accepted else 422)
+    outcome = EventsOutcome(
+        accepted=[event.id for event in accepted],
+        rejected=[RejectedEvent(index=r.index, id=r.event_id, reason=r.reason) for r in rejected],
+    )
+    return JSONResponse(outcome.model_dump(), status_code=202 if accepted else 422)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
+from api.models import UsageReport, UsageRow, as_utc
 from api.usage_queries import Granularity, GroupBy, UsageQueries, UsageWindow
 
 router = APIRouter(prefix="/v1/customers/{customer_id}")
@@ -27,21 +28,7 @@ def window(customer_id: str, start: datetime | None, end: datetime | None) -> Us
     )
 
 
-def _text(value: Any) -> Any:
-    """Decimals as fixed-point strings (no float ever carries an amount), times as UTC ISO 8601."""
-    if isinstance(value, Decimal):
-        return format(value, "f")
-    if isinstance(value, datetime):
-        return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
-    return value
-
-
-def _to_cent(amount: Decimal) -> str:
-    """A total as invoiced: rounded half-even to the currency's cent."""
-    return format(amount.quantize(CENT, rounding=ROUND_HALF_EVEN), "f")
-
-
-@router.get("/usage")
+@router.get("/usage", response_model=UsageReport, response_model_by_alias=True)
 def get_usage(
     request: Request,
     customer_id: str,
@@ -49,21 +36,21 @@ def get_usage(
     end: To = None,
     granularity: Granularity = Granularity.DAY,
     group_by: GroupBy = GroupBy.METER,
-) -> dict[str, Any]:
+) -> UsageReport:
     queries: UsageQueries = request.app.state.queries
     usage_window = window(customer_id, start, end)
     rows = queries.usage(usage_window, granularity, group_by)
     totals = queries.total(usage_window)
-    return {
-        "customer_id": customer_id,
-        "from": usage_window.start.isoformat(),
-        "to": usage_window.end.isoformat(),
-        "granularity": granularity.value,
-        "group_by": group_by.value,
-        "totals": {currency: _to_cent(amount) for currency, amount in totals.items()},
-        "totals_exact": {currency: _text(amount) for currency, amount in totals.items()},
-        "rows": [{key: _text(value) for key, value in row.items()} for row in rows],
-    }
+    return UsageReport(
+        customer_id=customer_id,
+        start=usage_window.start,
+        end=usage_window.end,
+        granularity=granularity.value,
+        group_by=group_by.value,
+        totals={currency: amount.quantize(CENT, rounding=ROUND_HALF_EVEN) for currency, amount in totals.items()},
+        totals_exact=totals,
+        rows=[UsageRow(**{**row, "period_start": as_utc(row["period_start"])}) for row in rows],
+    )
 
 
 @router.get("/usage.csv", response_class=StreamingResponse)

@@ -1,0 +1,56 @@
+"""The API's response bodies, so that the OpenAPI document tells integrators their exact shape.
+
+Money and quantities are decimal strings in fixed-point notation: no float ever carries them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+
+FixedPoint = Annotated[Decimal, PlainSerializer(lambda value: format(value, "f"), return_type=str)]
+
+
+def as_utc(value: datetime) -> datetime:
+    """ClickHouse hands back naive UTC timestamps; say so explicitly."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+class UsageRow(BaseModel):
+    period_start: datetime = Field(description="Start of the hour, day or month, UTC")
+    resource_id: str | None = Field(default=None, description="With group_by=resource")
+    product: str | None = Field(default=None, description="With group_by=resource or product")
+    meter: str
+    dimension: str = Field(description="Disk tier, vDC allocation model or XaaS sku; empty if none")
+    unit: str
+    currency: str
+    quantity: FixedPoint
+    amount: FixedPoint = Field(description="Exact, 12 decimal places; round only for display")
+    rated_rows: int
+
+
+class UsageReport(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    customer_id: str
+    start: datetime = Field(alias="from", description="Inclusive, UTC")
+    end: datetime = Field(alias="to", description="Exclusive, UTC")
+    granularity: str
+    group_by: str
+    totals: dict[str, FixedPoint] = Field(description="Per currency, rounded half-even to the cent")
+    totals_exact: dict[str, FixedPoint] = Field(description="Per currency, unrounded")
+    rows: list[UsageRow]
+
+
+class RejectedEvent(BaseModel):
+    index: int = Field(description="Position of the event in the posted batch")
+    id: str | None
+    reason: str
+
+
+class EventsOutcome(BaseModel):
+    accepted: list[str] = Field(description="Ids of the events durably queued")
+    rejected: list[RejectedEvent]
