@@ -92,7 +92,7 @@ def main() -> None:
     parser.add_argument("--ticks", type=int, default=20, help="intervals published in the throughput phase")
     parser.add_argument("--paced-rate", type=int, default=20_000, help="samples/s in the freshness phase")
     parser.add_argument("--paced-seconds", type=int, default=20)
-    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--workers", type=int, default=2, help="Faust worker processes (one per core)")
     args = parser.parse_args()
 
     home = Path(tempfile.mkdtemp(prefix="meterline-bench-"))

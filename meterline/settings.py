@@ -27,7 +27,7 @@ class Settings(BaseSettings):
 
     kafka_bootstrap: str = "127.0.0.1:19092"
     embedded_broker: bool = Field(default=True, description="make run starts Tansu on kafka_bootstrap's port")
-    pipeline_workers: int = 1
+    pipeline_workers: int = 2
     clickhouse_dsn: str = Field(
         default="",
         description="chdb:///abs/path (embedded, default under data_dir) or http(s)://host:8123",

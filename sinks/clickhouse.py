@@ -14,6 +14,11 @@ from schemas.records import decode_frame
 from sinks.base import FlushResult, Sink
 
 
+# Replacing duplicates inside each inserted block costs ~40% of the insert; every read goes
+# through FINAL (and background merges collapse duplicates too), so leave it to them.
+INSERT_SETTINGS = {"optimize_on_insert": 0}
+
+
 def connect(settings: Settings) -> Client:
     """A client on the configured DSN, with the schema migrated; one per thread that uses it."""
     client = clickhouse_connect.get_client(dsn=settings.effective_clickhouse_dsn)
@@ -51,7 +56,7 @@ class ClickHouseSink(Sink):
             if not frames:
                 continue
             rows = pl.concat(frames).with_columns(inserted_at=pl.lit(now, dtype=pl.Datetime("ms", "UTC")))
-            self._client.insert_arrow(table, rows.to_arrow())
+            self._client.insert_arrow(table, rows.to_arrow(), settings=INSERT_SETTINGS)
             written[table] = rows.height
             if "usage_end" in rows.columns:
                 freshness = [(now - end).total_seconds() for end in rows["usage_end"].unique().to_list()]
