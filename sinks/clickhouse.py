@@ -13,7 +13,6 @@ from schemas.clickhouse import RATED_USAGE, RAW_EVENTS, migrate
 from schemas.records import decode_frame
 from sinks.base import FlushResult, Sink
 
-
 # Replacing duplicates inside each inserted block costs ~40% of the insert; every read goes
 # through FINAL (and background merges collapse duplicates too), so leave it to them.
 INSERT_SETTINGS = {"optimize_on_insert": 0}
