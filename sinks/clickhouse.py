@@ -57,9 +57,8 @@ class ClickHouseSink(Sink):
             rows = pl.concat(frames).with_columns(inserted_at=pl.lit(now, dtype=pl.Datetime("ms", "UTC")))
             self._client.insert_arrow(table, rows.to_arrow(), settings=INSERT_SETTINGS)
             written[table] = rows.height
-            if "usage_end" in rows.columns:
+            if table == self._rated_table:
                 freshness = [(now - end).total_seconds() for end in rows["usage_end"].unique().to_list()]
-        result = FlushResult(written.get(self._raw_table, 0), written.get(self._rated_table, 0), freshness)
-        self._buffers = {table: [] for table in self._tables.values()}
+            frames.clear()
         self._rows = 0
-        return result
+        return FlushResult(written.get(self._raw_table, 0), written.get(self._rated_table, 0), freshness)
