@@ -9,10 +9,24 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from api.event_intake import PublishFailed
-from meterline.exceptions import InvalidEvent, InvalidQuery, MeterlineError
+from meterline.exceptions import (
+    InvalidCatalog,
+    InvalidEvent,
+    InvalidQuery,
+    InvoiceStateError,
+    MeterlineError,
+    UnknownCustomer,
+)
 
 log = logging.getLogger(__name__)
-STATUS = {InvalidEvent: 400, InvalidQuery: 400, PublishFailed: 503}
+STATUS = {
+    InvalidEvent: 400,
+    InvalidQuery: 400,
+    InvalidCatalog: 422,
+    UnknownCustomer: 404,
+    InvoiceStateError: 409,
+    PublishFailed: 503,
+}
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -16,9 +16,17 @@ class InvalidEvent(MeterlineError):
         self.event_id = event_id
 
 
-class UnknownPrice(MeterlineError):
-    """No price is in force for a meter at an event's time, so the usage cannot be rated."""
-
-
 class InvalidQuery(MeterlineError):
     """A usage query asked for something that does not exist (bad range, granularity...)."""
+
+
+class InvalidCatalog(MeterlineError):
+    """A catalog entry is malformed or contradicts another (unknown partner, overlapping tiers...)."""
+
+
+class UnknownCustomer(MeterlineError):
+    """A customer, partner or invoice id that the catalog or the ledger does not hold."""
+
+
+class InvoiceStateError(MeterlineError):
+    """A lifecycle step that the invoice's status forbids: issuing a void invoice, paying a draft..."""

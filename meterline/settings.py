@@ -37,7 +37,10 @@ class Settings(BaseSettings):
     api_host: str = "127.0.0.1"
     api_port: int = 8080
     worker_metrics_port: int = 9108
-    price_book: Path = Path(__file__).resolve().parent.parent / "pipeline" / "price_book.yaml"
+    catalog: Path = Field(
+        default=Path(__file__).resolve().parent.parent / "pipeline" / "catalog.yaml",
+        description="YAML catalog: parties, price plans, subscriptions, taxes",
+    )
     consumer_group: str = "meterline"
     pipeline_commit_interval_s: float = 2.8
     pipeline_batch_messages: int = 50

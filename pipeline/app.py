@@ -15,9 +15,9 @@ import faust
 
 from meterline.settings import Settings
 from pipeline import metrics
+from pipeline.billing.catalog import load_catalog
 from pipeline.dedup import RecentIds
 from pipeline.processing import process_batch
-from pipeline.rating import load_price_book
 from schemas.records import ACCEPTED_SCHEMA, RATED_SCHEMA, encode_frame
 
 
@@ -42,7 +42,7 @@ def create_app(settings: Settings) -> faust.App:
     rated = app.topic(topics.rated, value_serializer="raw", key_serializer="raw")
     dead_letter = app.topic(topics.dead_letter, value_serializer="raw", key_serializer="raw")
     recent = RecentIds()
-    book = load_price_book(settings.price_book)
+    book = load_catalog(settings.catalog).price_book()
 
     @app.agent(events)
     async def rate_usage(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:

@@ -10,12 +10,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from pathlib import Path
 
 import polars as pl
-import yaml
 
-from meterline.exceptions import UnknownPrice
 from pipeline.metering import EXACT
 from schemas.meters import Meter
 from schemas.records import MONEY, RATED_SCHEMA
@@ -54,29 +51,6 @@ class PriceBook:
                 "unit_price": MONEY,
             },
         ).sort("effective_from")
-
-
-def load_price_book(path: Path) -> PriceBook:
-    """Read a YAML price book; a malformed entry fails loudly at start-up, not at rating."""
-    document = yaml.safe_load(path.read_text())
-    prices = []
-    for number, entry in enumerate(document["prices"], start=1):
-        try:
-            effective = datetime.fromisoformat(str(entry["effective_from"]).replace("Z", "+00:00"))
-            if effective.tzinfo is None:
-                raise ValueError("effective_from needs a UTC offset")
-            prices.append(
-                Price(
-                    meter=Meter(entry["meter"]),
-                    unit_price=Decimal(str(entry["unit_price"])),
-                    effective_from=effective,
-                    dimension=str(entry.get("dimension", ANY)),
-                    customer_id=str(entry.get("customer", ANY)),
-                )
-            )
-        except (KeyError, ValueError, ArithmeticError) as error:
-            raise UnknownPrice(f"{path}: price entry {number} is malformed: {error!r}") from error
-    return PriceBook(currency=str(document["currency"]), prices=tuple(prices))
 
 
 _LOOKUPS = (("customer_id", "dimension"), ("customer_id", None), (None, "dimension"), (None, None))

@@ -1,12 +1,13 @@
 """Ground truth for the integration tests, worked out independently of the pipeline's code.
 
-It prices each event with exact fractions straight from the price book file, so a mistake in
+It prices each event with exact fractions straight from the catalog file, so a mistake in
 metering or rating shows up as a difference rather than being repeated here.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from decimal import ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -17,9 +18,35 @@ CENT = Decimal("0.01")
 VDC_FIGURE = {"allocation_pool": "allocated", "reservation_pool": "reserved", "pay_as_you_go": "used"}
 
 
-def list_prices(path: Path = Path("pipeline/price_book.yaml")) -> dict[tuple[str, str], Fraction]:
-    book = yaml.safe_load(path.read_text())
-    return {(p["meter"], p.get("dimension", "*")): Fraction(p["unit_price"]) for p in book["prices"]}
+def rating_prices(path: Path = Path("pipeline/catalog.yaml")) -> Callable[[str, str, str], Fraction]:
+    """The per-unit price the stream rates at, per customer: its own plan, its partner's, the provider's.
+
+    Tiered plans rate at their first tier and packages at the block price per unit; the period's
+    true price of those is settled at close, not here.
+    """
+    catalog = yaml.safe_load(path.read_text())
+    lists = {price_list["seller_id"]: price_list["plans"] for price_list in catalog["price_lists"]}
+    customers = {customer["id"]: customer for customer in catalog["customers"]}
+
+    def unit(plan: dict) -> Fraction:
+        if plan["model"] == "package":
+            return Fraction(plan["package_price"]) / Fraction(plan["package_size"])
+        return Fraction(plan["unit_price"] if plan["model"] == "per_unit" else plan["tiers"][0]["unit_price"])
+
+    def price(customer_id: str, meter: str, dimension: str) -> Fraction:
+        customer = customers.get(customer_id, {})
+        for plans in (
+            customer.get("plans", []),
+            lists.get(customer.get("partner_id", ""), []),
+            lists[catalog["provider"]["id"]],
+        ):
+            for wanted in (dimension, "*"):
+                found = [p for p in plans if p["meter"] == meter and p.get("dimension", "*") == wanted]
+                if found:
+                    return unit(found[-1])
+        raise KeyError((customer_id, meter, dimension))
+
+    return price
 
 
 def event_quantities(event: dict) -> list[tuple[str, str, Fraction]]:
@@ -50,12 +77,13 @@ def event_quantities(event: dict) -> list[tuple[str, str, Fraction]]:
 
 def expected_amounts(events: list[dict]) -> dict[str, Fraction]:
     """Exact amount per customer; each event counted once, however often it appears."""
-    prices = list_prices()
+    price = rating_prices()
     unique = {event["id"]: event for event in events}
     totals: dict[str, Fraction] = defaultdict(Fraction)
     for event in unique.values():
         for meter, dimension, quantity in event_quantities(event):
-            totals[event["data"]["customer_id"]] += quantity * prices[(meter, dimension)]
+            customer_id = event["data"]["customer_id"]
+            totals[customer_id] += quantity * price(customer_id, meter, dimension)
     return dict(totals)
 
 

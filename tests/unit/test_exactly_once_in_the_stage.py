@@ -9,13 +9,13 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from pipeline.billing.catalog import load_catalog
 from pipeline.dedup import RecentIds
 from pipeline.processing import process_batch
-from pipeline.rating import load_price_book
 from schemas.events import encode_batch
 from tests.factories import AT, vm_sample, xaas_usage
 
-BOOK = load_price_book(Path("pipeline/price_book.yaml"))
+BOOK = load_catalog(Path("pipeline/catalog.yaml")).price_book()
 EVENTS = [vm_sample(f"vm-{n}", at=AT + timedelta(minutes=5 * n)) for n in range(6)] + [xaas_usage()]
 
 

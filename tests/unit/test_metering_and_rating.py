@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 
+from pipeline.billing.catalog import load_catalog
 from pipeline.metering import measure_events as measure_structs
-from pipeline.rating import Price, PriceBook, load_price_book, rate_quantities
+from pipeline.rating import Price, PriceBook, rate_quantities
 from schemas.events import decode_events, encode_batch
 from schemas.meters import Meter
 from tests.factories import AT, vdc_allocation, vm_sample, xaas_usage
 
-BOOK = load_price_book(Path("pipeline/price_book.yaml"))
+BOOK = load_catalog(Path("pipeline/catalog.yaml")).price_book()
 
 
 def measure_events(events: list) -> object:
@@ -122,12 +123,3 @@ def test_usage_without_a_price_in_force_is_refused_with_its_reason():
     assert rated.height == 0
     (reason,) = unpriced.values()
     assert "no price in force for meter vcpu_hours" in reason
-
-
-def test_a_malformed_price_book_fails_at_load(tmp_path):
-    path = tmp_path / "book.yaml"
-    path.write_text(
-        "currency: EUR\nprices:\n  - {meter: vcpu_hours, unit_price: 'abc', effective_from: 2026-01-01T00:00:00Z}\n"
-    )
-    with pytest.raises(Exception, match="price entry 1 is malformed"):
-        load_price_book(path)

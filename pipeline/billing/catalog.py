@@ -1,0 +1,248 @@
+"""The catalog: who sells to whom, at what price, under which subscriptions and taxes.
+
+A customer buys from the provider or from exactly one partner (reseller). Each seller has a
+price list; a partner without a plan for a meter sells at the provider's list price, and buys
+from the provider at the provider's price less its ``discount_percent``. A customer's own plans
+(negotiated overrides) beat its seller's list. Prices are effective-dated: a new version is a new
+entry with a later ``effective_from``, never an edit.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from meterline.exceptions import InvalidCatalog, UnknownCustomer
+from pipeline.billing.money import TaxRate, minor_unit
+from pipeline.billing.price_plans import PricePlan, UtcTime, check_unique_versions, plan_in_force
+from pipeline.rating import Price, PriceBook
+
+Percent = Annotated[Decimal, Field(ge=0, le=100)]
+Money = Annotated[Decimal, Field(ge=0)]
+Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+
+
+class _Entry(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class Branding(_Entry):
+    """How an issuer's documents look: shown on HTML and PDF invoices."""
+
+    logo_url: str | None = None
+    colour: str = Field(default="#1f4e79", pattern=r"^#[0-9a-fA-F]{6}$")
+    terms: str = "Payment due within 30 days of the invoice date."
+
+
+class Party(_Entry):
+    id: Identifier
+    name: str = Field(min_length=1)
+    address: list[str] = []
+    country: str = Field(default="FR", pattern=r"^[A-Z]{2}$")
+    vat_id: str | None = None
+    email: str | None = None
+
+
+class Issuer(Party):
+    """A party that sends invoices: the provider, or a partner to its customers."""
+
+    invoice_prefix: str = Field(pattern=r"^[A-Z0-9]{2,10}$")
+    branding: Branding = Branding()
+
+
+class Partner(Issuer):
+    discount_percent: Percent = Decimal(0)
+    """Off the provider's prices, on the provider's invoice to this partner."""
+    jurisdiction: str = "FR"
+
+
+class Customer(Party):
+    partner_id: Identifier | None = None
+    jurisdiction: str = "FR"
+    discount_percent: Percent = Decimal(0)
+    plans: list[PricePlan] = []
+    """Negotiated overrides of the seller's list."""
+
+
+class Interval(StrEnum):
+    MONTH = "month"
+    YEAR = "year"
+
+
+class Fee(_Entry):
+    """A seller's recurring price for a product, and its one-time set-up fee."""
+
+    product_id: Identifier
+    amount: Money
+    interval: Interval = Interval.MONTH
+    setup_fee: Money = Decimal(0)
+    effective_from: UtcTime
+
+
+class Product(_Entry):
+    id: Identifier
+    name: str = Field(min_length=1)
+
+
+class PriceList(_Entry):
+    seller_id: Identifier
+    plans: list[PricePlan] = []
+    fees: list[Fee] = []
+
+
+class Subscription(_Entry):
+    """A customer's recurring product; a change is a cancellation plus a new subscription."""
+
+    id: Identifier
+    customer_id: Identifier
+    product_id: Identifier
+    quantity: Annotated[int, Field(ge=1)] = 1
+    start: date
+    end: date | None = None
+    """First day no longer billed; None while the subscription runs."""
+
+    @model_validator(mode="after")
+    def _ends_after_start(self) -> Subscription:
+        if self.end is not None and self.end <= self.start:
+            raise ValueError("end must be after start")
+        return self
+
+
+class OneTimeCharge(_Entry):
+    id: Identifier
+    customer_id: Identifier
+    description: str = Field(min_length=1)
+    amount: Money
+    day: date
+
+
+class Catalog(_Entry):
+    currency: str
+    provider: Issuer
+    partners: list[Partner] = []
+    customers: list[Customer] = []
+    products: list[Product] = []
+    price_lists: list[PriceList] = []
+    tax_rates: list[TaxRate] = []
+    subscriptions: list[Subscription] = []
+    one_time_charges: list[OneTimeCharge] = []
+
+    @model_validator(mode="after")
+    def _references_resolve(self) -> Catalog:
+        minor_unit(self.currency)
+        sellers = {self.provider.id, *(p.id for p in self.partners)}
+        parties = [self.provider.id, *(p.id for p in self.partners), *(c.id for c in self.customers)]
+        if len(parties) != len(set(parties)):
+            raise ValueError("provider, partner and customer ids must all differ")
+        jurisdictions = {rate.jurisdiction for rate in self.tax_rates}
+        products = {product.id for product in self.products}
+        customers = {customer.id for customer in self.customers}
+        for customer in self.customers:
+            if customer.partner_id is not None and customer.partner_id not in sellers - {self.provider.id}:
+                raise ValueError(f"customer {customer.id}: unknown partner {customer.partner_id}")
+            check_unique_versions(customer.plans, f"customer {customer.id}")
+        parties_taxed = [(c.id, c.jurisdiction) for c in self.customers] + [
+            (p.id, p.jurisdiction) for p in self.partners
+        ]
+        for party_id, jurisdiction in parties_taxed:
+            if jurisdiction not in jurisdictions:
+                raise ValueError(f"{party_id}: no tax rate for jurisdiction {jurisdiction}")
+        for price_list in self.price_lists:
+            if price_list.seller_id not in sellers:
+                raise ValueError(f"price list for unknown seller {price_list.seller_id}")
+            check_unique_versions(price_list.plans, f"price list {price_list.seller_id}")
+            for fee in price_list.fees:
+                if fee.product_id not in products:
+                    raise ValueError(f"price list {price_list.seller_id}: unknown product {fee.product_id}")
+        billed_items = [(s.id, s.customer_id) for s in self.subscriptions]
+        billed_items += [(o.id, o.customer_id) for o in self.one_time_charges]
+        for item_id, customer_id in billed_items:
+            if customer_id not in customers:
+                raise ValueError(f"{item_id}: unknown customer {customer_id}")
+        for subscription in self.subscriptions:
+            if subscription.product_id not in products:
+                raise ValueError(f"{subscription.id}: unknown product {subscription.product_id}")
+        return self
+
+    def customer(self, customer_id: str) -> Customer:
+        for customer in self.customers:
+            if customer.id == customer_id:
+                return customer
+        raise UnknownCustomer(f"no customer {customer_id!r} in the catalog")
+
+    def partner(self, partner_id: str) -> Partner:
+        for partner in self.partners:
+            if partner.id == partner_id:
+                return partner
+        raise UnknownCustomer(f"no partner {partner_id!r} in the catalog")
+
+    def seller_of(self, customer: Customer) -> Issuer:
+        return self.partner(customer.partner_id) if customer.partner_id else self.provider
+
+    def tax_rate(self, jurisdiction: str) -> TaxRate:
+        return next(rate for rate in self.tax_rates if rate.jurisdiction == jurisdiction)
+
+    def _list(self, seller_id: str) -> PriceList:
+        return next((pl for pl in self.price_lists if pl.seller_id == seller_id), PriceList(seller_id=seller_id))
+
+    def plan_for(
+        self, customer: Customer | None, seller_id: str, meter: str, dimension: str, at: datetime
+    ) -> PricePlan:
+        """The plan a seller charges (a customer's override first), falling back to the provider list."""
+        lists = [customer.plans] if customer else []
+        lists += [self._list(seller_id).plans, self._list(self.provider.id).plans]
+        for plans in lists:
+            plan = plan_in_force(plans, meter, dimension, at)
+            if plan is not None:
+                return plan
+        raise InvalidCatalog(f"no price plan for {meter} ({dimension}) at {at.isoformat()}")
+
+    def fee_for(self, seller_id: str, product_id: str, at: datetime) -> Fee:
+        for price_list in (self._list(seller_id), self._list(self.provider.id)):
+            fees = [f for f in price_list.fees if f.product_id == product_id and f.effective_from <= at]
+            if fees:
+                return max(fees, key=lambda fee: fee.effective_from)
+        raise InvalidCatalog(f"no fee for product {product_id} at {at.isoformat()}")
+
+    def price_book(self) -> PriceBook:
+        """Per-unit prices for the stream's rater: the provider list, plus a customer's own
+        entries wherever its seller or its overrides price differently."""
+        provider_plans = self._list(self.provider.id).plans
+        prices = [_price(plan) for plan in provider_plans]
+        for customer in self.customers:
+            overridden = {(plan.meter, plan.dimension) for plan in customer.plans}
+            seller_plans = self._list(customer.partner_id).plans if customer.partner_id else []
+            own = [*customer.plans, *(p for p in seller_plans if (p.meter, p.dimension) not in overridden)]
+            prices += [_price(plan, customer.id) for plan in own]
+        return PriceBook(currency=self.currency, prices=tuple(prices))
+
+
+def _price(plan: PricePlan, customer_id: str | None = None) -> Price:
+    return Price(
+        meter=plan.meter,
+        unit_price=plan.unit_price_for_rating,
+        effective_from=plan.effective_from,
+        dimension=plan.dimension,
+        customer_id=customer_id or "*",
+    )
+
+
+def load_catalog(path: Path) -> Catalog:
+    """Read a YAML catalog; every malformed entry is reported at once, with where it is."""
+    try:
+        return Catalog.model_validate(yaml.safe_load(path.read_text()))
+    except ValidationError as error:
+        raise InvalidCatalog(f"{path}: {describe(error)}") from error
+
+
+def describe(error: ValidationError) -> str:
+    """Each problem on one line, located by its path in the document: ``customers.3.id: ...``."""
+    return "; ".join(
+        ".".join(str(part) for part in problem["loc"]) + ": " + problem["msg"] for problem in error.errors()
+    )

@@ -1,0 +1,52 @@
+"""Currency rounding and taxes: the only places an exact amount becomes a payable one.
+
+Rated usage carries 12 decimal places; an invoice rounds each line once to the currency's minor
+unit (ISO 4217, from babel: EUR 2, JPY 0, KWD 3), half up as commercial invoices do, and computes
+tax on the sum of the rounded net lines per rate, as EN 16931 does.
+"""
+
+from __future__ import annotations
+
+from decimal import ROUND_HALF_UP, Decimal
+from functools import cache
+
+from babel.numbers import get_currency_precision
+from pydantic import BaseModel, ConfigDict, Field
+
+from meterline.exceptions import InvalidCatalog
+
+HUNDRED = Decimal(100)
+
+
+@cache
+def minor_unit(currency: str) -> Decimal:
+    """The smallest payable amount of a currency: Decimal('0.01') for EUR."""
+    if len(currency) != 3 or not currency.isalpha() or not currency.isupper():
+        raise InvalidCatalog(f"currency {currency!r} is not an ISO 4217 code")
+    return Decimal(1).scaleb(-get_currency_precision(currency))
+
+
+def round_money(amount: Decimal, currency: str) -> Decimal:
+    return amount.quantize(minor_unit(currency), rounding=ROUND_HALF_UP)
+
+
+def percent_of(amount: Decimal, percent: Decimal) -> Decimal:
+    return amount * percent / HUNDRED
+
+
+class TaxRate(BaseModel):
+    """A jurisdiction's rate; inclusive prices already contain the tax."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    jurisdiction: str = Field(min_length=2)
+    rate_percent: Decimal = Field(ge=0, lt=100)
+    inclusive: bool = False
+    name: str = "VAT"
+
+    def split(self, amount: Decimal, currency: str) -> tuple[Decimal, Decimal]:
+        """(net, tax) of a rounded amount stated exclusive or inclusive of this tax."""
+        if self.inclusive:
+            net = round_money(amount * HUNDRED / (HUNDRED + self.rate_percent), currency)
+            return net, amount - net
+        return amount, round_money(percent_of(amount, self.rate_percent), currency)

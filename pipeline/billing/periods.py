@@ -1,0 +1,66 @@
+"""Billing periods: calendar months in UTC, start inclusive and end exclusive, and day proration."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+
+from meterline.exceptions import InvalidQuery
+
+_MONTH = re.compile(r"^(?P<year>\d{4})-(?P<month>0[1-9]|1[0-2])$")
+
+
+@dataclass(frozen=True, order=True)
+class Period:
+    first_day: date
+    """The month's first day; the period runs from its midnight UTC to the next month's."""
+
+    @classmethod
+    def parse(cls, name: str) -> Period:
+        match = _MONTH.match(name)
+        if not match:
+            raise InvalidQuery(f"period {name!r} is not a month written YYYY-MM")
+        return cls(date(int(match["year"]), int(match["month"]), 1))
+
+    @classmethod
+    def containing(cls, day: date) -> Period:
+        return cls(day.replace(day=1))
+
+    @property
+    def name(self) -> str:
+        return f"{self.first_day:%Y-%m}"
+
+    @property
+    def end_day(self) -> date:
+        """The first day after the period."""
+        return (self.first_day + timedelta(days=32)).replace(day=1)
+
+    @property
+    def start(self) -> datetime:
+        return datetime.combine(self.first_day, datetime.min.time(), UTC)
+
+    @property
+    def end(self) -> datetime:
+        return datetime.combine(self.end_day, datetime.min.time(), UTC)
+
+    @property
+    def days(self) -> int:
+        return (self.end_day - self.first_day).days
+
+    def next(self) -> Period:
+        return Period(self.end_day)
+
+    def previous(self) -> Period:
+        return Period.containing(self.first_day - timedelta(days=1))
+
+    def days_active(self, start: date, end: date | None) -> int:
+        """Days of the period within [start, end); a subscription ending on the 1st bills nothing."""
+        first = max(start, self.first_day)
+        last = min(end or self.end_day, self.end_day)
+        return max((last - first).days, 0)
+
+    def prorate(self, amount: Decimal, start: date, end: date | None) -> Decimal:
+        """``amount`` for a whole period, scaled to the days a subscription was active in it."""
+        return amount * self.days_active(start, end) / self.days

@@ -1,0 +1,150 @@
+"""Golden invoices built from rated usage totals and a small catalog; figures worked by hand."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from meterline.exceptions import InvalidCatalog
+from pipeline.billing.catalog import Catalog, load_catalog
+from pipeline.billing.invoices import Invoice, UsageTotal, build_invoices
+from pipeline.billing.periods import Period
+
+NOVEMBER = Period.parse("2026-11")
+FROM = "2020-01-01T00:00:00Z"
+
+
+def catalog(**changes: Any) -> Catalog:
+    document: dict[str, Any] = {
+        "currency": "EUR",
+        "provider": {"id": "acme", "name": "Acme Cloud", "invoice_prefix": "ACME"},
+        "partners": [
+            {"id": "north", "name": "North IT", "invoice_prefix": "NTH", "discount_percent": "20", "jurisdiction": "DE"}
+        ],
+        "tax_rates": [
+            {"jurisdiction": "FR", "rate_percent": "20"},
+            {"jurisdiction": "DE", "rate_percent": "19"},
+        ],
+        "products": [{"id": "support", "name": "Support"}],
+        "price_lists": [
+            {
+                "seller_id": "acme",
+                "fees": [{"product_id": "support", "amount": "30.00", "setup_fee": "100", "effective_from": FROM}],
+                "plans": [
+                    {"meter": "vcpu_hours", "model": "per_unit", "unit_price": "0.025", "effective_from": FROM},
+                    {
+                        "meter": "net_tx_gb",
+                        "model": "graduated",
+                        "effective_from": FROM,
+                        "tiers": [{"up_to": "1000", "unit_price": "0.01"}, {"unit_price": "0.005"}],
+                    },
+                ],
+            },
+            {
+                "seller_id": "north",
+                "plans": [{"meter": "vcpu_hours", "model": "per_unit", "unit_price": "0.03", "effective_from": FROM}],
+            },
+        ],
+        "customers": [
+            {"id": "direct", "name": "Direct SAS", "discount_percent": "10"},
+            {"id": "resold", "name": "Resold GmbH", "partner_id": "north", "jurisdiction": "DE"},
+        ],
+        "subscriptions": [
+            {"id": "s1", "customer_id": "direct", "product_id": "support", "start": "2026-11-10"},
+            {"id": "s2", "customer_id": "resold", "product_id": "support", "start": "2025-01-01"},
+        ],
+        "one_time_charges": [
+            {"id": "o1", "customer_id": "direct", "description": "Migration", "amount": "480", "day": "2026-11-15"},
+            {"id": "o2", "customer_id": "direct", "description": "Old", "amount": "1", "day": "2026-10-31"},
+        ],
+    }
+    document.update(changes)
+    return Catalog.model_validate(document)
+
+
+USAGE = [
+    UsageTotal("direct", "vcpu_hours", "", "vCPU-hour", Decimal("1000.5"), Decimal("25.0125")),
+    UsageTotal("direct", "net_tx_gb", "", "GB", Decimal("1200"), Decimal("12")),
+    UsageTotal("resold", "vcpu_hours", "", "vCPU-hour", Decimal("2000"), Decimal("60")),
+]
+
+
+def invoices() -> dict[str, Invoice]:
+    return {invoice.invoice_id: invoice for invoice in build_invoices(catalog(), NOVEMBER, USAGE)}
+
+
+def test_direct_customer_invoice_mixes_fees_one_time_charges_and_usage():
+    """Support from the 10th: 30 x 21/30 = 21.00; set-up 100.00; migration 480.00;
+    vCPU: rated 25.0125 -> 25.01; net: 1000 x 0.01 + 200 x 0.005 = 11.00.
+    Subtotal 637.01, discount 10 % = 63.70 (63.701), net 573.31, VAT 20 % = 114.66 (114.662), total 687.97."""
+    invoice = invoices()["2026-11.acme.direct"]
+    assert [line.amount for line in invoice.lines] == [
+        Decimal("21.00"),
+        Decimal("100.00"),
+        Decimal("480.00"),
+        Decimal("10.00"),
+        Decimal("1.00"),
+        Decimal("25.01"),
+    ]
+    assert (invoice.subtotal, invoice.discount, invoice.net, invoice.tax_amount, invoice.total) == (
+        Decimal("637.01"),
+        Decimal("63.70"),
+        Decimal("573.31"),
+        Decimal("114.66"),
+        Decimal("687.97"),
+    )
+
+
+def test_a_resold_customer_is_invoiced_by_its_partner_at_the_partner_prices():
+    """Issued by north: support at the provider price (north has no fee of its own) 30.00;
+    vCPU rated at north's 0.03: 60.00. Net 90.00, VAT 19 % 17.10, total 107.10."""
+    invoice = invoices()["2026-11.north.resold"]
+    assert invoice.issuer.id == "north"
+    assert invoice.total == Decimal("107.10")
+
+
+def test_the_partner_is_invoiced_by_the_provider_at_provider_prices_less_its_discount():
+    """Support 30.00; vCPU 2000 x 0.025 = 50.00; subtotal 80.00, 20 % off = 16.00, net 64.00,
+    VAT 19 % = 12.16, total 76.16."""
+    invoice = invoices()["2026-11.acme.north"]
+    assert invoice.covered_customers == ("resold",)
+    assert (invoice.subtotal, invoice.discount, invoice.total) == (Decimal("80.00"), Decimal("16.00"), Decimal("76.16"))
+
+
+def test_a_party_with_nothing_to_bill_gets_no_invoice():
+    quiet = build_invoices(catalog(subscriptions=[], one_time_charges=[]), NOVEMBER, USAGE[2:])
+    assert {invoice.buyer_id for invoice in quiet} == {"resold", "north"}
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"customers": [{"id": "x", "name": "X", "partner_id": "nobody"}]}, "unknown partner"),
+        ({"customers": [{"id": "x", "name": "X", "jurisdiction": "IT"}]}, "no tax rate"),
+        ({"customers": [{"id": "acme", "name": "Clash"}]}, "must all differ"),
+        ({"currency": "euro"}, "ISO 4217"),
+        (
+            {"subscriptions": [{"id": "s", "customer_id": "ghost", "product_id": "support", "start": "2026-01-01"}]},
+            "ghost",
+        ),
+    ],
+)
+def test_a_catalog_that_contradicts_itself_is_refused_with_the_reason(change, message):
+    with pytest.raises((ValueError, InvalidCatalog), match=message):
+        catalog(**change)
+
+
+def test_the_demo_catalog_loads_and_prices_every_simulated_meter():
+    demo = load_catalog(Path("pipeline/catalog.yaml"))
+    book = demo.price_book()
+    assert {price.meter.value for price in book.prices} >= {"vcpu_hours", "xaas_units", "vdc_cpu_ghz_hours"}
+
+
+def test_a_malformed_catalog_file_names_the_entry(tmp_path):
+    path = tmp_path / "catalog.yaml"
+    path.write_text("currency: EUR\nprovider: {id: acme, name: Acme, invoice_prefix: ACME}\ncustomers: [{name: X}]\n")
+    with pytest.raises(InvalidCatalog, match=r"customers\.0\.id"):
+        load_catalog(path)

@@ -1,0 +1,129 @@
+"""Golden cases for every price model, proration, tax and rounding; figures worked by hand."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime
+from decimal import Decimal
+
+import pytest
+from pydantic import TypeAdapter, ValidationError
+
+from meterline.exceptions import InvalidCatalog, InvalidQuery
+from pipeline.billing.money import TaxRate, round_money
+from pipeline.billing.periods import Period
+from pipeline.billing.price_plans import PricePlan, plan_in_force
+
+FROM = "2026-01-01T00:00:00Z"
+PLAN = TypeAdapter(PricePlan)
+
+
+def plan(**fields: object) -> PricePlan:
+    return PLAN.validate_python({"meter": "net_tx_gb", "effective_from": FROM, **fields})
+
+
+def amounts(chosen: PricePlan, quantity: str) -> list[tuple[str, Decimal, Decimal]]:
+    return [(c.description, c.quantity, c.amount) for c in chosen.charges(Decimal(quantity))]
+
+
+TIERS = [{"up_to": "100", "unit_price": "0.10"}, {"up_to": "1000", "unit_price": "0.08"}, {"unit_price": "0.05"}]
+
+
+def test_per_unit_prices_every_unit_alike():
+    """250 GB x 0.012 = 3.000"""
+    assert amounts(plan(model="per_unit", unit_price="0.012"), "250") == [("", Decimal(250), Decimal("3.000"))]
+
+
+def test_graduated_prices_each_unit_at_its_own_tier():
+    """100 x 0.10 + 900 x 0.08 + 500 x 0.05 = 10 + 72 + 25 = 107"""
+    charges = amounts(plan(model="graduated", tiers=TIERS), "1500")
+    assert [c[1] for c in charges] == [100, 900, 500]
+    assert sum(c[2] for c in charges) == Decimal("107.00")
+
+
+def test_volume_prices_every_unit_at_the_tier_the_total_reaches():
+    """1500 x 0.05 = 75; exactly 1000 stays in the second tier: 1000 x 0.08 = 80"""
+    assert amounts(plan(model="volume", tiers=TIERS), "1500")[0][2] == Decimal("75.00")
+    assert amounts(plan(model="volume", tiers=TIERS), "1000")[0][2] == Decimal("80.00")
+
+
+def test_package_bills_a_started_block_as_a_whole_block():
+    """25 units in blocks of 10 -> 3 blocks x 1.50 = 4.50"""
+    assert amounts(plan(model="package", package_size="10", package_price="1.50"), "25")[0][1:] == (3, Decimal("4.50"))
+
+
+def test_free_allowance_is_used_before_any_price():
+    """80 used, 50 free: 30 x 0.045 = 1.35; 40 used stays free"""
+    backup = plan(model="per_unit", unit_price="0.045", free_quantity="50")
+    assert amounts(backup, "80") == [("included allowance", 50, 0), ("", 30, Decimal("1.350"))]
+    assert sum(c[2] for c in amounts(backup, "40")) == 0
+
+
+def test_minimum_commitment_tops_up_a_short_period_only():
+    """Committed 50: 1000 x 0.012 = 12 -> top-up 38; 5000 x 0.012 = 60 -> no top-up"""
+    committed = plan(model="per_unit", unit_price="0.012", minimum_amount="50")
+    assert amounts(committed, "1000")[-1] == ("minimum commitment top-up", 1, Decimal("38.000"))
+    assert len(amounts(committed, "5000")) == 1
+    assert not committed.is_linear
+
+
+@pytest.mark.parametrize(
+    "tiers",
+    [
+        [{"up_to": "100", "unit_price": "1"}],
+        [{"up_to": "100", "unit_price": "1"}, {"up_to": "50", "unit_price": "1"}, {"unit_price": "1"}],
+        [{"unit_price": "1"}, {"unit_price": "1"}],
+    ],
+)
+def test_tiers_must_ascend_to_one_unbounded_tier(tiers):
+    with pytest.raises(ValidationError):
+        plan(model="graduated", tiers=tiers)
+
+
+def test_a_price_time_without_utc_is_refused():
+    with pytest.raises(ValidationError, match="UTC"):
+        plan(model="per_unit", unit_price="1", effective_from="2026-01-01T00:00:00")
+
+
+def test_the_plan_in_force_is_the_latest_started_and_an_exact_dimension_wins():
+    old = plan(model="per_unit", unit_price="1")
+    new = plan(model="per_unit", unit_price="2", effective_from="2026-06-01T00:00:00Z")
+    ssd = plan(model="per_unit", unit_price="3", dimension="ssd")
+    plans = [old, new, ssd]
+    assert plan_in_force(plans, "net_tx_gb", "", datetime(2026, 5, 31, tzinfo=UTC)) is old
+    assert plan_in_force(plans, "net_tx_gb", "", datetime(2026, 6, 1, tzinfo=UTC)) is new
+    assert plan_in_force(plans, "net_tx_gb", "ssd", datetime(2026, 7, 1, tzinfo=UTC)) is ssd
+    assert plan_in_force(plans, "net_tx_gb", "", datetime(2025, 12, 31, tzinfo=UTC)) is None
+
+
+def test_rounding_follows_the_currency_minor_unit_half_up():
+    assert round_money(Decimal("2.345"), "EUR") == Decimal("2.35")
+    assert round_money(Decimal("1234.5"), "JPY") == Decimal("1235")
+    assert round_money(Decimal("1.0005"), "KWD") == Decimal("1.001")
+    with pytest.raises(InvalidCatalog):
+        round_money(Decimal(1), "euro")
+
+
+def test_exclusive_tax_is_added_and_inclusive_tax_is_carved_out():
+    """FR 20 % on 100.00 -> 20.00; CH 8.1 % inside 108.10 -> net 100.00, tax 8.10"""
+    assert TaxRate(jurisdiction="FR", rate_percent=Decimal(20)).split(Decimal("100.00"), "EUR") == (
+        Decimal("100.00"),
+        Decimal("20.00"),
+    )
+    inclusive = TaxRate(jurisdiction="CH", rate_percent=Decimal("8.1"), inclusive=True)
+    assert inclusive.split(Decimal("108.10"), "EUR") == (Decimal("100.00"), Decimal("8.10"))
+
+
+def test_proration_counts_days_from_start_to_the_day_before_end():
+    """November has 30 days: started the 10th -> 21 days; 30.00 x 21/30 = 21.00"""
+    november = Period.parse("2026-11")
+    assert november.days_active(date(2026, 11, 10), None) == 21
+    assert november.prorate(Decimal("30.00"), date(2026, 11, 10), None) == Decimal("21.00")
+    assert november.days_active(date(2026, 1, 1), date(2026, 11, 16)) == 15
+    assert november.days_active(date(2026, 1, 1), date(2026, 11, 1)) == 0
+    assert Period.parse("2024-02").days == 29
+
+
+@pytest.mark.parametrize("name", ["2026-13", "2026-1", "26-11", "november"])
+def test_a_malformed_period_is_refused(name):
+    with pytest.raises(InvalidQuery):
+        Period.parse(name)
