@@ -11,11 +11,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import routes_events, routes_ops, routes_usage
+from api import routes_events, routes_invoices, routes_ops, routes_usage
 from api.errors import install_error_handlers
 from api.event_intake import EventIntake
 from api.usage_queries import UsageQueries
 from meterline.settings import Settings
+from pipeline.billing.catalog import load_catalog
+from pipeline.billing.ledger import Ledger
 from sinks.clickhouse import ClickHouseSink, connect
 from sinks.consumer import SinkConsumer
 
@@ -28,6 +30,8 @@ def create_app(settings: Settings, *, run_sink: bool = True) -> FastAPI:
         app.state.query_client = connect(settings)
         app.state.queries = UsageQueries(app.state.query_client, settings.clickhouse_database)
         app.state.intake = EventIntake(settings)
+        app.state.catalog = load_catalog(settings.catalog)
+        app.state.ledger = Ledger(connect(settings), settings.clickhouse_database)
         consumer = SinkConsumer(settings, ClickHouseSink(connect(settings), settings)) if run_sink else None
         app.state.sink_thread = _start_sink(consumer) if consumer else None
         try:
@@ -42,6 +46,7 @@ def create_app(settings: Settings, *, run_sink: bool = True) -> FastAPI:
     install_error_handlers(app)
     app.include_router(routes_events.router)
     app.include_router(routes_usage.router)
+    app.include_router(routes_invoices.router)
     app.include_router(routes_ops.router)
     return app
 

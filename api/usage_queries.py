@@ -17,7 +17,7 @@ from typing import Any, cast
 from clickhouse_connect.driver.client import Client
 
 from meterline.exceptions import InvalidQuery
-from schemas.clickhouse import RATED_USAGE
+from schemas.clickhouse import RATED_USAGE, RAW_EVENTS
 
 CSV_CHUNK_BYTES = 64 * 1024
 
@@ -70,6 +70,7 @@ class UsageQueries:
     def __init__(self, client: Client, database: str) -> None:
         self._client = client
         self._table = f"{database}.{RATED_USAGE}"
+        self._raw = f"{database}.{RAW_EVENTS}"
         self._lock = threading.Lock()
 
     def usage(self, window: UsageWindow, granularity: Granularity, group_by: GroupBy) -> list[dict[str, Any]]:
@@ -108,3 +109,52 @@ class UsageQueries:
             readable = cast(io.BufferedIOBase, stream)
             while chunk := readable.read(CSV_CHUNK_BYTES):
                 yield chunk
+
+    def line_usage(self, line: LineScope) -> list[dict[str, Any]]:
+        """Hourly usage behind an invoice line, per customer and resource: it adds up to the line."""
+        query = (
+            "SELECT toDateTime(toStartOfHour(usage_start), 'UTC') AS hour, customer_id, resource_id, product, "
+            "sum(quantity) AS quantity, sum(amount) AS amount, count() AS rated_rows "
+            f"FROM {self._table} FINAL WHERE {LINE_WHERE} "
+            "GROUP BY hour, customer_id, resource_id, product ORDER BY hour, customer_id, resource_id"
+        )
+        with self._lock:
+            return list(self._client.query(query, parameters=line.parameters()).named_results())
+
+    def line_events(self, line: LineScope, limit: int, offset: int) -> list[str]:
+        """The raw events behind an invoice line, as they were received, oldest first."""
+        query = (
+            f"SELECT event FROM {self._raw} FINAL WHERE customer_id IN {{customers:Array(String)}} AND id IN ("
+            f"SELECT event_id FROM {self._table} FINAL WHERE {LINE_WHERE}) "
+            "ORDER BY time, id LIMIT {limit:UInt32} OFFSET {offset:UInt32}"
+        )
+        parameters = {**line.parameters(), "limit": limit, "offset": offset}
+        with self._lock:
+            rows = self._client.query(query, parameters=parameters).result_rows
+        return [row[0].decode() if isinstance(row[0], bytes) else row[0] for row in rows]
+
+
+LINE_WHERE = (
+    "customer_id IN {customers:Array(String)} AND meter = {meter:String} AND dimension = {dimension:String} "
+    "AND usage_start >= {start:DateTime64(3)} AND usage_start < {end:DateTime64(3)}"
+)
+
+
+@dataclass(frozen=True)
+class LineScope:
+    """What an invoice usage line bills: some customers' usage of one meter over a period."""
+
+    customers: list[str]
+    meter: str
+    dimension: str
+    start: datetime
+    end: datetime
+
+    def parameters(self) -> dict[str, Any]:
+        return {
+            "customers": self.customers,
+            "meter": self.meter,
+            "dimension": self.dimension,
+            "start": self.start,
+            "end": self.end,
+        }

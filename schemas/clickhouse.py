@@ -1,5 +1,8 @@
 """ClickHouse tables, in one place, applied by an idempotent migration at start-up.
 
+Invoices are versioned rows too: a status change or a re-closed draft is a new row (the latest
+``updated_at`` wins), and a draft's lines are stored under its revision, never edited.
+
 Exactly-once counting rests here: both tables are ReplacingMergeTree keyed by the event id
 (and meter), so writing an event again - after a redelivery, a replayed spool, a re-sent HTTP
 batch - leaves one row, and every read goes through ``FINAL``.
@@ -12,6 +15,8 @@ from clickhouse_connect.driver.client import Client
 RAW_EVENTS = "raw_events"
 RATED_USAGE = "rated_usage"
 USAGE_HOURLY = "usage_hourly"
+INVOICES = "invoices"
+INVOICE_LINES = "invoice_lines"
 MIGRATIONS = "schema_migrations"
 
 
@@ -64,6 +69,55 @@ def migrations(database: str) -> list[tuple[int, str]]:
                    sum(quantity) AS quantity, sum(amount) AS amount, count() AS rated_rows
             FROM {database}.{RATED_USAGE} FINAL
             GROUP BY customer_id, resource_id, product, meter, dimension, unit, currency, hour""",
+        ),
+        (
+            5,
+            f"""CREATE TABLE IF NOT EXISTS {database}.{INVOICES} (
+                invoice_id String,
+                revision UInt32,
+                document_type LowCardinality(String),
+                status LowCardinality(String),
+                period String,
+                issuer_id String,
+                buyer_id String,
+                buyer_name String,
+                number String,
+                sequence UInt64,
+                credits_number String,
+                currency LowCardinality(String),
+                covered_customers Array(String),
+                discount_percent Decimal(38, 12),
+                tax_name String,
+                tax_rate_percent Decimal(38, 12),
+                tax_inclusive Bool,
+                subtotal Decimal(38, 12),
+                discount Decimal(38, 12),
+                net Decimal(38, 12),
+                tax_amount Decimal(38, 12),
+                total Decimal(38, 12),
+                closed_at DateTime64(3, 'UTC'),
+                issued_at Nullable(DateTime64(3, 'UTC')),
+                updated_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree(updated_at)
+            ORDER BY invoice_id""",
+        ),
+        (
+            6,
+            f"""CREATE TABLE IF NOT EXISTS {database}.{INVOICE_LINES} (
+                invoice_id String,
+                revision UInt32,
+                line_no UInt32,
+                kind LowCardinality(String),
+                description String,
+                quantity Decimal(38, 12),
+                unit LowCardinality(String),
+                unit_price Decimal(38, 12),
+                amount Decimal(38, 12),
+                meter LowCardinality(String),
+                dimension LowCardinality(String),
+                adjusts_period String
+            ) ENGINE = ReplacingMergeTree
+            ORDER BY (invoice_id, revision, line_no)""",
         ),
     ]
 

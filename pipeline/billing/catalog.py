@@ -43,7 +43,9 @@ class Branding(_Entry):
 class Party(_Entry):
     id: Identifier
     name: str = Field(min_length=1)
-    address: list[str] = []
+    street: str = ""
+    postcode: str = ""
+    city: str = ""
     country: str = Field(default="FR", pattern=r"^[A-Z]{2}$")
     vat_id: str | None = None
     email: str | None = None
@@ -181,6 +183,23 @@ class Catalog(_Entry):
             if partner.id == partner_id:
                 return partner
         raise UnknownCustomer(f"no partner {partner_id!r} in the catalog")
+
+    def party(self, party_id: str) -> Party:
+        """The provider, a partner or a customer, by id: whoever an invoice names."""
+        if party_id == self.provider.id:
+            return self.provider
+        parties: list[Party] = [*self.partners, *self.customers]
+        for party in parties:
+            if party.id == party_id:
+                return party
+        raise UnknownCustomer(f"no party {party_id!r} in the catalog")
+
+    def issuer(self, issuer_id: str) -> Issuer:
+        return self.provider if issuer_id == self.provider.id else self.partner(issuer_id)
+
+    def invoice_prefixes(self) -> dict[str, str]:
+        issuers: list[Issuer] = [self.provider, *self.partners]
+        return {issuer.id: issuer.invoice_prefix for issuer in issuers}
 
     def seller_of(self, customer: Customer) -> Issuer:
         return self.partner(customer.partner_id) if customer.partner_id else self.provider

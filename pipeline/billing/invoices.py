@@ -9,7 +9,7 @@ Every line is rounded once to the currency; discount and tax are computed on the
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from enum import StrEnum
@@ -26,6 +26,32 @@ class LineKind(StrEnum):
     RECURRING = "recurring"
     USAGE = "usage"
     ONE_TIME = "one_time"
+    ADJUSTMENT = "adjustment"
+
+
+class DocumentType(StrEnum):
+    INVOICE = "invoice"
+    CREDIT_NOTE = "credit_note"
+
+
+class InvoiceStatus(StrEnum):
+    """draft -> issued -> paid | void; a draft may also be voided. Nothing leaves paid or void."""
+
+    DRAFT = "draft"
+    ISSUED = "issued"
+    PAID = "paid"
+    VOID = "void"
+
+    def can_become(self, target: InvoiceStatus) -> bool:
+        return target in _NEXT[self]
+
+
+_NEXT = {
+    InvoiceStatus.DRAFT: {InvoiceStatus.ISSUED, InvoiceStatus.VOID},
+    InvoiceStatus.ISSUED: {InvoiceStatus.PAID, InvoiceStatus.VOID},
+    InvoiceStatus.PAID: set(),
+    InvoiceStatus.VOID: set(),
+}
 
 
 @dataclass(frozen=True)
@@ -51,6 +77,8 @@ class InvoiceLine:
     meter: str = ""
     dimension: str = ""
     """For usage lines: what the drill-down selects, over the invoice's customers."""
+    adjusts_period: str = ""
+    """For adjustment lines: the earlier, already issued period they correct."""
 
 
 @dataclass(frozen=True)
@@ -90,7 +118,13 @@ def invoice_id(period: Period, issuer_id: str, buyer_id: str) -> str:
     return f"{period.name}.{issuer_id}.{buyer_id}"
 
 
-def build_invoices(catalog: Catalog, period: Period, usage: Iterable[UsageTotal]) -> list[Invoice]:
+Adjustments = Mapping[str, InvoiceLine]
+"""Keyed by the party billed: lines correcting its earlier, already issued invoices."""
+
+
+def build_invoices(
+    catalog: Catalog, period: Period, usage: Iterable[UsageTotal], adjustments: Adjustments | None = None
+) -> list[Invoice]:
     """Every invoice of the period: customers' first, then partners'."""
     by_customer: dict[str, list[UsageTotal]] = defaultdict(list)
     for total in usage:
@@ -103,7 +137,41 @@ def build_invoices(catalog: Catalog, period: Period, usage: Iterable[UsageTotal]
         if customers:
             usage_of_customers = [t for c in customers for t in by_customer.get(c.id, [])]
             invoices.append(_partner_invoice(catalog, period, partner.id, customers, usage_of_customers))
+    adjustments = adjustments or {}
+    invoices = [
+        replace(invoice, lines=(*invoice.lines, adjustments[invoice.buyer_id]))
+        if invoice.buyer_id in adjustments
+        else invoice
+        for invoice in invoices
+    ]
     return [invoice for invoice in invoices if invoice.lines]
+
+
+def late_usage_adjustments(
+    catalog: Catalog, earlier: Period, usage: Iterable[UsageTotal], billed: Mapping[str, Decimal]
+) -> dict[str, InvoiceLine]:
+    """Lines that bring issued invoices of ``earlier`` up to date with the usage known now.
+
+    ``billed`` is the subtotal issued per invoice id. Usage that arrived after the close, or a
+    correction, is billed (or credited) on the next invoice rather than by editing an issued one.
+    """
+    lines = {}
+    for invoice in build_invoices(catalog, earlier, usage):
+        if invoice.invoice_id not in billed:
+            continue
+        difference = invoice.subtotal - billed[invoice.invoice_id]
+        if difference:
+            description = f"Adjustment to {earlier.name}: usage received after its invoice was issued"
+            lines[invoice.buyer_id] = InvoiceLine(
+                LineKind.ADJUSTMENT,
+                description,
+                Decimal(1),
+                "unit",
+                difference,
+                difference,
+                adjusts_period=earlier.name,
+            )
+    return lines
 
 
 def _customer_invoice(catalog: Catalog, period: Period, customer: Customer, usage: list[UsageTotal]) -> Invoice:

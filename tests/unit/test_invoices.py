@@ -12,57 +12,13 @@ from meterline.exceptions import InvalidCatalog
 from pipeline.billing.catalog import Catalog, load_catalog
 from pipeline.billing.invoices import Invoice, UsageTotal, build_invoices
 from pipeline.billing.periods import Period
+from tests.factories import catalog_document
 
 NOVEMBER = Period.parse("2026-11")
-FROM = "2020-01-01T00:00:00Z"
 
 
 def catalog(**changes: Any) -> Catalog:
-    document: dict[str, Any] = {
-        "currency": "EUR",
-        "provider": {"id": "acme", "name": "Acme Cloud", "invoice_prefix": "ACME"},
-        "partners": [
-            {"id": "north", "name": "North IT", "invoice_prefix": "NTH", "discount_percent": "20", "jurisdiction": "DE"}
-        ],
-        "tax_rates": [
-            {"jurisdiction": "FR", "rate_percent": "20"},
-            {"jurisdiction": "DE", "rate_percent": "19"},
-        ],
-        "products": [{"id": "support", "name": "Support"}],
-        "price_lists": [
-            {
-                "seller_id": "acme",
-                "fees": [{"product_id": "support", "amount": "30.00", "setup_fee": "100", "effective_from": FROM}],
-                "plans": [
-                    {"meter": "vcpu_hours", "model": "per_unit", "unit_price": "0.025", "effective_from": FROM},
-                    {
-                        "meter": "net_tx_gb",
-                        "model": "graduated",
-                        "effective_from": FROM,
-                        "tiers": [{"up_to": "1000", "unit_price": "0.01"}, {"unit_price": "0.005"}],
-                    },
-                ],
-            },
-            {
-                "seller_id": "north",
-                "plans": [{"meter": "vcpu_hours", "model": "per_unit", "unit_price": "0.03", "effective_from": FROM}],
-            },
-        ],
-        "customers": [
-            {"id": "direct", "name": "Direct SAS", "discount_percent": "10"},
-            {"id": "resold", "name": "Resold GmbH", "partner_id": "north", "jurisdiction": "DE"},
-        ],
-        "subscriptions": [
-            {"id": "s1", "customer_id": "direct", "product_id": "support", "start": "2026-11-10"},
-            {"id": "s2", "customer_id": "resold", "product_id": "support", "start": "2025-01-01"},
-        ],
-        "one_time_charges": [
-            {"id": "o1", "customer_id": "direct", "description": "Migration", "amount": "480", "day": "2026-11-15"},
-            {"id": "o2", "customer_id": "direct", "description": "Old", "amount": "1", "day": "2026-10-31"},
-        ],
-    }
-    document.update(changes)
-    return Catalog.model_validate(document)
+    return Catalog.model_validate({**catalog_document(), **changes})
 
 
 USAGE = [

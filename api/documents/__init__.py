@@ -1,0 +1,1 @@
+"""Invoice documents: one stored invoice rendered as HTML, PDF, CSV and EN 16931 e-invoices."""

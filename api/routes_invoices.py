@@ -1,0 +1,173 @@
+"""Period close, invoices and their documents, and the drill-down from a line to raw events."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import HTMLResponse, Response
+
+from api.documents.einvoice import cii_xml, facturx_pdf, ubl_xml
+from api.documents.html import render_html
+from api.documents.pdf import render_pdf
+from api.documents.table import render_csv
+from api.documents.view import InvoiceView
+from api.invoice_models import CloseOut, InvoiceOut, LineUsage, LineUsageRow
+from api.models import as_utc
+from api.usage_queries import LineScope, UsageQueries
+from meterline.exceptions import InvalidQuery
+from pipeline.billing.catalog import Catalog
+from pipeline.billing.invoices import InvoiceStatus, LineKind
+from pipeline.billing.ledger import InvoiceRecord, Ledger
+from pipeline.billing.period_close import close_period
+from pipeline.billing.periods import Period
+
+router = APIRouter(prefix="/v1", tags=["invoicing"])
+
+
+def _ledger(request: Request) -> Ledger:
+    ledger: Ledger = request.app.state.ledger
+    return ledger
+
+
+def _catalog(request: Request) -> Catalog:
+    catalog: Catalog = request.app.state.catalog
+    return catalog
+
+
+@router.post("/periods/{period}/close", response_model=CloseOut)
+def close(request: Request, period: str) -> CloseOut:
+    """Build (or rebuild) the period's draft invoices; issued ones are never touched."""
+    result = close_period(_ledger(request), _catalog(request), Period.parse(period), datetime.now(UTC))
+    return CloseOut(**vars(result))
+
+
+@router.get("/invoices", response_model=list[InvoiceOut])
+def list_invoices(
+    request: Request, period: str | None = None, buyer_id: str | None = None, status: InvoiceStatus | None = None
+) -> list[InvoiceOut]:
+    if period is not None:
+        Period.parse(period)
+    records = _ledger(request).headers(period=period, buyer_id=buyer_id)
+    return [InvoiceOut.of(r) for r in records if status is None or r.status is status]
+
+
+@router.get("/customers/{customer_id}/invoices", response_model=list[InvoiceOut])
+def customer_invoices(request: Request, customer_id: str) -> list[InvoiceOut]:
+    """The invoices a customer receives - never its partner's own invoice from the provider."""
+    return [InvoiceOut.of(r) for r in _ledger(request).headers(buyer_id=customer_id) if r.buyer_id == customer_id]
+
+
+@router.get("/invoices/{invoice_id}", response_model=InvoiceOut)
+def get_invoice(request: Request, invoice_id: str) -> InvoiceOut:
+    return InvoiceOut.of(_ledger(request).get(invoice_id), with_lines=True)
+
+
+@router.post("/invoices/{invoice_id}/issue", response_model=InvoiceOut)
+def issue(request: Request, invoice_id: str) -> InvoiceOut:
+    """Give a draft the issuer's next number; issuing again returns the same invoice."""
+    return _change(request, invoice_id, InvoiceStatus.ISSUED)
+
+
+@router.post("/invoices/{invoice_id}/pay", response_model=InvoiceOut)
+def pay(request: Request, invoice_id: str) -> InvoiceOut:
+    return _change(request, invoice_id, InvoiceStatus.PAID)
+
+
+@router.post("/invoices/{invoice_id}/void", response_model=InvoiceOut)
+def void(request: Request, invoice_id: str) -> InvoiceOut:
+    """Void a draft, or cancel an issued invoice: it keeps its number and a credit note is issued."""
+    return _change(request, invoice_id, InvoiceStatus.VOID)
+
+
+def _change(request: Request, invoice_id: str, target: InvoiceStatus) -> InvoiceOut:
+    prefixes = _catalog(request).invoice_prefixes()
+    return InvoiceOut.of(_ledger(request).change_status(invoice_id, target, datetime.now(UTC), prefixes))
+
+
+def _view(request: Request, invoice_id: str) -> InvoiceView:
+    return InvoiceView.of(_ledger(request).get(invoice_id), _catalog(request))
+
+
+@router.get("/invoices/{invoice_id}/html", response_class=HTMLResponse)
+def invoice_html(request: Request, invoice_id: str) -> HTMLResponse:
+    return HTMLResponse(render_html(_view(request, invoice_id)))
+
+
+@router.get("/invoices/{invoice_id}/pdf", response_class=Response)
+def invoice_pdf(request: Request, invoice_id: str) -> Response:
+    """Factur-X (PDF/A-3 with the CII XML inside) once issued; a plain PDF for a draft."""
+    view = _view(request, invoice_id)
+    pdf = render_pdf(view)
+    if view.record.status is not InvoiceStatus.DRAFT and not view.record.tax_inclusive:
+        pdf = facturx_pdf(view, pdf)
+    return _attachment(pdf, "application/pdf", view, "pdf")
+
+
+@router.get("/invoices/{invoice_id}/csv", response_class=Response)
+def invoice_csv(request: Request, invoice_id: str) -> Response:
+    view = _view(request, invoice_id)
+    return _attachment(render_csv(view).encode(), "text/csv", view, "csv")
+
+
+@router.get("/invoices/{invoice_id}/cii", response_class=Response)
+def invoice_cii(request: Request, invoice_id: str) -> Response:
+    view = _view(request, invoice_id)
+    return _attachment(cii_xml(view), "application/xml", view, "cii.xml")
+
+
+@router.get("/invoices/{invoice_id}/ubl", response_class=Response)
+def invoice_ubl(request: Request, invoice_id: str) -> Response:
+    view = _view(request, invoice_id)
+    return _attachment(ubl_xml(view), "application/xml", view, "ubl.xml")
+
+
+def _attachment(body: bytes, media_type: str, view: InvoiceView, extension: str) -> Response:
+    name = view.record.number or view.record.invoice_id
+    return Response(
+        body, media_type=media_type, headers={"Content-Disposition": f'inline; filename="{name}.{extension}"'}
+    )
+
+
+def _line_scope(record: InvoiceRecord, line_no: int) -> LineScope:
+    if not 1 <= line_no <= len(record.lines):
+        raise InvalidQuery(f"invoice {record.invoice_id} has lines 1 to {len(record.lines)}")
+    line = record.lines[line_no - 1]
+    if line.kind is not LineKind.USAGE:
+        raise InvalidQuery(f"line {line_no} is a {line.kind.value} line; only usage lines have usage behind them")
+    period = Period.parse(record.period)
+    return LineScope(record.covered_customers, line.meter, line.dimension, period.start, period.end)
+
+
+@router.get("/invoices/{invoice_id}/lines/{line_no}/usage", response_model=LineUsage)
+def line_usage(request: Request, invoice_id: str, line_no: int) -> LineUsage:
+    record = _ledger(request).get(invoice_id)
+    scope = _line_scope(record, line_no)
+    queries: UsageQueries = request.app.state.queries
+    rows = [LineUsageRow(**{**row, "hour": as_utc(row["hour"])}) for row in queries.line_usage(scope)]
+    return LineUsage(
+        invoice_id=invoice_id,
+        line_no=line_no,
+        meter=scope.meter,
+        dimension=scope.dimension,
+        quantity=sum((row.quantity for row in rows), Decimal(0)),
+        amount=sum((row.amount for row in rows), Decimal(0)),
+        rows=rows,
+    )
+
+
+@router.get("/invoices/{invoice_id}/lines/{line_no}/events", response_class=Response)
+def line_events(
+    request: Request,
+    invoice_id: str,
+    line_no: int,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> Response:
+    """The raw CloudEvents behind a usage line, as received, one JSON document per line (NDJSON)."""
+    scope = _line_scope(_ledger(request).get(invoice_id), line_no)
+    queries: UsageQueries = request.app.state.queries
+    events = queries.line_events(scope, limit, offset)
+    return Response("".join(f"{event}\n" for event in events), media_type="application/x-ndjson")

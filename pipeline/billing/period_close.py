@@ -1,0 +1,52 @@
+"""Close a period: read its rated usage once, build every invoice, store the drafts.
+
+Closing again (on demand, or after late usage) rebuilds the period's drafts as a new revision
+and leaves issued, paid and void invoices alone. Usage that reaches an already issued invoice's
+period is billed as an adjustment line on the party's next invoice (one period back).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from pipeline.billing.catalog import Catalog
+from pipeline.billing.invoices import InvoiceStatus, build_invoices, late_usage_adjustments
+from pipeline.billing.ledger import InvoiceRecord, Ledger
+from pipeline.billing.periods import Period
+
+SETTLED = {InvoiceStatus.ISSUED, InvoiceStatus.PAID}
+
+
+@dataclass(frozen=True)
+class CloseResult:
+    period: str
+    drafted: int
+    """Invoices written as (new revisions of) drafts."""
+    kept: int
+    """Invoices left as they were because they are already issued, paid or void."""
+    unbilled_customers: list[str]
+    """Customers with rated usage but no catalog entry: their usage waits, it is not dropped."""
+
+
+def close_period(ledger: Ledger, catalog: Catalog, period: Period, now: datetime) -> CloseResult:
+    usage = ledger.usage_totals(period)
+    known = {customer.id for customer in catalog.customers}
+    earlier = period.previous()
+    billed = {r.invoice_id: r.subtotal for r in ledger.headers(period=earlier.name) if r.status in SETTLED}
+    adjustments = late_usage_adjustments(catalog, earlier, ledger.usage_totals(earlier), billed) if billed else {}
+    existing = {record.invoice_id: record for record in ledger.headers(period=period.name)}
+    drafts = []
+    for invoice in build_invoices(catalog, period, usage, adjustments):
+        previous = existing.get(invoice.invoice_id)
+        if previous is not None and previous.status is not InvoiceStatus.DRAFT:
+            continue
+        revision = previous.revision + 1 if previous else 1
+        drafts.append(InvoiceRecord.draft(invoice, revision, now))
+    ledger.save(drafts)
+    return CloseResult(
+        period=period.name,
+        drafted=len(drafts),
+        kept=sum(record.status is not InvoiceStatus.DRAFT for record in existing.values()),
+        unbilled_customers=sorted({total.customer_id for total in usage} - known),
+    )

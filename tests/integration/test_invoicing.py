@@ -1,0 +1,130 @@
+"""From pushed usage to issued invoices, e-invoices, drill-down, late usage and credit notes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import facturx
+import httpx
+import pytest
+import yaml
+
+from meterline.brokers import Broker
+from schemas.events import encode_batch
+from tests.factories import catalog_document, vm_sample, xaas_usage
+from tests.integration.harness import System, wait_for
+
+pytestmark = pytest.mark.integration
+
+OCTOBER = datetime(2026, 10, 5, 10, 0, tzinfo=UTC)
+BIG_VM = {
+    "interval_s": 3600,
+    "vcpu": 16,
+    "ram_mb": 65536,
+    "disks": [{"device": "vda", "tier": "ssd", "size_gib": 1000}],
+    "net_tx_bytes": 600_000_000_000,
+}
+
+
+@pytest.fixture
+def billing(broker: Broker, tmp_path: Path) -> Iterator[System]:
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(yaml.safe_dump(catalog_document()))
+    running = System(broker, tmp_path, overrides={"METERLINE_CATALOG": str(catalog)})
+    yield running.start_all()
+    running.stop_all()
+
+
+def post(system: System, path: str) -> dict[str, Any]:
+    response = httpx.post(f"{system.url}{path}", timeout=60)
+    assert response.status_code == 200, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def get(system: System, path: str) -> httpx.Response:
+    response = httpx.get(f"{system.url}{path}", timeout=60)
+    assert response.status_code == 200, response.text
+    return response
+
+
+def push(system: System, events: list) -> None:
+    response = httpx.post(f"{system.url}/v1/events", content=encode_batch(events), timeout=30)
+    assert response.status_code == 202 and not response.json()["rejected"], response.text
+
+
+def rated_rows(system: System, customer_id: str) -> int:
+    return sum(row["rated_rows"] for row in system.usage(customer_id, granularity="month")["rows"])
+
+
+def test_usage_becomes_issued_invoices_whose_lines_drill_down_to_the_events(billing: System):
+    """Direct, October: one-time 1.00; disk 3000 GiB-h x 0.0002 = 0.60;
+    net tx 1800 GB graduated: 1000 x 0.01 + 800 x 0.005 = 14.00; RAM 192 GiB-h x 0.004 = 0.768 -> 0.77;
+    vCPU 48 h x 0.025 = 1.20; backup 100 x 0.045 = 4.50. Subtotal 22.07, 10 % off 2.21, net 19.86,
+    VAT 20 % 3.97, total 23.83.
+    Resold (north's customer, DE), at north's prices: support 30.00, disk 0.20, net tx 6.00,
+    RAM 0.256 -> 0.26, vCPU 16 x 0.03 = 0.48: subtotal 36.94, VAT 19 % 7.02, total 43.96.
+    North, at the provider's prices: support 30.00, disk 0.20, net tx 6.00, RAM 0.26, vCPU 0.40:
+    subtotal 36.86, 20 % off 7.37, net 29.49, VAT 19 % 5.60, total 35.09."""
+    direct = [vm_sample(f"vm-{n}", customer_id="direct", at=OCTOBER, **BIG_VM) for n in range(3)]
+    direct.append(xaas_usage(quantity="100", customer_id="direct", at=OCTOBER))
+    push(billing, [*direct, vm_sample("vm-r", customer_id="resold", at=OCTOBER, **BIG_VM)])
+    wait_for(lambda: rated_rows(billing, "direct") == 13 and rated_rows(billing, "resold") == 4, what="usage")
+
+    closed = post(billing, "/v1/periods/2026-10/close")
+    assert (closed["drafted"], closed["unbilled_customers"]) == (3, [])
+    totals = {i["invoice_id"]: i["total"] for i in get(billing, "/v1/invoices?period=2026-10").json()}
+    assert totals == {"2026-10.acme.direct": "23.83", "2026-10.north.resold": "43.96", "2026-10.acme.north": "35.09"}
+
+    invoice = get(billing, "/v1/invoices/2026-10.acme.direct").json()
+    vcpu = next(line for line in invoice["lines"] if line["meter"] == "vcpu_hours")
+    drill = get(billing, vcpu["usage_url"]).json()
+    assert Decimal(drill["quantity"]) == Decimal(vcpu["quantity"]) == 48
+    assert {row["resource_id"] for row in drill["rows"]} == {"vm-0", "vm-1", "vm-2"}
+    events = get(billing, f"/v1/invoices/2026-10.acme.direct/lines/{vcpu['line_no']}/events").text.splitlines()
+    assert sorted(e for e in events) == sorted(encode_batch([e]).decode()[1:-1] for e in direct[:3])
+
+    numbers = [post(billing, f"/v1/invoices/{i}/issue")["number"] for i in sorted(totals)]
+    assert numbers == ["ACME-000001", "ACME-000002", "NTH-000001"]
+    assert post(billing, "/v1/invoices/2026-10.acme.direct/issue")["number"] == "ACME-000001"
+
+    pdf = get(billing, "/v1/invoices/2026-10.acme.direct/pdf").content
+    _name, xml = facturx.get_xml_from_pdf(pdf, check_xsd=True)
+    assert b"ACME-000001" in xml and b"23.83" in xml
+    assert b"ACME-000001" in get(billing, "/v1/invoices/2026-10.acme.direct/ubl").content
+    assert "Acme Cloud" in get(billing, "/v1/invoices/2026-10.acme.direct/html").text
+    assert len(get(billing, "/v1/invoices/2026-10.acme.direct/csv").text.splitlines()) == len(invoice["lines"]) + 1
+
+    late = xaas_usage(quantity="100", customer_id="direct", at=datetime(2026, 10, 20, tzinfo=UTC))
+    push(billing, [late])
+    wait_for(lambda: rated_rows(billing, "direct") == 14, what="the late usage")
+    post(billing, "/v1/periods/2026-11/close")
+    november = get(billing, "/v1/invoices/2026-11.acme.direct").json()
+    adjustment = [line for line in november["lines"] if line["kind"] == "adjustment"]
+    assert [(a["amount"], a["adjusts_period"]) for a in adjustment] == [("4.50", "2026-10")]
+    assert get(billing, "/v1/invoices/2026-10.acme.direct").json()["total"] == "23.83"
+
+    voided = post(billing, "/v1/invoices/2026-10.acme.direct/void")
+    assert (voided["status"], voided["number"]) == ("void", "ACME-000001")
+    credit = get(billing, "/v1/invoices/2026-10.acme.direct.credit").json()
+    assert (credit["number"], credit["credits_number"], credit["total"]) == ("ACME-000003", "ACME-000001", "-23.83")
+    customer_view = get(billing, "/v1/customers/direct/invoices").json()
+    assert {i["buyer_id"] for i in customer_view} == {"direct"}
+
+
+def test_invoicing_mistakes_get_a_4xx_with_a_reason(billing: System):
+    push(billing, [vm_sample("vm-1", customer_id="direct", at=OCTOBER)])
+    wait_for(lambda: rated_rows(billing, "direct") == 4, what="usage")
+    assert httpx.post(f"{billing.url}/v1/periods/2026-13/close", timeout=30).status_code == 400
+    post(billing, "/v1/periods/2026-10/close")
+    paying_a_draft = httpx.post(f"{billing.url}/v1/invoices/2026-10.acme.direct/pay", timeout=30)
+    assert paying_a_draft.status_code == 409 and "draft" in paying_a_draft.json()["detail"]
+    assert httpx.get(f"{billing.url}/v1/invoices/nope", timeout=30).status_code == 404
+    fee_line = httpx.get(f"{billing.url}/v1/invoices/2026-10.acme.direct/lines/1/usage", timeout=30)
+    assert fee_line.status_code == 400 and "one_time line" in fee_line.json()["detail"]
+    draft_einvoice = httpx.get(f"{billing.url}/v1/invoices/2026-10.acme.direct/cii", timeout=30)
+    assert draft_einvoice.status_code == 400 and "draft" in draft_einvoice.json()["detail"]
