@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import signal
 import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 
 from fastapi import FastAPI
 
 from api import routes_events, routes_invoices, routes_ops, routes_usage
+from api.delivery import Deliveries, deliver_when_due
 from api.errors import install_error_handlers
 from api.event_intake import EventIntake
+from api.period_scheduler import close_periods_when_due
 from api.usage_queries import UsageQueries
 from meterline.settings import Settings
 from pipeline.billing.catalog import load_catalog
@@ -32,11 +36,36 @@ def create_app(settings: Settings, *, run_sink: bool = True) -> FastAPI:
         app.state.intake = EventIntake(settings)
         app.state.catalog = load_catalog(settings.catalog)
         app.state.ledger = Ledger(connect(settings), settings.clickhouse_database)
+        app.state.deliveries = Deliveries(connect(settings), settings) if settings.smtp_host else None
         consumer = SinkConsumer(settings, ClickHouseSink(connect(settings), settings)) if run_sink else None
         app.state.sink_thread = _start_sink(consumer) if consumer else None
+        closer = (
+            asyncio.create_task(
+                close_periods_when_due(
+                    app.state.ledger,
+                    app.state.catalog,
+                    timedelta(hours=settings.close_grace_h),
+                    settings.close_check_interval_s,
+                )
+            )
+            if settings.auto_close
+            else None
+        )
+        courier = (
+            asyncio.create_task(
+                deliver_when_due(
+                    app.state.deliveries, app.state.ledger, app.state.catalog, settings.delivery_check_interval_s
+                )
+            )
+            if app.state.deliveries
+            else None
+        )
         try:
             yield
         finally:
+            for task in (closer, courier):
+                if task:
+                    task.cancel()
             if consumer and app.state.sink_thread:
                 consumer.stop()
                 app.state.sink_thread.join(timeout=30)

@@ -6,6 +6,7 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
+from api.delivery import Delivery
 from api.models import FixedPoint, as_utc
 from pipeline.billing.invoices import InvoiceLine
 from pipeline.billing.ledger import InvoiceRecord
@@ -125,3 +126,23 @@ class LineUsage(BaseModel):
     quantity: FixedPoint = Field(description="Sum of the rows: the usage the line (or its tier lines) bills")
     amount: FixedPoint = Field(description="Sum of the rows as rated in the stream, unrounded")
     rows: list[LineUsageRow]
+
+
+class DeliveryOut(BaseModel):
+    invoice_id: str
+    recipient: str
+    status: str
+    attempts: int
+    last_error: str
+    next_attempt_at: datetime
+
+    @classmethod
+    def of(cls, delivery: Delivery) -> DeliveryOut:
+        return cls(
+            invoice_id=delivery.invoice_id,
+            recipient=delivery.recipient,
+            status=delivery.status.value,
+            attempts=delivery.attempts,
+            last_error=delivery.last_error,
+            next_attempt_at=as_utc(delivery.next_attempt_at),
+        )

@@ -6,3 +6,7 @@ from prometheus_client import Counter
 
 PUSHED_ACCEPTED = Counter("meterline_api_events_accepted_total", "Events accepted by POST /v1/events")
 PUSHED_REJECTED = Counter("meterline_api_events_rejected_total", "Events refused by POST /v1/events")
+PERIOD_CLOSE_FAILURES = Counter(
+    "meterline_period_close_failures_total", "Automatic period closes that failed and will be retried"
+)
+DELIVERIES = Counter("meterline_invoice_deliveries_total", "Invoice email attempts by outcome", ["outcome"])

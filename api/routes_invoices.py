@@ -9,18 +9,19 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
+from api.delivery import Deliveries, recipient_of
 from api.documents.einvoice import cii_xml, facturx_pdf, ubl_xml
 from api.documents.html import render_html
 from api.documents.pdf import render_pdf
 from api.documents.table import render_csv
 from api.documents.view import InvoiceView
-from api.invoice_models import CloseOut, InvoiceOut, LineUsage, LineUsageRow
+from api.invoice_models import CloseOut, DeliveryOut, InvoiceOut, LineUsage, LineUsageRow
 from api.models import as_utc
 from api.usage_queries import LineScope, UsageQueries
 from meterline.exceptions import InvalidQuery
 from pipeline.billing.catalog import Catalog
 from pipeline.billing.invoices import InvoiceStatus, LineKind
-from pipeline.billing.ledger import InvoiceRecord, Ledger
+from pipeline.billing.ledger import InvoiceRecord, Ledger, credit_note_id
 from pipeline.billing.period_close import close_period
 from pipeline.billing.periods import Period
 
@@ -42,6 +43,17 @@ def close(request: Request, period: str) -> CloseOut:
     """Build (or rebuild) the period's draft invoices; issued ones are never touched."""
     result = close_period(_ledger(request), _catalog(request), Period.parse(period), datetime.now(UTC))
     return CloseOut(**vars(result))
+
+
+@router.post("/periods/{period}/issue", response_model=list[InvoiceOut])
+def issue_period(request: Request, period: str) -> list[InvoiceOut]:
+    """Issue every draft of the period at once, numbered consecutively per issuer."""
+    ledger, catalog, now = _ledger(request), _catalog(request), datetime.now(UTC)
+    issued = ledger.issue_period(Period.parse(period).name, now, catalog.invoice_prefixes())
+    deliveries: Deliveries | None = request.app.state.deliveries
+    if deliveries is not None:
+        deliveries.enqueue({r.invoice_id: recipient_of(catalog, r.buyer_id) for r in issued}, now)
+    return [InvoiceOut.of(record) for record in issued]
 
 
 @router.get("/invoices", response_model=list[InvoiceOut])
@@ -83,8 +95,35 @@ def void(request: Request, invoice_id: str) -> InvoiceOut:
 
 
 def _change(request: Request, invoice_id: str, target: InvoiceStatus) -> InvoiceOut:
-    prefixes = _catalog(request).invoice_prefixes()
-    return InvoiceOut.of(_ledger(request).change_status(invoice_id, target, datetime.now(UTC), prefixes))
+    ledger, catalog, now = _ledger(request), _catalog(request), datetime.now(UTC)
+    before = ledger.get(invoice_id).status
+    changed = ledger.change_status(invoice_id, target, now, catalog.invoice_prefixes())
+    deliveries: Deliveries | None = request.app.state.deliveries
+    if deliveries is not None and before is not changed.status:
+        if changed.status is InvoiceStatus.ISSUED:
+            deliveries.enqueue({invoice_id: recipient_of(catalog, changed.buyer_id)}, now)
+        elif changed.status is InvoiceStatus.VOID and before is InvoiceStatus.ISSUED:
+            deliveries.enqueue({credit_note_id(invoice_id): recipient_of(catalog, changed.buyer_id)}, now)
+    return InvoiceOut.of(changed)
+
+
+def _deliveries(request: Request) -> Deliveries:
+    deliveries: Deliveries | None = request.app.state.deliveries
+    if deliveries is None:
+        raise InvalidQuery("invoices are not emailed here: set METERLINE_SMTP_HOST")
+    return deliveries
+
+
+@router.get("/invoices/{invoice_id}/delivery", response_model=DeliveryOut)
+def delivery(request: Request, invoice_id: str) -> DeliveryOut:
+    """Where the invoice's email stands: pending, sent, retrying (with the last error) or no recipient."""
+    return DeliveryOut.of(_deliveries(request).get(invoice_id))
+
+
+@router.post("/invoices/{invoice_id}/deliver", response_model=DeliveryOut)
+def deliver_again(request: Request, invoice_id: str) -> DeliveryOut:
+    """Send again at the next check, without waiting for the retry delay."""
+    return DeliveryOut.of(_deliveries(request).retry_now(invoice_id, datetime.now(UTC)))
 
 
 def _view(request: Request, invoice_id: str) -> InvoiceView:

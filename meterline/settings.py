@@ -41,6 +41,16 @@ class Settings(BaseSettings):
         default=Path(__file__).resolve().parent.parent / "pipeline" / "catalog.yaml",
         description="YAML catalog: parties, price plans, subscriptions, taxes",
     )
+    close_grace_h: float = Field(default=48, description="hours after a month ends before it closes on its own")
+    close_check_interval_s: float = 600
+    auto_close: bool = True
+    smtp_host: str | None = Field(default=None, description="invoices are emailed when set")
+    smtp_port: int = 25
+    smtp_sender: str = "billing@meterline.invalid"
+    smtp_starttls: bool = False
+    smtp_user: str | None = None
+    smtp_password: str | None = None
+    delivery_check_interval_s: float = 5
     consumer_group: str = "meterline"
     pipeline_commit_interval_s: float = 2.8
     pipeline_batch_messages: int = 50

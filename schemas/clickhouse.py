@@ -17,6 +17,7 @@ RATED_USAGE = "rated_usage"
 USAGE_HOURLY = "usage_hourly"
 INVOICES = "invoices"
 INVOICE_LINES = "invoice_lines"
+DELIVERIES = "invoice_deliveries"
 MIGRATIONS = "schema_migrations"
 
 
@@ -118,6 +119,19 @@ def migrations(database: str) -> list[tuple[int, str]]:
                 adjusts_period String
             ) ENGINE = ReplacingMergeTree
             ORDER BY (invoice_id, revision, line_no)""",
+        ),
+        (
+            7,
+            f"""CREATE TABLE IF NOT EXISTS {database}.{DELIVERIES} (
+                invoice_id String,
+                recipient String,
+                status LowCardinality(String),
+                attempts UInt32,
+                last_error String,
+                next_attempt_at DateTime64(3, 'UTC'),
+                updated_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree(updated_at)
+            ORDER BY invoice_id""",
         ),
     ]
 

@@ -9,9 +9,11 @@ entry with a later ``effective_from``, never an edit.
 
 from __future__ import annotations
 
+from collections import defaultdict
 from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated
 
@@ -207,18 +209,44 @@ class Catalog(_Entry):
     def tax_rate(self, jurisdiction: str) -> TaxRate:
         return next(rate for rate in self.tax_rates if rate.jurisdiction == jurisdiction)
 
+    @cached_property
+    def _lists(self) -> dict[str, PriceList]:
+        return {price_list.seller_id: price_list for price_list in self.price_lists}
+
     def _list(self, seller_id: str) -> PriceList:
-        return next((pl for pl in self.price_lists if pl.seller_id == seller_id), PriceList(seller_id=seller_id))
+        return self._lists.get(seller_id) or PriceList(seller_id=seller_id)
+
+    @cached_property
+    def subscriptions_of(self) -> dict[str, list[Subscription]]:
+        """Each customer's subscriptions, in catalog order: a close looks them up once per customer."""
+        index: dict[str, list[Subscription]] = defaultdict(list)
+        for subscription in self.subscriptions:
+            index[subscription.customer_id].append(subscription)
+        return index
+
+    @cached_property
+    def one_time_charges_of(self) -> dict[str, list[OneTimeCharge]]:
+        index: dict[str, list[OneTimeCharge]] = defaultdict(list)
+        for charge in self.one_time_charges:
+            index[charge.customer_id].append(charge)
+        return index
+
+    @cached_property
+    def _plans_found(self) -> dict[tuple[str | None, str, str, str, datetime], PricePlan]:
+        return {}
 
     def plan_for(
         self, customer: Customer | None, seller_id: str, meter: str, dimension: str, at: datetime
     ) -> PricePlan:
         """The plan a seller charges (a customer's override first), falling back to the provider list."""
-        lists = [customer.plans] if customer else []
-        lists += [self._list(seller_id).plans, self._list(self.provider.id).plans]
-        for plans in lists:
+        own = customer.plans if customer else []
+        key = (customer.id if own and customer else None, seller_id, meter, dimension, at)
+        if key in self._plans_found:
+            return self._plans_found[key]
+        for plans in (own, self._list(seller_id).plans, self._list(self.provider.id).plans):
             plan = plan_in_force(plans, meter, dimension, at)
             if plan is not None:
+                self._plans_found[key] = plan
                 return plan
         raise InvalidCatalog(f"no price plan for {meter} ({dimension}) at {at.isoformat()}")
 

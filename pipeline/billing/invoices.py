@@ -176,11 +176,11 @@ def late_usage_adjustments(
 
 def _customer_invoice(catalog: Catalog, period: Period, customer: Customer, usage: list[UsageTotal]) -> Invoice:
     seller = catalog.seller_of(customer)
-    lines = _fee_lines(catalog, period, seller.id, _subscriptions(catalog, [customer]))
+    lines = _fee_lines(catalog, period, seller.id, catalog.subscriptions_of.get(customer.id, []))
     lines += [
         InvoiceLine(LineKind.ONE_TIME, charge.description, Decimal(1), "unit", charge.amount, charge.amount)
-        for charge in catalog.one_time_charges
-        if charge.customer_id == customer.id and period.first_day <= charge.day < period.end_day
+        for charge in catalog.one_time_charges_of.get(customer.id, [])
+        if period.first_day <= charge.day < period.end_day
     ]
     for total in sorted(usage, key=lambda t: (t.meter, t.dimension)):
         plan = catalog.plan_for(customer, seller.id, total.meter, total.dimension, period.start)
@@ -207,7 +207,8 @@ def _partner_invoice(
 ) -> Invoice:
     partner = catalog.partner(partner_id)
     provider = catalog.provider.id
-    lines = _merge_alike(_fee_lines(catalog, period, provider, _subscriptions(catalog, customers)))
+    subscriptions = [s for customer in customers for s in catalog.subscriptions_of.get(customer.id, [])]
+    lines = _merge_alike(_fee_lines(catalog, period, provider, subscriptions))
     summed: dict[tuple[str, str, str], Decimal] = defaultdict(Decimal)
     for total in usage:
         summed[(total.meter, total.dimension, total.unit)] += total.quantity
@@ -226,11 +227,6 @@ def _partner_invoice(
         discount_percent=partner.discount_percent,
         tax=catalog.tax_rate(partner.jurisdiction),
     )
-
-
-def _subscriptions(catalog: Catalog, customers: list[Customer]) -> list[Subscription]:
-    ids = {customer.id for customer in customers}
-    return [s for s in catalog.subscriptions if s.customer_id in ids]
 
 
 def _fee_lines(

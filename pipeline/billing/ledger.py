@@ -68,6 +68,10 @@ HEADER_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
+def credit_note_id(invoice_id: str) -> str:
+    return f"{invoice_id}.credit"
+
+
 @dataclass(frozen=True)
 class InvoiceRecord:
     """An invoice or credit note as stored: its header, and its lines once loaded."""
@@ -245,21 +249,41 @@ class Ledger:
                 self._credit(record, now, prefix_of)
             return changed
 
+    def issue_period(self, period: str, now: datetime, prefix_of: dict[str, str]) -> list[InvoiceRecord]:
+        """Issue every draft of a period at once: consecutive numbers per issuer, in invoice-id order."""
+        with self._lock:
+            drafts = [r for r in self.headers(period=period) if r.status is InvoiceStatus.DRAFT]
+            issued = []
+            for issuer_id in sorted({r.issuer_id for r in drafts}):
+                highest = self._highest_sequence(issuer_id)
+                for offset, record in enumerate(r for r in drafts if r.issuer_id == issuer_id):
+                    issued.append(self._with_number(record, highest + offset + 1, now, prefix_of))
+            self.save(issued, with_lines=False)
+            return issued
+
     def _numbered(self, record: InvoiceRecord, now: datetime, prefix_of: dict[str, str]) -> InvoiceRecord:
+        return self._with_number(record, self._highest_sequence(record.issuer_id) + 1, now, prefix_of)
+
+    def _highest_sequence(self, issuer_id: str) -> int:
         highest = self._command(
             f"SELECT max(sequence) FROM {self._invoices} FINAL WHERE issuer_id = {{issuer:String}}",
-            parameters={"issuer": record.issuer_id},
+            parameters={"issuer": issuer_id},
         )
-        sequence = int(str(highest)) + 1
+        return int(str(highest))
+
+    @staticmethod
+    def _with_number(record: InvoiceRecord, sequence: int, now: datetime, prefix_of: dict[str, str]) -> InvoiceRecord:
         number = f"{prefix_of[record.issuer_id]}-{sequence:06d}"
-        return replace(record, sequence=sequence, number=number, issued_at=now)
+        return replace(
+            record, status=InvoiceStatus.ISSUED, sequence=sequence, number=number, issued_at=now, updated_at=now
+        )
 
     def _credit(self, record: InvoiceRecord, now: datetime, prefix_of: dict[str, str]) -> None:
         """A void issued invoice keeps its number; a credit note, numbered in turn, cancels it."""
         negated = tuple(replace(line, quantity=-line.quantity, amount=-line.amount) for line in record.lines)
         credit = replace(
             record,
-            invoice_id=f"{record.invoice_id}.credit",
+            invoice_id=credit_note_id(record.invoice_id),
             revision=1,
             document_type=DocumentType.CREDIT_NOTE,
             status=InvoiceStatus.ISSUED,

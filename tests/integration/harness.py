@@ -82,6 +82,7 @@ class System:
             "METERLINE_TOPIC_DEAD_LETTER": f"{tag}.deadletter",
             "METERLINE_TOPIC_PARTITIONS": "2",
             "METERLINE_SINK_FLUSH_INTERVAL_S": "0.1",
+            "METERLINE_AUTO_CLOSE": "false",
             **self.overrides,
         }
         self.settings = self._settings()

@@ -128,3 +128,15 @@ def test_invoicing_mistakes_get_a_4xx_with_a_reason(billing: System):
     assert fee_line.status_code == 400 and "one_time line" in fee_line.json()["detail"]
     draft_einvoice = httpx.get(f"{billing.url}/v1/invoices/2026-10.acme.direct/cii", timeout=30)
     assert draft_einvoice.status_code == 400 and "draft" in draft_einvoice.json()["detail"]
+
+
+def test_issuing_a_whole_period_numbers_each_issuer_without_gaps(billing: System):
+    push(billing, [vm_sample("vm-1", customer_id="direct", at=OCTOBER)])
+    wait_for(lambda: rated_rows(billing, "direct") == 4, what="usage")
+    post(billing, "/v1/periods/2026-10/close")
+    post(billing, "/v1/invoices/2026-10.acme.north/issue")
+    response = httpx.post(f"{billing.url}/v1/periods/2026-10/issue", timeout=60)
+    issued = {invoice["invoice_id"]: invoice["number"] for invoice in response.json()}
+    assert issued == {"2026-10.acme.direct": "ACME-000002", "2026-10.north.resold": "NTH-000001"}
+    again = httpx.post(f"{billing.url}/v1/periods/2026-10/issue", timeout=60)
+    assert again.json() == []

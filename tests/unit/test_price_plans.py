@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
+from api.period_scheduler import period_due
 from meterline.exceptions import InvalidCatalog, InvalidQuery
 from pipeline.billing.money import TaxRate, round_money
 from pipeline.billing.periods import Period
@@ -127,3 +128,10 @@ def test_proration_counts_days_from_start_to_the_day_before_end():
 def test_a_malformed_period_is_refused(name):
     with pytest.raises(InvalidQuery):
         Period.parse(name)
+
+
+def test_a_month_closes_on_its_own_only_after_the_grace_period():
+    grace = timedelta(hours=48)
+    assert period_due(datetime(2026, 12, 2, 23, 59, tzinfo=UTC), grace) is None
+    assert period_due(datetime(2026, 12, 3, 0, 0, tzinfo=UTC), grace) == Period.parse("2026-11")
+    assert period_due(datetime(2027, 1, 15, tzinfo=UTC), grace) == Period.parse("2026-12")

@@ -1,0 +1,174 @@
+"""Email issued invoices and credit notes over SMTP; retry failures, and keep them visible.
+
+Issuing queues a delivery (a row in ``invoice_deliveries``); a background loop sends what is
+due. A failed attempt is recorded with its error and tried again later, with a growing delay,
+so a broken mail server delays invoices but never loses one: ``GET /v1/invoices/{id}/delivery``
+and ``meterline_invoice_deliveries_total{outcome}`` show where each stands.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import smtplib
+import threading
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from email.message import EmailMessage
+from enum import StrEnum
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+from starlette.concurrency import run_in_threadpool
+
+from api import metrics
+from api.documents.einvoice import facturx_pdf
+from api.documents.html import render_html
+from api.documents.pdf import render_pdf
+from api.documents.view import InvoiceView
+from meterline.exceptions import UnknownCustomer
+from meterline.settings import Settings
+from pipeline.billing.catalog import Catalog, Customer
+from pipeline.billing.ledger import Ledger
+from schemas.clickhouse import DELIVERIES
+
+log = logging.getLogger(__name__)
+MAX_DELAY = timedelta(hours=1)
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    RETRYING = "retrying"
+    NO_RECIPIENT = "no_recipient"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    invoice_id: str
+    recipient: str
+    status: DeliveryStatus
+    attempts: int
+    last_error: str
+    next_attempt_at: datetime
+    updated_at: datetime
+
+    def failed(self, error: str, now: datetime) -> Delivery:
+        """Try again after 30 s, doubling each time, at most an hour apart."""
+        delay = min(timedelta(seconds=30 * 2**self.attempts), MAX_DELAY)
+        return replace(
+            self,
+            status=DeliveryStatus.RETRYING,
+            attempts=self.attempts + 1,
+            last_error=error,
+            next_attempt_at=now + delay,
+            updated_at=now,
+        )
+
+
+def recipient_of(catalog: Catalog, buyer_id: str) -> str:
+    """The buyer's address; a partner-sold customer without one is reached through its partner."""
+    buyer = catalog.party(buyer_id)
+    if buyer.email:
+        return buyer.email
+    if isinstance(buyer, Customer) and buyer.partner_id:
+        return catalog.partner(buyer.partner_id).email or ""
+    return ""
+
+
+def invoice_message(view: InvoiceView, sender: str, recipient: str, pdf: bytes) -> EmailMessage:
+    message = EmailMessage()
+    message["From"] = f"{view.issuer.name} <{sender}>"
+    message["To"] = recipient
+    message["Subject"] = f"{view.title} from {view.issuer.name}, period {view.record.period}"
+    message.set_content(
+        f"Please find attached {view.title.lower()} for {view.record.period}: "
+        f"{view.money(view.record.total)} {view.record.currency}, due {view.due_date}."
+    )
+    message.add_alternative(render_html(view), subtype="html")
+    name = view.record.number or view.record.invoice_id
+    message.add_attachment(pdf, maintype="application", subtype="pdf", filename=f"{name}.pdf")
+    return message
+
+
+class Deliveries:
+    def __init__(self, client: Client, settings: Settings) -> None:
+        self._client = client
+        self._table = f"{settings.clickhouse_database}.{DELIVERIES}"
+        self._settings = settings
+        self._lock = threading.Lock()
+
+    def enqueue(self, recipients: dict[str, str], now: datetime) -> None:
+        """Queue one email per invoice id, to its recipient (an empty address is kept as such)."""
+        self._save(
+            *(
+                Delivery(invoice_id, to, DeliveryStatus.PENDING if to else DeliveryStatus.NO_RECIPIENT, 0, "", now, now)
+                for invoice_id, to in recipients.items()
+            )
+        )
+
+    def get(self, invoice_id: str) -> Delivery:
+        found = self._select("invoice_id = {id:String}", {"id": invoice_id})
+        if not found:
+            raise UnknownCustomer(f"invoice {invoice_id!r} has no delivery: it is not issued, or email is not set up")
+        return found[0]
+
+    def retry_now(self, invoice_id: str, now: datetime) -> Delivery:
+        delivery = replace(self.get(invoice_id), status=DeliveryStatus.PENDING, next_attempt_at=now, updated_at=now)
+        self._save(delivery)
+        return delivery
+
+    def due(self, now: datetime) -> list[Delivery]:
+        return self._select(
+            "status IN ('pending', 'retrying') AND next_attempt_at <= {now:DateTime64(3, 'UTC')}", {"now": now}
+        )
+
+    def send(self, delivery: Delivery, ledger: Ledger, catalog: Catalog) -> Delivery:
+        """One attempt; the outcome is stored and returned, any failure becomes a retry."""
+        now = datetime.now(UTC)
+        try:
+            view = InvoiceView.of(ledger.get(delivery.invoice_id), catalog)
+            pdf = render_pdf(view)
+            if not view.record.tax_inclusive:
+                pdf = facturx_pdf(view, pdf)
+            self._smtp_send(invoice_message(view, self._settings.smtp_sender, delivery.recipient, pdf))
+        except Exception as error:  # recorded on the delivery and retried: visible, never lost
+            outcome = delivery.failed(f"{type(error).__name__}: {error}", now)
+            metrics.DELIVERIES.labels(outcome="retry").inc()
+            log.warning("emailing %s failed (attempt %d): %s", delivery.invoice_id, outcome.attempts, error)
+        else:
+            outcome = replace(delivery, status=DeliveryStatus.SENT, attempts=delivery.attempts + 1, updated_at=now)
+            metrics.DELIVERIES.labels(outcome="sent").inc()
+        self._save(outcome)
+        return outcome
+
+    def _smtp_send(self, message: EmailMessage) -> None:
+        settings = self._settings
+        if settings.smtp_host is None:
+            raise ConnectionError("METERLINE_SMTP_HOST is not set")
+        with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=30) as smtp:
+            if settings.smtp_starttls:
+                smtp.starttls()
+            if settings.smtp_user and settings.smtp_password:
+                smtp.login(settings.smtp_user, settings.smtp_password)
+            smtp.send_message(message)
+
+    def _select(self, where: str, parameters: dict[str, Any]) -> list[Delivery]:
+        query = f"SELECT * FROM {self._table} FINAL WHERE {where} ORDER BY next_attempt_at"
+        with self._lock:
+            rows = self._client.query(query, parameters=parameters).named_results()
+            return [Delivery(**{**row, "status": DeliveryStatus(row["status"])}) for row in rows]
+
+    def _save(self, *deliveries: Delivery) -> None:
+        columns = list(Delivery.__dataclass_fields__)
+        rows = [[getattr(delivery, name) for name in columns] for delivery in deliveries]
+        if rows:
+            with self._lock:
+                self._client.insert(self._table, rows, column_names=columns)
+
+
+async def deliver_when_due(deliveries: Deliveries, ledger: Ledger, catalog: Catalog, check_every_s: float) -> None:
+    while True:
+        for delivery in await run_in_threadpool(deliveries.due, datetime.now(UTC)):
+            await run_in_threadpool(deliveries.send, delivery, ledger, catalog)
+        await asyncio.sleep(check_every_s)

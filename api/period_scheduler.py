@@ -1,0 +1,44 @@
+"""Close each month on its own once the grace period for late usage has passed.
+
+A close that fails is logged, counted in ``meterline_period_close_failures_total`` and tried
+again at the next check; it never stops the API. Closing on demand stays available through
+``POST /v1/periods/{period}/close``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+
+from starlette.concurrency import run_in_threadpool
+
+from api import metrics
+from pipeline.billing.catalog import Catalog
+from pipeline.billing.ledger import Ledger
+from pipeline.billing.period_close import close_period
+from pipeline.billing.periods import Period
+
+log = logging.getLogger(__name__)
+
+
+def period_due(now: datetime, grace: timedelta) -> Period | None:
+    """The last month, once ``grace`` has passed since it ended; None before that."""
+    last_month = Period.containing(now.date()).previous()
+    return last_month if now >= last_month.end + grace else None
+
+
+async def close_periods_when_due(ledger: Ledger, catalog: Catalog, grace: timedelta, check_every_s: float) -> None:
+    done: set[str] = set()
+    while True:
+        period = period_due(datetime.now(UTC), grace)
+        if period is not None and period.name not in done:
+            try:
+                if not await run_in_threadpool(ledger.headers, period=period.name):
+                    result = await run_in_threadpool(close_period, ledger, catalog, period, datetime.now(UTC))
+                    log.info("closed %s: %d draft invoices", period.name, result.drafted)
+                done.add(period.name)
+            except Exception:
+                metrics.PERIOD_CLOSE_FAILURES.inc()
+                log.exception("closing %s failed; trying again in %.0f s", period.name, check_every_s)
+        await asyncio.sleep(check_every_s)

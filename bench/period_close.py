@@ -1,0 +1,174 @@
+"""Period-close benchmark: 10,000 customers x 20 priced items, from rated usage in ClickHouse.
+
+Stores a month of daily rated-usage rows per customer and item in an embedded chDB, then times
+``close_period`` (read the totals through FINAL, build every invoice, write the drafts) and,
+separately, issuing every draft. Prints one JSON line: ``close_s``, ``issue_all_s`` (if asked),
+invoice and line counts, and ``peak_rss_mb`` of this process (chDB runs inside it).
+Target on the 2-core reference machine: close under 60 s.
+
+Run: ``make bench-close`` (or ``python bench/period_close.py --help``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import clickhouse_connect
+import polars as pl
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from pipeline.billing.catalog import Catalog  # noqa: E402
+from pipeline.billing.ledger import Ledger  # noqa: E402
+from pipeline.billing.period_close import close_period  # noqa: E402
+from pipeline.billing.periods import Period  # noqa: E402
+from schemas.clickhouse import RATED_USAGE, migrate  # noqa: E402
+from schemas.records import RATED_SCHEMA  # noqa: E402
+
+DATABASE = "bench"
+PERIOD = Period.parse("2026-10")
+FROM = "2020-01-01T00:00:00Z"
+METERS = [
+    ("vcpu_hours", "", "vCPU-hour"),
+    ("ram_gib_hours", "", "GiB-hour"),
+    ("disk_gib_hours", "ssd", "GiB-hour"),
+    ("disk_gib_hours", "hdd", "GiB-hour"),
+    ("disk_gib_hours", "nvme", "GiB-hour"),
+    ("net_rx_gb", "", "GB"),
+    ("net_tx_gb", "", "GB"),
+    ("vdc_cpu_ghz_hours", "", "GHz-hour"),
+    ("vdc_ram_gib_hours", "", "GiB-hour"),
+    ("vdc_storage_gib_hours", "", "GiB-hour"),
+    *[("xaas_units", f"sku_{n:02d}", "unit") for n in range(8)],
+]
+"""18 metered items; with two subscriptions per customer, 20 priced items each."""
+
+
+def bench_catalog(customers: int) -> Catalog:
+    plans: list[dict[str, Any]] = []
+    for number, (meter, dimension, _unit) in enumerate(METERS):
+        plan: dict[str, Any] = {"meter": meter, "dimension": dimension or "*", "effective_from": FROM}
+        if number % 4 == 1:
+            tiers = [{"up_to": "500", "unit_price": "0.010"}, {"unit_price": "0.008"}]
+            plan |= {"model": "graduated", "tiers": tiers}
+        elif number % 4 == 2:
+            plan |= {"model": "per_unit", "unit_price": "0.002", "free_quantity": "100"}
+        else:
+            plan |= {"model": "per_unit", "unit_price": f"0.00{number % 9 + 1}"}
+        plans.append(plan)
+    partners = [
+        {"id": f"partner-{n}", "name": f"Partner {n}", "invoice_prefix": f"P{n}", "discount_percent": "15"}
+        for n in range(10)
+    ]
+    ids = [f"cust-{n:05d}" for n in range(customers)]
+    return Catalog.model_validate(
+        {
+            "currency": "EUR",
+            "provider": {"id": "acme", "name": "Acme", "invoice_prefix": "ACME"},
+            "partners": partners,
+            "tax_rates": [{"jurisdiction": "FR", "rate_percent": "20"}],
+            "products": [{"id": "support", "name": "Support"}, {"id": "backup-pack", "name": "Backup pack"}],
+            "price_lists": [
+                {
+                    "seller_id": "acme",
+                    "plans": plans,
+                    "fees": [
+                        {"product_id": "support", "amount": "49", "effective_from": FROM},
+                        {"product_id": "backup-pack", "amount": "12", "setup_fee": "50", "effective_from": FROM},
+                    ],
+                }
+            ],
+            "customers": [
+                {"id": c, "name": c, **({"partner_id": f"partner-{n % 10}"} if n % 10 == 0 else {})}
+                for n, c in enumerate(ids)
+            ],
+            "subscriptions": [
+                {"id": f"{c}-{product}", "customer_id": c, "product_id": product, "start": "2026-09-17"}
+                for c in ids
+                for product in ("support", "backup-pack")
+            ],
+        }
+    )
+
+
+def store_usage(client: Any, customers: int, days: int) -> int:
+    """One rated row per customer, item and day; written in chunks to bound memory."""
+    table = f"{DATABASE}.{RATED_USAGE}"
+    rows = 0
+    per_day = customers * len(METERS)
+    for day in range(days):
+        start = PERIOD.start + timedelta(days=day)
+        customer = [f"cust-{n:05d}" for n in range(customers) for _ in METERS]
+        frame = pl.DataFrame(
+            {
+                "event_id": [f"{day}-{n}" for n in range(per_day)],
+                "event_type": "vm.sample",
+                "customer_id": customer,
+                "resource_id": [f"{c}-r" for c in customer],
+                "product": "vm",
+                "meter": [m for _ in range(customers) for m, _d, _u in METERS],
+                "dimension": [d for _ in range(customers) for _m, d, _u in METERS],
+                "unit": [u for _ in range(customers) for _m, _d, u in METERS],
+                "usage_start": start,
+                "usage_end": start + timedelta(days=1),
+                "quantity": Decimal("24.5"),
+                "unit_price": Decimal("0.004"),
+                "amount": Decimal("0.098"),
+                "currency": "EUR",
+            },
+            schema=RATED_SCHEMA,
+        ).with_columns(inserted_at=pl.lit(datetime.now(UTC), dtype=pl.Datetime("ms", "UTC")))
+        client.insert_arrow(table, frame.to_arrow(), settings={"optimize_on_insert": 0})
+        rows += frame.height
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--customers", type=int, default=10_000)
+    parser.add_argument("--days", type=int, default=31, help="rated rows per customer and item")
+    parser.add_argument("--issue", action="store_true", help="also issue every draft of the period at once")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="meterline-close-") as data:
+        client = clickhouse_connect.get_client(dsn=f"chdb://{data}/clickhouse")
+        migrate(client, DATABASE)
+        catalog = bench_catalog(args.customers)
+        loaded = time.perf_counter()
+        rows = store_usage(client, args.customers, args.days)
+        load_s = time.perf_counter() - loaded
+        ledger = Ledger(client, DATABASE)
+        started = time.perf_counter()
+        result = close_period(ledger, catalog, PERIOD, datetime.now(UTC))
+        close_s = time.perf_counter() - started
+        figures: dict[str, Any] = {
+            "benchmark": "period_close",
+            "customers": args.customers,
+            "priced_items_per_customer": len(METERS) + 2,
+            "rated_rows": rows,
+            "load_s": round(load_s, 2),
+            "close_s": round(close_s, 2),
+            "invoices": result.drafted,
+            "lines": int(str(client.command(f"SELECT count() FROM {DATABASE}.invoice_lines"))),
+        }
+        if args.issue:
+            started = time.perf_counter()
+            issued = ledger.issue_period(PERIOD.name, datetime.now(UTC), catalog.invoice_prefixes())
+            figures["issue_all_s"] = round(time.perf_counter() - started, 2)
+            figures["issued"] = len(issued)
+        figures["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        figures["date"] = datetime.now(UTC).date().isoformat()
+        print(json.dumps(figures))
+
+
+if __name__ == "__main__":
+    main()
