@@ -13,14 +13,16 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 
-from api import routes_events, routes_invoices, routes_ops, routes_usage
+from api import routes_catalog, routes_events, routes_invoices, routes_ops, routes_usage
+from api.catalog_admin import CatalogAdmin
 from api.delivery import Deliveries, deliver_when_due
 from api.errors import install_error_handlers
 from api.event_intake import EventIntake
 from api.period_scheduler import close_periods_when_due
 from api.usage_queries import UsageQueries
 from meterline.settings import Settings
-from pipeline.billing.catalog import load_catalog
+from pipeline.billing.catalog_feed import CatalogPublisher
+from pipeline.billing.catalog_store import CatalogStore
 from pipeline.billing.ledger import Ledger
 from sinks.clickhouse import ClickHouseSink, connect
 from sinks.consumer import SinkConsumer
@@ -34,7 +36,8 @@ def create_app(settings: Settings, *, run_sink: bool = True) -> FastAPI:
         app.state.query_client = connect(settings)
         app.state.queries = UsageQueries(app.state.query_client, settings.clickhouse_database)
         app.state.intake = EventIntake(settings)
-        app.state.catalog = load_catalog(settings.catalog)
+        app.state.catalog_store = CatalogStore(connect(settings), settings.clickhouse_database)
+        app.state.catalog_admin = CatalogAdmin(app.state.catalog_store, CatalogPublisher(settings), settings.catalog)
         app.state.ledger = Ledger(connect(settings), settings.clickhouse_database)
         app.state.deliveries = Deliveries(connect(settings), settings) if settings.smtp_host else None
         consumer = SinkConsumer(settings, ClickHouseSink(connect(settings), settings)) if run_sink else None
@@ -43,7 +46,7 @@ def create_app(settings: Settings, *, run_sink: bool = True) -> FastAPI:
             asyncio.create_task(
                 close_periods_when_due(
                     app.state.ledger,
-                    app.state.catalog,
+                    lambda: app.state.catalog_admin.catalog,
                     timedelta(hours=settings.close_grace_h),
                     settings.close_check_interval_s,
                 )
@@ -54,7 +57,10 @@ def create_app(settings: Settings, *, run_sink: bool = True) -> FastAPI:
         courier = (
             asyncio.create_task(
                 deliver_when_due(
-                    app.state.deliveries, app.state.ledger, app.state.catalog, settings.delivery_check_interval_s
+                    app.state.deliveries,
+                    app.state.ledger,
+                    lambda: app.state.catalog_admin.catalog,
+                    settings.delivery_check_interval_s,
                 )
             )
             if app.state.deliveries
@@ -75,6 +81,7 @@ def create_app(settings: Settings, *, run_sink: bool = True) -> FastAPI:
     install_error_handlers(app)
     app.include_router(routes_events.router)
     app.include_router(routes_usage.router)
+    app.include_router(routes_catalog.router)
     app.include_router(routes_invoices.router)
     app.include_router(routes_ops.router)
     return app

@@ -12,6 +12,7 @@ import asyncio
 import logging
 import smtplib
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
@@ -167,8 +168,10 @@ class Deliveries:
                 self._client.insert(self._table, rows, column_names=columns)
 
 
-async def deliver_when_due(deliveries: Deliveries, ledger: Ledger, catalog: Catalog, check_every_s: float) -> None:
+async def deliver_when_due(
+    deliveries: Deliveries, ledger: Ledger, current_catalog: Callable[[], Catalog], check_every_s: float
+) -> None:
     while True:
         for delivery in await run_in_threadpool(deliveries.due, datetime.now(UTC)):
-            await run_in_threadpool(deliveries.send, delivery, ledger, catalog)
+            await run_in_threadpool(deliveries.send, delivery, ledger, current_catalog())
         await asyncio.sleep(check_every_s)

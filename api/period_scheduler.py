@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from starlette.concurrency import run_in_threadpool
@@ -28,14 +29,16 @@ def period_due(now: datetime, grace: timedelta) -> Period | None:
     return last_month if now >= last_month.end + grace else None
 
 
-async def close_periods_when_due(ledger: Ledger, catalog: Catalog, grace: timedelta, check_every_s: float) -> None:
+async def close_periods_when_due(
+    ledger: Ledger, current_catalog: Callable[[], Catalog], grace: timedelta, check_every_s: float
+) -> None:
     done: set[str] = set()
     while True:
         period = period_due(datetime.now(UTC), grace)
         if period is not None and period.name not in done:
             try:
                 if not await run_in_threadpool(ledger.headers, period=period.name):
-                    result = await run_in_threadpool(close_period, ledger, catalog, period, datetime.now(UTC))
+                    result = await run_in_threadpool(close_period, ledger, current_catalog(), period, datetime.now(UTC))
                     log.info("closed %s: %d draft invoices", period.name, result.drafted)
                 done.add(period.name)
             except Exception:

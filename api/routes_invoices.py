@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
+from api.catalog_admin import CatalogAdmin
 from api.delivery import Deliveries, recipient_of
 from api.documents.einvoice import cii_xml, facturx_pdf, ubl_xml
 from api.documents.html import render_html
@@ -34,8 +35,8 @@ def _ledger(request: Request) -> Ledger:
 
 
 def _catalog(request: Request) -> Catalog:
-    catalog: Catalog = request.app.state.catalog
-    return catalog
+    admin: CatalogAdmin = request.app.state.catalog_admin
+    return admin.catalog
 
 
 @router.post("/periods/{period}/close", response_model=CloseOut)

@@ -178,11 +178,19 @@ def ensure_topics(settings: Settings) -> None:
     """Create meterline's topics if missing; existing ones are left as they are."""
     admin = AdminClient({"bootstrap.servers": settings.kafka_bootstrap})
     topics = settings.topics
-    wanted = [topics.events, topics.accepted, topics.rated, topics.dead_letter]
+    usage = {"max.message.bytes": "16777216"}
+    wanted = {
+        topics.events: (topics.partitions, usage),
+        topics.accepted: (topics.partitions, usage),
+        topics.rated: (topics.partitions, usage),
+        topics.dead_letter: (topics.partitions, usage),
+        # one partition keeps catalog entries in publication order; compaction keeps each latest
+        topics.catalog: (1, {"cleanup.policy": "compact"}),
+    }
     existing = set(admin.list_topics(timeout=10).topics)
     missing = [
-        NewTopic(name, num_partitions=topics.partitions, replication_factor=1, config={"max.message.bytes": "16777216"})
-        for name in wanted
+        NewTopic(name, num_partitions=partitions, replication_factor=1, config=config)
+        for name, (partitions, config) in wanted.items()
         if name not in existing
     ]
     for name, future in (admin.create_topics(missing) if missing else {}).items():

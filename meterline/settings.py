@@ -17,6 +17,7 @@ class Topics(BaseSettings):
     accepted: str = "meterline.usage.accepted"
     rated: str = "meterline.usage.rated"
     dead_letter: str = "meterline.usage.deadletter"
+    catalog: str = "meterline.catalog"
     partitions: int = 4
 
 

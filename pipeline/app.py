@@ -4,7 +4,7 @@ Messages are taken in groups and handled as one frame (per-frame costs dominate 
 Delivery is at least once (the embedded broker has no transactions): Faust flushes the producer
 before it commits the input offsets, and a group processed again after a crash republishes the
 same rows, which storage keeps once per event id. Outputs carry no key: nothing downstream
-depends on their order.
+depends on their order. Prices come from the catalog topic and follow its changes.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import faust
 
 from meterline.settings import Settings
 from pipeline import metrics
-from pipeline.billing.catalog import load_catalog
+from pipeline.billing.catalog_feed import CatalogFeed
 from pipeline.dedup import RecentIds
 from pipeline.processing import process_batch
 from schemas.records import ACCEPTED_SCHEMA, RATED_SCHEMA, encode_frame
@@ -42,13 +42,21 @@ def create_app(settings: Settings) -> faust.App:
     rated = app.topic(topics.rated, value_serializer="raw", key_serializer="raw")
     dead_letter = app.topic(topics.dead_letter, value_serializer="raw", key_serializer="raw")
     recent = RecentIds()
-    book = load_catalog(settings.catalog).price_book()
+    catalog = CatalogFeed(settings)
+    prices = {"book": catalog.wait_for_catalog().price_book()}
+    metrics.CATALOG_LOADED.set(1)
+
+    @app.timer(interval=1.0)  # type: ignore[untyped-decorator]  # faust.App.timer is untyped
+    async def follow_price_changes() -> None:
+        if catalog.poll() and catalog.catalog is not None:
+            prices["book"] = catalog.catalog.price_book()
+            metrics.CATALOG_UPDATES.inc()
 
     @app.agent(events)
     async def rate_usage(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async for payloads in stream.take(settings.pipeline_batch_messages, within=settings.pipeline_batch_within_s):
             with metrics.BATCH_SECONDS.time():
-                outcome = process_batch(list(payloads), recent, book)
+                outcome = process_batch(list(payloads), recent, prices["book"])
             for rejection in outcome.rejected:
                 await dead_letter.send(value=rejection.to_json())
             if outcome.accepted.height:

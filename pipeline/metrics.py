@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Histogram
+from prometheus_client import Counter, Gauge, Histogram
 
 EVENTS_IN = Counter("meterline_pipeline_events_in_total", "Events read from the events topic")
 EVENTS_REJECTED = Counter("meterline_pipeline_events_rejected_total", "Events sent to the dead-letter topic")
@@ -13,3 +13,7 @@ BATCH_SECONDS = Histogram(
     "Time to validate, meter and rate one message",
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
 )
+CATALOG_UPDATES = Counter(
+    "meterline_pipeline_catalog_updates_total", "Catalog changes taken from the catalog topic after start-up"
+)
+CATALOG_LOADED = Gauge("meterline_pipeline_catalog_loaded", "1 once the worker has read the whole catalog topic")

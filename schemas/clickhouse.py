@@ -18,6 +18,7 @@ USAGE_HOURLY = "usage_hourly"
 INVOICES = "invoices"
 INVOICE_LINES = "invoice_lines"
 DELIVERIES = "invoice_deliveries"
+CATALOG_ENTRIES = "catalog_entries"
 MIGRATIONS = "schema_migrations"
 
 
@@ -132,6 +133,18 @@ def migrations(database: str) -> list[tuple[int, str]]:
                 updated_at DateTime64(3, 'UTC')
             ) ENGINE = ReplacingMergeTree(updated_at)
             ORDER BY invoice_id""",
+        ),
+        (
+            8,
+            f"""CREATE TABLE IF NOT EXISTS {database}.{CATALOG_ENTRIES} (
+                kind LowCardinality(String),
+                id String,
+                version UInt32,
+                document String,
+                deleted Bool,
+                recorded_at DateTime64(3, 'UTC')
+            ) ENGINE = MergeTree
+            ORDER BY (kind, id, version)""",
         ),
     ]
 

@@ -80,6 +80,7 @@ class System:
             "METERLINE_TOPIC_ACCEPTED": f"{tag}.accepted",
             "METERLINE_TOPIC_RATED": f"{tag}.rated",
             "METERLINE_TOPIC_DEAD_LETTER": f"{tag}.deadletter",
+            "METERLINE_TOPIC_CATALOG": f"{tag}.catalog",
             "METERLINE_TOPIC_PARTITIONS": "2",
             "METERLINE_SINK_FLUSH_INTERVAL_S": "0.1",
             "METERLINE_AUTO_CLOSE": "false",
@@ -154,12 +155,15 @@ class System:
         body: dict[str, Any] = response.json()
         return body
 
-    def metric(self, sample: str) -> float:
-        """One sample of the API process's Prometheus metrics, e.g. ``name{label="x"}``."""
-        for line in httpx.get(f"{self.url}/metrics", timeout=10).text.splitlines():
+    def metric(self, sample: str, url: str | None = None) -> float:
+        """One sample of the API process's Prometheus metrics (or another's), e.g. ``name{label="x"}``."""
+        for line in httpx.get(url or f"{self.url}/metrics", timeout=10).text.splitlines():
             if line.startswith(sample + " "):
                 return float(line.rsplit(" ", 1)[1])
         return 0.0
+
+    def worker_metric(self, sample: str) -> float:
+        return self.metric(sample, f"http://127.0.0.1:{self.env['METERLINE_WORKER_METRICS_PORT']}/metrics")
 
     def topic_messages(self, topic: str) -> list[bytes]:
         """Every message in a topic, read with a throw-away consumer group."""

@@ -1,0 +1,57 @@
+"""The catalog's one writer: a change is checked against the whole catalog, stored, then published.
+
+At the first start the store is seeded from the YAML file (``METERLINE_CATALOG``); from then on
+the stored entries are the catalog and the file is not read again. Every start republishes the
+current entries to the compacted topic, so a broker that lost its data (the embedded one keeps
+it in memory) gets the catalog back.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from meterline.exceptions import UnknownCustomer
+from pipeline.billing.catalog import Catalog, load_catalog
+from pipeline.billing.catalog_entries import Entry, EntryKind, assemble, entries_of, parse_entry
+from pipeline.billing.catalog_feed import CatalogPublisher
+from pipeline.billing.catalog_store import CatalogStore
+
+
+class CatalogAdmin:
+    def __init__(self, store: CatalogStore, publisher: CatalogPublisher, seed: Path) -> None:
+        self._store = store
+        self._publisher = publisher
+        self._lock = threading.Lock()
+        entries = store.current() or store.append(entries_of(load_catalog(seed)), datetime.now(UTC))
+        self._entries = {entry.key: entry for entry in entries}
+        self.catalog: Catalog = assemble(entries)
+        publisher.publish(entries)
+
+    def entry(self, kind: EntryKind, entry_id: str) -> Entry:
+        entry = self._entries.get(Entry(kind, entry_id, None).key)
+        if entry is None or entry.document is None:
+            raise UnknownCustomer(f"no {kind.value} {entry_id!r} in the catalog")
+        return entry
+
+    def entries(self, kind: EntryKind) -> list[Entry]:
+        return [e for e in self._entries.values() if e.kind is kind and e.document is not None]
+
+    def put(self, kind: EntryKind, entry_id: str, document: dict[str, Any]) -> Entry:
+        """Create or replace an entry (a new version); refused if the catalog would not hold together."""
+        return self._apply(parse_entry(kind, entry_id, document))
+
+    def delete(self, kind: EntryKind, entry_id: str) -> Entry:
+        self.entry(kind, entry_id)
+        return self._apply(Entry(kind, entry_id, None))
+
+    def _apply(self, change: Entry) -> Entry:
+        with self._lock:
+            catalog = assemble({**self._entries, change.key: change}.values())
+            (stored,) = self._store.append([change], datetime.now(UTC))
+            self._publisher.publish([stored])
+            self._entries[stored.key] = stored
+            self.catalog = catalog
+            return stored

@@ -1,0 +1,136 @@
+"""The catalog as separate entries (one per customer, price list, subscription...), and back.
+
+Entries are what is stored (one versioned row each) and published (one compacted-topic message
+each, keyed ``kind/id``): changing a customer's price list writes one entry, not the catalog.
+Assembling validates the whole again, so an entry that breaks a reference is refused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from meterline.exceptions import InvalidCatalog
+from pipeline.billing.catalog import (
+    Catalog,
+    Customer,
+    Issuer,
+    OneTimeCharge,
+    Partner,
+    PriceList,
+    Product,
+    Subscription,
+    describe,
+)
+from pipeline.billing.money import TaxRate
+
+SETTINGS_ID = "catalog"
+
+
+class CatalogSettings(BaseModel):
+    currency: str
+
+
+class EntryKind(StrEnum):
+    SETTINGS = "settings"
+    PROVIDER = "provider"
+    PARTNER = "partner"
+    CUSTOMER = "customer"
+    PRODUCT = "product"
+    PRICE_LIST = "price_list"
+    TAX_RATE = "tax_rate"
+    SUBSCRIPTION = "subscription"
+    ONE_TIME_CHARGE = "one_time_charge"
+
+    @property
+    def model(self) -> type[BaseModel]:
+        return _MODELS[self]
+
+    def id_of(self, document: dict[str, Any]) -> str:
+        """The entry's key inside its kind: most carry an ``id``; a price list is its seller's."""
+        if self is EntryKind.SETTINGS:
+            return SETTINGS_ID
+        field = {EntryKind.PRICE_LIST: "seller_id", EntryKind.TAX_RATE: "jurisdiction"}.get(self, "id")
+        return str(document[field])
+
+
+_MODELS: dict[EntryKind, type[BaseModel]] = {
+    EntryKind.SETTINGS: CatalogSettings,
+    EntryKind.PROVIDER: Issuer,
+    EntryKind.PARTNER: Partner,
+    EntryKind.CUSTOMER: Customer,
+    EntryKind.PRODUCT: Product,
+    EntryKind.PRICE_LIST: PriceList,
+    EntryKind.TAX_RATE: TaxRate,
+    EntryKind.SUBSCRIPTION: Subscription,
+    EntryKind.ONE_TIME_CHARGE: OneTimeCharge,
+}
+_LISTS = {
+    EntryKind.PARTNER: "partners",
+    EntryKind.CUSTOMER: "customers",
+    EntryKind.PRODUCT: "products",
+    EntryKind.PRICE_LIST: "price_lists",
+    EntryKind.TAX_RATE: "tax_rates",
+    EntryKind.SUBSCRIPTION: "subscriptions",
+    EntryKind.ONE_TIME_CHARGE: "one_time_charges",
+}
+
+
+@dataclass(frozen=True)
+class Entry:
+    kind: EntryKind
+    id: str
+    document: dict[str, Any] | None
+    """None marks a deletion (kept in history, absent from the catalog)."""
+    version: int = 0
+
+    @property
+    def key(self) -> str:
+        return f"{self.kind.value}/{self.id}"
+
+
+def entries_of(catalog: Catalog) -> list[Entry]:
+    """Split a catalog into its entries, in an order where references come first."""
+    entries = [
+        Entry(EntryKind.SETTINGS, SETTINGS_ID, {"currency": catalog.currency}),
+        Entry(EntryKind.PROVIDER, catalog.provider.id, catalog.provider.model_dump(mode="json")),
+    ]
+    for kind, field in _LISTS.items():
+        for item in getattr(catalog, field):
+            document = item.model_dump(mode="json")
+            entries.append(Entry(kind, kind.id_of(document), document))
+    return entries
+
+
+def parse_entry(kind: EntryKind, entry_id: str, document: dict[str, Any]) -> Entry:
+    """Validate one entry on its own; its key must match the id inside it."""
+    try:
+        model = kind.model.model_validate(document)
+    except ValidationError as error:
+        raise InvalidCatalog(f"{kind.value} {entry_id}: {describe(error)}") from error
+    checked = model.model_dump(mode="json")
+    if kind.id_of(checked) != entry_id:
+        raise InvalidCatalog(f"{kind.value} {entry_id}: the document names {kind.id_of(checked)!r} instead")
+    return Entry(kind, entry_id, checked)
+
+
+def assemble(entries: Iterable[Entry]) -> Catalog:
+    """The catalog the live entries describe; deleted entries are left out."""
+    document: dict[str, Any] = {field: [] for field in _LISTS.values()}
+    for entry in entries:
+        if entry.document is None:
+            continue
+        if entry.kind is EntryKind.SETTINGS:
+            document.update(entry.document)
+        elif entry.kind is EntryKind.PROVIDER:
+            document["provider"] = entry.document
+        else:
+            document[_LISTS[entry.kind]].append(entry.document)
+    try:
+        return Catalog.model_validate(document)
+    except ValidationError as error:
+        raise InvalidCatalog(describe(error)) from error

@@ -1,0 +1,113 @@
+"""The catalog on Kafka: a compacted topic with one message per entry, keyed ``kind/id``.
+
+The API publishes every entry at start and each change as it is made; compaction keeps each
+key's latest version. A Faust worker reads the topic from its start (no committed offsets: the
+whole catalog, every time), then follows it, so a price change reaches rating without a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+
+from meterline.exceptions import InvalidCatalog
+from meterline.kafka_config import producer_config
+from meterline.settings import Settings
+from pipeline.billing.catalog import Catalog
+from pipeline.billing.catalog_entries import Entry, EntryKind, assemble
+
+log = logging.getLogger(__name__)
+QUIET_S = 1.0
+
+
+def encode_entry(entry: Entry) -> bytes:
+    return json.dumps(
+        {"kind": entry.kind.value, "id": entry.id, "version": entry.version, "document": entry.document}
+    ).encode()
+
+
+def decode_entry(payload: bytes) -> Entry:
+    body: dict[str, Any] = json.loads(payload)
+    return Entry(EntryKind(body["kind"]), body["id"], body["document"], int(body["version"]))
+
+
+class CatalogPublisher:
+    def __init__(self, settings: Settings) -> None:
+        self._producer = Producer(producer_config(settings))
+        self._topic = settings.topics.catalog
+
+    def publish(self, entries: list[Entry], timeout_s: float = 30) -> None:
+        """Send and wait for the broker's acknowledgement of every entry."""
+        failures: list[str] = []
+
+        def delivered(error: KafkaError | None, _message: Any) -> None:
+            if error is not None:
+                failures.append(str(error))
+
+        for entry in entries:
+            self._producer.produce(self._topic, encode_entry(entry), key=entry.key.encode(), on_delivery=delivered)
+            self._producer.poll(0)
+        if self._producer.flush(timeout_s) or failures:
+            raise InvalidCatalog(f"the catalog topic did not take every entry: {failures[:3]}")
+
+
+class CatalogFeed:
+    """Follows the catalog topic; ``catalog`` is always the latest complete, valid catalog."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._topic = settings.topics.catalog
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": settings.kafka_bootstrap,
+                "group.id": f"{settings.consumer_group}-catalog-{uuid.uuid4().hex[:8]}",
+                "enable.auto.commit": False,
+                "auto.offset.reset": "earliest",
+            }
+        )
+        self._entries: dict[str, Entry] = {}
+        self.catalog: Catalog | None = None
+
+    def wait_for_catalog(self, timeout_s: float = 120) -> Catalog:
+        """Read the topic until it goes quiet; wait until the API has published a whole catalog.
+
+        Quiet, rather than the high watermark: Tansu reports watermarks per batch, not per message.
+        """
+        metadata = self._consumer.list_topics(self._topic, timeout=10).topics[self._topic]
+        self._consumer.assign([TopicPartition(self._topic, p, 0) for p in metadata.partitions])
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            while (message := self._consumer.poll(QUIET_S)) is not None:
+                self._take(message)
+            if self._try_assemble() and self.catalog is not None:
+                return self.catalog
+            log.info("waiting for the API to publish the catalog on %s", self._topic)
+        raise InvalidCatalog(f"no complete catalog on topic {self._topic} after {timeout_s:.0f} s")
+
+    def poll(self) -> bool:
+        """Take whatever changed since the last call; True if the catalog was replaced."""
+        changed = False
+        while (message := self._consumer.poll(0)) is not None:
+            changed |= self._take(message)
+        return changed and self._try_assemble()
+
+    def _take(self, message: Any) -> bool:
+        if message is None or message.error():
+            return False
+        entry = decode_entry(message.value())
+        self._entries[entry.key] = entry
+        return True
+
+    def _try_assemble(self) -> bool:
+        try:
+            self.catalog = assemble(self._entries.values())
+        except InvalidCatalog as error:
+            # between the first and last message of a start-up publication the entries can
+            # reference ones not read yet; the previous catalog stays in force until they are
+            log.info("the catalog on the topic is not complete yet: %s", error)
+            return False
+        return True

@@ -1,0 +1,37 @@
+"""The catalog splits into stored entries and assembles back, refusing entries that break it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from meterline.exceptions import InvalidCatalog
+from pipeline.billing.catalog import load_catalog
+from pipeline.billing.catalog_entries import Entry, EntryKind, assemble, entries_of, parse_entry
+from pipeline.billing.catalog_feed import decode_entry, encode_entry
+
+DEMO = load_catalog(Path("pipeline/catalog.yaml"))
+
+
+def test_the_catalog_survives_the_trip_through_entries_and_the_topic():
+    entries = [decode_entry(encode_entry(entry)) for entry in entries_of(DEMO)]
+    assert assemble(entries) == DEMO
+    assert len({entry.key for entry in entries}) == len(entries)
+
+
+def test_a_deleted_entry_leaves_the_catalog_but_a_referenced_one_cannot_go():
+    entries = {entry.key: entry for entry in entries_of(DEMO)}
+    entries["one_time_charge/otc-migration-00004"] = Entry(EntryKind.ONE_TIME_CHARGE, "otc-migration-00004", None)
+    assert assemble(entries.values()).one_time_charges == []
+    entries["customer/cust-00001"] = Entry(EntryKind.CUSTOMER, "cust-00001", None)
+    with pytest.raises(InvalidCatalog, match="unknown customer cust-00001"):
+        assemble(entries.values())
+
+
+def test_an_entry_must_be_filed_under_its_own_id():
+    assert parse_entry(EntryKind.TAX_RATE, "IT", {"jurisdiction": "IT", "rate_percent": "22"}).id == "IT"
+    with pytest.raises(InvalidCatalog, match="names 'y'"):
+        parse_entry(EntryKind.CUSTOMER, "x", {"id": "y", "name": "Y"})
+    with pytest.raises(InvalidCatalog, match="rate_percent"):
+        parse_entry(EntryKind.TAX_RATE, "IT", {"jurisdiction": "IT", "rate_percent": "-1"})
