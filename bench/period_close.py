@@ -89,7 +89,7 @@ def bench_catalog(customers: int) -> Catalog:
                 }
             ],
             "customers": [
-                {"id": c, "name": c, **({"partner_id": f"partner-{n % 10}"} if n % 10 == 0 else {})}
+                {"id": c, "name": c, **({"partner_id": f"partner-{n // 10 % 10}"} if n % 10 == 0 else {})}
                 for n, c in enumerate(ids)
             ],
             "subscriptions": [

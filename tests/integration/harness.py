@@ -22,6 +22,9 @@ from agents.spool import Spool
 from meterline.brokers import Broker, ensure_topics
 from meterline.kafka_config import producer_config
 from meterline.settings import Settings
+from pipeline.billing.catalog import load_catalog
+from pipeline.billing.catalog_entries import entries_of
+from pipeline.billing.catalog_feed import CatalogPublisher
 from schemas.events import Event, encode_batch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -110,6 +113,10 @@ class System:
     def start_api(self) -> None:
         self.start("api", "-m", "api.main")
         wait_for(lambda: httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200, what="the API to be ready")
+
+    def publish_catalog(self) -> None:
+        """What a running API would have published: lets a worker start while no API runs."""
+        CatalogPublisher(self.settings).publish(entries_of(load_catalog(self.settings.catalog)))
 
     def start_worker(self, name: str = "worker") -> None:
         self.start(name, "-m", "pipeline.worker")

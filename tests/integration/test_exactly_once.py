@@ -102,6 +102,7 @@ def test_worker_killed_before_commit_reprocesses_without_double_counting(broker,
 
 
 def test_sink_killed_between_write_and_commit_rewrites_without_double_counting(system: System):
+    system.publish_catalog()
     system.start_worker()
     batches = ticks(0, 2)
     for batch in batches:
