@@ -81,7 +81,7 @@ def _business_terms(view: InvoiceView) -> dict[str, Any]:
                 "BT-126": str(number),
                 "BT-153": line.description,
                 "BT-146": view.number(abs(line.unit_price)),
-                "BT-129": view.number(sign * line.quantity),
+                "BT-129": view.quantity(sign * line.quantity),
                 "BT-130": UNIT_CODES.get(line.unit, "C62"),
                 "BT-151": STANDARD_RATE,
                 "BT-152": rate,

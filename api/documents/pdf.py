@@ -39,7 +39,7 @@ def render_pdf(view: InvoiceView) -> bytes:
             (
                 str(number),
                 line.description,
-                view.number(line.quantity),
+                view.quantity(line.quantity),
                 line.unit,
                 view.number(line.unit_price),
                 view.money(line.amount),

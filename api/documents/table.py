@@ -25,7 +25,7 @@ def render_csv(view: InvoiceView) -> str:
                 line.description,
                 line.meter,
                 line.dimension,
-                view.number(line.quantity),
+                view.quantity(line.quantity),
                 line.unit,
                 view.number(line.unit_price),
                 view.money(line.amount),

@@ -13,6 +13,7 @@ from pipeline.billing.money import round_money
 from pipeline.billing.periods import Period
 
 PAYMENT_DAYS = 30
+QUANTITY_PLACES = Decimal("0.0001")
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,11 @@ class InvoiceView:
     def money(self, amount: Decimal) -> str:
         """An amount in the invoice currency's minor unit: 1234.5 EUR -> '1234.50'."""
         return f"{round_money(amount, self.record.currency):f}"
+
+    @staticmethod
+    def quantity(value: Decimal) -> str:
+        """A quantity for people: 4 places, as rated hours of 5-minute samples carry 12."""
+        return f"{value.quantize(QUANTITY_PLACES).normalize():f}"
 
     @staticmethod
     def number(value: Decimal) -> str:
