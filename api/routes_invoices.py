@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Annotated
@@ -195,6 +197,24 @@ def line_usage(request: Request, invoice_id: str, line_no: int) -> LineUsage:
         quantity=sum((row.quantity for row in rows), Decimal(0)),
         amount=sum((row.amount for row in rows), Decimal(0)),
         rows=rows,
+    )
+
+
+@router.get("/invoices/{invoice_id}/lines/{line_no}/usage.csv", response_class=Response)
+def line_usage_csv(request: Request, invoice_id: str, line_no: int) -> Response:
+    """The same hourly usage as CSV, for checking an invoice line in a spreadsheet."""
+    usage = line_usage(request, invoice_id, line_no)
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(["hour", "customer_id", "resource_id", "product", "meter", "dimension", "quantity", "amount"])
+    for row in usage.rows:
+        writer.writerow(
+            [f"{row.hour:%Y-%m-%dT%H:%M:%SZ}", row.customer_id, row.resource_id, row.product, usage.meter]
+            + [usage.dimension, f"{row.quantity:f}", f"{row.amount:f}"]
+        )
+    name = f"{invoice_id}-line-{line_no}-usage.csv"
+    return Response(
+        out.getvalue(), media_type="text/csv", headers={"Content-Disposition": f'inline; filename="{name}"'}
     )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -85,6 +87,8 @@ def test_usage_becomes_issued_invoices_whose_lines_drill_down_to_the_events(bill
     drill = get(billing, vcpu["usage_url"]).json()
     assert Decimal(drill["quantity"]) == Decimal(vcpu["quantity"]) == 48
     assert {row["resource_id"] for row in drill["rows"]} == {"vm-0", "vm-1", "vm-2"}
+    spreadsheet = list(csv.DictReader(io.StringIO(get(billing, vcpu["usage_url"] + ".csv").text)))
+    assert sum(Decimal(row["quantity"]) for row in spreadsheet) == 48
     events = get(billing, f"/v1/invoices/2026-10.acme.direct/lines/{vcpu['line_no']}/events").text.splitlines()
     assert sorted(e for e in events) == sorted(encode_batch([e]).decode()[1:-1] for e in direct[:3])
 
