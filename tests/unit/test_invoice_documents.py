@@ -1,0 +1,57 @@
+"""Invoice documents from a built invoice: escaped HTML, CSV, PDF, and e-invoices only once issued."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import facturx
+import pytest
+
+from api.documents.einvoice import cii_xml, ubl_xml
+from api.documents.html import render_html
+from api.documents.pdf import render_pdf
+from api.documents.table import render_csv
+from api.documents.view import InvoiceView
+from meterline.exceptions import InvalidQuery
+from pipeline.billing.catalog import Catalog
+from pipeline.billing.invoices import InvoiceStatus, UsageTotal, build_invoices
+from pipeline.billing.ledger import InvoiceRecord
+from pipeline.billing.periods import Period
+from tests.factories import catalog_document
+
+NOW = datetime(2026, 11, 3, 9, 0, tzinfo=UTC)
+
+
+def view(status: InvoiceStatus = InvoiceStatus.ISSUED) -> InvoiceView:
+    document = catalog_document()
+    document["customers"][0]["name"] = "<script>alert(1)</script> SAS"
+    catalog = Catalog.model_validate(document)
+    usage = [UsageTotal("direct", "vcpu_hours", "", "vCPU-hour", Decimal("5757.499999999953"), Decimal("143.94"))]
+    invoice = next(i for i in build_invoices(catalog, Period.parse("2026-10"), usage) if i.buyer_id == "direct")
+    record = replace(InvoiceRecord.draft(invoice, 1, NOW), status=status, number="ACME-000007", issued_at=NOW)
+    return InvoiceView.of(record, catalog)
+
+
+def test_html_escapes_catalog_text_and_shows_people_quantities():
+    html = render_html(view())
+    assert "<script>alert" not in html and "&lt;script&gt;" in html
+    assert "5757.5" in html and "Invoice ACME-000007" in html
+
+
+def test_csv_has_one_row_per_line_with_rounded_amounts():
+    rows = render_csv(view()).splitlines()
+    assert len(rows) == 1 + len(view().record.lines)
+    assert rows[-1].endswith(",143.94,EUR,")
+
+
+def test_issued_invoices_give_schema_valid_cii_and_ubl():
+    assert facturx.xml_check_xsd(cii_xml(view()), flavor="factur-x", level="en16931")
+    assert b"ACME-000007" in ubl_xml(view())
+    assert render_pdf(view()).startswith(b"%PDF")
+
+
+def test_a_draft_has_no_e_invoice():
+    with pytest.raises(InvalidQuery, match="draft"):
+        cii_xml(view(InvoiceStatus.DRAFT))
