@@ -9,7 +9,7 @@ Every line is rounded once to the currency; discount and tax are computed on the
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from enum import StrEnum
@@ -114,11 +114,11 @@ class Invoice:
             object.__setattr__(self, name, value)
 
 
-def invoice_id(period: Period, issuer_id: str, buyer_id: str) -> str:
+def invoice_id_for(period: Period, issuer_id: str, buyer_id: str) -> str:
     return f"{period.name}.{issuer_id}.{buyer_id}"
 
 
-Adjustments = Mapping[str, InvoiceLine]
+Adjustments = Mapping[str, Sequence[InvoiceLine]]
 """Keyed by the party billed: lines correcting its earlier, already issued invoices."""
 
 
@@ -139,7 +139,7 @@ def build_invoices(
             invoices.append(_partner_invoice(catalog, period, partner.id, customers, usage_of_customers))
     adjustments = adjustments or {}
     invoices = [
-        replace(invoice, lines=(*invoice.lines, adjustments[invoice.buyer_id]))
+        replace(invoice, lines=(*invoice.lines, *adjustments[invoice.buyer_id]))
         if invoice.buyer_id in adjustments
         else invoice
         for invoice in invoices
@@ -189,7 +189,7 @@ def _customer_invoice(catalog: Catalog, period: Period, customer: Customer, usag
         else:
             lines += _plan_lines(catalog, period, customer, seller.id, total)
     return Invoice(
-        invoice_id=invoice_id(period, seller.id, customer.id),
+        invoice_id=invoice_id_for(period, seller.id, customer.id),
         period=period,
         issuer=seller,
         buyer_id=customer.id,
@@ -216,7 +216,7 @@ def _partner_invoice(
         aggregate = UsageTotal(partner.id, meter, dimension, unit, quantity, ZERO)
         lines += _plan_lines(catalog, period, None, provider, aggregate)
     return Invoice(
-        invoice_id=invoice_id(period, provider, partner.id),
+        invoice_id=invoice_id_for(period, provider, partner.id),
         period=period,
         issuer=catalog.provider,
         buyer_id=partner.id,

@@ -20,7 +20,15 @@ import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 
 from meterline.exceptions import InvoiceStateError, UnknownCustomer
-from pipeline.billing.invoices import DocumentType, Invoice, InvoiceLine, InvoiceStatus, LineKind, UsageTotal
+from pipeline.billing.invoices import (
+    DocumentType,
+    Invoice,
+    InvoiceLine,
+    InvoiceStatus,
+    LineKind,
+    UsageTotal,
+    invoice_id_for,
+)
 from pipeline.billing.periods import Period
 from schemas.clickhouse import INVOICE_LINES, INVOICES, RATED_USAGE
 from schemas.records import MONEY, TIMESTAMP
@@ -174,6 +182,34 @@ class Ledger:
             parameters={"start": period.start, "end": period.end},
         )
         return [UsageTotal(*row) for row in result.result_rows]
+
+    def adjustments_to(self, adjusted: Period, *, excluding: Period) -> dict[str, Decimal]:
+        """Per invoice of ``adjusted``: the adjustments to it on other periods' live invoices."""
+        result = self._query(
+            f"""SELECT i.issuer_id, i.buyer_id, sum(l.amount)
+            FROM {self._lines} AS l
+            INNER JOIN (
+                SELECT invoice_id, revision, issuer_id, buyer_id FROM {self._invoices} FINAL
+                WHERE status != 'void' AND document_type = 'invoice' AND period != {{excluding:String}}
+            ) AS i ON l.invoice_id = i.invoice_id AND l.revision = i.revision
+            WHERE l.kind = 'adjustment' AND l.adjusts_period = {{adjusted:String}}
+            GROUP BY i.issuer_id, i.buyer_id""",
+            parameters={"adjusted": adjusted.name, "excluding": excluding.name},
+        )
+        return {invoice_id_for(adjusted, issuer, buyer): amount for issuer, buyer, amount in result.result_rows}
+
+    def own_adjustments(self, period: Period) -> dict[str, Decimal]:
+        """Per invoice of ``period``: its adjustment lines' total (they correct earlier periods)."""
+        result = self._query(
+            f"""SELECT l.invoice_id, sum(l.amount)
+            FROM {self._lines} AS l
+            INNER JOIN (SELECT invoice_id, revision FROM {self._invoices} FINAL WHERE period = {{period:String}}) AS i
+            ON l.invoice_id = i.invoice_id AND l.revision = i.revision
+            WHERE l.kind = 'adjustment'
+            GROUP BY l.invoice_id""",
+            parameters={"period": period.name},
+        )
+        return dict(result.result_rows)
 
     def headers(self, *, period: str | None = None, buyer_id: str | None = None) -> list[InvoiceRecord]:
         conditions = ["1"]

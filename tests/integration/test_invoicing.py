@@ -112,10 +112,19 @@ def test_usage_becomes_issued_invoices_whose_lines_drill_down_to_the_events(bill
     assert [(a["amount"], a["adjusts_period"]) for a in adjustment] == [("4.50", "2026-10")]
     assert get(billing, "/v1/invoices/2026-10.acme.direct").json()["total"] == "23.83"
 
+    post(billing, "/v1/invoices/2026-11.acme.direct/issue")
+    later = xaas_usage(quantity="100", customer_id="direct", at=datetime(2026, 10, 25, tzinfo=UTC))
+    push(billing, [later])
+    wait_for(lambda: rated_rows(billing, "direct") == 15, what="the later usage")
+    post(billing, "/v1/periods/2026-12/close")
+    december = get(billing, "/v1/invoices/2026-12.acme.direct").json()
+    adjustments = [(a["amount"], a["adjusts_period"]) for a in december["lines"] if a["kind"] == "adjustment"]
+    assert adjustments == [("4.50", "2026-10")], "only the new late usage; November's own lines are not redone"
+
     voided = post(billing, "/v1/invoices/2026-10.acme.direct/void")
     assert (voided["status"], voided["number"]) == ("void", "ACME-000001")
     credit = get(billing, "/v1/invoices/2026-10.acme.direct.credit").json()
-    assert (credit["number"], credit["credits_number"], credit["total"]) == ("ACME-000003", "ACME-000001", "-23.83")
+    assert (credit["number"], credit["credits_number"], credit["total"]) == ("ACME-000004", "ACME-000001", "-23.83")
     customer_view = get(billing, "/v1/customers/direct/invoices").json()
     assert {i["buyer_id"] for i in customer_view} == {"direct"}
 
