@@ -99,8 +99,7 @@ def void(request: Request, invoice_id: str) -> InvoiceOut:
 
 def _change(request: Request, invoice_id: str, target: InvoiceStatus) -> InvoiceOut:
     ledger, catalog, now = _ledger(request), _catalog(request), datetime.now(UTC)
-    before = ledger.get(invoice_id).status
-    changed = ledger.change_status(invoice_id, target, now, catalog.invoice_prefixes())
+    before, changed = ledger.change_status(invoice_id, target, now, catalog.invoice_prefixes())
     deliveries: Deliveries | None = request.app.state.deliveries
     if deliveries is not None and before is not changed.status:
         if changed.status is InvoiceStatus.ISSUED:

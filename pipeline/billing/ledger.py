@@ -269,12 +269,16 @@ class Ledger:
 
     def change_status(
         self, invoice_id: str, target: InvoiceStatus, now: datetime, prefix_of: dict[str, str]
-    ) -> InvoiceRecord:
-        """Move an invoice along its lifecycle; issuing gives it the issuer's next number."""
+    ) -> tuple[InvoiceStatus, InvoiceRecord]:
+        """Move an invoice along its lifecycle; issuing gives it the issuer's next number.
+
+        Returns the status it had, read under the same lock as the change, so that a caller
+        reacting to a transition (emailing the invoice) does so once even under concurrent calls.
+        """
         with self._lock:
             record = self.get(invoice_id)
             if record.status is target:
-                return record
+                return record.status, record
             if not record.status.can_become(target):
                 raise InvoiceStateError(f"invoice {invoice_id} is {record.status}; it cannot become {target}")
             changed = replace(record, status=target, updated_at=now)
@@ -283,7 +287,7 @@ class Ledger:
             self.save([changed], with_lines=False)
             if target is InvoiceStatus.VOID and record.status is InvoiceStatus.ISSUED:
                 self._credit(record, now, prefix_of)
-            return changed
+            return record.status, changed
 
     def issue_period(self, period: str, now: datetime, prefix_of: dict[str, str]) -> list[InvoiceRecord]:
         """Issue every draft of a period at once: consecutive numbers per issuer, in invoice-id order."""
