@@ -15,7 +15,7 @@ from decimal import Decimal
 from enum import StrEnum
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -174,12 +174,6 @@ class Catalog(_Entry):
                 raise ValueError(f"{subscription.id}: unknown product {subscription.product_id}")
         return self
 
-    def customer(self, customer_id: str) -> Customer:
-        for customer in self.customers:
-            if customer.id == customer_id:
-                return customer
-        raise UnknownCustomer(f"no customer {customer_id!r} in the catalog")
-
     def partner(self, partner_id: str) -> Partner:
         for partner in self.partners:
             if partner.id == partner_id:
@@ -219,17 +213,11 @@ class Catalog(_Entry):
     @cached_property
     def subscriptions_of(self) -> dict[str, list[Subscription]]:
         """Each customer's subscriptions, in catalog order: a close looks them up once per customer."""
-        index: dict[str, list[Subscription]] = defaultdict(list)
-        for subscription in self.subscriptions:
-            index[subscription.customer_id].append(subscription)
-        return index
+        return _by_customer(self.subscriptions)
 
     @cached_property
     def one_time_charges_of(self) -> dict[str, list[OneTimeCharge]]:
-        index: dict[str, list[OneTimeCharge]] = defaultdict(list)
-        for charge in self.one_time_charges:
-            index[charge.customer_id].append(charge)
-        return index
+        return _by_customer(self.one_time_charges)
 
     @cached_property
     def _plans_found(self) -> dict[tuple[str | None, str, str, str, datetime], PricePlan]:
@@ -268,6 +256,16 @@ class Catalog(_Entry):
             own = [*customer.plans, *(p for p in seller_plans if (p.meter, p.dimension) not in overridden)]
             prices += [_price(plan, customer.id) for plan in own]
         return PriceBook(currency=self.currency, prices=tuple(prices))
+
+
+Billed = TypeVar("Billed", Subscription, OneTimeCharge)
+
+
+def _by_customer(items: list[Billed]) -> dict[str, list[Billed]]:
+    index: dict[str, list[Billed]] = defaultdict(list)
+    for item in items:
+        index[item.customer_id].append(item)
+    return index
 
 
 def _price(plan: PricePlan, customer_id: str | None = None) -> Price:
