@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from meterline.brokers import ApacheKafkaBroker, Broker, TansuBroker
-from tests.integration.harness import System, free_port
+from tests.factories import catalog_document
+from tests.integration.harness import System, free_port, system_with_catalog
 
 BROKERS = ["tansu", "kafka"]
 
@@ -34,4 +36,12 @@ def broker(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 def system(broker: Broker, tmp_path) -> Iterator[System]:
     running = System(broker, tmp_path)
     yield running
+    running.stop_all()
+
+
+@pytest.fixture
+def billing(broker: Broker, tmp_path: Path) -> Iterator[System]:
+    """A started System on the small test catalog (a direct customer, a partner and its customer)."""
+    running = system_with_catalog(broker, tmp_path, catalog_document())
+    yield running.start_all()
     running.stop_all()

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
+import yaml
 from confluent_kafka import Consumer, TopicPartition
 
 from agents.publisher import SpooledPublisher
@@ -200,3 +201,10 @@ class System:
             return messages
         finally:
             consumer.close()
+
+
+def system_with_catalog(broker: Broker, data_dir: Path, catalog: dict[str, Any], **overrides: str) -> System:
+    """A System (not started) whose API seeds its catalog store from ``catalog``."""
+    path = data_dir / "catalog.yaml"
+    path.write_text(yaml.safe_dump(catalog))
+    return System(broker, data_dir, overrides={"METERLINE_CATALOG": str(path), **overrides})

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 
 import httpx
 import pytest
-import yaml
 
-from meterline.brokers import Broker
-from tests.factories import FROM, catalog_document, vm_sample
+from tests.factories import FROM, vm_sample
 from tests.integration.harness import System, wait_for
 from tests.integration.test_invoicing import push
 
@@ -20,15 +16,6 @@ pytestmark = pytest.mark.integration
 BEFORE = datetime(2026, 10, 5, 10, 0, tzinfo=UTC)
 AFTER = datetime(2026, 10, 12, 10, 0, tzinfo=UTC)
 UPDATES = "meterline_pipeline_catalog_updates_total"
-
-
-@pytest.fixture
-def billing(broker: Broker, tmp_path: Path) -> Iterator[System]:
-    catalog = tmp_path / "catalog.yaml"
-    catalog.write_text(yaml.safe_dump(catalog_document()))
-    running = System(broker, tmp_path, overrides={"METERLINE_CATALOG": str(catalog)})
-    yield running.start_all()
-    running.stop_all()
 
 
 def vcpu_amounts(system: System) -> list[str]:

@@ -11,13 +11,12 @@ from typing import Any
 import facturx
 import httpx
 import pytest
-import yaml
 from aiosmtpd.controller import Controller
 
 from meterline.brokers import Broker
 from schemas.events import encode_batch
 from tests.factories import catalog_document, vm_sample
-from tests.integration.harness import System, free_port, wait_for
+from tests.integration.harness import System, free_port, system_with_catalog, wait_for
 from tests.integration.test_invoicing import OCTOBER, rated_rows
 
 pytestmark = pytest.mark.integration
@@ -44,15 +43,14 @@ def billing(broker: Broker, tmp_path: Path, smtp_port: int) -> Iterator[System]:
     document = catalog_document()
     document["customers"][0]["email"] = "accounts@direct.example"
     document["partners"][0]["email"] = "billing@north.example"
-    catalog = tmp_path / "catalog.yaml"
-    catalog.write_text(yaml.safe_dump(document))
-    overrides = {
-        "METERLINE_CATALOG": str(catalog),
-        "METERLINE_SMTP_HOST": "127.0.0.1",
-        "METERLINE_SMTP_PORT": str(smtp_port),
-        "METERLINE_DELIVERY_CHECK_INTERVAL_S": "0.3",
-    }
-    running = System(broker, tmp_path, overrides=overrides)
+    running = system_with_catalog(
+        broker,
+        tmp_path,
+        document,
+        METERLINE_SMTP_HOST="127.0.0.1",
+        METERLINE_SMTP_PORT=str(smtp_port),
+        METERLINE_DELIVERY_CHECK_INTERVAL_S="0.3",
+    )
     yield running.start_all()
     running.stop_all()
 

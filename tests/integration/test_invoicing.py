@@ -4,20 +4,16 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import facturx
 import httpx
 import pytest
-import yaml
 
-from meterline.brokers import Broker
 from schemas.events import encode_batch
-from tests.factories import catalog_document, vm_sample, xaas_usage
+from tests.factories import vm_sample, xaas_usage
 from tests.integration.harness import System, wait_for
 
 pytestmark = pytest.mark.integration
@@ -30,15 +26,6 @@ BIG_VM = {
     "disks": [{"device": "vda", "tier": "ssd", "size_gib": 1000}],
     "net_tx_bytes": 600_000_000_000,
 }
-
-
-@pytest.fixture
-def billing(broker: Broker, tmp_path: Path) -> Iterator[System]:
-    catalog = tmp_path / "catalog.yaml"
-    catalog.write_text(yaml.safe_dump(catalog_document()))
-    running = System(broker, tmp_path, overrides={"METERLINE_CATALOG": str(catalog)})
-    yield running.start_all()
-    running.stop_all()
 
 
 def post(system: System, path: str) -> dict[str, Any]:
