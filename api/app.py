@@ -10,6 +10,7 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
+from functools import partial
 
 from fastapi import FastAPI
 
@@ -34,13 +35,14 @@ def create_app(settings: Settings, *, run_sink: bool = True) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.query_client = connect(settings)
+        another_client = partial(connect, settings, migrate_schema=False)
         app.state.queries = UsageQueries(app.state.query_client, settings.clickhouse_database)
         app.state.intake = EventIntake(settings)
-        app.state.catalog_store = CatalogStore(connect(settings), settings.clickhouse_database)
+        app.state.catalog_store = CatalogStore(another_client(), settings.clickhouse_database)
         app.state.catalog_admin = CatalogAdmin(app.state.catalog_store, CatalogPublisher(settings), settings.catalog)
-        app.state.ledger = Ledger(connect(settings), settings.clickhouse_database)
-        app.state.deliveries = Deliveries(connect(settings), settings) if settings.smtp_host else None
-        consumer = SinkConsumer(settings, ClickHouseSink(connect(settings), settings)) if run_sink else None
+        app.state.ledger = Ledger(another_client(), settings.clickhouse_database)
+        app.state.deliveries = Deliveries(another_client(), settings) if settings.smtp_host else None
+        consumer = SinkConsumer(settings, ClickHouseSink(another_client(), settings)) if run_sink else None
         app.state.sink_thread = _start_sink(consumer) if consumer else None
         closer = (
             asyncio.create_task(

@@ -18,10 +18,14 @@ from sinks.base import FlushResult, Sink
 INSERT_SETTINGS = {"optimize_on_insert": 0}
 
 
-def connect(settings: Settings) -> Client:
-    """A client on the configured DSN, with the schema migrated; one per thread that uses it."""
+def connect(settings: Settings, *, migrate_schema: bool = True) -> Client:
+    """A client on the configured DSN, with the schema migrated; one per thread that uses it.
+
+    A process opening several clients migrates with the first and skips it for the others.
+    """
     client = clickhouse_connect.get_client(dsn=settings.effective_clickhouse_dsn)
-    migrate(client, settings.clickhouse_database)
+    if migrate_schema:
+        migrate(client, settings.clickhouse_database)
     return client
 
 
