@@ -17,7 +17,7 @@ from enum import StrEnum
 from pipeline.billing.catalog import Catalog, Customer, Interval, Issuer, Subscription
 from pipeline.billing.money import TaxRate, percent_of, round_money
 from pipeline.billing.periods import Period
-from pipeline.billing.price_plans import ZERO
+from pipeline.billing.price_plans import ZERO, PricePlan
 
 PRICE_PLACES = Decimal("0.000001")
 
@@ -187,7 +187,7 @@ def _customer_invoice(catalog: Catalog, period: Period, customer: Customer, usag
         if plan.is_linear:
             lines.append(_rated_line(total, catalog.currency))
         else:
-            lines += _plan_lines(catalog, period, customer, seller.id, total)
+            lines += _plan_lines(plan, total, catalog.currency)
     return Invoice(
         invoice_id=invoice_id_for(period, seller.id, customer.id),
         period=period,
@@ -213,8 +213,8 @@ def _partner_invoice(
     for total in usage:
         summed[(total.meter, total.dimension, total.unit)] += total.quantity
     for (meter, dimension, unit), quantity in sorted(summed.items()):
-        aggregate = UsageTotal(partner.id, meter, dimension, unit, quantity, ZERO)
-        lines += _plan_lines(catalog, period, None, provider, aggregate)
+        plan = catalog.plan_for(None, provider, meter, dimension, period.start)
+        lines += _plan_lines(plan, UsageTotal(partner.id, meter, dimension, unit, quantity, ZERO), catalog.currency)
     return Invoice(
         invoice_id=invoice_id_for(period, provider, partner.id),
         period=period,
@@ -288,10 +288,8 @@ def _rated_line(total: UsageTotal, currency: str) -> InvoiceLine:
     )
 
 
-def _plan_lines(
-    catalog: Catalog, period: Period, customer: Customer | None, seller_id: str, total: UsageTotal
-) -> list[InvoiceLine]:
-    plan = catalog.plan_for(customer, seller_id, total.meter, total.dimension, period.start)
+def _plan_lines(plan: PricePlan, total: UsageTotal, currency: str) -> list[InvoiceLine]:
+    """The plan's charges for a period's total, each a line rounded to the currency."""
     return [
         InvoiceLine(
             LineKind.USAGE,
@@ -299,7 +297,7 @@ def _plan_lines(
             charge.quantity,
             total.unit,
             charge.unit_price,
-            round_money(charge.amount, catalog.currency),
+            round_money(charge.amount, currency),
             total.meter,
             total.dimension,
         )
