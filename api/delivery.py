@@ -23,9 +23,8 @@ from clickhouse_connect.driver.client import Client
 from starlette.concurrency import run_in_threadpool
 
 from api import metrics
-from api.documents.einvoice import facturx_pdf
+from api.documents.einvoice import pdf_for_buyer
 from api.documents.html import render_html
-from api.documents.pdf import render_pdf
 from api.documents.view import InvoiceView
 from meterline.exceptions import UnknownCustomer
 from meterline.settings import Settings
@@ -129,9 +128,7 @@ class Deliveries:
         now = datetime.now(UTC)
         try:
             view = InvoiceView.of(ledger.get(delivery.invoice_id), catalog)
-            pdf = render_pdf(view)
-            if not view.record.tax_inclusive:
-                pdf = facturx_pdf(view, pdf)
+            pdf = pdf_for_buyer(view)
             self._smtp_send(invoice_message(view, self._settings.smtp_sender, delivery.recipient, pdf))
         except Exception as error:  # recorded on the delivery and retried: visible, never lost
             outcome = delivery.failed(f"{type(error).__name__}: {error}", now)

@@ -13,9 +13,8 @@ from fastapi.responses import HTMLResponse, Response
 
 from api.catalog_admin import CatalogAdmin
 from api.delivery import Deliveries, recipient_of
-from api.documents.einvoice import cii_xml, facturx_pdf, ubl_xml
+from api.documents.einvoice import cii_xml, pdf_for_buyer, ubl_xml
 from api.documents.html import render_html
-from api.documents.pdf import render_pdf
 from api.documents.table import render_csv
 from api.documents.view import InvoiceView
 from api.invoice_models import CloseOut, DeliveryOut, InvoiceOut, LineUsage, LineUsageRow
@@ -139,12 +138,9 @@ def invoice_html(request: Request, invoice_id: str) -> HTMLResponse:
 
 @router.get("/invoices/{invoice_id}/pdf", response_class=Response)
 def invoice_pdf(request: Request, invoice_id: str) -> Response:
-    """Factur-X (PDF/A-3 with the CII XML inside) once issued; a plain PDF for a draft."""
+    """Factur-X (PDF/A-3 with the CII XML inside) once issued; a plain PDF for a draft or tax-inclusive prices."""
     view = _view(request, invoice_id)
-    pdf = render_pdf(view)
-    if view.record.status is not InvoiceStatus.DRAFT and not view.record.tax_inclusive:
-        pdf = facturx_pdf(view, pdf)
-    return _attachment(pdf, "application/pdf", view, "pdf")
+    return _attachment(pdf_for_buyer(view), "application/pdf", view, "pdf")
 
 
 @router.get("/invoices/{invoice_id}/csv", response_class=Response)

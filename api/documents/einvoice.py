@@ -13,6 +13,7 @@ from typing import Any
 
 import facturx
 
+from api.documents.pdf import render_pdf
 from api.documents.view import InvoiceView
 from meterline.exceptions import InvalidQuery
 from pipeline.billing.catalog import Party
@@ -39,6 +40,15 @@ def facturx_pdf(view: InvoiceView, pdf: bytes) -> bytes:
             pdf, cii_xml(view), flavor="factur-x", level=LEVEL, check_xsd=True, check_schematron=False
         )
     )
+
+
+def pdf_for_buyer(view: InvoiceView) -> bytes:
+    """The PDF a buyer gets: Factur-X once issued, a plain PDF for a draft or for tax-inclusive
+    prices (which EN 16931 cannot state)."""
+    pdf = render_pdf(view)
+    if view.record.status is InvoiceStatus.DRAFT or view.record.tax_inclusive:
+        return pdf
+    return facturx_pdf(view, pdf)
 
 
 def _business_terms(view: InvoiceView) -> dict[str, Any]:
