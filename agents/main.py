@@ -33,11 +33,19 @@ def publish_samples(publisher: SpooledPublisher, collector: Collector, at: datet
     return count
 
 
-def run(collector: Collector, publisher: SpooledPublisher, interval_s: int, speed: float, ticks: int | None) -> None:
+def run(
+    collector: Collector,
+    publisher: SpooledPublisher,
+    interval_s: int,
+    speed: float,
+    ticks: int | None,
+    start: datetime | None = None,
+) -> None:
     """Sample every interval; with ``speed`` > 1, replay today so far that much faster first.
 
-    The accelerated clock starts at midnight UTC and never runs ahead of the wall clock: once
-    it has caught up, samples come in real time, so no event is ever stamped in the future.
+    The accelerated clock starts at ``start`` (default: midnight UTC) and never runs ahead of
+    the wall clock: once it has caught up, samples come in real time, so no event is ever
+    stamped in the future.
     """
     stopping = False
 
@@ -49,11 +57,12 @@ def run(collector: Collector, publisher: SpooledPublisher, interval_s: int, spee
     signal.signal(signal.SIGINT, stop)
     now = datetime.now(UTC)
     midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
-    at = (
-        midnight
-        if speed > 1
-        else midnight + (now - midnight) // timedelta(seconds=interval_s) * timedelta(seconds=interval_s)
-    )
+    if start is not None:
+        at = start
+    elif speed > 1:
+        at = midnight
+    else:
+        at = midnight + (now - midnight) // timedelta(seconds=interval_s) * timedelta(seconds=interval_s)
     started, done = time.monotonic(), 0
     while not stopping and (ticks is None or done < ticks):
         at += timedelta(seconds=interval_s)
@@ -74,6 +83,9 @@ def main() -> None:
     parser.add_argument("--interval-s", type=int, default=300)
     parser.add_argument("--speed", type=float, default=1.0, help="clock acceleration, e.g. 60")
     parser.add_argument("--ticks", type=int, default=None, help="stop after this many intervals")
+    parser.add_argument(
+        "--start", type=datetime.fromisoformat, default=None, help="replay from this UTC time (default: midnight)"
+    )
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--customers", type=int, default=200)
     parser.add_argument("--hypervisors", type=int, default=20)
@@ -96,7 +108,7 @@ def main() -> None:
         collector = SimulatedFleet(spec)
     spool = Spool(Path(settings.spool_dir) / args.name)
     publisher = SpooledPublisher(producer_config(settings), settings.topics.events, spool)
-    run(collector, publisher, args.interval_s, args.speed, args.ticks)
+    run(collector, publisher, args.interval_s, args.speed, args.ticks, args.start)
 
 
 if __name__ == "__main__":
