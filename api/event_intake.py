@@ -32,8 +32,8 @@ class EventIntake:
         checked = split_message(body)
         accepted, rejected = checked.events, checked.rejected
         by_resource: dict[str, list[bytes]] = defaultdict(list)
-        for event, raw in zip(accepted, checked.raw, strict=True):
-            by_resource[event.data.resource_id].append(raw)
+        for index, event in enumerate(accepted):
+            by_resource[event.data.resource_id].append(checked.raw(index))
         failures: list[KafkaError] = []
 
         def on_delivery(error: KafkaError | None, _message: Message) -> None:

@@ -17,7 +17,7 @@ from typing import Any, cast
 from clickhouse_connect.driver.client import Client
 
 from meterline.exceptions import InvalidQuery
-from schemas.clickhouse import RATED_USAGE, RAW_EVENTS
+from schemas.clickhouse import RATED_USAGE, RAW_EVENTS, RAW_MESSAGES
 
 CSV_CHUNK_BYTES = 64 * 1024
 
@@ -71,6 +71,7 @@ class UsageQueries:
         self._client = client
         self._table = f"{database}.{RATED_USAGE}"
         self._raw = f"{database}.{RAW_EVENTS}"
+        self._messages_table = f"{database}.{RAW_MESSAGES}"
         self._lock = threading.Lock()
 
     def usage(self, window: UsageWindow, granularity: Granularity, group_by: GroupBy) -> list[dict[str, Any]]:
@@ -122,16 +123,26 @@ class UsageQueries:
             return list(self._client.query(query, parameters=line.parameters()).named_results())
 
     def line_events(self, line: LineScope, limit: int, offset: int) -> list[str]:
-        """The raw events behind an invoice line, as they were received, oldest first."""
+        """The raw events behind an invoice line, as they were received, oldest first.
+
+        Each event is cut out of its stored message by ClickHouse, so only the events travel;
+        events stored before messages were kept whole carry their JSON themselves.
+        """
         query = (
-            f"SELECT event FROM {self._raw} FINAL WHERE customer_id IN {{customers:Array(String)}} AND id IN ("
+            f"WITH page AS (SELECT time, id, event, message_id, offset, length FROM {self._raw} FINAL "
+            f"WHERE customer_id IN {{customers:Array(String)}} AND id IN ("
             f"SELECT event_id FROM {self._table} FINAL WHERE {LINE_WHERE}) "
-            "ORDER BY time, id LIMIT {limit:UInt32} OFFSET {offset:UInt32}"
+            "ORDER BY time, id LIMIT {limit:UInt32} OFFSET {offset:UInt32}) "
+            "SELECT time, id, event FROM (SELECT page.time AS time, page.id AS id, "
+            "substring(m.payload, page.offset + 1, page.length) AS event "
+            f"FROM {self._messages_table} AS m FINAL INNER JOIN page ON m.message_id = page.message_id "
+            "WHERE m.message_id IN (SELECT message_id FROM page) "
+            "UNION ALL SELECT time, id, event FROM page WHERE message_id = '') ORDER BY time, id"
         )
         parameters = {**line.parameters(), "limit": limit, "offset": offset}
         with self._lock:
             rows = self._client.query(query, parameters=parameters).result_rows
-        return [row[0].decode() if isinstance(row[0], bytes) else row[0] for row in rows]
+        return [event.decode() if isinstance(event, bytes) else event for _, _, event in rows]
 
 
 LINE_WHERE = (

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import polars as pl
 
+from pipeline.validation import ValidEvents
 from schemas.events import EventType, PowerState, UsageEvent, VdcAllocation, VmSample, XaasUsage
 from schemas.meters import Meter
 from schemas.records import USAGE_KEYS
@@ -42,8 +43,9 @@ def measure_events(events: list[UsageEvent]) -> pl.LazyFrame:
     return pl.concat(parts, how="vertical").filter(pl.col("numerator") > 0)
 
 
-def accepted_frame(events: list[UsageEvent], raw: list[bytes]) -> pl.DataFrame:
-    """The raw-events rows: each valid event's identity and its JSON exactly as received."""
+def accepted_frame(group: ValidEvents) -> pl.DataFrame:
+    """The raw-events rows: each valid event's identity, and where its JSON lies in its message."""
+    events = group.events
     return pl.DataFrame(
         {
             "id": [e.id for e in events],
@@ -52,9 +54,11 @@ def accepted_frame(events: list[UsageEvent], raw: list[bytes]) -> pl.DataFrame:
             "time": _epoch_ms(events),
             "customer_id": [e.data.customer_id for e in events],
             "resource_id": [e.data.resource_id for e in events],
-            "event": raw,
+            "message_id": group.message_ids,
+            "offset": group.offsets,
+            "length": group.lengths,
         },
-        schema_overrides={"time": pl.Int64, "event": pl.Binary},
+        schema_overrides={"time": pl.Int64, "offset": pl.UInt32, "length": pl.UInt32},
     ).with_columns(_as_utc("time"))
 
 

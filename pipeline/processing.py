@@ -30,7 +30,7 @@ def process_batch(payloads: list[bytes], recent: RecentIds, book: PriceBook) -> 
     if unpriced:
         group = _refuse_unpriced(group, unpriced)
     return BatchOutcome(
-        accepted=accepted_frame(group.events, group.raw),
+        accepted=accepted_frame(group),
         rated=rated,
         rejected=group.rejected,
         duplicates=len(first_seen) - sum(first_seen),
@@ -39,11 +39,10 @@ def process_batch(payloads: list[bytes], recent: RecentIds, book: PriceBook) -> 
 
 def _refuse_unpriced(group: ValidEvents, unpriced: dict[str, str]) -> ValidEvents:
     """Events nobody can price leave the accepted ones, as rejections with the reason."""
-    kept = ValidEvents(rejected=list(group.rejected))
-    for index, (event, raw) in enumerate(zip(group.events, group.raw, strict=True)):
+    kept = ValidEvents(rejected=list(group.rejected), messages=group.messages)
+    for index, event in enumerate(group.events):
         if event.id in unpriced:
-            kept.rejected.append(Rejection(index, event.id, unpriced[event.id], as_json_value(raw)))
+            kept.rejected.append(Rejection(index, event.id, unpriced[event.id], as_json_value(group.raw(index))))
         else:
-            kept.events.append(event)
-            kept.raw.append(raw)
+            kept.keep(event, group.message_ids[index], group.offsets[index], group.lengths[index])
     return kept

@@ -2,8 +2,9 @@
 
 A message is decoded and checked in one pass against the typed contract; only when something
 in it is wrong is it taken apart event by event, so that each bad event gets its own reason
-and the good ones of the same message still count. Each valid event keeps its JSON exactly as
-it came, for the raw-events table.
+and the good ones of the same message still count. A valid event is known by its message and
+the byte range it occupies there: messages are stored as received, so each event's JSON is kept
+byte for byte without being copied out of its message on the way.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from typing import Any
 import orjson
 
 from meterline.exceptions import InvalidEvent
-from schemas.events import UsageEvent, as_json_value, decode_event, decode_events, split_raw
+from schemas.events import UsageEvent, as_json_value, decode_event, decode_events, event_spans
+from schemas.records import message_id
 
 
 @dataclass(frozen=True)
@@ -35,16 +37,37 @@ class Rejection:
 
 @dataclass
 class ValidEvents:
-    """Valid events with their JSON as received (``raw[i]`` is ``events[i]``), and the rest refused."""
+    """Valid events with where each one lies in its message, and the rest refused.
+
+    ``events[i]`` is the ``lengths[i]`` bytes at ``offsets[i]`` of message ``message_ids[i]``;
+    ``messages`` holds those messages by id.
+    """
 
     events: list[UsageEvent] = field(default_factory=list)
-    raw: list[bytes] = field(default_factory=list)
+    message_ids: list[str] = field(default_factory=list)
+    offsets: list[int] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
+    messages: dict[str, bytes] = field(default_factory=dict)
 
     def add(self, other: ValidEvents) -> None:
         self.events += other.events
-        self.raw += other.raw
+        self.message_ids += other.message_ids
+        self.offsets += other.offsets
+        self.lengths += other.lengths
         self.rejected += other.rejected
+        self.messages |= other.messages
+
+    def keep(self, event: UsageEvent, ident: str, offset: int, length: int) -> None:
+        self.events.append(event)
+        self.message_ids.append(ident)
+        self.offsets.append(offset)
+        self.lengths.append(length)
+
+    def raw(self, index: int) -> bytes:
+        """The JSON of ``events[index]`` exactly as it came."""
+        offset = self.offsets[index]
+        return self.messages[self.message_ids[index]][offset : offset + self.lengths[index]]
 
 
 def split_group(payloads: list[bytes]) -> ValidEvents:
@@ -57,18 +80,23 @@ def split_group(payloads: list[bytes]) -> ValidEvents:
 def split_message(payload: bytes) -> ValidEvents:
     """The valid events of one message and a rejection for each other one."""
     try:
-        candidates = split_raw(payload)
+        spans = event_spans(payload)
     except InvalidEvent as error:
         return ValidEvents(rejected=[Rejection(0, None, error.reason, payload.decode("utf-8", "replace"))])
+    ident = message_id(payload)
+    result = ValidEvents(messages={ident: payload})
     try:
-        return ValidEvents(decode_events(payload), [bytes(raw) for raw in candidates])
+        events = decode_events(payload)
     except InvalidEvent:
-        pass
-    result = ValidEvents()
-    for index, candidate in enumerate(candidates):
+        events = []
+    if events:
+        result.events, result.message_ids = events, [ident] * len(events)
+        result.offsets, result.lengths = [offset for offset, _ in spans], [length for _, length in spans]
+        return result
+    for position, (offset, length) in enumerate(spans):
+        candidate = payload[offset : offset + length]
         try:
-            result.events.append(decode_event(candidate))
-            result.raw.append(bytes(candidate))
+            result.keep(decode_event(candidate), ident, offset, length)
         except InvalidEvent as error:
-            result.rejected.append(Rejection(index, error.event_id, error.reason, as_json_value(candidate)))
+            result.rejected.append(Rejection(position, error.event_id, error.reason, as_json_value(candidate)))
     return result

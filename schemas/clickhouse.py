@@ -6,6 +6,10 @@ Invoices are versioned rows too: a status change or a re-closed draft is a new r
 Exactly-once counting rests here: both tables are ReplacingMergeTree keyed by the event id
 (and meter), so writing an event again - after a redelivery, a replayed spool, a re-sent HTTP
 batch - leaves one row, and every read goes through ``FINAL``.
+
+Received messages are kept whole, keyed by their content hash; an accepted event points into
+its message (``message_id``, and the ``offset`` and ``length`` of its bytes there). Events
+stored before that change carry their own JSON in ``raw_events.event`` instead.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 from clickhouse_connect.driver.client import Client
 
 RAW_EVENTS = "raw_events"
+RAW_MESSAGES = "raw_messages"
 RATED_USAGE = "rated_usage"
 USAGE_HOURLY = "usage_hourly"
 INVOICES = "invoices"
@@ -145,6 +150,22 @@ def migrations(database: str) -> list[tuple[int, str]]:
                 recorded_at DateTime64(3, 'UTC')
             ) ENGINE = MergeTree
             ORDER BY (kind, id, version)""",
+        ),
+        (
+            9,
+            f"""ALTER TABLE {database}.{RAW_EVENTS}
+            ADD COLUMN IF NOT EXISTS message_id String AFTER resource_id,
+            ADD COLUMN IF NOT EXISTS offset UInt32 AFTER message_id,
+            ADD COLUMN IF NOT EXISTS length UInt32 AFTER offset""",
+        ),
+        (
+            10,
+            f"""CREATE TABLE IF NOT EXISTS {database}.{RAW_MESSAGES} (
+                message_id String,
+                payload String CODEC(ZSTD(1)),
+                received_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree
+            ORDER BY message_id""",
         ),
     ]
 

@@ -178,6 +178,22 @@ def split_raw(payload: bytes) -> list[msgspec.Raw]:
     return [msgspec.Raw(payload)]
 
 
+def event_spans(payload: bytes) -> list[tuple[int, int]]:
+    """Where each event of a message lies in its bytes, as (offset, length), in order.
+
+    Only separators lie between two events, so each event's text is found first where the
+    previous one ended: its bytes can later be cut out of the stored message exactly.
+    """
+    spans = []
+    end = 0
+    for raw in split_raw(payload):
+        text = bytes(raw)
+        offset = payload.index(text, end)
+        spans.append((offset, len(text)))
+        end = offset + len(text)
+    return spans
+
+
 def as_json_value(raw: bytes | msgspec.Raw) -> Any:
     """An event as generic JSON data, for a dead-letter record."""
     return _any.decode(raw)

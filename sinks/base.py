@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class FlushResult:
+    raw_messages: int
     raw_events: int
     rated_rows: int
     freshness_s: list[float]
@@ -26,6 +27,11 @@ class Sink(ABC):
     @abstractmethod
     def flush(self) -> FlushResult:
         """Write everything buffered; raise if any of it could not be written."""
+
+    @property
+    @abstractmethod
+    def topics(self) -> list[str]:
+        """The topics this sink reads."""
 
     @property
     @abstractmethod

@@ -27,7 +27,7 @@ class SinkConsumer:
     def __init__(self, settings: Settings, sink: Sink) -> None:
         self._settings = settings
         self._sink = sink
-        self._topics = [settings.topics.accepted, settings.topics.rated]
+        self._topics = sink.topics
         self._stop = threading.Event()
         self._consumer = Consumer(
             {
@@ -75,6 +75,7 @@ class SinkConsumer:
         with metrics.FLUSH_SECONDS.time():
             result = self._sink.flush()
             self._consumer.commit(asynchronous=False)
+        metrics.ROWS_WRITTEN.labels("raw_messages").inc(result.raw_messages)
         metrics.ROWS_WRITTEN.labels("raw_events").inc(result.raw_events)
         metrics.ROWS_WRITTEN.labels("rated_usage").inc(result.rated_rows)
         for seconds in result.freshness_s:

@@ -7,6 +7,7 @@ import pytest
 
 from pipeline.validation import split_message
 from schemas.events import encode_batch
+from schemas.records import message_id
 from tests.factories import vdc_allocation, vm_sample, xaas_usage
 
 
@@ -82,5 +83,17 @@ def test_each_valid_event_keeps_its_json_exactly_as_received():
         b'"sku":"backup_gb_month","quantity":"1","unit":"GB","note":"kept"}} ]'
     )
     checked = split_message(payload)
-    assert checked.raw == [payload[2:-2]]
+    assert checked.raw(0) == payload[2:-2]
+    assert (checked.message_ids, checked.offsets) == ([message_id(payload)], [2])
     assert checked.events[0].time.utcoffset().total_seconds() == 3600
+
+
+def test_each_event_is_found_again_in_its_message_whatever_the_spacing():
+    first, second = (orjson.dumps(event, option=orjson.OPT_INDENT_2) for event in (vm_sample("a"), xaas_usage()))
+    payload = b"[\n  " + first + b" ,\n\t" + second + b"\n]\n"
+    checked = split_message(payload)
+    assert [checked.raw(0), checked.raw(1)] == [first, second]
+    bad = payload.replace(b'"vcpu": 2', b'"vcpu": -2')
+    assert bad != payload
+    checked = split_message(bad)
+    assert len(checked.events) == 1 and checked.raw(0) == second
