@@ -10,9 +10,11 @@ fields are ignored (a tolerant reader), so agents can be upgraded before the pip
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
+from itertools import accumulate
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -138,6 +140,7 @@ EVENT_STRUCTS: dict[EventType, type[UsageEvent]] = {
     EventType.XAAS_USAGE: XaasUsage,
 }
 
+_SEPARATORS = re.compile(rb"[\[,\s]*")
 _batch = msgspec.json.Decoder(list[UsageEvent])
 _single = msgspec.json.Decoder(UsageEvent)
 _raw_batch = msgspec.json.Decoder(list[msgspec.Raw])
@@ -181,16 +184,23 @@ def split_raw(payload: bytes) -> list[msgspec.Raw]:
 def event_spans(payload: bytes) -> list[tuple[int, int]]:
     """Where each event of a message lies in its bytes, as (offset, length), in order.
 
-    Only separators lie between two events, so each event's text is found first where the
-    previous one ended: its bytes can later be cut out of the stored message exactly.
+    Only the array's brackets, commas and white space lie between two events, so an event
+    starts at the first other byte after the previous one: its bytes can later be cut out of
+    the stored message exactly. A compact array (as encoders write it) is measured without
+    looking at its bytes again.
     """
+    raws = split_raw(payload)
+    if payload.lstrip()[:1] != b"[":
+        return [(0, len(payload))]
+    lengths = [len(raw) for raw in raws]
+    if len(payload) == sum(lengths) + len(lengths) + 1:  # "[", the events, a comma between each two, "]"
+        return list(zip(accumulate((length + 1 for length in lengths[:-1]), initial=1), lengths, strict=True))
     spans = []
     end = 0
-    for raw in split_raw(payload):
-        text = bytes(raw)
-        offset = payload.index(text, end)
-        spans.append((offset, len(text)))
-        end = offset + len(text)
+    for raw in raws:
+        offset = _SEPARATORS.match(payload, end).end()  # type: ignore[union-attr]  # matches the empty string
+        spans.append((offset, len(raw)))
+        end = offset + len(raw)
     return spans
 
 

@@ -97,3 +97,15 @@ def test_each_event_is_found_again_in_its_message_whatever_the_spacing():
     assert bad != payload
     checked = split_message(bad)
     assert len(checked.events) == 1 and checked.raw(0) == second
+
+
+def test_a_single_event_message_is_kept_whole_with_its_spacing():
+    payload = b"\n " + orjson.dumps(vm_sample()) + b" \n"
+    assert split_message(payload).raw(0) == payload
+
+
+def test_events_of_a_compact_batch_are_found_where_they_are():
+    events = [vm_sample("a"), vdc_allocation(), xaas_usage()]
+    payload = encode_batch(events)
+    checked = split_message(payload)
+    assert [orjson.loads(checked.raw(n)) for n in range(3)] == events
