@@ -39,6 +39,9 @@ from schemas.events import encode_batch  # noqa: E402
 from tests.integration.harness import free_port, wait_for  # noqa: E402
 
 MAX_EVENTS_PER_MESSAGE = 500
+# one client for the polling: a new one builds an SSL context each time, CPU the bench would
+# count against the agent it shares a process with
+HTTP = httpx.Client(timeout=10)
 
 
 def cpu_seconds(pid: int) -> float:
@@ -64,7 +67,7 @@ def messages(fleet: SimulatedFleet, at: datetime) -> list[tuple[str, bytes]]:
 
 def rows_written(url: str, table: str) -> float:
     sample = f'meterline_sink_rows_written_total{{table="{table}"}} '
-    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+    for line in HTTP.get(f"{url}/metrics").text.splitlines():
         if line.startswith(sample):
             return float(line.split()[-1])
     return 0.0
