@@ -22,13 +22,14 @@ MAX_EVENTS_PER_MESSAGE = 500
 
 
 def publish_samples(publisher: SpooledPublisher, collector: Collector, at: datetime) -> int:
-    """Collect at ``at`` and spool every source's samples in messages of bounded size."""
-    count = 0
+    """Collect at ``at`` and spool every source's samples, in messages of bounded size, as one group."""
+    messages, count = [], 0
     for source, events in collector.collect(at).items():
         for start in range(0, len(events), MAX_EVENTS_PER_MESSAGE):
             chunk = events[start : start + MAX_EVENTS_PER_MESSAGE]
-            publisher.publish(source, encode_batch(chunk))
+            messages.append((source, encode_batch(chunk)))
             count += len(chunk)
+    publisher.publish_group(messages)
     collector.spooled()
     return count
 

@@ -31,9 +31,13 @@ class SpooledPublisher:
 
     def publish(self, key: str, payload: bytes) -> None:
         """Durably accept one batch; it is sent now or, if the broker is away, later."""
-        batch = self._spool.append(key.encode(), payload)
-        if not self._must_replay:
-            self._send(batch)
+        self.publish_group([(key, payload)])
+
+    def publish_group(self, batches: list[tuple[str, bytes]]) -> None:
+        """Durably accept several batches (a poll cycle) in one spool write, then send them."""
+        for batch in self._spool.append_group([(key.encode(), payload) for key, payload in batches]):
+            if self._must_replay or not self._send(batch):
+                break
 
     def pump(self, timeout_s: float = 0.0) -> None:
         """Serve delivery reports, and re-send the spool once nothing is in flight."""

@@ -125,3 +125,23 @@ def test_libvirt_counter_baseline_survives_a_restart(libvirt_host, tmp_path):
         # libvirt's test driver advances CPU time with the wall clock: the increase since the
         # saved reading is small and positive, where a lost baseline would report 0
         assert 0 < event["data"]["cpu_time_s"] < 60
+
+
+def test_a_group_is_one_file_removed_once_all_its_batches_are_acknowledged(tmp_path):
+    spool = Spool(tmp_path)
+    first, second = spool.append_group([(b"hv-1", b"one"), (b"hv-2", b"two")])
+    assert len(list(tmp_path.iterdir())) == 1 and len(spool) == 2
+    spool.ack(first.seq)
+    assert [b.payload for b in Spool(tmp_path).pending()] == [b"one", b"two"], "a crash replays the whole group"
+    assert [b.payload for b in spool.pending()] == [b"two"]
+    spool.ack(second.seq)
+    assert not list(tmp_path.iterdir()) and len(spool) == 0
+
+
+def test_a_batch_left_by_an_older_agent_is_still_replayed(tmp_path):
+    (tmp_path / f"{7:020d}.batch").write_bytes(len(b"hv").to_bytes(4, "big") + b"hv" + b"payload")
+    spool = Spool(tmp_path)
+    assert [(b.seq, b.key, b.payload) for b in spool.pending()] == [(7, b"hv", b"payload")]
+    assert spool.append(b"k", b"next").seq == 8
+    spool.ack(7)
+    assert [b.seq for b in spool.pending()] == [8]
