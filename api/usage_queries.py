@@ -1,6 +1,7 @@
 """Usage read models over ClickHouse: what the usage endpoints show, to the cent.
 
-Every query reads rated usage through ``FINAL`` so that an event written twice counts once.
+Every query reads rated usage through a view that reads stored events with ``FINAL``, so that
+an event written twice counts once.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, cast
 from clickhouse_connect.driver.client import Client
 
 from meterline.exceptions import InvalidQuery
-from schemas.clickhouse import RATED_USAGE, RAW_EVENTS, RAW_MESSAGES
+from schemas.clickhouse import RATED_USAGE, RAW_MESSAGES, USAGE_EVENTS
 
 CSV_CHUNK_BYTES = 64 * 1024
 
@@ -70,7 +71,7 @@ class UsageQueries:
     def __init__(self, client: Client, database: str) -> None:
         self._client = client
         self._table = f"{database}.{RATED_USAGE}"
-        self._raw = f"{database}.{RAW_EVENTS}"
+        self._events = f"{database}.{USAGE_EVENTS}"
         self._messages_table = f"{database}.{RAW_MESSAGES}"
         self._lock = threading.Lock()
 
@@ -79,7 +80,7 @@ class UsageQueries:
         query = (
             f"SELECT toDateTime({granularity.truncate_sql}(usage_start), 'UTC') AS period_start, {columns}, currency, "
             f"sum(quantity) AS quantity, sum(amount) AS amount, count() AS rated_rows "
-            f"FROM {self._table} FINAL WHERE {WHERE} "
+            f"FROM {self._table} WHERE {WHERE} "
             f"GROUP BY period_start, {columns}, currency ORDER BY period_start, {columns}"
         )
         with self._lock:
@@ -88,7 +89,7 @@ class UsageQueries:
 
     def total(self, window: UsageWindow) -> dict[str, Decimal]:
         """Amount per currency over the window."""
-        query = f"SELECT currency, sum(amount) FROM {self._table} FINAL WHERE {WHERE} GROUP BY currency"
+        query = f"SELECT currency, sum(amount) FROM {self._table} WHERE {WHERE} GROUP BY currency"
         with self._lock:
             rows = self._client.query(query, parameters=window.parameters()).result_rows
         return {currency: amount for currency, amount in rows}
@@ -98,7 +99,7 @@ class UsageQueries:
         query = (
             "SELECT toStartOfHour(usage_start) AS hour, customer_id, resource_id, product, meter, dimension, unit, "
             "sum(quantity) AS quantity, currency, sum(amount) AS amount "
-            f"FROM {self._table} FINAL WHERE {WHERE} "
+            f"FROM {self._table} WHERE {WHERE} "
             "GROUP BY hour, customer_id, resource_id, product, meter, dimension, unit, currency "
             "ORDER BY hour, resource_id, meter, dimension"
         )
@@ -116,7 +117,7 @@ class UsageQueries:
         query = (
             "SELECT toDateTime(toStartOfHour(usage_start), 'UTC') AS hour, customer_id, resource_id, product, "
             "sum(quantity) AS quantity, sum(amount) AS amount, count() AS rated_rows "
-            f"FROM {self._table} FINAL WHERE {LINE_WHERE} "
+            f"FROM {self._table} WHERE {LINE_WHERE} "
             "GROUP BY hour, customer_id, resource_id, product ORDER BY hour, customer_id, resource_id"
         )
         with self._lock:
@@ -129,10 +130,8 @@ class UsageQueries:
         events stored before messages were kept whole carry their JSON themselves.
         """
         query = (
-            f"WITH page AS (SELECT time, id, event, message_id, offset, length FROM {self._raw} FINAL "
-            f"WHERE customer_id IN {{customers:Array(String)}} AND id IN ("
-            f"SELECT event_id FROM {self._table} FINAL WHERE {LINE_WHERE}) "
-            "ORDER BY time, id LIMIT {limit:UInt32} OFFSET {offset:UInt32}) "
+            f"WITH page AS (SELECT time, id, event, message_id, offset, length FROM {self._events} FINAL "
+            f"WHERE {EVENTS_WHERE} ORDER BY time, id LIMIT {{limit:UInt32}} OFFSET {{offset:UInt32}}) "
             "SELECT time, id, event FROM (SELECT page.time AS time, page.id AS id, "
             "substring(m.payload, page.offset + 1, page.length) AS event "
             f"FROM {self._messages_table} AS m FINAL INNER JOIN page ON m.message_id = page.message_id "
@@ -145,6 +144,11 @@ class UsageQueries:
         return [event.decode() if isinstance(event, bytes) else event for _, _, event in rows]
 
 
+EVENTS_WHERE = (
+    "customer_id IN {customers:Array(String)} AND usage_start >= {start:DateTime64(3)} "
+    "AND usage_start < {end:DateTime64(3)} "
+    "AND arrayExists((m, d) -> m = {meter:String} AND d = {dimension:String}, rated.meter, rated.dimension)"
+)
 LINE_WHERE = (
     "customer_id IN {customers:Array(String)} AND meter = {meter:String} AND dimension = {dimension:String} "
     "AND usage_start >= {start:DateTime64(3)} AND usage_start < {end:DateTime64(3)}"

@@ -32,8 +32,9 @@ from pipeline.billing.catalog import Catalog  # noqa: E402
 from pipeline.billing.ledger import Ledger  # noqa: E402
 from pipeline.billing.period_close import close_period  # noqa: E402
 from pipeline.billing.periods import Period  # noqa: E402
-from schemas.clickhouse import RATED_USAGE, migrate  # noqa: E402
-from schemas.records import RATED_SCHEMA  # noqa: E402
+from pipeline.processing import usage_events  # noqa: E402
+from schemas.clickhouse import USAGE_EVENTS, migrate  # noqa: E402
+from schemas.records import ACCEPTED_SCHEMA, RATED_SCHEMA  # noqa: E402
 
 DATABASE = "bench"
 PERIOD = Period.parse("2026-10")
@@ -102,8 +103,9 @@ def bench_catalog(customers: int) -> Catalog:
 
 
 def store_usage(client: Any, customers: int, days: int) -> int:
-    """One rated row per customer, item and day; written in chunks to bound memory."""
-    table = f"{DATABASE}.{RATED_USAGE}"
+    """One rated row per customer, item and day (one stored event per customer and day), written
+    a day at a time to bound memory."""
+    table = f"{DATABASE}.{USAGE_EVENTS}"
     rows = 0
     per_day = customers * len(METERS)
     for day in range(days):
@@ -127,8 +129,33 @@ def store_usage(client: Any, customers: int, days: int) -> int:
                 "currency": "EUR",
             },
             schema=RATED_SCHEMA,
-        ).with_columns(inserted_at=pl.lit(datetime.now(UTC), dtype=pl.Datetime("ms", "UTC")))
-        client.insert_arrow(table, frame.to_arrow(), settings={"optimize_on_insert": 0})
+        )
+        events = pl.DataFrame(
+            {
+                "id": [f"{day}-{c}" for c in range(customers)],
+                "type": "vm.sample",
+                "source": "bench",
+                "time": start + timedelta(days=1),
+                "customer_id": customer[:: len(METERS)],
+                "resource_id": [f"{c}-r" for c in customer[:: len(METERS)]],
+                "message_id": "",
+                "offset": 0,
+                "length": 0,
+                "usage_start": start,
+                "usage_end": start + timedelta(days=1),
+            },
+            schema=ACCEPTED_SCHEMA,
+        )
+        stored = usage_events(
+            events,
+            frame.with_columns(event_id=events["id"].gather(pl.arange(0, per_day, eager=True) // len(METERS))),
+            "EUR",
+        )
+        client.insert_arrow(
+            table,
+            stored.with_columns(inserted_at=pl.lit(datetime.now(UTC), dtype=pl.Datetime("ms", "UTC"))).to_arrow(),
+            settings={"optimize_on_insert": 0},
+        )
         rows += frame.height
     return rows
 

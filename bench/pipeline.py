@@ -130,7 +130,7 @@ def main() -> None:
     start = datetime(2026, 11, 1, tzinfo=UTC)
     publisher.publish_group(messages(fleet, start))
     publisher.drain(60)
-    wait_for(lambda: rows_written(url, "raw_events") >= per_tick, 180, "the warm-up tick")
+    wait_for(lambda: rows_written(url, "usage_events") >= per_tick, 180, "the warm-up tick")
 
     prepared = [messages(fleet, start + timedelta(seconds=spec.interval_s * (n + 1))) for n in range(args.ticks)]
     total = per_tick * (args.ticks + 1)
@@ -141,7 +141,7 @@ def main() -> None:
         publisher.publish_group(tick)
         publisher.pump()
     publisher.drain(120)
-    wait_for(lambda: rows_written(url, "raw_events") >= total, 900, "the throughput phase")
+    wait_for(lambda: rows_written(url, "usage_events") >= total, 900, "the throughput phase")
     samples_per_s = per_tick * args.ticks / (time.monotonic() - began)
     cpu_us_per_sample = {
         name: round((cpu_seconds(pid) - cpu_before[name]) * 1e6 / (per_tick * args.ticks), 1)
@@ -168,7 +168,7 @@ def main() -> None:
         publisher.pump()
     publisher.drain(60)
     paced_total = len(paced_fleet.vms) * args.paced_seconds
-    wait_for(lambda: rows_written(url, "raw_events") >= total + paced_total, 300, "the paced phase")
+    wait_for(lambda: rows_written(url, "usage_events") >= total + paced_total, 300, "the paced phase")
 
     query_ms = usage_query_ms(url, [vm.customer_id for vm in fleet.vms[:20]])
     rss = {name: round(peak_rss_mb(p.pid), 1) for name, p in processes.items()}

@@ -181,7 +181,6 @@ def ensure_topics(settings: Settings) -> None:
     usage = {"max.message.bytes": "16777216"}
     wanted = {
         topics.events: (topics.partitions, usage),
-        topics.accepted: (topics.partitions, usage),
         topics.rated: (topics.partitions, usage),
         topics.dead_letter: (topics.partitions, usage),
         # one partition keeps catalog entries in publication order; compaction keeps each latest

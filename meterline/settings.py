@@ -14,7 +14,6 @@ class Topics(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="METERLINE_TOPIC_")
 
     events: str = "meterline.usage.events"
-    accepted: str = "meterline.usage.accepted"
     rated: str = "meterline.usage.rated"
     dead_letter: str = "meterline.usage.deadletter"
     catalog: str = "meterline.catalog"

@@ -1,4 +1,4 @@
-"""The Faust application: events topic -> process_batch -> accepted, rated and dead-letter topics.
+"""The Faust application: events topic -> process_batch -> rated and dead-letter topics.
 
 Messages are taken in groups and handled as one frame (per-frame costs dominate otherwise).
 Delivery is at least once (the embedded broker has no transactions): Faust flushes the producer
@@ -18,7 +18,7 @@ from pipeline import metrics
 from pipeline.billing.catalog_feed import CatalogFeed
 from pipeline.dedup import RecentIds
 from pipeline.processing import process_batch
-from schemas.records import ACCEPTED_SCHEMA, RATED_SCHEMA, encode_frame
+from schemas.records import USAGE_EVENT_SCHEMA, encode_frame
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -38,7 +38,6 @@ def create_app(settings: Settings) -> faust.App:
         consumer_max_fetch_size=16 * 1024 * 1024,
     )
     events = app.topic(topics.events, value_serializer="raw", key_serializer="raw")
-    accepted = app.topic(topics.accepted, value_serializer="raw", key_serializer="raw")
     rated = app.topic(topics.rated, value_serializer="raw", key_serializer="raw")
     dead_letter = app.topic(topics.dead_letter, value_serializer="raw", key_serializer="raw")
     recent = RecentIds()
@@ -59,10 +58,9 @@ def create_app(settings: Settings) -> faust.App:
                 outcome = process_batch(list(payloads), recent, prices["book"])
             for rejection in outcome.rejected:
                 await dead_letter.send(value=rejection.to_json())
-            if outcome.accepted.height:
-                await accepted.send(value=encode_frame(outcome.accepted, ACCEPTED_SCHEMA))
-                await rated.send(value=encode_frame(outcome.rated, RATED_SCHEMA))
-            metrics.EVENTS_IN.inc(outcome.accepted.height + len(outcome.rejected))
+            if outcome.events.height:
+                await rated.send(value=encode_frame(outcome.events, USAGE_EVENT_SCHEMA))
+            metrics.EVENTS_IN.inc(outcome.events.height + outcome.duplicates + len(outcome.rejected))
             metrics.EVENTS_REJECTED.inc(len(outcome.rejected))
             metrics.EVENTS_DUPLICATE.inc(outcome.duplicates)
             metrics.RATED_ROWS.inc(outcome.rated.height)

@@ -15,7 +15,7 @@ import polars as pl
 from pipeline.validation import ValidEvents
 from schemas.events import EventType, PowerState, UsageEvent, VdcAllocation, VmSample, XaasUsage
 from schemas.meters import Meter
-from schemas.records import USAGE_KEYS
+from schemas.records import ACCEPTED_SCHEMA, USAGE_KEYS
 
 EXACT = pl.Decimal(38, 9)
 SECONDS_PER_HOUR = 3600
@@ -44,9 +44,9 @@ def measure_events(events: list[UsageEvent]) -> pl.LazyFrame:
 
 
 def accepted_frame(group: ValidEvents) -> pl.DataFrame:
-    """The raw-events rows: each valid event's identity, and where its JSON lies in its message."""
+    """Each valid event's identity, the interval it covers, and where its JSON lies in its message."""
     events = group.events
-    return pl.DataFrame(
+    frame = pl.DataFrame(
         {
             "id": [e.id for e in events],
             "type": [type(e).__struct_config__.tag for e in events],
@@ -57,9 +57,16 @@ def accepted_frame(group: ValidEvents) -> pl.DataFrame:
             "message_id": group.message_ids,
             "offset": group.offsets,
             "length": group.lengths,
+            "interval_s": [e.data.interval_s for e in events],
         },
-        schema_overrides={"time": pl.Int64, "offset": pl.UInt32, "length": pl.UInt32},
+        schema={
+            **{name: pl.String for name in ("id", "type", "source", "customer_id", "resource_id", "message_id")},
+            **{"time": pl.Int64, "offset": pl.UInt32, "length": pl.UInt32, "interval_s": pl.Int64},
+        },
     ).with_columns(_as_utc("time"))
+    return frame.with_columns(
+        usage_start=pl.col("time") - pl.duration(seconds=pl.col("interval_s")), usage_end=pl.col("time")
+    ).select(list(ACCEPTED_SCHEMA))
 
 
 def _epoch_ms(events: Sequence[UsageEvent]) -> list[int]:

@@ -9,6 +9,7 @@ byte for byte without being copied out of its message on the way.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -63,6 +64,15 @@ class ValidEvents:
         self.message_ids.append(ident)
         self.offsets.append(offset)
         self.lengths.append(length)
+
+    def select(self, keep: Iterable[bool]) -> ValidEvents:
+        """The events where ``keep`` is true (their messages shared, rejections left behind)."""
+        kept = ValidEvents(messages=self.messages)
+        origins = zip(self.events, self.message_ids, self.offsets, self.lengths, strict=True)
+        for chosen, origin in zip(keep, origins, strict=True):
+            if chosen:
+                kept.keep(*origin)
+        return kept
 
     def raw(self, index: int) -> bytes:
         """The JSON of ``events[index]`` exactly as it came."""

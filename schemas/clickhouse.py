@@ -3,13 +3,17 @@
 Invoices are versioned rows too: a status change or a re-closed draft is a new row (the latest
 ``updated_at`` wins), and a draft's lines are stored under its revision, never edited.
 
-Exactly-once counting rests here: both tables are ReplacingMergeTree keyed by the event id
-(and meter), so writing an event again - after a redelivery, a replayed spool, a re-sent HTTP
-batch - leaves one row, and every read goes through ``FINAL``.
+Exactly-once counting rests here: ``usage_events`` is a ReplacingMergeTree keyed by the event
+id, one row per accepted event with its rated usage as a nested list, so writing an event
+again - after a redelivery, a replayed spool, a re-sent HTTP batch - leaves one row, and it is
+read through ``FINAL``. ``rated_usage`` is a view of it with one row per event and meter, the
+shape every usage and invoicing query reads.
 
 Received messages are kept whole, keyed by their content hash; an accepted event points into
 its message (``message_id``, and the ``offset`` and ``length`` of its bytes there). Events
-stored before that change carry their own JSON in ``raw_events.event`` instead.
+stored before that change carry their own JSON in ``event`` instead. The tables of the first
+layout (one row per event and meter, a raw-events table beside it) are converted by migration
+12 and kept, renamed with a ``_v1`` suffix.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from clickhouse_connect.driver.client import Client
 
 RAW_EVENTS = "raw_events"
 RAW_MESSAGES = "raw_messages"
+USAGE_EVENTS = "usage_events"
 RATED_USAGE = "rated_usage"
 USAGE_HOURLY = "usage_hourly"
 INVOICES = "invoices"
@@ -167,11 +172,86 @@ def migrations(database: str) -> list[tuple[int, str]]:
             ) ENGINE = ReplacingMergeTree
             ORDER BY message_id""",
         ),
+        (
+            11,
+            f"""CREATE TABLE IF NOT EXISTS {database}.{USAGE_EVENTS} (
+                id String,
+                type LowCardinality(String),
+                source String,
+                time DateTime64(3, 'UTC'),
+                customer_id String,
+                resource_id String,
+                message_id String,
+                offset UInt32,
+                length UInt32,
+                event String CODEC(ZSTD(3)),
+                usage_start DateTime64(3, 'UTC'),
+                usage_end DateTime64(3, 'UTC'),
+                currency LowCardinality(String),
+                rated Nested(
+                    product LowCardinality(String),
+                    meter LowCardinality(String),
+                    dimension LowCardinality(String),
+                    unit LowCardinality(String),
+                    quantity Decimal(38, 12),
+                    unit_price Decimal(38, 12),
+                    amount Decimal(38, 12)
+                ),
+                inserted_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree
+            PARTITION BY toYYYYMM(usage_start)
+            ORDER BY (customer_id, toStartOfHour(usage_start), resource_id, id)""",
+        ),
+        (
+            12,
+            f"""INSERT INTO {database}.{USAGE_EVENTS} (id, type, source, time, customer_id, resource_id,
+                message_id, offset, length, event, usage_start, usage_end, currency, rated.product,
+                rated.meter, rated.dimension, rated.unit, rated.quantity, rated.unit_price, rated.amount,
+                inserted_at)
+            SELECT e.id, e.type, e.source, e.time, e.customer_id, e.resource_id, e.message_id, e.offset,
+                e.length, e.event, if(r.event_id = '', e.time, r.usage_start),
+                if(r.event_id = '', e.time, r.usage_end), r.currency, r.products, r.meters, r.dimensions,
+                r.units, r.quantities, r.unit_prices, r.amounts, e.inserted_at
+            FROM {database}.{RAW_EVENTS} AS e FINAL
+            LEFT JOIN (
+                SELECT event_id, any(usage_start) AS usage_start, any(usage_end) AS usage_end,
+                    any(currency) AS currency, groupArray(product) AS products, groupArray(meter) AS meters,
+                    groupArray(dimension) AS dimensions, groupArray(unit) AS units,
+                    groupArray(quantity) AS quantities, groupArray(unit_price) AS unit_prices,
+                    groupArray(amount) AS amounts
+                FROM {database}.{RATED_USAGE} FINAL GROUP BY event_id
+            ) AS r ON r.event_id = e.id""",
+        ),
+        (13, f"DROP VIEW IF EXISTS {database}.{USAGE_HOURLY}"),
+        (
+            14,
+            f"RENAME TABLE {database}.{RATED_USAGE} TO {database}.{RATED_USAGE}_v1, "
+            f"{database}.{RAW_EVENTS} TO {database}.{RAW_EVENTS}_v1",
+        ),
+        (
+            15,
+            f"""CREATE VIEW IF NOT EXISTS {database}.{RATED_USAGE} AS
+            SELECT id AS event_id, type AS event_type, customer_id, resource_id, rated.product AS product,
+                rated.meter AS meter, rated.dimension AS dimension, rated.unit AS unit, usage_start, usage_end,
+                rated.quantity AS quantity, rated.unit_price AS unit_price, rated.amount AS amount, currency,
+                inserted_at
+            FROM {database}.{USAGE_EVENTS} FINAL ARRAY JOIN rated""",
+        ),
+        (
+            16,
+            f"""CREATE VIEW IF NOT EXISTS {database}.{USAGE_HOURLY} AS
+            SELECT customer_id, resource_id, product, meter, dimension, unit, currency,
+                   toStartOfHour(usage_start) AS hour,
+                   sum(quantity) AS quantity, sum(amount) AS amount, count() AS rated_rows
+            FROM {database}.{RATED_USAGE}
+            GROUP BY customer_id, resource_id, product, meter, dimension, unit, currency, hour""",
+        ),
     ]
 
 
-def migrate(client: Client, database: str) -> None:
-    """Apply every migration; safe to run at each start and from several processes."""
+def migrate(client: Client, database: str, *, up_to: int | None = None) -> None:
+    """Apply every migration (or those up to ``up_to``, as an older release would have);
+    safe to run at each start and from several processes."""
     client.command(f"CREATE DATABASE IF NOT EXISTS {database}")
     client.command(
         f"CREATE TABLE IF NOT EXISTS {database}.{MIGRATIONS} "
@@ -181,7 +261,7 @@ def migrate(client: Client, database: str) -> None:
     applied = str(client.command(f"SELECT groupArray(version) FROM {database}.{MIGRATIONS}"))
     done = {int(v) for v in applied.strip("[]").split(",") if v.strip()}
     for version, statement in migrations(database):
-        if version in done:
+        if version in done or (up_to is not None and version > up_to):
             continue
         client.command(statement)
         client.command(f"INSERT INTO {database}.{MIGRATIONS} (version) VALUES ({version:d})")

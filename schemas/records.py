@@ -1,11 +1,14 @@
 """The rows the pipeline publishes and the sink stores, as Arrow IPC frames on Kafka.
 
-- accepted events: one row per valid event, with the id of the message it came in and the
-  byte range it occupies there. The message itself is stored as received (the sink reads it from the events
-  topic), so an event's JSON is kept byte for byte without a second copy crossing Kafka;
 - rated usage: one row per event and meter. Quantities and amounts are exact decimals at 12
   places: an amount is rounded once, when it is rated (numerator x unit price / divisor), and
-  again only when a total is shown in a currency.
+  again only when a total is shown in a currency;
+- usage events, what the rated topic carries and storage keeps: one row per accepted event,
+  with the id of the message it came in, the byte range it occupies there, and its rated usage
+  as parallel lists (``rated.meter[i]`` was billed ``rated.amount[i]``). One stored row per
+  event instead of one per meter is a third less work for ClickHouse. The message itself is
+  stored as received (the sink reads it from the events topic), so an event's JSON is kept
+  byte for byte without a second copy crossing Kafka.
 """
 
 from __future__ import annotations
@@ -17,18 +20,6 @@ import polars as pl
 
 MONEY = pl.Decimal(38, 12)
 TIMESTAMP = pl.Datetime("ms", "UTC")
-
-ACCEPTED_SCHEMA: dict[str, pl.DataType] = {
-    "id": pl.String(),
-    "type": pl.String(),
-    "source": pl.String(),
-    "time": TIMESTAMP,
-    "customer_id": pl.String(),
-    "resource_id": pl.String(),
-    "message_id": pl.String(),
-    "offset": pl.UInt32(),
-    "length": pl.UInt32(),
-}
 
 USAGE_KEYS: dict[str, pl.DataType] = {
     "event_id": pl.String(),
@@ -50,6 +41,31 @@ RATED_SCHEMA: dict[str, pl.DataType] = {
     "unit_price": MONEY,
     "amount": MONEY,
     "currency": pl.String(),
+}
+
+
+ACCEPTED_SCHEMA: dict[str, pl.DataType] = {
+    "id": pl.String(),
+    "type": pl.String(),
+    "source": pl.String(),
+    "time": TIMESTAMP,
+    "customer_id": pl.String(),
+    "resource_id": pl.String(),
+    "message_id": pl.String(),
+    "offset": pl.UInt32(),
+    "length": pl.UInt32(),
+    "usage_start": TIMESTAMP,
+    "usage_end": TIMESTAMP,
+}
+"""An accepted event: what it is, whose, when, and where its JSON lies in its message."""
+
+RATED_LISTS = ("product", "meter", "dimension", "unit", "quantity", "unit_price", "amount")
+"""The rated-usage fields a usage event carries as lists, one element per meter."""
+
+USAGE_EVENT_SCHEMA: dict[str, pl.DataType] = {
+    **ACCEPTED_SCHEMA,
+    "currency": pl.String(),
+    **{f"rated.{field}": pl.List(RATED_SCHEMA[field]) for field in RATED_LISTS},
 }
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class FlushResult:
     raw_messages: int
-    raw_events: int
+    usage_events: int
     rated_rows: int
     freshness_s: list[float]
 

@@ -9,8 +9,8 @@ import polars as pl
 from clickhouse_connect.driver.client import Client
 
 from meterline.settings import Settings
-from schemas.clickhouse import RATED_USAGE, RAW_EVENTS, RAW_MESSAGES, migrate
-from schemas.records import decode_frame, message_id
+from schemas.clickhouse import RAW_MESSAGES, USAGE_EVENTS, migrate
+from schemas.records import TIMESTAMP, USAGE_EVENT_SCHEMA, decode_frame, message_id
 from sinks.base import FlushResult, Sink
 
 # Replacing duplicates inside each inserted block costs ~40% of the insert; every read goes
@@ -30,67 +30,62 @@ def connect(settings: Settings, *, migrate_schema: bool = True) -> Client:
 
 
 class ClickHouseSink(Sink):
-    """Buffers the events, accepted-events and rated-usage topics, then writes them in one flush.
+    """Buffers the events and rated topics, then writes them in one flush.
 
     Messages of the events topic are kept whole, valid or not: an accepted event's JSON is read
-    back from its message, and a refused one can be looked at as it came.
+    back from its message, and a refused one can be looked at as it came. Usage events are
+    written first, since they are what the API shows.
     """
 
     def __init__(self, client: Client, settings: Settings) -> None:
         self._client = client
-        self._events_topic = settings.topics.events
+        self._events_topic, self._rated_topic = settings.topics.events, settings.topics.rated
         self._messages_table = f"{settings.clickhouse_database}.{RAW_MESSAGES}"
-        self._raw_table = f"{settings.clickhouse_database}.{RAW_EVENTS}"
-        self._rated_table = f"{settings.clickhouse_database}.{RATED_USAGE}"
-        self._tables = {settings.topics.accepted: self._raw_table, settings.topics.rated: self._rated_table}
-        self._buffers: dict[str, list[pl.DataFrame]] = {table: [] for table in self._tables.values()}
+        self._usage_table = f"{settings.clickhouse_database}.{USAGE_EVENTS}"
         self._messages: list[bytes] = []
+        self._usage: list[pl.DataFrame] = []
         self._rows = 0
 
     @property
     def topics(self) -> list[str]:
-        return [self._events_topic, *self._tables]
+        return [self._events_topic, self._rated_topic]
 
     def add(self, topic: str, payload: bytes) -> None:
         if topic == self._events_topic:
             self._messages.append(payload)
             self._rows += 1
-            return
-        if topic not in self._tables:
+        elif topic == self._rated_topic:
+            frame = decode_frame(payload)
+            self._usage.append(frame)
+            self._rows += frame.height
+        else:
             raise ValueError(f"the ClickHouse sink does not read topic {topic!r}")
-        frame = decode_frame(payload)
-        self._buffers[self._tables[topic]].append(frame)
-        self._rows += frame.height
 
     @property
     def buffered_rows(self) -> int:
         return self._rows
 
     def flush(self) -> FlushResult:
-        now = datetime.now(UTC)
-        written: dict[str, int] = {}
-        freshness: list[float] = []
+        now = pl.lit(datetime.now(UTC), dtype=TIMESTAMP)
+        usage = pl.concat(self._usage) if self._usage else pl.DataFrame(schema=USAGE_EVENT_SCHEMA)
+        if usage.height:
+            self._client.insert_arrow(
+                self._usage_table, usage.with_columns(inserted_at=now).to_arrow(), settings=INSERT_SETTINGS
+            )
         if self._messages:
             messages = pl.DataFrame(
                 {"message_id": [message_id(payload) for payload in self._messages], "payload": self._messages},
                 schema={"message_id": pl.String, "payload": pl.Binary},
-            ).with_columns(received_at=pl.lit(now, dtype=pl.Datetime("ms", "UTC")))
-            self._client.insert_arrow(self._messages_table, messages.to_arrow(), settings=INSERT_SETTINGS)
-            written[self._messages_table] = messages.height
-            self._messages.clear()
-        for table, frames in self._buffers.items():
-            if not frames:
-                continue
-            rows = pl.concat(frames).with_columns(inserted_at=pl.lit(now, dtype=pl.Datetime("ms", "UTC")))
-            self._client.insert_arrow(table, rows.to_arrow(), settings=INSERT_SETTINGS)
-            written[table] = rows.height
-            if table == self._rated_table:
-                freshness = [(now - end).total_seconds() for end in rows["usage_end"].unique().to_list()]
-            frames.clear()
-        self._rows = 0
-        return FlushResult(
-            written.get(self._messages_table, 0),
-            written.get(self._raw_table, 0),
-            written.get(self._rated_table, 0),
-            freshness,
+            )
+            self._client.insert_arrow(
+                self._messages_table, messages.with_columns(received_at=now).to_arrow(), settings=INSERT_SETTINGS
+            )
+        written_at = datetime.now(UTC)
+        result = FlushResult(
+            raw_messages=len(self._messages),
+            usage_events=usage.height,
+            rated_rows=int(usage["rated.meter"].list.len().sum()),
+            freshness_s=[(written_at - end).total_seconds() for end in usage["usage_end"].unique().to_list()],
         )
+        self._messages, self._usage, self._rows = [], [], 0
+        return result

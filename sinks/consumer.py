@@ -76,7 +76,7 @@ class SinkConsumer:
             result = self._sink.flush()
             self._consumer.commit(asynchronous=False)
         metrics.ROWS_WRITTEN.labels("raw_messages").inc(result.raw_messages)
-        metrics.ROWS_WRITTEN.labels("raw_events").inc(result.raw_events)
+        metrics.ROWS_WRITTEN.labels("usage_events").inc(result.usage_events)
         metrics.ROWS_WRITTEN.labels("rated_usage").inc(result.rated_rows)
         for seconds in result.freshness_s:
             metrics.FRESHNESS_SECONDS.observe(seconds)

@@ -176,7 +176,7 @@ class Ledger:
         """Each customer's rated usage per meter and dimension over the period, every event once."""
         result = self._query(
             f"""SELECT customer_id, meter, dimension, any(unit), sum(quantity), sum(amount)
-            FROM {self._rated} FINAL
+            FROM {self._rated}
             WHERE usage_start >= {{start:DateTime64(3, 'UTC')}} AND usage_start < {{end:DateTime64(3, 'UTC')}}
             GROUP BY customer_id, meter, dimension""",
             parameters={"start": period.start, "end": period.end},

@@ -81,7 +81,6 @@ class System:
             "METERLINE_WORKER_METRICS_PORT": str(free_port()),
             "METERLINE_CONSUMER_GROUP": f"test-{tag}",
             "METERLINE_TOPIC_EVENTS": f"{tag}.events",
-            "METERLINE_TOPIC_ACCEPTED": f"{tag}.accepted",
             "METERLINE_TOPIC_RATED": f"{tag}.rated",
             "METERLINE_TOPIC_DEAD_LETTER": f"{tag}.deadletter",
             "METERLINE_TOPIC_CATALOG": f"{tag}.catalog",
