@@ -168,7 +168,13 @@ class Deliveries:
 async def deliver_when_due(
     deliveries: Deliveries, ledger: Ledger, current_catalog: Callable[[], Catalog], check_every_s: float
 ) -> None:
+    """Send what is due, forever. A check that fails (ClickHouse unavailable, say) is logged,
+    counted and done again at the next interval: it must not stop every later email."""
     while True:
-        for delivery in await run_in_threadpool(deliveries.due, datetime.now(UTC)):
-            await run_in_threadpool(deliveries.send, delivery, ledger, current_catalog())
+        try:
+            for delivery in await run_in_threadpool(deliveries.due, datetime.now(UTC)):
+                await run_in_threadpool(deliveries.send, delivery, ledger, current_catalog())
+        except Exception:
+            metrics.DELIVERIES.labels(outcome="check_failed").inc()
+            log.exception("checking for due invoice emails failed; trying again in %.1f s", check_every_s)
         await asyncio.sleep(check_every_s)
