@@ -107,13 +107,12 @@ def store_usage(client: Any, customers: int, days: int) -> int:
     a day at a time to bound memory."""
     table = f"{DATABASE}.{USAGE_EVENTS}"
     rows = 0
-    per_day = customers * len(METERS)
     for day in range(days):
         start = PERIOD.start + timedelta(days=day)
         customer = [f"cust-{n:05d}" for n in range(customers) for _ in METERS]
-        frame = pl.DataFrame(
+        rated = pl.DataFrame(
             {
-                "event_id": [f"{day}-{n}" for n in range(per_day)],
+                "event_id": [f"{day}-{n}" for n in range(customers) for _ in METERS],
                 "event_type": "vm.sample",
                 "customer_id": customer,
                 "resource_id": [f"{c}-r" for c in customer],
@@ -146,17 +145,11 @@ def store_usage(client: Any, customers: int, days: int) -> int:
             },
             schema=ACCEPTED_SCHEMA,
         )
-        stored = usage_events(
-            events,
-            frame.with_columns(event_id=events["id"].gather(pl.arange(0, per_day, eager=True) // len(METERS))),
-            "EUR",
+        stored = usage_events(events, rated, "EUR").with_columns(
+            inserted_at=pl.lit(datetime.now(UTC), dtype=pl.Datetime("ms", "UTC"))
         )
-        client.insert_arrow(
-            table,
-            stored.with_columns(inserted_at=pl.lit(datetime.now(UTC), dtype=pl.Datetime("ms", "UTC"))).to_arrow(),
-            settings={"optimize_on_insert": 0},
-        )
-        rows += frame.height
+        client.insert_arrow(table, stored.to_arrow(), settings={"optimize_on_insert": 0})
+        rows += rated.height
     return rows
 
 
