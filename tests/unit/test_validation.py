@@ -109,3 +109,14 @@ def test_events_of_a_compact_batch_are_found_where_they_are():
     payload = encode_batch(events)
     checked = split_message(payload)
     assert [orjson.loads(checked.raw(n)) for n in range(3)] == events
+
+
+@pytest.mark.parametrize("tier", ["SSD", "ssd\n", "fast-disk", "x" * 33, ""])
+def test_a_disk_tier_outside_its_pattern_is_refused_with_the_path(tier):
+    good, bad = vm_sample("vm-good"), vm_sample("vm-bad")
+    bad["data"]["disks"] = [{"tier": "ssd", "size_gib": 10}, {"tier": tier, "size_gib": 10}]
+    checked = split_message(encode_batch([good, bad]))
+    assert [e.id for e in checked.events] == [good["id"]]
+    (rejection,) = checked.rejected
+    assert rejection.event_id == bad["id"]
+    assert rejection.reason.startswith("data.disks[1].tier: Expected `str`"), rejection.reason
