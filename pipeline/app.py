@@ -60,6 +60,7 @@ def create_app(settings: Settings) -> faust.App:
                 await dead_letter.send(value=rejection.to_json())
             if outcome.events.height:
                 await rated.send(value=encode_frame(outcome.events, USAGE_EVENT_SCHEMA))
+                recent.remember(outcome.events["id"].to_list())
             metrics.EVENTS_IN.inc(outcome.events.height + outcome.duplicates + len(outcome.rejected))
             metrics.EVENTS_REJECTED.inc(len(outcome.rejected))
             metrics.EVENTS_DUPLICATE.inc(outcome.duplicates)

@@ -19,14 +19,22 @@ class RecentIds:
         self._ids: OrderedDict[str, None] = OrderedDict()
 
     def first_seen(self, ids: Iterable[str]) -> list[bool]:
-        """Per id: True the first time it is seen (also within ``ids``), False for a repeat."""
-        known = self._ids
+        """Per id: True unless it was remembered before or comes earlier in ``ids``.
+
+        Nothing is remembered here: an id is remembered (``remember``) only once the output
+        that counts it has been sent, so a batch that fails half-way is not taken for a repeat
+        when it comes again.
+        """
+        known, batch = self._ids, set[str]()
         mask = []
         for ident in ids:
-            repeat = ident in known
-            if not repeat:
-                known[ident] = None
-            mask.append(not repeat)
+            mask.append(ident not in known and ident not in batch)
+            batch.add(ident)
+        return mask
+
+    def remember(self, ids: Iterable[str]) -> None:
+        known = self._ids
+        for ident in ids:
+            known[ident] = None
         while len(known) > self._capacity:
             known.popitem(last=False)
-        return mask

@@ -1,4 +1,5 @@
-"""Messages through the stage: validate, dedupe, meter, rate. Pure apart from the id window."""
+"""Messages through the stage: validate, dedupe, meter, rate. Pure: it reads the id window, and
+the caller remembers the stored ids once it has sent them."""
 
 from __future__ import annotations
 

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from pipeline.billing.catalog import load_catalog
 from pipeline.dedup import RecentIds
-from pipeline.processing import process_batch
+from pipeline.processing import BatchOutcome, process_batch
 from schemas.events import encode_batch
 from tests.factories import AT, vm_sample, xaas_usage
 
@@ -19,10 +19,17 @@ BOOK = load_catalog(Path("pipeline/catalog.yaml")).price_book()
 EVENTS = [vm_sample(f"vm-{n}", at=AT + timedelta(minutes=5 * n)) for n in range(6)] + [xaas_usage()]
 
 
+def processed(payloads: list[bytes], recent: RecentIds) -> BatchOutcome:
+    """As the worker does it: process, then remember what was sent."""
+    outcome = process_batch(payloads, recent, BOOK)
+    recent.remember(outcome.events["id"].to_list())
+    return outcome
+
+
 def total(batches: list[list[dict]]) -> Decimal:
     recent = RecentIds()
     return sum(
-        (sum(process_batch([encode_batch(batch)], recent, BOOK).rated["amount"], Decimal(0)) for batch in batches),
+        (sum(processed([encode_batch(batch)], recent).rated["amount"], Decimal(0)) for batch in batches),
         Decimal(0),
     )
 
@@ -37,15 +44,24 @@ def test_resent_events_are_counted_once(resent, size):
 
 def test_duplicates_are_counted_and_the_first_copy_wins():
     recent = RecentIds()
-    process_batch([encode_batch(EVENTS[:2])], recent, BOOK)
-    outcome = process_batch([encode_batch(EVENTS[:1]), encode_batch(EVENTS[1:3])], recent, BOOK)
+    processed([encode_batch(EVENTS[:2])], recent)
+    outcome = processed([encode_batch(EVENTS[:1]), encode_batch(EVENTS[1:3])], recent)
     assert outcome.duplicates == 2
     assert outcome.rated["event_id"].unique().to_list() == [EVENTS[2]["id"]]
+    assert outcome.events["id"].to_list() == [EVENTS[2]["id"]], "a repeat is not stored again"
+
+
+def test_a_batch_that_was_never_sent_is_not_a_repeat_when_it_comes_again():
+    recent = RecentIds()
+    process_batch([encode_batch(EVENTS[:2])], recent, BOOK)  # failed before its output was sent
+    again = processed([encode_batch(EVENTS[:2])], recent)
+    assert (again.duplicates, again.events.height) == (0, 2)
 
 
 def test_the_window_forgets_the_oldest_ids_first():
     recent = RecentIds(capacity=2)
     assert recent.first_seen(["a", "b", "a", "c"]) == [True, True, False, True]
+    recent.remember(["a", "b", "c"])
     assert recent.first_seen(["a", "b", "c"]) == [True, False, False], "only b and c were kept"
 
 
