@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
+from functools import cached_property
 from typing import Literal
 
 import polars as pl
@@ -37,7 +38,9 @@ class PriceBook:
     currency: str
     prices: tuple[Price, ...]
 
+    @cached_property
     def frame(self) -> pl.DataFrame:
+        """The book as a frame, built once per book (a worker rates every batch with it)."""
         return pl.DataFrame(
             {
                 "price_customer": [p.customer_id for p in self.prices],
@@ -75,7 +78,7 @@ def rate_quantities(quantities: pl.LazyFrame, book: PriceBook) -> tuple[pl.DataF
 
 def _unit_prices(keys: pl.LazyFrame, book: PriceBook) -> pl.LazyFrame:
     """The unit price in force for each key: the most specific entry of the book wins."""
-    book_frame = book.frame().lazy()
+    book_frame = book.frame.lazy()
     frame = keys.sort("usage_start")
     for step, (customer, dimension) in enumerate(_LOOKUPS):
         keyed = frame.with_columns(
@@ -106,7 +109,9 @@ def _rated(priced: pl.DataFrame, currency: str) -> tuple[pl.DataFrame, dict[str,
         ]: f"no price in force for meter {row['meter']} ({row['dimension'] or ANY}) at {row['usage_start']}"
         for row in unpriced.select("event_id", "meter", "dimension", "usage_start").iter_rows(named=True)
     }
-    rated = priced.filter(~pl.col("event_id").is_in(list(reasons))).with_columns(
+    if reasons:
+        priced = priced.filter(~pl.col("event_id").is_in(list(reasons)))
+    rated = priced.with_columns(
         quantity=(pl.col("numerator").cast(MONEY) / pl.col("divisor").cast(pl.Decimal(38, 0))).cast(MONEY),
         amount=(
             pl.col("numerator").cast(EXACT) * pl.col("unit_price") / pl.col("divisor").cast(pl.Decimal(38, 0))
