@@ -68,18 +68,23 @@ def supervise(running: list[Child]) -> None:
                 child.start()
 
 
-def _stop_on_sigterm() -> None:
-    """Let a SIGTERM (a service manager, `timeout`) stop the children like Ctrl-C does."""
+def _stop_on_signals() -> None:
+    """Let SIGTERM (a service manager, `timeout`) and SIGINT stop the children like Ctrl-C does.
+
+    SIGINT is set explicitly too: a process started in the background by a shell inherits it
+    ignored, and Python then leaves it ignored.
+    """
 
     def interrupt(*_: object) -> None:
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, interrupt)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, interrupt)
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    _stop_on_sigterm()
+    _stop_on_signals()
     settings = Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     agent_args = sys.argv[1:] or ["--speed", "600", "--interval-s", "300"]
