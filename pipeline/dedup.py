@@ -1,8 +1,8 @@
 """Drop events whose id was seen recently, before they cost rating and storage work.
 
 This window is a fast first line, not the guarantee: it lives in one worker's memory. The
-guarantee is the storage itself, whose tables keep one row per event id (and meter) however
-often the same event is written (see ``schemas/clickhouse.py``).
+guarantee is the storage itself, which keeps one row per event id however often the same
+event is written (see ``schemas/clickhouse.py``).
 """
 
 from __future__ import annotations
