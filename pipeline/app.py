@@ -23,8 +23,11 @@ from schemas.records import USAGE_EVENT_SCHEMA, encode_frame
 
 def create_app(settings: Settings) -> faust.App:
     topics = settings.topics
+    app_id = f"{settings.consumer_group}-pipeline"
     app = faust.App(
-        f"{settings.consumer_group}-pipeline",
+        app_id,
+        # Faust's default is a directory in the working directory; keep it with the other data
+        datadir=str(settings.data_dir / f"{app_id}-faust"),
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
         store="memory://",
         topic_partitions=topics.partitions,
