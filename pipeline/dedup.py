@@ -25,7 +25,11 @@ class RecentIds:
         that counts it has been sent, so a batch that fails half-way is not taken for a repeat
         when it comes again.
         """
-        known, batch = self._ids, set[str]()
+        ids = list(ids)
+        known, batch = self._ids, set(ids)
+        if len(batch) == len(ids) and known.keys().isdisjoint(batch):
+            return [True] * len(ids)  # the usual batch, checked by set operations alone
+        batch.clear()
         mask = []
         for ident in ids:
             mask.append(ident not in known and ident not in batch)

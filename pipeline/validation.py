@@ -67,6 +67,11 @@ class ValidEvents:
 
     def select(self, keep: Iterable[bool]) -> ValidEvents:
         """The events where ``keep`` is true (their messages shared, rejections left behind)."""
+        keep = list(keep)
+        if all(keep):
+            return ValidEvents(
+                list(self.events), list(self.message_ids), list(self.offsets), list(self.lengths), [], self.messages
+            )
         kept = ValidEvents(messages=self.messages)
         origins = zip(self.events, self.message_ids, self.offsets, self.lengths, strict=True)
         for chosen, origin in zip(keep, origins, strict=True):
