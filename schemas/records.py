@@ -17,6 +17,8 @@ import hashlib
 import io
 
 import polars as pl
+import pyarrow as pa
+import pyarrow.ipc
 
 MONEY = pl.Decimal(38, 12)
 TIMESTAMP = pl.Datetime("ms", "UTC")
@@ -70,14 +72,19 @@ USAGE_EVENT_SCHEMA: dict[str, pl.DataType] = {
 
 
 def encode_frame(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> bytes:
-    """Arrow IPC: a frame crosses Kafka without a per-row Python step."""
+    """Arrow IPC: a frame crosses Kafka without a per-row Python step.
+
+    LZ4, not zstd: a third less of the worker's time for about twice the bytes, which are still
+    a third of the size of the messages the events came in.
+    """
     buffer = io.BytesIO()
-    frame.select(list(schema)).write_ipc(buffer, compression="zstd")
+    frame.select(list(schema)).write_ipc(buffer, compression="lz4")
     return buffer.getvalue()
 
 
-def decode_frame(payload: bytes) -> pl.DataFrame:
-    return pl.read_ipc(io.BytesIO(payload))
+def decode_frame(payload: bytes) -> pa.Table:
+    """A frame as Arrow, the form ClickHouse inserts, with no conversion on the way."""
+    return pa.ipc.open_file(pa.py_buffer(payload)).read_all()
 
 
 def message_id(payload: bytes) -> str:

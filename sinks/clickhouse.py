@@ -5,17 +5,19 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import clickhouse_connect
-import polars as pl
+import pyarrow as pa
+import pyarrow.compute as pc
 from clickhouse_connect.driver.client import Client
 
 from meterline.settings import Settings
 from schemas.clickhouse import RAW_MESSAGES, USAGE_EVENTS, migrate
-from schemas.records import TIMESTAMP, USAGE_EVENT_SCHEMA, decode_frame, message_id
+from schemas.records import decode_frame, message_id
 from sinks.base import FlushResult, Sink
 
 # Replacing duplicates inside each inserted block costs ~40% of the insert; every read goes
 # through FINAL (and background merges collapse duplicates too), so leave it to them.
 INSERT_SETTINGS = {"optimize_on_insert": 0}
+INSERTED_AT = pa.timestamp("ms", tz="UTC")
 
 
 def connect(settings: Settings, *, migrate_schema: bool = True) -> Client:
@@ -43,7 +45,7 @@ class ClickHouseSink(Sink):
         self._messages_table = f"{settings.clickhouse_database}.{RAW_MESSAGES}"
         self._usage_table = f"{settings.clickhouse_database}.{USAGE_EVENTS}"
         self._messages: list[bytes] = []
-        self._usage: list[pl.DataFrame] = []
+        self._usage: list[pa.Table] = []
         self._rows = 0
 
     @property
@@ -55,9 +57,9 @@ class ClickHouseSink(Sink):
             self._messages.append(payload)
             self._rows += 1
         elif topic == self._rated_topic:
-            frame = decode_frame(payload)
-            self._usage.append(frame)
-            self._rows += frame.height
+            table = decode_frame(payload)
+            self._usage.append(table)
+            self._rows += table.num_rows
         else:
             raise ValueError(f"the ClickHouse sink does not read topic {topic!r}")
 
@@ -66,26 +68,37 @@ class ClickHouseSink(Sink):
         return self._rows
 
     def flush(self) -> FlushResult:
-        now = pl.lit(datetime.now(UTC), dtype=TIMESTAMP)
-        usage = pl.concat(self._usage) if self._usage else pl.DataFrame(schema=USAGE_EVENT_SCHEMA)
-        if usage.height:
+        now = datetime.now(UTC)
+        usage = pa.concat_tables(self._usage) if self._usage else None
+        if usage is not None:
+            inserted_at = pa.repeat(pa.scalar(now, type=INSERTED_AT), usage.num_rows)
             self._client.insert_arrow(
-                self._usage_table, usage.with_columns(inserted_at=now).to_arrow(), settings=INSERT_SETTINGS
+                self._usage_table, usage.append_column("inserted_at", inserted_at), settings=INSERT_SETTINGS
             )
         if self._messages:
-            messages = pl.DataFrame(
-                {"message_id": [message_id(payload) for payload in self._messages], "payload": self._messages},
-                schema={"message_id": pl.String, "payload": pl.Binary},
+            messages = pa.table(
+                {
+                    "message_id": [message_id(payload) for payload in self._messages],
+                    "payload": pa.array(self._messages, pa.binary()),
+                    "received_at": pa.repeat(pa.scalar(now, type=INSERTED_AT), len(self._messages)),
+                }
             )
-            self._client.insert_arrow(
-                self._messages_table, messages.with_columns(received_at=now).to_arrow(), settings=INSERT_SETTINGS
-            )
+            self._client.insert_arrow(self._messages_table, messages, settings=INSERT_SETTINGS)
         written_at = datetime.now(UTC)
         result = FlushResult(
             raw_messages=len(self._messages),
-            usage_events=usage.height,
-            rated_rows=int(usage["rated.meter"].list.len().sum()),
-            freshness_s=[(written_at - end).total_seconds() for end in usage["usage_end"].unique().to_list()],
+            usage_events=0 if usage is None else usage.num_rows,
+            rated_rows=0 if usage is None else _rated_rows(usage),
+            freshness_s=[] if usage is None else _seconds_since_end(usage, written_at),
         )
         self._messages, self._usage, self._rows = [], [], 0
         return result
+
+
+def _rated_rows(usage: pa.Table) -> int:
+    return int(pc.sum(pc.list_value_length(usage["rated.meter"])).as_py() or 0)
+
+
+def _seconds_since_end(usage: pa.Table, written_at: datetime) -> list[float]:
+    """How long ago each distinct interval end of the written events was, when they were written."""
+    return [(written_at - end).total_seconds() for end in pc.unique(usage["usage_end"]).to_pylist()]

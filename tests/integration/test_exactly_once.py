@@ -94,7 +94,7 @@ def test_worker_killed_before_commit_reprocesses_without_double_counting(broker,
         for batch in second:
             system.publish(batch)
         assert_api_matches(system, events_of(first + second))
-        rated = pl.concat(decode_frame(m) for m in system.topic_messages(system.settings.topics.rated))
+        rated = pl.concat(pl.from_arrow(decode_frame(m)) for m in system.topic_messages(system.settings.topics.rated))
         distinct = rated.unique(["id"]).height
         assert rated.height > distinct, "the restarted worker should have rated the first messages again"
     finally:
