@@ -145,8 +145,10 @@ def store_usage(client: Any, customers: int, days: int) -> int:
             },
             schema=ACCEPTED_SCHEMA,
         )
-        stored = usage_events(events, rated, "EUR").with_columns(
-            inserted_at=pl.lit(datetime.now(UTC), dtype=pl.Datetime("ms", "UTC"))
+        stored = (
+            usage_events(events.lazy(), rated.lazy(), "EUR")
+            .collect()
+            .with_columns(inserted_at=pl.lit(datetime.now(UTC), dtype=pl.Datetime("ms", "UTC")))
         )
         client.insert_arrow(table, stored.to_arrow(), settings={"optimize_on_insert": 0})
         rows += rated.height

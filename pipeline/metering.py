@@ -4,16 +4,30 @@ A quantity is kept as an exact ``numerator / divisor`` pair (for instance vCPU x
 3600 for vCPU-hours) so that rating divides once, after multiplying by the price, and no
 repeating fraction is rounded twice. Only running VMs bill vCPU and RAM; disks bill whatever
 the power state; a vDC bills what its allocation model says.
+
+The events' columns are taken out of the decoded structs once per batch (``event_columns``);
+the accepted-event rows and every meter's quantities are then queries over those columns.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
 
 import polars as pl
 
 from pipeline.validation import ValidEvents
-from schemas.events import EventType, PowerState, UsageEvent, VdcAllocation, VmSample, XaasUsage
+from schemas.events import (
+    EVENT_STRUCTS,
+    EventType,
+    PowerState,
+    UsageEvent,
+    VdcAllocationData,
+    VmSampleData,
+    XaasUsageData,
+)
 from schemas.meters import Meter
 from schemas.records import ACCEPTED_SCHEMA, USAGE_KEYS
 
@@ -23,50 +37,93 @@ MIB_PER_GIB = 1024
 BYTES_PER_GB = 1_000_000_000
 
 QUANTITY_SCHEMA: dict[str, pl.DataType] = {**USAGE_KEYS, "numerator": EXACT, "divisor": pl.Int64()}
+DISK_SCHEMA: dict[str, pl.DataType] = {"row": pl.UInt32(), "tier": pl.String(), "size_gib": pl.Int64()}
 
 
-def measure_events(events: list[UsageEvent]) -> pl.LazyFrame:
+@dataclass(frozen=True)
+class EventColumns:
+    """A batch's valid events as columns.
+
+    ``per_type`` has one frame per event type present in the batch: the accepted-event columns
+    and the figures that type bills. ``disks`` has one row per VM disk, with the ``row`` of its
+    sample in the ``vm.sample`` frame.
+    """
+
+    per_type: dict[EventType, pl.LazyFrame]
+    disks: pl.LazyFrame
+
+    @property
+    def accepted(self) -> pl.LazyFrame:
+        """Each valid event's identity, the interval it covers, and where its JSON lies in its message."""
+        frames = [frame.select(list(ACCEPTED_SCHEMA)) for frame in self.per_type.values()]
+        return pl.concat(frames) if frames else pl.LazyFrame(schema=ACCEPTED_SCHEMA)
+
+
+def event_columns(group: ValidEvents) -> EventColumns:
+    """The columns of every valid event, taken out of the structs in one pass per column."""
+    positions: dict[type[UsageEvent], list[int]] = {}
+    for position, event in enumerate(group.events):
+        positions.setdefault(type(event), []).append(position)
+    per_type: dict[EventType, pl.LazyFrame] = {}
+    disks = pl.LazyFrame(schema=DISK_SCHEMA)
+    for kind, struct in EVENT_STRUCTS.items():
+        if struct not in positions:
+            continue
+        events = [group.events[p] for p in positions[struct]]
+        data = [event.data for event in events]
+        per_type[kind] = _frame(kind, group, positions[struct], events, _FIGURES[kind](data))
+        if kind is EventType.VM_SAMPLE:
+            disks = _disks(data)
+    return EventColumns(per_type, disks)
+
+
+def measure(columns: EventColumns) -> pl.LazyFrame:
     """Billable quantities of valid events, zero quantities left out.
 
     Lazy: rating continues the same query plan, so polars plans metering and rating as one
     query."""
-    vms = [e for e in events if isinstance(e, VmSample)]
-    vdcs = [e for e in events if isinstance(e, VdcAllocation)]
-    xaas = [e for e in events if isinstance(e, XaasUsage)]
-    parts = [
-        *([_measure_vm(_vm_frame(vms), vms)] if vms else []),
-        *([_measure_vdc(_vdc_frame(vdcs))] if vdcs else []),
-        *([_measure_xaas(_xaas_frame(xaas))] if xaas else []),
-    ]
+    parts = []
+    if (vms := columns.per_type.get(EventType.VM_SAMPLE)) is not None:
+        parts.append(_measure_vm(vms, columns.disks))
+    if (vdcs := columns.per_type.get(EventType.VDC_ALLOCATION)) is not None:
+        parts.append(_measure_vdc(vdcs))
+    if (xaas := columns.per_type.get(EventType.XAAS_USAGE)) is not None:
+        parts.append(_measure_xaas(xaas))
     if not parts:
         return pl.LazyFrame(schema=QUANTITY_SCHEMA)
     return pl.concat(parts, how="vertical").filter(pl.col("numerator") > 0)
 
 
-def accepted_frame(group: ValidEvents) -> pl.DataFrame:
-    """Each valid event's identity, the interval it covers, and where its JSON lies in its message."""
-    events = group.events
-    frame = pl.DataFrame(
+def _frame(
+    kind: EventType,
+    group: ValidEvents,
+    positions: list[int],
+    events: list[UsageEvent],
+    figures: dict[str, list[object]],
+) -> pl.LazyFrame:
+    """The accepted-event columns of one type's events, and the figures it bills."""
+    frame = pl.LazyFrame(
         {
             "id": [e.id for e in events],
-            "type": [type(e).__struct_config__.tag for e in events],
             "source": [e.source for e in events],
             "time": _epoch_ms(events),
             "customer_id": [e.data.customer_id for e in events],
             "resource_id": [e.data.resource_id for e in events],
-            "message_id": group.message_ids,
-            "offset": group.offsets,
-            "length": group.lengths,
+            "message_id": [group.message_ids[p] for p in positions],
+            "offset": [group.offsets[p] for p in positions],
+            "length": [group.lengths[p] for p in positions],
             "interval_s": [e.data.interval_s for e in events],
+            **figures,
         },
-        schema={
-            **{name: pl.String for name in ("id", "type", "source", "customer_id", "resource_id", "message_id")},
-            **{"time": pl.Int64, "offset": pl.UInt32, "length": pl.UInt32, "interval_s": pl.Int64},
-        },
-    ).with_columns(_as_utc("time"))
+        schema_overrides={"time": pl.Int64, "offset": pl.UInt32, "length": pl.UInt32, "interval_s": pl.Int64},
+    )
+    time = pl.col("time").cast(pl.Datetime("ms")).dt.replace_time_zone("UTC")
     return frame.with_columns(
-        usage_start=pl.col("time") - pl.duration(seconds=pl.col("interval_s")), usage_end=pl.col("time")
-    ).select(list(ACCEPTED_SCHEMA))
+        type=pl.lit(kind.value),
+        time=time,
+        usage_start=time - pl.duration(seconds=pl.col("interval_s")),
+        usage_end=time,
+    )
 
 
 def _epoch_ms(events: Sequence[UsageEvent]) -> list[int]:
@@ -75,28 +132,49 @@ def _epoch_ms(events: Sequence[UsageEvent]) -> list[int]:
     Agents sample a whole fleet at the same instant, so each distinct time is converted once.
     """
     times = [e.time for e in events]
-    epoch_ms = {time: round(time.timestamp() * 1000) for time in set(times)}
+    epoch_ms: dict[datetime, int] = {time: round(time.timestamp() * 1000) for time in set(times)}
     return [epoch_ms[time] for time in times]
 
 
-def _as_utc(column: str) -> pl.Expr:
-    return pl.col(column).cast(pl.Datetime("ms")).dt.replace_time_zone("UTC")
+def _vm_figures(data: list[VmSampleData]) -> dict[str, list[object]]:
+    return {
+        "running": [d.power_state is PowerState.RUNNING for d in data],
+        "vcpu": [d.vcpu for d in data],
+        "ram_mb": [d.ram_mb for d in data],
+        "net_rx_bytes": [d.net_rx_bytes for d in data],
+        "net_tx_bytes": [d.net_tx_bytes for d in data],
+    }
 
 
-def _envelope(kind: EventType, events: Sequence[UsageEvent], **columns: list[object]) -> pl.LazyFrame:
-    frame = pl.LazyFrame(
+def _vdc_figures(data: list[VdcAllocationData]) -> dict[str, list[object]]:
+    billed: dict[str, list[object]] = {
+        resource: [getattr(getattr(d, resource), d.allocation_model.billed_figure) for d in data]
+        for resource in ("cpu_mhz", "ram_mb", "storage_gib")
+    }
+    return {"model": [d.allocation_model.value for d in data], **billed}
+
+
+def _xaas_figures(data: list[XaasUsageData]) -> dict[str, list[object]]:
+    return {"sku": [d.sku for d in data], "quantity": [d.quantity for d in data], "xaas_unit": [d.unit for d in data]}
+
+
+_FIGURES: dict[EventType, Callable[[list[Any]], dict[str, list[object]]]] = {
+    EventType.VM_SAMPLE: _vm_figures,
+    EventType.VDC_ALLOCATION: _vdc_figures,
+    EventType.XAAS_USAGE: _xaas_figures,
+}
+
+
+def _disks(data: list[Any]) -> pl.LazyFrame:
+    """The disks of VM samples (``data`` holds their ``VmSampleData``), by the row of their sample."""
+    disks_of = [d.disks for d in data]
+    return pl.LazyFrame(
         {
-            "event_id": [e.id for e in events],
-            "customer_id": [e.data.customer_id for e in events],
-            "resource_id": [e.data.resource_id for e in events],
-            "interval_s": [e.data.interval_s for e in events],
-            "usage_end": _epoch_ms(events),
-            **columns,
+            "row": [row for row, disks in enumerate(disks_of) for _ in disks],
+            "tier": [disk.tier for disks in disks_of for disk in disks],
+            "size_gib": [disk.size_gib for disks in disks_of for disk in disks],
         },
-        schema_overrides={"interval_s": pl.Int64, "usage_end": pl.Int64},
-    ).with_columns(_as_utc("usage_end"))
-    return frame.with_columns(
-        event_type=pl.lit(kind.value), usage_start=pl.col("usage_end") - pl.duration(seconds=pl.col("interval_s"))
+        schema=DISK_SCHEMA,
     )
 
 
@@ -110,8 +188,8 @@ def _meter_rows(
     unit: pl.Expr | None = None,
 ) -> pl.LazyFrame:
     return frame.select(
-        "event_id",
-        "event_type",
+        pl.col("id").alias("event_id"),
+        pl.col("type").alias("event_type"),
         "customer_id",
         "resource_id",
         product.alias("product"),
@@ -125,20 +203,7 @@ def _meter_rows(
     )
 
 
-def _vm_frame(events: list[VmSample]) -> pl.LazyFrame:
-    data = [e.data for e in events]
-    return _envelope(
-        EventType.VM_SAMPLE,
-        events,
-        running=[d.power_state is PowerState.RUNNING for d in data],
-        vcpu=[d.vcpu for d in data],
-        ram_mb=[d.ram_mb for d in data],
-        net_rx_bytes=[d.net_rx_bytes for d in data],
-        net_tx_bytes=[d.net_tx_bytes for d in data],
-    )
-
-
-def _measure_vm(frame: pl.LazyFrame, events: list[VmSample]) -> pl.LazyFrame:
+def _measure_vm(frame: pl.LazyFrame, disks: pl.LazyFrame) -> pl.LazyFrame:
     vm, none, seconds = pl.lit("vm"), pl.lit(""), pl.col("interval_s")
     running_seconds = seconds * pl.col("running").cast(pl.Int64)
     return pl.concat(
@@ -155,7 +220,7 @@ def _measure_vm(frame: pl.LazyFrame, events: list[VmSample]) -> pl.LazyFrame:
             _meter_rows(frame, Meter.NET_RX_GB, pl.col("net_rx_bytes"), BYTES_PER_GB, none, vm),
             _meter_rows(frame, Meter.NET_TX_GB, pl.col("net_tx_bytes"), BYTES_PER_GB, none, vm),
             _meter_rows(
-                _disks_per_tier(frame, events),
+                _disks_per_tier(frame, disks),
                 Meter.DISK_GIB_HOURS,
                 pl.col("size_gib") * seconds,
                 SECONDS_PER_HOUR,
@@ -166,27 +231,10 @@ def _measure_vm(frame: pl.LazyFrame, events: list[VmSample]) -> pl.LazyFrame:
     )
 
 
-def _disks_per_tier(frame: pl.LazyFrame, events: list[VmSample]) -> pl.LazyFrame:
+def _disks_per_tier(frame: pl.LazyFrame, disks: pl.LazyFrame) -> pl.LazyFrame:
     """One row per (event, disk tier), disks of the same tier summed."""
-    disks_of = [event.data.disks for event in events]
-    rows = [index for index, disks in enumerate(disks_of) for _ in disks]
-    tiers = [disk.tier for disks in disks_of for disk in disks]
-    sizes = [disk.size_gib for disks in disks_of for disk in disks]
-    disks = pl.LazyFrame(
-        {"row": rows, "tier": tiers, "size_gib": sizes},
-        schema={"row": pl.UInt32, "tier": pl.String, "size_gib": pl.Int64},
-    )
     per_tier = disks.group_by("row", "tier").agg(pl.col("size_gib").sum())
     return frame.with_row_index("row").join(per_tier, on="row").drop("row")
-
-
-def _vdc_frame(events: list[VdcAllocation]) -> pl.LazyFrame:
-    data = [e.data for e in events]
-    billed = {
-        resource: [getattr(getattr(d, resource), d.allocation_model.billed_figure) for d in data]
-        for resource in ("cpu_mhz", "ram_mb", "storage_gib")
-    }
-    return _envelope(EventType.VDC_ALLOCATION, events, model=[d.allocation_model.value for d in data], **billed)
 
 
 def _measure_vdc(frame: pl.LazyFrame) -> pl.LazyFrame:
@@ -208,17 +256,6 @@ def _measure_vdc(frame: pl.LazyFrame) -> pl.LazyFrame:
                 frame, Meter.VDC_STORAGE_GIB_HOURS, pl.col("storage_gib") * seconds, SECONDS_PER_HOUR, model, vdc
             ),
         ]
-    )
-
-
-def _xaas_frame(events: list[XaasUsage]) -> pl.LazyFrame:
-    data = [e.data for e in events]
-    return _envelope(
-        EventType.XAAS_USAGE,
-        events,
-        sku=[d.sku for d in data],
-        quantity=[d.quantity for d in data],
-        xaas_unit=[d.unit for d in data],
     )
 
 

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 import polars as pl
 
 from pipeline.dedup import RecentIds
-from pipeline.metering import accepted_frame, measure_events
-from pipeline.rating import PriceBook, rate_quantities
+from pipeline.metering import event_columns, measure
+from pipeline.rating import ENGINE, PriceBook, rate_quantities
 from pipeline.validation import Rejection, ValidEvents, split_group
 from schemas.events import as_json_value
 from schemas.records import RATED_LISTS, USAGE_EVENT_SCHEMA
@@ -35,20 +35,21 @@ def process_batch(payloads: list[bytes], recent: RecentIds, book: PriceBook) -> 
     group = split_group(payloads)
     first_seen = recent.first_seen(event.id for event in group.events)
     fresh = group.select(first_seen)
-    rated, unpriced = rate_quantities(measure_events(fresh.events), book)
-    rejected = group.rejected
+    columns = event_columns(fresh)
+    rated, unpriced = rate_quantities(measure(columns), book)
+    accepted, rejected = columns.accepted, group.rejected
     if unpriced:
-        fresh, refused = _refuse_unpriced(fresh, unpriced)
-        rejected = rejected + refused
+        accepted = accepted.filter(~pl.col("id").is_in(list(unpriced)))
+        rejected = rejected + _unpriced_rejections(fresh, unpriced)
     return BatchOutcome(
-        events=usage_events(accepted_frame(fresh), rated, book.currency),
+        events=usage_events(accepted, rated.lazy(), book.currency).collect(engine=ENGINE),
         rated=rated,
         rejected=rejected,
         duplicates=len(first_seen) - sum(first_seen),
     )
 
 
-def usage_events(accepted: pl.DataFrame, rated: pl.DataFrame, currency: str) -> pl.DataFrame:
+def usage_events(accepted: pl.LazyFrame, rated: pl.LazyFrame, currency: str) -> pl.LazyFrame:
     """One row per accepted event with its rated usage as lists (empty when nothing was billable)."""
     lists = [f"rated.{field}" for field in RATED_LISTS]
     grouped = rated.group_by("event_id").agg(
@@ -62,11 +63,10 @@ def usage_events(accepted: pl.DataFrame, rated: pl.DataFrame, currency: str) -> 
     )
 
 
-def _refuse_unpriced(fresh: ValidEvents, unpriced: dict[str, str]) -> tuple[ValidEvents, list[Rejection]]:
-    """Events nobody can price leave the accepted ones, as rejections with the reason."""
-    refused = [
+def _unpriced_rejections(fresh: ValidEvents, unpriced: dict[str, str]) -> list[Rejection]:
+    """Events nobody can price are refused with the reason, as they came."""
+    return [
         Rejection(index, event.id, unpriced[event.id], as_json_value(fresh.raw(index)))
         for index, event in enumerate(fresh.events)
         if event.id in unpriced
     ]
-    return fresh.select(event.id not in unpriced for event in fresh.events), refused

@@ -69,11 +69,27 @@ def rate_quantities(quantities: pl.LazyFrame, book: PriceBook) -> tuple[pl.DataF
     """Rated rows, and the ids of events left unrated with the reason (no price in force).
 
     A fleet sampled at one instant repeats the same customer, meter and time many times, so
-    prices are looked up once per distinct key and then joined to the rows.
+    prices are looked up once per distinct key and then joined to the rows. Metering, price
+    lookup and amounts are one query: each query costs polars about half a millisecond to set up.
     """
-    quantities = quantities.collect(engine=ENGINE).lazy()
-    priced = quantities.join(_unit_prices(quantities.select(PRICE_KEYS).unique(), book), on=PRICE_KEYS, how="left")
-    return _rated(priced.collect(engine=ENGINE), book.currency)
+    prices = _unit_prices(quantities.select(PRICE_KEYS).unique(), book)
+    priced = quantities.join(prices, on=PRICE_KEYS, how="left").with_columns(
+        quantity=(pl.col("numerator").cast(MONEY) / pl.col("divisor").cast(pl.Decimal(38, 0))).cast(MONEY),
+        amount=(
+            pl.col("numerator").cast(EXACT) * pl.col("unit_price") / pl.col("divisor").cast(pl.Decimal(38, 0))
+        ).cast(MONEY),
+        currency=pl.lit(book.currency),
+    )
+    rated = priced.select(list(RATED_SCHEMA)).collect(engine=ENGINE)
+    if not rated["unit_price"].null_count():
+        return rated, {}
+    unpriced = rated.filter(pl.col("unit_price").is_null()).select("event_id", "meter", "dimension", "usage_start")
+    reasons = {event: _no_price(meter, dimension, start) for event, meter, dimension, start in unpriced.iter_rows()}
+    return rated.filter(~pl.col("event_id").is_in(list(reasons))), reasons
+
+
+def _no_price(meter: str, dimension: str, usage_start: datetime) -> str:
+    return f"no price in force for meter {meter} ({dimension or ANY}) at {usage_start}"
 
 
 def _unit_prices(keys: pl.LazyFrame, book: PriceBook) -> pl.LazyFrame:
@@ -99,23 +115,3 @@ def _unit_prices(keys: pl.LazyFrame, book: PriceBook) -> pl.LazyFrame:
         )
     prices = pl.coalesce(*(f"price_{step}" for step in range(len(_LOOKUPS))))
     return frame.select(*PRICE_KEYS, unit_price=prices)
-
-
-def _rated(priced: pl.DataFrame, currency: str) -> tuple[pl.DataFrame, dict[str, str]]:
-    unpriced = priced.filter(pl.col("unit_price").is_null())
-    reasons = {
-        row[
-            "event_id"
-        ]: f"no price in force for meter {row['meter']} ({row['dimension'] or ANY}) at {row['usage_start']}"
-        for row in unpriced.select("event_id", "meter", "dimension", "usage_start").iter_rows(named=True)
-    }
-    if reasons:
-        priced = priced.filter(~pl.col("event_id").is_in(list(reasons)))
-    rated = priced.with_columns(
-        quantity=(pl.col("numerator").cast(MONEY) / pl.col("divisor").cast(pl.Decimal(38, 0))).cast(MONEY),
-        amount=(
-            pl.col("numerator").cast(EXACT) * pl.col("unit_price") / pl.col("divisor").cast(pl.Decimal(38, 0))
-        ).cast(MONEY),
-        currency=pl.lit(currency),
-    )
-    return rated.select(list(RATED_SCHEMA)), reasons

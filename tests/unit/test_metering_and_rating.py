@@ -9,9 +9,10 @@ from pathlib import Path
 import pytest
 
 from pipeline.billing.catalog import load_catalog
-from pipeline.metering import measure_events as measure_structs
+from pipeline.metering import event_columns, measure
 from pipeline.rating import Price, PriceBook, rate_quantities
-from schemas.events import decode_events, encode_batch
+from pipeline.validation import split_message
+from schemas.events import encode_batch
 from schemas.meters import Meter
 from tests.factories import AT, vdc_allocation, vm_sample, xaas_usage
 
@@ -19,7 +20,7 @@ BOOK = load_catalog(Path("pipeline/catalog.yaml")).price_book()
 
 
 def measure_events(events: list) -> object:
-    return measure_structs(decode_events(encode_batch(events)))
+    return measure(event_columns(split_message(encode_batch(events))))
 
 
 def rated_by_meter(events: list, book: PriceBook = BOOK) -> dict[tuple[str, str], tuple[Decimal, Decimal]]:
