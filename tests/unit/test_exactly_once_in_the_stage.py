@@ -6,14 +6,17 @@ from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from pipeline.billing.catalog import load_catalog
 from pipeline.dedup import RecentIds
 from pipeline.processing import BatchOutcome, process_batch
+from pipeline.rating import Price, PriceBook
 from schemas.events import encode_batch
-from tests.factories import AT, vm_sample, xaas_usage
+from schemas.meters import Meter
+from tests.factories import AT, vdc_allocation, vm_sample, xaas_usage
 
 BOOK = load_catalog(Path("pipeline/catalog.yaml")).price_book()
 EVENTS = [vm_sample(f"vm-{n}", at=AT + timedelta(minutes=5 * n)) for n in range(6)] + [xaas_usage()]
@@ -69,3 +72,31 @@ def test_the_same_sample_always_gets_the_same_id():
     assert vm_sample("vm-1")["id"] == vm_sample("vm-1", vcpu=64)["id"]
     assert vm_sample("vm-1")["id"] != vm_sample("vm-2")["id"]
     assert vm_sample("vm-1")["id"] != vm_sample("vm-1", at=AT + timedelta(minutes=5))["id"]
+
+
+def test_an_event_nobody_can_price_is_refused_and_the_rest_of_its_batch_is_kept():
+    """vCPU is priced from AT only, so the sample covering the five minutes before AT has no
+    price; the one after AT, a vDC and an XaaS item of the same message are priced as usual."""
+    others = tuple(Price(meter, Decimal("0.01"), AT - timedelta(days=1)) for meter in Meter)
+    book = PriceBook(
+        "EUR", tuple(p for p in others if p.meter != Meter.VCPU_HOURS) + (Price(Meter.VCPU_HOURS, Decimal("0.03"), AT),)
+    )
+    early, late = vm_sample("vm-early", at=AT), vm_sample("vm-late", at=AT + timedelta(minutes=5))
+    payload = encode_batch([early, vdc_allocation(at=AT), late, xaas_usage()])
+
+    outcome = process_batch([payload], RecentIds(), book)
+
+    (refused,) = outcome.rejected
+    assert (refused.index, refused.event_id, refused.event) == (0, early["id"], early)
+    assert refused.reason.startswith("no price in force for meter vcpu_hours")
+    kept = sorted(outcome.events["resource_id"].to_list())
+    assert kept == ["bk-1", "vdc-1", "vm-late"]
+    assert early["id"] not in outcome.rated["event_id"].to_list()
+    late_row = outcome.events.filter(pl.col("resource_id") == "vm-late").row(0, named=True)
+    assert (late_row["offset"], late_row["length"]) == _span_of(payload, late)
+
+
+def _span_of(payload: bytes, event: dict) -> tuple[int, int]:
+    """Where an event's JSON lies in the message it came in."""
+    raw = encode_batch([event])[1:-1]
+    return payload.index(raw), len(raw)
