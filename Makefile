@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 KAFKA_LIBS := .cache/kafka/libs
 
-.PHONY: run test lint bench bench-close install system-deps kafka-jars clean
+.PHONY: run test lint bench bench-worker bench-close install system-deps kafka-jars clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,6 +46,9 @@ lint: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test
 	$(BIN)/python bench/pipeline.py
+
+bench-worker: $(VENV)/.installed-test
+	$(BIN)/python bench/worker.py
 
 bench-close: $(VENV)/.installed-test
 	$(BIN)/python bench/period_close.py --issue

@@ -74,8 +74,8 @@ USAGE_EVENT_SCHEMA: dict[str, pl.DataType] = {
 def encode_frame(frame: pl.DataFrame, schema: dict[str, pl.DataType]) -> bytes:
     """Arrow IPC: a frame crosses Kafka without a per-row Python step.
 
-    LZ4, not zstd: a third less of the worker's time for about twice the bytes, which are still
-    a third of the size of the messages the events came in.
+    LZ4, not zstd: 30% less of the worker's time for about twice the bytes (some 140 per
+    event), still under a third of the JSON the events came in.
     """
     buffer = io.BytesIO()
     frame.select(list(schema)).write_ipc(buffer, compression="lz4")
