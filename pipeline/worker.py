@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 
 import faust
@@ -20,6 +21,9 @@ def main() -> None:
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port, addr=settings.api_host)
     app = create_app(settings)
+    # Everything loaded so far lives as long as the process: leave it out of the garbage
+    # collector's full passes, which otherwise walk all of it while the worker waits.
+    gc.freeze()
     faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
 
 
