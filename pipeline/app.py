@@ -9,9 +9,10 @@ depends on their order. Prices come from the catalog topic and follow its change
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Mapping
 
 import faust
+from faust.types import TP
 
 from meterline.settings import Settings
 from pipeline import metrics
@@ -19,6 +20,8 @@ from pipeline.billing.catalog_feed import CatalogFeed
 from pipeline.dedup import RecentIds
 from pipeline.processing import process_batch
 from schemas.records import USAGE_EVENT_SCHEMA, encode_frame
+
+LAG_REFRESH_S = 2.0
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -54,6 +57,14 @@ def create_app(settings: Settings) -> faust.App:
             prices["book"] = catalog.catalog.price_book()
             metrics.CATALOG_UPDATES.inc()
 
+    @app.timer(interval=LAG_REFRESH_S)  # type: ignore[untyped-decorator]  # faust.App.timer is untyped
+    async def report_lag() -> None:
+        monitor = app.monitor
+        assigned = [tp for tp in app.consumer.assignment() if tp.topic == topics.events]
+        metrics.CONSUMER_LAG.clear()
+        for tp, unread in unread_messages(assigned, monitor.tp_end_offsets, monitor.tp_read_offsets).items():
+            metrics.CONSUMER_LAG.labels(str(tp.partition)).set(unread)
+
     @app.agent(events)
     async def rate_usage(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async for payloads in stream.take(settings.pipeline_batch_messages, within=settings.pipeline_batch_within_s):
@@ -71,3 +82,17 @@ def create_app(settings: Settings) -> faust.App:
             yield None
 
     return app
+
+
+def unread_messages(
+    assigned: Iterable[TP], end_offsets: Mapping[TP, int], read_offsets: Mapping[TP, int]
+) -> dict[TP, int]:
+    """Per assigned partition the worker has read from, the messages after the last one it read.
+
+    Faust learns a partition's end offset (the next offset to be written) from each fetch.
+    """
+    return {
+        tp: max(0, end_offsets[tp] - read_offsets[tp] - 1)
+        for tp in assigned
+        if tp in end_offsets and tp in read_offsets
+    }

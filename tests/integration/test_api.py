@@ -94,3 +94,26 @@ def test_metrics_and_health(running: System):
     metrics = httpx.get(f"{running.url}/metrics", timeout=5).text
     for name in ("meterline_sink_flush_seconds", "meterline_sink_consumer_lag_messages", "meterline_freshness_seconds"):
         assert name in metrics
+
+
+def test_the_worker_reports_its_lag_on_each_partition_it_reads(running: System):
+    """Once every event is rated, no partition the worker read from has a message left."""
+    events = [vm_sample(f"vm-lag-{n}") for n in range(8)]  # keyed by resource: several partitions
+    response = httpx.post(f"{running.url}/v1/events", content=encode_batch(events), timeout=30)
+    assert response.status_code == 202
+    rows = lambda: running.usage("cust-1", group_by="resource")["rows"]  # noqa: E731
+    wait_for(lambda: len({row["resource_id"] for row in rows()}) == len(events), 60, "the events to be rated")
+    url = f"http://127.0.0.1:{running.env['METERLINE_WORKER_METRICS_PORT']}/metrics"
+    prefix = 'meterline_pipeline_consumer_lag_messages{partition="'
+
+    def lag_by_partition() -> dict[str, float]:
+        lines = httpx.get(url, timeout=10).text.splitlines()
+        return {
+            line[len(prefix) :].split('"')[0]: float(line.rsplit(" ", 1)[1])
+            for line in lines
+            if line.startswith(prefix)
+        }
+
+    # the gauge is refreshed every 2 s, so it may still show the last moment before the events were read
+    lags = wait_for(lambda: (lag := lag_by_partition()) and set(lag.values()) == {0.0} and lag, 30, "no lag left")
+    assert set(lags) <= {str(p) for p in range(running.settings.topics.partitions)}
