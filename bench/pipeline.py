@@ -4,7 +4,9 @@ Prints one JSON line:
 - ``samples_per_s``: samples published as fast as the agent can, divided by the time until the
   sink has stored every one of them (so it is the slowest stage's sustained rate);
 - ``freshness_p50_s`` / ``freshness_p99_s``: at a paced ``paced_samples_per_s``, from the end
-  of each sample's interval (its event time) to its rated row being stored, i.e. queryable;
+  of each sample's interval (its event time) to the start of the sink flush that stored its row
+  (the row's ``inserted_at``); it is queryable when that flush ends, which takes
+  ``paced_sink_flush_mean_s`` on average (offset commit included);
 - ``peak_rss_mb``: the high-water mark of each process.
 
 Run: ``make bench`` (or ``python bench/pipeline.py --help`` for sizes). Figures on the 2-core
@@ -65,12 +67,15 @@ def messages(fleet: SimulatedFleet, at: datetime) -> list[tuple[str, bytes]]:
     return out
 
 
-def rows_written(url: str, table: str) -> float:
-    sample = f'meterline_sink_rows_written_total{{table="{table}"}} '
+def api_metric(url: str, sample: str) -> float:
     for line in HTTP.get(f"{url}/metrics").text.splitlines():
-        if line.startswith(sample):
+        if line.startswith(sample + " "):
             return float(line.split()[-1])
     return 0.0
+
+
+def rows_written(url: str, table: str) -> float:
+    return api_metric(url, f'meterline_sink_rows_written_total{{table="{table}"}}')
 
 
 def usage_query_ms(url: str, customers: list[str]) -> list[float]:
@@ -158,6 +163,7 @@ def main() -> None:
             xaas_items=0,
         )
     )
+    flushes_before = [api_metric(url, f"meterline_sink_flush_seconds_{part}") for part in ("sum", "count")]
     began_paced = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
     for second in range(args.paced_seconds):
         at = began_paced + timedelta(seconds=second)
@@ -170,6 +176,8 @@ def main() -> None:
     paced_total = len(paced_fleet.vms) * args.paced_seconds
     wait_for(lambda: rows_written(url, "usage_events") >= total + paced_total, 300, "the paced phase")
 
+    flush_seconds, flushes = (api_metric(url, f"meterline_sink_flush_seconds_{part}") for part in ("sum", "count"))
+    flush_mean_s = (flush_seconds - flushes_before[0]) / max(1.0, flushes - flushes_before[1])
     query_ms = usage_query_ms(url, [vm.customer_id for vm in fleet.vms[:20]])
     rss = {name: round(peak_rss_mb(p.pid), 1) for name, p in processes.items()}
     rss["agent+bench"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
@@ -198,6 +206,7 @@ def main() -> None:
                 "freshness_p50_s": round(float(p50), 3),
                 "freshness_p99_s": round(float(p99), 3),
                 "freshness_rated_rows": rows,
+                "paced_sink_flush_mean_s": round(flush_mean_s, 3),
                 "usage_query_p50_ms": query_ms[len(query_ms) // 2],
                 "usage_query_max_ms": query_ms[-1],
                 "rated_rows_stored": stored,
