@@ -15,7 +15,7 @@ from agents.simulated import FleetSpec, SimulatedFleet
 from agents.spool import Spool
 from meterline.kafka_config import producer_config
 from meterline.settings import Settings
-from schemas.events import encode_batch
+from schemas.events import Event, encode_batch
 
 log = logging.getLogger("meterline.agent")
 MAX_EVENTS_PER_MESSAGE = 500
@@ -23,15 +23,19 @@ MAX_EVENTS_PER_MESSAGE = 500
 
 def publish_samples(publisher: SpooledPublisher, collector: Collector, at: datetime) -> int:
     """Collect at ``at`` and spool every source's samples, in messages of bounded size, as one group."""
-    messages, count = [], 0
-    for source, events in collector.collect(at).items():
-        for start in range(0, len(events), MAX_EVENTS_PER_MESSAGE):
-            chunk = events[start : start + MAX_EVENTS_PER_MESSAGE]
-            messages.append((source, encode_batch(chunk)))
-            count += len(chunk)
-    publisher.publish_group(messages)
+    samples = collector.collect(at)
+    publisher.publish_group(messages_of(samples))
     collector.spooled()
-    return count
+    return sum(len(events) for events in samples.values())
+
+
+def messages_of(samples: dict[str, list[Event]]) -> list[tuple[str, bytes]]:
+    """Each source's samples as messages of at most ``MAX_EVENTS_PER_MESSAGE`` events, keyed by source."""
+    return [
+        (source, encode_batch(events[start : start + MAX_EVENTS_PER_MESSAGE]))
+        for source, events in samples.items()
+        for start in range(0, len(events), MAX_EVENTS_PER_MESSAGE)
+    ]
 
 
 def run(

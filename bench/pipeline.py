@@ -31,16 +31,15 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from agents.main import messages_of  # noqa: E402
 from agents.publisher import SpooledPublisher  # noqa: E402
 from agents.simulated import FleetSpec, SimulatedFleet  # noqa: E402
 from agents.spool import Spool  # noqa: E402
 from meterline.brokers import TansuBroker, ensure_topics  # noqa: E402
 from meterline.kafka_config import producer_config  # noqa: E402
 from meterline.settings import Settings  # noqa: E402
-from schemas.events import encode_batch  # noqa: E402
 from tests.integration.harness import free_port, wait_for  # noqa: E402
 
-MAX_EVENTS_PER_MESSAGE = 500
 # one client for the polling: a new one builds an SSL context each time, CPU the bench would
 # count against the agent it shares a process with
 HTTP = httpx.Client(timeout=10)
@@ -60,11 +59,8 @@ def peak_rss_mb(pid: int) -> float:
 
 
 def messages(fleet: SimulatedFleet, at: datetime) -> list[tuple[str, bytes]]:
-    out = []
-    for source, events in fleet.collect(at).items():
-        for start in range(0, len(events), MAX_EVENTS_PER_MESSAGE):
-            out.append((source, encode_batch(events[start : start + MAX_EVENTS_PER_MESSAGE])))
-    return out
+    """One poll cycle of the fleet, cut into messages as its agents cut them."""
+    return messages_of(fleet.collect(at))
 
 
 def api_metric(url: str, sample: str) -> float:
