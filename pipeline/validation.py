@@ -70,7 +70,11 @@ class ValidEvents:
         keep = list(keep)
         if all(keep):
             return ValidEvents(
-                list(self.events), list(self.message_ids), list(self.offsets), list(self.lengths), [], self.messages
+                events=list(self.events),
+                message_ids=list(self.message_ids),
+                offsets=list(self.offsets),
+                lengths=list(self.lengths),
+                messages=self.messages,
             )
         kept = ValidEvents(messages=self.messages)
         origins = zip(self.events, self.message_ids, self.offsets, self.lengths, strict=True)
