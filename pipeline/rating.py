@@ -39,6 +39,10 @@ class PriceBook:
     prices: tuple[Price, ...]
 
     @cached_property
+    def customers_with_own_prices(self) -> list[str]:
+        return sorted({p.customer_id for p in self.prices} - {ANY})
+
+    @cached_property
     def frame(self) -> pl.DataFrame:
         """The book as a frame, built once per book (a worker rates every batch with it)."""
         return pl.DataFrame(
@@ -63,17 +67,25 @@ _LOOKUPS = (("customer_id", "dimension"), ("customer_id", None), (None, "dimensi
 
 
 PRICE_KEYS = ["customer_id", "meter", "dimension", "usage_start"]
+LOOKUP_KEYS = ["price_customer", "meter", "dimension", "usage_start"]
+"""A usage row's price key, with ``*`` for a customer who has no prices of its own."""
 
 
 def rate_quantities(quantities: pl.LazyFrame, book: PriceBook) -> tuple[pl.DataFrame, dict[str, str]]:
     """Rated rows, and the ids of events left unrated with the reason (no price in force).
 
-    A fleet sampled at one instant repeats the same customer, meter and time many times, so
-    prices are looked up once per distinct key and then joined to the rows. Metering, price
-    lookup and amounts are one query: each query costs polars about half a millisecond to set up.
+    A fleet sampled at one instant repeats the same meter and time many times, so prices are
+    looked up once per distinct key and then joined to the rows. The key names a customer only
+    if the book has prices of its own for that customer: every other customer pays list prices,
+    and is looked up as ``*``, which keeps the keys few however many customers a batch holds.
+    Metering, price lookup and amounts are one query: each query costs polars about half a
+    millisecond to set up.
     """
-    prices = _unit_prices(quantities.select(PRICE_KEYS).unique(), book)
-    priced = quantities.join(prices, on=PRICE_KEYS, how="left").with_columns(
+    has_own_prices = pl.col("customer_id").is_in(book.customers_with_own_prices)
+    keyed = quantities.with_columns(price_customer=pl.when(has_own_prices).then("customer_id").otherwise(pl.lit(ANY)))
+    keys = keyed.select(LOOKUP_KEYS).unique().rename({"price_customer": "customer_id"})
+    prices = _unit_prices(keys, book).rename({"customer_id": "price_customer"})
+    priced = keyed.join(prices, on=LOOKUP_KEYS, how="left").with_columns(
         quantity=(pl.col("numerator").cast(MONEY) / pl.col("divisor").cast(pl.Decimal(38, 0))).cast(MONEY),
         amount=(
             pl.col("numerator").cast(EXACT) * pl.col("unit_price") / pl.col("divisor").cast(pl.Decimal(38, 0))

@@ -118,6 +118,42 @@ def test_customer_price_overrides_the_list_price():
     assert amounts == {"cust-1": Decimal("0.001666666667"), "cust-2": Decimal("0.005")}
 
 
+def test_the_most_specific_price_in_force_wins():
+    """120 GiB x 1/12 h = 10 GiB-h of disk, priced (per GiB-h) by the most specific entry:
+    cust-1 has a price for its ssd (0.5) and one for any tier (0.4); cust-2 has one from
+    December only, so in November it pays like cust-3; ssd has a list price (0.2), other
+    tiers the meter's list price (0.1)."""
+    since, december = datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
+    book = _book(
+        Price(Meter.DISK_GIB_HOURS, Decimal("0.1"), since),
+        Price(Meter.DISK_GIB_HOURS, Decimal("0.2"), since, dimension="ssd"),
+        Price(Meter.DISK_GIB_HOURS, Decimal("0.4"), since, customer_id="cust-1"),
+        Price(Meter.DISK_GIB_HOURS, Decimal("0.5"), since, dimension="ssd", customer_id="cust-1"),
+        Price(Meter.DISK_GIB_HOURS, Decimal("0.9"), december, customer_id="cust-2"),
+    )
+    samples = [
+        vm_sample(
+            resource_id=f"vm-{customer}-{tier}",
+            customer_id=customer,
+            power_state="stopped",
+            net_tx_bytes=0,
+            disks=[{"tier": tier, "size_gib": 120}],
+        )
+        for customer in ("cust-1", "cust-2", "cust-3")
+        for tier in ("ssd", "hdd")
+    ]
+    rated, _ = rate_quantities(measure_events(samples), book)
+    amounts = {(r["customer_id"], r["dimension"]): r["amount"] for r in rated.iter_rows(named=True)}
+    assert amounts == {
+        ("cust-1", "ssd"): Decimal("5"),
+        ("cust-1", "hdd"): Decimal("4"),
+        ("cust-2", "ssd"): Decimal("2"),
+        ("cust-2", "hdd"): Decimal("1"),
+        ("cust-3", "ssd"): Decimal("2"),
+        ("cust-3", "hdd"): Decimal("1"),
+    }
+
+
 def test_usage_without_a_price_in_force_is_refused_with_its_reason():
     book = _book(Price(Meter.VCPU_HOURS, Decimal("0.03"), AT))  # from 10:00, the sample starts 09:55
     rated, unpriced = rate_quantities(measure_events([vm_sample(ram_mb=0, disks=[], net_tx_bytes=0)]), book)
