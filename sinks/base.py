@@ -37,3 +37,8 @@ class Sink(ABC):
     @abstractmethod
     def buffered_rows(self) -> int:
         """How many rows wait in the buffer, to decide when to flush."""
+
+    @property
+    @abstractmethod
+    def buffered_bytes(self) -> int:
+        """How many bytes of messages wait in the buffer, to decide when to flush."""

@@ -47,12 +47,14 @@ class ClickHouseSink(Sink):
         self._messages: list[bytes] = []
         self._usage: list[pa.Table] = []
         self._rows = 0
+        self._bytes = 0
 
     @property
     def topics(self) -> list[str]:
         return [self._events_topic, self._rated_topic]
 
     def add(self, topic: str, payload: bytes) -> None:
+        self._bytes += len(payload)
         if topic == self._events_topic:
             self._messages.append(payload)
             self._rows += 1
@@ -66,6 +68,10 @@ class ClickHouseSink(Sink):
     @property
     def buffered_rows(self) -> int:
         return self._rows
+
+    @property
+    def buffered_bytes(self) -> int:
+        return self._bytes
 
     def flush(self) -> FlushResult:
         now = datetime.now(UTC)
@@ -91,7 +97,7 @@ class ClickHouseSink(Sink):
             rated_rows=0 if usage is None else _rated_rows(usage),
             freshness_s=[] if usage is None else _seconds_since_end(usage, written_at),
         )
-        self._messages, self._usage, self._rows = [], [], 0
+        self._messages, self._usage, self._rows, self._bytes = [], [], 0, 0
         return result
 
 

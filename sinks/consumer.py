@@ -15,6 +15,9 @@ from sinks.base import Sink
 log = logging.getLogger(__name__)
 LAG_REFRESH_S = 2.0
 SESSION_TIMEOUT_MS = 10_000
+# Everything a consume call returns is buffered before the next flush decision (the commit
+# covers all of it), so this bounds how far a flush can overshoot the byte limit.
+CONSUME_MESSAGES = 100
 
 
 class SinkConsumer:
@@ -58,12 +61,11 @@ class SinkConsumer:
             self._consumer.close()
 
     def poll_once(self) -> None:
-        for message in self._consumer.consume(num_messages=1000, timeout=0.05):
+        for message in self._consumer.consume(num_messages=CONSUME_MESSAGES, timeout=0.05):
             if self._is_error(message):
                 continue
             self._sink.add(str(message.topic()), message.value() or b"")
-        due = time.monotonic() - self._last_flush >= self._settings.sink_flush_interval_s
-        if self._sink.buffered_rows >= self._settings.sink_batch_max_rows or due:
+        if flush_due(self._sink, time.monotonic() - self._last_flush, self._settings):
             self._flush_and_commit()
         if time.monotonic() - self._last_lag >= LAG_REFRESH_S:
             self._refresh_lag()
@@ -104,3 +106,17 @@ class SinkConsumer:
             raise KafkaException(error)
         log.warning("sink consumer: %s", error)
         return True
+
+
+def flush_due(sink: Sink, seconds_since_flush: float, settings: Settings) -> bool:
+    """Flush on a timer, so that usage shows within seconds, or sooner once the buffer is full.
+
+    Bytes count as well as rows: a received message is one row however many events it
+    carries, and while the sink catches up on a backlog the timer alone would let it buffer
+    hundreds of megabytes before a flush (and the insert copies them again).
+    """
+    return (
+        seconds_since_flush >= settings.sink_flush_interval_s
+        or sink.buffered_rows >= settings.sink_batch_max_rows
+        or sink.buffered_bytes >= settings.sink_batch_max_bytes
+    )
