@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     pipeline_batch_within_s: float = 0.05
     sink_batch_max_rows: int = 200_000
     sink_batch_max_bytes: int = Field(
-        default=32 * 1024 * 1024, description="flush once this much is buffered, however recent the last flush"
+        default=64 * 1024 * 1024, description="flush once this much is buffered, however recent the last flush"
     )
     sink_flush_interval_s: float = 0.25
     topics: Topics = Field(default_factory=Topics)

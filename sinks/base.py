@@ -41,4 +41,4 @@ class Sink(ABC):
     @property
     @abstractmethod
     def buffered_bytes(self) -> int:
-        """How many bytes of messages wait in the buffer, to decide when to flush."""
+        """How much memory the buffered messages take, to decide when to flush."""

@@ -54,14 +54,15 @@ class ClickHouseSink(Sink):
         return [self._events_topic, self._rated_topic]
 
     def add(self, topic: str, payload: bytes) -> None:
-        self._bytes += len(payload)
         if topic == self._events_topic:
             self._messages.append(payload)
             self._rows += 1
+            self._bytes += len(payload)
         elif topic == self._rated_topic:
             table = decode_frame(payload)
             self._usage.append(table)
             self._rows += table.num_rows
+            self._bytes += table.nbytes  # decoded, some five times the compressed frame
         else:
             raise ValueError(f"the ClickHouse sink does not read topic {topic!r}")
 

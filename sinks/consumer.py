@@ -16,8 +16,9 @@ log = logging.getLogger(__name__)
 LAG_REFRESH_S = 2.0
 SESSION_TIMEOUT_MS = 10_000
 # Everything a consume call returns is buffered before the next flush decision (the commit
-# covers all of it), so this bounds how far a flush can overshoot the byte limit.
-CONSUME_MESSAGES = 100
+# covers all of it), so this bounds how far a flush can overshoot the byte limit: a rated
+# frame holds a worker's whole batch, some 4 MB once decoded.
+CONSUME_MESSAGES = 20
 
 
 class SinkConsumer:
