@@ -93,7 +93,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--hypervisors", type=int, default=100)
     parser.add_argument("--vms-per-hypervisor", type=int, default=100)
-    parser.add_argument("--ticks", type=int, default=20, help="intervals published in the throughput phase")
+    parser.add_argument("--ticks", type=int, default=60, help="intervals published in the throughput phase")
     parser.add_argument("--paced-rate", type=int, default=20_000, help="samples/s in the freshness phase")
     parser.add_argument("--paced-seconds", type=int, default=20)
     parser.add_argument("--workers", type=int, default=2, help="Faust worker processes (one per core)")
