@@ -63,7 +63,8 @@ def messages(fleet: SimulatedFleet, at: datetime) -> list[tuple[str, bytes]]:
     return messages_of(fleet.collect(at))
 
 
-def api_metric(url: str, sample: str) -> float:
+def metric_value(url: str, sample: str) -> float:
+    """One sample of the Prometheus metrics a process serves at ``url``, e.g. ``name{label="x"}``."""
     for line in HTTP.get(f"{url}/metrics").text.splitlines():
         if line.startswith(sample + " "):
             return float(line.split()[-1])
@@ -71,7 +72,7 @@ def api_metric(url: str, sample: str) -> float:
 
 
 def rows_written(url: str, table: str) -> float:
-    return api_metric(url, f'meterline_sink_rows_written_total{{table="{table}"}}')
+    return metric_value(url, f'meterline_sink_rows_written_total{{table="{table}"}}')
 
 
 def usage_query_ms(url: str, customers: list[str]) -> list[float]:
@@ -159,7 +160,7 @@ def main() -> None:
             xaas_items=0,
         )
     )
-    flushes_before = [api_metric(url, f"meterline_sink_flush_seconds_{part}") for part in ("sum", "count")]
+    flushes_before = [metric_value(url, f"meterline_sink_flush_seconds_{part}") for part in ("sum", "count")]
     began_paced = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
     for second in range(args.paced_seconds):
         at = began_paced + timedelta(seconds=second)
@@ -172,7 +173,7 @@ def main() -> None:
     paced_total = len(paced_fleet.vms) * args.paced_seconds
     wait_for(lambda: rows_written(url, "usage_events") >= total + paced_total, 300, "the paced phase")
 
-    flush_seconds, flushes = (api_metric(url, f"meterline_sink_flush_seconds_{part}") for part in ("sum", "count"))
+    flush_seconds, flushes = (metric_value(url, f"meterline_sink_flush_seconds_{part}") for part in ("sum", "count"))
     flush_mean_s = (flush_seconds - flushes_before[0]) / max(1.0, flushes - flushes_before[1])
     query_ms = usage_query_ms(url, [vm.customer_id for vm in fleet.vms[:20]])
     rss = {name: round(peak_rss_mb(p.pid), 1) for name, p in processes.items()}

@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from agents.simulated import FleetSpec, SimulatedFleet  # noqa: E402
-from bench.pipeline import cpu_seconds, messages  # noqa: E402
+from bench.pipeline import cpu_seconds, messages, metric_value  # noqa: E402
 from meterline.brokers import TansuBroker, ensure_topics  # noqa: E402
 from meterline.kafka_config import producer_config  # noqa: E402
 from meterline.settings import Settings  # noqa: E402
@@ -70,12 +70,9 @@ def stage_cpu_us(cycles: list[list[tuple[str, bytes]]], batch_messages: int, rep
 
 def events_in(url: str) -> float:
     try:
-        for line in httpx.get(url, timeout=5).text.splitlines():
-            if line.startswith("meterline_pipeline_events_in_total "):
-                return float(line.split()[-1])
+        return metric_value(url, "meterline_pipeline_events_in_total")
     except httpx.HTTPError:
-        pass  # the worker has not opened its metrics port yet
-    return 0.0
+        return 0.0  # the worker has not opened its metrics port yet
 
 
 def worker_figures(cycles: list[list[tuple[str, bytes]]], total: int, home: Path) -> tuple[float, float]:
@@ -101,7 +98,7 @@ def worker_figures(cycles: list[list[tuple[str, bytes]]], total: int, home: Path
     producer.flush(60)
     log = (home / "worker.log").open("ab")
     worker = subprocess.Popen([sys.executable, "-m", "pipeline.worker"], cwd=ROOT, env=env, stdout=log, stderr=log)
-    url = f"http://127.0.0.1:{port}/metrics"
+    url = f"http://127.0.0.1:{port}"
     try:
         wait_for(lambda: events_in(url) > 0, 120, "the worker's first batch")
         cpu_before, began, counted_before = cpu_seconds(worker.pid), time.monotonic(), events_in(url)
