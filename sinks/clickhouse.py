@@ -78,7 +78,7 @@ class ClickHouseSink(Sink):
         now = datetime.now(UTC)
         usage = pa.concat_tables(self._usage) if self._usage else None
         if usage is not None:
-            inserted_at = pa.repeat(pa.scalar(now, type=INSERTED_AT), usage.num_rows)
+            inserted_at = _in_every_row(now, usage.num_rows)
             self._client.insert_arrow(
                 self._usage_table, usage.append_column("inserted_at", inserted_at), settings=INSERT_SETTINGS
             )
@@ -87,7 +87,7 @@ class ClickHouseSink(Sink):
                 {
                     "message_id": [message_id(payload) for payload in self._messages],
                     "payload": pa.array(self._messages, pa.binary()),
-                    "received_at": pa.repeat(pa.scalar(now, type=INSERTED_AT), len(self._messages)),
+                    "received_at": _in_every_row(now, len(self._messages)),
                 }
             )
             self._client.insert_arrow(self._messages_table, messages, settings=INSERT_SETTINGS)
@@ -100,6 +100,11 @@ class ClickHouseSink(Sink):
         )
         self._messages, self._usage, self._rows, self._bytes = [], [], 0, 0
         return result
+
+
+def _in_every_row(written: datetime, rows: int) -> pa.Array:
+    """The flush's time as a column: what ``inserted_at`` and ``received_at`` hold."""
+    return pa.repeat(pa.scalar(written, type=INSERTED_AT), rows)
 
 
 def _rated_rows(usage: pa.Table) -> int:
