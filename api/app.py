@@ -21,10 +21,10 @@ from api.errors import install_error_handlers
 from api.event_intake import EventIntake
 from api.period_scheduler import close_periods_when_due
 from api.usage_queries import UsageQueries
+from billing.adapters.clickhouse_catalog import CatalogStore
+from billing.adapters.clickhouse_ledger import Ledger
+from billing.adapters.kafka_catalog import CatalogPublisher
 from meterline.settings import Settings
-from pipeline.billing.catalog_feed import CatalogPublisher
-from pipeline.billing.catalog_store import CatalogStore
-from pipeline.billing.ledger import Ledger
 from sinks.clickhouse import ClickHouseSink, connect
 from sinks.consumer import SinkConsumer
 

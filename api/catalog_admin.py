@@ -13,11 +13,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from billing.adapters.clickhouse_catalog import CatalogStore
+from billing.adapters.kafka_catalog import CatalogPublisher
+from billing.catalog import Catalog, load_catalog
+from billing.catalog_entries import Entry, EntryKind, assemble, entries_of, parse_entry
 from meterline.exceptions import UnknownCustomer
-from pipeline.billing.catalog import Catalog, load_catalog
-from pipeline.billing.catalog_entries import Entry, EntryKind, assemble, entries_of, parse_entry
-from pipeline.billing.catalog_feed import CatalogPublisher
-from pipeline.billing.catalog_store import CatalogStore
 
 
 class CatalogAdmin:

@@ -26,10 +26,10 @@ from api import metrics
 from api.documents.einvoice import pdf_for_buyer
 from api.documents.html import render_html
 from api.documents.view import InvoiceView
+from billing.adapters.clickhouse_ledger import Ledger
+from billing.catalog import Catalog, Customer
 from meterline.exceptions import UnknownCustomer
 from meterline.settings import Settings
-from pipeline.billing.catalog import Catalog, Customer
-from pipeline.billing.ledger import Ledger
 from schemas.clickhouse import DELIVERIES
 
 log = logging.getLogger(__name__)

@@ -8,9 +8,9 @@ from pydantic import BaseModel, Field
 
 from api.delivery import Delivery
 from api.models import FixedPoint, as_utc
-from pipeline.billing.invoices import InvoiceLine
-from pipeline.billing.ledger import InvoiceRecord
-from pipeline.billing.money import round_money
+from billing.adapters.clickhouse_ledger import InvoiceRecord
+from billing.invoices import InvoiceLine
+from billing.money import round_money
 
 
 class InvoiceLineOut(BaseModel):

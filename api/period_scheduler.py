@@ -15,10 +15,10 @@ from datetime import UTC, datetime, timedelta
 from starlette.concurrency import run_in_threadpool
 
 from api import metrics
-from pipeline.billing.catalog import Catalog
-from pipeline.billing.ledger import Ledger
-from pipeline.billing.period_close import close_period
-from pipeline.billing.periods import Period
+from billing.adapters.clickhouse_ledger import Ledger
+from billing.catalog import Catalog
+from billing.period_close import close_period
+from billing.periods import Period
 
 log = logging.getLogger(__name__)
 

@@ -20,12 +20,12 @@ from api.documents.view import InvoiceView
 from api.invoice_models import CloseOut, DeliveryOut, InvoiceOut, LineUsage, LineUsageRow
 from api.models import as_utc
 from api.usage_queries import LineScope, UsageQueries
+from billing.adapters.clickhouse_ledger import InvoiceRecord, Ledger, credit_note_id
+from billing.catalog import Catalog
+from billing.invoices import InvoiceStatus, LineKind
+from billing.period_close import close_period
+from billing.periods import Period
 from meterline.exceptions import InvalidQuery
-from pipeline.billing.catalog import Catalog
-from pipeline.billing.invoices import InvoiceStatus, LineKind
-from pipeline.billing.ledger import InvoiceRecord, Ledger, credit_note_id
-from pipeline.billing.period_close import close_period
-from pipeline.billing.periods import Period
 
 router = APIRouter(prefix="/v1", tags=["invoicing"])
 

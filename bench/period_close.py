@@ -28,10 +28,10 @@ import polars as pl
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from pipeline.billing.catalog import Catalog  # noqa: E402
-from pipeline.billing.ledger import Ledger  # noqa: E402
-from pipeline.billing.period_close import close_period  # noqa: E402
-from pipeline.billing.periods import Period  # noqa: E402
+from billing.adapters.clickhouse_ledger import Ledger  # noqa: E402
+from billing.catalog import Catalog  # noqa: E402
+from billing.period_close import close_period  # noqa: E402
+from billing.periods import Period  # noqa: E402
 from pipeline.processing import usage_events  # noqa: E402
 from schemas.clickhouse import USAGE_EVENTS, migrate  # noqa: E402
 from schemas.records import ACCEPTED_SCHEMA, RATED_SCHEMA  # noqa: E402

@@ -38,7 +38,7 @@ class Settings(BaseSettings):
     api_port: int = 8080
     worker_metrics_port: int = 9108
     catalog: Path = Field(
-        default=Path(__file__).resolve().parent.parent / "pipeline" / "catalog.yaml",
+        default=Path(__file__).resolve().parent.parent / "billing" / "catalog.yaml",
         description="YAML catalog: parties, price plans, subscriptions, taxes",
     )
     close_grace_h: float = Field(default=48, description="hours after a month ends before it closes on its own")

@@ -14,9 +14,9 @@ from collections.abc import AsyncIterator, Iterable, Mapping
 import faust
 from faust.types import TP
 
+from billing.adapters.kafka_catalog import CatalogFeed
 from meterline.settings import Settings
 from pipeline import metrics
-from pipeline.billing.catalog_feed import CatalogFeed
 from pipeline.dedup import RecentIds
 from pipeline.processing import process_batch
 from schemas.records import USAGE_EVENT_SCHEMA, encode_frame

@@ -18,7 +18,7 @@ CENT = Decimal("0.01")
 VDC_FIGURE = {"allocation_pool": "allocated", "reservation_pool": "reserved", "pay_as_you_go": "used"}
 
 
-def rating_prices(path: Path = Path("pipeline/catalog.yaml")) -> Callable[[str, str, str], Fraction]:
+def rating_prices(path: Path = Path("billing/catalog.yaml")) -> Callable[[str, str, str], Fraction]:
     """The per-unit price the stream rates at, per customer: its own plan, its partner's, the provider's.
 
     Tiered plans rate at their first tier and packages at the block price per unit; the period's

@@ -15,9 +15,9 @@ import facturx
 
 from api.documents.pdf import render_pdf
 from api.documents.view import InvoiceView
+from billing.catalog import Party
+from billing.invoices import DocumentType, InvoiceStatus
 from meterline.exceptions import InvalidQuery
-from pipeline.billing.catalog import Party
-from pipeline.billing.invoices import DocumentType, InvoiceStatus
 
 LEVEL = "en16931"
 STANDARD_RATE = "S"

@@ -6,11 +6,11 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
 
-from pipeline.billing.catalog import Catalog, Issuer, Party
-from pipeline.billing.invoices import DocumentType
-from pipeline.billing.ledger import InvoiceRecord
-from pipeline.billing.money import round_money
-from pipeline.billing.periods import Period
+from billing.adapters.clickhouse_ledger import InvoiceRecord
+from billing.catalog import Catalog, Issuer, Party
+from billing.invoices import DocumentType
+from billing.money import round_money
+from billing.periods import Period
 
 PAYMENT_DAYS = 30
 QUANTITY_PLACES = Decimal("0.0001")

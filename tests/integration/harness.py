@@ -20,12 +20,12 @@ from confluent_kafka import Consumer, TopicPartition
 
 from agents.publisher import SpooledPublisher
 from agents.spool import Spool
+from billing.adapters.kafka_catalog import CatalogPublisher
+from billing.catalog import load_catalog
+from billing.catalog_entries import entries_of
 from meterline.brokers import Broker, ensure_topics
 from meterline.kafka_config import producer_config
 from meterline.settings import Settings
-from pipeline.billing.catalog import load_catalog
-from pipeline.billing.catalog_entries import entries_of
-from pipeline.billing.catalog_feed import CatalogPublisher
 from schemas.events import Event, encode_batch
 
 ROOT = Path(__file__).resolve().parents[2]

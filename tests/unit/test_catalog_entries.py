@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from billing.adapters.kafka_catalog import decode_entry, encode_entry
+from billing.catalog import load_catalog
+from billing.catalog_entries import Entry, EntryKind, assemble, entries_of, parse_entry
 from meterline.exceptions import InvalidCatalog
-from pipeline.billing.catalog import load_catalog
-from pipeline.billing.catalog_entries import Entry, EntryKind, assemble, entries_of, parse_entry
-from pipeline.billing.catalog_feed import decode_entry, encode_entry
 
-DEMO = load_catalog(Path("pipeline/catalog.yaml"))
+DEMO = load_catalog(Path("billing/catalog.yaml"))
 
 
 def test_the_catalog_survives_the_trip_through_entries_and_the_topic():

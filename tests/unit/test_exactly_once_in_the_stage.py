@@ -10,7 +10,7 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.billing.catalog import load_catalog
+from billing.catalog import load_catalog
 from pipeline.dedup import RecentIds
 from pipeline.processing import BatchOutcome, process_batch
 from pipeline.rating import Price, PriceBook
@@ -18,7 +18,7 @@ from schemas.events import encode_batch
 from schemas.meters import Meter
 from tests.factories import AT, vdc_allocation, vm_sample, xaas_usage
 
-BOOK = load_catalog(Path("pipeline/catalog.yaml")).price_book()
+BOOK = load_catalog(Path("billing/catalog.yaml")).price_book()
 EVENTS = [vm_sample(f"vm-{n}", at=AT + timedelta(minutes=5 * n)) for n in range(6)] + [xaas_usage()]
 
 

@@ -14,11 +14,11 @@ from api.documents.html import render_html
 from api.documents.pdf import render_pdf
 from api.documents.table import render_csv
 from api.documents.view import InvoiceView
+from billing.adapters.clickhouse_ledger import InvoiceRecord
+from billing.catalog import Catalog
+from billing.invoices import InvoiceStatus, UsageTotal, build_invoices
+from billing.periods import Period
 from meterline.exceptions import InvalidQuery
-from pipeline.billing.catalog import Catalog
-from pipeline.billing.invoices import InvoiceStatus, UsageTotal, build_invoices
-from pipeline.billing.ledger import InvoiceRecord
-from pipeline.billing.periods import Period
 from tests.factories import catalog_document
 
 NOW = datetime(2026, 11, 3, 9, 0, tzinfo=UTC)

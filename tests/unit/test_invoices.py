@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from billing.catalog import Catalog, load_catalog
+from billing.invoices import Invoice, UsageTotal, build_invoices
+from billing.periods import Period
 from meterline.exceptions import InvalidCatalog
-from pipeline.billing.catalog import Catalog, load_catalog
-from pipeline.billing.invoices import Invoice, UsageTotal, build_invoices
-from pipeline.billing.periods import Period
 from tests.factories import catalog_document
 
 NOVEMBER = Period.parse("2026-11")
@@ -94,7 +94,7 @@ def test_a_catalog_that_contradicts_itself_is_refused_with_the_reason(change, me
 
 
 def test_the_demo_catalog_loads_and_prices_every_simulated_meter():
-    demo = load_catalog(Path("pipeline/catalog.yaml"))
+    demo = load_catalog(Path("billing/catalog.yaml"))
     book = demo.price_book()
     assert {price.meter.value for price in book.prices} >= {"vcpu_hours", "xaas_units", "vdc_cpu_ghz_hours"}
 

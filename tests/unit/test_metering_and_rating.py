@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.billing.catalog import load_catalog
+from billing.catalog import load_catalog
 from pipeline.metering import event_columns, measure
 from pipeline.rating import Price, PriceBook, rate_quantities
 from pipeline.validation import split_message
@@ -16,7 +16,7 @@ from schemas.events import encode_batch
 from schemas.meters import Meter
 from tests.factories import AT, vdc_allocation, vm_sample, xaas_usage
 
-BOOK = load_catalog(Path("pipeline/catalog.yaml")).price_book()
+BOOK = load_catalog(Path("billing/catalog.yaml")).price_book()
 
 
 def measure_events(events: list) -> object:

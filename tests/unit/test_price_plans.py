@@ -9,10 +9,10 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from api.period_scheduler import period_due
+from billing.money import TaxRate, round_money
+from billing.periods import Period
+from billing.price_plans import PricePlan, plan_in_force
 from meterline.exceptions import InvalidCatalog, InvalidQuery
-from pipeline.billing.money import TaxRate, round_money
-from pipeline.billing.periods import Period
-from pipeline.billing.price_plans import PricePlan, plan_in_force
 
 FROM = "2026-01-01T00:00:00Z"
 PLAN = TypeAdapter(PricePlan)

@@ -11,11 +11,11 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import datetime
 
-from pipeline.billing.catalog import Catalog
-from pipeline.billing.invoices import InvoiceLine, InvoiceStatus, build_invoices, late_usage_adjustments
-from pipeline.billing.ledger import InvoiceRecord, Ledger
-from pipeline.billing.periods import Period
-from pipeline.billing.price_plans import ZERO
+from billing.adapters.clickhouse_ledger import InvoiceRecord, Ledger
+from billing.catalog import Catalog
+from billing.invoices import InvoiceLine, InvoiceStatus, build_invoices, late_usage_adjustments
+from billing.periods import Period
+from billing.price_plans import ZERO
 
 SETTLED = {InvoiceStatus.ISSUED, InvoiceStatus.PAID}
 LOOKBACK_PERIODS = 3

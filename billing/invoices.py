@@ -14,10 +14,10 @@ from dataclasses import dataclass, field, replace
 from decimal import Decimal
 from enum import StrEnum
 
-from pipeline.billing.catalog import Catalog, Customer, Interval, Issuer, Subscription
-from pipeline.billing.money import TaxRate, percent_of, round_money
-from pipeline.billing.periods import Period
-from pipeline.billing.price_plans import ZERO, PricePlan
+from billing.catalog import Catalog, Customer, Interval, Issuer, Subscription
+from billing.money import TaxRate, percent_of, round_money
+from billing.periods import Period
+from billing.price_plans import ZERO, PricePlan
 
 PRICE_PLACES = Decimal("0.000001")
 

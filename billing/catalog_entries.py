@@ -14,8 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from meterline.exceptions import InvalidCatalog
-from pipeline.billing.catalog import (
+from billing.catalog import (
     Catalog,
     Customer,
     Issuer,
@@ -26,7 +25,8 @@ from pipeline.billing.catalog import (
     Subscription,
     describe,
 )
-from pipeline.billing.money import TaxRate
+from billing.money import TaxRate
+from meterline.exceptions import InvalidCatalog
 
 SETTINGS_ID = "catalog"
 

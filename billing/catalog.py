@@ -20,9 +20,9 @@ from typing import Annotated, TypeVar
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from billing.money import TaxRate, minor_unit
+from billing.price_plans import PricePlan, UtcTime, check_unique_versions, plan_in_force
 from meterline.exceptions import InvalidCatalog, UnknownCustomer
-from pipeline.billing.money import TaxRate, minor_unit
-from pipeline.billing.price_plans import PricePlan, UtcTime, check_unique_versions, plan_in_force
 from pipeline.rating import Price, PriceBook
 
 Percent = Annotated[Decimal, Field(ge=0, le=100)]

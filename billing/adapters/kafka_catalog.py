@@ -15,11 +15,11 @@ from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
+from billing.catalog import Catalog
+from billing.catalog_entries import Entry, EntryKind, assemble
 from meterline.exceptions import InvalidCatalog
 from meterline.kafka_config import producer_config
 from meterline.settings import Settings
-from pipeline.billing.catalog import Catalog
-from pipeline.billing.catalog_entries import Entry, EntryKind, assemble
 
 log = logging.getLogger(__name__)
 QUIET_S = 1.0

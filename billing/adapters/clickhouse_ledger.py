@@ -19,8 +19,7 @@ import polars as pl
 import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 
-from meterline.exceptions import InvoiceStateError, UnknownCustomer
-from pipeline.billing.invoices import (
+from billing.invoices import (
     DocumentType,
     Invoice,
     InvoiceLine,
@@ -29,7 +28,8 @@ from pipeline.billing.invoices import (
     UsageTotal,
     invoice_id_for,
 )
-from pipeline.billing.periods import Period
+from billing.periods import Period
+from meterline.exceptions import InvoiceStateError, UnknownCustomer
 from schemas.clickhouse import INVOICE_LINES, INVOICES, RATED_USAGE
 from schemas.records import MONEY, TIMESTAMP
 
