@@ -23,9 +23,10 @@ from api.period_scheduler import close_periods_when_due
 from api.usage_queries import UsageQueries
 from billing.adapters.clickhouse_catalog import CatalogStore
 from billing.adapters.clickhouse_ledger import Ledger
+from billing.adapters.clickhouse_usage import PeriodUsage
 from billing.adapters.kafka_catalog import CatalogPublisher
 from meterline.settings import Settings
-from sinks.clickhouse import ClickHouseSink, connect
+from sinks.clickhouse import ClickHouseSink, InsertClock, connect
 from sinks.consumer import SinkConsumer
 
 log = logging.getLogger(__name__)
@@ -41,14 +42,19 @@ def create_app(settings: Settings, *, run_sink: bool = True) -> FastAPI:
         app.state.catalog_store = CatalogStore(another_client(), settings.clickhouse_database)
         app.state.catalog_admin = CatalogAdmin(app.state.catalog_store, CatalogPublisher(settings), settings.catalog)
         app.state.ledger = Ledger(another_client(), settings.clickhouse_database)
+        app.state.period_usage = PeriodUsage(another_client(), settings.clickhouse_database)
         app.state.deliveries = Deliveries(another_client(), settings) if settings.smtp_host else None
-        consumer = SinkConsumer(settings, ClickHouseSink(another_client(), settings)) if run_sink else None
+        app.state.insert_clock = InsertClock()
+        sink = ClickHouseSink(another_client(), settings, app.state.insert_clock)
+        consumer = SinkConsumer(settings, sink) if run_sink else None
         app.state.sink_thread = _start_sink(consumer) if consumer else None
         closer = (
             asyncio.create_task(
                 close_periods_when_due(
                     app.state.ledger,
+                    app.state.period_usage,
                     lambda: app.state.catalog_admin.catalog,
+                    app.state.insert_clock,
                     timedelta(hours=settings.close_grace_h),
                     settings.close_check_interval_s,
                 )

@@ -28,7 +28,7 @@ from api.documents.html import render_html
 from api.documents.view import InvoiceView
 from billing.adapters.clickhouse_ledger import Ledger
 from billing.catalog import Catalog, Customer
-from meterline.exceptions import UnknownCustomer
+from meterline.exceptions import UnknownInvoice
 from meterline.settings import Settings
 from schemas.clickhouse import DELIVERIES
 
@@ -110,7 +110,7 @@ class Deliveries:
     def get(self, invoice_id: str) -> Delivery:
         found = self._select("invoice_id = {id:String}", {"id": invoice_id})
         if not found:
-            raise UnknownCustomer(f"invoice {invoice_id!r} has no delivery: it is not issued, or email is not set up")
+            raise UnknownInvoice(f"invoice {invoice_id!r} has no delivery: it is not issued, or email is not set up")
         return found[0]
 
     def retry_now(self, invoice_id: str, now: datetime) -> Delivery:

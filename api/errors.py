@@ -16,6 +16,7 @@ from meterline.exceptions import (
     InvoiceStateError,
     MeterlineError,
     UnknownCustomer,
+    UnknownInvoice,
 )
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ STATUS = {
     InvalidQuery: 400,
     InvalidCatalog: 422,
     UnknownCustomer: 404,
+    UnknownInvoice: 404,
     InvoiceStateError: 409,
     PublishFailed: 503,
 }

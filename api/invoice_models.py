@@ -113,6 +113,7 @@ class LineUsageRow(BaseModel):
     customer_id: str
     resource_id: str
     product: str
+    dimension: str
     quantity: FixedPoint
     amount: FixedPoint
     rated_rows: int

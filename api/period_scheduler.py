@@ -16,9 +16,11 @@ from starlette.concurrency import run_in_threadpool
 
 from api import metrics
 from billing.adapters.clickhouse_ledger import Ledger
+from billing.adapters.clickhouse_usage import PeriodUsage
 from billing.catalog import Catalog
 from billing.period_close import close_period
 from billing.periods import Period
+from sinks.clickhouse import InsertClock
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +32,12 @@ def period_due(now: datetime, grace: timedelta) -> Period | None:
 
 
 async def close_periods_when_due(
-    ledger: Ledger, current_catalog: Callable[[], Catalog], grace: timedelta, check_every_s: float
+    ledger: Ledger,
+    usage: PeriodUsage,
+    current_catalog: Callable[[], Catalog],
+    clock: InsertClock,
+    grace: timedelta,
+    check_every_s: float,
 ) -> None:
     done: set[str] = set()
     while True:
@@ -38,7 +45,9 @@ async def close_periods_when_due(
         if period is not None and period.name not in done:
             try:
                 if not await run_in_threadpool(ledger.headers, period=period.name):
-                    result = await run_in_threadpool(close_period, ledger, current_catalog(), period, datetime.now(UTC))
+                    result = await run_in_threadpool(
+                        close_period, ledger, usage, current_catalog(), period, clock.now()
+                    )
                     log.info("closed %s: %d draft invoices", period.name, result.drafted)
                 done.add(period.name)
             except Exception:

@@ -6,6 +6,7 @@ import csv
 import io
 from datetime import UTC, datetime
 from decimal import Decimal
+from fractions import Fraction
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -21,11 +22,14 @@ from api.invoice_models import CloseOut, DeliveryOut, InvoiceOut, LineUsage, Lin
 from api.models import as_utc
 from api.usage_queries import LineScope, UsageQueries
 from billing.adapters.clickhouse_ledger import InvoiceRecord, Ledger, credit_note_id
+from billing.adapters.clickhouse_usage import PeriodUsage
 from billing.catalog import Catalog
-from billing.invoices import InvoiceStatus, LineKind
+from billing.invoices import InvoiceStatus, LineKind, UsageScope
+from billing.money import shown_quantity
 from billing.period_close import close_period
 from billing.periods import Period
 from meterline.exceptions import InvalidQuery
+from sinks.clickhouse import InsertClock
 
 router = APIRouter(prefix="/v1", tags=["invoicing"])
 
@@ -43,7 +47,9 @@ def _catalog(request: Request) -> Catalog:
 @router.post("/periods/{period}/close", response_model=CloseOut)
 def close(request: Request, period: str) -> CloseOut:
     """Build (or rebuild) the period's draft invoices; issued ones are never touched."""
-    result = close_period(_ledger(request), _catalog(request), Period.parse(period), datetime.now(UTC))
+    usage: PeriodUsage = request.app.state.period_usage
+    clock: InsertClock = request.app.state.insert_clock
+    result = close_period(_ledger(request), usage, _catalog(request), Period.parse(period), clock.now())
     return CloseOut(**vars(result))
 
 
@@ -175,7 +181,9 @@ def _line_scope(record: InvoiceRecord, line_no: int) -> LineScope:
     if line.kind is not LineKind.USAGE:
         raise InvalidQuery(f"line {line_no} is a {line.kind.value} line; only usage lines have usage behind them")
     period = Period.parse(record.period)
-    return LineScope(record.covered_customers, line.meter, line.dimension, period.start, period.end)
+    # lines stored before they named their scopes billed one dimension over the whole period
+    scopes = line.scopes or (UsageScope(line.dimension, period.start, period.end),)
+    return LineScope(record.covered_customers, line.meter, scopes, period.start, period.end, record.closed_at)
 
 
 @router.get("/invoices/{invoice_id}/lines/{line_no}/usage", response_model=LineUsage)
@@ -183,13 +191,17 @@ def line_usage(request: Request, invoice_id: str, line_no: int) -> LineUsage:
     record = _ledger(request).get(invoice_id)
     scope = _line_scope(record, line_no)
     queries: UsageQueries = request.app.state.queries
-    rows = [LineUsageRow(**{**row, "hour": as_utc(row["hour"])}) for row in queries.line_usage(scope)]
+    hours = queries.line_usage(scope)
+    rows = [
+        LineUsageRow(**{**row, "hour": as_utc(row["hour"]), "quantity": shown_quantity(row["quantity"])})
+        for row in hours
+    ]
     return LineUsage(
         invoice_id=invoice_id,
         line_no=line_no,
         meter=scope.meter,
-        dimension=scope.dimension,
-        quantity=sum((row.quantity for row in rows), Decimal(0)),
+        dimension=", ".join(sorted({s.dimension for s in scope.scopes})),
+        quantity=shown_quantity(sum((hour["quantity"] for hour in hours), Fraction(0))),
         amount=sum((row.amount for row in rows), Decimal(0)),
         rows=rows,
     )
@@ -205,7 +217,7 @@ def line_usage_csv(request: Request, invoice_id: str, line_no: int) -> Response:
     for row in usage.rows:
         writer.writerow(
             [f"{row.hour:%Y-%m-%dT%H:%M:%SZ}", row.customer_id, row.resource_id, row.product, usage.meter]
-            + [usage.dimension, f"{row.quantity:f}", f"{row.amount:f}"]
+            + [row.dimension, f"{row.quantity:f}", f"{row.amount:f}"]
         )
     name = f"{invoice_id}-line-{line_no}-usage.csv"
     return Response(

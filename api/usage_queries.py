@@ -13,12 +13,15 @@ from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from fractions import Fraction
 from typing import Any, cast
 
 from clickhouse_connect.driver.client import Client
 
+from billing.invoices import UsageScope
 from meterline.exceptions import InvalidQuery
-from schemas.clickhouse import RATED_USAGE, RAW_MESSAGES, USAGE_EVENTS
+from schemas.clickhouse import RATED_USAGE, RAW_MESSAGES, USAGE_EVENTS, USAGE_WITHIN, stored_by
+from schemas.events import LONGEST_INTERVAL_S
 
 CSV_CHUNK_BYTES = 64 * 1024
 
@@ -73,6 +76,7 @@ class UsageQueries:
         self._table = f"{database}.{RATED_USAGE}"
         self._events = f"{database}.{USAGE_EVENTS}"
         self._messages_table = f"{database}.{RAW_MESSAGES}"
+        self._database = database
         self._lock = threading.Lock()
 
     def usage(self, window: UsageWindow, granularity: Granularity, group_by: GroupBy) -> list[dict[str, Any]]:
@@ -113,15 +117,27 @@ class UsageQueries:
                 yield chunk
 
     def line_usage(self, line: LineScope) -> list[dict[str, Any]]:
-        """Hourly usage behind an invoice line, per customer and resource: it adds up to the line."""
+        """Hourly usage behind an invoice line, per customer, resource and dimension, as it was
+        billed (events stored by the close): its quantities add up to the line's."""
         query = (
             "SELECT toDateTime(toStartOfHour(usage_start), 'UTC') AS hour, customer_id, resource_id, product, "
-            "sum(quantity) AS quantity, sum(amount) AS amount, count() AS rated_rows "
-            f"FROM {self._table} WHERE {LINE_WHERE} "
-            "GROUP BY hour, customer_id, resource_id, product ORDER BY hour, customer_id, resource_id"
+            "dimension, base_divisor, sum(base_quantity) AS base, sum(amount) AS amount, count() AS rated_rows "
+            f"FROM {self._table} WHERE {USAGE_WITHIN} AND {LINE_WHERE} AND {stored_by(self._database)} "
+            "GROUP BY hour, customer_id, resource_id, product, dimension, base_divisor"
         )
         with self._lock:
-            return list(self._client.query(query, parameters=line.parameters()).named_results())
+            rows = self._client.query(query, parameters=line.parameters()).named_results()
+        hours: dict[tuple[datetime, str, str, str, str], dict[str, Any]] = {}
+        for row in rows:
+            key = (row["hour"], row["customer_id"], row["resource_id"], row["product"], row["dimension"])
+            if key not in hours:
+                hours[key] = {**dict(zip(LINE_KEYS, key, strict=True)), "quantity": Fraction(0), "amount": Decimal(0)}
+                hours[key]["rated_rows"] = 0
+            hour = hours[key]
+            hour["quantity"] += Fraction(row["base"]) / row["base_divisor"]
+            hour["amount"] += row["amount"]
+            hour["rated_rows"] += row["rated_rows"]
+        return [hours[key] for key in sorted(hours)]
 
     def line_events(self, line: LineScope, limit: int, offset: int) -> list[str]:
         """The raw events behind an invoice line, as they were received, oldest first.
@@ -131,7 +147,8 @@ class UsageQueries:
         """
         query = (
             f"WITH page AS (SELECT time, id, event, message_id, offset, length FROM {self._events} FINAL "
-            f"WHERE {EVENTS_WHERE} ORDER BY time, id LIMIT {{limit:UInt32}} OFFSET {{offset:UInt32}}) "
+            f"WHERE {EVENTS_WHERE} AND {stored_by(self._database, 'id')} "
+            "ORDER BY time, id LIMIT {limit:UInt32} OFFSET {offset:UInt32}) "
             "SELECT time, id, event FROM (SELECT page.time AS time, page.id AS id, "
             "substring(m.payload, page.offset + 1, page.length) AS event "
             f"FROM {self._messages_table} AS m FINAL INNER JOIN page ON m.message_id = page.message_id "
@@ -144,32 +161,46 @@ class UsageQueries:
         return [event.decode() if isinstance(event, bytes) else event for _, _, event in rows]
 
 
-EVENTS_WHERE = (
-    "customer_id IN {customers:Array(String)} AND usage_start >= {start:DateTime64(3)} "
-    "AND usage_start < {end:DateTime64(3)} "
-    "AND arrayExists((m, d) -> m = {meter:String} AND d = {dimension:String}, rated.meter, rated.dimension)"
+LINE_KEYS = ("hour", "customer_id", "resource_id", "product", "dimension")
+IN_SCOPE = (
+    "arrayExists(i -> {dimension} = {{dimensions:Array(String)}}[i] "
+    "AND {start} >= {{scope_starts:Array(DateTime64(3, 'UTC'))}}[i] "
+    "AND {start} < {{scope_ends:Array(DateTime64(3, 'UTC'))}}[i], arrayEnumerate({{dimensions:Array(String)}}))"
 )
-LINE_WHERE = (
-    "customer_id IN {customers:Array(String)} AND meter = {meter:String} AND dimension = {dimension:String} "
-    "AND usage_start >= {start:DateTime64(3)} AND usage_start < {end:DateTime64(3)}"
+"""Usage of ``dimension`` starting at ``start`` falls in one of an invoice line's scopes."""
+EVENTS_WHERE = (
+    "customer_id IN {customers:Array(String)} "
+    f"AND usage_start > {{start:DateTime64(3)}} - INTERVAL {LONGEST_INTERVAL_S} SECOND "
+    "AND usage_start < {end:DateTime64(3)} "
+    "AND arrayExists((m, d, t) -> m = {meter:String} AND "
+    + IN_SCOPE.format(dimension="d", start="t")
+    + ", rated.meter, rated.dimension, rated.usage_start)"
+)
+LINE_WHERE = "customer_id IN {customers:Array(String)} AND meter = {meter:String} AND " + IN_SCOPE.format(
+    dimension="dimension", start="usage_start"
 )
 
 
 @dataclass(frozen=True)
 class LineScope:
-    """What an invoice usage line bills: some customers' usage of one meter over a period."""
+    """What an invoice usage line bills: some customers' usage of one meter in some dimensions
+    and spans of a period, as stored by the close that billed it."""
 
     customers: list[str]
     meter: str
-    dimension: str
+    scopes: tuple[UsageScope, ...]
     start: datetime
     end: datetime
+    stored_by: datetime
 
     def parameters(self) -> dict[str, Any]:
         return {
             "customers": self.customers,
             "meter": self.meter,
-            "dimension": self.dimension,
+            "dimensions": [scope.dimension for scope in self.scopes],
+            "scope_starts": [scope.start for scope in self.scopes],
+            "scope_ends": [scope.end for scope in self.scopes],
             "start": self.start,
             "end": self.end,
+            "stored_by": self.stored_by,
         }

@@ -23,6 +23,8 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from billing.pricing import price_book
+
 # one polars thread, as pipeline.worker sets it; before polars is imported
 os.environ.setdefault("POLARS_MAX_THREADS", "1")
 
@@ -54,7 +56,7 @@ def poll_cycles(fleet: SimulatedFleet, ticks: int) -> list[list[tuple[str, bytes
 
 
 def stage_cpu_us(cycles: list[list[tuple[str, bytes]]], batch_messages: int, repeats: int, settings: Settings) -> float:
-    book = load_catalog(settings.catalog).price_book()
+    book = price_book(load_catalog(settings.catalog))
     payloads = [payload for cycle in cycles for _, payload in cycle]
     best = float("inf")
     for _ in range(repeats):

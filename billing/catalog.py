@@ -23,7 +23,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from billing.money import TaxRate, minor_unit
 from billing.price_plans import PricePlan, UtcTime, check_unique_versions, plan_in_force
 from meterline.exceptions import InvalidCatalog, UnknownCustomer
-from pipeline.rating import Price, PriceBook
 
 Percent = Annotated[Decimal, Field(ge=0, le=100)]
 Money = Annotated[Decimal, Field(ge=0)]
@@ -118,12 +117,22 @@ class Subscription(_Entry):
         return self
 
 
+class Supplier(StrEnum):
+    SELLER = "seller"
+    PROVIDER = "provider"
+
+
 class OneTimeCharge(_Entry):
+    """A charge billed once, by the customer's seller. One the provider supplies to a resold
+    customer (an installation by the provider's staff, say) is also billed by the provider to
+    the partner, at ``amount`` less the partner's discount."""
+
     id: Identifier
     customer_id: Identifier
     description: str = Field(min_length=1)
     amount: Money
     day: date
+    supplier: Supplier = Supplier.SELLER
 
 
 class Catalog(_Entry):
@@ -190,6 +199,10 @@ class Catalog(_Entry):
                 return party
         raise UnknownCustomer(f"no party {party_id!r} in the catalog")
 
+    def product_name(self, product_id: str) -> str:
+        """A product's display name; an XaaS sku without a product entry shows as itself."""
+        return next((product.name for product in self.products if product.id == product_id), product_id)
+
     def issuer(self, issuer_id: str) -> Issuer:
         return self.provider if issuer_id == self.provider.id else self.partner(issuer_id)
 
@@ -220,23 +233,41 @@ class Catalog(_Entry):
         return _by_customer(self.one_time_charges)
 
     @cached_property
-    def _plans_found(self) -> dict[tuple[str | None, str, str, str, datetime], PricePlan]:
+    def _plans_found(self) -> dict[tuple[str | None, str, str, datetime], PricePlan | None]:
         return {}
 
-    def plan_for(
-        self, customer: Customer | None, seller_id: str, meter: str, dimension: str, at: datetime
-    ) -> PricePlan:
-        """The plan a seller charges (a customer's override first), falling back to the provider list."""
+    def candidate_plans(self, customer: Customer | None) -> list[PricePlan]:
+        """Every plan that may price this customer (None: a buyer at the provider's list), in the
+        order the rule consults them: its own, its seller's list, the provider's list."""
+        return [plan for plans in self._plan_lists(customer) for plan in plans]
+
+    def _plan_lists(self, customer: Customer | None) -> tuple[list[PricePlan], ...]:
         own = customer.plans if customer else []
-        key = (customer.id if own and customer else None, seller_id, meter, dimension, at)
+        seller = self._list(customer.partner_id).plans if customer and customer.partner_id else []
+        return own, seller, self._list(self.provider.id).plans
+
+    def find_plan(self, customer: Customer | None, meter: str, dimension: str, at: datetime) -> PricePlan | None:
+        """The pricing rule: the first of the customer's own plans, its seller's list and the
+        provider's list with a plan in force for the meter at ``at`` (an exact dimension before
+        the wildcard inside each). None as the customer stands for a buyer at the provider's list,
+        as a partner is on the provider's invoice."""
+        key = (customer.id if customer else None, meter, dimension, at)
         if key in self._plans_found:
             return self._plans_found[key]
-        for plans in (own, self._list(seller_id).plans, self._list(self.provider.id).plans):
-            plan = plan_in_force(plans, meter, dimension, at)
-            if plan is not None:
-                self._plans_found[key] = plan
-                return plan
-        raise InvalidCatalog(f"no price plan for {meter} ({dimension}) at {at.isoformat()}")
+        found = None
+        for plans in self._plan_lists(customer):
+            found = plan_in_force(plans, meter, dimension, at)
+            if found is not None:
+                break
+        self._plans_found[key] = found
+        return found
+
+    def plan_for(self, customer: Customer | None, meter: str, dimension: str, at: datetime) -> PricePlan:
+        """``find_plan``, for usage that must be priced: no plan in force is a catalog error."""
+        plan = self.find_plan(customer, meter, dimension, at)
+        if plan is None:
+            raise InvalidCatalog(f"no price plan for {meter} ({dimension}) at {at.isoformat()}")
+        return plan
 
     def fee_for(self, seller_id: str, product_id: str, at: datetime) -> Fee:
         for price_list in (self._list(seller_id), self._list(self.provider.id)):
@@ -244,18 +275,6 @@ class Catalog(_Entry):
             if fees:
                 return max(fees, key=lambda fee: fee.effective_from)
         raise InvalidCatalog(f"no fee for product {product_id} at {at.isoformat()}")
-
-    def price_book(self) -> PriceBook:
-        """Per-unit prices for the stream's rater: the provider list, plus a customer's own
-        entries wherever its seller or its overrides price differently."""
-        provider_plans = self._list(self.provider.id).plans
-        prices = [_price(plan) for plan in provider_plans]
-        for customer in self.customers:
-            overridden = {(plan.meter, plan.dimension) for plan in customer.plans}
-            seller_plans = self._list(customer.partner_id).plans if customer.partner_id else []
-            own = [*customer.plans, *(p for p in seller_plans if (p.meter, p.dimension) not in overridden)]
-            prices += [_price(plan, customer.id) for plan in own]
-        return PriceBook(currency=self.currency, prices=tuple(prices))
 
 
 Billed = TypeVar("Billed", Subscription, OneTimeCharge)
@@ -266,16 +285,6 @@ def _by_customer(items: list[Billed]) -> dict[str, list[Billed]]:
     for item in items:
         index[item.customer_id].append(item)
     return index
-
-
-def _price(plan: PricePlan, customer_id: str | None = None) -> Price:
-    return Price(
-        meter=plan.meter,
-        unit_price=plan.unit_price_for_rating,
-        effective_from=plan.effective_from,
-        dimension=plan.dimension,
-        customer_id=customer_id or "*",
-    )
 
 
 def load_catalog(path: Path) -> Catalog:

@@ -1,25 +1,32 @@
-"""Build a period's invoices from rated usage and the catalog - a pure function.
+"""Build a period's invoices from exact usage totals and the catalog - a pure function.
 
 One invoice per billed party and issuer: each customer is invoiced by its seller (the provider,
 or its partner at the partner's prices), and each partner is invoiced by the provider for all of
 its customers' usage and subscriptions at the provider's prices, less the partner's discount.
-Every line is rounded once to the currency; discount and tax are computed on the rounded lines.
+
+Usage is priced by the rule of ``Catalog.find_plan`` at the usage's time: the period's exact
+usage is cut at every instant a plan changes, each part is priced by the plan in force then, and
+the usage one plan prices (several dimensions under a plan for all of them, several customers on
+a partner's invoice) is totalled, so that its allowance, tiers, packages and commitment apply
+once to that total. Every line is rounded once to the currency; discount and tax are computed
+on the rounded lines.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
+from fractions import Fraction
 
-from billing.catalog import Catalog, Customer, Interval, Issuer, Subscription
-from billing.money import TaxRate, percent_of, round_money
+from billing.catalog import Catalog, Customer, Interval, Issuer, OneTimeCharge, Subscription, Supplier
+from billing.money import TaxRate, percent_of, round_money, shown_quantity
 from billing.periods import Period
-from billing.price_plans import ZERO, PricePlan
-
-PRICE_PLACES = Decimal("0.000001")
+from billing.price_plans import ANY_DIMENSION, ZERO, PricePlan
+from schemas.meters import Meter
 
 
 class LineKind(StrEnum):
@@ -56,14 +63,25 @@ _NEXT = {
 
 @dataclass(frozen=True)
 class UsageTotal:
-    """A customer's rated usage of one meter and dimension over a period."""
+    """A customer's exact usage of one meter and dimension over ``[start, end)``: a period, or
+    the part of it between two instants where a price changed."""
 
     customer_id: str
     meter: str
     dimension: str
     unit: str
-    quantity: Decimal
-    amount: Decimal
+    quantity: Fraction
+    start: datetime
+    end: datetime
+
+
+@dataclass(frozen=True)
+class UsageScope:
+    """Usage of one dimension over ``[start, end)``: part of what a usage line bills."""
+
+    dimension: str
+    start: datetime
+    end: datetime
 
 
 @dataclass(frozen=True)
@@ -76,9 +94,11 @@ class InvoiceLine:
     amount: Decimal
     meter: str = ""
     dimension: str = ""
-    """For usage lines: what the drill-down selects, over the invoice's customers."""
+    """For usage lines: the dimension of the plan that priced them (``*`` for all)."""
     adjusts_period: str = ""
     """For adjustment lines: the earlier, already issued period they correct."""
+    scopes: tuple[UsageScope, ...] = ()
+    """For usage lines: what the drill-down selects, over the invoice's customers."""
 
 
 @dataclass(frozen=True)
@@ -113,9 +133,17 @@ class Invoice:
         ):
             object.__setattr__(self, name, value)
 
+    @property
+    def parties(self) -> tuple[str, str]:
+        """(issuer, buyer): one live invoice per pair and period, whatever its id."""
+        return self.issuer.id, self.buyer_id
 
-def invoice_id_for(period: Period, issuer_id: str, buyer_id: str) -> str:
-    return f"{period.name}.{issuer_id}.{buyer_id}"
+
+def invoice_id_for(period: Period, issuer_id: str, buyer_id: str, billing: int = 1) -> str:
+    """The id of a party's invoice for a period; ``billing`` counts how often it was billed
+    again after a void (``2026-11.acme.cust-1``, then ``2026-11.acme.cust-1.2``)."""
+    base = f"{period.name}.{issuer_id}.{buyer_id}"
+    return base if billing == 1 else f"{base}.{billing}"
 
 
 Adjustments = Mapping[str, Sequence[InvoiceLine]]
@@ -148,18 +176,19 @@ def build_invoices(
 
 
 def late_usage_adjustments(
-    catalog: Catalog, earlier: Period, usage: Iterable[UsageTotal], billed: Mapping[str, Decimal]
+    catalog: Catalog, earlier: Period, usage: Iterable[UsageTotal], billed: Mapping[tuple[str, str], Decimal]
 ) -> dict[str, InvoiceLine]:
     """Lines that bring issued invoices of ``earlier`` up to date with the usage known now.
 
-    ``billed`` is the subtotal issued per invoice id. Usage that arrived after the close, or a
-    correction, is billed (or credited) on the next invoice rather than by editing an issued one.
+    ``billed`` is the subtotal issued per (issuer, buyer). Usage that arrived after the close,
+    or a correction, is billed (or credited) on the next invoice rather than by editing an
+    issued one.
     """
     lines = {}
     for invoice in build_invoices(catalog, earlier, usage):
-        if invoice.invoice_id not in billed:
+        if invoice.parties not in billed:
             continue
-        difference = invoice.subtotal - billed[invoice.invoice_id]
+        difference = invoice.subtotal - billed[invoice.parties]
         if difference:
             description = f"Adjustment to {earlier.name}: usage received after its invoice was issued"
             lines[invoice.buyer_id] = InvoiceLine(
@@ -177,17 +206,10 @@ def late_usage_adjustments(
 def _customer_invoice(catalog: Catalog, period: Period, customer: Customer, usage: list[UsageTotal]) -> Invoice:
     seller = catalog.seller_of(customer)
     lines = _fee_lines(catalog, period, seller.id, catalog.subscriptions_of.get(customer.id, []))
-    lines += [
-        InvoiceLine(LineKind.ONE_TIME, charge.description, Decimal(1), "unit", charge.amount, charge.amount)
-        for charge in catalog.one_time_charges_of.get(customer.id, [])
-        if period.first_day <= charge.day < period.end_day
-    ]
-    for total in sorted(usage, key=lambda t: (t.meter, t.dimension)):
-        plan = catalog.plan_for(customer, seller.id, total.meter, total.dimension, period.start)
-        if plan.is_linear:
-            lines.append(_rated_line(total, catalog.currency))
-        else:
-            lines += _plan_lines(plan, total, catalog.currency)
+    lines += _one_time_lines(period, catalog.one_time_charges_of.get(customer.id, []))
+    lines += _usage_lines(
+        catalog, usage, lambda total: catalog.plan_for(customer, total.meter, total.dimension, total.start)
+    )
     return Invoice(
         invoice_id=invoice_id_for(period, seller.id, customer.id),
         period=period,
@@ -208,13 +230,16 @@ def _partner_invoice(
     partner = catalog.partner(partner_id)
     provider = catalog.provider.id
     subscriptions = [s for customer in customers for s in catalog.subscriptions_of.get(customer.id, [])]
-    lines = _merge_alike(_fee_lines(catalog, period, provider, subscriptions))
-    summed: dict[tuple[str, str, str], Decimal] = defaultdict(Decimal)
-    for total in usage:
-        summed[(total.meter, total.dimension, total.unit)] += total.quantity
-    for (meter, dimension, unit), quantity in sorted(summed.items()):
-        plan = catalog.plan_for(None, provider, meter, dimension, period.start)
-        lines += _plan_lines(plan, UsageTotal(partner.id, meter, dimension, unit, quantity, ZERO), catalog.currency)
+    supplied = [
+        charge
+        for customer in customers
+        for charge in catalog.one_time_charges_of.get(customer.id, [])
+        if charge.supplier is Supplier.PROVIDER
+    ]
+    lines = _merge_alike(_fee_lines(catalog, period, provider, subscriptions)) + _one_time_lines(period, supplied)
+    lines += _usage_lines(
+        catalog, usage, lambda total: catalog.plan_for(None, total.meter, total.dimension, total.start)
+    )
     return Invoice(
         invoice_id=invoice_id_for(period, provider, partner.id),
         period=period,
@@ -227,6 +252,14 @@ def _partner_invoice(
         discount_percent=partner.discount_percent,
         tax=catalog.tax_rate(partner.jurisdiction),
     )
+
+
+def _one_time_lines(period: Period, charges: list[OneTimeCharge]) -> list[InvoiceLine]:
+    return [
+        InvoiceLine(LineKind.ONE_TIME, charge.description, Decimal(1), "unit", charge.amount, charge.amount)
+        for charge in charges
+        if period.first_day <= charge.day < period.end_day
+    ]
 
 
 def _fee_lines(
@@ -273,37 +306,65 @@ def _merge_alike(lines: list[InvoiceLine]) -> list[InvoiceLine]:
     return list(merged.values())
 
 
-def _rated_line(total: UsageTotal, currency: str) -> InvoiceLine:
-    """A linear plan's line is the sum of the amounts rated in the stream, hour by hour."""
-    average = (total.amount / total.quantity).quantize(PRICE_PLACES) if total.quantity else ZERO
-    return InvoiceLine(
-        LineKind.USAGE,
-        _usage_name(total),
-        total.quantity,
-        total.unit,
-        average,
-        round_money(total.amount, currency),
-        total.meter,
-        total.dimension,
-    )
+def _usage_lines(
+    catalog: Catalog, usage: Iterable[UsageTotal], plan_of: Callable[[UsageTotal], PricePlan]
+) -> list[InvoiceLine]:
+    """The lines of each plan that priced some of the usage, applied once to what it priced."""
+    priced: dict[int, tuple[PricePlan, list[UsageTotal]]] = {}
+    for total in usage:
+        if total.quantity:
+            plan = plan_of(total)
+            priced.setdefault(id(plan), (plan, []))[1].append(total)
+    lines = []
+    for plan, totals in sorted(priced.values(), key=lambda item: _order(item[0], item[1])):
+        quantity = sum((total.quantity for total in totals), Fraction(0))
+        scopes = _scopes(totals)
+        name = _usage_name(catalog, plan, scopes)
+        for charge in plan.charges(quantity, catalog.currency):
+            lines.append(
+                InvoiceLine(
+                    LineKind.USAGE,
+                    f"{name}: {charge.description}" if charge.description else name,
+                    shown_quantity(charge.quantity),
+                    totals[0].unit,
+                    charge.unit_price,
+                    charge.amount,
+                    plan.meter.value,
+                    plan.dimension,
+                    scopes=scopes,
+                )
+            )
+    return lines
 
 
-def _plan_lines(plan: PricePlan, total: UsageTotal, currency: str) -> list[InvoiceLine]:
-    """The plan's charges for a period's total, each a line rounded to the currency."""
-    return [
-        InvoiceLine(
-            LineKind.USAGE,
-            f"{_usage_name(total)}: {charge.description}" if charge.description else _usage_name(total),
-            charge.quantity,
-            total.unit,
-            charge.unit_price,
-            round_money(charge.amount, currency),
-            total.meter,
-            total.dimension,
-        )
-        for charge in plan.charges(total.quantity)
-    ]
+def _order(plan: PricePlan, totals: list[UsageTotal]) -> tuple[str, str, datetime]:
+    return plan.meter.value, min(total.dimension for total in totals), min(total.start for total in totals)
 
 
-def _usage_name(total: UsageTotal) -> str:
-    return total.meter if total.dimension in ("", "*") else f"{total.meter} ({total.dimension})"
+def _scopes(totals: list[UsageTotal]) -> tuple[UsageScope, ...]:
+    """Each dimension's time spans, adjacent parts joined (a partner's customers share them)."""
+    spans: dict[str, list[tuple[datetime, datetime]]] = defaultdict(list)
+    for total in sorted(totals, key=lambda t: (t.dimension, t.start)):
+        joined = spans[total.dimension]
+        if joined and joined[-1][1] >= total.start:
+            joined[-1] = (joined[-1][0], max(joined[-1][1], total.end))
+        else:
+            joined.append((total.start, total.end))
+    return tuple(UsageScope(dimension, start, end) for dimension, parts in spans.items() for start, end in parts)
+
+
+def _usage_name(catalog: Catalog, plan: PricePlan, scopes: tuple[UsageScope, ...]) -> str:
+    """``Disk storage (ssd)``, a service's product name, and the dates when the plan priced only
+    part of the period."""
+    dimensions = sorted({scope.dimension for scope in scopes} - {ANY_DIMENSION, ""})
+    if plan.meter is Meter.XAAS_UNITS:
+        name = ", ".join(catalog.product_name(dimension) for dimension in dimensions) or plan.meter.label
+    else:
+        name = f"{plan.meter.label} ({', '.join(dimensions)})" if dimensions else plan.meter.label
+    start, end = min(scope.start for scope in scopes), max(scope.end for scope in scopes)
+    return name if _is_whole_period(start, end) else f"{name}, {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC"
+
+
+def _is_whole_period(start: datetime, end: datetime) -> bool:
+    period = Period.containing(start.date())
+    return start == period.start and end == period.end

@@ -1,13 +1,15 @@
 """Currency rounding and taxes: the only places an exact amount becomes a payable one.
 
-Rated usage carries 12 decimal places; an invoice rounds each line once to the currency's minor
-unit (ISO 4217, from babel: EUR 2, JPY 0, KWD 3), half up as commercial invoices do, and computes
-tax on the sum of the rounded net lines per rate, as EN 16931 does.
+One rounding rule wherever money is shown: to the currency's minor unit (ISO 4217, from babel:
+EUR 2, JPY 0, KWD 3), half away from zero as commercial invoices do. An invoice line is priced
+on an exact quantity (a ``Fraction``) and rounded once; tax is computed on the sum of the rounded
+net lines per rate, as EN 16931 does.
 """
 
 from __future__ import annotations
 
 from decimal import ROUND_HALF_UP, Decimal
+from fractions import Fraction
 from functools import cache
 
 from babel.numbers import get_currency_precision
@@ -26,8 +28,27 @@ def minor_unit(currency: str) -> Decimal:
     return Decimal(1).scaleb(-get_currency_precision(currency))
 
 
-def round_money(amount: Decimal, currency: str) -> Decimal:
-    return amount.quantize(minor_unit(currency), rounding=ROUND_HALF_UP)
+def round_money(amount: Decimal | Fraction, currency: str) -> Decimal:
+    """An exact amount rounded once to the currency's minor unit, half away from zero."""
+    return round_exact(amount, minor_unit(currency))
+
+
+def round_exact(value: Decimal | Fraction, step: Decimal) -> Decimal:
+    """``value`` to a multiple of ``step`` (a power of ten), half away from zero, with no
+    intermediate rounding: a ``Fraction`` such as 1/3 is rounded from its exact value."""
+    if isinstance(value, Decimal):
+        return value.quantize(step, rounding=ROUND_HALF_UP)
+    steps = abs(value) / Fraction(step)
+    whole = int(steps + Fraction(1, 2))
+    return (Decimal(whole if value >= 0 else -whole) * step).quantize(step)
+
+
+QUANTITY_STEP = Decimal("1e-12")
+
+
+def shown_quantity(quantity: Fraction) -> Decimal:
+    """An exact quantity as stored and shown: 12 places, rounded once."""
+    return round_exact(quantity, QUANTITY_STEP)
 
 
 def percent_of(amount: Decimal, percent: Decimal) -> Decimal:

@@ -1,21 +1,36 @@
-"""Close a period: read its rated usage once, build every invoice, store the drafts.
+"""Close a period: read its exact usage once, build every invoice, store the drafts.
 
 Closing again (on demand, or after late usage) rebuilds the period's drafts as a new revision
-and leaves issued, paid and void invoices alone. Usage that reaches an already issued invoice's
-period (up to three months back) is billed as an adjustment line on the party's next invoice.
+and leaves issued and paid invoices alone. A voided invoice does not block its party: the next
+close bills the period again under a new id (``….2``), to be issued with a new number. Usage
+that reaches an already issued invoice's period (up to three months back) is billed as an
+adjustment line on the party's next invoice.
+
+A close at ``now`` bills the events stored by then (the caller reads ``now`` from the sink's
+``InsertClock``, so nothing stamped earlier is still being written); the drill-down of each
+invoice shows exactly those events, and whatever is stored later is late usage.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 
 from billing.adapters.clickhouse_ledger import InvoiceRecord, Ledger
+from billing.adapters.clickhouse_usage import PeriodUsage
 from billing.catalog import Catalog
-from billing.invoices import InvoiceLine, InvoiceStatus, build_invoices, late_usage_adjustments
+from billing.invoices import (
+    DocumentType,
+    InvoiceLine,
+    InvoiceStatus,
+    build_invoices,
+    invoice_id_for,
+    late_usage_adjustments,
+)
 from billing.periods import Period
 from billing.price_plans import ZERO
+from billing.pricing import price_changes
 
 SETTLED = {InvoiceStatus.ISSUED, InvoiceStatus.PAID}
 LOOKBACK_PERIODS = 3
@@ -33,28 +48,43 @@ class CloseResult:
     """Customers with rated usage but no catalog entry: their usage waits, it is not dropped."""
 
 
-def close_period(ledger: Ledger, catalog: Catalog, period: Period, now: datetime) -> CloseResult:
-    usage = ledger.usage_totals(period)
+def close_period(ledger: Ledger, usage: PeriodUsage, catalog: Catalog, period: Period, now: datetime) -> CloseResult:
+    totals = usage.totals(period, price_changes(catalog, period), now)
     known = {customer.id for customer in catalog.customers}
-    adjustments = _late_usage(ledger, catalog, period)
-    existing = {record.invoice_id: record for record in ledger.headers(period=period.name)}
+    adjustments = _late_usage(ledger, usage, catalog, period, now)
+    billings = _billings_by_parties(ledger.headers(period=period.name))
     drafts = []
-    for invoice in build_invoices(catalog, period, usage, adjustments):
-        previous = existing.get(invoice.invoice_id)
-        if previous is not None and previous.status is not InvoiceStatus.DRAFT:
-            continue
-        revision = previous.revision + 1 if previous else 1
-        drafts.append(InvoiceRecord.draft(invoice, revision, now))
+    for invoice in build_invoices(catalog, period, totals, adjustments):
+        billed = billings.get(invoice.parties, [])
+        latest = billed[-1] if billed else None
+        if latest is None:
+            drafts.append(InvoiceRecord.draft(invoice, 1, now))
+        elif latest.status is InvoiceStatus.DRAFT:
+            drafts.append(InvoiceRecord.draft(replace(invoice, invoice_id=latest.invoice_id), latest.revision + 1, now))
+        elif latest.status is InvoiceStatus.VOID:
+            again = invoice_id_for(period, invoice.issuer.id, invoice.buyer_id, billing=len(billed) + 1)
+            drafts.append(InvoiceRecord.draft(replace(invoice, invoice_id=again), 1, now))
     ledger.save(drafts)
     return CloseResult(
         period=period.name,
         drafted=len(drafts),
-        kept=sum(record.status is not InvoiceStatus.DRAFT for record in existing.values()),
-        unbilled_customers=sorted({total.customer_id for total in usage} - known),
+        kept=sum(records[-1].status is not InvoiceStatus.DRAFT for records in billings.values()),
+        unbilled_customers=sorted({total.customer_id for total in totals} - known),
     )
 
 
-def _late_usage(ledger: Ledger, catalog: Catalog, period: Period) -> dict[str, list[InvoiceLine]]:
+def _billings_by_parties(records: list[InvoiceRecord]) -> dict[tuple[str, str], list[InvoiceRecord]]:
+    """Each party's invoices of a period (credit notes aside), oldest billing first."""
+    billings: dict[tuple[str, str], list[InvoiceRecord]] = defaultdict(list)
+    for record in sorted(records, key=lambda r: (len(r.invoice_id), r.invoice_id)):
+        if record.document_type is DocumentType.INVOICE:
+            billings[(record.issuer_id, record.buyer_id)].append(record)
+    return billings
+
+
+def _late_usage(
+    ledger: Ledger, usage: PeriodUsage, catalog: Catalog, period: Period, cutoff: datetime
+) -> dict[str, list[InvoiceLine]]:
     """Adjustment lines for each of the last LOOKBACK_PERIODS months with issued invoices.
 
     What an earlier month has billed for its own usage is its issued subtotal without its own
@@ -71,8 +101,13 @@ def _late_usage(ledger: Ledger, catalog: Catalog, period: Period) -> dict[str, l
         adjusted = ledger.adjustments_to(earlier, excluding=period)
         own = ledger.own_adjustments(earlier)
         billed = {
-            r.invoice_id: r.subtotal - own.get(r.invoice_id, ZERO) + adjusted.get(r.invoice_id, ZERO) for r in settled
+            (r.issuer_id, r.buyer_id): r.subtotal
+            - own.get(r.invoice_id, ZERO)
+            + adjusted.get((r.issuer_id, r.buyer_id), ZERO)
+            for r in settled
+            if r.document_type is DocumentType.INVOICE
         }
-        for buyer_id, line in late_usage_adjustments(catalog, earlier, ledger.usage_totals(earlier), billed).items():
+        known_now = usage.totals(earlier, price_changes(catalog, earlier), cutoff)
+        for buyer_id, line in late_usage_adjustments(catalog, earlier, known_now, billed).items():
             lines[buyer_id].append(line)
     return lines

@@ -1,22 +1,24 @@
 """Price plans: what a period's quantity of one meter costs.
 
 The stream rates every usage row at once with a plan's ``unit_price_for_rating`` (through
-``pipeline.rating``), so money is visible within seconds. For a *linear* plan (per unit, nothing
-free, no commitment) that is the final price, and the invoice line is the sum of the rated
-amounts. The other models depend on the period's total - which tier it reaches, how many packages
-it fills, what the allowance covers - so period close applies ``charges`` once, to the sum of the
-rated quantities, with the plan in force at the period's start.
+``pipeline.rating``), so money is visible within seconds. The invoice applies ``charges`` once
+to the exact total of the usage the plan priced in the period (see ``billing.invoices``): tiers,
+packages, allowances and commitments depend on that total. Quantities are ``Fraction``s, exact
+sums of what samples contributed; each charge is rounded once, to the currency.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import ROUND_CEILING, Decimal
+from decimal import Decimal
+from fractions import Fraction
+from math import ceil
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from billing.money import round_money
 from meterline.exceptions import InvalidCatalog
 from schemas.meters import Meter
 
@@ -36,10 +38,12 @@ UtcTime = Annotated[datetime, AfterValidator(_utc)]
 
 @dataclass(frozen=True)
 class Charge:
-    """One priced step of a plan: a tier, the free allowance, a commitment top-up."""
+    """One priced step of a plan: a tier, the free allowance, a commitment top-up.
+
+    ``amount`` is already rounded to the currency: it is what the invoice line bills."""
 
     description: str
-    quantity: Decimal
+    quantity: Fraction
     unit_price: Decimal
     amount: Decimal
 
@@ -62,21 +66,25 @@ class _Plan(BaseModel):
     minimum_amount: NonNegative = ZERO
     """Committed spend per period: a shortfall is invoiced as a top-up line."""
 
-    @property
-    def is_linear(self) -> bool:
-        return False
+    def charges(self, quantity: Fraction, currency: str) -> list[Charge]:
+        """The period's charges for an exact ``quantity``, allowance first and commitment last.
 
-    def charges(self, quantity: Decimal) -> list[Charge]:
-        """The period's charges for ``quantity``, allowance first and commitment last."""
-        free = min(quantity, self.free_quantity)
+        The commitment tops up what the other charges bill once rounded, so that a customer
+        below it pays exactly ``minimum_amount``."""
+        free = min(quantity, Fraction(self.free_quantity))
         steps = [Charge("included allowance", free, ZERO, ZERO)] if free else []
-        steps += self._priced(quantity - free)
+        steps += [
+            Charge(description, billed, unit_price, round_money(billed * Fraction(unit_price), currency))
+            for description, billed, unit_price in self._priced(quantity - free)
+            if billed or not free
+        ]
         shortfall = self.minimum_amount - sum((step.amount for step in steps), ZERO)
         if shortfall > 0:
-            steps.append(Charge("minimum commitment top-up", Decimal(1), shortfall, shortfall))
+            steps.append(Charge("minimum commitment top-up", Fraction(1), shortfall, shortfall))
         return steps
 
-    def _priced(self, billable: Decimal) -> list[Charge]:
+    def _priced(self, billable: Fraction) -> list[tuple[str, Fraction, Decimal]]:
+        """(description, quantity, unit price) of each priced step."""
         raise NotImplementedError
 
     @property
@@ -88,12 +96,8 @@ class PerUnit(_Plan):
     model: Literal["per_unit"] = "per_unit"
     unit_price: NonNegative
 
-    @property
-    def is_linear(self) -> bool:
-        return not self.free_quantity and not self.minimum_amount
-
-    def _priced(self, billable: Decimal) -> list[Charge]:
-        return [Charge("", billable, self.unit_price, billable * self.unit_price)]
+    def _priced(self, billable: Fraction) -> list[tuple[str, Fraction, Decimal]]:
+        return [("", billable, self.unit_price)]
 
     @property
     def unit_price_for_rating(self) -> Decimal:
@@ -131,13 +135,14 @@ class Graduated(_Tiered):
 
     model: Literal["graduated"] = "graduated"
 
-    def _priced(self, billable: Decimal) -> list[Charge]:
+    def _priced(self, billable: Fraction) -> list[tuple[str, Fraction, Decimal]]:
         steps = []
         for lower, upper, price in self._ranges():
-            in_tier = (billable if upper is None else min(billable, upper)) - lower
+            in_tier = (billable if upper is None else min(billable, Fraction(upper))) - Fraction(lower)
             if in_tier > 0:
-                steps.append(Charge(_tier_name(lower, upper), in_tier, price, in_tier * price))
-        return steps or [Charge(_tier_name(*self._ranges()[0][:2]), ZERO, self.tiers[0].unit_price, ZERO)]
+                steps.append((_tier_name(lower, upper), in_tier, price))
+        first_lower, first_upper, first_price = self._ranges()[0]
+        return steps or [(_tier_name(first_lower, first_upper), Fraction(0), first_price)]
 
 
 class Volume(_Tiered):
@@ -145,10 +150,10 @@ class Volume(_Tiered):
 
     model: Literal["volume"] = "volume"
 
-    def _priced(self, billable: Decimal) -> list[Charge]:
+    def _priced(self, billable: Fraction) -> list[tuple[str, Fraction, Decimal]]:
         for lower, upper, price in self._ranges():
-            if upper is None or billable <= upper:
-                return [Charge(_tier_name(lower, upper), billable, price, billable * price)]
+            if upper is None or billable <= Fraction(upper):
+                return [(_tier_name(lower, upper), billable, price)]
         raise AssertionError("the last tier is unbounded")
 
 
@@ -159,9 +164,9 @@ class Package(_Plan):
     package_size: Annotated[Decimal, Field(gt=0)]
     package_price: NonNegative
 
-    def _priced(self, billable: Decimal) -> list[Charge]:
-        blocks = (billable / self.package_size).to_integral_value(rounding=ROUND_CEILING)
-        return [Charge(f"blocks of {self.package_size:f}", blocks, self.package_price, blocks * self.package_price)]
+    def _priced(self, billable: Fraction) -> list[tuple[str, Fraction, Decimal]]:
+        blocks = Fraction(ceil(billable / Fraction(self.package_size)))
+        return [(f"blocks of {self.package_size.normalize():f}", blocks, self.package_price)]
 
     @property
     def unit_price_for_rating(self) -> Decimal:

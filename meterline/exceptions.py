@@ -25,7 +25,11 @@ class InvalidCatalog(MeterlineError):
 
 
 class UnknownCustomer(MeterlineError):
-    """A customer, partner or invoice id that the catalog or the ledger does not hold."""
+    """A customer or partner id that the catalog does not hold."""
+
+
+class UnknownInvoice(MeterlineError):
+    """An invoice (or credit note, or delivery) id that the ledger does not hold."""
 
 
 class InvoiceStateError(MeterlineError):

@@ -15,6 +15,7 @@ import faust
 from faust.types import TP
 
 from billing.adapters.kafka_catalog import CatalogFeed
+from billing.pricing import price_book
 from meterline.settings import Settings
 from pipeline import metrics
 from pipeline.dedup import RecentIds
@@ -48,13 +49,13 @@ def create_app(settings: Settings) -> faust.App:
     dead_letter = app.topic(topics.dead_letter, value_serializer="raw", key_serializer="raw")
     recent = RecentIds()
     catalog = CatalogFeed(settings)
-    prices = {"book": catalog.wait_for_catalog().price_book()}
+    prices = {"book": price_book(catalog.wait_for_catalog())}
     metrics.CATALOG_LOADED.set(1)
 
     @app.timer(interval=1.0)  # type: ignore[untyped-decorator]  # faust.App.timer is untyped
     async def follow_price_changes() -> None:
         if catalog.poll() and catalog.catalog is not None:
-            prices["book"] = catalog.catalog.price_book()
+            prices["book"] = price_book(catalog.catalog)
             metrics.CATALOG_UPDATES.inc()
 
     @app.timer(interval=LAG_REFRESH_S)  # type: ignore[untyped-decorator]  # faust.App.timer is untyped

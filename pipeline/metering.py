@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from decimal import Decimal
 from typing import Any
 
 import polars as pl
@@ -32,6 +33,8 @@ from schemas.meters import Meter
 from schemas.records import ACCEPTED_SCHEMA, USAGE_KEYS
 
 EXACT = pl.Decimal(38, 9)
+NANO_UNITS = 10**9
+NANO = Decimal(1).scaleb(-9)
 SECONDS_PER_HOUR = 3600
 MIB_PER_GIB = 1024
 BYTES_PER_GB = 1_000_000_000
@@ -91,7 +94,42 @@ def measure(columns: EventColumns) -> pl.LazyFrame:
         parts.append(_measure_xaas(xaas))
     if not parts:
         return pl.LazyFrame(schema=QUANTITY_SCHEMA)
-    return pl.concat(parts, how="vertical").filter(pl.col("numerator") > 0)
+    return split_by_hour(pl.concat(parts, how="vertical").filter(pl.col("numerator") > 0))
+
+
+def split_by_hour(quantities: pl.LazyFrame) -> pl.LazyFrame:
+    """Rows whose interval crosses an hour split into one row per hour, by time, exactly.
+
+    Hourly usage and monthly invoices then agree with the clock. A piece gets the share of the
+    quantity its milliseconds cover, in whole billionths of a base unit, rounded down at every
+    boundary the pieces have crossed so far: the pieces add up to the whole, exactly. Agents
+    sample on aligned intervals, so most rows pass through untouched.
+    """
+    hour = pl.col("usage_start").dt.truncate("1h")
+    crosses = pl.col("usage_end") > hour + pl.duration(hours=1)
+    start, end = pl.col("usage_start"), pl.col("usage_end")
+    elapsed = (end - start).dt.total_milliseconds()
+    scaled = (pl.col("numerator") * pl.lit(NANO_UNITS)).cast(pl.Int128)
+    pieces = (
+        quantities.filter(crosses)
+        .with_columns(piece=pl.datetime_ranges(hour, end - pl.duration(milliseconds=1), interval="1h"))
+        .explode("piece")
+        .with_columns(
+            piece_start=pl.max_horizontal("piece", start),
+            piece_end=pl.min_horizontal(pl.col("piece") + pl.duration(hours=1), end),
+        )
+        .with_columns(
+            numerator=(
+                scaled * (pl.col("piece_end") - start).dt.total_milliseconds() // elapsed
+                - scaled * (pl.col("piece_start") - start).dt.total_milliseconds() // elapsed
+            ).cast(pl.Decimal(38, 0))
+            * pl.lit(NANO, dtype=EXACT),
+            usage_start=pl.col("piece_start"),
+            usage_end=pl.col("piece_end"),
+        )
+        .select(list(QUANTITY_SCHEMA))
+    )
+    return pl.concat([quantities.filter(~crosses), pieces])
 
 
 def _frame(

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 
 import polars as pl
 
+from billing.pricing import PriceBook
 from pipeline.dedup import RecentIds
 from pipeline.metering import event_columns, measure
-from pipeline.rating import ENGINE, PriceBook, rate_quantities
+from pipeline.rating import ENGINE, rate_quantities
 from pipeline.validation import Rejection, ValidEvents, split_group
 from schemas.events import as_json_value
 from schemas.records import RATED_LISTS, USAGE_EVENT_SCHEMA

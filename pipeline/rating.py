@@ -7,60 +7,45 @@ customer and dimension, then customer, then dimension, then the meter's list pri
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
-from decimal import Decimal
-from functools import cached_property
+from functools import lru_cache
 from typing import Literal
 
 import polars as pl
 
+from billing.pricing import ANY_CUSTOMER as ANY
+from billing.pricing import PriceBook
 from pipeline.metering import EXACT
-from schemas.meters import Meter
 from schemas.records import MONEY, RATED_SCHEMA
 
-ANY = "*"
 # A batch is a few thousand rows: the streaming engine's set-up costs more than it saves there.
 ENGINE: Literal["in-memory"] = "in-memory"
 
 
-@dataclass(frozen=True)
-class Price:
-    meter: Meter
-    unit_price: Decimal
-    effective_from: datetime
-    dimension: str = ANY
-    customer_id: str = ANY
+@lru_cache(maxsize=2)
+def _book_frame(book: PriceBook) -> pl.DataFrame:
+    """The book as a frame, built once per book (a worker rates every batch with it)."""
+    return pl.DataFrame(
+        {
+            "price_customer": [p.customer_id for p in book.prices],
+            "meter": [p.meter.value for p in book.prices],
+            "price_dimension": [p.dimension for p in book.prices],
+            "effective_from": [p.effective_from for p in book.prices],
+            "unit_price": [p.unit_price for p in book.prices],
+        },
+        schema={
+            "price_customer": pl.String,
+            "meter": pl.String,
+            "price_dimension": pl.String,
+            "effective_from": pl.Datetime("ms", "UTC"),
+            "unit_price": MONEY,
+        },
+    ).sort("effective_from")
 
 
-@dataclass(frozen=True)
-class PriceBook:
-    currency: str
-    prices: tuple[Price, ...]
-
-    @cached_property
-    def customers_with_own_prices(self) -> list[str]:
-        return sorted({p.customer_id for p in self.prices} - {ANY})
-
-    @cached_property
-    def frame(self) -> pl.DataFrame:
-        """The book as a frame, built once per book (a worker rates every batch with it)."""
-        return pl.DataFrame(
-            {
-                "price_customer": [p.customer_id for p in self.prices],
-                "meter": [p.meter.value for p in self.prices],
-                "price_dimension": [p.dimension for p in self.prices],
-                "effective_from": [p.effective_from for p in self.prices],
-                "unit_price": [p.unit_price for p in self.prices],
-            },
-            schema={
-                "price_customer": pl.String,
-                "meter": pl.String,
-                "price_dimension": pl.String,
-                "effective_from": pl.Datetime("ms", "UTC"),
-                "unit_price": MONEY,
-            },
-        ).sort("effective_from")
+@lru_cache(maxsize=2)
+def _customers_with_own_prices(book: PriceBook) -> list[str]:
+    return sorted({p.customer_id for p in book.prices} - {ANY})
 
 
 _LOOKUPS = (("customer_id", "dimension"), ("customer_id", None), (None, "dimension"), (None, None))
@@ -81,7 +66,7 @@ def rate_quantities(quantities: pl.LazyFrame, book: PriceBook) -> tuple[pl.DataF
     Metering, price lookup and amounts are one query: each query costs polars about half a
     millisecond to set up.
     """
-    has_own_prices = pl.col("customer_id").is_in(book.customers_with_own_prices)
+    has_own_prices = pl.col("customer_id").is_in(_customers_with_own_prices(book))
     keyed = quantities.with_columns(price_customer=pl.when(has_own_prices).then("customer_id").otherwise(pl.lit(ANY)))
     keys = keyed.select(LOOKUP_KEYS).unique().rename({"price_customer": "customer_id"})
     prices = _unit_prices(keys, book).rename({"customer_id": "price_customer"})
@@ -90,6 +75,8 @@ def rate_quantities(quantities: pl.LazyFrame, book: PriceBook) -> tuple[pl.DataF
         amount=(
             pl.col("numerator").cast(EXACT) * pl.col("unit_price") / pl.col("divisor").cast(pl.Decimal(38, 0))
         ).cast(MONEY),
+        base_quantity=pl.col("numerator").cast(MONEY),
+        base_divisor=pl.col("divisor").cast(pl.UInt32),
         currency=pl.lit(book.currency),
     )
     rated = priced.select(list(RATED_SCHEMA)).collect(engine=ENGINE)
@@ -106,7 +93,7 @@ def _no_price(meter: str, dimension: str, usage_start: datetime) -> str:
 
 def _unit_prices(keys: pl.LazyFrame, book: PriceBook) -> pl.LazyFrame:
     """The unit price in force for each key: the most specific entry of the book wins."""
-    book_frame = book.frame.lazy()
+    book_frame = _book_frame(book).lazy()
     frame = keys.sort("usage_start")
     for step, (customer, dimension) in enumerate(_LOOKUPS):
         keyed = frame.with_columns(

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from clickhouse_connect.driver.client import Client
 
+from schemas.events import LONGEST_INTERVAL_S
+
 RAW_EVENTS = "raw_events"
 RAW_MESSAGES = "raw_messages"
 USAGE_EVENTS = "usage_events"
@@ -30,6 +32,27 @@ INVOICE_LINES = "invoice_lines"
 DELIVERIES = "invoice_deliveries"
 CATALOG_ENTRIES = "catalog_entries"
 MIGRATIONS = "schema_migrations"
+
+USAGE_WITHIN = (
+    f"event_start > {{start:DateTime64(3, 'UTC')}} - INTERVAL {LONGEST_INTERVAL_S} SECOND "
+    "AND event_start < {end:DateTime64(3, 'UTC')} "
+    "AND usage_start >= {start:DateTime64(3, 'UTC')} AND usage_start < {end:DateTime64(3, 'UTC')}"
+)
+"""Rated usage (``rated_usage``) in ``[start, end)``. Usage is split by hour inside its event,
+so the event's own start, which the table's key holds, bounds the search: an event that
+ends in the window started at most one interval before it."""
+
+
+def stored_by(database: str, id_column: str = "event_id") -> str:
+    """A condition on ``rated_usage``: events first stored at or before ``stored_by``, which is
+    what a close billed whatever arrived or was written again since (a written-again copy of an
+    event carries a later ``inserted_at``, and ``FINAL`` shows the last copy)."""
+    return (
+        f"{id_column} IN (SELECT id FROM {database}.{USAGE_EVENTS} "
+        f"WHERE usage_start > {{start:DateTime64(3, 'UTC')}} - INTERVAL {LONGEST_INTERVAL_S} SECOND "
+        "AND usage_start < {end:DateTime64(3, 'UTC')} "
+        "GROUP BY id HAVING min(inserted_at) <= {stored_by:DateTime64(3, 'UTC')})"
+    )
 
 
 def migrations(database: str) -> list[tuple[int, str]]:
@@ -255,6 +278,58 @@ def migrations(database: str) -> list[tuple[int, str]]:
             MODIFY COLUMN `rated.meter` Array(String),
             MODIFY COLUMN `rated.dimension` Array(String),
             MODIFY COLUMN `rated.unit` Array(String)""",
+        ),
+        (
+            18,
+            # Exact quantities: each rated element keeps its quantity in the meter's integer base
+            # units (vCPU-seconds, bytes...) and the divisor to its unit, so a period's total is a
+            # sum of exact figures divided once. An element also has its own start: a sample that
+            # crosses an hour is split between the hours. Rows stored before keep what they had.
+            f"""ALTER TABLE {database}.{USAGE_EVENTS}
+            ADD COLUMN IF NOT EXISTS `rated.usage_start` Array(DateTime64(3, 'UTC'))
+                DEFAULT arrayMap(m -> usage_start, `rated.meter`),
+            ADD COLUMN IF NOT EXISTS `rated.base_quantity` Array(Decimal(38, 12)) DEFAULT `rated.quantity`,
+            ADD COLUMN IF NOT EXISTS `rated.base_divisor` Array(UInt32)
+                DEFAULT arrayMap(m -> toUInt32(1), `rated.meter`)""",
+        ),
+        (19, f"DROP VIEW IF EXISTS {database}.{USAGE_HOURLY}"),
+        (20, f"DROP VIEW IF EXISTS {database}.{RATED_USAGE}"),
+        (
+            21,
+            # Event-level times are renamed inside the subquery: an outer alias named like a
+            # column would shadow it. ``event_start`` is what reaches the table's key.
+            f"""CREATE VIEW IF NOT EXISTS {database}.{RATED_USAGE} AS
+            SELECT event_id, event_type, customer_id, resource_id, product, meter, dimension, unit,
+                piece_start AS usage_start,
+                least(toStartOfHour(piece_start) + INTERVAL 1 HOUR, event_end) AS usage_end,
+                quantity, unit_price, amount, base_quantity, base_divisor, currency, event_start, inserted_at
+            FROM (
+                SELECT id AS event_id, type AS event_type, customer_id, resource_id, rated.product AS product,
+                    rated.meter AS meter, rated.dimension AS dimension, rated.unit AS unit,
+                    rated.usage_start AS piece_start, usage_start AS event_start, usage_end AS event_end,
+                    rated.quantity AS quantity, rated.unit_price AS unit_price, rated.amount AS amount,
+                    rated.base_quantity AS base_quantity, rated.base_divisor AS base_divisor, currency, inserted_at
+                FROM {database}.{USAGE_EVENTS} FINAL ARRAY JOIN rated
+            )""",
+        ),
+        (
+            22,
+            f"""CREATE VIEW IF NOT EXISTS {database}.{USAGE_HOURLY} AS
+            SELECT customer_id, resource_id, product, meter, dimension, unit, currency,
+                   toStartOfHour(usage_start) AS hour,
+                   sum(quantity) AS quantity, sum(amount) AS amount, count() AS rated_rows
+            FROM {database}.{RATED_USAGE}
+            GROUP BY customer_id, resource_id, product, meter, dimension, unit, currency, hour""",
+        ),
+        (
+            23,
+            # A usage line names what it bills: the dimensions and time spans of the usage priced
+            # by its plan (several dimensions under a plan for all of them, part of the period
+            # around a price change). The drill-down selects exactly that.
+            f"""ALTER TABLE {database}.{INVOICE_LINES}
+            ADD COLUMN IF NOT EXISTS `scope.dimension` Array(String),
+            ADD COLUMN IF NOT EXISTS `scope.start` Array(DateTime64(3, 'UTC')),
+            ADD COLUMN IF NOT EXISTS `scope.end` Array(DateTime64(3, 'UTC'))""",
         ),
     ]
 

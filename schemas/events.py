@@ -28,6 +28,8 @@ Event = dict[str, Any]
 Name = Annotated[str, Meta(min_length=1, max_length=128)]
 Count = Annotated[int, Meta(ge=0)]
 Interval = Annotated[int, Meta(ge=1, le=86_400, description="seconds of usage this sample covers")]
+LONGEST_INTERVAL_S = 2_678_400
+"""The longest interval any event may cover (an XaaS report of a 31-day month)."""
 UtcTime = Annotated[datetime, Meta(tz=True, description="RFC 3339 with an offset; stored as UTC")]
 
 
@@ -109,7 +111,7 @@ class XaasUsageData(Struct, frozen=True, gc=False):
 
     customer_id: Name
     resource_id: Name
-    interval_s: Annotated[int, Meta(ge=1, le=2_678_400)]
+    interval_s: Annotated[int, Meta(ge=1, le=LONGEST_INTERVAL_S)]
     sku: Annotated[str, Meta(pattern="^[a-z0-9_.-]{1,64}$")]
     quantity: Annotated[str, Meta(pattern="^[0-9]{1,18}(\\.[0-9]{1,9})?$")]
     unit: Annotated[str, Meta(min_length=1, max_length=32)]

@@ -20,6 +20,11 @@ class Meter(StrEnum):
     def unit(self) -> str:
         return _UNITS[self]
 
+    @property
+    def label(self) -> str:
+        """What an invoice calls it."""
+        return _LABELS[self]
+
 
 _UNITS = {
     Meter.VCPU_HOURS: "vCPU-hour",
@@ -31,4 +36,15 @@ _UNITS = {
     Meter.VDC_RAM_GIB_HOURS: "GiB-hour",
     Meter.VDC_STORAGE_GIB_HOURS: "GiB-hour",
     Meter.XAAS_UNITS: "unit",
+}
+_LABELS = {
+    Meter.VCPU_HOURS: "Virtual CPU",
+    Meter.RAM_GIB_HOURS: "Memory",
+    Meter.DISK_GIB_HOURS: "Disk storage",
+    Meter.NET_RX_GB: "Inbound traffic",
+    Meter.NET_TX_GB: "Outbound traffic",
+    Meter.VDC_CPU_GHZ_HOURS: "Virtual datacenter CPU",
+    Meter.VDC_RAM_GIB_HOURS: "Virtual datacenter memory",
+    Meter.VDC_STORAGE_GIB_HOURS: "Virtual datacenter storage",
+    Meter.XAAS_UNITS: "Service usage",
 }

@@ -42,8 +42,13 @@ RATED_SCHEMA: dict[str, pl.DataType] = {
     "quantity": MONEY,
     "unit_price": MONEY,
     "amount": MONEY,
+    "base_quantity": MONEY,
+    "base_divisor": pl.UInt32(),
     "currency": pl.String(),
 }
+"""``quantity`` is ``base_quantity / base_divisor`` at 12 places, for display; ``base_quantity``
+is exact, in the meter's base unit (vCPU-seconds, bytes, MiB-seconds...), so that a period's
+quantity is a sum of exact figures divided once."""
 
 
 ACCEPTED_SCHEMA: dict[str, pl.DataType] = {
@@ -61,8 +66,19 @@ ACCEPTED_SCHEMA: dict[str, pl.DataType] = {
 }
 """An accepted event: what it is, whose, when, and where its JSON lies in its message."""
 
-RATED_LISTS = ("product", "meter", "dimension", "unit", "quantity", "unit_price", "amount")
-"""The rated-usage fields a usage event carries as lists, one element per meter."""
+RATED_LISTS = (
+    "product",
+    "meter",
+    "dimension",
+    "unit",
+    "usage_start",
+    "quantity",
+    "unit_price",
+    "amount",
+    "base_quantity",
+    "base_divisor",
+)
+"""The rated-usage fields a usage event carries as lists, one element per meter and hour."""
 
 USAGE_EVENT_SCHEMA: dict[str, pl.DataType] = {
     **ACCEPTED_SCHEMA,

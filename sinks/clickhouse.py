@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import clickhouse_connect
@@ -31,6 +34,27 @@ def connect(settings: Settings, *, migrate_schema: bool = True) -> Client:
     return client
 
 
+class InsertClock:
+    """The times stored events carry (``inserted_at``), and a reading of it that is safe to cut at.
+
+    A write is stamped before it starts and seen when it ends, so ``now`` waits for a write under
+    way: every event stamped at or before the time it returns is already visible. A period close
+    bills the events stored by that time, and an invoice's drill-down shows exactly those.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def writing(self) -> Iterator[datetime]:
+        with self._lock:
+            yield datetime.now(UTC)
+
+    def now(self) -> datetime:
+        with self._lock:
+            return datetime.now(UTC)
+
+
 class ClickHouseSink(Sink):
     """Buffers the events and rated topics, then writes them in one flush.
 
@@ -39,8 +63,9 @@ class ClickHouseSink(Sink):
     written first, since they are what the API shows.
     """
 
-    def __init__(self, client: Client, settings: Settings) -> None:
+    def __init__(self, client: Client, settings: Settings, clock: InsertClock | None = None) -> None:
         self._client = client
+        self._clock = clock or InsertClock()
         self._events_topic, self._rated_topic = settings.topics.events, settings.topics.rated
         self._messages_table = f"{settings.clickhouse_database}.{RAW_MESSAGES}"
         self._usage_table = f"{settings.clickhouse_database}.{USAGE_EVENTS}"
@@ -75,13 +100,13 @@ class ClickHouseSink(Sink):
         return self._bytes
 
     def flush(self) -> FlushResult:
-        now = datetime.now(UTC)
         usage = pa.concat_tables(self._usage) if self._usage else None
-        if usage is not None:
-            inserted_at = _in_every_row(now, usage.num_rows)
-            self._client.insert_arrow(
-                self._usage_table, usage.append_column("inserted_at", inserted_at), settings=INSERT_SETTINGS
-            )
+        with self._clock.writing() as now:
+            if usage is not None:
+                inserted_at = _in_every_row(now, usage.num_rows)
+                self._client.insert_arrow(
+                    self._usage_table, usage.append_column("inserted_at", inserted_at), settings=INSERT_SETTINGS
+                )
         if self._messages:
             messages = pa.table(
                 {

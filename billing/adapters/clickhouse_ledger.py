@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -25,12 +25,11 @@ from billing.invoices import (
     InvoiceLine,
     InvoiceStatus,
     LineKind,
-    UsageTotal,
-    invoice_id_for,
+    UsageScope,
 )
 from billing.periods import Period
-from meterline.exceptions import InvoiceStateError, UnknownCustomer
-from schemas.clickhouse import INVOICE_LINES, INVOICES, RATED_USAGE
+from meterline.exceptions import InvoiceStateError, UnknownInvoice
+from schemas.clickhouse import INVOICE_LINES, INVOICES
 from schemas.records import MONEY, TIMESTAMP
 
 LINE_SCHEMA: dict[str, pl.DataType] = {
@@ -46,6 +45,9 @@ LINE_SCHEMA: dict[str, pl.DataType] = {
     "meter": pl.String(),
     "dimension": pl.String(),
     "adjusts_period": pl.String(),
+    "scope.dimension": pl.List(pl.String()),
+    "scope.start": pl.List(TIMESTAMP),
+    "scope.end": pl.List(TIMESTAMP),
 }
 HEADER_SCHEMA: dict[str, pl.DataType] = {
     "invoice_id": pl.String(),
@@ -155,7 +157,6 @@ class Ledger:
         self._client = client
         self._invoices = f"{database}.{INVOICES}"
         self._lines = f"{database}.{INVOICE_LINES}"
-        self._rated = f"{database}.{RATED_USAGE}"
         # one lock for every call: an embedded engine handle is not for concurrent use, and
         # numbering must read the highest number and write the next one with nothing between
         self._lock = threading.RLock()
@@ -172,19 +173,9 @@ class Ledger:
         with self._lock:
             self._client.insert_arrow(table, rows)
 
-    def usage_totals(self, period: Period) -> list[UsageTotal]:
-        """Each customer's rated usage per meter and dimension over the period, every event once."""
-        result = self._query(
-            f"""SELECT customer_id, meter, dimension, any(unit), sum(quantity), sum(amount)
-            FROM {self._rated}
-            WHERE usage_start >= {{start:DateTime64(3, 'UTC')}} AND usage_start < {{end:DateTime64(3, 'UTC')}}
-            GROUP BY customer_id, meter, dimension""",
-            parameters={"start": period.start, "end": period.end},
-        )
-        return [UsageTotal(*row) for row in result.result_rows]
-
-    def adjustments_to(self, adjusted: Period, *, excluding: Period) -> dict[str, Decimal]:
-        """Per invoice of ``adjusted``: the adjustments to it on other periods' live invoices."""
+    def adjustments_to(self, adjusted: Period, *, excluding: Period) -> dict[tuple[str, str], Decimal]:
+        """Per (issuer, buyer) billed in ``adjusted``: the adjustments to that period on other
+        periods' live invoices."""
         result = self._query(
             f"""SELECT i.issuer_id, i.buyer_id, sum(l.amount)
             FROM {self._lines} AS l
@@ -196,7 +187,7 @@ class Ledger:
             GROUP BY i.issuer_id, i.buyer_id""",
             parameters={"adjusted": adjusted.name, "excluding": excluding.name},
         )
-        return {invoice_id_for(adjusted, issuer, buyer): amount for issuer, buyer, amount in result.result_rows}
+        return {(issuer, buyer): amount for issuer, buyer, amount in result.result_rows}
 
     def own_adjustments(self, period: Period) -> dict[str, Decimal]:
         """Per invoice of ``period``: its adjustment lines' total (they correct earlier periods)."""
@@ -229,19 +220,36 @@ class Ledger:
         )
         rows = list(result.named_results())
         if not rows:
-            raise UnknownCustomer(f"no invoice {invoice_id!r}")
+            raise UnknownInvoice(f"no invoice {invoice_id!r}")
         record = InvoiceRecord.from_row(rows[0])
         return replace(record, lines=tuple(self._load_lines(record)))
 
     def _load_lines(self, record: InvoiceRecord) -> Iterator[InvoiceLine]:
         result = self._query(
-            f"""SELECT kind, description, quantity, unit, unit_price, amount, meter, dimension, adjusts_period
+            f"""SELECT kind, description, quantity, unit, unit_price, amount, meter, dimension, adjusts_period,
+                scope.dimension, scope.start, scope.end
             FROM {self._lines} FINAL WHERE invoice_id = {{id:String}} AND revision = {{revision:UInt32}}
             ORDER BY line_no""",
             parameters={"id": record.invoice_id, "revision": record.revision},
         )
-        for kind, *rest in result.result_rows:
-            yield InvoiceLine(LineKind(kind), *rest)
+        for row in result.result_rows:
+            kind, description, quantity, unit, unit_price, amount, meter, dimension, adjusts_period = row[:9]
+            scopes = tuple(
+                UsageScope(scope_dimension, _utc(start), _utc(end))
+                for scope_dimension, start, end in zip(*row[9:], strict=True)
+            )
+            yield InvoiceLine(
+                LineKind(kind),
+                description,
+                quantity,
+                unit,
+                unit_price,
+                amount,
+                meter,
+                dimension,
+                adjusts_period,
+                scopes,
+            )
 
     def save(self, records: list[InvoiceRecord], *, with_lines: bool = True) -> None:
         """Append header rows (and, for new revisions, their lines) in two inserts."""
@@ -257,7 +265,10 @@ class Ledger:
                         "invoice_id": record.invoice_id,
                         "revision": record.revision,
                         "line_no": number,
-                        **{name: getattr(line, name) for name in list(LINE_SCHEMA)[3:]},
+                        **{name: getattr(line, name) for name in list(LINE_SCHEMA)[3:-3]},
+                        "scope.dimension": [scope.dimension for scope in line.scopes],
+                        "scope.start": [scope.start for scope in line.scopes],
+                        "scope.end": [scope.end for scope in line.scopes],
                     }
                     for record in records
                     for number, line in enumerate(record.lines, start=1)
@@ -281,6 +292,8 @@ class Ledger:
                 return record.status, record
             if not record.status.can_become(target):
                 raise InvoiceStateError(f"invoice {invoice_id} is {record.status}; it cannot become {target}")
+            if target is InvoiceStatus.ISSUED:
+                _check_period_ended(record.period, now)
             changed = replace(record, status=target, updated_at=now)
             if target is InvoiceStatus.ISSUED:
                 changed = self._numbered(changed, now, prefix_of)
@@ -291,6 +304,7 @@ class Ledger:
 
     def issue_period(self, period: str, now: datetime, prefix_of: dict[str, str]) -> list[InvoiceRecord]:
         """Issue every draft of a period at once: consecutive numbers per issuer, in invoice-id order."""
+        _check_period_ended(period, now)
         with self._lock:
             drafts = [r for r in self.headers(period=period) if r.status is InvoiceStatus.DRAFT]
             issued = []
@@ -338,3 +352,16 @@ class Ledger:
             lines=negated,
         )
         self.save([self._numbered(credit, now, prefix_of)])
+
+
+def _check_period_ended(period: str, now: datetime) -> None:
+    """A month is invoiced once it is over: before that its drafts are previews."""
+    end = Period.parse(period).end
+    if now < end:
+        raise InvoiceStateError(
+            f"period {period} has not ended: its drafts can be previewed, and issued from {end.isoformat()}"
+        )
+
+
+def _utc(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

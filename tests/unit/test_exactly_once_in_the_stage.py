@@ -11,14 +11,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from billing.catalog import load_catalog
+from billing.pricing import Price, PriceBook, price_book
 from pipeline.dedup import RecentIds
 from pipeline.processing import BatchOutcome, process_batch
-from pipeline.rating import Price, PriceBook
 from schemas.events import encode_batch
 from schemas.meters import Meter
 from tests.factories import AT, vdc_allocation, vm_sample, xaas_usage
 
-BOOK = load_catalog(Path("billing/catalog.yaml")).price_book()
+BOOK = price_book(load_catalog(Path("billing/catalog.yaml")))
 EVENTS = [vm_sample(f"vm-{n}", at=AT + timedelta(minutes=5 * n)) for n in range(6)] + [xaas_usage()]
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime
-from decimal import Decimal
+from fractions import Fraction
 
 import facturx
 import pytest
@@ -28,8 +28,9 @@ def view(status: InvoiceStatus = InvoiceStatus.ISSUED) -> InvoiceView:
     document = catalog_document()
     document["customers"][0]["name"] = "<script>alert(1)</script> SAS"
     catalog = Catalog.model_validate(document)
-    usage = [UsageTotal("direct", "vcpu_hours", "", "vCPU-hour", Decimal("5757.499999999953"), Decimal("143.94"))]
-    invoice = next(i for i in build_invoices(catalog, Period.parse("2026-10"), usage) if i.buyer_id == "direct")
+    october = Period.parse("2026-10")
+    usage = [UsageTotal("direct", "vcpu_hours", "", "vCPU-hour", Fraction("5757.5"), october.start, october.end)]
+    invoice = next(i for i in build_invoices(catalog, october, usage) if i.buyer_id == "direct")
     record = replace(InvoiceRecord.draft(invoice, 1, NOW), status=status, number="ACME-000007", issued_at=NOW)
     return InvoiceView.of(record, catalog)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 from billing.catalog import Catalog, load_catalog
 from billing.invoices import Invoice, UsageTotal, build_invoices
 from billing.periods import Period
+from billing.pricing import price_book
 from meterline.exceptions import InvalidCatalog
 from tests.factories import catalog_document
 
@@ -21,10 +23,14 @@ def catalog(**changes: Any) -> Catalog:
     return Catalog.model_validate({**catalog_document(), **changes})
 
 
+def usage(customer_id: str, meter: str, dimension: str, unit: str, quantity: str) -> UsageTotal:
+    return UsageTotal(customer_id, meter, dimension, unit, Fraction(quantity), NOVEMBER.start, NOVEMBER.end)
+
+
 USAGE = [
-    UsageTotal("direct", "vcpu_hours", "", "vCPU-hour", Decimal("1000.5"), Decimal("25.0125")),
-    UsageTotal("direct", "net_tx_gb", "", "GB", Decimal("1200"), Decimal("12")),
-    UsageTotal("resold", "vcpu_hours", "", "vCPU-hour", Decimal("2000"), Decimal("60")),
+    usage("direct", "vcpu_hours", "", "vCPU-hour", "1000.5"),
+    usage("direct", "net_tx_gb", "", "GB", "1200"),
+    usage("resold", "vcpu_hours", "", "vCPU-hour", "2000"),
 ]
 
 
@@ -34,7 +40,7 @@ def invoices() -> dict[str, Invoice]:
 
 def test_direct_customer_invoice_mixes_fees_one_time_charges_and_usage():
     """Support from the 10th: 30 x 21/30 = 21.00; set-up 100.00; migration 480.00;
-    vCPU: rated 25.0125 -> 25.01; net: 1000 x 0.01 + 200 x 0.005 = 11.00.
+    net: 1000 x 0.01 = 10.00 + 200 x 0.005 = 1.00; vCPU: 1000.5 x 0.025 = 25.0125 -> 25.01.
     Subtotal 637.01, discount 10 % = 63.70 (63.701), net 573.31, VAT 20 % = 114.66 (114.662), total 687.97."""
     invoice = invoices()["2026-11.acme.direct"]
     assert [line.amount for line in invoice.lines] == [
@@ -95,7 +101,7 @@ def test_a_catalog_that_contradicts_itself_is_refused_with_the_reason(change, me
 
 def test_the_demo_catalog_loads_and_prices_every_simulated_meter():
     demo = load_catalog(Path("billing/catalog.yaml"))
-    book = demo.price_book()
+    book = price_book(demo)
     assert {price.meter.value for price in book.prices} >= {"vcpu_hours", "xaas_units", "vdc_cpu_ghz_hours"}
 
 

@@ -9,14 +9,15 @@ from pathlib import Path
 import pytest
 
 from billing.catalog import load_catalog
+from billing.pricing import Price, PriceBook, price_book
 from pipeline.metering import event_columns, measure
-from pipeline.rating import Price, PriceBook, rate_quantities
+from pipeline.rating import rate_quantities
 from pipeline.validation import split_message
 from schemas.events import encode_batch
 from schemas.meters import Meter
 from tests.factories import AT, vdc_allocation, vm_sample, xaas_usage
 
-BOOK = load_catalog(Path("billing/catalog.yaml")).price_book()
+BOOK = price_book(load_catalog(Path("billing/catalog.yaml")))
 
 
 def measure_events(events: list) -> object:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
+from fractions import Fraction
 
 import pytest
 from pydantic import TypeAdapter, ValidationError
@@ -22,8 +23,8 @@ def plan(**fields: object) -> PricePlan:
     return PLAN.validate_python({"meter": "net_tx_gb", "effective_from": FROM, **fields})
 
 
-def amounts(chosen: PricePlan, quantity: str) -> list[tuple[str, Decimal, Decimal]]:
-    return [(c.description, c.quantity, c.amount) for c in chosen.charges(Decimal(quantity))]
+def amounts(chosen: PricePlan, quantity: str | Fraction) -> list[tuple[str, Fraction, Decimal]]:
+    return [(c.description, c.quantity, c.amount) for c in chosen.charges(Fraction(quantity), "EUR")]
 
 
 TIERS = [{"up_to": "100", "unit_price": "0.10"}, {"up_to": "1000", "unit_price": "0.08"}, {"unit_price": "0.05"}]
@@ -64,7 +65,40 @@ def test_minimum_commitment_tops_up_a_short_period_only():
     committed = plan(model="per_unit", unit_price="0.012", minimum_amount="50")
     assert amounts(committed, "1000")[-1] == ("minimum commitment top-up", 1, Decimal("38.000"))
     assert len(amounts(committed, "5000")) == 1
-    assert not committed.is_linear
+
+
+def test_a_commitment_tops_up_the_lines_as_billed_so_the_customer_pays_exactly_the_commitment():
+    """Committed 20.00 at 1.00 per unit: 1.125 units bill 1.125 -> 1.13 (half up); the top-up is
+    20.00 - 1.13 = 18.87, not 20.00 - 1.125 = 18.875 -> 18.88, so the two lines total 20.00."""
+    committed = plan(model="per_unit", unit_price="1.00", minimum_amount="20.00")
+    charges = amounts(committed, "1.125")
+    assert charges == [("", Fraction("1.125"), Decimal("1.13")), ("minimum commitment top-up", 1, Decimal("18.87"))]
+    assert sum(charge[2] for charge in charges) == Decimal("20.00")
+
+
+FIVE_MINUTES_OF_TWO_VCPU = Fraction(2 * 300, 3600)
+"""What one 5-minute sample of a 2-vCPU VM contributes: 600 vCPU-seconds, 1/6 vCPU-hour."""
+
+
+def test_tiers_blocks_and_allowances_apply_to_the_exact_total():
+    """600 samples of 1/6 vCPU-h are exactly 100 vCPU-h (each rounded to 12 places they were
+    100.0000000002, since 1/6 -> 0.166666666667):
+    - packages of 10: 10 blocks x 1.00 = 10.00, not 11;
+    - volume tiers up to 100 at 0.10, above at 0.05: 100 stays in the first tier, 10.00;
+    - graduated, same tiers: 100 x 0.10 = 10.00 and no 0.00 line for the second tier;
+    - 100 free: nothing to pay and no priced line."""
+    total = sum([FIVE_MINUTES_OF_TWO_VCPU] * 600, Fraction(0))
+    assert total == 100
+    tiers = [{"up_to": "100", "unit_price": "0.10"}, {"unit_price": "0.05"}]
+    assert amounts(plan(model="package", package_size="10", package_price="1.00"), total)[0][1:] == (
+        10,
+        Decimal("10.00"),
+    )
+    assert amounts(plan(model="volume", tiers=tiers), total) == [("0 to 100", 100, Decimal("10.00"))]
+    assert amounts(plan(model="graduated", tiers=tiers), total) == [("0 to 100", 100, Decimal("10.00"))]
+    assert amounts(plan(model="per_unit", unit_price="1", free_quantity="100"), total) == [
+        ("included allowance", 100, 0)
+    ]
 
 
 @pytest.mark.parametrize(
@@ -96,7 +130,13 @@ def test_the_plan_in_force_is_the_latest_started_and_an_exact_dimension_wins():
     assert plan_in_force(plans, "net_tx_gb", "", datetime(2025, 12, 31, tzinfo=UTC)) is None
 
 
-def test_rounding_follows_the_currency_minor_unit_half_up():
+def test_rounding_follows_the_currency_minor_unit_half_away_from_zero():
+    """Exact fractions round from their exact value: 1/200 EUR is half a cent, up to 0.01;
+    -1/200 (a credit) to -0.01; 1/3 EUR to 0.33; 2.5 JPY to 3 yen."""
+    assert round_money(Fraction(1, 200), "EUR") == Decimal("0.01")
+    assert round_money(Fraction(-1, 200), "EUR") == Decimal("-0.01")
+    assert round_money(Fraction(1, 3), "EUR") == Decimal("0.33")
+    assert round_money(Fraction(5, 2), "JPY") == Decimal("3")
     assert round_money(Decimal("2.345"), "EUR") == Decimal("2.35")
     assert round_money(Decimal("1234.5"), "JPY") == Decimal("1235")
     assert round_money(Decimal("1.0005"), "KWD") == Decimal("1.001")

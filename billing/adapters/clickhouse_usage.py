@@ -1,0 +1,46 @@
+"""A period's usage as the close prices it: exact totals per customer, meter and dimension.
+
+Totals are summed in each meter's base unit (``base_quantity``, a sum of exact figures) and
+divided once, here, into a ``Fraction``; they are cut at every instant a price changed in the
+period, so each part is priced by the plan in force then.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from datetime import datetime
+from fractions import Fraction
+
+from clickhouse_connect.driver.client import Client
+
+from billing.invoices import UsageTotal
+from billing.periods import Period
+from schemas.clickhouse import RATED_USAGE, USAGE_WITHIN, stored_by
+
+
+class PeriodUsage:
+    def __init__(self, client: Client, database: str) -> None:
+        self._client = client
+        self._database = database
+        self._lock = threading.Lock()
+
+    def totals(self, period: Period, price_changes: list[datetime], cutoff: datetime) -> list[UsageTotal]:
+        """Usage in the period of every event first stored by ``cutoff``, each event once."""
+        bounds = [period.start, *price_changes, period.end]
+        query = f"""SELECT customer_id, meter, dimension, any(unit), base_divisor,
+                arrayCount(change -> change <= usage_start, {{changes:Array(DateTime64(3, 'UTC'))}}) AS part,
+                sum(base_quantity)
+            FROM {self._database}.{RATED_USAGE}
+            WHERE {USAGE_WITHIN} AND {stored_by(self._database)}
+            GROUP BY customer_id, meter, dimension, base_divisor, part"""
+        parameters = {"start": period.start, "end": period.end, "changes": price_changes, "stored_by": cutoff}
+        with self._lock:
+            rows = self._client.query(query, parameters=parameters).result_rows
+        exact: dict[tuple[str, str, str, str, int], Fraction] = defaultdict(Fraction)
+        for customer, meter, dimension, unit, divisor, part, base in rows:
+            exact[(customer, meter, dimension, unit, part)] += Fraction(base) / divisor
+        return [
+            UsageTotal(customer, meter, dimension, unit, quantity, bounds[part], bounds[part + 1])
+            for (customer, meter, dimension, unit, part), quantity in exact.items()
+        ]

@@ -1,0 +1,81 @@
+"""Which plan prices a customer's usage: one rule, for the stream's rater and for the invoice.
+
+``Catalog.find_plan`` is the rule (a customer's own plans, then its seller's list, then the
+provider's list; inside each, an exact dimension before the wildcard; the latest version in
+force at the instant). The rater cannot call it per row, so ``price_book`` evaluates the rule
+at every instant where its answer can change and hands the stream the result as a table of
+effective-dated unit prices. Both therefore price the same usage with the same plan.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+
+from billing.catalog import Catalog, Customer
+from billing.periods import Period
+from billing.price_plans import ANY_DIMENSION, PricePlan
+from schemas.meters import Meter
+
+ANY_CUSTOMER = "*"
+
+
+@dataclass(frozen=True)
+class Price:
+    """A unit price in force from ``effective_from`` until the next entry of the same key."""
+
+    meter: Meter
+    unit_price: Decimal
+    effective_from: datetime
+    dimension: str = ANY_DIMENSION
+    customer_id: str = ANY_CUSTOMER
+
+
+@dataclass(frozen=True, eq=False)
+class PriceBook:
+    """The stream's prices. Compared by identity: a worker caches what it derives from a book."""
+
+    currency: str
+    prices: tuple[Price, ...]
+
+
+def price_book(catalog: Catalog) -> PriceBook:
+    """Per-unit prices for the rater, as ``Catalog.find_plan`` decides them.
+
+    Customers that buy at the provider's list with no plans of their own share the ``*`` key;
+    every other customer gets its own, fully resolved entries, so the rater only has to pick an
+    exact dimension over the wildcard.
+    """
+    prices = _resolved(catalog, None, ANY_CUSTOMER)
+    for customer in catalog.customers:
+        if customer.plans or customer.partner_id:
+            prices += _resolved(catalog, customer, customer.id)
+    return PriceBook(currency=catalog.currency, prices=tuple(prices))
+
+
+def _resolved(catalog: Catalog, customer: Customer | None, key: str) -> list[Price]:
+    """The rule's answer for each meter and named dimension, at every instant it may change."""
+    candidates = catalog.candidate_plans(customer)
+    prices = []
+    for meter in sorted({plan.meter for plan in candidates}):
+        plans = [plan for plan in candidates if plan.meter == meter]
+        changes = sorted({plan.effective_from for plan in plans})
+        for dimension in sorted({plan.dimension for plan in plans} | {ANY_DIMENSION}):
+            previous: PricePlan | None = None
+            for at in changes:
+                plan = catalog.find_plan(customer, meter, dimension, at)
+                if plan is not None and plan is not previous:
+                    prices.append(Price(meter, plan.unit_price_for_rating, at, dimension, key))
+                previous = plan
+    return prices
+
+
+def price_changes(catalog: Catalog, period: Period) -> list[datetime]:
+    """The instants inside the period where some plan takes effect: usage on either side of one
+    may be priced by different plans, so a period's usage is totalled between them."""
+    plans = [
+        *(plan for price_list in catalog.price_lists for plan in price_list.plans),
+        *(plan for customer in catalog.customers for plan in customer.plans),
+    ]
+    return sorted({plan.effective_from for plan in plans if period.start < plan.effective_from < period.end})
