@@ -21,11 +21,15 @@ RAM_MB_CHOICES = (2048, 4096, 8192, 16384, 32768)
 DISK_TIERS = ("ssd", "hdd", "nvme")
 VDC_MODELS = ("allocation_pool", "reservation_pool", "pay_as_you_go")
 XAAS_SKUS = {
-    "backup_gb_month": "GB",
-    "object_storage_gb": "GB",
-    "dbaas_instance_hours": "instance-hour",
-    "windows_server_licence": "licence",
+    "backup_gb": ("GB", 50, 800),
+    "object_storage_gb": ("GB", 100, 4000),
+    "dbaas_instance": ("instance", 1, 3),
+    "windows_server_licence": ("licence", 1, 12),
+    "restore_gb": ("GB", 1, 40),
 }
+"""Each sku's unit and the range of its level: stocks held (GB, instances, licences), and
+restores, a counter: the GB restored over the interval, a restore a day."""
+SAMPLES_PER_RESTORE = 288
 
 
 @dataclass(frozen=True)
@@ -82,8 +86,8 @@ class SimulatedFleet:
             {
                 "resource_id": f"xaas-{n:04d}",
                 "customer_id": draw.choice(customers),
-                "sku": draw.choice(list(XAAS_SKUS)),
-                "base": draw.randint(1, 500),
+                "sku": (sku := draw.choice(list(XAAS_SKUS))),
+                "base": draw.randint(*XAAS_SKUS[sku][1:]),
             }
             for n in range(self.spec.xaas_items)
         ]
@@ -155,13 +159,18 @@ class SimulatedFleet:
         return usage_event(EventType.VDC_ALLOCATION, "sim://vcd", at, data)
 
     def _xaas_sample(self, item: dict[str, Any], index: int, tick: int, at: datetime) -> Event:
-        quantity = item["base"] + (tick + index) % 7
+        """A stock drifts by a few units around its level; a licence count by one either way."""
+        unit, low, high = XAAS_SKUS[item["sku"]]
+        drift = (tick + index) % 3 - 1 if unit in ("instance", "licence") else (tick + index) % 7 / 4
+        quantity = min(max(item["base"] + drift, low), high)
+        if item["sku"] == "restore_gb":
+            quantity = item["base"] if (tick + index) % SAMPLES_PER_RESTORE == 0 else 0
         data = {
             "customer_id": item["customer_id"],
             "resource_id": item["resource_id"],
             "interval_s": self.spec.interval_s,
             "sku": item["sku"],
-            "quantity": f"{quantity}.25",
-            "unit": XAAS_SKUS[item["sku"]],
+            "quantity": f"{quantity:g}" if unit in ("instance", "licence") else f"{quantity:.2f}",
+            "unit": unit,
         }
         return usage_event(EventType.XAAS_USAGE, "sim://xaas", at, data)

@@ -30,7 +30,7 @@ from billing.adapters.clickhouse_ledger import Ledger
 from billing.catalog import Catalog, Customer
 from meterline.exceptions import UnknownInvoice
 from meterline.settings import Settings
-from schemas.clickhouse import DELIVERIES
+from schemas.clickhouse import DELIVERIES, as_utc
 
 log = logging.getLogger(__name__)
 MAX_DELAY = timedelta(hours=1)
@@ -97,6 +97,9 @@ class Deliveries:
         self._table = f"{settings.clickhouse_database}.{DELIVERIES}"
         self._settings = settings
         self._lock = threading.Lock()
+        # one attempt or retry request at a time: a retry asked for during an attempt waits for
+        # its outcome to be stored, rather than being overwritten by it
+        self._attempt = threading.Lock()
 
     def enqueue(self, recipients: dict[str, str], now: datetime) -> None:
         """Queue one email per invoice id, to its recipient (an empty address is kept as such)."""
@@ -114,18 +117,32 @@ class Deliveries:
         return found[0]
 
     def retry_now(self, invoice_id: str, now: datetime) -> Delivery:
-        delivery = replace(self.get(invoice_id), status=DeliveryStatus.PENDING, next_attempt_at=now, updated_at=now)
-        self._save(delivery)
-        return delivery
+        with self._attempt:
+            delivery = replace(self.get(invoice_id), status=DeliveryStatus.PENDING, next_attempt_at=now, updated_at=now)
+            self._save(delivery)
+            return delivery
 
     def due(self, now: datetime) -> list[Delivery]:
         return self._select(
             "status IN ('pending', 'retrying') AND next_attempt_at <= {now:DateTime64(3, 'UTC')}", {"now": now}
         )
 
-    def send(self, delivery: Delivery, ledger: Ledger, catalog: Catalog) -> Delivery:
-        """One attempt; the outcome is stored and returned, any failure becomes a retry."""
-        now = datetime.now(UTC)
+    def send(self, due: Delivery, ledger: Ledger, catalog: Catalog) -> Delivery:
+        """One attempt; the outcome is stored and returned, any failure becomes a retry.
+
+        The delivery is read again first: since the due list was read it may have been sent,
+        or rescheduled by a retry request, and the attempt counts from what is stored now."""
+        with self._attempt:
+            now = datetime.now(UTC)
+            delivery = self.get(due.invoice_id)
+            if (
+                delivery.status not in (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
+                or delivery.next_attempt_at > now
+            ):
+                return delivery
+            return self._attempt_once(delivery, ledger, catalog, now)
+
+    def _attempt_once(self, delivery: Delivery, ledger: Ledger, catalog: Catalog, now: datetime) -> Delivery:
         try:
             view = InvoiceView.of(ledger.get(delivery.invoice_id), catalog)
             pdf = pdf_for_buyer(view)
@@ -155,7 +172,17 @@ class Deliveries:
         query = f"SELECT * FROM {self._table} FINAL WHERE {where} ORDER BY next_attempt_at"
         with self._lock:
             rows = self._client.query(query, parameters=parameters).named_results()
-            return [Delivery(**{**row, "status": DeliveryStatus(row["status"])}) for row in rows]
+            return [
+                Delivery(
+                    **{
+                        **row,
+                        "status": DeliveryStatus(row["status"]),
+                        "next_attempt_at": as_utc(row["next_attempt_at"]),
+                        "updated_at": as_utc(row["updated_at"]),
+                    }
+                )
+                for row in rows
+            ]
 
     def _save(self, *deliveries: Delivery) -> None:
         columns = list(Delivery.__dataclass_fields__)

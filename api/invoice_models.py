@@ -7,10 +7,11 @@ from datetime import datetime
 from pydantic import BaseModel, Field
 
 from api.delivery import Delivery
-from api.models import FixedPoint, as_utc
+from api.models import FixedPoint
 from billing.adapters.clickhouse_ledger import InvoiceRecord
 from billing.invoices import InvoiceLine
 from billing.money import round_money
+from schemas.clickhouse import as_utc
 
 
 class InvoiceLineOut(BaseModel):

@@ -5,18 +5,13 @@ Money and quantities are decimal strings in fixed-point notation: no float ever 
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
 FixedPoint = Annotated[Decimal, PlainSerializer(lambda value: format(value, "f"), return_type=str)]
-
-
-def as_utc(value: datetime) -> datetime:
-    """ClickHouse hands back naive UTC timestamps; say so explicitly."""
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 class UsageRow(BaseModel):
@@ -40,7 +35,9 @@ class UsageReport(BaseModel):
     end: datetime = Field(alias="to", description="Exclusive, UTC")
     granularity: str
     group_by: str
-    totals: dict[str, FixedPoint] = Field(description="Per currency, rounded half-even to the cent")
+    totals: dict[str, FixedPoint] = Field(
+        description="Per currency, rounded to its minor unit half away from zero, as invoices are"
+    )
     totals_exact: dict[str, FixedPoint] = Field(description="Per currency, unrounded")
     rows: list[UsageRow]
 

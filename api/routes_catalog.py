@@ -13,9 +13,9 @@ from fastapi import APIRouter, Body, Request
 from pydantic import BaseModel
 
 from api.catalog_admin import CatalogAdmin
-from api.models import as_utc
 from billing.catalog_entries import Entry, EntryKind, assemble
 from meterline.exceptions import InvalidQuery
+from schemas.clickhouse import as_utc
 
 router = APIRouter(prefix="/v1/catalog", tags=["catalog"])
 Document = Annotated[dict[str, Any], Body(description="The entry, as in the catalog YAML")]

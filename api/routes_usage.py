@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
-from api.models import UsageReport, UsageRow, as_utc
+from api.models import UsageReport, UsageRow
 from api.usage_queries import Granularity, GroupBy, UsageQueries, UsageWindow
+from billing.money import round_money
+from schemas.clickhouse import as_utc
 
 router = APIRouter(prefix="/v1/customers/{customer_id}")
-CENT = Decimal("0.01")
 
 From = Annotated[datetime | None, Query(alias="from", description="Inclusive, UTC; default: start of this month")]
 To = Annotated[datetime | None, Query(alias="to", description="Exclusive, UTC; default: now")]
@@ -47,7 +47,7 @@ def get_usage(
         end=usage_window.end,
         granularity=granularity.value,
         group_by=group_by.value,
-        totals={currency: amount.quantize(CENT, rounding=ROUND_HALF_EVEN) for currency, amount in totals.items()},
+        totals={currency: round_money(amount, currency) for currency, amount in totals.items()},
         totals_exact=totals,
         rows=[UsageRow(**{**row, "period_start": as_utc(row["period_start"])}) for row in rows],
     )

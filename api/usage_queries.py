@@ -6,6 +6,7 @@ an event written twice counts once.
 
 from __future__ import annotations
 
+import csv
 import io
 import threading
 from collections.abc import Iterator
@@ -14,16 +15,29 @@ from datetime import datetime
 from decimal import Decimal
 from enum import StrEnum
 from fractions import Fraction
-from typing import Any, cast
+from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
 from billing.invoices import UsageScope
+from billing.money import shown_quantity
 from meterline.exceptions import InvalidQuery
-from schemas.clickhouse import RATED_USAGE, RAW_MESSAGES, USAGE_EVENTS, USAGE_WITHIN, stored_by
+from schemas.clickhouse import RATED_USAGE, RAW_MESSAGES, USAGE_EVENTS, USAGE_WITHIN, of_one_resource, stored_by
 from schemas.events import LONGEST_INTERVAL_S
 
 CSV_CHUNK_BYTES = 64 * 1024
+CSV_COLUMNS = [
+    "hour",
+    "customer_id",
+    "resource_id",
+    "product",
+    "meter",
+    "dimension",
+    "unit",
+    "currency",
+    "quantity",
+    "amount",
+]
 
 
 class Granularity(StrEnum):
@@ -65,11 +79,15 @@ class UsageWindow:
         return {"customer": self.customer_id, "start": self.start, "end": self.end}
 
 
-WHERE = "customer_id = {customer:String} AND usage_start >= {start:DateTime64(3)} AND usage_start < {end:DateTime64(3)}"
+WHERE = "customer_id = {customer:String} AND " + USAGE_WITHIN
 
 
 class UsageQueries:
-    """Reads for the API; one lock because an embedded engine handle is not for concurrent use."""
+    """Reads for the API; one lock because an embedded engine handle is not for concurrent use.
+
+    Quantities are summed exactly in each meter's base unit and divided once, here (a level is
+    taken per resource first, see ``of_one_resource``); amounts are the rated rows' sums.
+    """
 
     def __init__(self, client: Client, database: str) -> None:
         self._client = client
@@ -80,16 +98,9 @@ class UsageQueries:
         self._lock = threading.Lock()
 
     def usage(self, window: UsageWindow, granularity: Granularity, group_by: GroupBy) -> list[dict[str, Any]]:
-        columns = ", ".join(group_by.columns)
-        query = (
-            f"SELECT toDateTime({granularity.truncate_sql}(usage_start), 'UTC') AS period_start, {columns}, currency, "
-            f"sum(quantity) AS quantity, sum(amount) AS amount, count() AS rated_rows "
-            f"FROM {self._table} WHERE {WHERE} "
-            f"GROUP BY period_start, {columns}, currency ORDER BY period_start, {columns}"
-        )
-        with self._lock:
-            result = self._client.query(query, parameters=window.parameters())
-        return list(result.named_results())
+        bucket = f"{granularity.truncate_sql}(usage_start)"
+        rows = self._exact(WHERE, window.parameters(), bucket, [*group_by.columns, "currency"])
+        return [{**row, "quantity": shown_quantity(row["quantity"])} for row in rows]
 
     def total(self, window: UsageWindow) -> dict[str, Decimal]:
         """Amount per currency over the window."""
@@ -99,45 +110,53 @@ class UsageQueries:
         return {currency: amount for currency, amount in rows}
 
     def hourly_csv(self, window: UsageWindow) -> Iterator[bytes]:
-        """Hourly usage per resource and meter as CSV, passed on in chunks as ClickHouse sends it."""
-        query = (
-            "SELECT toStartOfHour(usage_start) AS hour, customer_id, resource_id, product, meter, dimension, unit, "
-            "sum(quantity) AS quantity, currency, sum(amount) AS amount "
-            f"FROM {self._table} WHERE {WHERE} "
-            "GROUP BY hour, customer_id, resource_id, product, meter, dimension, unit, currency "
-            "ORDER BY hour, resource_id, meter, dimension"
-        )
-        with self._lock:
-            stream = self._client.raw_stream(
-                query, parameters=window.parameters(), fmt="CSVWithNames", settings={"date_time_output_format": "iso"}
-            )
-            # a synchronous client returns a file-like stream (StreamContext is the async one's)
-            readable = cast(io.BufferedIOBase, stream)
-            while chunk := readable.read(CSV_CHUNK_BYTES):
-                yield chunk
+        """Hourly usage per resource and meter as CSV, in chunks."""
+        rows = self._exact(WHERE, window.parameters(), "toStartOfHour(usage_start)", CSV_COLUMNS[1:-3])
+        out = io.StringIO()
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(CSV_COLUMNS)
+        for row in rows:
+            row["quantity"] = shown_quantity(row["quantity"])
+            writer.writerow([f"{row['period_start']:%Y-%m-%dT%H:%M:%SZ}", *(row[name] for name in CSV_COLUMNS[1:])])
+            if out.tell() >= CSV_CHUNK_BYTES:
+                yield out.getvalue().encode()
+                out.seek(0)
+                out.truncate()
+        yield out.getvalue().encode()
 
     def line_usage(self, line: LineScope) -> list[dict[str, Any]]:
         """Hourly usage behind an invoice line, per customer, resource and dimension, as it was
         billed (events stored by the close): its quantities add up to the line's."""
+        where = f"{USAGE_WITHIN} AND {LINE_WHERE} AND {stored_by(self._database)}"
+        keys = ["customer_id", "resource_id", "product", "dimension"]
+        return self._exact(where, line.parameters(), "toStartOfHour(usage_start)", keys)
+
+    def _exact(self, where: str, parameters: dict[str, Any], bucket: str, keys: list[str]) -> list[dict[str, Any]]:
+        """Rated usage per ``period_start`` (``bucket`` of each row's start, UTC) and ``keys``,
+        in that order: exact quantities (a ``Fraction``: shown, each is rounded once), amounts
+        summed, and how many rated rows each holds."""
+        per_resource = ", ".join(dict.fromkeys([*keys, "resource_id", "base_divisor"]))
+        grouped = ", ".join(["period_start", *keys])
         query = (
-            "SELECT toDateTime(toStartOfHour(usage_start), 'UTC') AS hour, customer_id, resource_id, product, "
-            "dimension, base_divisor, sum(base_quantity) AS base, sum(amount) AS amount, count() AS rated_rows "
-            f"FROM {self._table} WHERE {USAGE_WITHIN} AND {LINE_WHERE} AND {stored_by(self._database)} "
-            "GROUP BY hour, customer_id, resource_id, product, dimension, base_divisor"
+            f"SELECT {grouped}, base_divisor, sum(base) AS base, sum(amount) AS amount, sum(rows) AS rated_rows "
+            f"FROM (SELECT toDateTime({bucket}, 'UTC') AS period_start, {per_resource}, "
+            f"{of_one_resource('base_quantity')} AS base, sum(amount) AS amount, count() AS rows "
+            f"FROM {self._table} WHERE {where} GROUP BY period_start, {per_resource}) "
+            f"GROUP BY {grouped}, base_divisor"
         )
         with self._lock:
-            rows = self._client.query(query, parameters=line.parameters()).named_results()
-        hours: dict[tuple[datetime, str, str, str, str], dict[str, Any]] = {}
+            rows = list(self._client.query(query, parameters=parameters).named_results())
+        names = ["period_start", *keys]
+        combined: dict[tuple[Any, ...], dict[str, Any]] = {}
         for row in rows:
-            key = (row["hour"], row["customer_id"], row["resource_id"], row["product"], row["dimension"])
-            if key not in hours:
-                hours[key] = {**dict(zip(LINE_KEYS, key, strict=True)), "quantity": Fraction(0), "amount": Decimal(0)}
-                hours[key]["rated_rows"] = 0
-            hour = hours[key]
-            hour["quantity"] += Fraction(row["base"]) / row["base_divisor"]
-            hour["amount"] += row["amount"]
-            hour["rated_rows"] += row["rated_rows"]
-        return [hours[key] for key in sorted(hours)]
+            key = tuple(row[name] for name in names)
+            if key not in combined:
+                combined[key] = {"quantity": Fraction(0), "amount": Decimal(0), "rated_rows": 0}
+            total = combined[key]
+            total["quantity"] += Fraction(row["base"]) / row["base_divisor"]
+            total["amount"] += row["amount"]
+            total["rated_rows"] += row["rated_rows"]
+        return [{**dict(zip(names, key, strict=True)), **total} for key, total in sorted(combined.items())]
 
     def line_events(self, line: LineScope, limit: int, offset: int) -> list[str]:
         """The raw events behind an invoice line, as they were received, oldest first.
@@ -161,7 +180,6 @@ class UsageQueries:
         return [event.decode() if isinstance(event, bytes) else event for _, _, event in rows]
 
 
-LINE_KEYS = ("hour", "customer_id", "resource_id", "product", "dimension")
 IN_SCOPE = (
     "arrayExists(i -> {dimension} = {{dimensions:Array(String)}}[i] "
     "AND {start} >= {{scope_starts:Array(DateTime64(3, 'UTC'))}}[i] "

@@ -9,7 +9,8 @@ effective-dated unit prices. Both therefore price the same usage with the same p
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 from decimal import Decimal
 
@@ -34,10 +35,12 @@ class Price:
 
 @dataclass(frozen=True, eq=False)
 class PriceBook:
-    """The stream's prices. Compared by identity: a worker caches what it derives from a book."""
+    """The stream's prices, and the meter of each declared XaaS sku. Compared by identity: a
+    worker caches what it derives from a book."""
 
     currency: str
     prices: tuple[Price, ...]
+    xaas_meters: Mapping[str, Meter] = field(default_factory=dict)
 
 
 def price_book(catalog: Catalog) -> PriceBook:
@@ -51,7 +54,7 @@ def price_book(catalog: Catalog) -> PriceBook:
     for customer in catalog.customers:
         if customer.plans or customer.partner_id:
             prices += _resolved(catalog, customer, customer.id)
-    return PriceBook(currency=catalog.currency, prices=tuple(prices))
+    return PriceBook(currency=catalog.currency, prices=tuple(prices), xaas_meters=catalog.xaas_meters)
 
 
 def _resolved(catalog: Catalog, customer: Customer | None, key: str) -> list[Price]:

@@ -11,7 +11,7 @@ the accepted-event rows and every meter's quantities are then queries over those
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -80,8 +80,9 @@ def event_columns(group: ValidEvents) -> EventColumns:
     return EventColumns(per_type, disks)
 
 
-def measure(columns: EventColumns) -> pl.LazyFrame:
-    """Billable quantities of valid events, zero quantities left out.
+def measure(columns: EventColumns, xaas_meters: Mapping[str, Meter] | None = None) -> pl.LazyFrame:
+    """Billable quantities of valid events, zero quantities left out; ``xaas_meters`` names the
+    meter of each XaaS sku that declared how it aggregates (the others report counters).
 
     Lazy: rating continues the same query plan, so polars plans metering and rating as one
     query."""
@@ -91,7 +92,7 @@ def measure(columns: EventColumns) -> pl.LazyFrame:
     if (vdcs := columns.per_type.get(EventType.VDC_ALLOCATION)) is not None:
         parts.append(_measure_vdc(vdcs))
     if (xaas := columns.per_type.get(EventType.XAAS_USAGE)) is not None:
-        parts.append(_measure_xaas(xaas))
+        parts.append(_measure_xaas(xaas, xaas_meters or {}))
     if not parts:
         return pl.LazyFrame(schema=QUANTITY_SCHEMA)
     return split_by_hour(pl.concat(parts, how="vertical").filter(pl.col("numerator") > 0))
@@ -297,6 +298,25 @@ def _measure_vdc(frame: pl.LazyFrame) -> pl.LazyFrame:
     )
 
 
-def _measure_xaas(frame: pl.LazyFrame) -> pl.LazyFrame:
+def _measure_xaas(frame: pl.LazyFrame, xaas_meters: Mapping[str, Meter]) -> pl.LazyFrame:
+    """A counter's report is its quantity; a gauge's is held for its interval (GB -> GB-hours,
+    in GB-seconds over 3600); a level (peak, latest) stands at the instant it was observed."""
+    meters = {sku: meter.value for sku, meter in xaas_meters.items()}
+    meter = pl.col("sku").replace_strict(meters, default=Meter.XAAS_UNITS.value, return_dtype=pl.String)
+    gauge = meter == Meter.XAAS_UNIT_HOURS.value
+    level = meter.is_in([m.value for m in Meter if m.aggregation.is_level])
     quantity = pl.col("quantity").str.to_decimal(scale=9)
-    return _meter_rows(frame, Meter.XAAS_UNITS, quantity, 1, pl.col("sku"), pl.col("sku"), pl.col("xaas_unit"))
+    return frame.select(
+        pl.col("id").alias("event_id"),
+        pl.col("type").alias("event_type"),
+        "customer_id",
+        "resource_id",
+        pl.col("sku").alias("product"),
+        meter.alias("meter"),
+        pl.col("sku").alias("dimension"),
+        pl.when(gauge).then(pl.col("xaas_unit") + "-hour").otherwise(pl.col("xaas_unit")).alias("unit"),
+        pl.when(level).then(pl.col("usage_end")).otherwise(pl.col("usage_start")).alias("usage_start"),
+        "usage_end",
+        pl.when(gauge).then(quantity * pl.col("interval_s")).otherwise(quantity).cast(EXACT).alias("numerator"),
+        pl.when(gauge).then(SECONDS_PER_HOUR).otherwise(1).cast(pl.Int64).alias("divisor"),
+    )

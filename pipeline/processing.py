@@ -37,7 +37,7 @@ def process_batch(payloads: list[bytes], recent: RecentIds, book: PriceBook) -> 
     first_seen = recent.first_seen(event.id for event in group.events)
     fresh = group.select(first_seen)
     columns = event_columns(fresh)
-    rated, unpriced = rate_quantities(measure(columns), book)
+    rated, unpriced = rate_quantities(measure(columns, book.xaas_meters), book)
     accepted, rejected = columns.accepted, group.rejected
     if unpriced:
         accepted = accepted.filter(~pl.col("id").is_in(list(unpriced)))

@@ -16,6 +16,7 @@ import polars as pl
 from billing.pricing import ANY_CUSTOMER as ANY
 from billing.pricing import PriceBook
 from pipeline.metering import EXACT
+from schemas.meters import Meter
 from schemas.records import MONEY, RATED_SCHEMA
 
 # A batch is a few thousand rows: the streaming engine's set-up costs more than it saves there.
@@ -52,6 +53,9 @@ _LOOKUPS = (("customer_id", "dimension"), ("customer_id", None), (None, "dimensi
 
 
 PRICE_KEYS = ["customer_id", "meter", "dimension", "usage_start"]
+LEVEL_METERS = [meter.value for meter in Meter if meter.aggregation.is_level]
+"""A level's worth depends on the period's peak or last figure: its rows carry no amount of
+their own, and the close prices the period's figure."""
 LOOKUP_KEYS = ["price_customer", "meter", "dimension", "usage_start"]
 """A usage row's price key, with ``*`` for a customer who has no prices of its own."""
 
@@ -72,9 +76,13 @@ def rate_quantities(quantities: pl.LazyFrame, book: PriceBook) -> tuple[pl.DataF
     prices = _unit_prices(keys, book).rename({"customer_id": "price_customer"})
     priced = keyed.join(prices, on=LOOKUP_KEYS, how="left").with_columns(
         quantity=(pl.col("numerator").cast(MONEY) / pl.col("divisor").cast(pl.Decimal(38, 0))).cast(MONEY),
-        amount=(
-            pl.col("numerator").cast(EXACT) * pl.col("unit_price") / pl.col("divisor").cast(pl.Decimal(38, 0))
-        ).cast(MONEY),
+        amount=pl.when(pl.col("meter").is_in(LEVEL_METERS))
+        .then(pl.lit(0, dtype=MONEY))
+        .otherwise(
+            (pl.col("numerator").cast(EXACT) * pl.col("unit_price") / pl.col("divisor").cast(pl.Decimal(38, 0))).cast(
+                MONEY
+            )
+        ),
         base_quantity=pl.col("numerator").cast(MONEY),
         base_divisor=pl.col("divisor").cast(pl.UInt32),
         currency=pl.lit(book.currency),

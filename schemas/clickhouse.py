@@ -18,9 +18,12 @@ layout (one row per event and meter, a raw-events table beside it) are converted
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 from clickhouse_connect.driver.client import Client
 
 from schemas.events import LONGEST_INTERVAL_S
+from schemas.meters import Meter, PeriodAggregation
 
 RAW_EVENTS = "raw_events"
 RAW_MESSAGES = "raw_messages"
@@ -43,6 +46,17 @@ so the event's own start, which the table's key holds, bounds the search: an eve
 ends in the window started at most one interval before it."""
 
 
+def of_one_resource(column: str) -> str:
+    """An aggregate of ``column`` over one resource's rated rows: the sum of what its samples
+    contributed, or for a level its highest or its latest figure. Summed over resources, it
+    gives the customer's quantity of a meter over whatever the rows were grouped by."""
+    peaks = ", ".join(f"'{m.value}'" for m in Meter if m.aggregation is PeriodAggregation.PEAK)
+    latest = ", ".join(f"'{m.value}'" for m in Meter if m.aggregation is PeriodAggregation.LATEST)
+    return (
+        f"multiIf(meter IN ({peaks}), max({column}), meter IN ({latest}), argMax({column}, usage_start), sum({column}))"
+    )
+
+
 def stored_by(database: str, id_column: str = "event_id") -> str:
     """A condition on ``rated_usage``: events first stored at or before ``stored_by``, which is
     what a close billed whatever arrived or was written again since (a written-again copy of an
@@ -53,6 +67,11 @@ def stored_by(database: str, id_column: str = "event_id") -> str:
         "AND usage_start < {end:DateTime64(3, 'UTC')} "
         "GROUP BY id HAVING min(inserted_at) <= {stored_by:DateTime64(3, 'UTC')})"
     )
+
+
+def as_utc(value: datetime) -> datetime:
+    """ClickHouse (chDB at least) hands back naive UTC timestamps; say so explicitly."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def migrations(database: str) -> list[tuple[int, str]]:

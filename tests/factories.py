@@ -46,7 +46,12 @@ def vdc_allocation(model: str = "allocation_pool", customer_id: str = "cust-1", 
 
 
 def xaas_usage(
-    sku: str = "backup_gb_month", quantity: str = "12.5", customer_id: str = "cust-1", at: datetime = AT
+    sku: str = "restore_gb",
+    quantity: str = "12.5",
+    customer_id: str = "cust-1",
+    at: datetime = AT,
+    resource_id: str = "bk-1",
+    unit: str = "GB",
 ) -> Event:
     return usage_event(
         EventType.XAAS_USAGE,
@@ -54,11 +59,11 @@ def xaas_usage(
         at,
         {
             "customer_id": customer_id,
-            "resource_id": "bk-1",
+            "resource_id": resource_id,
             "interval_s": 3600,
             "sku": sku,
             "quantity": quantity,
-            "unit": "GB",
+            "unit": unit,
         },
     )
 
@@ -90,7 +95,7 @@ def catalog_document() -> dict[str, Any]:
                     {"meter": "net_rx_gb", "model": "per_unit", "unit_price": "0", "effective_from": FROM},
                     {
                         "meter": "xaas_units",
-                        "dimension": "backup_gb_month",
+                        "dimension": "restore_gb",
                         "model": "per_unit",
                         "unit_price": "0.045",
                         "effective_from": FROM,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 from pathlib import Path
 
@@ -72,7 +72,22 @@ def event_quantities(event: dict) -> list[tuple[str, str, Fraction]]:
             ("vdc_ram_gib_hours", "*", Fraction(data["ram_mb"][figure], 1024) * hours),
             ("vdc_storage_gib_hours", "*", data["storage_gib"][figure] * hours),
         ]
-    return [("xaas_units", data["sku"], Fraction(data["quantity"]))]
+    kind = xaas_aggregations().get(data["sku"], "counter")
+    quantity = Fraction(data["quantity"])
+    if kind == "gauge":
+        return [("xaas_unit_hours", data["sku"], quantity * hours)]
+    return [(XAAS_METERS[kind], data["sku"], quantity)]
+
+
+XAAS_METERS = {"counter": "xaas_units", "peak": "xaas_peak_units", "latest": "xaas_latest_units"}
+LEVELS = {"xaas_peak_units", "xaas_latest_units"}
+"""Priced at close on the period's peak or last level: their rows carry no amount live."""
+
+
+def xaas_aggregations(path: Path = Path("billing/catalog.yaml")) -> dict[str, str]:
+    """How each XaaS sku of the demo catalog aggregates, as its product declares."""
+    products = yaml.safe_load(path.read_text())["products"]
+    return {product["id"]: product["aggregation"] for product in products if "aggregation" in product}
 
 
 def expected_amounts(events: list[dict]) -> dict[str, Fraction]:
@@ -82,10 +97,12 @@ def expected_amounts(events: list[dict]) -> dict[str, Fraction]:
     totals: dict[str, Fraction] = defaultdict(Fraction)
     for event in unique.values():
         for meter, dimension, quantity in event_quantities(event):
+            if meter in LEVELS:
+                continue
             customer_id = event["data"]["customer_id"]
             totals[customer_id] += quantity * price(customer_id, meter, dimension)
     return dict(totals)
 
 
 def to_cent(amount: Fraction) -> Decimal:
-    return (Decimal(amount.numerator) / Decimal(amount.denominator)).quantize(CENT, rounding=ROUND_HALF_EVEN)
+    return (Decimal(amount.numerator) / Decimal(amount.denominator)).quantize(CENT, rounding=ROUND_HALF_UP)

@@ -1,5 +1,8 @@
 """A period's usage as the close prices it: exact totals per customer, meter and dimension.
 
+A level (an XaaS peak or latest figure) is aggregated per resource first, then summed over the
+customer's resources, as ``schemas.clickhouse.of_one_resource`` says.
+
 Totals are summed in each meter's base unit (``base_quantity``, a sum of exact figures) and
 divided once, here, into a ``Fraction``; they are cut at every instant a price changed in the
 period, so each part is priced by the plan in force then.
@@ -16,7 +19,7 @@ from clickhouse_connect.driver.client import Client
 
 from billing.invoices import UsageTotal
 from billing.periods import Period
-from schemas.clickhouse import RATED_USAGE, USAGE_WITHIN, stored_by
+from schemas.clickhouse import RATED_USAGE, USAGE_WITHIN, of_one_resource, stored_by
 
 
 class PeriodUsage:
@@ -28,11 +31,15 @@ class PeriodUsage:
     def totals(self, period: Period, price_changes: list[datetime], cutoff: datetime) -> list[UsageTotal]:
         """Usage in the period of every event first stored by ``cutoff``, each event once."""
         bounds = [period.start, *price_changes, period.end]
-        query = f"""SELECT customer_id, meter, dimension, any(unit), base_divisor,
-                arrayCount(change -> change <= usage_start, {{changes:Array(DateTime64(3, 'UTC'))}}) AS part,
-                sum(base_quantity)
-            FROM {self._database}.{RATED_USAGE}
-            WHERE {USAGE_WITHIN} AND {stored_by(self._database)}
+        query = f"""SELECT customer_id, meter, dimension, any(unit), base_divisor, part, sum(of_resource)
+            FROM (
+                SELECT customer_id, resource_id, meter, dimension, any(unit) AS unit, base_divisor,
+                    arrayCount(change -> change <= usage_start, {{changes:Array(DateTime64(3, 'UTC'))}}) AS part,
+                    {of_one_resource("base_quantity")} AS of_resource
+                FROM {self._database}.{RATED_USAGE}
+                WHERE {USAGE_WITHIN} AND {stored_by(self._database)}
+                GROUP BY customer_id, resource_id, meter, dimension, base_divisor, part
+            )
             GROUP BY customer_id, meter, dimension, base_divisor, part"""
         parameters = {"start": period.start, "end": period.end, "changes": price_changes, "stored_by": cutoff}
         with self._lock:

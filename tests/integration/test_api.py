@@ -31,8 +31,9 @@ def test_pushed_events_are_accepted_or_refused_one_by_one(running: System):
     assert body["accepted"] == [good["id"]]
     assert body["rejected"] == [{"index": 1, "id": bad["id"], "reason": "data.vcpu: Expected `int` >= 0"}]
     usage = wait_for(lambda: running.usage("cust-1")["rows"], what="the pushed usage")
+    # 10 GB restored x 0.010 (the demo catalog's restore_gb, a counter) = 0.10
     assert [(r["meter"], r["quantity"], r["amount"]) for r in usage] == [
-        ("xaas_units", "10.000000000000", "0.450000000000")
+        ("xaas_units", "10.000000000000", "0.100000000000")
     ]
 
 

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 
+import polars as pl
 import pytest
 
 from billing.catalog import load_catalog
@@ -20,12 +21,12 @@ from tests.factories import AT, vdc_allocation, vm_sample, xaas_usage
 BOOK = price_book(load_catalog(Path("billing/catalog.yaml")))
 
 
-def measure_events(events: list) -> object:
-    return measure(event_columns(split_message(encode_batch(events))))
+def measure_events(events: list, book: PriceBook = BOOK) -> pl.LazyFrame:
+    return measure(event_columns(split_message(encode_batch(events))), book.xaas_meters)
 
 
 def rated_by_meter(events: list, book: PriceBook = BOOK) -> dict[tuple[str, str], tuple[Decimal, Decimal]]:
-    rated, unpriced = rate_quantities(measure_events(events), book)
+    rated, unpriced = rate_quantities(measure_events(events, book), book)
     assert not unpriced
     return {(r["meter"], r["dimension"]): (r["quantity"], r["amount"]) for r in rated.iter_rows(named=True)}
 
@@ -82,8 +83,47 @@ def test_vdc_bills_the_figure_of_its_allocation_model(model, ghz_hours, ram_gib_
 
 
 def test_xaas_quantity_is_taken_as_a_decimal():
-    """12.5 GB of backup x 0.045 = 0.5625 exactly: the quantity never passes through a float."""
-    assert rated_by_meter([xaas_usage()]) == {("xaas_units", "backup_gb_month"): (Decimal("12.5"), Decimal("0.5625"))}
+    """12.5 GB restored (a counter) x 0.010 = 0.125 exactly: the quantity never passes through a float."""
+    assert rated_by_meter([xaas_usage("restore_gb")]) == {
+        ("xaas_units", "restore_gb"): (Decimal("12.5"), Decimal("0.125"))
+    }
+
+
+def test_a_stock_is_billed_over_time_and_a_level_only_at_close():
+    """The demo catalog declares backup_gb a gauge and windows_server_licence a peak.
+    360 GB held for a 300 s sample are 360 x 300 / 3600 = 30 GB-hours, at 0.00006 = 0.0018: a
+    stock reported every 5 minutes is never summed as if it were consumed. 4 licences are a level
+    at the sample's instant: 4 units, and no amount until the close knows the month's peak."""
+    at = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
+    stock = xaas_usage("backup_gb", "360", at=at) | {}
+    stock["data"] = {**stock["data"], "interval_s": 300}
+    licences = xaas_usage("windows_server_licence", "4", at=at)
+    rated, unpriced = rate_quantities(measure_events([stock, licences]), BOOK)
+    assert not unpriced
+    rows = {r["meter"]: r for r in rated.iter_rows(named=True)}
+    assert (rows["xaas_unit_hours"]["quantity"], rows["xaas_unit_hours"]["amount"]) == (Decimal(30), Decimal("0.0018"))
+    assert rows["xaas_unit_hours"]["unit"] == "GB-hour"
+    assert (rows["xaas_peak_units"]["quantity"], rows["xaas_peak_units"]["amount"]) == (Decimal(4), Decimal(0))
+    assert rows["xaas_peak_units"]["usage_start"] == at
+
+
+def test_a_sample_across_an_hour_is_split_by_time_and_the_pieces_add_up_exactly():
+    """A 900 s sample ending 10:05 covers 09:50-10:00 (600 s) and 10:00-10:05 (300 s).
+    2 vCPU: 1200 and 600 vCPU-seconds, 1/3 and 1/6 vCPU-hour.
+    1000 bytes sent: 1000 x 600/900 = 666.666666666... bytes, kept in billionths of a byte and
+    rounded down at the boundary: 666.666666666 and 333.333333334, which add up to 1000."""
+    at = datetime(2026, 11, 2, 10, 5, tzinfo=UTC)
+    sample = vm_sample(at=at, interval_s=900, ram_mb=0, disks=[], net_tx_bytes=1000)
+    rated, _ = rate_quantities(measure_events([sample]), BOOK)
+    pieces = sorted(
+        (r["meter"], r["usage_start"].hour, r["base_quantity"], r["base_divisor"]) for r in rated.iter_rows(named=True)
+    )
+    assert pieces == [
+        ("net_tx_gb", 9, Decimal("666.666666666"), 1_000_000_000),
+        ("net_tx_gb", 10, Decimal("333.333333334"), 1_000_000_000),
+        ("vcpu_hours", 9, Decimal(1200), 3600),
+        ("vcpu_hours", 10, Decimal(600), 3600),
+    ]
 
 
 def _book(*prices: Price) -> PriceBook:
