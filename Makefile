@@ -17,9 +17,11 @@ $(VENV)/.installed: $(BIN)/python requirements.lock pyproject.toml
 
 install: $(VENV)/.installed
 
-# libvirt-python builds against libvirt's headers; install them where missing (CI runs as root).
+# libvirt-python builds against libvirt's headers, and the invoice layout test reads PDFs back
+# with poppler: install them where missing (CI runs as root).
 system-deps:
 	@pkg-config --exists libvirt 2>/dev/null || (apt-get update -qq && apt-get install -y -qq libvirt-dev pkg-config)
+	@command -v pdftotext >/dev/null || (apt-get update -qq && apt-get install -y -qq poppler-utils)
 
 $(VENV)/.installed-test: $(VENV)/.installed requirements-test.lock
 	$(MAKE) system-deps
@@ -54,4 +56,4 @@ bench-close: $(VENV)/.installed-test
 	$(BIN)/python bench/period_close.py --issue
 
 clean:
-	rm -rf $(VENV) .cache data
+	rm -rf $(VENV) .cache data test-artifacts

@@ -19,7 +19,6 @@ from api.documents.html import render_html
 from api.documents.table import render_csv
 from api.documents.view import InvoiceView
 from api.invoice_models import CloseOut, DeliveryOut, InvoiceOut, LineUsage, LineUsageRow
-from api.models import as_utc
 from api.usage_queries import LineScope, UsageQueries
 from billing.adapters.clickhouse_ledger import InvoiceRecord, Ledger, credit_note_id
 from billing.adapters.clickhouse_usage import PeriodUsage
@@ -29,6 +28,7 @@ from billing.money import shown_quantity
 from billing.period_close import close_period
 from billing.periods import Period
 from meterline.exceptions import InvalidQuery
+from schemas.clickhouse import as_utc
 from sinks.clickhouse import InsertClock
 
 router = APIRouter(prefix="/v1", tags=["invoicing"])
@@ -193,8 +193,8 @@ def line_usage(request: Request, invoice_id: str, line_no: int) -> LineUsage:
     queries: UsageQueries = request.app.state.queries
     hours = queries.line_usage(scope)
     rows = [
-        LineUsageRow(**{**row, "hour": as_utc(row["hour"]), "quantity": shown_quantity(row["quantity"])})
-        for row in hours
+        LineUsageRow(**{**hour, "hour": as_utc(hour["period_start"]), "quantity": shown_quantity(hour["quantity"])})
+        for hour in hours
     ]
     return LineUsage(
         invoice_id=invoice_id,

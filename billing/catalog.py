@@ -23,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from billing.money import TaxRate, minor_unit
 from billing.price_plans import PricePlan, UtcTime, check_unique_versions, plan_in_force
 from meterline.exceptions import InvalidCatalog, UnknownCustomer
+from schemas.meters import Meter, XaasAggregation
 
 Percent = Annotated[Decimal, Field(ge=0, le=100)]
 Money = Annotated[Decimal, Field(ge=0)]
@@ -37,6 +38,8 @@ class Branding(_Entry):
     """How an issuer's documents look: shown on HTML and PDF invoices."""
 
     logo_url: str | None = None
+    """A ``data:image/png;base64,...`` (or JPEG) URI is drawn on PDFs too; an http(s) address only
+    on HTML pages, since documents are rendered without network access."""
     colour: str = Field(default="#1f4e79", pattern=r"^#[0-9a-fA-F]{6}$")
     terms: str = "Payment due within 30 days of the invoice date."
 
@@ -52,11 +55,22 @@ class Party(_Entry):
     email: str | None = None
 
 
+class PaymentDetails(_Entry):
+    """How buyers pay an issuer: a bank transfer, a payment page, or both."""
+
+    iban: str | None = Field(default=None, pattern=r"^[A-Z]{2}[0-9]{2}[A-Z0-9 ]{10,40}$")
+    bic: str | None = Field(default=None, pattern=r"^[A-Z0-9]{8}([A-Z0-9]{3})?$")
+    bank: str | None = None
+    link: str | None = Field(default=None, pattern=r"^https://")
+    due_days: int = Field(default=30, ge=0, le=365)
+
+
 class Issuer(Party):
     """A party that sends invoices: the provider, or a partner to its customers."""
 
     invoice_prefix: str = Field(pattern=r"^[A-Z0-9]{2,10}$")
     branding: Branding = Branding()
+    payment: PaymentDetails = PaymentDetails()
 
 
 class Partner(Issuer):
@@ -91,6 +105,10 @@ class Fee(_Entry):
 class Product(_Entry):
     id: Identifier
     name: str = Field(min_length=1)
+    aggregation: XaasAggregation | None = None
+    """For an XaaS sku (the product's id): what its reported quantity is, so how a period's
+    quantity is made of the reports, and under which meter it is priced. An sku without a
+    product, or without this, reports a counter."""
 
 
 class PriceList(_Entry):
@@ -181,7 +199,26 @@ class Catalog(_Entry):
         for subscription in self.subscriptions:
             if subscription.product_id not in products:
                 raise ValueError(f"{subscription.id}: unknown product {subscription.product_id}")
+        self._check_xaas_meters()
         return self
+
+    def _check_xaas_meters(self) -> None:
+        """A plan for an XaaS sku prices it under the meter its declared aggregation fills."""
+        declared = self.xaas_meters
+        plans = [plan for price_list in self.price_lists for plan in price_list.plans]
+        plans += [plan for customer in self.customers for plan in customer.plans]
+        for plan in plans:
+            expected = declared.get(plan.dimension, Meter.XAAS_UNITS)
+            if plan.meter.is_xaas and plan.meter is not expected:
+                raise ValueError(
+                    f"a plan prices sku {plan.dimension} under {plan.meter.value}, but the sku reports "
+                    f"{_aggregation_of(expected)} quantities: price it under {expected.value}"
+                )
+
+    @property
+    def xaas_meters(self) -> dict[str, Meter]:
+        """Each declared XaaS sku's meter; the stream meters an sku's reports with it."""
+        return {product.id: product.aggregation.meter for product in self.products if product.aggregation}
 
     def partner(self, partner_id: str) -> Partner:
         for partner in self.partners:
@@ -285,6 +322,10 @@ def _by_customer(items: list[Billed]) -> dict[str, list[Billed]]:
     for item in items:
         index[item.customer_id].append(item)
     return index
+
+
+def _aggregation_of(meter: Meter) -> str:
+    return next(kind.value for kind in XaasAggregation if kind.meter is meter)
 
 
 def load_catalog(path: Path) -> Catalog:

@@ -26,7 +26,6 @@ from billing.catalog import Catalog, Customer, Interval, Issuer, OneTimeCharge, 
 from billing.money import TaxRate, percent_of, round_money, shown_quantity
 from billing.periods import Period
 from billing.price_plans import ANY_DIMENSION, ZERO, PricePlan
-from schemas.meters import Meter
 
 
 class LineKind(StrEnum):
@@ -326,7 +325,7 @@ def _usage_lines(
                     LineKind.USAGE,
                     f"{name}: {charge.description}" if charge.description else name,
                     shown_quantity(charge.quantity),
-                    totals[0].unit,
+                    totals[0].unit if charge.unit is None else charge.unit,
                     charge.unit_price,
                     charge.amount,
                     plan.meter.value,
@@ -357,10 +356,11 @@ def _usage_name(catalog: Catalog, plan: PricePlan, scopes: tuple[UsageScope, ...
     """``Disk storage (ssd)``, a service's product name, and the dates when the plan priced only
     part of the period."""
     dimensions = sorted({scope.dimension for scope in scopes} - {ANY_DIMENSION, ""})
-    if plan.meter is Meter.XAAS_UNITS:
+    if plan.meter.is_xaas:
         name = ", ".join(catalog.product_name(dimension) for dimension in dimensions) or plan.meter.label
     else:
-        name = f"{plan.meter.label} ({', '.join(dimensions)})" if dimensions else plan.meter.label
+        shown = ", ".join(dimension.replace("_", " ") for dimension in dimensions)
+        name = f"{plan.meter.label} ({shown})" if dimensions else plan.meter.label
     start, end = min(scope.start for scope in scopes), max(scope.end for scope in scopes)
     return name if _is_whole_period(start, end) else f"{name}, {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC"
 

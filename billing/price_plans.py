@@ -23,6 +23,8 @@ from meterline.exceptions import InvalidCatalog
 from schemas.meters import Meter
 
 ANY_DIMENSION = "*"
+TOP_UP = "minimum commitment top-up"
+"""A commitment's shortfall: a sum of money, not a quantity of the meter."""
 ZERO = Decimal(0)
 NonNegative = Annotated[Decimal, Field(ge=0)]
 
@@ -46,6 +48,8 @@ class Charge:
     quantity: Fraction
     unit_price: Decimal
     amount: Decimal
+    unit: str | None = None
+    """What ``quantity`` counts when it is not the meter's unit (blocks, a lump sum)."""
 
 
 class Tier(BaseModel):
@@ -74,17 +78,17 @@ class _Plan(BaseModel):
         free = min(quantity, Fraction(self.free_quantity))
         steps = [Charge("included allowance", free, ZERO, ZERO)] if free else []
         steps += [
-            Charge(description, billed, unit_price, round_money(billed * Fraction(unit_price), currency))
-            for description, billed, unit_price in self._priced(quantity - free)
+            Charge(description, billed, unit_price, round_money(billed * Fraction(unit_price), currency), unit)
+            for description, billed, unit_price, unit in self._priced(quantity - free)
             if billed or not free
         ]
         shortfall = self.minimum_amount - sum((step.amount for step in steps), ZERO)
         if shortfall > 0:
-            steps.append(Charge("minimum commitment top-up", Fraction(1), shortfall, shortfall))
+            steps.append(Charge(TOP_UP, Fraction(1), shortfall, shortfall, unit=""))
         return steps
 
-    def _priced(self, billable: Fraction) -> list[tuple[str, Fraction, Decimal]]:
-        """(description, quantity, unit price) of each priced step."""
+    def _priced(self, billable: Fraction) -> list[tuple[str, Fraction, Decimal, str | None]]:
+        """(description, quantity, unit price, unit if not the meter's) of each priced step."""
         raise NotImplementedError
 
     @property
@@ -96,8 +100,8 @@ class PerUnit(_Plan):
     model: Literal["per_unit"] = "per_unit"
     unit_price: NonNegative
 
-    def _priced(self, billable: Fraction) -> list[tuple[str, Fraction, Decimal]]:
-        return [("", billable, self.unit_price)]
+    def _priced(self, billable: Fraction) -> list[tuple[str, Fraction, Decimal, str | None]]:
+        return [("", billable, self.unit_price, None)]
 
     @property
     def unit_price_for_rating(self) -> Decimal:
@@ -135,14 +139,14 @@ class Graduated(_Tiered):
 
     model: Literal["graduated"] = "graduated"
 
-    def _priced(self, billable: Fraction) -> list[tuple[str, Fraction, Decimal]]:
-        steps = []
+    def _priced(self, billable: Fraction) -> list[tuple[str, Fraction, Decimal, str | None]]:
+        steps: list[tuple[str, Fraction, Decimal, str | None]] = []
         for lower, upper, price in self._ranges():
             in_tier = (billable if upper is None else min(billable, Fraction(upper))) - Fraction(lower)
             if in_tier > 0:
-                steps.append((_tier_name(lower, upper), in_tier, price))
+                steps.append((_tier_name(lower, upper), in_tier, price, None))
         first_lower, first_upper, first_price = self._ranges()[0]
-        return steps or [(_tier_name(first_lower, first_upper), Fraction(0), first_price)]
+        return steps or [(_tier_name(first_lower, first_upper), Fraction(0), first_price, None)]
 
 
 class Volume(_Tiered):
@@ -150,10 +154,10 @@ class Volume(_Tiered):
 
     model: Literal["volume"] = "volume"
 
-    def _priced(self, billable: Fraction) -> list[tuple[str, Fraction, Decimal]]:
+    def _priced(self, billable: Fraction) -> list[tuple[str, Fraction, Decimal, str | None]]:
         for lower, upper, price in self._ranges():
             if upper is None or billable <= Fraction(upper):
-                return [(_tier_name(lower, upper), billable, price)]
+                return [(_tier_name(lower, upper), billable, price, None)]
         raise AssertionError("the last tier is unbounded")
 
 
@@ -164,9 +168,9 @@ class Package(_Plan):
     package_size: Annotated[Decimal, Field(gt=0)]
     package_price: NonNegative
 
-    def _priced(self, billable: Fraction) -> list[tuple[str, Fraction, Decimal]]:
+    def _priced(self, billable: Fraction) -> list[tuple[str, Fraction, Decimal, str | None]]:
         blocks = Fraction(ceil(billable / Fraction(self.package_size)))
-        return [(f"blocks of {self.package_size.normalize():f}", blocks, self.package_price)]
+        return [(f"blocks of {self.package_size.normalize():f}", blocks, self.package_price, "block")]
 
     @property
     def unit_price_for_rating(self) -> Decimal:

@@ -1,19 +1,36 @@
-"""What every rendering of an invoice needs: the stored invoice, both parties, money for display."""
+"""What every rendering of an invoice needs: the stored invoice, both parties, figures for people.
+
+The HTML page, the PDF and the e-mail read the same view, so they show the same figures: lines
+grouped by product family, quantities and unit prices at the precision the price list gives
+them, money in the currency's minor unit.
+"""
 
 from __future__ import annotations
 
+import base64
+import binascii
 from dataclasses import dataclass
 from datetime import date, timedelta
 from decimal import Decimal
+from itertools import groupby
 
 from billing.adapters.clickhouse_ledger import InvoiceRecord
 from billing.catalog import Catalog, Issuer, Party
-from billing.invoices import DocumentType
-from billing.money import round_money
+from billing.invoices import DocumentType, InvoiceLine, InvoiceStatus, LineKind
+from billing.money import minor_unit, round_money
 from billing.periods import Period
+from schemas.meters import Meter
 
-PAYMENT_DAYS = 30
 QUANTITY_PLACES = Decimal("0.0001")
+IMAGE_TYPES = ("image/png", "image/jpeg")
+
+
+@dataclass(frozen=True)
+class LineGroup:
+    """Lines of one product family, numbered as on the stored invoice."""
+
+    title: str
+    lines: list[tuple[int, InvoiceLine]]
 
 
 @dataclass(frozen=True)
@@ -27,8 +44,16 @@ class InvoiceView:
         return cls(record=record, issuer=catalog.issuer(record.issuer_id), buyer=catalog.party(record.buyer_id))
 
     @property
+    def is_credit_note(self) -> bool:
+        return self.record.document_type is DocumentType.CREDIT_NOTE
+
+    @property
+    def is_draft(self) -> bool:
+        return self.record.status is InvoiceStatus.DRAFT
+
+    @property
     def title(self) -> str:
-        kind = "Credit note" if self.record.document_type is DocumentType.CREDIT_NOTE else "Invoice"
+        kind = "Credit note" if self.is_credit_note else "Invoice"
         return (
             f"{kind} {self.record.number}" if self.record.number else f"Draft {kind.lower()} {self.record.invoice_id}"
         )
@@ -39,22 +64,99 @@ class InvoiceView:
 
     @property
     def due_date(self) -> date:
-        return self.issue_date + timedelta(days=PAYMENT_DAYS)
+        return self.issue_date + timedelta(days=self.issuer.payment.due_days)
 
     @property
     def period(self) -> Period:
         return Period.parse(self.record.period)
 
+    @property
+    def period_label(self) -> str:
+        """``1 to 31 October 2026``: the days billed, both included."""
+        last = self.period.end_day - timedelta(days=1)
+        return f"{self.period.first_day.day} to {last.day} {last:%B %Y}"
+
+    @property
+    def groups(self) -> list[LineGroup]:
+        """Lines by product family, in the order the invoice lists them."""
+        numbered = list(enumerate(self.record.lines, start=1))
+        return [LineGroup(title, list(lines)) for title, lines in groupby(numbered, key=lambda item: _family(item[1]))]
+
+    @property
+    def tax_label(self) -> str:
+        record = self.record
+        included = " (included)" if record.tax_inclusive else ""
+        return f"{record.tax_name} {self.number(record.tax_rate_percent)} % on {self.money(record.net)}{included}"
+
+    @property
+    def payment_lines(self) -> list[str]:
+        """How to pay, as the issuer's catalog entry says; nothing for a credit note."""
+        if self.is_credit_note:
+            return [f"This credit note cancels invoice {self.record.credits_number}."]
+        payment = self.issuer.payment
+        lines = [f"Please pay {self.money(self.record.total)} {self.record.currency} by {self.due_date:%d %B %Y}."]
+        if payment.iban:
+            bank = f" ({payment.bank})" if payment.bank else ""
+            lines.append(f"Bank transfer to IBAN {payment.iban}{f', BIC {payment.bic}' if payment.bic else ''}{bank}.")
+            lines.append(f"Reference: {self.record.number or self.record.invoice_id}.")
+        if payment.link:
+            lines.append(f"Pay online: {payment.link}")
+        return lines
+
+    @property
+    def logo(self) -> tuple[str, bytes] | None:
+        """The issuer's logo as (media type, bytes) when its URI carries the image itself."""
+        uri = self.issuer.branding.logo_url or ""
+        header, _, data = uri.partition(",")
+        media_type = header.removeprefix("data:").removesuffix(";base64")
+        if not header.startswith("data:") or media_type not in IMAGE_TYPES:
+            return None
+        try:
+            return media_type, base64.b64decode(data, validate=True)
+        except (binascii.Error, ValueError):
+            return None
+
+    @property
+    def colour(self) -> tuple[int, int, int]:
+        hex_colour = self.issuer.branding.colour
+        return int(hex_colour[1:3], 16), int(hex_colour[3:5], 16), int(hex_colour[5:7], 16)
+
+    @staticmethod
+    def address(party: Party) -> list[str]:
+        """A party's postal address as lines: street, then postcode, city and country."""
+        town = " ".join(part for part in (party.postcode, party.city, party.country) if part)
+        return [line for line in (party.street, town) if line]
+
     def money(self, amount: Decimal) -> str:
         """An amount in the invoice currency's minor unit: 1234.5 EUR -> '1234.50'."""
         return f"{round_money(amount, self.record.currency):f}"
 
+    def unit_price(self, line: InvoiceLine) -> str:
+        """As precise as the price list (0.0002 per GiB-hour), at least to the minor unit (30.00)."""
+        places = max(_places(line.unit_price.normalize()), _places(minor_unit(self.record.currency)))
+        return f"{line.unit_price:.{places}f}"
+
     @staticmethod
     def quantity(value: Decimal) -> str:
-        """A quantity for people: 4 places, as rated hours of 5-minute samples carry 12."""
+        """A quantity for people: at most 4 places (hours of 5-minute samples carry 12)."""
         return f"{value.quantize(QUANTITY_PLACES).normalize():f}"
 
     @staticmethod
     def number(value: Decimal) -> str:
-        """A quantity or unit price without trailing zeros: 12.500000000000 -> '12.5'."""
+        """A quantity or rate without trailing zeros: 12.500000000000 -> '12.5'."""
         return f"{value.normalize():f}"
+
+
+def _places(value: Decimal) -> int:
+    exponent = value.as_tuple().exponent
+    return max(-exponent, 0) if isinstance(exponent, int) else 0
+
+
+def _family(line: InvoiceLine) -> str:
+    if line.kind is LineKind.USAGE and line.meter:
+        return Meter(line.meter).family
+    return {
+        LineKind.RECURRING: "Subscriptions",
+        LineKind.ONE_TIME: "One-time charges",
+        LineKind.ADJUSTMENT: "Adjustments to earlier periods",
+    }.get(line.kind, "Usage")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
@@ -29,7 +29,7 @@ from billing.invoices import (
 )
 from billing.periods import Period
 from meterline.exceptions import InvoiceStateError, UnknownInvoice
-from schemas.clickhouse import INVOICE_LINES, INVOICES
+from schemas.clickhouse import INVOICE_LINES, INVOICES, as_utc
 from schemas.records import MONEY, TIMESTAMP
 
 LINE_SCHEMA: dict[str, pl.DataType] = {
@@ -235,7 +235,7 @@ class Ledger:
         for row in result.result_rows:
             kind, description, quantity, unit, unit_price, amount, meter, dimension, adjusts_period = row[:9]
             scopes = tuple(
-                UsageScope(scope_dimension, _utc(start), _utc(end))
+                UsageScope(scope_dimension, as_utc(start), as_utc(end))
                 for scope_dimension, start, end in zip(*row[9:], strict=True)
             )
             yield InvoiceLine(
@@ -361,7 +361,3 @@ def _check_period_ended(period: str, now: datetime) -> None:
         raise InvoiceStateError(
             f"period {period} has not ended: its drafts can be previewed, and issued from {end.isoformat()}"
         )
-
-
-def _utc(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -53,7 +53,7 @@ def rated_rows(system: System, customer_id: str) -> int:
 def test_usage_becomes_issued_invoices_whose_lines_drill_down_to_the_events(billing: System):
     """Direct, October: one-time 1.00; disk 3000 GiB-h x 0.0002 = 0.60;
     net tx 1800 GB graduated: 1000 x 0.01 + 800 x 0.005 = 14.00; RAM 192 GiB-h x 0.004 = 0.768 -> 0.77;
-    vCPU 48 h x 0.025 = 1.20; backup 100 x 0.045 = 4.50. Subtotal 22.07, 10 % off 2.21, net 19.86,
+    vCPU 48 h x 0.025 = 1.20; restores 100 GB x 0.045 = 4.50. Subtotal 22.07, 10 % off 2.21, net 19.86,
     VAT 20 % 3.97, total 23.83.
     Resold (north's customer, DE), at north's prices: support 30.00, disk 0.20, net tx 6.00,
     RAM 0.256 -> 0.26, vCPU 16 x 0.03 = 0.48: subtotal 36.94, VAT 19 % 7.02, total 43.96.
