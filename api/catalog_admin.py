@@ -13,9 +13,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from billing.adapters.catalog_file import load_catalog
 from billing.adapters.clickhouse_catalog import CatalogStore
 from billing.adapters.kafka_catalog import CatalogPublisher
-from billing.catalog import Catalog, load_catalog
+from billing.catalog import Catalog
 from billing.catalog_entries import Entry, EntryKind, assemble, entries_of, parse_entry
 from meterline.exceptions import UnknownCustomer
 

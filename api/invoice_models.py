@@ -8,9 +8,9 @@ from pydantic import BaseModel, Field
 
 from api.delivery import Delivery
 from api.models import FixedPoint
-from billing.adapters.clickhouse_ledger import InvoiceRecord
 from billing.invoices import InvoiceLine
 from billing.money import round_money
+from billing.records import InvoiceRecord
 from schemas.clickhouse import as_utc
 
 

@@ -20,13 +20,14 @@ from api.documents.table import render_csv
 from api.documents.view import InvoiceView
 from api.invoice_models import CloseOut, DeliveryOut, InvoiceOut, LineUsage, LineUsageRow
 from api.usage_queries import LineScope, UsageQueries
-from billing.adapters.clickhouse_ledger import InvoiceRecord, Ledger, credit_note_id
+from billing.adapters.clickhouse_ledger import Ledger
 from billing.adapters.clickhouse_usage import PeriodUsage
 from billing.catalog import Catalog
 from billing.invoices import InvoiceStatus, LineKind, UsageScope
 from billing.money import shown_quantity
 from billing.period_close import close_period
 from billing.periods import Period
+from billing.records import InvoiceRecord, credit_note_id
 from meterline.exceptions import InvalidQuery
 from schemas.clickhouse import as_utc
 from sinks.clickhouse import InsertClock

@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from billing.adapters.clickhouse_ledger import Ledger  # noqa: E402
+from billing.adapters.clickhouse_usage import PeriodUsage  # noqa: E402
 from billing.catalog import Catalog  # noqa: E402
 from billing.period_close import close_period  # noqa: E402
 from billing.periods import Period  # noqa: E402
@@ -125,6 +126,8 @@ def store_usage(client: Any, customers: int, days: int) -> int:
                 "quantity": Decimal("24.5"),
                 "unit_price": Decimal("0.004"),
                 "amount": Decimal("0.098"),
+                "base_quantity": Decimal(88_200),
+                "base_divisor": 3600,
                 "currency": "EUR",
             },
             schema=RATED_SCHEMA,
@@ -170,7 +173,7 @@ def main() -> None:
         load_s = time.perf_counter() - loaded
         ledger = Ledger(client, DATABASE)
         started = time.perf_counter()
-        result = close_period(ledger, catalog, PERIOD, datetime.now(UTC))
+        result = close_period(ledger, PeriodUsage(client, DATABASE), catalog, PERIOD, datetime.now(UTC))
         close_s = time.perf_counter() - started
         figures: dict[str, Any] = {
             "benchmark": "period_close",

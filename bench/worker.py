@@ -36,8 +36,8 @@ sys.path.insert(0, str(ROOT))
 
 from agents.simulated import FleetSpec, SimulatedFleet  # noqa: E402
 from bench.pipeline import cpu_seconds, messages, metric_value  # noqa: E402
+from billing.adapters.catalog_file import load_catalog  # noqa: E402
 from billing.adapters.kafka_catalog import CatalogPublisher  # noqa: E402
-from billing.catalog import load_catalog  # noqa: E402
 from billing.catalog_entries import entries_of  # noqa: E402
 from meterline.brokers import TansuBroker, ensure_topics  # noqa: E402
 from meterline.kafka_config import producer_config  # noqa: E402

@@ -14,10 +14,8 @@ from datetime import date, datetime
 from decimal import Decimal
 from enum import StrEnum
 from functools import cached_property
-from pathlib import Path
 from typing import Annotated, TypeVar
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from billing.money import TaxRate, minor_unit
@@ -238,7 +236,11 @@ class Catalog(_Entry):
 
     def product_name(self, product_id: str) -> str:
         """A product's display name; an XaaS sku without a product entry shows as itself."""
-        return next((product.name for product in self.products if product.id == product_id), product_id)
+        return self._product_names.get(product_id, product_id)
+
+    @cached_property
+    def _product_names(self) -> dict[str, str]:
+        return {product.id: product.name for product in self.products}
 
     def issuer(self, issuer_id: str) -> Issuer:
         return self.provider if issuer_id == self.provider.id else self.partner(issuer_id)
@@ -326,14 +328,6 @@ def _by_customer(items: list[Billed]) -> dict[str, list[Billed]]:
 
 def _aggregation_of(meter: Meter) -> str:
     return next(kind.value for kind in XaasAggregation if kind.meter is meter)
-
-
-def load_catalog(path: Path) -> Catalog:
-    """Read a YAML catalog; every malformed entry is reported at once, with where it is."""
-    try:
-        return Catalog.model_validate(yaml.safe_load(path.read_text()))
-    except ValidationError as error:
-        raise InvalidCatalog(f"{path}: {describe(error)}") from error
 
 
 def describe(error: ValidationError) -> str:

@@ -16,14 +16,15 @@ from __future__ import annotations
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from datetime import datetime
+from decimal import Decimal
+from typing import Protocol
 
-from billing.adapters.clickhouse_ledger import InvoiceRecord, Ledger
-from billing.adapters.clickhouse_usage import PeriodUsage
 from billing.catalog import Catalog
 from billing.invoices import (
     DocumentType,
     InvoiceLine,
     InvoiceStatus,
+    UsageTotal,
     build_invoices,
     invoice_id_for,
     late_usage_adjustments,
@@ -31,6 +32,26 @@ from billing.invoices import (
 from billing.periods import Period
 from billing.price_plans import ZERO
 from billing.pricing import price_changes
+from billing.records import InvoiceRecord
+
+
+class Ledger(Protocol):
+    """Where invoices are kept (``billing.adapters.clickhouse_ledger``)."""
+
+    def headers(self, *, period: str | None = None, buyer_id: str | None = None) -> list[InvoiceRecord]: ...
+
+    def adjustments_to(self, adjusted: Period, *, excluding: Period) -> dict[tuple[str, str], Decimal]: ...
+
+    def own_adjustments(self, period: Period) -> dict[str, Decimal]: ...
+
+    def save(self, records: list[InvoiceRecord], *, with_lines: bool = True) -> None: ...
+
+
+class PeriodUsage(Protocol):
+    """A period's exact usage (``billing.adapters.clickhouse_usage``)."""
+
+    def totals(self, period: Period, price_changes: list[datetime], cutoff: datetime) -> list[UsageTotal]: ...
+
 
 SETTLED = {InvoiceStatus.ISSUED, InvoiceStatus.PAID}
 LOOKBACK_PERIODS = 3

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
+from functools import cache, cached_property
 from math import ceil
 from typing import Annotated, Literal
 
@@ -75,10 +76,10 @@ class _Plan(BaseModel):
 
         The commitment tops up what the other charges bill once rounded, so that a customer
         below it pays exactly ``minimum_amount``."""
-        free = min(quantity, Fraction(self.free_quantity))
+        free = min(quantity, self._free) if self.free_quantity else Fraction(0)
         steps = [Charge("included allowance", free, ZERO, ZERO)] if free else []
         steps += [
-            Charge(description, billed, unit_price, round_money(billed * Fraction(unit_price), currency), unit)
+            Charge(description, billed, unit_price, round_money(billed * _exact(unit_price), currency), unit)
             for description, billed, unit_price, unit in self._priced(quantity - free)
             if billed or not free
         ]
@@ -86,6 +87,10 @@ class _Plan(BaseModel):
         if shortfall > 0:
             steps.append(Charge(TOP_UP, Fraction(1), shortfall, shortfall, unit=""))
         return steps
+
+    @cached_property
+    def _free(self) -> Fraction:
+        return Fraction(self.free_quantity)
 
     def _priced(self, billable: Fraction) -> list[tuple[str, Fraction, Decimal, str | None]]:
         """(description, quantity, unit price, unit if not the meter's) of each priced step."""
@@ -142,7 +147,7 @@ class Graduated(_Tiered):
     def _priced(self, billable: Fraction) -> list[tuple[str, Fraction, Decimal, str | None]]:
         steps: list[tuple[str, Fraction, Decimal, str | None]] = []
         for lower, upper, price in self._ranges():
-            in_tier = (billable if upper is None else min(billable, Fraction(upper))) - Fraction(lower)
+            in_tier = (billable if upper is None else min(billable, _exact(upper))) - _exact(lower)
             if in_tier > 0:
                 steps.append((_tier_name(lower, upper), in_tier, price, None))
         first_lower, first_upper, first_price = self._ranges()[0]
@@ -156,7 +161,7 @@ class Volume(_Tiered):
 
     def _priced(self, billable: Fraction) -> list[tuple[str, Fraction, Decimal, str | None]]:
         for lower, upper, price in self._ranges():
-            if upper is None or billable <= Fraction(upper):
+            if upper is None or billable <= _exact(upper):
                 return [(_tier_name(lower, upper), billable, price, None)]
         raise AssertionError("the last tier is unbounded")
 
@@ -169,7 +174,7 @@ class Package(_Plan):
     package_price: NonNegative
 
     def _priced(self, billable: Fraction) -> list[tuple[str, Fraction, Decimal, str | None]]:
-        blocks = Fraction(ceil(billable / Fraction(self.package_size)))
+        blocks = Fraction(ceil(billable / _exact(self.package_size)))
         return [(f"blocks of {self.package_size.normalize():f}", blocks, self.package_price, "block")]
 
     @property
@@ -178,6 +183,12 @@ class Package(_Plan):
 
 
 PricePlan = Annotated[PerUnit | Graduated | Volume | Package, Field(discriminator="model")]
+
+
+@cache
+def _exact(value: Decimal) -> Fraction:
+    """A price list's decimal as a fraction; a catalog has few distinct prices."""
+    return Fraction(value)
 
 
 def _tier_name(lower: Decimal, upper: Decimal | None) -> str:

@@ -14,11 +14,11 @@ from datetime import date, timedelta
 from decimal import Decimal
 from itertools import groupby
 
-from billing.adapters.clickhouse_ledger import InvoiceRecord
 from billing.catalog import Catalog, Issuer, Party
 from billing.invoices import DocumentType, InvoiceLine, InvoiceStatus, LineKind
 from billing.money import minor_unit, round_money
 from billing.periods import Period
+from billing.records import InvoiceRecord
 from schemas.meters import Meter
 
 QUANTITY_PLACES = Decimal("0.0001")

@@ -20,8 +20,8 @@ from confluent_kafka import Consumer, TopicPartition
 
 from agents.publisher import SpooledPublisher
 from agents.spool import Spool
+from billing.adapters.catalog_file import load_catalog
 from billing.adapters.kafka_catalog import CatalogPublisher
-from billing.catalog import load_catalog
 from billing.catalog_entries import entries_of
 from meterline.brokers import Broker, ensure_topics
 from meterline.kafka_config import producer_config

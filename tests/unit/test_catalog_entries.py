@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from billing.adapters.catalog_file import load_catalog
 from billing.adapters.kafka_catalog import decode_entry, encode_entry
-from billing.catalog import load_catalog
 from billing.catalog_entries import Entry, EntryKind, assemble, entries_of, parse_entry
 from meterline.exceptions import InvalidCatalog
 

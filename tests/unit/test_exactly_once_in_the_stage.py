@@ -10,7 +10,7 @@ import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from billing.catalog import load_catalog
+from billing.adapters.catalog_file import load_catalog
 from billing.pricing import Price, PriceBook, price_book
 from pipeline.dedup import RecentIds
 from pipeline.processing import BatchOutcome, process_batch

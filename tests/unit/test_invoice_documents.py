@@ -14,10 +14,10 @@ from api.documents.html import render_html
 from api.documents.pdf import render_pdf
 from api.documents.table import render_csv
 from api.documents.view import InvoiceView
-from billing.adapters.clickhouse_ledger import InvoiceRecord
 from billing.catalog import Catalog
 from billing.invoices import InvoiceStatus, UsageTotal, build_invoices
 from billing.periods import Period
+from billing.records import InvoiceRecord
 from meterline.exceptions import InvalidQuery
 from tests.factories import catalog_document
 

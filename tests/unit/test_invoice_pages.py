@@ -21,10 +21,10 @@ import pytest
 from api.documents.einvoice import pdf_for_buyer
 from api.documents.pdf import render_pdf
 from api.documents.view import InvoiceView
-from billing.adapters.clickhouse_ledger import InvoiceRecord, credit_note_id
-from billing.catalog import load_catalog
+from billing.adapters.catalog_file import load_catalog
 from billing.invoices import DocumentType, Invoice, InvoiceStatus, UsageTotal, build_invoices
 from billing.periods import Period
+from billing.records import InvoiceRecord, credit_note_id
 from schemas.meters import Meter
 
 ARTIFACTS = Path("test-artifacts/invoices")

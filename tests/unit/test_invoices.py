@@ -9,7 +9,8 @@ from typing import Any
 
 import pytest
 
-from billing.catalog import Catalog, load_catalog
+from billing.adapters.catalog_file import load_catalog
+from billing.catalog import Catalog
 from billing.invoices import Invoice, UsageTotal, build_invoices
 from billing.periods import Period
 from billing.pricing import price_book

@@ -9,7 +9,7 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from billing.catalog import load_catalog
+from billing.adapters.catalog_file import load_catalog
 from billing.pricing import Price, PriceBook, price_book
 from pipeline.metering import event_columns, measure
 from pipeline.rating import rate_quantities
