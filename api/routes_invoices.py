@@ -194,7 +194,9 @@ def line_usage(request: Request, invoice_id: str, line_no: int) -> LineUsage:
     queries: UsageQueries = request.app.state.queries
     hours = queries.line_usage(scope)
     rows = [
-        LineUsageRow(**{**hour, "hour": as_utc(hour["period_start"]), "quantity": shown_quantity(hour["quantity"])})
+        LineUsageRow(
+            **{**hour, "hour": as_utc(hour["period_start"]), "quantity": shown_quantity(hour["quantity"]).normalize()}
+        )
         for hour in hours
     ]
     return LineUsage(
@@ -202,7 +204,8 @@ def line_usage(request: Request, invoice_id: str, line_no: int) -> LineUsage:
         line_no=line_no,
         meter=scope.meter,
         dimension=", ".join(sorted({s.dimension for s in scope.scopes})),
-        quantity=shown_quantity(sum((hour["quantity"] for hour in hours), Fraction(0))),
+        # shown like the line's quantity, which it adds up to
+        quantity=shown_quantity(sum((hour["quantity"] for hour in hours), Fraction(0))).normalize(),
         amount=sum((row.amount for row in rows), Decimal(0)),
         rows=rows,
     )

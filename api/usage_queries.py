@@ -110,19 +110,10 @@ class UsageQueries:
         return {currency: amount for currency, amount in rows}
 
     def hourly_csv(self, window: UsageWindow) -> Iterator[bytes]:
-        """Hourly usage per resource and meter as CSV, in chunks."""
-        rows = self._exact(WHERE, window.parameters(), "toStartOfHour(usage_start)", CSV_COLUMNS[1:-3])
-        out = io.StringIO()
-        writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(CSV_COLUMNS)
-        for row in rows:
-            row["quantity"] = shown_quantity(row["quantity"])
-            writer.writerow([f"{row['period_start']:%Y-%m-%dT%H:%M:%SZ}", *(row[name] for name in CSV_COLUMNS[1:])])
-            if out.tell() >= CSV_CHUNK_BYTES:
-                yield out.getvalue().encode()
-                out.seek(0)
-                out.truncate()
-        yield out.getvalue().encode()
+        """Hourly usage per resource and meter as CSV chunks. The query runs now, before a
+        response starts, so that a failure is answered with an error rather than a cut file."""
+        rows = self._exact(WHERE, window.parameters(), "toStartOfHour(usage_start)", CSV_COLUMNS[1:-2])
+        return _csv_chunks(rows)
 
     def line_usage(self, line: LineScope) -> list[dict[str, Any]]:
         """Hourly usage behind an invoice line, per customer, resource and dimension, as it was
@@ -135,7 +126,8 @@ class UsageQueries:
         """Rated usage per ``period_start`` (``bucket`` of each row's start, UTC) and ``keys``,
         in that order: exact quantities (a ``Fraction``: shown, each is rounded once), amounts
         summed, and how many rated rows each holds."""
-        per_resource = ", ".join(dict.fromkeys([*keys, "resource_id", "base_divisor"]))
+        # grouped by meter too: of_one_resource picks the aggregate by the row's meter
+        per_resource = ", ".join(dict.fromkeys([*keys, "meter", "resource_id", "base_divisor"]))
         grouped = ", ".join(["period_start", *keys])
         query = (
             f"SELECT {grouped}, base_divisor, sum(base) AS base, sum(amount) AS amount, sum(rows) AS rated_rows "
@@ -222,3 +214,17 @@ class LineScope:
             "end": self.end,
             "stored_by": self.stored_by,
         }
+
+
+def _csv_chunks(rows: list[dict[str, Any]]) -> Iterator[bytes]:
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in rows:
+        shown = {**row, "quantity": shown_quantity(row["quantity"])}
+        writer.writerow([f"{row['period_start']:%Y-%m-%dT%H:%M:%SZ}", *(shown[name] for name in CSV_COLUMNS[1:])])
+        if out.tell() >= CSV_CHUNK_BYTES:
+            yield out.getvalue().encode()
+            out.seek(0)
+            out.truncate()
+    yield out.getvalue().encode()

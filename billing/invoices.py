@@ -140,9 +140,10 @@ class Invoice:
 
 def invoice_id_for(period: Period, issuer_id: str, buyer_id: str, billing: int = 1) -> str:
     """The id of a party's invoice for a period; ``billing`` counts how often it was billed
-    again after a void (``2026-11.acme.cust-1``, then ``2026-11.acme.cust-1.2``)."""
+    again after a void (``2026-11.acme.cust-1``, then ``2026-11.acme.cust-1~2``: no identifier
+    holds a ``~``, so a rebill never takes another party's id)."""
     base = f"{period.name}.{issuer_id}.{buyer_id}"
-    return base if billing == 1 else f"{base}.{billing}"
+    return base if billing == 1 else f"{base}~{billing}"
 
 
 Adjustments = Mapping[str, Sequence[InvoiceLine]]

@@ -2,7 +2,7 @@
 
 Closing again (on demand, or after late usage) rebuilds the period's drafts as a new revision
 and leaves issued and paid invoices alone. A voided invoice does not block its party: the next
-close bills the period again under a new id (``….2``), to be issued with a new number. Usage
+close bills the period again under a new id (``…~2``), to be issued with a new number. Usage
 that reaches an already issued invoice's period (up to three months back) is billed as an
 adjustment line on the party's next invoice.
 
@@ -31,7 +31,7 @@ from billing.invoices import (
 )
 from billing.periods import Period
 from billing.price_plans import ZERO
-from billing.pricing import price_changes
+from billing.pricing import PriceChange, price_changes
 from billing.records import InvoiceRecord
 
 
@@ -50,7 +50,7 @@ class Ledger(Protocol):
 class PeriodUsage(Protocol):
     """A period's exact usage (``billing.adapters.clickhouse_usage``)."""
 
-    def totals(self, period: Period, price_changes: list[datetime], cutoff: datetime) -> list[UsageTotal]: ...
+    def totals(self, period: Period, price_changes: list[PriceChange], cutoff: datetime) -> list[UsageTotal]: ...
 
 
 SETTLED = {InvoiceStatus.ISSUED, InvoiceStatus.PAID}

@@ -74,11 +74,31 @@ def _resolved(catalog: Catalog, customer: Customer | None, key: str) -> list[Pri
     return prices
 
 
-def price_changes(catalog: Catalog, period: Period) -> list[datetime]:
-    """The instants inside the period where some plan takes effect: usage on either side of one
-    may be priced by different plans, so a period's usage is totalled between them."""
+@dataclass(frozen=True)
+class PriceChange:
+    """A plan for ``meter`` and ``dimension`` (``*``: all) takes effect at ``at``."""
+
+    meter: str
+    dimension: str
+    at: datetime
+
+    def reprices(self, meter: str, dimension: str) -> bool:
+        """Whether usage of ``meter`` and ``dimension`` may be priced differently from ``at`` on."""
+        return meter == self.meter and self.dimension in (dimension, ANY_DIMENSION)
+
+
+def price_changes(catalog: Catalog, period: Period) -> list[PriceChange]:
+    """Where inside the period some plan takes effect: the usage it may reprice is totalled on
+    either side of it. Only that usage: another meter's change must not cut a level's period."""
     plans = [
         *(plan for price_list in catalog.price_lists for plan in price_list.plans),
         *(plan for customer in catalog.customers for plan in customer.plans),
     ]
-    return sorted({plan.effective_from for plan in plans if period.start < plan.effective_from < period.end})
+    return sorted(
+        {
+            PriceChange(plan.meter.value, plan.dimension, plan.effective_from)
+            for plan in plans
+            if period.start < plan.effective_from < period.end
+        },
+        key=lambda change: (change.at, change.meter, change.dimension),
+    )

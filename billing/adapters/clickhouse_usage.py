@@ -19,6 +19,7 @@ from clickhouse_connect.driver.client import Client
 
 from billing.invoices import UsageTotal
 from billing.periods import Period
+from billing.pricing import PriceChange
 from schemas.clickhouse import RATED_USAGE, USAGE_WITHIN, of_one_resource, stored_by
 
 
@@ -28,26 +29,39 @@ class PeriodUsage:
         self._database = database
         self._lock = threading.Lock()
 
-    def totals(self, period: Period, price_changes: list[datetime], cutoff: datetime) -> list[UsageTotal]:
-        """Usage in the period of every event first stored by ``cutoff``, each event once."""
-        bounds = [period.start, *price_changes, period.end]
+    def totals(self, period: Period, price_changes: list[PriceChange], cutoff: datetime) -> list[UsageTotal]:
+        """Usage in the period of every event first stored by ``cutoff``, each event once, in
+        parts between the price changes that may reprice it."""
         query = f"""SELECT customer_id, meter, dimension, any(unit), base_divisor, part, sum(of_resource)
             FROM (
                 SELECT customer_id, resource_id, meter, dimension, any(unit) AS unit, base_divisor,
-                    arrayCount(change -> change <= usage_start, {{changes:Array(DateTime64(3, 'UTC'))}}) AS part,
+                    arrayCount(
+                        (m, d, at) -> m = meter AND (d = dimension OR d = '*') AND at <= usage_start,
+                        {{change_meters:Array(String)}}, {{change_dimensions:Array(String)}},
+                        {{changes:Array(DateTime64(3, 'UTC'))}}
+                    ) AS part,
                     {of_one_resource("base_quantity")} AS of_resource
                 FROM {self._database}.{RATED_USAGE}
                 WHERE {USAGE_WITHIN} AND {stored_by(self._database)}
                 GROUP BY customer_id, resource_id, meter, dimension, base_divisor, part
             )
             GROUP BY customer_id, meter, dimension, base_divisor, part"""
-        parameters = {"start": period.start, "end": period.end, "changes": price_changes, "stored_by": cutoff}
+        parameters = {
+            "start": period.start,
+            "end": period.end,
+            "change_meters": [change.meter for change in price_changes],
+            "change_dimensions": [change.dimension for change in price_changes],
+            "changes": [change.at for change in price_changes],
+            "stored_by": cutoff,
+        }
         with self._lock:
             rows = self._client.query(query, parameters=parameters).result_rows
         exact: dict[tuple[str, str, str, str, int], Fraction] = defaultdict(Fraction)
         for customer, meter, dimension, unit, divisor, part, base in rows:
             exact[(customer, meter, dimension, unit, part)] += Fraction(base) / divisor
-        return [
-            UsageTotal(customer, meter, dimension, unit, quantity, bounds[part], bounds[part + 1])
-            for (customer, meter, dimension, unit, part), quantity in exact.items()
-        ]
+        totals = []
+        for (customer, meter, dimension, unit, part), quantity in exact.items():
+            cuts = [change.at for change in price_changes if change.reprices(meter, dimension)]
+            bounds = [period.start, *cuts, period.end]
+            totals.append(UsageTotal(customer, meter, dimension, unit, quantity, bounds[part], bounds[part + 1]))
+        return totals
