@@ -116,8 +116,11 @@ class Deliveries:
             raise UnknownInvoice(f"invoice {invoice_id!r} has no delivery: it is not issued, or email is not set up")
         return found[0]
 
-    def retry_now(self, invoice_id: str, now: datetime) -> Delivery:
+    def retry_now(self, invoice_id: str) -> Delivery:
+        """Due at once. The time is read under the lock: a row stamped before an attempt that
+        was in flight would lose to that attempt's row (the latest ``updated_at`` wins)."""
         with self._attempt:
+            now = datetime.now(UTC)
             delivery = replace(self.get(invoice_id), status=DeliveryStatus.PENDING, next_attempt_at=now, updated_at=now)
             self._save(delivery)
             return delivery

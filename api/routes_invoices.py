@@ -131,7 +131,7 @@ def delivery(request: Request, invoice_id: str) -> DeliveryOut:
 @router.post("/invoices/{invoice_id}/deliver", response_model=DeliveryOut)
 def deliver_again(request: Request, invoice_id: str) -> DeliveryOut:
     """Send again at the next check, without waiting for the retry delay."""
-    return DeliveryOut.of(_deliveries(request).retry_now(invoice_id, datetime.now(UTC)))
+    return DeliveryOut.of(_deliveries(request).retry_now(invoice_id))
 
 
 def _view(request: Request, invoice_id: str) -> InvoiceView:

@@ -33,7 +33,6 @@ from schemas.meters import Meter
 from schemas.records import ACCEPTED_SCHEMA, USAGE_KEYS
 
 EXACT = pl.Decimal(38, 9)
-NANO_UNITS = 10**9
 NANO = Decimal(1).scaleb(-9)
 SECONDS_PER_HOUR = 3600
 MIB_PER_GIB = 1024
@@ -110,7 +109,7 @@ def split_by_hour(quantities: pl.LazyFrame) -> pl.LazyFrame:
     crosses = pl.col("usage_end") > hour + pl.duration(hours=1)
     start, end = pl.col("usage_start"), pl.col("usage_end")
     elapsed = (end - start).dt.total_milliseconds()
-    scaled = (pl.col("numerator") * pl.lit(NANO_UNITS)).cast(pl.Int128)
+    scaled = pl.col("numerator").to_physical()  # the Decimal(38, 9)'s integer: billionths of a base unit
     pieces = (
         quantities.filter(crosses)
         .with_columns(piece=pl.datetime_ranges(hour, end - pl.duration(milliseconds=1), interval="1h"))
@@ -121,8 +120,8 @@ def split_by_hour(quantities: pl.LazyFrame) -> pl.LazyFrame:
         )
         .with_columns(
             numerator=(
-                scaled * (pl.col("piece_end") - start).dt.total_milliseconds() // elapsed
-                - scaled * (pl.col("piece_start") - start).dt.total_milliseconds() // elapsed
+                _share(scaled, (pl.col("piece_end") - start).dt.total_milliseconds(), elapsed)
+                - _share(scaled, (pl.col("piece_start") - start).dt.total_milliseconds(), elapsed)
             ).cast(pl.Decimal(38, 0))
             * pl.lit(NANO, dtype=EXACT),
             usage_start=pl.col("piece_start"),
@@ -131,6 +130,12 @@ def split_by_hour(quantities: pl.LazyFrame) -> pl.LazyFrame:
         .select(list(QUANTITY_SCHEMA))
     )
     return pl.concat([quantities.filter(~crosses), pieces])
+
+
+def _share(whole: pl.Expr, part: pl.Expr, total: pl.Expr) -> pl.Expr:
+    """floor(whole x part / total), exactly, without forming whole x part: a 31-day XaaS stock
+    in billionths of unit-seconds times its milliseconds would overflow 128 bits."""
+    return (whole // total) * part + (whole % total) * part // total
 
 
 def _frame(

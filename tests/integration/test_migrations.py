@@ -8,6 +8,7 @@ from decimal import Decimal
 import clickhouse_connect
 
 from api.usage_queries import LineScope, UsageQueries
+from billing.invoices import UsageScope
 from schemas.clickhouse import migrate
 
 DB = "meterline"
@@ -56,5 +57,10 @@ def test_rows_of_the_first_layout_are_converted_and_still_drill_down(tmp_path):
     ).result_rows
     assert [(n, at.replace(tzinfo=UTC)) for n, at in unbilled] == [(0, END)], "kept, at its own time"
     assert client.command(f"SELECT count() FROM {DB}.rated_usage_v1") == 2, "the old table is kept"
-    line = LineScope(["c1"], "disk_gib_hours", "ssd", START, END + timedelta(days=1))
+    exact = client.query(f"SELECT meter, base_quantity, base_divisor FROM {DB}.rated_usage ORDER BY meter").result_rows
+    assert exact == [("disk_gib_hours", Decimal("10"), 1), ("vcpu_hours", Decimal("0.5"), 1)], (
+        "old rows: exact as stored"
+    )
+    end = END + timedelta(days=1)
+    line = LineScope(["c1"], "disk_gib_hours", (UsageScope("ssd", START, end),), START, end, stored_by=end)
     assert UsageQueries(client, DB).line_events(line, limit=10, offset=0) == [BILLED_JSON]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 
 import polars as pl
@@ -201,3 +202,17 @@ def test_usage_without_a_price_in_force_is_refused_with_its_reason():
     assert rated.height == 0
     (reason,) = unpriced.values()
     assert "no price in force for meter vcpu_hours" in reason
+
+
+def test_the_largest_stock_the_contract_allows_splits_into_hours_that_add_up_exactly():
+    """999999999999999999.999999999 GB (the contract's largest quantity) held for 31 days
+    (its longest interval) from 00:30: 2,678,400 s x that quantity in GB-seconds, cut into 745
+    hourly pieces whose sum is the whole to the last billionth."""
+    quantity = "999999999999999999.999999999"
+    stock = xaas_usage("backup_gb", quantity, at=datetime(2026, 11, 1, 0, 30, tzinfo=UTC))
+    stock["data"] = {**stock["data"], "interval_s": 2_678_400}
+    rated, unpriced = rate_quantities(measure_events([stock]), BOOK)
+    assert not unpriced
+    assert rated.height == 745
+    pieces = sum((Fraction(piece) for piece in rated["base_quantity"].to_list()), Fraction(0))
+    assert pieces == Fraction(quantity) * 2_678_400  # fractions: Decimal's sum would round at 28 digits
