@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import csv
 import io
+from collections import defaultdict
 from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
@@ -30,6 +31,7 @@ from billing.periods import Period
 from billing.records import InvoiceRecord, credit_note_id
 from meterline.exceptions import InvalidQuery
 from schemas.clickhouse import as_utc
+from schemas.meters import Meter
 from sinks.clickhouse import InsertClock
 
 router = APIRouter(prefix="/v1", tags=["invoicing"])
@@ -205,10 +207,19 @@ def line_usage(request: Request, invoice_id: str, line_no: int) -> LineUsage:
         meter=scope.meter,
         dimension=", ".join(sorted({s.dimension for s in scope.scopes})),
         # shown like the line's quantity, which it adds up to
-        quantity=shown_quantity(sum((hour["quantity"] for hour in hours), Fraction(0))).normalize(),
+        quantity=shown_quantity(_line_quantity(Meter(scope.meter), hours)).normalize(),
         amount=sum((row.amount for row in rows), Decimal(0)),
         rows=rows,
     )
+
+
+def _line_quantity(meter: Meter, hours: list[dict[str, Any]]) -> Fraction:
+    """What the hours add up to as the close counts them: each resource's sum, peak or latest
+    level, summed over the resources (the hours of a level show the level they reached)."""
+    readings: dict[tuple[str, str], list[tuple[datetime, Fraction]]] = defaultdict(list)
+    for hour in hours:
+        readings[(hour["customer_id"], hour["resource_id"])].append((hour["period_start"], hour["quantity"]))
+    return sum((meter.aggregation.of_one_resource(each) for each in readings.values()), Fraction(0))
 
 
 @router.get("/invoices/{invoice_id}/lines/{line_no}/usage.csv", response_class=Response)

@@ -21,6 +21,7 @@ from clickhouse_connect.driver.client import Client
 
 from billing.invoices import UsageScope
 from billing.money import shown_quantity
+from billing.periods import check_storable
 from meterline.exceptions import InvalidQuery
 from schemas.clickhouse import RATED_USAGE, RAW_MESSAGES, USAGE_EVENTS, USAGE_WITHIN, of_one_resource, stored_by
 from schemas.events import LONGEST_INTERVAL_S
@@ -74,6 +75,8 @@ class UsageWindow:
                 raise InvalidQuery(f"'{name}' must carry a UTC offset, e.g. 2026-11-01T00:00:00Z")
         if self.start >= self.end:
             raise InvalidQuery("'from' must be before 'to'")
+        check_storable("'from'", self.start)
+        check_storable("'to'", self.end)
 
     def parameters(self) -> dict[str, Any]:
         return {"customer": self.customer_id, "start": self.start, "end": self.end}

@@ -10,6 +10,15 @@ from decimal import Decimal
 from meterline.exceptions import InvalidQuery
 
 _MONTH = re.compile(r"^(?P<year>\d{4})-(?P<month>0[1-9]|1[0-2])$")
+EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST = datetime(2299, 1, 1, tzinfo=UTC)
+"""Usage and periods lie in [EARLIEST, LATEST): inside what storage's DateTime64 holds
+(1900 to 2299), with room for the month a query looks back."""
+
+
+def check_storable(name: str, value: datetime) -> None:
+    if not EARLIEST <= value <= LATEST:
+        raise InvalidQuery(f"{name} {value.isoformat()} is outside {EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d}")
 
 
 @dataclass(frozen=True, order=True)
@@ -22,7 +31,10 @@ class Period:
         match = _MONTH.match(name)
         if not match:
             raise InvalidQuery(f"period {name!r} is not a month written YYYY-MM")
-        return cls(date(int(match["year"]), int(match["month"]), 1))
+        year = int(match["year"])
+        if not EARLIEST.year <= year < LATEST.year:
+            raise InvalidQuery(f"period {name!r} is outside {EARLIEST:%Y-%m} to {LATEST.year - 1}-12")
+        return cls(date(year, int(match["month"]), 1))
 
     @classmethod
     def containing(cls, day: date) -> Period:

@@ -154,6 +154,12 @@ def test_xaas_skus_are_billed_as_they_aggregate(rules: System):
     assert lines["Seats"] == ("6", "30.00")
     assert lines["Storage"] == ("360", "0.36")
     assert (direct["subtotal"], direct["discount"], direct["total"]) == ("121.36", "12.14", "131.06")
+    drilled = {
+        line["description"]: get(rules, line["usage_url"]).json()["quantity"]
+        for line in direct["lines"]
+        if line["description"] in ("Licences", "Seats", "Storage")
+    }
+    assert drilled == {"Licences": "9", "Seats": "6", "Storage": "360"}, "each line's usage adds up as it was billed"
     month = rules.usage("direct", granularity="month", **{"from": "2026-10-01T00:00:00Z", "to": "2026-11-01T00:00:00Z"})
     shown = {(row["meter"], row["dimension"]): Decimal(row["quantity"]) for row in month["rows"]}
     assert shown[("xaas_peak_units", "licence")] == 9 and shown[("xaas_latest_units", "seat")] == 6
