@@ -2,7 +2,9 @@
 
 A price book entry names a meter, optionally a dimension (disk tier, vDC model, XaaS sku)
 and a customer, and the instant from which it applies. The most specific entry wins:
-customer and dimension, then customer, then dimension, then the meter's list price.
+customer and dimension, then customer, then dimension, then the meter's list price. Which plan
+that is, is not decided here: ``billing.pricing.price_book`` writes the book from the catalog's
+one pricing rule, fully resolved for every customer with prices of its own.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ for all tiers, provider-supplied charges, and XaaS skus billed as they aggregate
 from __future__ import annotations
 
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -229,3 +229,18 @@ def test_an_issued_line_drills_down_to_what_it_billed_while_usage_keeps_arriving
         ("2.25", "2026-10")
     ]
     assert Decimal(drill["amount"]) == Decimal("4.5")
+
+
+def test_twenty_four_five_minute_samples_of_two_vcpu_are_exactly_four_vcpu_hours(rules: System):
+    """24 samples of 2 vCPU x 300 s = 14,400 vCPU-seconds = 4 vCPU-hours exactly (each sample is
+    1/6 vCPU-hour, which rounded to 12 places summed to 4.000000000008): the invoice line says 4,
+    at 0.025 = 0.10, and its drill-down adds up to 4."""
+    vm = {"interval_s": 300, "vcpu": 2, "ram_mb": 0, "disks": [], "net_tx_bytes": 0}
+    start = october(7, 9)
+    samples = [vm_sample("vm-1", "direct", at=start + timedelta(minutes=5 * n), **vm) for n in range(1, 25)]
+    push(rules, samples)
+    wait_for(lambda: rated_rows(rules, "direct") == 24, what="usage")
+    post(rules, "/v1/periods/2026-10/close")
+    (line,) = [line for line in invoice(rules, "2026-10.acme.direct")["lines"] if line["meter"] == "vcpu_hours"]
+    assert (line["quantity"], line["amount"]) == ("4", "0.10")
+    assert get(rules, line["usage_url"]).json()["quantity"] == "4"
