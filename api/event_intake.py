@@ -10,7 +10,7 @@ from api import metrics
 from meterline.exceptions import InvalidEvent, MeterlineError
 from meterline.kafka_config import producer_config
 from meterline.settings import Settings
-from pipeline.validation import Rejection, split_message
+from pipeline.validation import Acceptance, Rejection, split_message
 from schemas.events import UsageEvent, batch_of, split_raw
 
 DELIVERY_TIMEOUT_S = 10.0
@@ -24,12 +24,13 @@ class EventIntake:
     def __init__(self, settings: Settings) -> None:
         self._topic = settings.topics.events
         self._producer = Producer(producer_config(settings))
+        self._acceptance = Acceptance.of(settings)
 
     def submit(self, body: bytes) -> tuple[list[UsageEvent], list[Rejection]]:
         """Publish the valid events, one message per resource so that its events stay ordered."""
         if not split_raw(body):
             raise InvalidEvent("the batch is empty")
-        checked = split_message(body)
+        checked = split_message(body, self._acceptance)
         accepted, rejected = checked.events, checked.rejected
         by_resource: dict[str, list[bytes]] = defaultdict(list)
         for index, event in enumerate(accepted):

@@ -9,7 +9,10 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
 
+from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+
+from billing.catalog import IDENTIFIER_PATTERN
 
 FixedPoint = Annotated[Decimal, PlainSerializer(lambda value: format(value, "f"), return_type=str)]
 
@@ -42,6 +45,15 @@ class UsageReport(BaseModel):
     rows: list[UsageRow]
 
 
+CustomerId = Annotated[str, Path(pattern=IDENTIFIER_PATTERN, description="A catalog identifier")]
+InvoiceId = Annotated[
+    str,
+    Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,200}$", description="period.issuer.buyer, as listed"),
+]
+"""Path values are checked against the identifiers' pattern before anything reads them: a value
+that cannot be an id (a CR/LF, a quote) never reaches a query or a header."""
+
+
 class RejectedEvent(BaseModel):
     index: int = Field(description="Position of the event in the posted batch")
     id: str | None
@@ -50,4 +62,5 @@ class RejectedEvent(BaseModel):
 
 class EventsOutcome(BaseModel):
     accepted: list[str] = Field(description="Ids of the events durably queued")
-    rejected: list[RejectedEvent]
+    rejected: list[RejectedEvent] = Field(description="The first 100 events refused, each with its reason")
+    rejected_count: int = Field(description="How many events were refused in all")

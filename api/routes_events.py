@@ -10,6 +10,8 @@ from api.models import EventsOutcome, RejectedEvent
 
 router = APIRouter()
 MAX_BODY_BYTES = 8 * 1024 * 1024
+REPORTED_REJECTIONS = 100
+"""A batch of 100,000 refused events answers with the first 100 reasons and the count."""
 
 
 @router.post(
@@ -25,13 +27,29 @@ MAX_BODY_BYTES = 8 * 1024 * 1024
     },
 )
 async def post_events(request: Request) -> JSONResponse:
-    body = await request.body()
-    if len(body) > MAX_BODY_BYTES:
+    body = await _body_up_to(request, MAX_BODY_BYTES)
+    if body is None:
         return JSONResponse({"error": "PayloadTooLarge", "detail": f"at most {MAX_BODY_BYTES} bytes"}, 413)
     # publishing waits for the broker's acknowledgement: keep that off the event loop
     accepted, rejected = await run_in_threadpool(request.app.state.intake.submit, body)
     outcome = EventsOutcome(
         accepted=[event.id for event in accepted],
-        rejected=[RejectedEvent(index=r.index, id=r.event_id, reason=r.reason) for r in rejected],
+        rejected=[RejectedEvent(index=r.index, id=r.event_id, reason=r.reason) for r in rejected[:REPORTED_REJECTIONS]],
+        rejected_count=len(rejected),
     )
     return JSONResponse(outcome.model_dump(), status_code=202 if accepted else 422)
+
+
+async def _body_up_to(request: Request, limit: int) -> bytes | None:
+    """The body, or None as soon as it is known to exceed ``limit``: a declared length says so
+    before anything is read, and a body sent in chunks is not read past the limit."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        return None
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            return None
+        chunks.append(chunk)
+    return b"".join(chunks)

@@ -20,6 +20,7 @@ from api.documents.html import render_html
 from api.documents.table import render_csv
 from api.documents.view import InvoiceView
 from api.invoice_models import CloseOut, DeliveryOut, InvoiceOut, LineUsage, LineUsageRow
+from api.models import CustomerId, InvoiceId
 from api.usage_queries import LineScope, UsageQueries
 from billing.adapters.clickhouse_ledger import Ledger
 from billing.adapters.clickhouse_usage import PeriodUsage
@@ -78,29 +79,29 @@ def list_invoices(
 
 
 @router.get("/customers/{customer_id}/invoices", response_model=list[InvoiceOut])
-def customer_invoices(request: Request, customer_id: str) -> list[InvoiceOut]:
+def customer_invoices(request: Request, customer_id: CustomerId) -> list[InvoiceOut]:
     """The invoices a customer receives - never its partner's own invoice from the provider."""
     return [InvoiceOut.of(r) for r in _ledger(request).headers(buyer_id=customer_id) if r.buyer_id == customer_id]
 
 
 @router.get("/invoices/{invoice_id}", response_model=InvoiceOut)
-def get_invoice(request: Request, invoice_id: str) -> InvoiceOut:
+def get_invoice(request: Request, invoice_id: InvoiceId) -> InvoiceOut:
     return InvoiceOut.of(_ledger(request).get(invoice_id), with_lines=True)
 
 
 @router.post("/invoices/{invoice_id}/issue", response_model=InvoiceOut)
-def issue(request: Request, invoice_id: str) -> InvoiceOut:
+def issue(request: Request, invoice_id: InvoiceId) -> InvoiceOut:
     """Give a draft the issuer's next number; issuing again returns the same invoice."""
     return _change(request, invoice_id, InvoiceStatus.ISSUED)
 
 
 @router.post("/invoices/{invoice_id}/pay", response_model=InvoiceOut)
-def pay(request: Request, invoice_id: str) -> InvoiceOut:
+def pay(request: Request, invoice_id: InvoiceId) -> InvoiceOut:
     return _change(request, invoice_id, InvoiceStatus.PAID)
 
 
 @router.post("/invoices/{invoice_id}/void", response_model=InvoiceOut)
-def void(request: Request, invoice_id: str) -> InvoiceOut:
+def void(request: Request, invoice_id: InvoiceId) -> InvoiceOut:
     """Void a draft, or cancel an issued invoice: it keeps its number and a credit note is issued."""
     return _change(request, invoice_id, InvoiceStatus.VOID)
 
@@ -125,13 +126,13 @@ def _deliveries(request: Request) -> Deliveries:
 
 
 @router.get("/invoices/{invoice_id}/delivery", response_model=DeliveryOut)
-def delivery(request: Request, invoice_id: str) -> DeliveryOut:
+def delivery(request: Request, invoice_id: InvoiceId) -> DeliveryOut:
     """Where the invoice's email stands: pending, sent, retrying (with the last error) or no recipient."""
     return DeliveryOut.of(_deliveries(request).get(invoice_id))
 
 
 @router.post("/invoices/{invoice_id}/deliver", response_model=DeliveryOut)
-def deliver_again(request: Request, invoice_id: str) -> DeliveryOut:
+def deliver_again(request: Request, invoice_id: InvoiceId) -> DeliveryOut:
     """Send again at the next check, without waiting for the retry delay."""
     return DeliveryOut.of(_deliveries(request).retry_now(invoice_id))
 
@@ -141,31 +142,31 @@ def _view(request: Request, invoice_id: str) -> InvoiceView:
 
 
 @router.get("/invoices/{invoice_id}/html", response_class=HTMLResponse)
-def invoice_html(request: Request, invoice_id: str) -> HTMLResponse:
+def invoice_html(request: Request, invoice_id: InvoiceId) -> HTMLResponse:
     return HTMLResponse(render_html(_view(request, invoice_id)))
 
 
 @router.get("/invoices/{invoice_id}/pdf", response_class=Response)
-def invoice_pdf(request: Request, invoice_id: str) -> Response:
+def invoice_pdf(request: Request, invoice_id: InvoiceId) -> Response:
     """Factur-X (PDF/A-3 with the CII XML inside) once issued; a plain PDF for a draft or tax-inclusive prices."""
     view = _view(request, invoice_id)
     return _attachment(pdf_for_buyer(view), "application/pdf", view, "pdf")
 
 
 @router.get("/invoices/{invoice_id}/csv", response_class=Response)
-def invoice_csv(request: Request, invoice_id: str) -> Response:
+def invoice_csv(request: Request, invoice_id: InvoiceId) -> Response:
     view = _view(request, invoice_id)
     return _attachment(render_csv(view).encode(), "text/csv", view, "csv")
 
 
 @router.get("/invoices/{invoice_id}/cii", response_class=Response)
-def invoice_cii(request: Request, invoice_id: str) -> Response:
+def invoice_cii(request: Request, invoice_id: InvoiceId) -> Response:
     view = _view(request, invoice_id)
     return _attachment(cii_xml(view), "application/xml", view, "cii.xml")
 
 
 @router.get("/invoices/{invoice_id}/ubl", response_class=Response)
-def invoice_ubl(request: Request, invoice_id: str) -> Response:
+def invoice_ubl(request: Request, invoice_id: InvoiceId) -> Response:
     view = _view(request, invoice_id)
     return _attachment(ubl_xml(view), "application/xml", view, "ubl.xml")
 
@@ -190,7 +191,7 @@ def _line_scope(record: InvoiceRecord, line_no: int) -> LineScope:
 
 
 @router.get("/invoices/{invoice_id}/lines/{line_no}/usage", response_model=LineUsage)
-def line_usage(request: Request, invoice_id: str, line_no: int) -> LineUsage:
+def line_usage(request: Request, invoice_id: InvoiceId, line_no: int) -> LineUsage:
     record = _ledger(request).get(invoice_id)
     scope = _line_scope(record, line_no)
     queries: UsageQueries = request.app.state.queries
@@ -223,7 +224,7 @@ def _line_quantity(meter: Meter, hours: list[dict[str, Any]]) -> Fraction:
 
 
 @router.get("/invoices/{invoice_id}/lines/{line_no}/usage.csv", response_class=Response)
-def line_usage_csv(request: Request, invoice_id: str, line_no: int) -> Response:
+def line_usage_csv(request: Request, invoice_id: InvoiceId, line_no: int) -> Response:
     """The same hourly usage as CSV, for checking an invoice line in a spreadsheet."""
     usage = line_usage(request, invoice_id, line_no)
     out = io.StringIO()
@@ -243,10 +244,10 @@ def line_usage_csv(request: Request, invoice_id: str, line_no: int) -> Response:
 @router.get("/invoices/{invoice_id}/lines/{line_no}/events", response_class=Response)
 def line_events(
     request: Request,
-    invoice_id: str,
+    invoice_id: InvoiceId,
     line_no: int,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Annotated[int, Query(ge=0, le=2**32 - 1, description="events to skip")] = 0,
 ) -> Response:
     """The raw CloudEvents behind a usage line, as received, one JSON document per line (NDJSON)."""
     scope = _line_scope(_ledger(request).get(invoice_id), line_no)

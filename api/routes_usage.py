@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
-from api.models import UsageReport, UsageRow
+from api.models import CustomerId, UsageReport, UsageRow
 from api.usage_queries import Granularity, GroupBy, UsageQueries, UsageWindow
 from billing.money import round_money
 from schemas.clickhouse import as_utc
@@ -31,7 +31,7 @@ def window(customer_id: str, start: datetime | None, end: datetime | None) -> Us
 @router.get("/usage", response_model=UsageReport, response_model_by_alias=True)
 def get_usage(
     request: Request,
-    customer_id: str,
+    customer_id: CustomerId,
     start: From = None,
     end: To = None,
     granularity: Granularity = Granularity.DAY,
@@ -54,7 +54,7 @@ def get_usage(
 
 
 @router.get("/usage.csv", response_class=StreamingResponse)
-def get_usage_csv(request: Request, customer_id: str, start: From = None, end: To = None) -> StreamingResponse:
+def get_usage_csv(request: Request, customer_id: CustomerId, start: From = None, end: To = None) -> StreamingResponse:
     queries: UsageQueries = request.app.state.queries
     usage_window = window(customer_id, start, end)
     filename = f"usage-{customer_id}-{usage_window.start:%Y%m%d}-{usage_window.end:%Y%m%d}.csv"

@@ -25,7 +25,8 @@ from schemas.meters import Meter, XaasAggregation
 
 Percent = Annotated[Decimal, Field(ge=0, le=100)]
 Money = Annotated[Decimal, Field(ge=0)]
-Identifier = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")]
+IDENTIFIER_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
+Identifier = Annotated[str, Field(pattern=IDENTIFIER_PATTERN)]
 
 
 class _Entry(BaseModel):

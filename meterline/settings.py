@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 
 from pydantic import Field
@@ -60,6 +61,13 @@ class Settings(BaseSettings):
         default=64 * 1024 * 1024, description="flush once this much is buffered, however recent the last flush"
     )
     sink_flush_interval_s: float = 0.25
+    late_usage_months: int = Field(
+        default=3, ge=0, description="months before the current one whose usage is still accepted (and billed late)"
+    )
+    clock_skew_s: float = Field(default=900, ge=0, description="how far ahead of now an event's time may be")
+    max_sample_bytes: int = Field(default=10**15, description="most bytes one sample may count, per direction")
+    max_vdc_amount: int = Field(default=10**9, description="most MHz, MiB or GiB a vDC sample may report")
+    max_xaas_quantity: Decimal = Field(default=Decimal(10**12), description="most units one XaaS sample may report")
     topics: Topics = Field(default_factory=Topics)
 
     @property

@@ -20,6 +20,7 @@ from meterline.settings import Settings
 from pipeline import metrics
 from pipeline.dedup import RecentIds
 from pipeline.processing import process_batch
+from pipeline.validation import Acceptance
 from schemas.records import USAGE_EVENT_SCHEMA, encode_frame
 
 LAG_REFRESH_S = 2.0
@@ -48,6 +49,7 @@ def create_app(settings: Settings) -> faust.App:
     rated = app.topic(topics.rated, value_serializer="raw", key_serializer="raw")
     dead_letter = app.topic(topics.dead_letter, value_serializer="raw", key_serializer="raw")
     recent = RecentIds()
+    acceptance = Acceptance.of(settings)
     catalog = CatalogFeed(settings)
     prices = {"book": price_book(catalog.wait_for_catalog())}
     metrics.CATALOG_LOADED.set(1)
@@ -70,7 +72,7 @@ def create_app(settings: Settings) -> faust.App:
     async def rate_usage(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         async for payloads in stream.take(settings.pipeline_batch_messages, within=settings.pipeline_batch_within_s):
             with metrics.BATCH_SECONDS.time():
-                outcome = process_batch(list(payloads), recent, prices["book"])
+                outcome = process_batch(list(payloads), recent, prices["book"], acceptance)
             for rejection in outcome.rejected:
                 await dead_letter.send(value=rejection.to_json())
             if outcome.events.height:

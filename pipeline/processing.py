@@ -3,6 +3,7 @@ the caller remembers the stored ids once it has sent them."""
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import polars as pl
@@ -11,9 +12,11 @@ from billing.pricing import PriceBook
 from pipeline.dedup import RecentIds
 from pipeline.metering import event_columns, measure
 from pipeline.rating import ENGINE, rate_quantities
-from pipeline.validation import Rejection, ValidEvents, split_group
+from pipeline.validation import Acceptance, Rejection, ValidEvents, split_group
 from schemas.events import as_json_value
-from schemas.records import RATED_LISTS, USAGE_EVENT_SCHEMA
+from schemas.records import RATED_LISTS, RATED_SCHEMA, USAGE_EVENT_SCHEMA
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -27,26 +30,63 @@ class BatchOutcome:
     duplicates: int
 
 
-def process_batch(payloads: list[bytes], recent: RecentIds, book: PriceBook) -> BatchOutcome:
+def process_batch(
+    payloads: list[bytes], recent: RecentIds, book: PriceBook, acceptance: Acceptance | None = None
+) -> BatchOutcome:
     """Handle several messages as one frame: per-frame costs are paid once, not per message.
 
     A repeated event is left out rather than stored again: a second copy's row would replace
     the first one in storage, so it must never differ from it.
     """
-    group = split_group(payloads)
+    group = split_group(payloads, acceptance)
     first_seen = recent.first_seen(event.id for event in group.events)
-    fresh = group.select(first_seen)
+    events, rated, refused = _rate_isolating(group.select(first_seen), book)
+    return BatchOutcome(
+        events=events,
+        rated=rated,
+        rejected=group.rejected + refused,
+        duplicates=len(first_seen) - sum(first_seen),
+    )
+
+
+def _rate_isolating(fresh: ValidEvents, book: PriceBook) -> tuple[pl.DataFrame, pl.DataFrame, list[Rejection]]:
+    """``_rate``, and if it fails, each half on its own, down to the events that fail alone:
+    those are refused with the error, and no other event of the batch is held back by them."""
+    try:
+        return _rate(fresh, book)
+    except Exception as error:  # not swallowed: the events that cause it go to the dead-letter topic with it
+        if len(fresh.events) <= 1:
+            return _failed(fresh, error)
+        log.warning("the stage failed on a batch of %d events (%s); isolating the cause", len(fresh.events), error)
+        half = len(fresh.events) // 2
+        parts = [
+            _rate_isolating(fresh.select(position < half for position in range(len(fresh.events))), book),
+            _rate_isolating(fresh.select(position >= half for position in range(len(fresh.events))), book),
+        ]
+        return (
+            pl.concat([events for events, _, _ in parts], how="vertical_relaxed"),
+            pl.concat([rated for _, rated, _ in parts], how="vertical_relaxed"),
+            [rejection for _, _, rejections in parts for rejection in rejections],
+        )
+
+
+def _rate(fresh: ValidEvents, book: PriceBook) -> tuple[pl.DataFrame, pl.DataFrame, list[Rejection]]:
+    """Meter and rate valid events: their stored rows, their rated rows, and those refused (no price)."""
     columns = event_columns(fresh)
     rated, unpriced = rate_quantities(measure(columns, book.xaas_meters), book)
-    accepted, rejected = columns.accepted, group.rejected
+    accepted = columns.accepted
     if unpriced:
         accepted = accepted.filter(~pl.col("id").is_in(list(unpriced)))
-        rejected = rejected + _unpriced_rejections(fresh, unpriced)
-    return BatchOutcome(
-        events=usage_events(accepted, rated.lazy(), book.currency).collect(engine=ENGINE),
-        rated=rated,
-        rejected=rejected,
-        duplicates=len(first_seen) - sum(first_seen),
+    refused = _rejections(fresh, unpriced)
+    return usage_events(accepted, rated.lazy(), book.currency).collect(engine=ENGINE), rated, refused
+
+
+def _failed(events: ValidEvents, error: Exception) -> tuple[pl.DataFrame, pl.DataFrame, list[Rejection]]:
+    reason = f"the stage could not rate this event: {type(error).__name__}: {error}"
+    return (
+        pl.DataFrame(schema=USAGE_EVENT_SCHEMA),
+        pl.DataFrame(schema=RATED_SCHEMA),
+        _rejections(events, {event.id: reason for event in events.events}),
     )
 
 
@@ -64,10 +104,11 @@ def usage_events(accepted: pl.LazyFrame, rated: pl.LazyFrame, currency: str) -> 
     )
 
 
-def _unpriced_rejections(fresh: ValidEvents, unpriced: dict[str, str]) -> list[Rejection]:
-    """Events nobody can price are refused with the reason, as they came."""
+def _rejections(events: ValidEvents, reasons: dict[str, str]) -> list[Rejection]:
+    """The events refused at rating (nobody can price them, or they broke it), with the reason,
+    as they came."""
     return [
-        Rejection(index, event.id, unpriced[event.id], as_json_value(fresh.raw(index)))
-        for index, event in enumerate(fresh.events)
-        if event.id in unpriced
+        Rejection(index, event.id, reasons[event.id], as_json_value(events.raw(index)))
+        for index, event in enumerate(events.events)
+        if event.id in reasons
     ]

@@ -9,14 +9,26 @@ byte for byte without being copied out of its message on the way.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Any
 
 import orjson
 
+from billing.periods import Period
 from meterline.exceptions import InvalidEvent
-from schemas.events import UsageEvent, as_json_value, decode_event, decode_events, event_spans
+from meterline.settings import Settings
+from schemas.events import (
+    UsageEvent,
+    VdcAllocationData,
+    VmSampleData,
+    as_json_value,
+    decode_event,
+    decode_events,
+    event_spans,
+)
 from schemas.records import message_id
 
 
@@ -89,15 +101,78 @@ class ValidEvents:
         return self.messages[self.message_ids[index]][offset : offset + self.lengths[index]]
 
 
-def split_group(payloads: list[bytes]) -> ValidEvents:
+@dataclass(frozen=True)
+class Acceptance:
+    """What an event may say and still be billed: times inside the billable window, and figures
+    a sample can plausibly report. The contract's types bound the rest; these bounds are
+    settings (``METERLINE_MAX_*``, ``METERLINE_CLOCK_SKEW_S``), and ``now`` is the caller's clock."""
+
+    now: Callable[[], datetime]
+    clock_skew: timedelta = timedelta(minutes=15)
+    late_periods: int = 3
+    """How many months before the current one may still receive usage (the late-usage look-back)."""
+    max_sample_bytes: int = 10**15
+    max_vdc_amount: int = 10**9
+    max_xaas_quantity: Decimal = Decimal(10**12)
+
+    @classmethod
+    def of(cls, settings: Settings) -> Acceptance:
+        """The configured bounds, against the wall clock."""
+        return cls(
+            now=lambda: datetime.now(UTC),
+            clock_skew=timedelta(seconds=settings.clock_skew_s),
+            late_periods=settings.late_usage_months,
+            max_sample_bytes=settings.max_sample_bytes,
+            max_vdc_amount=settings.max_vdc_amount,
+            max_xaas_quantity=settings.max_xaas_quantity,
+        )
+
+    def window(self) -> tuple[datetime, datetime]:
+        """[earliest, latest] event time accepted now."""
+        now = self.now()
+        earliest = Period.containing(now.date())
+        for _ in range(self.late_periods):
+            earliest = earliest.previous()
+        return earliest.start, now + self.clock_skew
+
+    def refusal(self, event: UsageEvent, window: tuple[datetime, datetime]) -> str | None:
+        """Why the event is refused, or None."""
+        earliest, latest = window
+        if event.time < earliest:
+            return f"time: {event.time.isoformat()} is before {earliest:%Y-%m-%d}, the oldest month still billed"
+        if event.time > latest:
+            return f"time: {event.time.isoformat()} is later than now plus the clock-skew allowance"
+        for path, value, most in self._figures(event):
+            if value > most:
+                return f"{path}: {value} is more than one sample can plausibly report ({most})"
+        return None
+
+    def _figures(self, event: UsageEvent) -> list[tuple[str, int | Decimal, int | Decimal]]:
+        data = event.data
+        if isinstance(data, VmSampleData):
+            return [
+                ("data.net_rx_bytes", data.net_rx_bytes, self.max_sample_bytes),
+                ("data.net_tx_bytes", data.net_tx_bytes, self.max_sample_bytes),
+            ]
+        if isinstance(data, VdcAllocationData):
+            return [
+                (f"data.{resource}.{figure}", getattr(getattr(data, resource), figure), self.max_vdc_amount)
+                for resource in ("cpu_mhz", "ram_mb", "storage_gib")
+                for figure in ("allocated", "reserved", "used")
+            ]
+        return [("data.quantity", Decimal(data.quantity), self.max_xaas_quantity)]
+
+
+def split_group(payloads: list[bytes], acceptance: Acceptance | None = None) -> ValidEvents:
     group = ValidEvents()
     for payload in payloads:
-        group.add(split_message(payload))
+        group.add(split_message(payload, acceptance))
     return group
 
 
-def split_message(payload: bytes) -> ValidEvents:
-    """The valid events of one message and a rejection for each other one."""
+def split_message(payload: bytes, acceptance: Acceptance | None = None) -> ValidEvents:
+    """The valid events of one message and a rejection for each other one; with ``acceptance``,
+    an event it refuses is rejected too, with its reason."""
     try:
         spans = event_spans(payload)
     except InvalidEvent as error:
@@ -111,11 +186,32 @@ def split_message(payload: bytes) -> ValidEvents:
     if events:
         result.events, result.message_ids = events, [ident] * len(events)
         result.offsets, result.lengths = [offset for offset, _ in spans], [length for _, length in spans]
-        return result
+        return _accepted(result, list(range(len(events))), acceptance)
+    positions = []
     for position, (offset, length) in enumerate(spans):
         candidate = payload[offset : offset + length]
         try:
             result.keep(decode_event(candidate), ident, offset, length)
+            positions.append(position)
         except InvalidEvent as error:
             result.rejected.append(Rejection(position, error.event_id, error.reason, as_json_value(candidate)))
-    return result
+    return _accepted(result, positions, acceptance)
+
+
+def _accepted(result: ValidEvents, positions: list[int], acceptance: Acceptance | None) -> ValidEvents:
+    """``result`` less the events ``acceptance`` refuses (``positions``: each one's place in its
+    message), which join its rejections, in message order."""
+    if acceptance is None or not result.events:
+        return result
+    window = acceptance.window()
+    refusals = [acceptance.refusal(event, window) for event in result.events]
+    if not any(refusals):
+        return result
+    kept = result.select(reason is None for reason in refusals)
+    refused = [
+        Rejection(position, event.id, reason, as_json_value(result.raw(index)))
+        for index, (position, event, reason) in enumerate(zip(positions, result.events, refusals, strict=True))
+        if reason is not None
+    ]
+    kept.rejected = sorted(result.rejected + refused, key=lambda rejection: rejection.index)
+    return kept

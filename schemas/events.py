@@ -149,6 +149,7 @@ EVENT_STRUCTS: dict[EventType, type[UsageEvent]] = {
     EventType.XAAS_USAGE: XaasUsage,
 }
 
+TOO_DEEP = "payload nests JSON deeper than any event does"
 _SEPARATORS = re.compile(rb"[\[,\s]*")
 _batch = msgspec.json.Decoder(list[UsageEvent])
 _single = msgspec.json.Decoder(UsageEvent)
@@ -169,6 +170,8 @@ def decode_events(payload: bytes) -> list[UsageEvent]:
         raise InvalidEvent(_reason(error)) from None
     except msgspec.DecodeError as error:
         raise InvalidEvent(f"payload is not valid JSON: {error}") from None
+    except RecursionError:
+        raise InvalidEvent(TOO_DEEP) from None
 
 
 def decode_event(raw: bytes | msgspec.Raw) -> UsageEvent:
@@ -179,6 +182,8 @@ def decode_event(raw: bytes | msgspec.Raw) -> UsageEvent:
         raise InvalidEvent(_reason(error), _id_of(raw)) from None
     except msgspec.DecodeError as error:
         raise InvalidEvent(f"payload is not valid JSON: {error}") from None
+    except RecursionError:
+        raise InvalidEvent(TOO_DEEP) from None
     _check_tiers(event)
     return event
 
@@ -200,6 +205,8 @@ def split_raw(payload: bytes) -> list[msgspec.Raw]:
         _any.decode(payload)
     except (msgspec.ValidationError, msgspec.DecodeError) as error:
         raise InvalidEvent(f"payload is not valid JSON: {error}") from None
+    except RecursionError:
+        raise InvalidEvent(TOO_DEEP) from None
     return [msgspec.Raw(payload)]
 
 

@@ -87,6 +87,9 @@ class System:
             "METERLINE_TOPIC_PARTITIONS": "2",
             "METERLINE_SINK_FLUSH_INTERVAL_S": "0.1",
             "METERLINE_AUTO_CLOSE": "false",
+            # the tests replay usage of fixed months of 2026: a wide window keeps them valid as the
+            # calendar moves on (the acceptance window has tests of its own)
+            "METERLINE_LATE_USAGE_MONTHS": "120",
             **self.overrides,
         }
         self.settings = self._settings()

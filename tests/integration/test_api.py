@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+from datetime import UTC, datetime
 from decimal import Decimal
 
 import httpx
@@ -57,6 +58,42 @@ def test_bad_bodies_get_a_4xx_with_a_reason(running: System):
     assert naive.status_code == 400
     unknown = httpx.get(f"{running.url}/v1/customers/cust-1/usage", params={"granularity": "week"}, timeout=10)
     assert unknown.status_code == 422
+
+
+def test_hostile_input_gets_a_4xx_with_a_reason_and_nothing_of_it_is_stored(running: System):
+    """Each of these answered 500, read a 20 MB body whole, or answered a 7 MB error list."""
+    events = f"{running.url}/v1/events"
+    deep = httpx.post(events, content=b"[" * 5000 + b"]" * 5000, timeout=30)
+    assert deep.status_code == 400 and "deeper" in deep.json()["detail"]
+    huge = httpx.post(events, content=b"[" + b" " * (20 * 1024 * 1024) + b"]", timeout=60)
+    assert huge.status_code == 413
+    many = httpx.post(events, content=b"[" + b",".join([b"{}"] * 100_000) + b"]", timeout=60)
+    assert many.status_code == 422 and len(many.content) < 20_000
+    assert (len(many.json()["rejected"]), many.json()["rejected_count"]) == (100, 100_000)
+    far = [
+        vm_sample("vm-1900", at=datetime(1900, 1, 1, tzinfo=UTC)),
+        vm_sample("vm-2300", at=datetime(2300, 1, 1, tzinfo=UTC)),
+    ]
+    absurd = [vm_sample("vm-absurd", net_tx_bytes=10**30), xaas_usage(quantity="999999999999999999")]
+    refused = httpx.post(events, content=encode_batch(far + absurd), timeout=30)
+    assert refused.status_code == 422 and refused.json()["rejected_count"] == 4
+    assert [r["reason"].split(":")[0] for r in refused.json()["rejected"]] == [
+        "time",
+        "time",
+        "data.net_tx_bytes",
+        "data.quantity",
+    ]
+    crlf = httpx.get(f"{running.url}/v1/customers/cust-1%0D%0AX-Evil:%201/usage.csv", timeout=10)
+    assert crlf.status_code == 422
+    quoted = httpx.get(f"{running.url}/v1/invoices/x%22%3B%20filename%3D%22evil.html/pdf", timeout=10)
+    assert quoted.status_code == 422
+    far_page = httpx.get(
+        f"{running.url}/v1/invoices/2026-10.acme.c/lines/1/events", params={"offset": 2**40}, timeout=10
+    )
+    assert far_page.status_code == 422
+    assert httpx.post(events, content=encode_batch([vm_sample("vm-ok")]), timeout=30).status_code == 202
+    rows = wait_for(lambda: running.usage("cust-1")["rows"], what="the one valid sample")
+    assert sum(row["rated_rows"] for row in rows) == 4, "the valid sample's four meters, and nothing refused"
 
 
 def test_events_that_bypass_the_api_and_break_the_contract_go_to_dead_letter(running: System):

@@ -120,3 +120,12 @@ def test_a_disk_tier_outside_its_pattern_is_refused_with_the_path(tier):
     (rejection,) = checked.rejected
     assert rejection.event_id == bad["id"]
     assert rejection.reason.startswith("data.disks[1].tier: Expected `str`"), rejection.reason
+
+
+@pytest.mark.parametrize("depth", [1_000, 5_000])
+def test_json_nested_deeper_than_any_event_is_refused_not_crashed_on(depth):
+    """msgspec gives up on deep nesting with a RecursionError: that is a refused message, with
+    the reason, never an exception out of validation (the API answered 500 and a worker died)."""
+    for body in (b"[" * depth + b"]" * depth, b"[" + b'{"a":' * depth + b"1" + b"}" * depth + b"]"):
+        (rejection,) = split_message(body).rejected
+        assert rejection.reason == "payload nests JSON deeper than any event does"
