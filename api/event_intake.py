@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from api import metrics
 from meterline.exceptions import InvalidEvent, MeterlineError
-from meterline.kafka_config import producer_config
+from meterline.kafka_config import client_logging, producer_config
 from meterline.settings import Settings
 from pipeline.validation import Acceptance, Rejection, split_message
 from schemas.events import UsageEvent, batch_of, split_raw
 
 DELIVERY_TIMEOUT_S = 10.0
+POLL_S = 1.0
 
 
 class PublishFailed(MeterlineError):
@@ -23,8 +25,15 @@ class PublishFailed(MeterlineError):
 class EventIntake:
     def __init__(self, settings: Settings) -> None:
         self._topic = settings.topics.events
-        self._producer = Producer(producer_config(settings))
+        self._producer = Producer({**producer_config(settings), **client_logging()})
         self._acceptance = Acceptance.of(settings)
+        self._closed = threading.Event()
+        # polled all the time, so that its log lines (a broker outage's) are handed over as they come
+        threading.Thread(target=self._serve, name="intake-poll", daemon=True).start()
+
+    def _serve(self) -> None:
+        while not self._closed.is_set():
+            self._producer.poll(POLL_S)
 
     def submit(self, body: bytes) -> tuple[list[UsageEvent], list[Rejection]]:
         """Publish the valid events, one message per resource so that its events stay ordered."""
@@ -49,5 +58,14 @@ class EventIntake:
         metrics.PUSHED_REJECTED.inc(len(rejected))
         return accepted, rejected
 
+    def broker_reachable(self, timeout_s: float = 1.0) -> bool:
+        """Whether the broker answers a metadata request now."""
+        try:
+            self._producer.list_topics(self._topic, timeout=timeout_s)
+        except KafkaException:
+            return False
+        return True
+
     def close(self) -> None:
+        self._closed.set()
         self._producer.flush(DELIVERY_TIMEOUT_S)

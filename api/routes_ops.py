@@ -16,11 +16,15 @@ def healthz() -> dict[str, str]:
 
 @router.get("/readyz")
 def readyz(request: Request) -> JSONResponse:
+    """Ready when the sink runs and both the store and the broker answer: what a load balancer
+    and an operator need to know (``/healthz`` only says the process is up)."""
     sink = request.app.state.sink_thread
     if sink is not None and not sink.is_alive():
         return JSONResponse({"status": "sink stopped"}, status_code=503)
     if not request.app.state.query_client.ping():
         return JSONResponse({"status": "clickhouse unreachable"}, status_code=503)
+    if not request.app.state.intake.broker_reachable():
+        return JSONResponse({"status": "broker unreachable"}, status_code=503)
     return JSONResponse({"status": "ready"})
 
 

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+from meterline.logs import KAFKA_LOGGER, RepeatsOnce
 from meterline.settings import Settings
 
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+def client_logging() -> dict[str, Any]:
+    """librdkafka's log lines through Python logging, where repeats are held back. They are
+    handed over when the client is polled: only for clients polled all the time (a client left
+    idle would queue them)."""
+    logger = logging.getLogger(KAFKA_LOGGER)
+    if not any(isinstance(existing, RepeatsOnce) for existing in logger.filters):
+        logger.addFilter(RepeatsOnce())
+    return {"logger": logger}
 
 
 def producer_config(settings: Settings) -> dict[str, Any]:

@@ -8,6 +8,7 @@ import os
 import faust
 from prometheus_client import start_http_server
 
+from meterline.logs import quiet_repeats
 from meterline.settings import Settings
 
 
@@ -18,6 +19,7 @@ def main() -> None:
     from pipeline.app import create_app
 
     settings = Settings()
+    quiet_repeats("aiokafka", "faust", "mode")
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port, addr=settings.api_host)
     app = create_app(settings)

@@ -8,6 +8,7 @@ import time
 
 from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
 
+from meterline.kafka_config import client_logging
 from meterline.settings import Settings
 from sinks import metrics
 from sinks.base import Sink
@@ -35,6 +36,7 @@ class SinkConsumer:
         self._stop = threading.Event()
         self._consumer = Consumer(
             {
+                **client_logging(),
                 "bootstrap.servers": settings.kafka_bootstrap,
                 "group.id": f"{settings.consumer_group}-sink",
                 "enable.auto.commit": False,

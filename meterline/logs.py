@@ -1,0 +1,49 @@
+"""Logging that stays readable while something keeps failing the same way.
+
+A broker that is down makes every Kafka client report the same failed connection many times a
+second (13,000 lines a minute were seen). ``RepeatsOnce`` lets the first of a kind through,
+holds back its repeats for a minute, then lets one through again saying how many it held.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections.abc import Callable
+
+WINDOW_S = 60.0
+_NUMBERS = re.compile(r"\d+")
+
+
+class RepeatsOnce(logging.Filter):
+    """Passes a record unless one of the same kind (its text with numbers ignored) passed less
+    than ``window_s`` ago."""
+
+    def __init__(self, window_s: float = WINDOW_S, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._window_s = window_s
+        self._clock = clock
+        self._seen: dict[tuple[str, str], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        kind = (record.name, _NUMBERS.sub("#", record.getMessage()))
+        now = self._clock()
+        passed_at, held = self._seen.get(kind, (float("-inf"), 0))
+        if now - passed_at < self._window_s:
+            self._seen[kind] = (passed_at, held + 1)
+            return False
+        if held:
+            record.msg = f"{record.msg} (and {held} more like it in the last {self._window_s:.0f} s)"
+        self._seen[kind] = (now, 0)
+        return True
+
+
+def quiet_repeats(*logger_names: str) -> None:
+    """Hold back repeated records of these loggers (the Kafka clients')."""
+    for name in logger_names:
+        logging.getLogger(name).addFilter(RepeatsOnce())
+
+
+KAFKA_LOGGER = "meterline.kafka"
+"""Where librdkafka's own log lines go (rather than straight to standard error)."""
