@@ -40,9 +40,16 @@ class RepeatsOnce(logging.Filter):
 
 
 def quiet_repeats(*logger_names: str) -> None:
-    """Hold back repeated records of these loggers (the Kafka clients')."""
-    for name in logger_names:
-        logging.getLogger(name).addFilter(RepeatsOnce())
+    """Hold back repeated records of these loggers and of every logger below them that exists
+    now (a logger's filters see only its own records, not its children's): call it once the
+    libraries are imported."""
+    repeats = RepeatsOnce()
+    names = [
+        *logger_names,
+        *(n for n in logging.root.manager.loggerDict if n.startswith(tuple(f"{p}." for p in logger_names))),
+    ]
+    for name in names:
+        logging.getLogger(name).addFilter(repeats)
 
 
 KAFKA_LOGGER = "meterline.kafka"

@@ -19,6 +19,7 @@ from meterline.brokers import TansuBroker, ensure_topics, wait_until_ready
 from meterline.settings import Settings
 
 log = logging.getLogger("meterline.run")
+STOP_WITHIN_S = 8.0
 RESTART_DELAY_S = 2.0
 
 
@@ -32,13 +33,32 @@ class Child:
     def start(self) -> None:
         self.process = subprocess.Popen(self.argv, env={**os.environ, **self.env})
 
-    def stop(self) -> None:
+    def terminate(self) -> None:
         if self.process and self.process.poll() is None:
             self.process.terminate()
+
+    def wait_or_kill(self, deadline: float) -> None:
+        """Wait for it to exit until ``deadline`` (monotonic), then kill it."""
+        if self.process and self.process.poll() is None:
             try:
-                self.process.wait(timeout=20)
+                self.process.wait(timeout=max(deadline - time.monotonic(), 0))
             except subprocess.TimeoutExpired:
+                log.warning("%s did not stop within %.0f s; killing it", self.name, STOP_WITHIN_S)
                 self.process.kill()
+                self.process.wait()
+
+
+def stop_all(running: list[Child]) -> None:
+    """Ask every child to stop at once and give them STOP_WITHIN_S together.
+
+    Killing one is safe: agents keep what was not acknowledged in their spool, and storage keeps
+    one row per event however often it is written. Sequential stops with a broker down (each
+    client waiting out its own timeouts) took 40 to 57 s."""
+    for child in running:
+        child.terminate()
+    deadline = time.monotonic() + STOP_WITHIN_S
+    for child in running:
+        child.wait_or_kill(deadline)
 
 
 def children(settings: Settings, agent_args: list[str]) -> list[Child]:
@@ -106,8 +126,7 @@ def main() -> None:
     except KeyboardInterrupt:
         log.info("stopping")
     finally:
-        for child in reversed(running):
-            child.stop()
+        stop_all(running)
         if broker:
             broker.stop()
 

@@ -19,10 +19,10 @@ def main() -> None:
     from pipeline.app import create_app
 
     settings = Settings()
-    quiet_repeats("aiokafka", "faust", "mode")
     if settings.worker_metrics_port:
         start_http_server(settings.worker_metrics_port, addr=settings.api_host)
     app = create_app(settings)
+    quiet_repeats("aiokafka", "faust", "mode")
     # Everything loaded so far lives as long as the process: leave it out of the garbage
     # collector's full passes, which otherwise walk all of it while the worker waits.
     gc.freeze()
