@@ -67,6 +67,8 @@ class InvoiceRecord:
     """When the close that built it ran: its lines bill the usage stored by then."""
     issued_at: datetime | None
     updated_at: datetime
+    line_count: int
+    """How many lines the revision has: lines beyond it were left by a write cut short."""
     lines: tuple[InvoiceLine, ...] = field(default=(), compare=False)
 
     @classmethod
@@ -97,6 +99,7 @@ class InvoiceRecord:
             closed_at=now,
             issued_at=None,
             updated_at=now,
+            line_count=len(invoice.lines),
             lines=invoice.lines,
         )
 

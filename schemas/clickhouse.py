@@ -350,6 +350,12 @@ def migrations(database: str) -> list[tuple[int, str]]:
             ADD COLUMN IF NOT EXISTS `scope.start` Array(DateTime64(3, 'UTC')),
             ADD COLUMN IF NOT EXISTS `scope.end` Array(DateTime64(3, 'UTC'))""",
         ),
+        (
+            24,
+            # Lines are written before their header: a header counting its lines ignores any a
+            # write cut short left under the same revision (0: a header written before this).
+            f"ALTER TABLE {database}.{INVOICES} ADD COLUMN IF NOT EXISTS line_count UInt32 DEFAULT 0",
+        ),
     ]
 
 

@@ -51,7 +51,7 @@ LINE_SCHEMA = pa.schema(
     ]
 )
 """Built as Arrow directly: a close writes some 300,000 lines, with lists in each."""
-INTEGER_COLUMNS: dict[str, pl.DataType] = {"revision": pl.UInt32(), "sequence": pl.UInt64()}
+INTEGER_COLUMNS: dict[str, pl.DataType] = {"revision": pl.UInt32(), "sequence": pl.UInt64(), "line_count": pl.UInt32()}
 COLUMN_TYPES: dict[object, pl.DataType] = {
     str: pl.String(),
     DocumentType: pl.String(),
@@ -180,8 +180,9 @@ class Ledger:
             f"""SELECT kind, description, quantity, unit, unit_price, amount, meter, dimension, adjusts_period,
                 scope.dimension, scope.start, scope.end
             FROM {self._lines} FINAL WHERE invoice_id = {{id:String}} AND revision = {{revision:UInt32}}
+                AND ({{count:UInt32}} = 0 OR line_no <= {{count:UInt32}})
             ORDER BY line_no""",
-            parameters={"id": record.invoice_id, "revision": record.revision},
+            parameters={"id": record.invoice_id, "revision": record.revision, "count": record.line_count},
         )
         for row in result.result_rows:
             kind, description, quantity, unit, unit_price, amount, meter, dimension, adjusts_period = row[:9]
