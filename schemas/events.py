@@ -150,7 +150,10 @@ EVENT_STRUCTS: dict[EventType, type[UsageEvent]] = {
 }
 
 TOO_DEEP = "payload nests JSON deeper than any event does"
-_SEPARATORS = re.compile(rb"[\[,\s]*")
+_OPENING = re.compile(rb"\s*\[\s*")
+_BETWEEN = re.compile(rb"\s*,\s*")
+"""Only these lie before and between the elements of an array: an element may itself start
+with a bracket (a nested array is no event, but it must be refused, at its own bytes)."""
 _batch = msgspec.json.Decoder(list[UsageEvent])
 _single = msgspec.json.Decoder(UsageEvent)
 _raw_batch = msgspec.json.Decoder(list[msgspec.Raw])
@@ -213,9 +216,9 @@ def split_raw(payload: bytes) -> list[msgspec.Raw]:
 def event_spans(payload: bytes) -> list[tuple[int, int]]:
     """Where each event of a message lies in its bytes, as (offset, length), in order.
 
-    Only the array's brackets, commas and white space lie between two events, so an event
-    starts at the first other byte after the previous one: its bytes can later be cut out of
-    the stored message exactly. A compact array (as encoders write it) is measured without
+    Only the array's opening bracket, then commas, and white space lie before and between
+    events, so an event starts right after them: its bytes can later be cut out of the stored
+    message exactly. A compact array (as encoders write it) is measured without
     looking at its bytes again.
     """
     raws = split_raw(payload)
@@ -224,10 +227,10 @@ def event_spans(payload: bytes) -> list[tuple[int, int]]:
     lengths = [len(raw) for raw in raws]
     if len(payload) == sum(lengths) + len(lengths) + 1:  # "[", the events, a comma between each two, "]"
         return list(zip(accumulate((length + 1 for length in lengths[:-1]), initial=1), lengths, strict=True))
-    spans = []
-    end = 0
+    spans: list[tuple[int, int]] = []
+    end = _OPENING.match(payload).end()  # type: ignore[union-attr]  # the array starts so: split_raw read it
     for raw in raws:
-        offset = _SEPARATORS.match(payload, end).end()  # type: ignore[union-attr]  # matches the empty string
+        offset = end if not spans else _BETWEEN.match(payload, end).end()  # type: ignore[union-attr]
         spans.append((offset, len(raw)))
         end = offset + len(raw)
     return spans
