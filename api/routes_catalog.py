@@ -14,6 +14,7 @@ from pydantic import BaseModel
 
 from api.catalog_admin import CatalogAdmin
 from billing.catalog_entries import Entry, EntryKind, assemble
+from billing.periods import check_storable
 from meterline.exceptions import InvalidQuery
 from schemas.clickhouse import as_utc
 
@@ -55,6 +56,7 @@ def get_catalog(request: Request, as_of: datetime | None = None) -> dict[str, An
         return _admin(request).catalog.model_dump(mode="json")
     if as_of.tzinfo is None:
         raise InvalidQuery("'as_of' must carry a UTC offset, e.g. 2026-11-01T00:00:00Z")
+    check_storable("'as_of'", as_of)
     return assemble(request.app.state.catalog_store.current(as_of)).model_dump(mode="json")
 
 

@@ -16,7 +16,7 @@ import facturx
 from api.documents.pdf import render_pdf
 from api.documents.view import InvoiceView
 from billing.catalog import Party
-from billing.invoices import DocumentType, InvoiceStatus
+from billing.invoices import DocumentType
 from meterline.exceptions import InvalidQuery
 
 LEVEL = "en16931"
@@ -43,18 +43,18 @@ def facturx_pdf(view: InvoiceView, pdf: bytes) -> bytes:
 
 
 def pdf_for_buyer(view: InvoiceView) -> bytes:
-    """The PDF a buyer gets: Factur-X once issued, a plain PDF for a draft or for tax-inclusive
-    prices (which EN 16931 cannot state)."""
+    """The PDF a buyer gets: Factur-X once issued, a plain PDF for an invoice never issued (a
+    draft, or a draft voided) or for tax-inclusive prices (which EN 16931 cannot state)."""
     pdf = render_pdf(view)
-    if view.record.status is InvoiceStatus.DRAFT or view.record.tax_inclusive:
+    if not view.record.number or view.record.tax_inclusive:
         return pdf
     return facturx_pdf(view, pdf)
 
 
 def _business_terms(view: InvoiceView) -> dict[str, Any]:
     record, issuer, buyer = view.record, view.issuer, view.buyer
-    if record.status is InvoiceStatus.DRAFT:
-        raise InvalidQuery(f"invoice {record.invoice_id} is a draft: an e-invoice needs its number")
+    if not record.number:
+        raise InvalidQuery(f"invoice {record.invoice_id} was never issued: an e-invoice needs its number")
     if record.tax_inclusive:
         raise InvalidQuery("EN 16931 states net prices; this invoice's prices include tax")
     credit = record.document_type is DocumentType.CREDIT_NOTE

@@ -9,7 +9,7 @@ from fractions import Fraction
 import facturx
 import pytest
 
-from api.documents.einvoice import cii_xml, ubl_xml
+from api.documents.einvoice import cii_xml, pdf_for_buyer, ubl_xml
 from api.documents.html import render_html
 from api.documents.pdf import render_pdf
 from api.documents.table import render_csv
@@ -24,14 +24,14 @@ from tests.factories import catalog_document
 NOW = datetime(2026, 11, 3, 9, 0, tzinfo=UTC)
 
 
-def view(status: InvoiceStatus = InvoiceStatus.ISSUED) -> InvoiceView:
+def view(status: InvoiceStatus = InvoiceStatus.ISSUED, number: str = "ACME-000007") -> InvoiceView:
     document = catalog_document()
     document["customers"][0]["name"] = "<script>alert(1)</script> SAS"
     catalog = Catalog.model_validate(document)
     october = Period.parse("2026-10")
     usage = [UsageTotal("direct", "vcpu_hours", "", "vCPU-hour", Fraction("5757.5"), october.start, october.end)]
     invoice = next(i for i in build_invoices(catalog, october, usage) if i.buyer_id == "direct")
-    record = replace(InvoiceRecord.draft(invoice, 1, NOW), status=status, number="ACME-000007", issued_at=NOW)
+    record = replace(InvoiceRecord.draft(invoice, 1, NOW), status=status, number=number, issued_at=NOW)
     return InvoiceView.of(record, catalog)
 
 
@@ -53,6 +53,13 @@ def test_issued_invoices_give_schema_valid_cii_and_ubl():
     assert render_pdf(view()).startswith(b"%PDF")
 
 
-def test_a_draft_has_no_e_invoice():
-    with pytest.raises(InvalidQuery, match="draft"):
-        cii_xml(view(InvoiceStatus.DRAFT))
+@pytest.mark.parametrize("status", [InvoiceStatus.DRAFT, InvoiceStatus.VOID])
+def test_an_invoice_never_issued_has_no_e_invoice_and_a_plain_pdf(status):
+    """A draft, and a draft voided before issue, have no number: asking for their e-invoice is a
+    400 with the reason (a voided draft answered 500, found by schemathesis)."""
+    never_issued = view(status, number="")
+    for e_invoice in (cii_xml, ubl_xml):
+        with pytest.raises(InvalidQuery, match="never issued"):
+            e_invoice(never_issued)
+    assert b"/EmbeddedFile" not in pdf_for_buyer(never_issued), "no CII XML inside: a plain PDF"
+    assert b"/EmbeddedFile" in pdf_for_buyer(view()), "an issued invoice's PDF carries its CII XML"
