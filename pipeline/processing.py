@@ -77,7 +77,7 @@ def _rate(fresh: ValidEvents, book: PriceBook) -> tuple[pl.DataFrame, pl.DataFra
     accepted = columns.accepted
     if unpriced:
         accepted = accepted.filter(~pl.col("id").is_in(list(unpriced)))
-    refused = _rejections(fresh, unpriced)
+    refused = _rejections(fresh, unpriced) if unpriced else []
     return usage_events(accepted, rated.lazy(), book.currency).collect(engine=ENGINE), rated, refused
 
 
