@@ -45,6 +45,15 @@ class Broker:
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
 
+    @property
+    def exited(self) -> bool:
+        """Started, and no longer running."""
+        return self._process is not None and self._process.poll() is not None
+
+    @property
+    def returncode(self) -> int | None:
+        return None if self._process is None else self._process.returncode
+
     def command(self) -> list[str]:
         raise NotImplementedError
 

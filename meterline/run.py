@@ -15,7 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-from meterline.brokers import TansuBroker, ensure_topics, wait_until_ready
+from meterline.brokers import Broker, TansuBroker, ensure_topics, wait_until_ready
 from meterline.settings import Settings
 
 log = logging.getLogger("meterline.run")
@@ -78,14 +78,34 @@ def children(settings: Settings, agent_args: list[str]) -> list[Child]:
     ]
 
 
-def supervise(running: list[Child]) -> None:
+def supervise(running: list[Child], broker: Broker | None, settings: Settings) -> None:
     while True:
         time.sleep(0.5)
+        if broker is not None and broker.exited:
+            restart_broker(broker, settings, running)
         for child in running:
             if child.process and child.process.poll() is not None:
                 log.warning("%s exited with %s; restarting", child.name, child.process.returncode)
                 time.sleep(RESTART_DELAY_S)
                 child.start()
+
+
+def restart_broker(broker: Broker, settings: Settings, running: list[Child]) -> None:
+    """Start a dead embedded broker again, with its topics, and restart the API, which
+    publishes the catalog the workers read from the catalog topic.
+
+    The embedded broker keeps topics in memory: what it held is gone. Agents re-send what was
+    not acknowledged from their spool; events the API acknowledged but the sink had not stored
+    yet are lost with it (issue 11 asks producers to keep them until stored)."""
+    log.warning("the embedded broker exited with %s; restarting it", broker.returncode)
+    broker.stop()
+    broker.start()
+    ensure_topics(settings)
+    for child in running:
+        if child.name == "api":
+            child.terminate()
+            child.wait_or_kill(time.monotonic() + STOP_WITHIN_S)
+            child.start()
 
 
 def _stop_on_signals() -> None:
@@ -122,7 +142,7 @@ def main() -> None:
         base = f"http://{settings.api_host}:{settings.api_port}"
         print(f"meterline is up: API and docs at {base}/docs", flush=True)
         print(f"  usage of a simulated customer: {base}/v1/customers/cust-00001/usage", flush=True)
-        supervise(running)
+        supervise(running, broker, settings)
     except KeyboardInterrupt:
         log.info("stopping")
     finally:

@@ -127,7 +127,7 @@ def test_invoicing_mistakes_get_a_4xx_with_a_reason(billing: System):
     fee_line = httpx.get(f"{billing.url}/v1/invoices/2026-10.acme.direct/lines/1/usage", timeout=30)
     assert fee_line.status_code == 400 and "one_time line" in fee_line.json()["detail"]
     draft_einvoice = httpx.get(f"{billing.url}/v1/invoices/2026-10.acme.direct/cii", timeout=30)
-    assert draft_einvoice.status_code == 400 and "draft" in draft_einvoice.json()["detail"]
+    assert draft_einvoice.status_code == 400 and "never issued" in draft_einvoice.json()["detail"]
 
 
 def test_issuing_a_whole_period_numbers_each_issuer_without_gaps(billing: System):
