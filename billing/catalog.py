@@ -204,15 +204,21 @@ class Catalog(_Entry):
     def _check_xaas_meters(self) -> None:
         """A plan for an XaaS sku prices it under the meter its declared aggregation fills."""
         declared = self.xaas_meters
-        plans = [plan for price_list in self.price_lists for plan in price_list.plans]
-        plans += [plan for customer in self.customers for plan in customer.plans]
-        for plan in plans:
+        for plan in self.all_plans:
             expected = declared.get(plan.dimension, Meter.XAAS_UNITS)
             if plan.meter.is_xaas and plan.meter is not expected:
                 raise ValueError(
                     f"a plan prices sku {plan.dimension} under {plan.meter.value}, but the sku reports "
                     f"{_aggregation_of(expected)} quantities: price it under {expected.value}"
                 )
+
+    @property
+    def all_plans(self) -> list[PricePlan]:
+        """Every plan of every price list, and every customer's own."""
+        return [
+            *(plan for price_list in self.price_lists for plan in price_list.plans),
+            *(plan for customer in self.customers for plan in customer.plans),
+        ]
 
     @property
     def xaas_meters(self) -> dict[str, Meter]:

@@ -90,14 +90,10 @@ class PriceChange:
 def price_changes(catalog: Catalog, period: Period) -> list[PriceChange]:
     """Where inside the period some plan takes effect: the usage it may reprice is totalled on
     either side of it. Only that usage: another meter's change must not cut a level's period."""
-    plans = [
-        *(plan for price_list in catalog.price_lists for plan in price_list.plans),
-        *(plan for customer in catalog.customers for plan in customer.plans),
-    ]
     return sorted(
         {
             PriceChange(plan.meter.value, plan.dimension, plan.effective_from)
-            for plan in plans
+            for plan in catalog.all_plans
             if period.start < plan.effective_from < period.end
         },
         key=lambda change: (change.at, change.meter, change.dimension),
