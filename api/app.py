@@ -45,6 +45,7 @@ def create_app(settings: Settings, *, run_sink: bool = True) -> FastAPI:
         app.state.period_usage = PeriodUsage(another_client(), settings.clickhouse_database)
         app.state.deliveries = Deliveries(another_client(), settings) if settings.smtp_host else None
         app.state.insert_clock = InsertClock()
+        app.state.late_usage_months = settings.late_usage_months
         sink = ClickHouseSink(another_client(), settings, app.state.insert_clock)
         consumer = SinkConsumer(settings, sink) if run_sink else None
         app.state.sink_thread = _start_sink(consumer) if consumer else None
@@ -55,6 +56,7 @@ def create_app(settings: Settings, *, run_sink: bool = True) -> FastAPI:
                     app.state.period_usage,
                     lambda: app.state.catalog_admin.catalog,
                     app.state.insert_clock,
+                    settings.late_usage_months,
                     timedelta(hours=settings.close_grace_h),
                     settings.close_check_interval_s,
                 )

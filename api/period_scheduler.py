@@ -36,6 +36,7 @@ async def close_periods_when_due(
     usage: PeriodUsage,
     current_catalog: Callable[[], Catalog],
     clock: InsertClock,
+    lookback_periods: int,
     grace: timedelta,
     check_every_s: float,
 ) -> None:
@@ -46,7 +47,7 @@ async def close_periods_when_due(
             try:
                 if not await run_in_threadpool(ledger.headers, period=period.name):
                     result = await run_in_threadpool(
-                        close_period, ledger, usage, current_catalog(), period, clock.now()
+                        close_period, ledger, usage, current_catalog(), period, clock.now(), lookback_periods
                     )
                     log.info("closed %s: %d draft invoices", period.name, result.drafted)
                 done.add(period.name)

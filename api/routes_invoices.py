@@ -53,7 +53,8 @@ def close(request: Request, period: str) -> CloseOut:
     """Build (or rebuild) the period's draft invoices; issued ones are never touched."""
     usage: PeriodUsage = request.app.state.period_usage
     clock: InsertClock = request.app.state.insert_clock
-    result = close_period(_ledger(request), usage, _catalog(request), Period.parse(period), clock.now())
+    lookback: int = request.app.state.late_usage_months
+    result = close_period(_ledger(request), usage, _catalog(request), Period.parse(period), clock.now(), lookback)
     return CloseOut(**vars(result))
 
 

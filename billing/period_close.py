@@ -55,7 +55,9 @@ class PeriodUsage(Protocol):
 
 SETTLED = {InvoiceStatus.ISSUED, InvoiceStatus.PAID}
 LOOKBACK_PERIODS = 3
-"""How many months back a close looks for usage that reached already issued invoices."""
+"""How many months back a close looks for usage that reached already issued invoices, unless
+told otherwise: the same number of months the intake accepts usage for
+(``METERLINE_LATE_USAGE_MONTHS``), so that no accepted usage goes unbilled."""
 
 
 @dataclass(frozen=True)
@@ -69,10 +71,17 @@ class CloseResult:
     """Customers with rated usage but no catalog entry: their usage waits, it is not dropped."""
 
 
-def close_period(ledger: Ledger, usage: PeriodUsage, catalog: Catalog, period: Period, now: datetime) -> CloseResult:
+def close_period(
+    ledger: Ledger,
+    usage: PeriodUsage,
+    catalog: Catalog,
+    period: Period,
+    now: datetime,
+    lookback_periods: int = LOOKBACK_PERIODS,
+) -> CloseResult:
     totals = usage.totals(period, price_changes(catalog, period), now)
     known = {customer.id for customer in catalog.customers}
-    adjustments = _late_usage(ledger, usage, catalog, period, now)
+    adjustments = _late_usage(ledger, usage, catalog, period, now, lookback_periods)
     billings = _billings_by_parties(ledger.headers(period=period.name))
     drafts = []
     for invoice in build_invoices(catalog, period, totals, adjustments):
@@ -104,9 +113,9 @@ def _billings_by_parties(records: list[InvoiceRecord]) -> dict[tuple[str, str], 
 
 
 def _late_usage(
-    ledger: Ledger, usage: PeriodUsage, catalog: Catalog, period: Period, cutoff: datetime
+    ledger: Ledger, usage: PeriodUsage, catalog: Catalog, period: Period, cutoff: datetime, lookback_periods: int
 ) -> dict[str, list[InvoiceLine]]:
-    """Adjustment lines for each of the last LOOKBACK_PERIODS months with issued invoices.
+    """Adjustment lines for each of the last ``lookback_periods`` months with issued invoices.
 
     What an earlier month has billed for its own usage is its issued subtotal without its own
     adjustment lines (those corrected months before it), plus the adjustments to it already on
@@ -114,7 +123,7 @@ def _late_usage(
     """
     lines: dict[str, list[InvoiceLine]] = defaultdict(list)
     earlier = period
-    for _ in range(LOOKBACK_PERIODS):
+    for _ in range(lookback_periods):
         earlier = earlier.previous()
         settled = [r for r in ledger.headers(period=earlier.name) if r.status in SETTLED]
         if not settled:

@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from billing.period_close import LOOKBACK_PERIODS
+
 
 class Topics(BaseSettings):
     """Kafka topic names, so no module spells a topic as a bare string."""
@@ -62,7 +64,9 @@ class Settings(BaseSettings):
     )
     sink_flush_interval_s: float = 0.25
     late_usage_months: int = Field(
-        default=3, ge=0, description="months before the current one whose usage is still accepted (and billed late)"
+        default=LOOKBACK_PERIODS,
+        ge=0,
+        description="months before the current one whose usage is still accepted (and billed late)",
     )
     clock_skew_s: float = Field(default=900, ge=0, description="how far ahead of now an event's time may be")
     max_sample_bytes: int = Field(default=10**15, description="most bytes one sample may count, per direction")

@@ -17,6 +17,7 @@ from typing import Any
 
 import orjson
 
+from billing.period_close import LOOKBACK_PERIODS
 from billing.periods import Period
 from meterline.exceptions import InvalidEvent
 from meterline.settings import Settings
@@ -109,7 +110,7 @@ class Acceptance:
 
     now: Callable[[], datetime]
     clock_skew: timedelta = timedelta(minutes=15)
-    late_periods: int = 3
+    late_periods: int = LOOKBACK_PERIODS
     """How many months before the current one may still receive usage (the late-usage look-back)."""
     max_sample_bytes: int = 10**15
     max_vdc_amount: int = 10**9
