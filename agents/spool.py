@@ -6,6 +6,10 @@ fsync however many sources it covers (at one fsync per batch, a 200-source cycle
 a second in fsync alone). Each batch has a growing sequence number; a file is named by its
 first one, so replay in name order is send order. A file is removed once every batch in it has
 been acknowledged; what a crash leaves is replayed whole, and downstream keeps each event once.
+
+Numbers are never reused, even once every file is gone: completeness reads a number missing
+between stored ones as a lost message. Before the newest file is removed, its last number is
+written to ``LAST_SEQ``, which a restart continues from.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 SUFFIX = ".spool"
+LAST_SEQ = "last-seq"
 LEGACY_SUFFIX = ".batch"  # one batch per file: [key length][key][payload], left by older agents
 _HEADER = struct.Struct(">QII")  # sequence number, key length, payload length
 
@@ -36,9 +41,11 @@ class Spool:
             leftover.unlink()
         self._unacknowledged: dict[Path, set[int]] = {}
         self._file_of: dict[int, Path] = {}
+        self._bytes_of: dict[Path, int] = {}
         for path in self._files():
             self._remember(path, [batch.seq for batch in _read(path)])
-        self._next = max(self._file_of, default=0) + 1
+        self._next = max(max(self._file_of, default=0), self._last_seq_written()) + 1
+        self._newest = self._files()[-1] if self._file_of else None
 
     def append(self, key: bytes, payload: bytes) -> SpooledBatch:
         (batch,) = self.append_group([(key, payload)])
@@ -60,6 +67,7 @@ class Spool:
         temporary.rename(final)
         self._sync_directory()
         self._remember(final, [batch.seq for batch in spooled])
+        self._newest = final
         return spooled
 
     def pending(self) -> Iterator[SpooledBatch]:
@@ -75,15 +83,39 @@ class Spool:
         remaining = self._unacknowledged[path]
         remaining.discard(seq)
         if not remaining:
-            del self._unacknowledged[path]
+            del self._unacknowledged[path], self._bytes_of[path]
+            if path == self._newest:
+                self._write_last_seq(self._next - 1)
             path.unlink(missing_ok=True)
 
     def __len__(self) -> int:
         return len(self._file_of)
 
+    @property
+    def size_bytes(self) -> int:
+        """How much the files still held take on disk."""
+        return sum(self._bytes_of.values())
+
     def _remember(self, path: Path, sequences: list[int]) -> None:
         self._unacknowledged[path] = set(sequences)
         self._file_of.update(dict.fromkeys(sequences, path))
+        self._bytes_of[path] = path.stat().st_size
+
+    def _last_seq_written(self) -> int:
+        try:
+            return int((self._dir / LAST_SEQ).read_text())
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    def _write_last_seq(self, seq: int) -> None:
+        """Durably, before the last file goes: the numbers it held must not be given again."""
+        temporary = self._dir / f"{LAST_SEQ}.tmp"
+        with temporary.open("w") as handle:
+            handle.write(str(seq))
+            handle.flush()
+            os.fsync(handle.fileno())
+        temporary.rename(self._dir / LAST_SEQ)
+        self._sync_directory()
 
     def _files(self) -> list[Path]:
         paths = [*self._dir.glob(f"*{SUFFIX}"), *self._dir.glob(f"*{LEGACY_SUFFIX}")]

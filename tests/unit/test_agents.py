@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from agents.simulated import FleetSpec, SimulatedFleet
-from agents.spool import Spool
+from agents.spool import SUFFIX, Spool
 from pipeline.validation import split_message
 from schemas.events import encode_batch
 
@@ -135,7 +135,30 @@ def test_a_group_is_one_file_removed_once_all_its_batches_are_acknowledged(tmp_p
     assert [b.payload for b in Spool(tmp_path).pending()] == [b"one", b"two"], "a crash replays the whole group"
     assert [b.payload for b in spool.pending()] == [b"two"]
     spool.ack(second.seq)
-    assert not list(tmp_path.iterdir()) and len(spool) == 0
+    assert not list(tmp_path.glob(f"*{SUFFIX}")) and len(spool) == 0
+
+
+def test_numbers_are_never_given_twice_even_once_every_batch_is_stored(tmp_path):
+    """Completeness reads a number missing between stored ones as a lost message: a restarted
+    agent with an empty spool must go on from its last number, not start again at 1."""
+    spool = Spool(tmp_path)
+    old, newer = spool.append(b"k", b"one"), spool.append(b"k", b"two")
+    spool.ack(newer.seq)  # the newest file goes first: the older one alone would say 2 comes next
+    reopened = Spool(tmp_path)
+    assert [batch.seq for batch in reopened.pending()] == [1]
+    third = reopened.append(b"k", b"three")
+    assert third.seq == 3
+    reopened.ack(old.seq)
+    reopened.ack(third.seq)
+    assert Spool(tmp_path).append(b"k", b"four").seq == 4, "an empty spool goes on from 3"
+
+
+def test_the_spool_counts_the_bytes_it_holds(tmp_path):
+    spool = Spool(tmp_path)
+    batch = spool.append(b"key", b"x" * 1000)
+    assert spool.size_bytes == 16 + 3 + 1000, "a header of 16 bytes, the key and the payload"
+    spool.ack(batch.seq)
+    assert spool.size_bytes == 0
 
 
 def test_a_batch_left_by_an_older_agent_is_still_replayed(tmp_path):
