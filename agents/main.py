@@ -13,7 +13,6 @@ from agents.base import Collector
 from agents.publisher import SpooledPublisher
 from agents.simulated import FleetSpec, SimulatedFleet
 from agents.spool import Spool
-from meterline.kafka_config import client_logging, producer_config
 from meterline.settings import Settings
 from schemas.events import Event, encode_batch
 
@@ -112,8 +111,11 @@ def main() -> None:
         )
         collector = SimulatedFleet(spec)
     spool = Spool(Path(settings.spool_dir) / args.name)
-    publisher = SpooledPublisher({**producer_config(settings), **client_logging()}, settings.topics.events, spool)
-    run(collector, publisher, args.interval_s, args.speed, args.ticks, args.start)
+    publisher = SpooledPublisher(settings, f"agent/{args.name}", spool)
+    try:
+        run(collector, publisher, args.interval_s, args.speed, args.ticks, args.start)
+    finally:
+        publisher.close()
 
 
 if __name__ == "__main__":

@@ -36,7 +36,6 @@ from agents.publisher import SpooledPublisher  # noqa: E402
 from agents.simulated import FleetSpec, SimulatedFleet  # noqa: E402
 from agents.spool import Spool  # noqa: E402
 from meterline.brokers import TansuBroker, ensure_topics  # noqa: E402
-from meterline.kafka_config import producer_config  # noqa: E402
 from meterline.settings import Settings  # noqa: E402
 from tests.integration.harness import free_port, wait_for  # noqa: E402
 
@@ -122,7 +121,7 @@ def main() -> None:
             [sys.executable, "-m", "pipeline.worker"], cwd=ROOT, env=worker_env, stdout=log, stderr=log
         )
     wait_for(lambda: httpx.get(f"{url}/readyz", timeout=2).status_code == 200, 60, "the API")
-    publisher = SpooledPublisher(producer_config(settings), settings.topics.events, Spool(home / "spool"))
+    publisher = SpooledPublisher(settings, "agent/bench", Spool(home / "spool"))
 
     spec = FleetSpec(seed=1, customers=500, hypervisors=args.hypervisors, vms_per_hypervisor=args.vms_per_hypervisor)
     fleet = SimulatedFleet(spec)

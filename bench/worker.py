@@ -42,7 +42,7 @@ from billing.catalog_entries import entries_of  # noqa: E402
 from meterline.brokers import TansuBroker, ensure_topics  # noqa: E402
 from meterline.kafka_config import producer_config  # noqa: E402
 from meterline.settings import Settings  # noqa: E402
-from pipeline.dedup import RecentIds  # noqa: E402
+from pipeline.dedup import RecentEvents  # noqa: E402
 from pipeline.processing import process_batch  # noqa: E402
 from schemas.records import USAGE_EVENT_SCHEMA, encode_frame  # noqa: E402
 from tests.integration.harness import free_port, wait_for  # noqa: E402
@@ -60,11 +60,11 @@ def stage_cpu_us(cycles: list[list[tuple[str, bytes]]], batch_messages: int, rep
     payloads = [payload for cycle in cycles for _, payload in cycle]
     best = float("inf")
     for _ in range(repeats):
-        recent, events, began = RecentIds(), 0, time.process_time()
+        recent, events, began = RecentEvents(), 0, time.process_time()
         for start in range(0, len(payloads), batch_messages):
             outcome = process_batch(payloads[start : start + batch_messages], recent, book)
             encode_frame(outcome.events, USAGE_EVENT_SCHEMA)
-            recent.remember(outcome.events["id"].to_list())
+            recent.remember(outcome.identities)
             events += outcome.events.height
         best = min(best, (time.process_time() - began) / events)
     return best * 1e6

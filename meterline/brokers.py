@@ -194,6 +194,8 @@ def ensure_topics(settings: Settings) -> None:
         topics.dead_letter: (topics.partitions, usage),
         # one partition keeps catalog entries in publication order; compaction keeps each latest
         topics.catalog: (1, {"cleanup.policy": "compact"}),
+        # one partition: every producer reads all receipts and keeps those keyed by its name
+        topics.stored: (1, {"retention.ms": str(24 * 3600 * 1000)}),
     }
     existing = set(admin.list_topics(timeout=10).topics)
     missing = [

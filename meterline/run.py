@@ -91,21 +91,24 @@ def supervise(running: list[Child], broker: Broker | None, settings: Settings) -
 
 
 def restart_broker(broker: Broker, settings: Settings, running: list[Child]) -> None:
-    """Start a dead embedded broker again, with its topics, and restart the API, which
-    publishes the catalog the workers read from the catalog topic.
+    """Start a dead embedded broker again, with its topics, and restart the API and the workers.
 
-    The embedded broker keeps topics in memory: what it held is gone. Agents re-send what was
-    not acknowledged from their spool; events the API acknowledged but the sink had not stored
-    yet are lost with it (issue 11 asks producers to keep them until stored)."""
+    The embedded broker keeps topics and consumer groups in memory: what it held is gone. Every
+    producer keeps what it sent until the sink announces it stored, and sends it again
+    (``agents/publisher.py``); the API publishes the catalog again at start. The workers are
+    restarted rather than left to find their group gone: a Faust worker was seen to stop
+    consuming after that."""
     log.warning("the embedded broker exited with %s; restarting it", broker.returncode)
     broker.stop()
     broker.start()
     ensure_topics(settings)
-    for child in running:
-        if child.name == "api":
-            child.terminate()
-            child.wait_or_kill(time.monotonic() + STOP_WITHIN_S)
-            child.start()
+    restarted = [child for child in running if child.name != "agent"]
+    for child in restarted:
+        child.terminate()
+    deadline = time.monotonic() + STOP_WITHIN_S
+    for child in restarted:
+        child.wait_or_kill(deadline)
+        child.start()
 
 
 def _stop_on_signals() -> None:

@@ -20,6 +20,7 @@ class Topics(BaseSettings):
     rated: str = "meterline.usage.rated"
     dead_letter: str = "meterline.usage.deadletter"
     catalog: str = "meterline.catalog"
+    stored: str = "meterline.usage.stored"
     partitions: int = 4
 
 
@@ -72,6 +73,17 @@ class Settings(BaseSettings):
     max_sample_bytes: int = Field(default=10**15, description="most bytes one sample may count, per direction")
     max_vdc_amount: int = Field(default=10**9, description="most MHz, MiB or GiB a vDC sample may report")
     max_xaas_quantity: Decimal = Field(default=Decimal(10**12), description="most units one XaaS sample may report")
+    late_after_s: float = Field(
+        default=3600, ge=0, description="usage stored this long after its hour ended shows as late in completeness"
+    )
+    intake_name: str = Field(
+        default="api",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="names this API process's spool and numbers its messages: unique per API replica",
+    )
+    intake_spool_max_bytes: int = Field(
+        default=1024**3, ge=0, description="accepted events kept on disk at most while the broker is away"
+    )
     topics: Topics = Field(default_factory=Topics)
 
     @property

@@ -3,8 +3,10 @@
 Messages are taken in groups and handled as one frame (per-frame costs dominate otherwise).
 Delivery is at least once (the embedded broker has no transactions): Faust flushes the producer
 before it commits the input offsets, and a group processed again after a crash republishes the
-same rows, which storage keeps once per event id. Outputs carry no key: nothing downstream
-depends on their order. Prices come from the catalog topic and follow its changes.
+same rows, which storage keeps once per event id. Each output names the numbered messages it
+accounts for (``schemas/receipts.py``), so that producers can forget them once it is stored.
+Outputs carry no key: nothing downstream depends on their order. Prices come from the catalog
+topic and follow its changes.
 """
 
 from __future__ import annotations
@@ -18,9 +20,10 @@ from billing.adapters.kafka_catalog import CatalogFeed
 from billing.pricing import price_book
 from meterline.settings import Settings
 from pipeline import metrics
-from pipeline.dedup import RecentIds
-from pipeline.processing import process_batch
+from pipeline.dedup import RecentEvents
+from pipeline.processing import handled_messages, process_batch
 from pipeline.validation import Acceptance
+from schemas import receipts
 from schemas.records import USAGE_EVENT_SCHEMA, encode_frame
 
 LAG_REFRESH_S = 2.0
@@ -48,7 +51,7 @@ def create_app(settings: Settings) -> faust.App:
     events = app.topic(topics.events, value_serializer="raw", key_serializer="raw")
     rated = app.topic(topics.rated, value_serializer="raw", key_serializer="raw")
     dead_letter = app.topic(topics.dead_letter, value_serializer="raw", key_serializer="raw")
-    recent = RecentIds()
+    recent = RecentEvents()
     acceptance = Acceptance.of(settings)
     catalog = CatalogFeed(settings)
     prices = {"book": price_book(catalog.wait_for_catalog())}
@@ -70,14 +73,26 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.agent(events)
     async def rate_usage(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
-        async for payloads in stream.take(settings.pipeline_batch_messages, within=settings.pipeline_batch_within_s):
+        # take_events, not take: the headers number each message (faust's StreamT does not declare it)
+        batches = stream.take_events(  # type: ignore[attr-defined]
+            settings.pipeline_batch_messages, within=settings.pipeline_batch_within_s
+        )
+        async for group in batches:
+            payloads = [event.value for event in group]
             with metrics.BATCH_SECONDS.time():
-                outcome = process_batch(list(payloads), recent, prices["book"], acceptance)
+                outcome = process_batch(payloads, recent, prices["book"], acceptance)
+                handled = handled_messages([receipts.numbered(e.headers) for e in group], payloads, outcome.events)
             for rejection in outcome.rejected:
                 await dead_letter.send(value=rejection.to_json())
-            if outcome.events.height:
-                await rated.send(value=encode_frame(outcome.events, USAGE_EVENT_SCHEMA))
-                recent.remember(outcome.events["id"].to_list())
+            if outcome.events.height or handled:
+                # the sink stores the events and the numbers of their messages together, and only
+                # then tells the producers these are stored (refusals went to the dead-letter
+                # topic first, which the sink stores too)
+                await rated.send(
+                    value=encode_frame(outcome.events, USAGE_EVENT_SCHEMA) if outcome.events.height else b"",
+                    headers={receipts.HANDLED: receipts.encode(handled)},
+                )
+                recent.remember(outcome.identities)
             metrics.EVENTS_IN.inc(outcome.events.height + outcome.duplicates + len(outcome.rejected))
             metrics.EVENTS_REJECTED.inc(len(outcome.rejected))
             metrics.EVENTS_DUPLICATE.inc(outcome.duplicates)

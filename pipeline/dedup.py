@@ -1,44 +1,74 @@
-"""Drop events whose id was seen recently, before they cost rating and storage work.
+"""Tell repeats and conflicts from new events, before they cost rating and storage work.
 
-This window is a fast first line, not the guarantee: it lives in one worker's memory. The
-guarantee is the storage itself, which keeps one row per event id however often the same
-event is written (see ``schemas/clickhouse.py``).
+An event is known by its CloudEvents identity, (``source``, ``id``). The same identity with the
+same content is a repeat (a re-sent message): it is counted once. With different content it is
+a conflict: the later one is refused with the reason, never stored next to the first or in its
+place.
+
+This window is a fast first line, not the guarantee against double counting: it lives in one
+worker's memory. That guarantee is the storage itself, which keeps one row per event id however
+often the same event is written (see ``schemas/clickhouse.py``). A conflict with an event that
+has left the window (or that another worker saw) is not caught here.
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
+from enum import Enum
+
+import msgspec
+
+from schemas.events import UsageEvent
+
+Identity = tuple[str, str]
+"""(source, id)"""
 
 
-class RecentIds:
-    """The last ``capacity`` event ids, oldest forgotten first."""
+class Seen(Enum):
+    NEW = "new"
+    REPEAT = "repeat"
+    CONFLICT = "conflict"
+
+
+def identity(event: UsageEvent) -> Identity:
+    return event.source, event.id
+
+
+def content_digest(event: UsageEvent) -> int:
+    """Equal for equal content however it was formatted: the decoded event, encoded again."""
+    return hash(msgspec.json.encode(event))
+
+
+class RecentEvents:
+    """The last ``capacity`` event identities with their content digests, oldest forgotten first."""
 
     def __init__(self, capacity: int = 2_000_000) -> None:
         self._capacity = capacity
-        self._ids: OrderedDict[str, None] = OrderedDict()
+        self._digests: OrderedDict[Identity, int] = OrderedDict()
 
-    def first_seen(self, ids: Iterable[str]) -> list[bool]:
-        """Per id: True unless it was remembered before or comes earlier in ``ids``.
+    def sort(self, events: Iterable[UsageEvent]) -> tuple[list[Seen], dict[Identity, int]]:
+        """Per event: new, a repeat or a conflict, against the window and the events before it;
+        and the digests of the new ones.
 
-        Nothing is remembered here: an id is remembered (``remember``) only once the output
-        that counts it has been sent, so a batch that fails half-way is not taken for a repeat
-        when it comes again.
+        Nothing is remembered here: events are remembered (``remember``) only once the output
+        that counts them has been sent, so a batch that fails half-way is not taken for a
+        repeat when it comes again.
         """
-        ids = list(ids)
-        known, batch = self._ids, set(ids)
-        if len(batch) == len(ids) and known.keys().isdisjoint(batch):
-            return [True] * len(ids)  # the usual batch, checked by set operations alone
-        batch.clear()
-        mask = []
-        for ident in ids:
-            mask.append(ident not in known and ident not in batch)
-            batch.add(ident)
-        return mask
+        known, batch = self._digests, dict[Identity, int]()
+        verdicts = []
+        for event in events:
+            key, digest = identity(event), content_digest(event)
+            earlier = batch.get(key, known.get(key))
+            if earlier is None:
+                batch[key] = digest
+                verdicts.append(Seen.NEW)
+            else:
+                verdicts.append(Seen.REPEAT if earlier == digest else Seen.CONFLICT)
+        return verdicts, batch
 
-    def remember(self, ids: Iterable[str]) -> None:
-        known = self._ids
-        for ident in ids:
-            known[ident] = None
+    def remember(self, digests: Mapping[Identity, int]) -> None:
+        known = self._digests
+        known.update(digests)
         while len(known) > self._capacity:
             known.popitem(last=False)

@@ -9,12 +9,13 @@ from dataclasses import dataclass
 import polars as pl
 
 from billing.pricing import PriceBook
-from pipeline.dedup import RecentIds
+from pipeline.dedup import Identity, RecentEvents, Seen
 from pipeline.metering import event_columns, measure
 from pipeline.rating import ENGINE, rate_quantities
 from pipeline.validation import Acceptance, Rejection, ValidEvents, split_group
 from schemas.events import as_json_value
-from schemas.records import RATED_LISTS, RATED_SCHEMA, USAGE_EVENT_SCHEMA
+from schemas.receipts import Handled
+from schemas.records import RATED_LISTS, RATED_SCHEMA, USAGE_EVENT_SCHEMA, message_id
 
 log = logging.getLogger(__name__)
 
@@ -22,30 +23,44 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class BatchOutcome:
     """``events`` are the usage events to store (one row each, first copies only), ``rated``
-    the same usage one row per event and meter."""
+    the same usage one row per event and meter; ``identities`` the content digests of the
+    stored ones, for the window to remember once they are sent."""
 
     events: pl.DataFrame
     rated: pl.DataFrame
     rejected: list[Rejection]
     duplicates: int
+    identities: dict[Identity, int]
 
 
 def process_batch(
-    payloads: list[bytes], recent: RecentIds, book: PriceBook, acceptance: Acceptance | None = None
+    payloads: list[bytes], recent: RecentEvents, book: PriceBook, acceptance: Acceptance | None = None
 ) -> BatchOutcome:
     """Handle several messages as one frame: per-frame costs are paid once, not per message.
 
     A repeated event is left out rather than stored again: a second copy's row would replace
-    the first one in storage, so it must never differ from it.
+    the first one in storage, so it must never differ from it. A conflicting one is refused.
     """
     group = split_group(payloads, acceptance)
-    first_seen = recent.first_seen(event.id for event in group.events)
-    events, rated, refused = _rate_isolating(group.select(first_seen), book)
+    seen, digests = recent.sort(group.events)
+    conflicts = _rejections(
+        group,
+        {
+            event.id: f"conflict: an event with source {event.source!r} and id {event.id!r} but other content "
+            "was received before; an event's (source, id) must name one usage"
+            for event, verdict in zip(group.events, seen, strict=True)
+            if verdict is Seen.CONFLICT
+        },
+        only=[verdict is Seen.CONFLICT for verdict in seen],
+    )
+    events, rated, refused = _rate_isolating(group.select(verdict is Seen.NEW for verdict in seen), book)
+    stored = set(events["id"].to_list())
     return BatchOutcome(
         events=events,
         rated=rated,
-        rejected=group.rejected + refused,
-        duplicates=len(first_seen) - sum(first_seen),
+        rejected=group.rejected + conflicts + refused,
+        duplicates=sum(verdict is Seen.REPEAT for verdict in seen),
+        identities={key: digest for key, digest in digests.items() if key[1] in stored},
     )
 
 
@@ -104,11 +119,34 @@ def usage_events(accepted: pl.LazyFrame, rated: pl.LazyFrame, currency: str) -> 
     )
 
 
-def _rejections(events: ValidEvents, reasons: dict[str, str]) -> list[Rejection]:
-    """The events refused at rating (nobody can price them, or they broke it), with the reason,
-    as they came."""
+def _rejections(events: ValidEvents, reasons: dict[str, str], only: list[bool] | None = None) -> list[Rejection]:
+    """The events refused after validation (a conflict, nobody can price them, or they broke
+    the stage), with the reason, as they came; ``only`` picks some of the events of an id."""
     return [
         Rejection(index, event.id, reasons[event.id], as_json_value(events.raw(index)))
         for index, event in enumerate(events.events)
-        if event.id in reasons
+        if event.id in reasons and (only is None or only[index])
     ]
+
+
+def handled_messages(
+    numbers: list[tuple[str, int] | None], payloads: list[bytes], events: pl.DataFrame
+) -> list[Handled]:
+    """The numbered messages of a group, each with how many new events it brought to ``events``
+    and the span of their usage (messages are matched by content: ``message_id``)."""
+    spans = {
+        row["message_id"]: row
+        for row in events.group_by("message_id")
+        .agg(pl.len().alias("events"), pl.col("usage_start").min(), pl.col("usage_end").max())
+        .iter_rows(named=True)
+    }
+    handled = []
+    for number, payload in zip(numbers, payloads, strict=True):
+        if number is None:
+            continue
+        span = spans.get(message_id(payload))
+        if span is None:
+            handled.append(Handled(*number, events=0))
+        else:
+            handled.append(Handled(*number, span["events"], span["usage_start"], span["usage_end"]))
+    return handled

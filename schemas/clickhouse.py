@@ -34,6 +34,8 @@ INVOICES = "invoices"
 INVOICE_LINES = "invoice_lines"
 DELIVERIES = "invoice_deliveries"
 CATALOG_ENTRIES = "catalog_entries"
+STORED_MESSAGES = "stored_messages"
+DEAD_LETTERS = "dead_letters"
 MIGRATIONS = "schema_migrations"
 
 USAGE_WITHIN = (
@@ -356,6 +358,33 @@ def migrations(database: str) -> list[tuple[int, str]]:
             # write cut short left under the same revision (0: a header written before this).
             f"ALTER TABLE {database}.{INVOICES} ADD COLUMN IF NOT EXISTS line_count UInt32 DEFAULT 0",
         ),
+        (
+            25,
+            # One row per numbered message stored (schemas/receipts.py), what completeness reads.
+            # A message handled again counts no new events: the row that counted them is kept.
+            f"""CREATE TABLE IF NOT EXISTS {database}.{STORED_MESSAGES} (
+                producer String,
+                seq UInt64,
+                events UInt32,
+                first_usage Nullable(DateTime64(3, 'UTC')),
+                last_usage Nullable(DateTime64(3, 'UTC')),
+                stored_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree(events)
+            ORDER BY (producer, seq)""",
+        ),
+        (
+            26,
+            # Refused events with their reason, kept for as long as the messages they came in.
+            f"""CREATE TABLE IF NOT EXISTS {database}.{DEAD_LETTERS} (
+                event_id String,
+                source String,
+                reason String,
+                event String CODEC(ZSTD(3)),
+                refused_at DateTime64(3, 'UTC')
+            ) ENGINE = ReplacingMergeTree
+            ORDER BY (source, event_id, reason, sipHash64(event))""",
+        ),
+        (27, f"ALTER TABLE {database}.{INVOICES} ADD COLUMN IF NOT EXISTS notes String DEFAULT ''"),
     ]
 
 

@@ -8,7 +8,9 @@ redelivers messages already written; the tables keep one row per event id, so th
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+
+from schemas.receipts import Handled, Headers
 
 
 @dataclass(frozen=True)
@@ -17,11 +19,14 @@ class FlushResult:
     usage_events: int
     rated_rows: int
     freshness_s: list[float]
+    handled: list[Handled] = field(default_factory=list)
+    """The numbered messages whose events this flush stored: producers may forget them."""
+    dead_letters: int = 0
 
 
 class Sink(ABC):
     @abstractmethod
-    def add(self, topic: str, payload: bytes) -> None:
+    def add(self, topic: str, payload: bytes, headers: Headers = None) -> None:
         """Buffer one message's payload; nothing is written yet."""
 
     @abstractmethod

@@ -8,12 +8,15 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 
 import clickhouse_connect
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 from clickhouse_connect.driver.client import Client
 
 from meterline.settings import Settings
-from schemas.clickhouse import RAW_MESSAGES, USAGE_EVENTS, migrate
+from schemas import receipts
+from schemas.clickhouse import DEAD_LETTERS, RAW_MESSAGES, STORED_MESSAGES, USAGE_EVENTS, migrate
+from schemas.receipts import Handled, Headers
 from schemas.records import decode_frame, message_id
 from sinks.base import FlushResult, Sink
 
@@ -56,44 +59,56 @@ class InsertClock:
 
 
 class ClickHouseSink(Sink):
-    """Buffers the events and rated topics, then writes them in one flush.
+    """Buffers the events, rated and dead-letter topics, then writes them in one flush.
 
     Messages of the events topic are kept whole, valid or not: an accepted event's JSON is read
-    back from its message, and a refused one can be looked at as it came. Usage events are
-    written first, since they are what the API shows.
+    back from its message, and a refused one can be looked at as it came, with its reason from
+    the dead-letter topic. Usage events are written first, since they are what the API shows;
+    the numbers of the messages they came in last, since those tell producers to forget them.
     """
 
     def __init__(self, client: Client, settings: Settings, clock: InsertClock | None = None) -> None:
         self._client = client
         self._clock = clock or InsertClock()
-        self._events_topic, self._rated_topic = settings.topics.events, settings.topics.rated
-        self._messages_table = f"{settings.clickhouse_database}.{RAW_MESSAGES}"
-        self._usage_table = f"{settings.clickhouse_database}.{USAGE_EVENTS}"
+        topics, database = settings.topics, settings.clickhouse_database
+        self._events_topic, self._rated_topic, self._dead_letter_topic = topics.events, topics.rated, topics.dead_letter
+        self._messages_table = f"{database}.{RAW_MESSAGES}"
+        self._usage_table = f"{database}.{USAGE_EVENTS}"
+        self._stored_table = f"{database}.{STORED_MESSAGES}"
+        self._dead_letters_table = f"{database}.{DEAD_LETTERS}"
         self._messages: list[bytes] = []
         self._usage: list[pa.Table] = []
+        self._handled: list[Handled] = []
+        self._dead_letters: list[bytes] = []
         self._rows = 0
         self._bytes = 0
 
     @property
     def topics(self) -> list[str]:
-        return [self._events_topic, self._rated_topic]
+        return [self._events_topic, self._rated_topic, self._dead_letter_topic]
 
-    def add(self, topic: str, payload: bytes) -> None:
+    def add(self, topic: str, payload: bytes, headers: Headers = None) -> None:
         if topic == self._events_topic:
             self._messages.append(payload)
             self._rows += 1
             self._bytes += len(payload)
         elif topic == self._rated_topic:
-            table = decode_frame(payload)
-            self._usage.append(table)
-            self._rows += table.num_rows
-            self._bytes += table.nbytes  # decoded, some five times the compressed frame
+            if payload:
+                table = decode_frame(payload)
+                self._usage.append(table)
+                self._rows += table.num_rows
+                self._bytes += table.nbytes  # decoded, some five times the compressed frame
+            self._handled += _handled(headers)
+        elif topic == self._dead_letter_topic:
+            self._dead_letters.append(payload)
+            self._rows += 1
+            self._bytes += len(payload)
         else:
             raise ValueError(f"the ClickHouse sink does not read topic {topic!r}")
 
     @property
     def buffered_rows(self) -> int:
-        return self._rows
+        return self._rows + len(self._handled)
 
     @property
     def buffered_bytes(self) -> int:
@@ -116,14 +131,21 @@ class ClickHouseSink(Sink):
                 }
             )
             self._client.insert_arrow(self._messages_table, messages, settings=INSERT_SETTINGS)
+        if self._dead_letters:
+            self._client.insert_arrow(self._dead_letters_table, _dead_letter_rows(self._dead_letters, now))
+        if self._handled:
+            self._client.insert_arrow(self._stored_table, _stored_rows(self._handled, now))
         written_at = datetime.now(UTC)
         result = FlushResult(
             raw_messages=len(self._messages),
             usage_events=0 if usage is None else usage.num_rows,
             rated_rows=0 if usage is None else _rated_rows(usage),
             freshness_s=[] if usage is None else _seconds_since_end(usage, written_at),
+            handled=self._handled,
+            dead_letters=len(self._dead_letters),
         )
-        self._messages, self._usage, self._rows, self._bytes = [], [], 0, 0
+        self._messages, self._usage, self._handled, self._dead_letters = [], [], [], []
+        self._rows, self._bytes = 0, 0
         return result
 
 
@@ -139,3 +161,51 @@ def _rated_rows(usage: pa.Table) -> int:
 def _seconds_since_end(usage: pa.Table, written_at: datetime) -> list[float]:
     """How long ago each distinct interval end of the written events was, when they were written."""
     return [(written_at - end).total_seconds() for end in pc.unique(usage["usage_end"]).to_pylist()]
+
+
+def _handled(headers: Headers) -> list[Handled]:
+    value = receipts.header(headers, receipts.HANDLED)
+    return receipts.decode_handled(value) if value else []
+
+
+def _stored_rows(handled: list[Handled], stored_at: datetime) -> pa.Table:
+    return pa.table(
+        {
+            "producer": [message.producer for message in handled],
+            "seq": pa.array([message.seq for message in handled], pa.uint64()),
+            "events": pa.array([message.events for message in handled], pa.uint32()),
+            "first_usage": pa.array([message.first_usage for message in handled], INSERTED_AT),
+            "last_usage": pa.array([message.last_usage for message in handled], INSERTED_AT),
+            "stored_at": _in_every_row(stored_at, len(handled)),
+        }
+    )
+
+
+def _dead_letter_rows(payloads: list[bytes], refused_at: datetime) -> pa.Table:
+    """A dead letter is ``Rejection.to_json``: the event as it came (any JSON), its id and reason."""
+    letters = [_letter(payload) for payload in payloads]
+    return pa.table(
+        {
+            "event_id": [str(letter.get("event_id") or "") for letter in letters],
+            "source": [_source_of(letter.get("event")) for letter in letters],
+            "reason": [str(letter.get("reason", "")) for letter in letters],
+            "event": [orjson.dumps(letter.get("event")).decode() for letter in letters],
+            "refused_at": _in_every_row(refused_at, len(letters)),
+        }
+    )
+
+
+def _letter(payload: bytes) -> dict[str, object]:
+    """A dead letter as written by the worker, or what to keep of one that is not."""
+    try:
+        letter = orjson.loads(payload)
+    except orjson.JSONDecodeError:
+        letter = None
+    if isinstance(letter, dict):
+        return letter
+    return {"reason": "a dead letter that is not a JSON object", "event": payload.decode(errors="replace")}
+
+
+def _source_of(event: object) -> str:
+    source = event.get("source") if isinstance(event, dict) else None
+    return source if isinstance(source, str) else ""

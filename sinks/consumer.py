@@ -5,11 +5,15 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
-from confluent_kafka import Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
-from meterline.kafka_config import client_logging
+from meterline.exceptions import MeterlineError
+from meterline.kafka_config import client_logging, producer_config
 from meterline.settings import Settings
+from schemas import receipts
 from sinks import metrics
 from sinks.base import Sink
 
@@ -20,10 +24,68 @@ SESSION_TIMEOUT_MS = 10_000
 # covers all of it), so this bounds how far a flush can overshoot the byte limit: a rated
 # frame holds a worker's whole batch, some 4 MB once decoded.
 CONSUME_MESSAGES = 20
+RECEIPT_TIMEOUT_MS = 10_000
+T = TypeVar("T")
+
+
+class ReceiptsNotSent(MeterlineError):
+    """The broker did not take the stored receipts: offsets are not committed, so the messages
+    are stored (harmlessly) again and announced then."""
+
+
+class ReceiptAnnouncer:
+    """Tells producers which of their messages are stored, on the stored topic."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._topic = settings.topics.stored
+        # not idempotent: a receipt sent twice or out of order is harmless, and an idempotent
+        # client is fenced for good by a broker that restarts without its state
+        self._producer = Producer(
+            {
+                **producer_config(settings),
+                **client_logging(),
+                "enable.idempotence": False,
+                "message.timeout.ms": RECEIPT_TIMEOUT_MS,  # a failure comes back soon, to be sent again
+            }
+        )
+
+    def announce(self, handled: list[receipts.Handled], stopping: threading.Event, within_s: float | None) -> None:
+        """Send a receipt per producer, again until the broker takes each, or raise: when
+        ``stopping`` is set, or after ``within_s``. A broker that is down holds the sink here
+        (nothing can be consumed meanwhile either); the rest of the API goes on."""
+        deadline = time.monotonic() + within_s if within_s is not None else float("inf")
+        unsent = receipts.receipts_of(handled)
+        while unsent:
+            if stopping.is_set():
+                raise ReceiptsNotSent("stopping before the broker took the stored receipts")
+            failed: list[receipts.StoredReceipt] = []
+            for receipt in unsent:
+                self._producer.produce(
+                    self._topic,
+                    receipts.encode(receipt),
+                    key=receipt.producer,
+                    on_delivery=_on_failure(failed, receipt),
+                )
+            left = self._producer.flush(1.0)
+            while left and not stopping.is_set() and time.monotonic() < deadline:
+                left = self._producer.flush(1.0)
+            if left or (failed and time.monotonic() >= deadline):
+                raise ReceiptsNotSent(f"the broker did not take {len(unsent)} stored receipts in {within_s} s")
+            if failed:
+                log.warning("the broker did not take %d stored receipts; sending them again", len(failed))
+            unsent = failed
+
+
+def _on_failure(failed: list[T], item: T) -> Callable[[KafkaError | None, Message], None]:
+    def report(error: KafkaError | None, _message: Message) -> None:
+        if error is not None:
+            failed.append(item)
+
+    return report
 
 
 class SinkConsumer:
-    """Poll, buffer, flush, commit - in that order, in one thread.
+    """Poll, buffer, flush, announce, commit - in that order, in one thread.
 
     A flush failure is not retried here: the exception ends the loop with nothing committed,
     and the process exits so that its supervisor restarts it from the committed offsets.
@@ -48,6 +110,7 @@ class SinkConsumer:
                 "max.partition.fetch.bytes": 16 * 1024 * 1024,
             }
         )
+        self._announcer = ReceiptAnnouncer(settings)
         self._last_flush = time.monotonic()
         self._last_lag = 0.0
 
@@ -59,7 +122,10 @@ class SinkConsumer:
         try:
             while not self._stop.is_set():
                 self.poll_once()
-            self._flush_and_commit()
+            try:  # on the way out, a broker that is away holds the exit a moment only
+                self._flush_and_commit(threading.Event(), announce_within_s=2.0)
+            except (ReceiptsNotSent, KafkaException) as error:
+                log.warning("stopping with stored messages not announced or committed: they will be (%s)", error)
         finally:
             self._consumer.close()
 
@@ -67,18 +133,22 @@ class SinkConsumer:
         for message in self._consumer.consume(num_messages=CONSUME_MESSAGES, timeout=0.05):
             if self._is_error(message):
                 continue
-            self._sink.add(str(message.topic()), message.value() or b"")
+            self._sink.add(str(message.topic()), message.value() or b"", message.headers())
         if flush_due(self._sink, time.monotonic() - self._last_flush, self._settings):
             self._flush_and_commit()
         if time.monotonic() - self._last_lag >= LAG_REFRESH_S:
             self._refresh_lag()
 
-    def _flush_and_commit(self) -> None:
+    def _flush_and_commit(
+        self, stopping: threading.Event | None = None, announce_within_s: float | None = None
+    ) -> None:
         self._last_flush = time.monotonic()
         if not self._sink.buffered_rows:
             return
         with metrics.FLUSH_SECONDS.time():
             result = self._sink.flush()
+            if result.handled:
+                self._announcer.announce(result.handled, stopping or self._stop, announce_within_s)
             self._consumer.commit(asynchronous=False)
         metrics.ROWS_WRITTEN.labels("raw_messages").inc(result.raw_messages)
         metrics.ROWS_WRITTEN.labels("usage_events").inc(result.usage_events)

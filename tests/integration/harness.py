@@ -24,7 +24,6 @@ from billing.adapters.catalog_file import load_catalog
 from billing.adapters.kafka_catalog import CatalogPublisher
 from billing.catalog_entries import entries_of
 from meterline.brokers import Broker, ensure_topics
-from meterline.kafka_config import producer_config
 from meterline.settings import Settings
 from schemas.events import Event, encode_batch
 
@@ -84,6 +83,7 @@ class System:
             "METERLINE_TOPIC_RATED": f"{tag}.rated",
             "METERLINE_TOPIC_DEAD_LETTER": f"{tag}.deadletter",
             "METERLINE_TOPIC_CATALOG": f"{tag}.catalog",
+            "METERLINE_TOPIC_STORED": f"{tag}.stored",
             "METERLINE_TOPIC_PARTITIONS": "2",
             "METERLINE_SINK_FLUSH_INTERVAL_S": "0.1",
             "METERLINE_AUTO_CLOSE": "false",
@@ -134,6 +134,17 @@ class System:
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
 
+    def stop(self, name: str) -> None:
+        """SIGTERM, as a supervisor stops a child to restart it."""
+        process = self.processes.pop(name)
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise AssertionError(f"{name} did not stop within 10 s of SIGTERM") from None
+
     def stop_all(self) -> None:
         for process in self.processes.values():
             process.terminate()
@@ -146,16 +157,14 @@ class System:
             self.processes.pop(name)
 
     def publisher(self, name: str = "test-agent") -> SpooledPublisher:
-        return SpooledPublisher(
-            producer_config(self.settings), self.settings.topics.events, Spool(self.data_dir / "spool" / name)
-        )
+        return SpooledPublisher(self.settings, f"agent/{name}", Spool(self.data_dir / "spool" / name))
 
     def publish(self, batches: dict[str, list[Event]], publisher: SpooledPublisher | None = None) -> None:
         """Send each source's events as one message, through the agent's spooled publisher."""
         publisher = publisher or self.publisher()
         for source, events in batches.items():
             publisher.publish(source, encode_batch(events))
-        assert publisher.drain(30) == 0, "the broker did not acknowledge every batch"
+        assert publisher.flush(30) == 0, "the broker did not acknowledge every batch"
 
     def usage(self, customer_id: str, **params: str) -> dict[str, Any]:
         params.setdefault("from", "2020-01-01T00:00:00Z")

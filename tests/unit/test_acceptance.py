@@ -11,7 +11,7 @@ import pytest
 
 from billing.adapters.catalog_file import load_catalog
 from billing.pricing import price_book
-from pipeline.dedup import RecentIds
+from pipeline.dedup import RecentEvents
 from pipeline.processing import process_batch
 from pipeline.validation import Acceptance, split_message
 from schemas.events import encode_batch
@@ -76,7 +76,7 @@ def test_refused_events_keep_their_place_and_their_neighbours_are_rated():
     restored x 0.010 = 0.125."""
     at = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
     batch = [vm_sample(at=at), vm_sample("vm-huge", at=at, net_tx_bytes=10**30), xaas_usage("restore_gb", at=at)]
-    outcome = process_batch([encode_batch(batch)], RecentIds(), BOOK, ACCEPTANCE)
+    outcome = process_batch([encode_batch(batch)], RecentEvents(), BOOK, ACCEPTANCE)
     assert [(r.index, r.event_id) for r in outcome.rejected] == [(1, batch[1]["id"])]
     assert set(outcome.events["id"]) == {batch[0]["id"], batch[2]["id"]}
     amounts = {(r["meter"], r["dimension"]): r["amount"] for r in outcome.rated.iter_rows(named=True)}

@@ -6,15 +6,16 @@ from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import orjson
 import polars as pl
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from billing.adapters.catalog_file import load_catalog
 from billing.pricing import Price, PriceBook, price_book
-from pipeline.dedup import RecentIds
+from pipeline.dedup import RecentEvents, Seen
 from pipeline.processing import BatchOutcome, process_batch
-from schemas.events import encode_batch
+from schemas.events import decode_event, encode_batch
 from schemas.meters import Meter
 from tests.factories import AT, vdc_allocation, vm_sample, xaas_usage
 
@@ -22,15 +23,15 @@ BOOK = price_book(load_catalog(Path("billing/catalog.yaml")))
 EVENTS = [vm_sample(f"vm-{n}", at=AT + timedelta(minutes=5 * n)) for n in range(6)] + [xaas_usage()]
 
 
-def processed(payloads: list[bytes], recent: RecentIds) -> BatchOutcome:
+def processed(payloads: list[bytes], recent: RecentEvents) -> BatchOutcome:
     """As the worker does it: process, then remember what was sent."""
     outcome = process_batch(payloads, recent, BOOK)
-    recent.remember(outcome.events["id"].to_list())
+    recent.remember(outcome.identities)
     return outcome
 
 
 def total(batches: list[list[dict]]) -> Decimal:
-    recent = RecentIds()
+    recent = RecentEvents()
     return sum(
         (sum(processed([encode_batch(batch)], recent).rated["amount"], Decimal(0)) for batch in batches),
         Decimal(0),
@@ -46,7 +47,7 @@ def test_resent_events_are_counted_once(resent, size):
 
 
 def test_duplicates_are_counted_and_the_first_copy_wins():
-    recent = RecentIds()
+    recent = RecentEvents()
     processed([encode_batch(EVENTS[:2])], recent)
     outcome = processed([encode_batch(EVENTS[:1]), encode_batch(EVENTS[1:3])], recent)
     assert outcome.duplicates == 2
@@ -55,17 +56,37 @@ def test_duplicates_are_counted_and_the_first_copy_wins():
 
 
 def test_a_batch_that_was_never_sent_is_not_a_repeat_when_it_comes_again():
-    recent = RecentIds()
+    recent = RecentEvents()
     process_batch([encode_batch(EVENTS[:2])], recent, BOOK)  # failed before its output was sent
     again = processed([encode_batch(EVENTS[:2])], recent)
     assert (again.duplicates, again.events.height) == (0, 2)
 
 
-def test_the_window_forgets_the_oldest_ids_first():
-    recent = RecentIds(capacity=2)
-    assert recent.first_seen(["a", "b", "a", "c"]) == [True, True, False, True]
-    recent.remember(["a", "b", "c"])
-    assert recent.first_seen(["a", "b", "c"]) == [True, False, False], "only b and c were kept"
+def test_the_window_forgets_the_oldest_events_first():
+    a, b, c = (decode_event(orjson.dumps(vm_sample(name))) for name in ("vm-a", "vm-b", "vm-c"))
+    recent = RecentEvents(capacity=2)
+    seen, digests = recent.sort([a, b, a, c])
+    assert seen == [Seen.NEW, Seen.NEW, Seen.REPEAT, Seen.NEW]
+    recent.remember(digests)
+    assert recent.sort([a, b, c])[0] == [Seen.NEW, Seen.REPEAT, Seen.REPEAT], "only b and c were kept"
+
+
+def test_the_same_source_and_id_with_other_content_is_a_conflict_refused_with_its_reason():
+    """Identity is (source, id): the same id from another source is another event, and the same
+    pair with another customer is refused, in the same batch as in a later one."""
+    first = vm_sample("vm-1")
+    other_customer = {**first, "data": {**first["data"], "customer_id": "cust-other"}}
+    other_source = {**first, "source": "/agents/another"}
+    recent = RecentEvents()
+
+    outcome = processed([encode_batch([first, other_customer, other_source])], recent)
+    assert outcome.events.height == 2, "the first copy and the other source's event are stored"
+    ((index, reason),) = [(r.index, r.reason) for r in outcome.rejected]
+    assert index == 1 and reason.startswith("conflict: ")
+
+    later = processed([encode_batch([other_customer, first])], recent)
+    assert [r.index for r in later.rejected] == [0]
+    assert (later.duplicates, later.events.height) == (1, 0), "the same content again is a repeat"
 
 
 def test_the_same_sample_always_gets_the_same_id():
@@ -84,7 +105,7 @@ def test_an_event_nobody_can_price_is_refused_and_the_rest_of_its_batch_is_kept(
     early, late = vm_sample("vm-early", at=AT), vm_sample("vm-late", at=AT + timedelta(minutes=5))
     payload = encode_batch([early, vdc_allocation(at=AT), late, xaas_usage()])
 
-    outcome = process_batch([payload], RecentIds(), book)
+    outcome = process_batch([payload], RecentEvents(), book)
 
     (refused,) = outcome.rejected
     assert (refused.index, refused.event_id, refused.event) == (0, early["id"], early)

@@ -14,7 +14,7 @@ import pytest
 import pipeline.processing as processing
 from billing.adapters.catalog_file import load_catalog
 from billing.pricing import price_book
-from pipeline.dedup import RecentIds
+from pipeline.dedup import RecentEvents
 from pipeline.metering import EventColumns
 from pipeline.validation import ValidEvents
 from schemas.events import encode_batch
@@ -52,7 +52,7 @@ def test_an_event_that_breaks_a_step_is_dead_lettered_alone(step, monkeypatch):
     monkeypatch.setattr(processing, step, poisoned(getattr(processing, step)))
     good = [vm_sample(f"vm-{n}", at=AT) for n in range(5)] + [xaas_usage("restore_gb", at=AT, resource_id="r-2")]
     messages = [encode_batch([good[0], good[1], POISON, good[2]]), encode_batch(good[3:] + [vm_sample("vm-9", at=AT)])]
-    outcome = processing.process_batch(messages, RecentIds(), BOOK)
+    outcome = processing.process_batch(messages, RecentEvents(), BOOK)
     assert len(outcome.events) == 7 and POISON["id"] not in set(outcome.events["id"])
     assert set(outcome.rated["event_id"]) == set(outcome.events["id"])
     (refused,) = outcome.rejected

@@ -1,0 +1,69 @@
+"""Numbered messages, stored receipts, and when a producer sends a delivered batch again."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import orjson
+
+from agents.publisher import OVERTAKEN_GRACE_S, RESEND_AFTER_S, Delivered, lost_batches
+from pipeline.dedup import RecentEvents
+from pipeline.processing import handled_messages, process_batch
+from schemas import receipts
+from schemas.events import encode_batch
+from tests.factories import AT, vm_sample
+from tests.unit.test_exactly_once_in_the_stage import BOOK
+
+
+def test_stored_numbers_travel_as_ranges():
+    assert receipts.ranges_of([7, 1, 3, 2, 2, 9, 8]) == [(1, 3), (7, 9)]
+    handled = [receipts.Handled("agent/b", 5, 0), receipts.Handled("agent/a", 2, 1), receipts.Handled("agent/a", 1, 1)]
+    (a, b) = receipts.receipts_of(handled)
+    assert (a.producer, a.ranges, list(a.numbers())) == ("agent/a", [(1, 2)], [1, 2])
+    assert receipts.decode_receipt(receipts.encode(b)) == b
+
+
+def test_a_message_not_numbered_by_a_meterline_producer_has_no_number():
+    assert receipts.numbered(receipts.headers_of("intake/api", 42)) == ("intake/api", 42)
+    assert receipts.numbered({"meterline-producer": b"x", "meterline-seq": b"7"}) == ("x", 7)
+    assert receipts.numbered(None) is None
+    assert receipts.numbered([("meterline-producer", b"x")]) is None
+    assert receipts.numbered([("meterline-producer", b"x"), ("meterline-seq", b"seven")]) is None
+
+
+def test_each_numbered_message_is_reported_with_its_new_events_and_their_span():
+    """Two messages: the first brings two samples (10:00-10:05 and 10:05-10:10), the second
+    only a repeat of the first sample, so it counts no event and has no span."""
+    one, two = vm_sample("vm-1", at=AT), vm_sample("vm-1", at=AT + timedelta(minutes=5))
+    payloads = [encode_batch([one, two]), encode_batch([one]), encode_batch([two])]
+    outcome = process_batch(payloads, RecentEvents(), BOOK)
+    handled = handled_messages([("agent/a", 1), ("agent/a", 2), None], payloads, outcome.events)
+    assert handled == [
+        receipts.Handled("agent/a", 1, 2, AT - timedelta(minutes=5), AT + timedelta(minutes=5)),
+        receipts.Handled("agent/a", 2, 0),
+    ]
+    assert orjson.loads(receipts.encode(handled))[1] == {
+        "producer": "agent/a",
+        "seq": 2,
+        "events": 0,
+        "first_usage": None,
+        "last_usage": None,
+    }
+
+
+def test_a_delivered_batch_is_sent_again_only_when_it_is_known_or_likely_lost():
+    """Batches 1, 2 and 3 went to partition 0 before a batch that is stored: a partition is read
+    in order, so they are lost, but 2 is too recent to say so. Partition 1 has nothing stored:
+    its batches wait, unless nothing at all was stored for a long time (batch 4)."""
+    now = 10_000.0
+    delivered = {
+        1: Delivered(partition=0, offset=5, at=now - OVERTAKEN_GRACE_S),
+        2: Delivered(partition=0, offset=6, at=now - OVERTAKEN_GRACE_S + 1),
+        3: Delivered(partition=0, offset=0, at=now - OVERTAKEN_GRACE_S - 1),  # a lower offset tells nothing
+        4: Delivered(partition=1, offset=7, at=now - RESEND_AFTER_S),
+        5: Delivered(partition=1, offset=8, at=now - RESEND_AFTER_S + 1),
+    }
+    stored_up_to = {0: now - OVERTAKEN_GRACE_S + 2}
+    assert lost_batches(delivered, {0: now - OVERTAKEN_GRACE_S - 1}, now - 1, now) == []
+    assert lost_batches(delivered, stored_up_to, now - 1, now) == [1, 3]
+    assert lost_batches(delivered, stored_up_to, now - RESEND_AFTER_S, now) == [1, 3, 4]
