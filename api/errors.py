@@ -8,8 +8,9 @@ from clickhouse_connect.driver.exceptions import OperationalError
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
-from api.event_intake import PublishFailed
+from api.event_intake import IntakeFull
 from meterline.exceptions import (
+    IncompleteUsage,
     InvalidCatalog,
     InvalidEvent,
     InvalidQuery,
@@ -27,14 +28,15 @@ STATUS = {
     UnknownCustomer: 404,
     UnknownInvoice: 404,
     InvoiceStateError: 409,
-    PublishFailed: 503,
+    IncompleteUsage: 409,
+    IntakeFull: 503,
 }
 
 
 def install_error_handlers(app: FastAPI) -> None:
     async def handle(_request: Request, error: Exception) -> JSONResponse:
         status = next((code for kind, code in STATUS.items() if isinstance(error, kind)), 500)
-        headers = {"Retry-After": "5"} if status == 503 else None
+        headers = {"Retry-After": str(getattr(error, "retry_after_s", 5))} if status == 503 else None
         return JSONResponse({"error": type(error).__name__, "detail": str(error)}, status_code=status, headers=headers)
 
     async def storage_unavailable(_request: Request, error: Exception) -> JSONResponse:

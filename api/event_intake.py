@@ -1,71 +1,120 @@
-"""Accept pushed usage events: validate each, publish the valid ones durably, report per event."""
+"""Accept pushed usage events: validate each, spool the valid ones durably, report per event.
+
+An answer of 202 means the accepted events are on this process's disk (fsynced), and they stay
+there until the sink has stored them (``agents/publisher.py``): a broker that is down, or that
+restarts and forgets, loses nothing. While the broker is away the spool grows, up to
+``intake_spool_max_bytes``; beyond that the intake refuses at once (503, Retry-After) instead
+of accepting what it may not be able to keep.
+"""
 
 from __future__ import annotations
 
 import threading
-from collections import defaultdict
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer
-
+from agents.publisher import SpooledPublisher
+from agents.spool import Spool
 from api import metrics
 from meterline.exceptions import InvalidEvent, MeterlineError
-from meterline.kafka_config import client_logging, producer_config
 from meterline.settings import Settings
-from pipeline.validation import Acceptance, Rejection, split_message
-from schemas.events import UsageEvent, batch_of, split_raw
+from pipeline.dedup import Identity, content_digest, identity
+from pipeline.validation import Acceptance, Rejection, ValidEvents, split_message
+from schemas.events import UsageEvent, as_json_value, batch_of, event_spans, split_raw
 
-DELIVERY_TIMEOUT_S = 10.0
-POLL_S = 1.0
+POLL_S = 0.2
+RETRY_AFTER_S = 5
+EVENTS_PER_MESSAGE = 500
+"""As the agents do: the worker handles messages in groups, so a message stays small."""
 
 
-class PublishFailed(MeterlineError):
-    """The broker did not confirm the batch; nothing of it may be reported as accepted."""
+class IntakeFull(MeterlineError):
+    """The spool holds as much as it may while the broker is away; nothing of the batch was
+    accepted."""
+
+    retry_after_s = RETRY_AFTER_S
 
 
 class EventIntake:
     def __init__(self, settings: Settings) -> None:
-        self._topic = settings.topics.events
-        self._producer = Producer({**producer_config(settings), **client_logging()})
+        spool = Spool(settings.spool_dir / f"intake-{settings.intake_name}")
+        self._publisher = SpooledPublisher(settings, f"intake/{settings.intake_name}", spool)
         self._acceptance = Acceptance.of(settings)
+        self._max_spool_bytes = settings.intake_spool_max_bytes
         self._closed = threading.Event()
-        # polled all the time, so that its log lines (a broker outage's) are handed over as they come
-        threading.Thread(target=self._serve, name="intake-poll", daemon=True).start()
+        # sends, re-sends and forgets what is stored; polled all the time, so that its log
+        # lines (a broker outage's) are handed over as they come
+        self._pump = threading.Thread(target=self._serve, name="intake-publisher", daemon=True)
+        self._pump.start()
 
     def _serve(self) -> None:
         while not self._closed.is_set():
-            self._producer.poll(POLL_S)
+            self._publisher.pump(POLL_S)
 
     def submit(self, body: bytes) -> tuple[list[UsageEvent], list[Rejection]]:
-        """Publish the valid events, one message per resource so that its events stay ordered."""
+        """Spool the valid events, a source's events in the same messages (so that one worker
+        sees each identity), and report the refused ones. A repeat within the batch is accepted
+        once; a conflict (same source and id, other content) is refused."""
         if not split_raw(body):
             raise InvalidEvent("the batch is empty")
         checked = split_message(body, self._acceptance)
-        accepted, rejected = checked.events, checked.rejected
-        by_resource: dict[str, list[bytes]] = defaultdict(list)
-        for index, event in enumerate(accepted):
-            by_resource[event.data.resource_id].append(checked.raw(index))
-        failures: list[KafkaError] = []
-
-        def on_delivery(error: KafkaError | None, _message: Message) -> None:
-            if error is not None:
-                failures.append(error)
-
-        for resource_id, raw_events in by_resource.items():
-            self._producer.produce(self._topic, batch_of(raw_events), key=resource_id, on_delivery=on_delivery)
-        if self._producer.flush(DELIVERY_TIMEOUT_S) or failures:
-            raise PublishFailed(f"the broker did not confirm the events: {failures or 'timed out'}")
+        accepted, conflicts = _once_each(checked, body)
+        rejected = sorted(checked.rejected + conflicts, key=lambda rejection: rejection.index)
+        if accepted and self._publisher.backlog_bytes >= self._max_spool_bytes:
+            raise IntakeFull(
+                f"{self._publisher.backlog_bytes} bytes of accepted events wait for the broker; "
+                f"retry in {RETRY_AFTER_S} s"
+            )
+        by_source: dict[str, list[bytes]] = {}
+        for index in accepted:
+            by_source.setdefault(checked.events[index].source, []).append(checked.raw(index))
+        self._publisher.publish_group(
+            [
+                (source, batch_of(raw[start : start + EVENTS_PER_MESSAGE]))
+                for source, raw in by_source.items()
+                for start in range(0, len(raw), EVENTS_PER_MESSAGE)
+            ]
+        )
         metrics.PUSHED_ACCEPTED.inc(len(accepted))
         metrics.PUSHED_REJECTED.inc(len(rejected))
-        return accepted, rejected
+        metrics.INTAKE_BACKLOG.set(self._publisher.backlog)
+        return [checked.events[index] for index in accepted], rejected
 
     def broker_reachable(self, timeout_s: float = 1.0) -> bool:
-        """Whether the broker answers a metadata request now."""
-        try:
-            self._producer.list_topics(self._topic, timeout=timeout_s)
-        except KafkaException:
-            return False
-        return True
+        return self._publisher.broker_reachable(timeout_s)
+
+    @property
+    def backlog(self) -> int:
+        """Messages accepted and not stored yet."""
+        return self._publisher.backlog
 
     def close(self) -> None:
         self._closed.set()
-        self._producer.flush(DELIVERY_TIMEOUT_S)
+        self._pump.join(timeout=2 * POLL_S)
+        self._publisher.close()
+
+
+def _once_each(checked: ValidEvents, body: bytes) -> tuple[list[int], list[Rejection]]:
+    """The indices of the valid events to send (the first of each identity), and a rejection
+    for each conflict."""
+    first: dict[Identity, int] = {}
+    kept, conflicts = [], []
+    for index, event in enumerate(checked.events):
+        key = identity(event)
+        earlier = first.get(key)
+        if earlier is None:
+            first[key] = index
+            kept.append(index)
+        elif content_digest(checked.events[earlier]) != content_digest(event):
+            conflicts.append(index)
+    if not conflicts:
+        return kept, []
+    positions = {offset: position for position, (offset, _) in enumerate(event_spans(body))}
+    return kept, [
+        Rejection(
+            positions[checked.offsets[index]],
+            checked.events[index].id,
+            f"conflict: an earlier event of this batch has source {checked.events[index].source!r} and "
+            f"id {checked.events[index].id!r} but other content; an event's (source, id) must name one usage",
+            as_json_value(checked.raw(index)),
+        )
+        for index in conflicts
+    ]

@@ -19,11 +19,11 @@ REPORTED_REJECTIONS = 100
     status_code=202,
     response_model=EventsOutcome,
     responses={
-        202: {"description": "Per-event outcome; accepted events are durably queued"},
+        202: {"description": "Per-event outcome; accepted events are on disk and kept until stored"},
         400: {"description": "The body is not JSON"},
         413: {"description": "The body is larger than 8 MiB"},
         422: {"description": "No event of the batch was valid", "model": EventsOutcome},
-        503: {"description": "The broker did not confirm; nothing was accepted, retry"},
+        503: {"description": "The broker is away and the intake's spool is full; nothing was accepted, retry"},
     },
 )
 async def post_events(request: Request) -> JSONResponse:
