@@ -14,7 +14,7 @@ from functools import partial
 
 from fastapi import FastAPI
 
-from api import routes_catalog, routes_events, routes_invoices, routes_ops, routes_usage
+from api import routes_catalog, routes_completeness, routes_events, routes_invoices, routes_ops, routes_usage
 from api.catalog_admin import CatalogAdmin
 from api.delivery import Deliveries, deliver_when_due
 from api.errors import install_error_handlers
@@ -22,6 +22,7 @@ from api.event_intake import EventIntake
 from api.period_scheduler import close_periods_when_due
 from api.usage_queries import UsageQueries
 from billing.adapters.clickhouse_catalog import CatalogStore
+from billing.adapters.clickhouse_completeness import Completeness
 from billing.adapters.clickhouse_ledger import Ledger
 from billing.adapters.clickhouse_usage import PeriodUsage
 from billing.adapters.kafka_catalog import CatalogPublisher
@@ -43,6 +44,8 @@ def create_app(settings: Settings, *, run_sink: bool = True) -> FastAPI:
         app.state.catalog_admin = CatalogAdmin(app.state.catalog_store, CatalogPublisher(settings), settings.catalog)
         app.state.ledger = Ledger(another_client(), settings.clickhouse_database)
         app.state.period_usage = PeriodUsage(another_client(), settings.clickhouse_database)
+        app.state.completeness = Completeness(another_client(), settings.clickhouse_database)
+        app.state.late_after = timedelta(seconds=settings.late_after_s)
         app.state.deliveries = Deliveries(another_client(), settings) if settings.smtp_host else None
         app.state.insert_clock = InsertClock()
         app.state.late_usage_months = settings.late_usage_months
@@ -59,6 +62,7 @@ def create_app(settings: Settings, *, run_sink: bool = True) -> FastAPI:
                     settings.late_usage_months,
                     timedelta(hours=settings.close_grace_h),
                     settings.close_check_interval_s,
+                    app.state.completeness.gaps,
                 )
             )
             if settings.auto_close
@@ -76,10 +80,11 @@ def create_app(settings: Settings, *, run_sink: bool = True) -> FastAPI:
             if app.state.deliveries
             else None
         )
+        gap_counter = asyncio.create_task(routes_completeness.count_sources_with_gaps(app.state.completeness))
         try:
             yield
         finally:
-            for task in (closer, courier):
+            for task in (closer, courier, gap_counter):
                 if task:
                     task.cancel()
             if consumer and app.state.sink_thread:
@@ -92,6 +97,7 @@ def create_app(settings: Settings, *, run_sink: bool = True) -> FastAPI:
     app.include_router(routes_events.router)
     app.include_router(routes_usage.router)
     app.include_router(routes_catalog.router)
+    app.include_router(routes_completeness.router)
     app.include_router(routes_invoices.router)
     app.include_router(routes_ops.router)
     return app

@@ -67,6 +67,7 @@ class InvoiceOut(BaseModel):
     total: FixedPoint
     closed_at: datetime
     issued_at: datetime | None
+    notes: str = Field(default="", description="What the close said, e.g. that it was forced with usage missing")
     lines: list[InvoiceLineOut] | None = Field(default=None, description="Only on a single invoice")
 
     @classmethod
@@ -92,6 +93,7 @@ class InvoiceOut(BaseModel):
             tax_inclusive=record.tax_inclusive,
             closed_at=as_utc(record.closed_at),
             issued_at=as_utc(record.issued_at) if record.issued_at else None,
+            notes=record.notes,
             lines=[
                 InvoiceLineOut.of(record.invoice_id, n, line, record.currency)
                 for n, line in enumerate(record.lines, start=1)

@@ -18,6 +18,7 @@ from api import metrics
 from billing.adapters.clickhouse_ledger import Ledger
 from billing.adapters.clickhouse_usage import PeriodUsage
 from billing.catalog import Catalog
+from billing.completeness import Gap
 from billing.period_close import close_period
 from billing.periods import Period
 from sinks.clickhouse import InsertClock
@@ -39,15 +40,19 @@ async def close_periods_when_due(
     lookback_periods: int,
     grace: timedelta,
     check_every_s: float,
+    gaps: Callable[[], list[Gap]],
 ) -> None:
+    """A month with gaps in the usage received is not closed until they are filled (or someone
+    closes it by force)."""
     done: set[str] = set()
     while True:
         period = period_due(datetime.now(UTC), grace)
         if period is not None and period.name not in done:
             try:
                 if not await run_in_threadpool(ledger.headers, period=period.name):
+                    missing = await run_in_threadpool(gaps)
                     result = await run_in_threadpool(
-                        close_period, ledger, usage, current_catalog(), period, clock.now(), lookback_periods
+                        close_period, ledger, usage, current_catalog(), period, clock.now(), lookback_periods, missing
                     )
                     log.info("closed %s: %d draft invoices", period.name, result.drafted)
                 done.add(period.name)

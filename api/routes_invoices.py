@@ -48,13 +48,24 @@ def _catalog(request: Request) -> Catalog:
     return admin.catalog
 
 
-@router.post("/periods/{period}/close", response_model=CloseOut)
-def close(request: Request, period: str) -> CloseOut:
-    """Build (or rebuild) the period's draft invoices; issued ones are never touched."""
+@router.post(
+    "/periods/{period}/close",
+    response_model=CloseOut,
+    responses={409: {"description": "Usage of the period may be missing (gaps listed); force=true bills anyway"}},
+)
+def close(request: Request, period: str, force: bool = False) -> CloseOut:
+    """Build (or rebuild) the period's draft invoices; issued ones are never touched.
+
+    Refused while messages sent by agents or the intake, which may hold usage of the period,
+    were never stored (see ``GET /v1/completeness``); ``force=true`` closes anyway and says so
+    in each draft's notes."""
     usage: PeriodUsage = request.app.state.period_usage
     clock: InsertClock = request.app.state.insert_clock
     lookback: int = request.app.state.late_usage_months
-    result = close_period(_ledger(request), usage, _catalog(request), Period.parse(period), clock.now(), lookback)
+    gaps = request.app.state.completeness.gaps()
+    result = close_period(
+        _ledger(request), usage, _catalog(request), Period.parse(period), clock.now(), lookback, gaps, force
+    )
     return CloseOut(**vars(result))
 
 

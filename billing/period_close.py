@@ -14,12 +14,14 @@ invoice shows exactly those events, and whatever is stored later is late usage.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from decimal import Decimal
 from typing import Protocol
 
 from billing.catalog import Catalog
+from billing.completeness import Gap, gaps_touching
 from billing.invoices import (
     DocumentType,
     InvoiceLine,
@@ -33,6 +35,7 @@ from billing.periods import Period
 from billing.price_plans import ZERO
 from billing.pricing import PriceChange, price_changes
 from billing.records import InvoiceRecord
+from meterline.exceptions import IncompleteUsage
 
 
 class Ledger(Protocol):
@@ -78,7 +81,24 @@ def close_period(
     period: Period,
     now: datetime,
     lookback_periods: int = LOOKBACK_PERIODS,
+    gaps: Sequence[Gap] = (),
+    force: bool = False,
 ) -> CloseResult:
+    """Draft the period's invoices, refusing while ``gaps`` (of every producer) may hold some of
+    its usage, unless ``force``d: then each draft's notes name the gaps."""
+    missing = gaps_touching(gaps, period)
+    if missing and not force:
+        listed = "; ".join(gap.describe() for gap in missing[:20])
+        raise IncompleteUsage(
+            f"usage of {period.name} may be missing: {len(missing)} gaps ({listed}); "
+            "close with force=true to bill anyway"
+        )
+    notes = (
+        f"Closed by force while {len(missing)} gaps in the usage received may hold usage of this period: "
+        + "; ".join(gap.describe() for gap in missing[:20])
+        if missing
+        else ""
+    )
     totals = usage.totals(period, price_changes(catalog, period), now)
     known = {customer.id for customer in catalog.customers}
     adjustments = _late_usage(ledger, usage, catalog, period, now, lookback_periods)
@@ -88,12 +108,14 @@ def close_period(
         billed = billings.get(invoice.parties, [])
         latest = billed[-1] if billed else None
         if latest is None:
-            drafts.append(InvoiceRecord.draft(invoice, 1, now))
+            drafts.append(InvoiceRecord.draft(invoice, 1, now, notes))
         elif latest.status is InvoiceStatus.DRAFT:
-            drafts.append(InvoiceRecord.draft(replace(invoice, invoice_id=latest.invoice_id), latest.revision + 1, now))
+            drafts.append(
+                InvoiceRecord.draft(replace(invoice, invoice_id=latest.invoice_id), latest.revision + 1, now, notes)
+            )
         elif latest.status is InvoiceStatus.VOID:
             again = invoice_id_for(period, invoice.issuer.id, invoice.buyer_id, billing=len(billed) + 1)
-            drafts.append(InvoiceRecord.draft(replace(invoice, invoice_id=again), 1, now))
+            drafts.append(InvoiceRecord.draft(replace(invoice, invoice_id=again), 1, now, notes))
     ledger.save(drafts)
     return CloseResult(
         period=period.name,

@@ -69,10 +69,12 @@ class InvoiceRecord:
     updated_at: datetime
     line_count: int
     """How many lines the revision has: lines beyond it were left by a write cut short."""
+    notes: str = ""
+    """Said by the close, e.g. that it was forced while some usage was missing."""
     lines: tuple[InvoiceLine, ...] = field(default=(), compare=False)
 
     @classmethod
-    def draft(cls, invoice: Invoice, revision: int, now: datetime) -> InvoiceRecord:
+    def draft(cls, invoice: Invoice, revision: int, now: datetime, notes: str = "") -> InvoiceRecord:
         return cls(
             invoice_id=invoice.invoice_id,
             revision=revision,
@@ -100,6 +102,7 @@ class InvoiceRecord:
             issued_at=None,
             updated_at=now,
             line_count=len(invoice.lines),
+            notes=notes,
             lines=invoice.lines,
         )
 

@@ -32,5 +32,9 @@ class UnknownInvoice(MeterlineError):
     """An invoice (or credit note, or delivery) id that the ledger does not hold."""
 
 
+class IncompleteUsage(MeterlineError):
+    """Messages that may carry usage of the period were sent and never stored."""
+
+
 class InvoiceStateError(MeterlineError):
     """A lifecycle step that the invoice's status forbids: issuing a void invoice, paying a draft..."""
