@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 KAFKA_LIBS := .cache/kafka/libs
 
-.PHONY: run test lint bench bench-worker bench-close install system-deps kafka-jars clean
+.PHONY: run test lint bench bench-worker bench-close soak install system-deps kafka-jars clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,10 @@ bench-worker: $(VENV)/.installed-test
 
 bench-close: $(VENV)/.installed-test
 	$(BIN)/python bench/period_close.py --issue
+
+# an hour at 20,000 samples/s: memory and lag over time (SOAK_MINUTES=5 for a short one)
+soak: $(VENV)/.installed-test
+	$(BIN)/python bench/soak.py --minutes $(or $(SOAK_MINUTES),60)
 
 clean:
 	rm -rf $(VENV) .cache data test-artifacts
