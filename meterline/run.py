@@ -95,19 +95,21 @@ def restart_broker(broker: Broker, settings: Settings, running: list[Child]) -> 
 
     The embedded broker keeps topics and consumer groups in memory: what it held is gone. Every
     producer keeps what it sent until the sink announces it stored, and sends it again
-    (``agents/publisher.py``); the API publishes the catalog again at start. The workers are
-    restarted rather than left to find their group gone: a Faust worker was seen to stop
-    consuming after that."""
+    (``agents/publisher.py``); the API publishes the catalog again at start. The API and the
+    workers are stopped before the broker starts, and started after: left running, a Faust
+    worker stopped consuming, and a consumer that joined the new broker's group and then
+    left wedged that group on Tansu for good."""
     log.warning("the embedded broker exited with %s; restarting it", broker.returncode)
+    consumers = [child for child in running if child.name != "agent"]
+    for child in consumers:
+        child.terminate()
+    deadline = time.monotonic() + STOP_WITHIN_S
+    for child in consumers:
+        child.wait_or_kill(deadline)
     broker.stop()
     broker.start()
     ensure_topics(settings)
-    restarted = [child for child in running if child.name != "agent"]
-    for child in restarted:
-        child.terminate()
-    deadline = time.monotonic() + STOP_WITHIN_S
-    for child in restarted:
-        child.wait_or_kill(deadline)
+    for child in consumers:
         child.start()
 
 

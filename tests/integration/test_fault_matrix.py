@@ -115,12 +115,12 @@ def pumping(publisher: SpooledPublisher) -> Iterator[None]:
 
 
 def restart_broker(broker: Broker, system: System) -> None:
-    """As ``make run``'s supervisor does: start it again with its topics, and restart the API
-    (which publishes the catalog again) and the worker, whose consumer group it lost."""
-    broker.start()
-    ensure_topics(system.settings)
+    """As ``make run``'s supervisor does: stop the API and the worker, start the broker again
+    with its topics, then start them (the API publishes the catalog again)."""
     system.stop("api")
     system.stop("worker")
+    broker.start()
+    ensure_topics(system.settings)
     system.start_all()
 
 
