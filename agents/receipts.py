@@ -6,7 +6,7 @@ import logging
 
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
-from meterline.kafka_config import client_logging
+from meterline.kafka_config import consumer_config
 from meterline.settings import Settings
 from schemas.receipts import decode_receipt
 
@@ -20,17 +20,9 @@ class ReceiptFeed:
 
     def __init__(self, settings: Settings, producer: str) -> None:
         self._producer = producer.encode()
-        self._consumer = Consumer(
-            {
-                **client_logging(),
-                "bootstrap.servers": settings.kafka_bootstrap,
-                # required by the client; nothing is committed: partitions are assigned by hand
-                "group.id": f"{settings.consumer_group}-receipts",
-                "enable.auto.commit": False,
-                # a broker that lost the topic has it again from 0: read what it has
-                "auto.offset.reset": "earliest",
-            }
-        )
+        # the group is required by the client, and unused: partitions are assigned by hand, and
+        # a broker that lost the topic has it again from 0, read from its beginning
+        self._consumer = Consumer(consumer_config(settings, f"{settings.consumer_group}-receipts"))
         self._consumer.assign([TopicPartition(settings.topics.stored, 0, OFFSET_END)])
 
     def stored(self) -> list[int]:

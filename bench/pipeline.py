@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -89,6 +90,57 @@ def usage_query_ms(url: str, customers: list[str]) -> list[float]:
     return sorted(timings)
 
 
+@dataclass
+class Embedded:
+    """The embedded system started for a benchmark: Tansu, the API (with the sink) and workers."""
+
+    home: Path
+    broker: TansuBroker
+    settings: Settings
+    url: str
+    processes: dict[str, subprocess.Popen[bytes]]
+    worker_urls: list[str]
+
+    def stop(self) -> None:
+        for process in self.processes.values():
+            process.terminate()
+            process.wait(timeout=60)
+        self.broker.stop()
+
+
+def start_embedded(prefix: str, workers: int, **environment: str) -> Embedded:
+    home = Path(tempfile.mkdtemp(prefix=prefix))
+    broker = TansuBroker(free_port(), home / "tansu.log")
+    broker.start()
+    env = {
+        **os.environ,
+        "METERLINE_KAFKA_BOOTSTRAP": broker.bootstrap,
+        "METERLINE_DATA_DIR": str(home),
+        "METERLINE_API_PORT": str(free_port()),
+        "METERLINE_TOPIC_PARTITIONS": "4",
+        **environment,
+    }
+    os.environ.update(env)
+    settings = Settings()
+    ensure_topics(settings)
+    url = f"http://{settings.api_host}:{settings.api_port}"
+    log = (home / "processes.log").open("ab")
+    processes = {"api": subprocess.Popen([sys.executable, "-m", "api.main"], cwd=ROOT, env=env, stdout=log, stderr=log)}
+    worker_urls = []
+    for n in range(workers):
+        port = free_port()
+        worker_urls.append(f"http://127.0.0.1:{port}")
+        processes[f"worker-{n}"] = subprocess.Popen(
+            [sys.executable, "-m", "pipeline.worker"],
+            cwd=ROOT,
+            env={**env, "METERLINE_WORKER_METRICS_PORT": str(port)},
+            stdout=log,
+            stderr=log,
+        )
+    wait_for(lambda: httpx.get(f"{url}/readyz", timeout=2).status_code == 200, 60, "the API")
+    return Embedded(home, broker, settings, url, processes, worker_urls)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--hypervisors", type=int, default=100)
@@ -99,28 +151,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2, help="Faust worker processes (one per core)")
     args = parser.parse_args()
 
-    home = Path(tempfile.mkdtemp(prefix="meterline-bench-"))
-    broker = TansuBroker(free_port(), home / "tansu.log")
-    broker.start()
-    env = {
-        **os.environ,
-        "METERLINE_KAFKA_BOOTSTRAP": broker.bootstrap,
-        "METERLINE_DATA_DIR": str(home),
-        "METERLINE_API_PORT": str(free_port()),
-        "METERLINE_TOPIC_PARTITIONS": "4",
-    }
-    os.environ.update(env)
-    settings = Settings()
-    ensure_topics(settings)
-    url = f"http://{settings.api_host}:{settings.api_port}"
-    log = (home / "processes.log").open("ab")
-    processes = {"api": subprocess.Popen([sys.executable, "-m", "api.main"], cwd=ROOT, env=env, stdout=log, stderr=log)}
-    for n in range(args.workers):
-        worker_env = {**env, "METERLINE_WORKER_METRICS_PORT": str(free_port())}
-        processes[f"worker-{n}"] = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.worker"], cwd=ROOT, env=worker_env, stdout=log, stderr=log
-        )
-    wait_for(lambda: httpx.get(f"{url}/readyz", timeout=2).status_code == 200, 60, "the API")
+    system = start_embedded("meterline-bench-", args.workers)
+    home, broker, settings, url, processes = system.home, system.broker, system.settings, system.url, system.processes
     publisher = SpooledPublisher(settings, "agent/bench", Spool(home / "spool"))
 
     spec = FleetSpec(seed=1, customers=500, hypervisors=args.hypervisors, vms_per_hypervisor=args.vms_per_hypervisor)

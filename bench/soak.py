@@ -15,14 +15,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
-import tempfile
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-
-import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -30,10 +26,7 @@ sys.path.insert(0, str(ROOT))
 from agents.publisher import SpooledPublisher  # noqa: E402
 from agents.simulated import FleetSpec, SimulatedFleet  # noqa: E402
 from agents.spool import Spool  # noqa: E402
-from bench.pipeline import messages, metric_value, rows_written  # noqa: E402
-from meterline.brokers import TansuBroker, ensure_topics  # noqa: E402
-from meterline.settings import Settings  # noqa: E402
-from tests.integration.harness import free_port, wait_for  # noqa: E402
+from bench.pipeline import messages, metric_value, rows_written, start_embedded  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:
@@ -55,34 +48,9 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
 
-    home = Path(tempfile.mkdtemp(prefix="meterline-soak-"))
-    broker = TansuBroker(free_port(), home / "tansu.log")
-    broker.start()
-    env = {
-        **os.environ,
-        "METERLINE_KAFKA_BOOTSTRAP": broker.bootstrap,
-        "METERLINE_DATA_DIR": str(home),
-        "METERLINE_API_PORT": str(free_port()),
-        "METERLINE_AUTO_CLOSE": "false",
-    }
-    os.environ.update(env)
-    settings = Settings()
-    ensure_topics(settings)
-    url = f"http://{settings.api_host}:{settings.api_port}"
-    log = (home / "processes.log").open("ab")
-    processes = {"api": subprocess.Popen([sys.executable, "-m", "api.main"], cwd=ROOT, env=env, stdout=log, stderr=log)}
-    worker_urls = []
-    for n in range(args.workers):
-        port = free_port()
-        worker_urls.append(f"http://127.0.0.1:{port}")
-        processes[f"worker-{n}"] = subprocess.Popen(
-            [sys.executable, "-m", "pipeline.worker"],
-            cwd=ROOT,
-            env={**env, "METERLINE_WORKER_METRICS_PORT": str(port)},
-            stdout=log,
-            stderr=log,
-        )
-    wait_for(lambda: httpx.get(f"{url}/readyz", timeout=2).status_code == 200, 60, "the API")
+    system = start_embedded("meterline-soak-", args.workers, METERLINE_AUTO_CLOSE="false")
+    settings, url, worker_urls = system.settings, system.url, system.worker_urls
+    home, broker, processes = system.home, system.broker, system.processes
     publisher = SpooledPublisher(settings, "agent/soak", Spool(home / "spool"))
     hypervisors = max(1, args.rate // 100)
     fleet = SimulatedFleet(
@@ -123,11 +91,8 @@ def main() -> None:
     left = publisher.drain(300)
     stored = rows_written(url, "usage_events")
     first, last = (rss[max(0, len(rss) // 10 - 1)], rss[-1]) if (rss := memory_of(series)) else ({}, {})
-    for process in processes.values():
-        process.terminate()
-        process.wait(timeout=60)
+    system.stop()
     publisher.close()
-    broker.stop()
     print(
         json.dumps(
             {

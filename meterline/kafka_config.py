@@ -21,6 +21,18 @@ def client_logging() -> dict[str, Any]:
     return {"logger": logger}
 
 
+def consumer_config(settings: Settings, group: str) -> dict[str, Any]:
+    """A consumer that commits only when told to, and reads a partition it has no offset for
+    (or whose log was lost) from its beginning."""
+    return {
+        **client_logging(),
+        "bootstrap.servers": settings.kafka_bootstrap,
+        "group.id": group,
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+    }
+
+
 def producer_config(settings: Settings) -> dict[str, Any]:
     """Idempotent, all-replica acknowledgement: nothing is reported sent that could be lost."""
     return {

@@ -11,7 +11,7 @@ from typing import TypeVar
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from meterline.exceptions import MeterlineError
-from meterline.kafka_config import client_logging, producer_config
+from meterline.kafka_config import client_logging, consumer_config, producer_config
 from meterline.settings import Settings
 from schemas import receipts
 from sinks import metrics
@@ -98,11 +98,7 @@ class SinkConsumer:
         self._stop = threading.Event()
         self._consumer = Consumer(
             {
-                **client_logging(),
-                "bootstrap.servers": settings.kafka_bootstrap,
-                "group.id": f"{settings.consumer_group}-sink",
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
+                **consumer_config(settings, f"{settings.consumer_group}-sink"),
                 # a member that died without leaving holds its partitions this long: keep it short
                 "session.timeout.ms": SESSION_TIMEOUT_MS,
                 "heartbeat.interval.ms": SESSION_TIMEOUT_MS // 5,

@@ -18,7 +18,7 @@ from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 from billing.catalog import Catalog
 from billing.catalog_entries import Entry, EntryKind, assemble
 from meterline.exceptions import InvalidCatalog
-from meterline.kafka_config import client_logging, producer_config
+from meterline.kafka_config import consumer_config, producer_config
 from meterline.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -62,13 +62,7 @@ class CatalogFeed:
     def __init__(self, settings: Settings) -> None:
         self._topic = settings.topics.catalog
         self._consumer = Consumer(
-            {
-                **client_logging(),
-                "bootstrap.servers": settings.kafka_bootstrap,
-                "group.id": f"{settings.consumer_group}-catalog-{uuid.uuid4().hex[:8]}",
-                "enable.auto.commit": False,
-                "auto.offset.reset": "earliest",
-            }
+            consumer_config(settings, f"{settings.consumer_group}-catalog-{uuid.uuid4().hex[:8]}")
         )
         self._entries: dict[str, Entry] = {}
         self.catalog: Catalog | None = None
