@@ -14,7 +14,15 @@ from functools import partial
 
 from fastapi import FastAPI
 
-from api import routes_catalog, routes_completeness, routes_events, routes_invoices, routes_ops, routes_usage
+from api import (
+    routes_catalog,
+    routes_completeness,
+    routes_dead_letters,
+    routes_events,
+    routes_invoices,
+    routes_ops,
+    routes_usage,
+)
 from api.catalog_admin import CatalogAdmin
 from api.delivery import Deliveries, deliver_when_due
 from api.errors import install_error_handlers
@@ -45,6 +53,7 @@ def create_app(settings: Settings, *, run_sink: bool = True) -> FastAPI:
         app.state.ledger = Ledger(another_client(), settings.clickhouse_database)
         app.state.period_usage = PeriodUsage(another_client(), settings.clickhouse_database)
         app.state.completeness = Completeness(another_client(), settings.clickhouse_database)
+        app.state.dead_letters = routes_dead_letters.DeadLetters(another_client(), settings.clickhouse_database)
         app.state.late_after = timedelta(seconds=settings.late_after_s)
         app.state.deliveries = Deliveries(another_client(), settings) if settings.smtp_host else None
         app.state.insert_clock = InsertClock()
@@ -98,6 +107,7 @@ def create_app(settings: Settings, *, run_sink: bool = True) -> FastAPI:
     app.include_router(routes_usage.router)
     app.include_router(routes_catalog.router)
     app.include_router(routes_completeness.router)
+    app.include_router(routes_dead_letters.router)
     app.include_router(routes_invoices.router)
     app.include_router(routes_ops.router)
     return app

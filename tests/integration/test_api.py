@@ -110,6 +110,22 @@ def test_events_that_bypass_the_api_and_break_the_contract_go_to_dead_letter(run
     assert any("not valid JSON" in r["reason"] and r["event"] == "not json at all" for r in records)
     wait_for(lambda: running.usage("cust-1")["rows"], what="the valid event of the batch")
 
+    # the same (source, id) again for another customer, in a later batch: a conflict, refused
+    ok = vm_sample("vm-ok")
+    conflicting = {**ok, "data": {**ok["data"], "customer_id": "cust-2"}}
+    assert httpx.post(f"{running.url}/v1/events", content=encode_batch([conflicting]), timeout=30).status_code == 202
+
+    def stored_letters() -> list[dict] | None:
+        letters = httpx.get(f"{running.url}/v1/dead-letters", timeout=10).json()
+        return letters if len(letters) == 3 else None
+
+    stored = wait_for(stored_letters, what="the three refusals stored with their reason")
+    by_reason = {letter["reason"].split(":")[0]: letter for letter in stored}
+    assert by_reason["conflict"]["event"]["data"]["customer_id"] == "cust-2"
+    assert by_reason["data.ram_mb"]["source"] == bad["source"]
+    assert any("not valid JSON" in reason for reason in by_reason)
+    assert not running.usage("cust-2")["rows"], "the conflicting copy is not billed to anyone"
+
 
 def test_csv_export_has_hourly_rows_per_resource_adding_up_to_the_json(running: System):
     events = [vm_sample(f"vm-{n}") for n in range(3)] + [xaas_usage()]
