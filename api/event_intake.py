@@ -48,6 +48,7 @@ class EventIntake:
     def _serve(self) -> None:
         while not self._closed.is_set():
             self._publisher.pump(POLL_S)
+            metrics.INTAKE_BACKLOG.set(self._publisher.backlog)
 
     def submit(self, body: bytes) -> tuple[list[UsageEvent], list[Rejection]]:
         """Spool the valid events, a source's events in the same messages (so that one worker
@@ -75,7 +76,6 @@ class EventIntake:
         )
         metrics.PUSHED_ACCEPTED.inc(len(accepted))
         metrics.PUSHED_REJECTED.inc(len(rejected))
-        metrics.INTAKE_BACKLOG.set(self._publisher.backlog)
         return [checked.events[index] for index in accepted], rejected
 
     def broker_reachable(self, timeout_s: float = 1.0) -> bool:
