@@ -28,7 +28,6 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
@@ -63,21 +62,13 @@ class Delivered:
 class SpooledPublisher:
     """Thread-safe: the API's request threads publish while its poll thread pumps."""
 
-    def __init__(
-        self,
-        settings: Settings,
-        producer: str,
-        spool: Spool,
-        *,
-        client_config: Mapping[str, Any] | None = None,
-    ) -> None:
+    def __init__(self, settings: Settings, producer: str, spool: Spool) -> None:
         self.producer = producer
         self._config = {
             **producer_config(settings),
             **client_logging(),
             "message.timeout.ms": 30_000,
             "error_cb": self._client_error,
-            **(client_config or {}),
         }
         self._producer = Producer(self._config)
         self._generation = 0  # of the client: reports of a replaced one are ignored
@@ -92,7 +83,6 @@ class SpooledPublisher:
         self._stored_up_to: dict[int, float] = {}  # per partition, the latest delivery of a batch stored
         self._last_receipt = self._last_check = time.monotonic()
         self._must_replay = True
-        self.resent = 0
 
     def publish(self, key: str, payload: bytes) -> None:
         """Durably accept one batch; it is sent now or, if the broker is away, later."""
@@ -197,7 +187,6 @@ class SpooledPublisher:
             log.warning("%d delivered batches are not stored; sending them again", len(lost))
             for seq in lost:
                 del self._delivered[seq]
-            self.resent += len(lost)
             self._must_replay = True
 
     def _replay(self) -> None:
