@@ -24,6 +24,7 @@ from billing.adapters.catalog_file import load_catalog
 from billing.adapters.kafka_catalog import CatalogPublisher
 from billing.catalog_entries import entries_of
 from meterline.brokers import Broker, ensure_topics
+from meterline.run import STOP_WITHIN_S
 from meterline.settings import Settings
 from schemas.events import Event, encode_batch
 
@@ -135,15 +136,15 @@ class System:
         process.wait(timeout=10)
 
     def stop(self, name: str) -> None:
-        """SIGTERM, as a supervisor stops a child to restart it."""
+        """As ``make run``'s supervisor stops a child to restart it: SIGTERM, then SIGKILL after
+        ``STOP_WITHIN_S`` (a client closing against a broker that is down can take longer)."""
         process = self.processes.pop(name)
         process.terminate()
         try:
-            process.wait(timeout=10)
+            process.wait(timeout=STOP_WITHIN_S)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-            raise AssertionError(f"{name} did not stop within 10 s of SIGTERM") from None
 
     def stop_all(self) -> None:
         for process in self.processes.values():

@@ -167,6 +167,8 @@ def test_broker_killed_and_down_for_a_minute_loses_nothing_acknowledged(broker: 
     finally:
         agent.close()
         system.stop_all()
+        if broker.exited:  # the session's other tests need it
+            broker.start()
 
 
 def test_api_killed_right_after_acknowledging_loses_nothing(system: System):
