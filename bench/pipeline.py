@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -61,6 +62,24 @@ def peak_rss_mb(pid: int) -> float:
 def messages(fleet: SimulatedFleet, at: datetime) -> list[tuple[str, bytes]]:
     """One poll cycle of the fleet, cut into messages as its agents cut them."""
     return messages_of(fleet.collect(at))
+
+
+def publish_each_second(
+    publisher: SpooledPublisher,
+    fleet: SimulatedFleet,
+    began: datetime,
+    seconds: int,
+    after_each: Callable[[int], None] = lambda _second: None,
+) -> None:
+    """One poll cycle of ``fleet`` every second from ``began``, stamped with that second."""
+    for second in range(seconds):
+        at = began + timedelta(seconds=second)
+        cycle = messages(fleet, at)
+        while datetime.now(UTC) < at:
+            publisher.pump(0.005)
+        publisher.publish_group(cycle)
+        publisher.pump()
+        after_each(second)
 
 
 def metric_value(url: str, sample: str) -> float:
@@ -193,13 +212,7 @@ def main() -> None:
     )
     flushes_before = [metric_value(url, f"meterline_sink_flush_seconds_{part}") for part in ("sum", "count")]
     began_paced = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
-    for second in range(args.paced_seconds):
-        at = began_paced + timedelta(seconds=second)
-        batch = messages(paced_fleet, at)
-        while datetime.now(UTC) < at:
-            publisher.pump(0.005)
-        publisher.publish_group(batch)
-        publisher.pump()
+    publish_each_second(publisher, paced_fleet, began_paced, args.paced_seconds)
     publisher.drain(60)
     paced_total = len(paced_fleet.vms) * args.paced_seconds
     wait_for(lambda: rows_written(url, "usage_events") >= total + paced_total, 300, "the paced phase")

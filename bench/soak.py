@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 from agents.publisher import SpooledPublisher  # noqa: E402
 from agents.simulated import FleetSpec, SimulatedFleet  # noqa: E402
 from agents.spool import Spool  # noqa: E402
-from bench.pipeline import messages, metric_value, rows_written, start_embedded  # noqa: E402
+from bench.pipeline import metric_value, publish_each_second, rows_written, start_embedded  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:
@@ -63,30 +63,29 @@ def main() -> None:
     began = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
     seconds = int(args.minutes * 60)
     next_note = time.monotonic()
-    for second in range(seconds):
-        at = began + timedelta(seconds=second)
-        cycle = messages(fleet, at)
-        while datetime.now(UTC) < at:
-            publisher.pump(0.005)
-        publisher.publish_group(cycle)
-        publisher.pump()
-        if time.monotonic() >= next_note:
-            next_note += args.every_s
-            series.append(
-                {
-                    "t_s": second,
-                    "rss_mb": {name: rss_mb(pid) for name, pid in pids.items()},
-                    "worker_lag_messages": sum(
-                        metric_value(worker, f'meterline_pipeline_consumer_lag_messages{{partition="{p}"}}')
-                        for worker in worker_urls
-                        for p in range(settings.topics.partitions)
-                    ),
-                    "sink_lag_messages": metric_value(
-                        url, f'meterline_sink_consumer_lag_messages{{topic="{settings.topics.rated}"}}'
-                    ),
-                    "agent_backlog_messages": publisher.backlog,
-                }
-            )
+
+    def note(second: int) -> None:
+        nonlocal next_note
+        if time.monotonic() < next_note:
+            return
+        next_note += args.every_s
+        series.append(
+            {
+                "t_s": second,
+                "rss_mb": {name: rss_mb(pid) for name, pid in pids.items()},
+                "worker_lag_messages": sum(
+                    metric_value(worker, f'meterline_pipeline_consumer_lag_messages{{partition="{p}"}}')
+                    for worker in worker_urls
+                    for p in range(settings.topics.partitions)
+                ),
+                "sink_lag_messages": metric_value(
+                    url, f'meterline_sink_consumer_lag_messages{{topic="{settings.topics.rated}"}}'
+                ),
+                "agent_backlog_messages": publisher.backlog,
+            }
+        )
+
+    publish_each_second(publisher, fleet, began, seconds, note)
     sent = per_second * seconds
     left = publisher.drain(300)
     stored = rows_written(url, "usage_events")
