@@ -9,11 +9,11 @@ from dataclasses import dataclass
 import polars as pl
 
 from billing.pricing import PriceBook
-from pipeline.dedup import Identity, RecentEvents, Seen
+from pipeline.dedup import Identity, RecentEvents, Seen, identity
 from pipeline.metering import event_columns, measure
 from pipeline.rating import ENGINE, rate_quantities
 from pipeline.validation import Acceptance, Rejection, ValidEvents, split_group
-from schemas.events import as_json_value
+from schemas.events import UsageEvent, as_json_value
 from schemas.receipts import Handled
 from schemas.records import RATED_LISTS, RATED_SCHEMA, USAGE_EVENT_SCHEMA, message_id
 
@@ -54,14 +54,26 @@ def process_batch(
         only=[verdict is Seen.CONFLICT for verdict in seen],
     )
     events, rated, refused = _rate_isolating(group.select(verdict is Seen.NEW for verdict in seen), book)
-    stored = set(events["id"].to_list())
     return BatchOutcome(
         events=events,
         rated=rated,
         rejected=group.rejected + conflicts + refused,
         duplicates=sum(verdict is Seen.REPEAT for verdict in seen),
-        identities={key: digest for key, digest in digests.items() if key[1] in stored},
+        identities=_stored_identities(group.events, seen, digests, set(events["id"].to_list())),
     )
+
+
+def _stored_identities(
+    events: list[UsageEvent], seen: list[Seen], digests: dict[Identity, int], stored: set[str]
+) -> dict[Identity, int]:
+    """The digests of the new events that are stored (not those refused at rating)."""
+    if len(stored) == len(digests):
+        return digests
+    return {
+        identity(event): digests[identity(event)]
+        for event, verdict in zip(events, seen, strict=True)
+        if verdict is Seen.NEW and event.id in stored
+    }
 
 
 def _rate_isolating(fresh: ValidEvents, book: PriceBook) -> tuple[pl.DataFrame, pl.DataFrame, list[Rejection]]:
