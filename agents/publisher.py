@@ -52,10 +52,10 @@ CLIENT_FENCED = {
 
 @dataclass(frozen=True)
 class Delivered:
-    """Where the broker put a batch, and when (monotonic seconds)."""
+    """Which partition the broker put a batch in, and when (monotonic seconds): offsets are not
+    kept, they tell nothing once a broker restarts its partitions from 0."""
 
     partition: int
-    offset: int
     at: float
 
 
@@ -216,7 +216,7 @@ class SpooledPublisher:
                 return
             self._in_flight.discard(seq)
             if error is None:
-                self._delivered[seq] = Delivered(message.partition() or 0, message.offset() or 0, time.monotonic())
+                self._delivered[seq] = Delivered(message.partition() or 0, time.monotonic())
                 return
             self._undelivered.append(error)
             self._client_failed |= error.fatal() or error.code() in CLIENT_FENCED

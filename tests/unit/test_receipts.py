@@ -57,11 +57,11 @@ def test_a_delivered_batch_is_sent_again_only_when_it_is_known_or_likely_lost():
     its batches wait, unless nothing at all was stored for a long time (batch 4)."""
     now = 10_000.0
     delivered = {
-        1: Delivered(partition=0, offset=5, at=now - OVERTAKEN_GRACE_S),
-        2: Delivered(partition=0, offset=6, at=now - OVERTAKEN_GRACE_S + 1),
-        3: Delivered(partition=0, offset=0, at=now - OVERTAKEN_GRACE_S - 1),  # a lower offset tells nothing
-        4: Delivered(partition=1, offset=7, at=now - RESEND_AFTER_S),
-        5: Delivered(partition=1, offset=8, at=now - RESEND_AFTER_S + 1),
+        1: Delivered(partition=0, at=now - OVERTAKEN_GRACE_S),
+        2: Delivered(partition=0, at=now - OVERTAKEN_GRACE_S + 1),
+        3: Delivered(partition=0, at=now - OVERTAKEN_GRACE_S - 1),
+        4: Delivered(partition=1, at=now - RESEND_AFTER_S),
+        5: Delivered(partition=1, at=now - RESEND_AFTER_S + 1),
     }
     stored_up_to = {0: now - OVERTAKEN_GRACE_S + 2}
     assert lost_batches(delivered, {0: now - OVERTAKEN_GRACE_S - 1}, now - 1, now) == []
