@@ -81,11 +81,6 @@ class EventIntake:
     def broker_reachable(self, timeout_s: float = 1.0) -> bool:
         return self._publisher.broker_reachable(timeout_s)
 
-    @property
-    def backlog(self) -> int:
-        """Messages accepted and not stored yet."""
-        return self._publisher.backlog
-
     def close(self) -> None:
         self._closed.set()
         self._pump.join(timeout=2 * POLL_S)

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from api import metrics
 from api.usage_queries import UsageWindow
 from billing.adapters.clickhouse_completeness import Completeness
-from billing.completeness import HourStatus, hour_statuses
+from billing.completeness import Gap, HourStatus, hour_statuses
 from meterline.exceptions import InvalidQuery
 
 router = APIRouter(prefix="/v1", tags=["operations"])
@@ -27,8 +27,7 @@ async def count_sources_with_gaps(reader: Completeness) -> None:
     """Keep ``meterline_sources_with_gaps`` current, for an alert on it."""
     while True:
         try:
-            gaps = await run_in_threadpool(reader.gaps)
-            metrics.SOURCES_WITH_GAPS.set(len({gap.producer for gap in gaps}))
+            _count_sources_with_gaps(await run_in_threadpool(reader.gaps))
         except Exception as error:  # a storage hiccup: the next round tries again
             log.warning("could not count the sources with gaps: %s", error)
         await asyncio.sleep(GAUGE_EVERY_S)
@@ -59,6 +58,10 @@ class CompletenessReport(BaseModel):
     sources: list[SourceCompleteness]
 
 
+def _count_sources_with_gaps(gaps: list[Gap]) -> None:
+    metrics.SOURCES_WITH_GAPS.set(len({gap.producer for gap in gaps}))
+
+
 @router.get("/completeness", response_model=CompletenessReport, response_model_by_alias=True)
 def completeness(
     request: Request,
@@ -74,7 +77,7 @@ def completeness(
         raise InvalidQuery("the window may span at most 31 days")
     reader: Completeness = request.app.state.completeness
     gaps = reader.gaps()
-    metrics.SOURCES_WITH_GAPS.set(len({gap.producer for gap in gaps}))
+    _count_sources_with_gaps(gaps)
     statuses = hour_statuses(reader.stored_hours(window.start, window.end), gaps, request.app.state.late_after)
     producers = sorted(set(statuses) | {gap.producer for gap in gaps})
     sources = [
