@@ -26,7 +26,12 @@ def main() -> None:
     # Everything loaded so far lives as long as the process: leave it out of the garbage
     # collector's full passes, which otherwise walk all of it while the worker waits.
     gc.freeze()
-    faust.Worker(app, loglevel="WARNING", quiet=True).execute_from_commandline()
+    worker = faust.Worker(app, loglevel="WARNING", quiet=True)
+    # Faust's start-up spinner sets the root logger to DEBUG so that every record turns it: then
+    # aiokafka formats a debug line for every request and record it handles (each fetched batch
+    # in full), which cost most of a worker's CPU and, held by the repeat filter, its memory.
+    worker.spinner = None
+    worker.execute_from_commandline()
 
 
 if __name__ == "__main__":
