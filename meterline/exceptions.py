@@ -28,6 +28,10 @@ class UnknownCustomer(MeterlineError):
     """A customer or partner id that the catalog does not hold."""
 
 
+class UnknownEntry(MeterlineError):
+    """A catalog entry (product, price list, subscription...) that the catalog does not hold."""
+
+
 class UnknownInvoice(MeterlineError):
     """An invoice (or credit note, or delivery) id that the ledger does not hold."""
 
@@ -38,3 +42,23 @@ class IncompleteUsage(MeterlineError):
 
 class InvoiceStateError(MeterlineError):
     """A lifecycle step that the invoice's status forbids: issuing a void invoice, paying a draft..."""
+
+
+class Unauthenticated(MeterlineError):
+    """No credentials, or a key or token that is unknown, expired or revoked."""
+
+
+class Forbidden(MeterlineError):
+    """The caller is known, and its role does not allow this action."""
+
+
+class RateLimited(MeterlineError):
+    """The caller's key sent more requests than its rate allows; ``retry_after_s`` says when to retry."""
+
+    def __init__(self, message: str, retry_after_s: int) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class UnsupportedMediaType(MeterlineError):
+    """A request that changes state sent a body that is not JSON (a browser form, text/plain)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from pathlib import Path
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from billing.period_close import LOOKBACK_PERIODS
@@ -84,6 +84,18 @@ class Settings(BaseSettings):
     intake_spool_max_bytes: int = Field(
         default=1024**3, ge=0, description="accepted events kept on disk at most while the broker is away"
     )
+    admin_key: SecretStr | None = Field(
+        default=None, description="an admin API key outside the key store: the first key, and a way back in"
+    )
+    token_secret: SecretStr | None = Field(
+        default=None,
+        description="signs read tokens (at least 32 characters; the same on every API replica); "
+        "unset: a secret kept in data_dir",
+    )
+    rate_limit_per_s: float = Field(default=20, gt=0, description="requests per second per key, after a burst")
+    rate_limit_burst: int = Field(default=100, ge=1)
+    ingest_rate_limit_per_s: float = Field(default=200, gt=0, description="the same for ingest keys")
+    ingest_rate_limit_burst: int = Field(default=1000, ge=1)
     topics: Topics = Field(default_factory=Topics)
 
     @property

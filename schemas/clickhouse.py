@@ -36,6 +36,9 @@ DELIVERIES = "invoice_deliveries"
 CATALOG_ENTRIES = "catalog_entries"
 STORED_MESSAGES = "stored_messages"
 DEAD_LETTERS = "dead_letters"
+API_KEYS = "api_keys"
+READ_TOKENS = "read_tokens"
+AUDIT_LOG = "audit_log"
 MIGRATIONS = "schema_migrations"
 
 USAGE_WITHIN = (
@@ -385,6 +388,60 @@ def migrations(database: str) -> list[tuple[int, str]]:
             ORDER BY (source, event_id, reason, sipHash64(event))""",
         ),
         (27, f"ALTER TABLE {database}.{INVOICES} ADD COLUMN IF NOT EXISTS notes String DEFAULT ''"),
+        (
+            28,
+            # One row per change of a key (created, revoked): the latest version is the key.
+            f"""CREATE TABLE IF NOT EXISTS {database}.{API_KEYS} (
+                key_id String,
+                secret_sha256 String,
+                name String,
+                role LowCardinality(String),
+                party_id String,
+                sources Array(String),
+                customers Array(String),
+                created_by String,
+                created_at DateTime64(3, 'UTC'),
+                expires_at Nullable(DateTime64(3, 'UTC')),
+                revoked_at Nullable(DateTime64(3, 'UTC')),
+                changed_at DateTime64(6, 'UTC')
+            ) ENGINE = ReplacingMergeTree(changed_at)
+            ORDER BY key_id""",
+        ),
+        (
+            29,
+            # Read tokens issued, so that they can be listed and revoked before they expire; a row
+            # is of no use a day after its token expired.
+            f"""CREATE TABLE IF NOT EXISTS {database}.{READ_TOKENS} (
+                token_id String,
+                role LowCardinality(String),
+                party_id String,
+                meters Array(String),
+                issued_by String,
+                issued_at DateTime64(3, 'UTC'),
+                expires_at DateTime64(3, 'UTC'),
+                revoked_at Nullable(DateTime64(3, 'UTC')),
+                changed_at DateTime64(6, 'UTC')
+            ) ENGINE = ReplacingMergeTree(changed_at)
+            ORDER BY token_id
+            TTL toDateTime(expires_at) + INTERVAL 1 DAY""",
+        ),
+        (
+            30,
+            # Append-only: who changed what, when, and the state before and after (JSON).
+            f"""CREATE TABLE IF NOT EXISTS {database}.{AUDIT_LOG} (
+                at DateTime64(6, 'UTC'),
+                key_id String,
+                role LowCardinality(String),
+                party_id String,
+                method LowCardinality(String),
+                route String,
+                path String,
+                status UInt16,
+                before String CODEC(ZSTD(3)),
+                after String CODEC(ZSTD(3))
+            ) ENGINE = MergeTree
+            ORDER BY at""",
+        ),
     ]
 
 

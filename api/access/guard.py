@@ -1,0 +1,143 @@
+"""Every route declares who may call it: ``Requires(permission)`` or ``Public()``.
+
+``Requires`` authenticates the bearer credential (an API key or a signed read token), applies
+the key's rate limit, checks the role's permission and hands the route a ``Caller``: the
+principal and the scope it sees under the current catalog, which every reader takes. No
+credential or a bad one is 401, a role without the permission 403, and another tenant's object
+404 (the readers' doing: they do not find it).
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from api.access import tokens
+from api.access.key_store import KeyStore
+from api.access.keys import digest, split_key
+from api.access.principals import Permission, Principal, Role
+from api.access.rate_limits import TokenBuckets, retry_after_header
+from billing.catalog import Catalog
+from billing.scope import Scope
+from meterline.exceptions import Forbidden, RateLimited, Unauthenticated, UnsupportedMediaType
+from meterline.settings import Settings
+
+BOOTSTRAP_KEY_ID = "bootstrap"
+CHANGES_STATE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+bearer = HTTPBearer(
+    auto_error=False,
+    description="An API key (`mlk_…`) or a signed read token (`mlt_…`): `Authorization: Bearer <it>`",
+)
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+@dataclass(frozen=True)
+class Caller:
+    principal: Principal
+    scope: Scope
+
+
+class Authenticator:
+    """Turns a presented credential into a principal; reads memory only (see ``KeyStore``)."""
+
+    def __init__(self, settings: Settings, keys: KeyStore) -> None:
+        self.keys = keys
+        admin = settings.admin_key.get_secret_value() if settings.admin_key else None
+        self._admin_digest = digest(admin) if admin else None
+        self.token_secret = _token_secret(settings)
+        self._buckets = TokenBuckets(settings.rate_limit_per_s, settings.rate_limit_burst)
+        self._ingest_buckets = TokenBuckets(settings.ingest_rate_limit_per_s, settings.ingest_rate_limit_burst)
+
+    def principal(self, presented: str | None, now: datetime) -> Principal:
+        if not presented:
+            raise Unauthenticated("send an API key or a read token: Authorization: Bearer <it>")
+        if self._admin_digest and hmac.compare_digest(digest(presented), self._admin_digest):
+            return Principal(BOOTSTRAP_KEY_ID, Role.ADMIN)
+        if presented.startswith(tokens.PREFIX):
+            token = tokens.verify(presented, self.token_secret, now)
+            if token is None or self.keys.token_revoked(token.token_id):
+                raise Unauthenticated("the read token is invalid, expired or revoked")
+            return token.principal()
+        parts = split_key(presented)
+        key = self.keys.key(parts[0]) if parts else None
+        if parts is None or key is None or not key.matches(parts[1]) or not key.valid_at(now):
+            raise Unauthenticated("the API key is unknown, expired or revoked")
+        return key.principal()
+
+    def throttle(self, principal: Principal) -> None:
+        buckets = self._ingest_buckets if principal.role is Role.INGEST else self._buckets
+        wait_s = buckets.take(principal.key_id)
+        if wait_s:
+            raise RateLimited(f"key {principal.key_id} is over its rate", retry_after_header(wait_s))
+
+
+class Requires:
+    """A route's policy: the caller must hold ``permission``."""
+
+    def __init__(self, permission: Permission) -> None:
+        self.permission = permission
+
+    async def __call__(self, request: Request, credentials: Credentials) -> Caller:
+        authenticator: Authenticator = request.app.state.authenticator
+        principal = authenticator.principal(credentials.credentials if credentials else None, datetime.now(UTC))
+        authenticator.throttle(principal)
+        _check_json_body(request)
+        if not principal.may(self.permission):
+            raise Forbidden(f"a {principal.role.value} key may not {self.permission.value.replace('_', ' ')}")
+        catalog: Catalog = request.app.state.catalog_admin.catalog
+        caller = Caller(principal, principal.scope(catalog))
+        request.state.caller = caller
+        return caller
+
+
+class Public:
+    """A route's policy: anyone, unauthenticated (health, readiness, metrics, the API's docs)."""
+
+    permission = None
+
+    async def __call__(self) -> None:
+        return None
+
+
+def _check_json_body(request: Request) -> None:
+    """A state change takes JSON or nothing: a browser cannot send JSON across sites without a
+    preflight, so a page elsewhere cannot make one with a form or ``text/plain``."""
+    if request.method not in CHANGES_STATE:
+        return
+    headers = request.headers
+    media_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
+    if (media_type or has_body) and not (media_type == "application/json" or media_type.endswith("+json")):
+        raise UnsupportedMediaType(f"send JSON (application/json), not {media_type or 'an untyped body'}")
+
+
+def _token_secret(settings: Settings) -> bytes:
+    """The configured secret, or one made once and kept in the data dir (one API process there)."""
+    if settings.token_secret is not None:
+        return settings.token_secret.get_secret_value().encode()
+    path = Path(settings.data_dir) / "token-secret"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.write_text(secrets.token_urlsafe(48))
+    return path.read_text().strip().encode()
+
+
+UsageReader = Annotated[Caller, Depends(Requires(Permission.READ_USAGE))]
+InvoiceReader = Annotated[Caller, Depends(Requires(Permission.READ_INVOICES))]
+InvoiceChanger = Annotated[Caller, Depends(Requires(Permission.CHANGE_INVOICES))]
+PeriodCloser = Annotated[Caller, Depends(Requires(Permission.CLOSE_PERIODS))]
+CatalogReader = Annotated[Caller, Depends(Requires(Permission.READ_CATALOG))]
+CatalogWriter = Annotated[Caller, Depends(Requires(Permission.WRITE_CATALOG))]
+OperationsReader = Annotated[Caller, Depends(Requires(Permission.READ_OPERATIONS))]
+EventPusher = Annotated[Caller, Depends(Requires(Permission.PUSH_EVENTS))]
+KeyManager = Annotated[Caller, Depends(Requires(Permission.MANAGE_KEYS))]
+TokenIssuer = Annotated[Caller, Depends(Requires(Permission.ISSUE_TOKENS))]
+AuditReader = Annotated[Caller, Depends(Requires(Permission.READ_AUDIT))]

@@ -1,0 +1,114 @@
+"""API keys and revoked read tokens in ClickHouse, read through an in-memory copy.
+
+Every request checks a key, so the check reads memory only; the API reads the copy again from
+ClickHouse every ``REFRESH_S`` (a key revoked through another API replica stops working within
+that), and at once after a change made here.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+from api.access.keys import ApiKey
+from api.access.principals import Role
+from api.access.tokens import IssuedToken, ReadToken
+from schemas.clickhouse import API_KEYS, READ_TOKENS, as_utc
+
+REFRESH_S = 5.0
+_COLUMNS = list(ApiKey.__dataclass_fields__)
+
+
+class KeyStore:
+    def __init__(self, client: Client, database: str) -> None:
+        self._client = client
+        self._keys_table = f"{database}.{API_KEYS}"
+        self._tokens_table = f"{database}.{READ_TOKENS}"
+        self._lock = threading.Lock()
+        self._keys: dict[str, ApiKey] = {}
+        self._revoked_tokens: frozenset[str] = frozenset()
+        self.refresh()
+
+    def key(self, key_id: str) -> ApiKey | None:
+        return self._keys.get(key_id)
+
+    def keys(self) -> list[ApiKey]:
+        return sorted(self._keys.values(), key=lambda key: (key.created_at, key.key_id))
+
+    def token_revoked(self, token_id: str) -> bool:
+        return token_id in self._revoked_tokens
+
+    def save(self, key: ApiKey) -> None:
+        row = {**asdict(key), "role": key.role.value, "changed_at": datetime.now(UTC)}
+        with self._lock:
+            self._client.insert(self._keys_table, [list(row.values())], column_names=list(row))
+        self.refresh()
+
+    def save_token(self, issued: IssuedToken) -> None:
+        token = issued.token
+        row = {
+            "token_id": token.token_id,
+            "role": token.role.value,
+            "party_id": token.party_id,
+            "meters": list(token.meters or ()),
+            "issued_by": issued.issued_by,
+            "issued_at": issued.issued_at,
+            "expires_at": token.expires_at,
+            "revoked_at": issued.revoked_at,
+            "changed_at": datetime.now(UTC),
+        }
+        with self._lock:
+            self._client.insert(self._tokens_table, [list(row.values())], column_names=list(row))
+        self.refresh()
+
+    def issued_tokens(self, now: datetime) -> list[IssuedToken]:
+        """The read tokens that have not expired, revoked or not, oldest first."""
+        query = (
+            f"SELECT * FROM {self._tokens_table} FINAL WHERE expires_at > {{now:DateTime64(3, 'UTC')}} "
+            "ORDER BY issued_at, token_id"
+        )
+        with self._lock:
+            rows = list(self._client.query(query, parameters={"now": now}).named_results())
+        return [_issued_of(row) for row in rows]
+
+    def refresh(self) -> None:
+        """Read the keys and revoked tokens again (the copy is swapped whole: readers never lock)."""
+        with self._lock:
+            rows = self._client.query(f"SELECT {', '.join(_COLUMNS)} FROM {self._keys_table} FINAL").named_results()
+            keys = {row["key_id"]: _key_of(row) for row in rows}
+            revoked = self._client.query(
+                f"SELECT token_id FROM {self._tokens_table} FINAL "
+                "WHERE revoked_at IS NOT NULL AND expires_at > now64(3)"
+            ).result_rows
+        self._keys = keys
+        self._revoked_tokens = frozenset(token_id for (token_id,) in revoked)
+
+
+def _key_of(row: dict[str, Any]) -> ApiKey:
+    return ApiKey(
+        **{
+            **row,
+            "role": Role(row["role"]),
+            "sources": tuple(row["sources"]),
+            "customers": tuple(row["customers"]),
+            "created_at": as_utc(row["created_at"]),
+            "expires_at": as_utc(row["expires_at"]) if row["expires_at"] else None,
+            "revoked_at": as_utc(row["revoked_at"]) if row["revoked_at"] else None,
+        }
+    )
+
+
+def _issued_of(row: dict[str, Any]) -> IssuedToken:
+    token = ReadToken(
+        token_id=row["token_id"],
+        role=Role(row["role"]),
+        party_id=row["party_id"],
+        meters=tuple(row["meters"]) or None,
+        expires_at=as_utc(row["expires_at"]),
+    )
+    revoked_at = as_utc(row["revoked_at"]) if row["revoked_at"] else None
+    return IssuedToken(token, row["issued_by"], as_utc(row["issued_at"]), revoked_at)
