@@ -13,8 +13,11 @@ from datetime import timedelta
 from functools import partial
 
 from fastapi import FastAPI
+from fastapi_offline import FastAPIOffline
+from starlette.concurrency import run_in_threadpool
 
 from api import (
+    routes_access,
     routes_catalog,
     routes_completeness,
     routes_dead_letters,
@@ -23,6 +26,9 @@ from api import (
     routes_ops,
     routes_usage,
 )
+from api.access.audit import AuditLog, AuditMiddleware
+from api.access.guard import Authenticator
+from api.access.key_store import REFRESH_S, KeyStore
 from api.catalog_admin import CatalogAdmin
 from api.delivery import Deliveries, deliver_when_due
 from api.errors import install_error_handlers
@@ -54,6 +60,8 @@ def create_app(settings: Settings, *, run_sink: bool = True) -> FastAPI:
         app.state.period_usage = PeriodUsage(another_client(), settings.clickhouse_database)
         app.state.completeness = Completeness(another_client(), settings.clickhouse_database)
         app.state.dead_letters = routes_dead_letters.DeadLetters(another_client(), settings.clickhouse_database)
+        app.state.authenticator = Authenticator(settings, KeyStore(another_client(), settings.clickhouse_database))
+        app.state.audit_log = AuditLog(another_client(), settings.clickhouse_database)
         app.state.late_after = timedelta(seconds=settings.late_after_s)
         app.state.deliveries = Deliveries(another_client(), settings) if settings.smtp_host else None
         app.state.insert_clock = InsertClock()
@@ -90,10 +98,11 @@ def create_app(settings: Settings, *, run_sink: bool = True) -> FastAPI:
             else None
         )
         gap_counter = asyncio.create_task(routes_completeness.count_sources_with_gaps(app.state.completeness))
+        key_refresher = asyncio.create_task(_refresh_keys(app.state.authenticator.keys))
         try:
             yield
         finally:
-            for task in (closer, courier, gap_counter):
+            for task in (closer, courier, gap_counter, key_refresher):
                 if task:
                     task.cancel()
             if consumer and app.state.sink_thread:
@@ -101,8 +110,11 @@ def create_app(settings: Settings, *, run_sink: bool = True) -> FastAPI:
                 app.state.sink_thread.join(timeout=30)
             app.state.intake.close()
 
-    app = FastAPI(title="meterline", version="0.1.0", lifespan=lifespan)
+    # the documentation pages with their scripts from the package, not a CDN: they work offline
+    app = FastAPIOffline(title="meterline", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
+    app.add_middleware(AuditMiddleware)
+    app.include_router(routes_access.router)
     app.include_router(routes_events.router)
     app.include_router(routes_usage.router)
     app.include_router(routes_catalog.router)
@@ -111,6 +123,16 @@ def create_app(settings: Settings, *, run_sink: bool = True) -> FastAPI:
     app.include_router(routes_invoices.router)
     app.include_router(routes_ops.router)
     return app
+
+
+async def _refresh_keys(keys: KeyStore) -> None:
+    """Keys revoked or made through another API replica count here within ``REFRESH_S``."""
+    while True:
+        await asyncio.sleep(REFRESH_S)
+        try:
+            await run_in_threadpool(keys.refresh)
+        except Exception as error:  # storage hiccup: keep the copy, try again
+            log.warning("could not read the API keys again: %s", error)
 
 
 def _start_sink(consumer: SinkConsumer) -> threading.Thread:

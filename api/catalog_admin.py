@@ -18,7 +18,8 @@ from billing.adapters.clickhouse_catalog import CatalogStore
 from billing.adapters.kafka_catalog import CatalogPublisher
 from billing.catalog import Catalog
 from billing.catalog_entries import Entry, EntryKind, assemble, entries_of, parse_entry
-from meterline.exceptions import UnknownCustomer
+from billing.scope import Scope
+from meterline.exceptions import Forbidden, UnknownEntry
 
 
 class CatalogAdmin:
@@ -31,22 +32,38 @@ class CatalogAdmin:
         self.catalog: Catalog = assemble(entries)
         publisher.publish(entries)
 
-    def entry(self, kind: EntryKind, entry_id: str) -> Entry:
+    def entry(self, scope: Scope, kind: EntryKind, entry_id: str) -> Entry:
         entry = self._entries.get(Entry(kind, entry_id, None).key)
-        if entry is None or entry.document is None:
-            raise UnknownCustomer(f"no {kind.value} {entry_id!r} in the catalog")
+        if entry is None or entry.document is None or not scope.sees_entry(kind, entry.document):
+            raise UnknownEntry(f"no {kind.value} {entry_id!r} in the catalog")
         return entry
 
-    def entries(self, kind: EntryKind) -> list[Entry]:
-        return [e for e in self._entries.values() if e.kind is kind and e.document is not None]
+    def entries(self, scope: Scope, kind: EntryKind | None = None) -> list[Entry]:
+        """The live entries the scope sees, of one kind or all."""
+        return [
+            e
+            for e in self._entries.values()
+            if (kind is None or e.kind is kind) and e.document is not None and scope.sees_entry(e.kind, e.document)
+        ]
 
-    def put(self, kind: EntryKind, entry_id: str, document: dict[str, Any]) -> Entry:
-        """Create or replace an entry (a new version); refused if the catalog would not hold together."""
-        return self._apply(parse_entry(kind, entry_id, document))
+    def put(self, scope: Scope, kind: EntryKind, entry_id: str, document: dict[str, Any]) -> tuple[Entry | None, Entry]:
+        """Create or replace an entry (a new version); refused if the catalog would not hold together.
 
-    def delete(self, kind: EntryKind, entry_id: str) -> Entry:
-        self.entry(kind, entry_id)
-        return self._apply(Entry(kind, entry_id, None))
+        Returns the entry it replaced (None if new) and the new one. A tenant writes only what is
+        its own before and after: a partner cannot take another partner's customer, nor give
+        one of its own away."""
+        change = parse_entry(kind, entry_id, document)
+        before = self._entries.get(change.key)
+        if before is not None and before.document is not None:
+            self.entry(scope, kind, entry_id)
+            _check_writable(scope, kind, before.document)
+        _check_writable(scope, kind, change.document or {})
+        return (before if before and before.document is not None else None), self._apply(change)
+
+    def delete(self, scope: Scope, kind: EntryKind, entry_id: str) -> tuple[Entry, Entry]:
+        before = self.entry(scope, kind, entry_id)
+        _check_writable(scope, kind, before.document or {})
+        return before, self._apply(Entry(kind, entry_id, None))
 
     def _apply(self, change: Entry) -> Entry:
         with self._lock:
@@ -56,3 +73,8 @@ class CatalogAdmin:
             self._entries[stored.key] = stored
             self.catalog = catalog
             return stored
+
+
+def _check_writable(scope: Scope, kind: EntryKind, document: dict[str, Any]) -> None:
+    if not scope.may_write_entry(kind, document):
+        raise Forbidden(f"this key may not write this {kind.value}")

@@ -28,6 +28,8 @@ from api.documents.html import render_html
 from api.documents.view import InvoiceView
 from billing.adapters.clickhouse_ledger import Ledger
 from billing.catalog import Catalog, Customer
+from billing.records import InvoiceRecord
+from billing.scope import EVERYTHING
 from meterline.exceptions import UnknownInvoice
 from meterline.settings import Settings
 from schemas.clickhouse import DELIVERIES, as_utc
@@ -110,20 +112,26 @@ class Deliveries:
             )
         )
 
-    def get(self, invoice_id: str) -> Delivery:
+    def of(self, invoice: InvoiceRecord) -> Delivery:
+        """The email of an invoice the caller was allowed to read (see ``Ledger.get``)."""
+        return self._get(invoice.invoice_id)
+
+    def retry_now(self, invoice: InvoiceRecord) -> tuple[Delivery, Delivery]:
+        """Due at once; returns the delivery before and after. The time is read under the lock:
+        a row stamped before an attempt that was in flight would lose to that attempt's row
+        (the latest ``updated_at`` wins)."""
+        with self._attempt:
+            now = datetime.now(UTC)
+            before = self._get(invoice.invoice_id)
+            delivery = replace(before, status=DeliveryStatus.PENDING, next_attempt_at=now, updated_at=now)
+            self._save(delivery)
+            return before, delivery
+
+    def _get(self, invoice_id: str) -> Delivery:
         found = self._select("invoice_id = {id:String}", {"id": invoice_id})
         if not found:
             raise UnknownInvoice(f"invoice {invoice_id!r} has no delivery: it is not issued, or email is not set up")
         return found[0]
-
-    def retry_now(self, invoice_id: str) -> Delivery:
-        """Due at once. The time is read under the lock: a row stamped before an attempt that
-        was in flight would lose to that attempt's row (the latest ``updated_at`` wins)."""
-        with self._attempt:
-            now = datetime.now(UTC)
-            delivery = replace(self.get(invoice_id), status=DeliveryStatus.PENDING, next_attempt_at=now, updated_at=now)
-            self._save(delivery)
-            return delivery
 
     def due(self, now: datetime) -> list[Delivery]:
         return self._select(
@@ -137,7 +145,7 @@ class Deliveries:
         or rescheduled by a retry request, and the attempt counts from what is stored now."""
         with self._attempt:
             now = datetime.now(UTC)
-            delivery = self.get(due.invoice_id)
+            delivery = self._get(due.invoice_id)
             if (
                 delivery.status not in (DeliveryStatus.PENDING, DeliveryStatus.RETRYING)
                 or delivery.next_attempt_at > now
@@ -147,7 +155,7 @@ class Deliveries:
 
     def _attempt_once(self, delivery: Delivery, ledger: Ledger, catalog: Catalog, now: datetime) -> Delivery:
         try:
-            view = InvoiceView.of(ledger.get(delivery.invoice_id), catalog)
+            view = InvoiceView.of(ledger.get(EVERYTHING, delivery.invoice_id), catalog)
             pdf = pdf_for_buyer(view)
             self._smtp_send(invoice_message(view, self._settings.smtp_sender, delivery.recipient, pdf))
         except Exception as error:  # recorded on the delivery and retried: visible, never lost

@@ -1,51 +1,126 @@
-"""The one place where meterline errors become HTTP answers."""
+"""The one place where errors become HTTP answers, all as RFC 9457 problem details.
+
+Every error body is ``application/problem+json``: ``type`` (a URN naming the kind of problem,
+listed in the README), ``title``, ``status``, ``detail``, and extension members where a client
+needs more (``errors`` for an invalid request, the per-event outcome of a refused batch).
+"""
 
 from __future__ import annotations
 
 import logging
+import re
+from typing import Any
 
 from clickhouse_connect.driver.exceptions import OperationalError
 from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.status import HTTP_500_INTERNAL_SERVER_ERROR
 
 from api.event_intake import IntakeFull
 from meterline.exceptions import (
+    Forbidden,
     IncompleteUsage,
     InvalidCatalog,
     InvalidEvent,
     InvalidQuery,
     InvoiceStateError,
     MeterlineError,
+    RateLimited,
+    Unauthenticated,
     UnknownCustomer,
+    UnknownEntry,
     UnknownInvoice,
+    UnsupportedMediaType,
 )
 
 log = logging.getLogger(__name__)
+PROBLEM_JSON = "application/problem+json"
 STATUS = {
     InvalidEvent: 400,
     InvalidQuery: 400,
-    InvalidCatalog: 422,
+    Unauthenticated: 401,
+    Forbidden: 403,
     UnknownCustomer: 404,
     UnknownInvoice: 404,
+    UnknownEntry: 404,
     InvoiceStateError: 409,
     IncompleteUsage: 409,
+    UnsupportedMediaType: 415,
+    InvalidCatalog: 422,
+    RateLimited: 429,
     IntakeFull: 503,
+}
+TITLES = {
+    400: "Bad request",
+    401: "Not authenticated",
+    403: "Forbidden",
+    404: "Not found",
+    405: "Method not allowed",
+    409: "Conflict",
+    413: "Payload too large",
+    415: "Unsupported media type",
+    422: "Unprocessable content",
+    429: "Too many requests",
+    500: "Internal server error",
+    503: "Service unavailable",
 }
 
 
+def problem(
+    status: int, kind: str, detail: str, headers: dict[str, str] | None = None, **extensions: Any
+) -> JSONResponse:
+    """A problem details answer; ``kind`` is the problem's name in kebab case (``unknown-invoice``)."""
+    body = {
+        "type": f"urn:meterline:problem:{kind}",
+        "title": TITLES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+        **jsonable_encoder(extensions),
+    }
+    return JSONResponse(body, status_code=status, headers=headers, media_type=PROBLEM_JSON)
+
+
+def kebab(name: str) -> str:
+    return re.sub(r"(?<!^)(?=[A-Z])", "-", name).lower()
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    async def handle(_request: Request, error: Exception) -> JSONResponse:
+    async def meterline_error(_request: Request, error: Exception) -> JSONResponse:
         status = next((code for kind, code in STATUS.items() if isinstance(error, kind)), 500)
-        headers = {"Retry-After": str(getattr(error, "retry_after_s", 5))} if status == 503 else None
-        return JSONResponse({"error": type(error).__name__, "detail": str(error)}, status_code=status, headers=headers)
+        headers = None
+        if status in (429, 503):
+            headers = {"Retry-After": str(getattr(error, "retry_after_s", 5))}
+        elif status == 401:
+            headers = {"WWW-Authenticate": "Bearer"}
+        return problem(status, kebab(type(error).__name__), str(error), headers)
+
+    async def invalid_request(_request: Request, error: Exception) -> JSONResponse:
+        if not isinstance(error, RequestValidationError):
+            raise error
+        errors = [{"location": ".".join(str(part) for part in e["loc"]), "message": e["msg"]} for e in error.errors()]
+        detail = "; ".join(f"{e['location']}: {e['message']}" for e in errors)
+        return problem(422, "invalid-request", detail, errors=errors)
+
+    async def http_error(_request: Request, error: Exception) -> JSONResponse:
+        if not isinstance(error, HTTPException):
+            raise error
+        kind = {404: "no-such-route", 405: "method-not-allowed"}.get(error.status_code, "http-error")
+        return problem(error.status_code, kind, str(error.detail), dict(error.headers or {}))
 
     async def storage_unavailable(_request: Request, error: Exception) -> JSONResponse:
         log.warning("ClickHouse did not answer: %s", error)
-        return JSONResponse(
-            {"error": "StorageUnavailable", "detail": "usage storage is not answering; retry shortly"},
-            status_code=503,
-            headers={"Retry-After": "5"},
-        )
+        detail = "usage storage is not answering; retry shortly"
+        return problem(503, "storage-unavailable", detail, {"Retry-After": "5"})
 
-    app.add_exception_handler(MeterlineError, handle)
+    async def unexpected(_request: Request, error: Exception) -> JSONResponse:
+        log.error("unexpected error", exc_info=error)
+        return problem(HTTP_500_INTERNAL_SERVER_ERROR, "internal-error", "an unexpected error; it is logged")
+
+    app.add_exception_handler(MeterlineError, meterline_error)
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(OperationalError, storage_unavailable)
+    app.add_exception_handler(Exception, unexpected)

@@ -10,6 +10,7 @@ of accepting what it may not be able to keep.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 
 from agents.publisher import SpooledPublisher
 from agents.spool import Spool
@@ -24,6 +25,8 @@ POLL_S = 0.2
 RETRY_AFTER_S = 5
 EVENTS_PER_MESSAGE = 500
 """As the agents do: the worker handles messages in groups, so a message stays small."""
+MayReport = Callable[[str, str], bool]
+"""Whether the caller may report usage of this source and customer."""
 
 
 class IntakeFull(MeterlineError):
@@ -50,15 +53,16 @@ class EventIntake:
             self._publisher.pump(POLL_S)
             metrics.INTAKE_BACKLOG.set(self._publisher.backlog)
 
-    def submit(self, body: bytes) -> tuple[list[UsageEvent], list[Rejection]]:
+    def submit(self, body: bytes, may_report: MayReport) -> tuple[list[UsageEvent], list[Rejection]]:
         """Spool the valid events, a source's events in the same messages (so that one worker
         sees each identity), and report the refused ones. A repeat within the batch is accepted
-        once; a conflict (same source and id, other content) is refused."""
+        once; a conflict (same source and id, other content) is refused, and so is an event of a
+        source or customer the caller may not report for (``may_report(source, customer_id)``)."""
         if not split_raw(body):
             raise InvalidEvent("the batch is empty")
         checked = split_message(body, self._acceptance)
-        accepted, conflicts = _once_each(checked, body)
-        rejected = sorted(checked.rejected + conflicts, key=lambda rejection: rejection.index)
+        accepted, refused = _once_each(checked, body, may_report)
+        rejected = sorted(checked.rejected + refused, key=lambda rejection: rejection.index)
         if accepted and self._publisher.backlog_bytes >= self._max_spool_bytes:
             raise IntakeFull(
                 f"{self._publisher.backlog_bytes} bytes of accepted events wait for the broker; "
@@ -87,29 +91,37 @@ class EventIntake:
         self._publisher.close()
 
 
-def _once_each(checked: ValidEvents, body: bytes) -> tuple[list[int], list[Rejection]]:
-    """The indices of the valid events to send (the first of each identity), and a rejection
-    for each conflict."""
+def _once_each(checked: ValidEvents, body: bytes, may_report: MayReport) -> tuple[list[int], list[Rejection]]:
+    """The indices of the valid events to send (the first of each identity the caller may
+    report), and a rejection for each conflict and each event it may not report."""
     first: dict[Identity, int] = {}
-    kept, conflicts = [], []
+    kept: list[int] = []
+    refused: list[tuple[int, str]] = []
     for index, event in enumerate(checked.events):
+        if not may_report(event.source, event.data.customer_id):
+            refused.append(
+                (index, f"this key may not report for source {event.source!r} and customer {event.data.customer_id!r}")
+            )
+            continue
         key = identity(event)
         earlier = first.get(key)
         if earlier is None:
             first[key] = index
             kept.append(index)
         elif content_digest(checked.events[earlier]) != content_digest(event):
-            conflicts.append(index)
-    if not conflicts:
+            refused.append(
+                (
+                    index,
+                    f"conflict: an earlier event of this batch has source {event.source!r} and "
+                    f"id {event.id!r} but other content; an event's (source, id) must name one usage",
+                )
+            )
+    if not refused:
         return kept, []
     positions = {offset: position for position, (offset, _) in enumerate(event_spans(body))}
     return kept, [
         Rejection(
-            positions[checked.offsets[index]],
-            checked.events[index].id,
-            f"conflict: an earlier event of this batch has source {checked.events[index].source!r} and "
-            f"id {checked.events[index].id!r} but other content; an event's (source, id) must name one usage",
-            as_json_value(checked.raw(index)),
+            positions[checked.offsets[index]], checked.events[index].id, reason, as_json_value(checked.raw(index))
         )
-        for index in conflicts
+        for index, reason in refused
     ]

@@ -21,6 +21,7 @@ from billing.catalog import Catalog
 from billing.completeness import Gap
 from billing.period_close import close_period
 from billing.periods import Period
+from billing.scope import EVERYTHING
 from sinks.clickhouse import InsertClock
 
 log = logging.getLogger(__name__)
@@ -49,7 +50,7 @@ async def close_periods_when_due(
         period = period_due(datetime.now(UTC), grace)
         if period is not None and period.name not in done:
             try:
-                if not await run_in_threadpool(ledger.headers, period=period.name):
+                if not await run_in_threadpool(ledger.headers, EVERYTHING, period=period.name):
                     missing = await run_in_threadpool(gaps)
                     result = await run_in_threadpool(
                         close_period, ledger, usage, current_catalog(), period, clock.now(), lookback_periods, missing

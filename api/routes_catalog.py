@@ -1,38 +1,48 @@
 """Catalog management: parties, products, price lists, taxes, subscriptions, one-time charges.
 
 Every write is a new version of one entry, validated against the whole catalog first (a
-customer naming an unknown partner is refused with 422); history stays readable.
+customer naming an unknown partner is refused with 422); history stays readable. Paths name
+each section as the catalog document does (``customers``, ``price_lists``, ``provider``...).
+A partner or customer sees its own parties and items and the products; a partner writes its
+customers, their subscriptions and charges, and its price list.
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Body, Request
 from pydantic import BaseModel
 
+from api.access.audit import note_change
+from api.access.guard import CatalogReader, CatalogWriter
 from api.catalog_admin import CatalogAdmin
 from billing.catalog_entries import Entry, EntryKind, assemble
 from billing.periods import check_storable
-from meterline.exceptions import InvalidQuery
+from billing.scope import Scope
+from meterline.exceptions import InvalidQuery, UnknownEntry
 from schemas.clickhouse import as_utc
 
 router = APIRouter(prefix="/v1/catalog", tags=["catalog"])
 Document = Annotated[dict[str, Any], Body(description="The entry, as in the catalog YAML")]
+Section = StrEnum("Section", {kind.name: kind.section for kind in EntryKind})  # type: ignore[misc]
 
 
 class EntryOut(BaseModel):
-    kind: str
+    section: str
     id: str
     version: int
     deleted: bool
     document: dict[str, Any] | None
 
     @classmethod
-    def of(cls, entry: Entry) -> EntryOut:
+    def of(cls, entry: Entry | None) -> EntryOut | None:
+        if entry is None:
+            return None
         return cls(
-            kind=entry.kind.value,
+            section=entry.kind.section,
             id=entry.id,
             version=entry.version,
             deleted=entry.document is None,
@@ -49,39 +59,75 @@ def _admin(request: Request) -> CatalogAdmin:
     return admin
 
 
+def _kind(section: Section) -> EntryKind:
+    return EntryKind.of_section(section.value)
+
+
 @router.get("")
-def get_catalog(request: Request, as_of: datetime | None = None) -> dict[str, Any]:
-    """The whole catalog now, or as it was recorded at ``as_of`` (UTC)."""
+def get_catalog(request: Request, caller: CatalogReader, as_of: datetime | None = None) -> dict[str, Any]:
+    """The whole catalog now, or as it was recorded at ``as_of`` (UTC); a tenant gets what it sees."""
     if as_of is None:
-        return _admin(request).catalog.model_dump(mode="json")
-    if as_of.tzinfo is None:
-        raise InvalidQuery("'as_of' must carry a UTC offset, e.g. 2026-11-01T00:00:00Z")
-    check_storable("'as_of'", as_of)
-    return assemble(request.app.state.catalog_store.current(as_of)).model_dump(mode="json")
+        entries = _admin(request).entries(caller.scope)
+    else:
+        if as_of.tzinfo is None:
+            raise InvalidQuery("'as_of' must carry a UTC offset, e.g. 2026-11-01T00:00:00Z")
+        check_storable("'as_of'", as_of)
+        stored = request.app.state.catalog_store.current(as_of)
+        entries = [e for e in stored if e.document is not None and caller.scope.sees_entry(e.kind, e.document)]
+    if caller.scope.everything:
+        return assemble(entries).model_dump(mode="json")
+    return _sections(entries)
 
 
-@router.get("/{kind}", response_model=list[EntryOut])
-def list_entries(request: Request, kind: EntryKind) -> list[EntryOut]:
-    return [EntryOut.of(entry) for entry in _admin(request).entries(kind)]
+@router.get("/{section}", response_model=list[EntryOut])
+def list_entries(request: Request, caller: CatalogReader, section: Section) -> list[EntryOut | None]:
+    return [EntryOut.of(entry) for entry in _admin(request).entries(caller.scope, _kind(section))]
 
 
-@router.get("/{kind}/{entry_id}", response_model=EntryOut)
-def get_entry(request: Request, kind: EntryKind, entry_id: str) -> EntryOut:
-    return EntryOut.of(_admin(request).entry(kind, entry_id))
+@router.get("/{section}/{entry_id}", response_model=EntryOut)
+def get_entry(request: Request, caller: CatalogReader, section: Section, entry_id: str) -> EntryOut | None:
+    return EntryOut.of(_admin(request).entry(caller.scope, _kind(section), entry_id))
 
 
-@router.put("/{kind}/{entry_id}", response_model=EntryOut)
-def put_entry(request: Request, kind: EntryKind, entry_id: str, document: Document) -> EntryOut:
+@router.put("/{section}/{entry_id}", response_model=EntryOut)
+def put_entry(
+    request: Request, caller: CatalogWriter, section: Section, entry_id: str, document: Document
+) -> EntryOut | None:
     """Create or replace an entry. A price change is a plan with a later ``effective_from``."""
-    return EntryOut.of(_admin(request).put(kind, entry_id, document))
+    before, after = _admin(request).put(caller.scope, _kind(section), entry_id, document)
+    note_change(request, before and before.document, after.document)
+    return EntryOut.of(after)
 
 
-@router.delete("/{kind}/{entry_id}", response_model=EntryOut)
-def delete_entry(request: Request, kind: EntryKind, entry_id: str) -> EntryOut:
-    return EntryOut.of(_admin(request).delete(kind, entry_id))
+@router.delete("/{section}/{entry_id}", response_model=EntryOut)
+def delete_entry(request: Request, caller: CatalogWriter, section: Section, entry_id: str) -> EntryOut | None:
+    before, after = _admin(request).delete(caller.scope, _kind(section), entry_id)
+    note_change(request, before.document, None)
+    return EntryOut.of(after)
 
 
-@router.get("/{kind}/{entry_id}/versions", response_model=list[VersionOut])
-def entry_versions(request: Request, kind: EntryKind, entry_id: str) -> list[VersionOut]:
+@router.get("/{section}/{entry_id}/versions", response_model=list[VersionOut])
+def entry_versions(request: Request, caller: CatalogReader, section: Section, entry_id: str) -> list[VersionOut]:
+    """Every version, deletions included; a tenant sees the history of what it sees now."""
+    kind = _kind(section)
     history = request.app.state.catalog_store.history(kind, entry_id)
-    return [VersionOut(**EntryOut.of(entry).model_dump(), recorded_at=as_utc(at)) for entry, at in history]
+    if not history or not _sees_history(caller.scope, kind, [entry for entry, _ in history]):
+        raise UnknownEntry(f"no {kind.value} {entry_id!r} in the catalog")
+    return [
+        VersionOut(**EntryOut.model_validate(EntryOut.of(e)).model_dump(), recorded_at=as_utc(at)) for e, at in history
+    ]
+
+
+def _sees_history(scope: Scope, kind: EntryKind, versions: list[Entry]) -> bool:
+    live = [entry.document for entry in versions if entry.document is not None]
+    return scope.everything or (bool(live) and scope.sees_entry(kind, live[-1]))
+
+
+def _sections(entries: list[Entry]) -> dict[str, Any]:
+    shown: dict[str, Any] = {}
+    for entry in entries:
+        if entry.kind in (EntryKind.SETTINGS, EntryKind.PROVIDER):
+            shown[entry.kind.section] = entry.document
+        else:
+            shown.setdefault(entry.kind.section, []).append(entry.document)
+    return shown

@@ -12,6 +12,7 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from api import metrics
+from api.access.guard import OperationsReader
 from api.usage_queries import UsageWindow
 from billing.adapters.clickhouse_completeness import Completeness
 from billing.completeness import Gap, HourStatus, hour_statuses
@@ -65,6 +66,7 @@ def _count_sources_with_gaps(gaps: list[Gap]) -> None:
 @router.get("/completeness", response_model=CompletenessReport, response_model_by_alias=True)
 def completeness(
     request: Request,
+    _caller: OperationsReader,
     start: Annotated[datetime | None, Query(alias="from", description="Inclusive, UTC; default: 24 h ago")] = None,
     end: Annotated[datetime | None, Query(alias="to", description="Exclusive, UTC; default: now")] = None,
 ) -> CompletenessReport:

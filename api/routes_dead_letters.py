@@ -11,6 +11,7 @@ from clickhouse_connect.driver.client import Client
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
+from api.access.guard import OperationsReader
 from schemas.clickhouse import DEAD_LETTERS, as_utc
 
 router = APIRouter(prefix="/v1", tags=["operations"])
@@ -49,6 +50,7 @@ class DeadLetters:
 @router.get("/dead-letters", response_model=list[DeadLetter])
 def dead_letters(
     request: Request,
+    _caller: OperationsReader,
     source: Annotated[str | None, Query(max_length=256, description="Only this CloudEvents source")] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> list[DeadLetter]:

@@ -6,6 +6,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
+from api.access.guard import EventPusher
+from api.errors import problem
 from api.models import EventsOutcome, RejectedEvent
 
 router = APIRouter()
@@ -26,18 +28,21 @@ REPORTED_REJECTIONS = 100
         503: {"description": "The broker is away and the intake's spool is full; nothing was accepted, retry"},
     },
 )
-async def post_events(request: Request) -> JSONResponse:
+async def post_events(request: Request, caller: EventPusher) -> JSONResponse:
+    """Events of a source (or customer) the key is not bound to are refused, each with the reason."""
     body = await _body_up_to(request, MAX_BODY_BYTES)
     if body is None:
-        return JSONResponse({"error": "PayloadTooLarge", "detail": f"at most {MAX_BODY_BYTES} bytes"}, 413)
+        return problem(413, "payload-too-large", f"the body may hold at most {MAX_BODY_BYTES} bytes")
     # publishing waits for the broker's acknowledgement: keep that off the event loop
-    accepted, rejected = await run_in_threadpool(request.app.state.intake.submit, body)
+    accepted, rejected = await run_in_threadpool(request.app.state.intake.submit, body, caller.principal.reports_for)
     outcome = EventsOutcome(
         accepted=[event.id for event in accepted],
         rejected=[RejectedEvent(index=r.index, id=r.event_id, reason=r.reason) for r in rejected[:REPORTED_REJECTIONS]],
         rejected_count=len(rejected),
     )
-    return JSONResponse(outcome.model_dump(), status_code=202 if accepted else 422)
+    if not accepted:
+        return problem(422, "no-event-accepted", "no event of the batch was accepted", **outcome.model_dump())
+    return JSONResponse(outcome.model_dump(), status_code=202)
 
 
 async def _body_up_to(request: Request, limit: int) -> bytes | None:

@@ -13,6 +13,8 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
 
+from api.access.audit import note_change
+from api.access.guard import Caller, InvoiceChanger, InvoiceReader, PeriodCloser
 from api.catalog_admin import CatalogAdmin
 from api.delivery import Deliveries, recipient_of
 from api.documents.einvoice import cii_xml, pdf_for_buyer, ubl_xml
@@ -30,7 +32,7 @@ from billing.money import shown_quantity
 from billing.period_close import close_period
 from billing.periods import Period
 from billing.records import InvoiceRecord, credit_note_id
-from meterline.exceptions import InvalidQuery
+from meterline.exceptions import Forbidden, InvalidQuery, UnknownCustomer
 from schemas.clickhouse import as_utc
 from schemas.meters import Meter
 from sinks.clickhouse import InsertClock
@@ -53,7 +55,7 @@ def _catalog(request: Request) -> Catalog:
     response_model=CloseOut,
     responses={409: {"description": "Usage of the period may be missing (gaps listed); force=true bills anyway"}},
 )
-def close(request: Request, period: str, force: bool = False) -> CloseOut:
+def close(request: Request, _caller: PeriodCloser, period: str, force: bool = False) -> CloseOut:
     """Build (or rebuild) the period's draft invoices; issued ones are never touched.
 
     Refused while messages sent by agents or the intake, which may hold usage of the period,
@@ -66,61 +68,72 @@ def close(request: Request, period: str, force: bool = False) -> CloseOut:
     result = close_period(
         _ledger(request), usage, _catalog(request), Period.parse(period), clock.now(), lookback, gaps, force
     )
+    note_change(request, None, {"period": period, "force": force, **vars(result)})
     return CloseOut(**vars(result))
 
 
 @router.post("/periods/{period}/issue", response_model=list[InvoiceOut])
-def issue_period(request: Request, period: str) -> list[InvoiceOut]:
+def issue_period(request: Request, _caller: PeriodCloser, period: str) -> list[InvoiceOut]:
     """Issue every draft of the period at once, numbered consecutively per issuer."""
     ledger, catalog, now = _ledger(request), _catalog(request), datetime.now(UTC)
     issued = ledger.issue_period(Period.parse(period).name, now, catalog.invoice_prefixes())
     deliveries: Deliveries | None = request.app.state.deliveries
     if deliveries is not None:
         deliveries.enqueue({r.invoice_id: recipient_of(catalog, r.buyer_id) for r in issued}, now)
+    note_change(request, None, {"issued": {r.invoice_id: r.number for r in issued}})
     return [InvoiceOut.of(record) for record in issued]
 
 
 @router.get("/invoices", response_model=list[InvoiceOut])
 def list_invoices(
-    request: Request, period: str | None = None, buyer_id: str | None = None, status: InvoiceStatus | None = None
+    request: Request,
+    caller: InvoiceReader,
+    period: str | None = None,
+    buyer_id: str | None = None,
+    status: InvoiceStatus | None = None,
 ) -> list[InvoiceOut]:
+    """The invoices the caller sees: every one for the provider, a tenant's own otherwise."""
     if period is not None:
         Period.parse(period)
-    records = _ledger(request).headers(period=period, buyer_id=buyer_id)
+    records = _ledger(request).headers(caller.scope, period=period, buyer_id=buyer_id)
     return [InvoiceOut.of(r) for r in records if status is None or r.status is status]
 
 
 @router.get("/customers/{customer_id}/invoices", response_model=list[InvoiceOut])
-def customer_invoices(request: Request, customer_id: CustomerId) -> list[InvoiceOut]:
+def customer_invoices(request: Request, caller: InvoiceReader, customer_id: CustomerId) -> list[InvoiceOut]:
     """The invoices a customer receives - never its partner's own invoice from the provider."""
-    return [InvoiceOut.of(r) for r in _ledger(request).headers(buyer_id=customer_id) if r.buyer_id == customer_id]
+    if not caller.scope.sees_customer(customer_id):
+        raise UnknownCustomer(f"no customer {customer_id!r}")
+    records = _ledger(request).headers(caller.scope, buyer_id=customer_id)
+    return [InvoiceOut.of(r) for r in records if r.buyer_id == customer_id]
 
 
 @router.get("/invoices/{invoice_id}", response_model=InvoiceOut)
-def get_invoice(request: Request, invoice_id: InvoiceId) -> InvoiceOut:
-    return InvoiceOut.of(_ledger(request).get(invoice_id), with_lines=True)
+def get_invoice(request: Request, caller: InvoiceReader, invoice_id: InvoiceId) -> InvoiceOut:
+    return InvoiceOut.of(_ledger(request).get(caller.scope, invoice_id), with_lines=True)
 
 
 @router.post("/invoices/{invoice_id}/issue", response_model=InvoiceOut)
-def issue(request: Request, invoice_id: InvoiceId) -> InvoiceOut:
+def issue(request: Request, caller: InvoiceChanger, invoice_id: InvoiceId) -> InvoiceOut:
     """Give a draft the issuer's next number; issuing again returns the same invoice."""
-    return _change(request, invoice_id, InvoiceStatus.ISSUED)
+    return _change(request, caller, invoice_id, InvoiceStatus.ISSUED)
 
 
 @router.post("/invoices/{invoice_id}/pay", response_model=InvoiceOut)
-def pay(request: Request, invoice_id: InvoiceId) -> InvoiceOut:
-    return _change(request, invoice_id, InvoiceStatus.PAID)
+def pay(request: Request, caller: InvoiceChanger, invoice_id: InvoiceId) -> InvoiceOut:
+    return _change(request, caller, invoice_id, InvoiceStatus.PAID)
 
 
 @router.post("/invoices/{invoice_id}/void", response_model=InvoiceOut)
-def void(request: Request, invoice_id: InvoiceId) -> InvoiceOut:
+def void(request: Request, caller: InvoiceChanger, invoice_id: InvoiceId) -> InvoiceOut:
     """Void a draft, or cancel an issued invoice: it keeps its number and a credit note is issued."""
-    return _change(request, invoice_id, InvoiceStatus.VOID)
+    return _change(request, caller, invoice_id, InvoiceStatus.VOID)
 
 
-def _change(request: Request, invoice_id: str, target: InvoiceStatus) -> InvoiceOut:
+def _change(request: Request, caller: Caller, invoice_id: str, target: InvoiceStatus) -> InvoiceOut:
     ledger, catalog, now = _ledger(request), _catalog(request), datetime.now(UTC)
-    before, changed = ledger.change_status(invoice_id, target, now, catalog.invoice_prefixes())
+    before, changed = ledger.change_status(caller.scope, invoice_id, target, now, catalog.invoice_prefixes())
+    note_change(request, {"status": before.value}, {"status": changed.status.value, "number": changed.number})
     deliveries: Deliveries | None = request.app.state.deliveries
     if deliveries is not None and before is not changed.status:
         if changed.status is InvoiceStatus.ISSUED:
@@ -138,48 +151,54 @@ def _deliveries(request: Request) -> Deliveries:
 
 
 @router.get("/invoices/{invoice_id}/delivery", response_model=DeliveryOut)
-def delivery(request: Request, invoice_id: InvoiceId) -> DeliveryOut:
+def delivery(request: Request, caller: InvoiceReader, invoice_id: InvoiceId) -> DeliveryOut:
     """Where the invoice's email stands: pending, sent, retrying (with the last error) or no recipient."""
-    return DeliveryOut.of(_deliveries(request).get(invoice_id))
+    record = _ledger(request).get(caller.scope, invoice_id)
+    return DeliveryOut.of(_deliveries(request).of(record))
 
 
 @router.post("/invoices/{invoice_id}/deliver", response_model=DeliveryOut)
-def deliver_again(request: Request, invoice_id: InvoiceId) -> DeliveryOut:
+def deliver_again(request: Request, caller: InvoiceChanger, invoice_id: InvoiceId) -> DeliveryOut:
     """Send again at the next check, without waiting for the retry delay."""
-    return DeliveryOut.of(_deliveries(request).retry_now(invoice_id))
+    record = _ledger(request).get(caller.scope, invoice_id)
+    if not caller.scope.may_change_invoice(record.issuer_id, record.buyer_id):
+        raise Forbidden(f"invoice {invoice_id!r} is issued by {record.issuer_id}; only its issuer sends it")
+    before, after = _deliveries(request).retry_now(record)
+    note_change(request, DeliveryOut.of(before).model_dump(mode="json"), DeliveryOut.of(after).model_dump(mode="json"))
+    return DeliveryOut.of(after)
 
 
-def _view(request: Request, invoice_id: str) -> InvoiceView:
-    return InvoiceView.of(_ledger(request).get(invoice_id), _catalog(request))
+def _view(request: Request, caller: Caller, invoice_id: str) -> InvoiceView:
+    return InvoiceView.of(_ledger(request).get(caller.scope, invoice_id), _catalog(request))
 
 
 @router.get("/invoices/{invoice_id}/html", response_class=HTMLResponse)
-def invoice_html(request: Request, invoice_id: InvoiceId) -> HTMLResponse:
-    return HTMLResponse(render_html(_view(request, invoice_id)))
+def invoice_html(request: Request, caller: InvoiceReader, invoice_id: InvoiceId) -> HTMLResponse:
+    return HTMLResponse(render_html(_view(request, caller, invoice_id)))
 
 
 @router.get("/invoices/{invoice_id}/pdf", response_class=Response)
-def invoice_pdf(request: Request, invoice_id: InvoiceId) -> Response:
+def invoice_pdf(request: Request, caller: InvoiceReader, invoice_id: InvoiceId) -> Response:
     """Factur-X (PDF/A-3 with the CII XML inside) once issued; a plain PDF for a draft or tax-inclusive prices."""
-    view = _view(request, invoice_id)
+    view = _view(request, caller, invoice_id)
     return _attachment(pdf_for_buyer(view), "application/pdf", view, "pdf")
 
 
 @router.get("/invoices/{invoice_id}/csv", response_class=Response)
-def invoice_csv(request: Request, invoice_id: InvoiceId) -> Response:
-    view = _view(request, invoice_id)
+def invoice_csv(request: Request, caller: InvoiceReader, invoice_id: InvoiceId) -> Response:
+    view = _view(request, caller, invoice_id)
     return _attachment(render_csv(view).encode(), "text/csv", view, "csv")
 
 
 @router.get("/invoices/{invoice_id}/cii", response_class=Response)
-def invoice_cii(request: Request, invoice_id: InvoiceId) -> Response:
-    view = _view(request, invoice_id)
+def invoice_cii(request: Request, caller: InvoiceReader, invoice_id: InvoiceId) -> Response:
+    view = _view(request, caller, invoice_id)
     return _attachment(cii_xml(view), "application/xml", view, "cii.xml")
 
 
 @router.get("/invoices/{invoice_id}/ubl", response_class=Response)
-def invoice_ubl(request: Request, invoice_id: InvoiceId) -> Response:
-    view = _view(request, invoice_id)
+def invoice_ubl(request: Request, caller: InvoiceReader, invoice_id: InvoiceId) -> Response:
+    view = _view(request, caller, invoice_id)
     return _attachment(ubl_xml(view), "application/xml", view, "ubl.xml")
 
 
@@ -203,9 +222,8 @@ def _line_scope(record: InvoiceRecord, line_no: int) -> LineScope:
 
 
 @router.get("/invoices/{invoice_id}/lines/{line_no}/usage", response_model=LineUsage)
-def line_usage(request: Request, invoice_id: InvoiceId, line_no: int) -> LineUsage:
-    record = _ledger(request).get(invoice_id)
-    scope = _line_scope(record, line_no)
+def line_usage(request: Request, caller: InvoiceReader, invoice_id: InvoiceId, line_no: int) -> LineUsage:
+    scope = _line_scope(_ledger(request).get(caller.scope, invoice_id), line_no)
     queries: UsageQueries = request.app.state.queries
     hours = queries.line_usage(scope)
     rows = [
@@ -236,9 +254,9 @@ def _line_quantity(meter: Meter, hours: list[dict[str, Any]]) -> Fraction:
 
 
 @router.get("/invoices/{invoice_id}/lines/{line_no}/usage.csv", response_class=Response)
-def line_usage_csv(request: Request, invoice_id: InvoiceId, line_no: int) -> Response:
+def line_usage_csv(request: Request, caller: InvoiceReader, invoice_id: InvoiceId, line_no: int) -> Response:
     """The same hourly usage as CSV, for checking an invoice line in a spreadsheet."""
-    usage = line_usage(request, invoice_id, line_no)
+    usage = line_usage(request, caller, invoice_id, line_no)
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(["hour", "customer_id", "resource_id", "product", "meter", "dimension", "quantity", "amount"])
@@ -256,13 +274,14 @@ def line_usage_csv(request: Request, invoice_id: InvoiceId, line_no: int) -> Res
 @router.get("/invoices/{invoice_id}/lines/{line_no}/events", response_class=Response)
 def line_events(
     request: Request,
+    caller: InvoiceReader,
     invoice_id: InvoiceId,
     line_no: int,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     offset: Annotated[int, Query(ge=0, le=2**32 - 1, description="events to skip")] = 0,
 ) -> Response:
     """The raw CloudEvents behind a usage line, as received, one JSON document per line (NDJSON)."""
-    scope = _line_scope(_ledger(request).get(invoice_id), line_no)
+    scope = _line_scope(_ledger(request).get(caller.scope, invoice_id), line_no)
     queries: UsageQueries = request.app.state.queries
     events = queries.line_events(scope, limit, offset)
     return Response("".join(f"{event}\n" for event in events), media_type="application/x-ndjson")

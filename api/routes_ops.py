@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-router = APIRouter()
+from api.access.guard import Public
+
+router = APIRouter(dependencies=[Depends(Public())])
+"""Open to anyone: a load balancer and Prometheus ask without a key; nothing here names a tenant."""
 
 
 @router.get("/healthz")

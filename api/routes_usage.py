@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
+from api.access.guard import UsageReader
 from api.models import CustomerId, UsageReport, UsageRow
 from api.usage_queries import Granularity, GroupBy, UsageQueries, UsageWindow
 from billing.money import round_money
@@ -31,6 +32,7 @@ def window(customer_id: str, start: datetime | None, end: datetime | None) -> Us
 @router.get("/usage", response_model=UsageReport, response_model_by_alias=True)
 def get_usage(
     request: Request,
+    caller: UsageReader,
     customer_id: CustomerId,
     start: From = None,
     end: To = None,
@@ -39,8 +41,8 @@ def get_usage(
 ) -> UsageReport:
     queries: UsageQueries = request.app.state.queries
     usage_window = window(customer_id, start, end)
-    rows = queries.usage(usage_window, granularity, group_by)
-    totals = queries.total(usage_window)
+    rows = queries.usage(caller.scope, usage_window, granularity, group_by)
+    totals = queries.total(caller.scope, usage_window)
     return UsageReport(
         customer_id=customer_id,
         start=usage_window.start,
@@ -54,12 +56,14 @@ def get_usage(
 
 
 @router.get("/usage.csv", response_class=StreamingResponse)
-def get_usage_csv(request: Request, customer_id: CustomerId, start: From = None, end: To = None) -> StreamingResponse:
+def get_usage_csv(
+    request: Request, caller: UsageReader, customer_id: CustomerId, start: From = None, end: To = None
+) -> StreamingResponse:
     queries: UsageQueries = request.app.state.queries
     usage_window = window(customer_id, start, end)
     filename = f"usage-{customer_id}-{usage_window.start:%Y%m%d}-{usage_window.end:%Y%m%d}.csv"
     return StreamingResponse(
-        queries.hourly_csv(usage_window),
+        queries.hourly_csv(caller.scope, usage_window),
         media_type="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )

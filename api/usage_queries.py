@@ -22,7 +22,8 @@ from clickhouse_connect.driver.client import Client
 from billing.invoices import UsageScope
 from billing.money import shown_quantity
 from billing.periods import check_storable
-from meterline.exceptions import InvalidQuery
+from billing.scope import Scope
+from meterline.exceptions import InvalidQuery, UnknownCustomer
 from schemas.clickhouse import RATED_USAGE, RAW_MESSAGES, USAGE_EVENTS, USAGE_WITHIN, of_one_resource, stored_by
 from schemas.events import LONGEST_INTERVAL_S
 
@@ -85,6 +86,16 @@ class UsageWindow:
 WHERE = "customer_id = {customer:String} AND " + USAGE_WITHIN
 
 
+def _scoped(scope: Scope, window: UsageWindow) -> tuple[str, dict[str, Any]]:
+    """The window's condition for a caller: a customer it does not see does not exist for it,
+    and a read token limited to some meters shows only theirs."""
+    if not scope.sees_customer(window.customer_id):
+        raise UnknownCustomer(f"no customer {window.customer_id!r}")
+    if scope.meters is None:
+        return WHERE, window.parameters()
+    return f"{WHERE} AND meter IN {{meters:Array(String)}}", {**window.parameters(), "meters": sorted(scope.meters)}
+
+
 class UsageQueries:
     """Reads for the API; one lock because an embedded engine handle is not for concurrent use.
 
@@ -100,22 +111,26 @@ class UsageQueries:
         self._database = database
         self._lock = threading.Lock()
 
-    def usage(self, window: UsageWindow, granularity: Granularity, group_by: GroupBy) -> list[dict[str, Any]]:
+    def usage(
+        self, scope: Scope, window: UsageWindow, granularity: Granularity, group_by: GroupBy
+    ) -> list[dict[str, Any]]:
         bucket = f"{granularity.truncate_sql}(usage_start)"
-        rows = self._exact(WHERE, window.parameters(), bucket, [*group_by.columns, "currency"])
+        rows = self._exact(*_scoped(scope, window), bucket, [*group_by.columns, "currency"])
         return [{**row, "quantity": shown_quantity(row["quantity"])} for row in rows]
 
-    def total(self, window: UsageWindow) -> dict[str, Decimal]:
+    def total(self, scope: Scope, window: UsageWindow) -> dict[str, Decimal]:
         """Amount per currency over the window."""
-        query = f"SELECT currency, sum(amount) FROM {self._table} WHERE {WHERE} GROUP BY currency"
+        where, parameters = _scoped(scope, window)
+        query = f"SELECT currency, sum(amount) FROM {self._table} WHERE {where} GROUP BY currency"
         with self._lock:
-            rows = self._client.query(query, parameters=window.parameters()).result_rows
+            rows = self._client.query(query, parameters=parameters).result_rows
         return {currency: amount for currency, amount in rows}
 
-    def hourly_csv(self, window: UsageWindow) -> Iterator[bytes]:
+    def hourly_csv(self, scope: Scope, window: UsageWindow) -> Iterator[bytes]:
         """Hourly usage per resource and meter as CSV chunks. The query runs now, before a
-        response starts, so that a failure is answered with an error rather than a cut file."""
-        rows = self._exact(WHERE, window.parameters(), "toStartOfHour(usage_start)", CSV_COLUMNS[1:-2])
+        response starts, so that a failure is answered with an error rather than a cut file,
+        and so that no lock is held while a client downloads."""
+        rows = self._exact(*_scoped(scope, window), "toStartOfHour(usage_start)", CSV_COLUMNS[1:-2])
         return _csv_chunks(rows)
 
     def line_usage(self, line: LineScope) -> list[dict[str, Any]]:

@@ -50,6 +50,15 @@ class EntryKind(StrEnum):
     def model(self) -> type[BaseModel]:
         return _MODELS[self]
 
+    @property
+    def section(self) -> str:
+        """Its name in the catalog document and in the API's paths: plural for lists."""
+        return _LISTS.get(self, self.value)
+
+    @classmethod
+    def of_section(cls, section: str) -> EntryKind:
+        return next(kind for kind in cls if kind.section == section)
+
     def id_of(self, document: dict[str, Any]) -> str:
         """The entry's key inside its kind: most carry an ``id``; a price list is its seller's."""
         if self is EntryKind.SETTINGS:

@@ -35,13 +35,16 @@ from billing.periods import Period
 from billing.price_plans import ZERO
 from billing.pricing import PriceChange, price_changes
 from billing.records import InvoiceRecord
+from billing.scope import EVERYTHING, Scope
 from meterline.exceptions import IncompleteUsage
 
 
 class Ledger(Protocol):
     """Where invoices are kept (``billing.adapters.clickhouse_ledger``)."""
 
-    def headers(self, *, period: str | None = None, buyer_id: str | None = None) -> list[InvoiceRecord]: ...
+    def headers(
+        self, scope: Scope, *, period: str | None = None, buyer_id: str | None = None
+    ) -> list[InvoiceRecord]: ...
 
     def adjustments_to(self, adjusted: Period, *, excluding: Period) -> dict[tuple[str, str], Decimal]: ...
 
@@ -102,7 +105,7 @@ def close_period(
     totals = usage.totals(period, price_changes(catalog, period), now)
     known = {customer.id for customer in catalog.customers}
     adjustments = _late_usage(ledger, usage, catalog, period, now, lookback_periods)
-    billings = _billings_by_parties(ledger.headers(period=period.name))
+    billings = _billings_by_parties(ledger.headers(EVERYTHING, period=period.name))
     drafts = []
     for invoice in build_invoices(catalog, period, totals, adjustments):
         billed = billings.get(invoice.parties, [])
@@ -147,7 +150,7 @@ def _late_usage(
     earlier = period
     for _ in range(lookback_periods):
         earlier = earlier.previous()
-        settled = [r for r in ledger.headers(period=earlier.name) if r.status in SETTLED]
+        settled = [r for r in ledger.headers(EVERYTHING, period=earlier.name) if r.status in SETTLED]
         if not settled:
             continue
         adjusted = ledger.adjustments_to(earlier, excluding=period)

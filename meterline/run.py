@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import signal
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from meterline.settings import Settings
 
 log = logging.getLogger("meterline.run")
 STOP_WITHIN_S = 8.0
+ADMIN_KEY_FILE = "admin.key"
 RESTART_DELAY_S = 2.0
 
 
@@ -61,7 +63,21 @@ def stop_all(running: list[Child]) -> None:
         child.wait_or_kill(deadline)
 
 
-def children(settings: Settings, agent_args: list[str]) -> list[Child]:
+def admin_key(settings: Settings) -> tuple[str, bool]:
+    """The admin key the API starts with: ``METERLINE_ADMIN_KEY``, else one made at the first
+    run and kept in the data dir (readable by its owner only). Returns it, and whether it is new."""
+    if settings.admin_key is not None:
+        return settings.admin_key.get_secret_value(), False
+    path = settings.data_dir / ADMIN_KEY_FILE
+    if path.exists():
+        return path.read_text().strip(), False
+    key = f"mlk_admin_{secrets.token_urlsafe(32)}"
+    path.touch(mode=0o600)
+    path.write_text(key + "\n")
+    return key, True
+
+
+def children(settings: Settings, agent_args: list[str], key: str) -> list[Child]:
     python = sys.executable
     workers = [
         Child(
@@ -72,7 +88,7 @@ def children(settings: Settings, agent_args: list[str]) -> list[Child]:
         for n in range(settings.pipeline_workers)
     ]
     return [
-        Child("api", [python, "-m", "api.main"]),
+        Child("api", [python, "-m", "api.main"], {"METERLINE_ADMIN_KEY": key}),
         *workers,
         Child("agent", [python, "-m", "agents.main", *agent_args]),
     ]
@@ -127,6 +143,18 @@ def _stop_on_signals() -> None:
         signal.signal(signum, interrupt)
 
 
+def _say_how_to_authenticate(settings: Settings, key: str, new: bool) -> None:
+    base = f"http://{settings.api_host}:{settings.api_port}"
+    key_file = settings.data_dir / ADMIN_KEY_FILE
+    print(f"meterline is up: API and docs at {base}/docs", flush=True)
+    if new:
+        print(f"  the first admin key, shown this once (kept in {key_file}, mode 600):\n    {key}", flush=True)
+    shown = "$METERLINE_ADMIN_KEY" if settings.admin_key is not None else f"$(cat {key_file})"
+    print(f'  every call takes a key: curl -H "Authorization: Bearer {shown}" \\', flush=True)
+    print(f"    {base}/v1/customers/cust-00001/usage", flush=True)
+    print(f"  make keys for partners, customers and services: POST {base}/v1/keys (README: Access)", flush=True)
+
+
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     _stop_on_signals()
@@ -140,13 +168,12 @@ def main() -> None:
         broker.start()
     wait_until_ready(settings.kafka_bootstrap)
     ensure_topics(settings)
-    running = children(settings, agent_args)
+    key, new = admin_key(settings)
+    running = children(settings, agent_args, key)
     try:
         for child in running:
             child.start()
-        base = f"http://{settings.api_host}:{settings.api_port}"
-        print(f"meterline is up: API and docs at {base}/docs", flush=True)
-        print(f"  usage of a simulated customer: {base}/v1/customers/cust-00001/usage", flush=True)
+        _say_how_to_authenticate(settings, key, new)
         supervise(running, broker, settings)
     except KeyboardInterrupt:
         log.info("stopping")

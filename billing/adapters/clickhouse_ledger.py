@@ -25,7 +25,8 @@ from clickhouse_connect.driver.client import Client
 from billing.invoices import DocumentType, InvoiceLine, InvoiceStatus, LineKind, UsageScope
 from billing.periods import Period
 from billing.records import InvoiceRecord, check_period_ended
-from meterline.exceptions import UnknownInvoice
+from billing.scope import EVERYTHING, Scope
+from meterline.exceptions import Forbidden, UnknownInvoice
 from schemas.clickhouse import INVOICE_LINES, INVOICES, as_utc
 from schemas.records import MONEY, TIMESTAMP
 
@@ -153,24 +154,28 @@ class Ledger:
         )
         return dict(result.result_rows)
 
-    def headers(self, *, period: str | None = None, buyer_id: str | None = None) -> list[InvoiceRecord]:
+    def headers(self, scope: Scope, *, period: str | None = None, buyer_id: str | None = None) -> list[InvoiceRecord]:
+        """Invoice headers the scope sees (those of its buyers), of a period, of or covering a buyer."""
         conditions = ["1"]
         if period is not None:
             conditions.append("period = {period:String}")
         if buyer_id is not None:
             conditions.append("(buyer_id = {buyer:String} OR has(covered_customers, {buyer:String}))")
+        if scope.parties is not None:
+            conditions.append("buyer_id IN {parties:Array(String)}")
         result = self._query(
             f"SELECT * FROM {self._invoices} FINAL WHERE {' AND '.join(conditions)} ORDER BY period, invoice_id",
-            parameters={"period": period, "buyer": buyer_id},
+            parameters={"period": period, "buyer": buyer_id, "parties": sorted(scope.parties or ())},
         )
         return [_from_row(row) for row in result.named_results()]
 
-    def get(self, invoice_id: str) -> InvoiceRecord:
+    def get(self, scope: Scope, invoice_id: str) -> InvoiceRecord:
+        """One invoice with its lines; one the scope does not see does not exist for it."""
         result = self._query(
             f"SELECT * FROM {self._invoices} FINAL WHERE invoice_id = {{id:String}}", parameters={"id": invoice_id}
         )
         rows = list(result.named_results())
-        if not rows:
+        if not rows or not scope.sees_buyer(rows[0]["buyer_id"]):
             raise UnknownInvoice(f"no invoice {invoice_id!r}")
         record = _from_row(rows[0])
         return replace(record, lines=tuple(self._load_lines(record)))
@@ -215,7 +220,7 @@ class Ledger:
         self._insert(self._invoices, headers.to_arrow())
 
     def change_status(
-        self, invoice_id: str, target: InvoiceStatus, now: datetime, prefix_of: dict[str, str]
+        self, scope: Scope, invoice_id: str, target: InvoiceStatus, now: datetime, prefix_of: dict[str, str]
     ) -> tuple[InvoiceStatus, InvoiceRecord]:
         """Move an invoice along its lifecycle; issuing gives it the issuer's next number, and
         voiding an issued invoice issues its credit note.
@@ -224,7 +229,9 @@ class Ledger:
         reacting to a transition (emailing the invoice) does so once even under concurrent calls.
         """
         with self._lock:
-            record = self.get(invoice_id)
+            record = self.get(scope, invoice_id)
+            if not scope.may_change_invoice(record.issuer_id, record.buyer_id):
+                raise Forbidden(f"invoice {invoice_id!r} is issued by {record.issuer_id}; only its issuer changes it")
             if record.status is target:
                 return record.status, record
             changed = record.becoming(target, now)
@@ -239,7 +246,7 @@ class Ledger:
         """Issue every draft of a period at once: consecutive numbers per issuer, in invoice-id order."""
         check_period_ended(period, now)
         with self._lock:
-            drafts = [r for r in self.headers(period=period) if r.status is InvoiceStatus.DRAFT]
+            drafts = [r for r in self.headers(EVERYTHING, period=period) if r.status is InvoiceStatus.DRAFT]
             issued = []
             for issuer_id in sorted({r.issuer_id for r in drafts}):
                 highest = self._highest_sequence(issuer_id)

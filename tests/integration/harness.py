@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -91,11 +92,24 @@ class System:
             # the tests replay usage of fixed months of 2026: a wide window keeps them valid as the
             # calendar moves on (the acceptance window has tests of its own)
             "METERLINE_LATE_USAGE_MONTHS": "120",
+            "METERLINE_ADMIN_KEY": f"mlk_admin_{secrets.token_urlsafe(24)}",
+            # the tests call fast from one key; the limits have tests of their own
+            "METERLINE_RATE_LIMIT_PER_S": "100000",
+            "METERLINE_RATE_LIMIT_BURST": "100000",
             **self.overrides,
         }
         self.settings = self._settings()
         ensure_topics(self.settings)
         self.url = f"http://127.0.0.1:{self.api_port}"
+        self.http = self.client(self.env["METERLINE_ADMIN_KEY"])
+        """The provider's admin, as the bootstrap key."""
+
+    def client(self, credential: str | None) -> httpx.Client:
+        """A client of this system's API presenting ``credential`` (or nothing), sending JSON."""
+        headers = {"Content-Type": "application/json"}
+        if credential:
+            headers["Authorization"] = f"Bearer {credential}"
+        return httpx.Client(base_url=self.url, headers=headers, timeout=30)
 
     def _settings(self) -> Settings:
         saved = dict(os.environ)
@@ -116,7 +130,7 @@ class System:
 
     def start_api(self) -> None:
         self.start("api", "-m", "api.main")
-        wait_for(lambda: httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200, what="the API to be ready")
+        wait_for(lambda: self.http.get("/readyz", timeout=2).status_code == 200, what="the API to be ready")
 
     def publish_catalog(self) -> None:
         """What a running API would have published: lets a worker start while no API runs."""
@@ -170,7 +184,7 @@ class System:
     def usage(self, customer_id: str, **params: str) -> dict[str, Any]:
         params.setdefault("from", "2020-01-01T00:00:00Z")
         params.setdefault("to", "2030-01-01T00:00:00Z")
-        response = httpx.get(f"{self.url}/v1/customers/{customer_id}/usage", params=params, timeout=30)
+        response = self.http.get(f"/v1/customers/{customer_id}/usage", params=params)
         response.raise_for_status()
         body: dict[str, Any] = response.json()
         return body

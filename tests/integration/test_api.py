@@ -26,7 +26,7 @@ def running(system: System) -> System:
 
 def test_pushed_events_are_accepted_or_refused_one_by_one(running: System):
     good, bad = xaas_usage(quantity="10"), vm_sample("vm-bad", vcpu=-4)
-    response = httpx.post(f"{running.url}/v1/events", content=encode_batch([good, bad]), timeout=30)
+    response = running.http.post("/v1/events", content=encode_batch([good, bad]), timeout=30)
     assert response.status_code == 202
     body = response.json()
     assert body["accepted"] == [good["id"]]
@@ -39,35 +39,35 @@ def test_pushed_events_are_accepted_or_refused_one_by_one(running: System):
 
 
 def test_bad_bodies_get_a_4xx_with_a_reason(running: System):
-    not_json = httpx.post(f"{running.url}/v1/events", content=b"{oops", timeout=10)
+    not_json = running.http.post("/v1/events", content=b"{oops", timeout=10)
     assert not_json.status_code == 400
     assert "not valid JSON" in not_json.json()["detail"]
-    none_valid = httpx.post(f"{running.url}/v1/events", content=orjson.dumps([{"type": "vm.sample"}]), timeout=10)
+    none_valid = running.http.post("/v1/events", content=orjson.dumps([{"type": "vm.sample"}]), timeout=10)
     assert none_valid.status_code == 422
     assert none_valid.json()["accepted"] == []
-    empty = httpx.post(f"{running.url}/v1/events", content=b"[]", timeout=10)
+    empty = running.http.post("/v1/events", content=b"[]", timeout=10)
     assert empty.status_code == 400
-    backwards = httpx.get(
-        f"{running.url}/v1/customers/cust-1/usage",
+    backwards = running.http.get(
+        "/v1/customers/cust-1/usage",
         params={"from": "2026-11-02T00:00:00Z", "to": "2026-11-01T00:00:00Z"},
         timeout=10,
     )
     assert backwards.status_code == 400
     assert "'from' must be before 'to'" in backwards.json()["detail"]
-    naive = httpx.get(f"{running.url}/v1/customers/cust-1/usage", params={"from": "2026-11-01T00:00:00"}, timeout=10)
+    naive = running.http.get("/v1/customers/cust-1/usage", params={"from": "2026-11-01T00:00:00"}, timeout=10)
     assert naive.status_code == 400
-    unknown = httpx.get(f"{running.url}/v1/customers/cust-1/usage", params={"granularity": "week"}, timeout=10)
+    unknown = running.http.get("/v1/customers/cust-1/usage", params={"granularity": "week"}, timeout=10)
     assert unknown.status_code == 422
 
 
 def test_hostile_input_gets_a_4xx_with_a_reason_and_nothing_of_it_is_stored(running: System):
     """Each of these answered 500, read a 20 MB body whole, or answered a 7 MB error list."""
-    events = f"{running.url}/v1/events"
-    deep = httpx.post(events, content=b"[" * 5000 + b"]" * 5000, timeout=30)
+    events = "/v1/events"
+    deep = running.http.post(events, content=b"[" * 5000 + b"]" * 5000, timeout=30)
     assert deep.status_code == 400 and "deeper" in deep.json()["detail"]
-    huge = httpx.post(events, content=b"[" + b" " * (20 * 1024 * 1024) + b"]", timeout=60)
+    huge = running.http.post(events, content=b"[" + b" " * (20 * 1024 * 1024) + b"]", timeout=60)
     assert huge.status_code == 413
-    many = httpx.post(events, content=b"[" + b",".join([b"{}"] * 100_000) + b"]", timeout=60)
+    many = running.http.post(events, content=b"[" + b",".join([b"{}"] * 100_000) + b"]", timeout=60)
     assert many.status_code == 422 and len(many.content) < 20_000
     assert (len(many.json()["rejected"]), many.json()["rejected_count"]) == (100, 100_000)
     far = [
@@ -75,7 +75,7 @@ def test_hostile_input_gets_a_4xx_with_a_reason_and_nothing_of_it_is_stored(runn
         vm_sample("vm-2300", at=datetime(2300, 1, 1, tzinfo=UTC)),
     ]
     absurd = [vm_sample("vm-absurd", net_tx_bytes=10**30), xaas_usage(quantity="999999999999999999")]
-    refused = httpx.post(events, content=encode_batch(far + absurd), timeout=30)
+    refused = running.http.post(events, content=encode_batch(far + absurd), timeout=30)
     assert refused.status_code == 422 and refused.json()["rejected_count"] == 4
     assert [r["reason"].split(":")[0] for r in refused.json()["rejected"]] == [
         "time",
@@ -83,15 +83,13 @@ def test_hostile_input_gets_a_4xx_with_a_reason_and_nothing_of_it_is_stored(runn
         "data.net_tx_bytes",
         "data.quantity",
     ]
-    crlf = httpx.get(f"{running.url}/v1/customers/cust-1%0D%0AX-Evil:%201/usage.csv", timeout=10)
+    crlf = running.http.get("/v1/customers/cust-1%0D%0AX-Evil:%201/usage.csv", timeout=10)
     assert crlf.status_code == 422
-    quoted = httpx.get(f"{running.url}/v1/invoices/x%22%3B%20filename%3D%22evil.html/pdf", timeout=10)
+    quoted = running.http.get("/v1/invoices/x%22%3B%20filename%3D%22evil.html/pdf", timeout=10)
     assert quoted.status_code == 422
-    far_page = httpx.get(
-        f"{running.url}/v1/invoices/2026-10.acme.c/lines/1/events", params={"offset": 2**40}, timeout=10
-    )
+    far_page = running.http.get("/v1/invoices/2026-10.acme.c/lines/1/events", params={"offset": 2**40}, timeout=10)
     assert far_page.status_code == 422
-    assert httpx.post(events, content=encode_batch([vm_sample("vm-ok")]), timeout=30).status_code == 202
+    assert running.http.post(events, content=encode_batch([vm_sample("vm-ok")]), timeout=30).status_code == 202
     rows = wait_for(lambda: running.usage("cust-1")["rows"], what="the one valid sample")
     assert sum(row["rated_rows"] for row in rows) == 4, "the valid sample's four meters, and nothing refused"
 
@@ -113,10 +111,10 @@ def test_events_that_bypass_the_api_and_break_the_contract_go_to_dead_letter(run
     # the same (source, id) again for another customer, in a later batch: a conflict, refused
     ok = vm_sample("vm-ok")
     conflicting = {**ok, "data": {**ok["data"], "customer_id": "cust-2"}}
-    assert httpx.post(f"{running.url}/v1/events", content=encode_batch([conflicting]), timeout=30).status_code == 202
+    assert running.http.post("/v1/events", content=encode_batch([conflicting]), timeout=30).status_code == 202
 
     def stored_letters() -> list[dict] | None:
-        letters = httpx.get(f"{running.url}/v1/dead-letters", timeout=10).json()
+        letters = running.http.get("/v1/dead-letters", timeout=10).json()
         return letters if len(letters) == 3 else None
 
     stored = wait_for(stored_letters, what="the three refusals stored with their reason")
@@ -129,10 +127,10 @@ def test_events_that_bypass_the_api_and_break_the_contract_go_to_dead_letter(run
 
 def test_csv_export_has_hourly_rows_per_resource_adding_up_to_the_json(running: System):
     events = [vm_sample(f"vm-{n}") for n in range(3)] + [xaas_usage()]
-    assert httpx.post(f"{running.url}/v1/events", content=encode_batch(events), timeout=30).status_code == 202
+    assert running.http.post("/v1/events", content=encode_batch(events), timeout=30).status_code == 202
     body = wait_for(lambda: (u := running.usage("cust-1"))["rows"] and len(u["rows"]) == 5 and u, what="usage")
-    response = httpx.get(
-        f"{running.url}/v1/customers/cust-1/usage.csv",
+    response = running.http.get(
+        "/v1/customers/cust-1/usage.csv",
         params={"from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"},
         timeout=30,
     )
@@ -144,8 +142,8 @@ def test_csv_export_has_hourly_rows_per_resource_adding_up_to_the_json(running: 
 
 
 def test_metrics_and_health(running: System):
-    assert httpx.get(f"{running.url}/healthz", timeout=5).json() == {"status": "ok"}
-    metrics = httpx.get(f"{running.url}/metrics", timeout=5).text
+    assert running.http.get("/healthz", timeout=5).json() == {"status": "ok"}
+    metrics = running.http.get("/metrics", timeout=5).text
     for name in ("meterline_sink_flush_seconds", "meterline_sink_consumer_lag_messages", "meterline_freshness_seconds"):
         assert name in metrics
 
@@ -153,7 +151,7 @@ def test_metrics_and_health(running: System):
 def test_the_worker_reports_its_lag_on_each_partition_it_reads(running: System):
     """Once every event is rated, no partition the worker read from has a message left."""
     events = [vm_sample(f"vm-lag-{n}") for n in range(8)]  # keyed by resource: several partitions
-    response = httpx.post(f"{running.url}/v1/events", content=encode_batch(events), timeout=30)
+    response = running.http.post("/v1/events", content=encode_batch(events), timeout=30)
     assert response.status_code == 202
     rows = lambda: running.usage("cust-1", group_by="resource")["rows"]  # noqa: E731
     wait_for(lambda: len({row["resource_id"] for row in rows()}) == len(events), 60, "the events to be rated")

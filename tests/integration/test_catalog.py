@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import httpx
 import pytest
 
 from tests.factories import FROM, vm_sample
@@ -26,7 +25,7 @@ def vcpu_amounts(system: System) -> list[str]:
 def test_a_price_change_reaches_rating_from_its_date_and_history_is_kept(billing: System):
     """From 10 October vCPU costs 0.05 instead of 0.025: a 5-minute, 2-vCPU sample is 1/6 vCPU-h,
     0.0041666... before and 0.0083333... after."""
-    price_list = httpx.get(f"{billing.url}/v1/catalog/price_list/acme", timeout=30).json()
+    price_list = billing.http.get("/v1/catalog/price_lists/acme", timeout=30).json()
     assert price_list["version"] == 1
     document = price_list["document"]
     document["plans"].append(
@@ -34,7 +33,7 @@ def test_a_price_change_reaches_rating_from_its_date_and_history_is_kept(billing
     )
     wait_for(lambda: billing.worker_metric("meterline_pipeline_catalog_loaded"), what="the worker's catalog")
     updates_before = billing.worker_metric(UPDATES)
-    changed = httpx.put(f"{billing.url}/v1/catalog/price_list/acme", json=document, timeout=30)
+    changed = billing.http.put("/v1/catalog/price_lists/acme", json=document, timeout=30)
     assert changed.status_code == 200 and changed.json()["version"] == 2
     wait_for(lambda: billing.worker_metric(UPDATES) > updates_before, what="the worker to take the new price")
 
@@ -44,25 +43,25 @@ def test_a_price_change_reaches_rating_from_its_date_and_history_is_kept(billing
     amounts = wait_for(lambda: len(a := vcpu_amounts(billing)) == 2 and a, what="both samples rated")
     assert amounts == ["0.004166666667", "0.008333333333"]
 
-    versions = httpx.get(f"{billing.url}/v1/catalog/price_list/acme/versions", timeout=30).json()
+    versions = billing.http.get("/v1/catalog/price_lists/acme/versions", timeout=30).json()
     assert [v["version"] for v in versions] == [1, 2]
-    then = httpx.get(f"{billing.url}/v1/catalog", params={"as_of": versions[0]["recorded_at"]}, timeout=30).json()
+    then = billing.http.get("/v1/catalog", params={"as_of": versions[0]["recorded_at"]}, timeout=30).json()
     (acme,) = [p for p in then["price_lists"] if p["seller_id"] == "acme"]
     assert len(acme["plans"]) == len(document["plans"]) - 1
 
 
 def test_catalog_changes_that_contradict_the_catalog_are_refused_with_the_reason(billing: System):
     orphan = {"id": "lost", "name": "Lost Ltd", "partner_id": "nobody"}
-    refused = httpx.put(f"{billing.url}/v1/catalog/customer/lost", json=orphan, timeout=30)
+    refused = billing.http.put("/v1/catalog/customers/lost", json=orphan, timeout=30)
     assert refused.status_code == 422 and "unknown partner nobody" in refused.json()["detail"]
-    mismatched = httpx.put(f"{billing.url}/v1/catalog/customer/x", json={"id": "y", "name": "Y"}, timeout=30)
+    mismatched = billing.http.put("/v1/catalog/customers/x", json={"id": "y", "name": "Y"}, timeout=30)
     assert mismatched.status_code == 422
     bad_plan = {"seller_id": "acme", "plans": [{"meter": "vcpu_hours", "model": "per_unit", "effective_from": FROM}]}
-    assert httpx.put(f"{billing.url}/v1/catalog/price_list/acme", json=bad_plan, timeout=30).status_code == 422
-    in_use = httpx.delete(f"{billing.url}/v1/catalog/customer/direct", timeout=30)
+    assert billing.http.put("/v1/catalog/price_lists/acme", json=bad_plan, timeout=30).status_code == 422
+    in_use = billing.http.delete("/v1/catalog/customers/direct", timeout=30)
     assert in_use.status_code == 422 and "unknown customer direct" in in_use.json()["detail"]
-    assert httpx.get(f"{billing.url}/v1/catalog/customer/ghost", timeout=30).status_code == 404
-    added = httpx.put(f"{billing.url}/v1/catalog/customer/newco", json={"id": "newco", "name": "NewCo"}, timeout=30)
+    assert billing.http.get("/v1/catalog/customers/ghost", timeout=30).status_code == 404
+    added = billing.http.put("/v1/catalog/customers/newco", json={"id": "newco", "name": "NewCo"}, timeout=30)
     assert added.status_code == 200
-    customers = {c["id"] for c in httpx.get(f"{billing.url}/v1/catalog", timeout=30).json()["customers"]}
+    customers = {c["id"] for c in billing.http.get("/v1/catalog", timeout=30).json()["customers"]}
     assert customers == {"direct", "resold", "newco"}

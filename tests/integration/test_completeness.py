@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import httpx
 import pytest
 from confluent_kafka import Producer
 
@@ -32,8 +31,8 @@ def test_a_missing_message_is_a_gap_and_the_close_refuses_until_forced(system: S
     producer.flush(10)
 
     def gappy() -> dict | None:
-        report = httpx.get(
-            f"{system.url}/v1/completeness", params={"from": "2026-11-10T00:00:00Z", "to": "2026-11-11T00:00:00Z"}
+        report = system.http.get(
+            "/v1/completeness", params={"from": "2026-11-10T00:00:00Z", "to": "2026-11-11T00:00:00Z"}
         ).json()
         sources = {source["producer"]: source for source in report["sources"]}
         return sources.get("agent/gappy") if len(sources.get("agent/gappy", {}).get("hours", [])) >= 4 else None
@@ -49,11 +48,11 @@ def test_a_missing_message_is_a_gap_and_the_close_refuses_until_forced(system: S
     ]
     assert system.metric("meterline_sources_with_gaps") == 1
 
-    refused = httpx.post(f"{system.url}/v1/periods/2026-11/close", timeout=120)
+    refused = system.http.post("/v1/periods/2026-11/close", timeout=120)
     assert refused.status_code == 409
     assert "agent/gappy messages 3, usage 2026-11-10T12:00Z to 2026-11-10T14:00Z" in refused.json()["detail"]
-    forced = httpx.post(f"{system.url}/v1/periods/2026-11/close", params={"force": "true"}, timeout=120)
+    forced = system.http.post("/v1/periods/2026-11/close", params={"force": "true"}, timeout=120)
     assert forced.status_code == 200, forced.text
-    invoices = httpx.get(f"{system.url}/v1/invoices", params={"period": "2026-11"}, timeout=30).json()
+    invoices = system.http.get("/v1/invoices", params={"period": "2026-11"}, timeout=30).json()
     assert invoices and all(invoice["notes"].startswith("Closed by force while 1 gaps") for invoice in invoices)
-    assert httpx.post(f"{system.url}/v1/periods/2026-10/close", timeout=120).status_code == 200, "October is whole"
+    assert system.http.post("/v1/periods/2026-10/close", timeout=120).status_code == 200, "October is whole"

@@ -70,7 +70,7 @@ def batches(customer: str, count: int, first: int = 0) -> list[list[Event]]:
 def push(system: System, batch: list[Event], tally: Tally, timeout_s: float = 30) -> httpx.Response:
     """POST one batch to the intake, counting it acknowledged on a 202."""
     tally.sent += len(batch)
-    response = httpx.post(f"{system.url}/v1/events", content=encode_batch(batch), timeout=timeout_s)
+    response = system.http.post("/v1/events", content=encode_batch(batch), timeout=timeout_s)
     if response.status_code == 202:
         tally.acknowledged += len(response.json()["accepted"])
     return response
@@ -211,7 +211,7 @@ def test_late_events_after_a_close_are_stored_once_and_billed_later(system: Syst
     for batch in batches("cust-1", 2):
         assert push(system, batch, tally).status_code == 202
     wait_for(lambda: stored_units(system, "cust-1") >= tally.acknowledged, 120, "the first events")
-    closed = httpx.post(f"{system.url}/v1/periods/{AT:%Y-%m}/close", timeout=120)
+    closed = system.http.post(f"/v1/periods/{AT:%Y-%m}/close", timeout=120)
     assert closed.status_code == 200, closed.text
     for batch in batches("cust-1", 3, first=2):
         assert push(system, batch, tally).status_code == 202

@@ -10,7 +10,6 @@ from pathlib import Path
 from typing import Any
 
 import facturx
-import httpx
 import pytest
 from aiosmtpd.controller import Controller
 
@@ -57,7 +56,7 @@ def billing(broker: Broker, tmp_path: Path, smtp_port: int) -> Iterator[System]:
 
 
 def delivery(system: System, invoice_id: str) -> dict[str, Any]:
-    response = httpx.get(f"{system.url}/v1/invoices/{invoice_id}/delivery", timeout=30)
+    response = system.http.get(f"/v1/invoices/{invoice_id}/delivery", timeout=30)
     response.raise_for_status()
     body: dict[str, Any] = response.json()
     return body
@@ -70,11 +69,11 @@ def first_failure(system: System, invoice_id: str) -> dict[str, Any] | None:
 
 def test_an_invoice_waits_out_a_mail_server_outage_and_then_arrives(billing: System, smtp_port: int):
     events = [vm_sample("vm-1", customer_id="direct", at=OCTOBER), vm_sample("vm-2", customer_id="resold", at=OCTOBER)]
-    assert httpx.post(f"{billing.url}/v1/events", content=encode_batch(events), timeout=30).status_code == 202
+    assert billing.http.post("/v1/events", content=encode_batch(events), timeout=30).status_code == 202
     wait_for(lambda: rated_rows(billing, "direct") == 4 and rated_rows(billing, "resold") == 4, what="usage")
-    httpx.post(f"{billing.url}/v1/periods/2026-10/close", timeout=60).raise_for_status()
+    billing.http.post("/v1/periods/2026-10/close", timeout=60).raise_for_status()
     for invoice_id in ("2026-10.acme.direct", "2026-10.north.resold"):
-        httpx.post(f"{billing.url}/v1/invoices/{invoice_id}/issue", timeout=60).raise_for_status()
+        billing.http.post(f"/v1/invoices/{invoice_id}/issue", timeout=60).raise_for_status()
 
     # both must have failed before the server starts: one sent on its first try would be sent
     # again by the /deliver below, and that second copy is what /deliver is for
@@ -87,7 +86,7 @@ def test_an_invoice_waits_out_a_mail_server_outage_and_then_arrives(billing: Sys
     server.start()
     try:
         for invoice_id in ("2026-10.acme.direct", "2026-10.north.resold"):
-            httpx.post(f"{billing.url}/v1/invoices/{invoice_id}/deliver", timeout=30).raise_for_status()
+            billing.http.post(f"/v1/invoices/{invoice_id}/deliver", timeout=30).raise_for_status()
         wait_for(lambda: len(mailbox.messages) >= 2, what="both emails")
     finally:
         server.stop()

@@ -10,7 +10,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from meterline.brokers import Broker
@@ -197,9 +196,9 @@ def test_a_month_that_has_not_ended_can_be_previewed_but_not_issued(rules: Syste
     push(rules, [vm_sample("vm-1", "direct", at=now.replace(minute=0, second=0, microsecond=0))])
     wait_for(lambda: rated_rows(rules, "direct") >= 1, what="usage")
     post(rules, f"/v1/periods/{this_month}/close")
-    one = httpx.post(f"{rules.url}/v1/invoices/{this_month}.acme.direct/issue", timeout=30)
+    one = rules.http.post(f"/v1/invoices/{this_month}.acme.direct/issue", timeout=30)
     assert one.status_code == 409 and "has not ended" in one.json()["detail"]
-    whole = httpx.post(f"{rules.url}/v1/periods/{this_month}/issue", timeout=30)
+    whole = rules.http.post(f"/v1/periods/{this_month}/issue", timeout=30)
     assert whole.status_code == 409
     assert invoice(rules, f"{this_month}.acme.direct")["status"] == "draft"
 

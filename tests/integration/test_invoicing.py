@@ -29,20 +29,20 @@ BIG_VM = {
 
 
 def post(system: System, path: str) -> dict[str, Any]:
-    response = httpx.post(f"{system.url}{path}", timeout=60)
+    response = system.http.post(f"{path}", timeout=60)
     assert response.status_code == 200, response.text
     body: dict[str, Any] = response.json()
     return body
 
 
 def get(system: System, path: str) -> httpx.Response:
-    response = httpx.get(f"{system.url}{path}", timeout=60)
+    response = system.http.get(f"{path}", timeout=60)
     assert response.status_code == 200, response.text
     return response
 
 
 def push(system: System, events: list) -> None:
-    response = httpx.post(f"{system.url}/v1/events", content=encode_batch(events), timeout=30)
+    response = system.http.post("/v1/events", content=encode_batch(events), timeout=30)
     assert response.status_code == 202 and not response.json()["rejected"], response.text
 
 
@@ -119,14 +119,14 @@ def test_usage_becomes_issued_invoices_whose_lines_drill_down_to_the_events(bill
 def test_invoicing_mistakes_get_a_4xx_with_a_reason(billing: System):
     push(billing, [vm_sample("vm-1", customer_id="direct", at=OCTOBER)])
     wait_for(lambda: rated_rows(billing, "direct") == 4, what="usage")
-    assert httpx.post(f"{billing.url}/v1/periods/2026-13/close", timeout=30).status_code == 400
+    assert billing.http.post("/v1/periods/2026-13/close", timeout=30).status_code == 400
     post(billing, "/v1/periods/2026-10/close")
-    paying_a_draft = httpx.post(f"{billing.url}/v1/invoices/2026-10.acme.direct/pay", timeout=30)
+    paying_a_draft = billing.http.post("/v1/invoices/2026-10.acme.direct/pay", timeout=30)
     assert paying_a_draft.status_code == 409 and "draft" in paying_a_draft.json()["detail"]
-    assert httpx.get(f"{billing.url}/v1/invoices/nope", timeout=30).status_code == 404
-    fee_line = httpx.get(f"{billing.url}/v1/invoices/2026-10.acme.direct/lines/1/usage", timeout=30)
+    assert billing.http.get("/v1/invoices/nope", timeout=30).status_code == 404
+    fee_line = billing.http.get("/v1/invoices/2026-10.acme.direct/lines/1/usage", timeout=30)
     assert fee_line.status_code == 400 and "one_time line" in fee_line.json()["detail"]
-    draft_einvoice = httpx.get(f"{billing.url}/v1/invoices/2026-10.acme.direct/cii", timeout=30)
+    draft_einvoice = billing.http.get("/v1/invoices/2026-10.acme.direct/cii", timeout=30)
     assert draft_einvoice.status_code == 400 and "never issued" in draft_einvoice.json()["detail"]
 
 
@@ -135,8 +135,8 @@ def test_issuing_a_whole_period_numbers_each_issuer_without_gaps(billing: System
     wait_for(lambda: rated_rows(billing, "direct") == 4, what="usage")
     post(billing, "/v1/periods/2026-10/close")
     post(billing, "/v1/invoices/2026-10.acme.north/issue")
-    response = httpx.post(f"{billing.url}/v1/periods/2026-10/issue", timeout=60)
+    response = billing.http.post("/v1/periods/2026-10/issue", timeout=60)
     issued = {invoice["invoice_id"]: invoice["number"] for invoice in response.json()}
     assert issued == {"2026-10.acme.direct": "ACME-000002", "2026-10.north.resold": "NTH-000001"}
-    again = httpx.post(f"{billing.url}/v1/periods/2026-10/issue", timeout=60)
+    again = billing.http.post("/v1/periods/2026-10/issue", timeout=60)
     assert again.json() == []

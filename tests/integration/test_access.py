@@ -1,0 +1,293 @@
+"""Who may call what: every route of the OpenAPI document, called by every kind of principal on
+its own and on another tenant's objects. A route without a policy, or one that lets a tenant
+see or change another's data, fails here: this is what keeps the next route honest.
+
+The tenants: partner ``north`` sells to ``resold``; the provider sells directly to ``direct``
+and to partner ``south``, which sells to ``southco``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from fastapi.routing import APIRoute
+
+from api.access.guard import Public, Requires
+from api.access.principals import PERMISSIONS, TOKEN_PERMISSIONS, Permission, Role
+from api.app import create_app
+from meterline.brokers import Broker
+from meterline.settings import Settings
+from schemas.events import encode_batch
+from tests.factories import catalog_document, vm_sample
+from tests.integration.harness import System, system_with_catalog, wait_for
+from tests.integration.test_invoicing import rated_rows
+
+pytestmark = pytest.mark.integration
+
+OCTOBER = datetime(2026, 10, 5, 10, 0, tzinfo=UTC)
+DIRECT_INVOICE, NORTH_INVOICE, RESOLD_INVOICE = "2026-10.acme.direct", "2026-10.acme.north", "2026-10.north.resold"
+SOUTHCO_INVOICE = "2026-10.south.southco"
+
+
+@pytest.fixture
+def tenants(broker: Broker, tmp_path: Path) -> Iterator[System]:
+    document = catalog_document()
+    document["partners"].append({"id": "south", "name": "South IT", "invoice_prefix": "STH", "jurisdiction": "FR"})
+    document["price_lists"].append({**document["price_lists"][1], "seller_id": "south"})
+    document["customers"].append({"id": "southco", "name": "SouthCo", "partner_id": "south"})
+    running = system_with_catalog(broker, tmp_path, document).start_all()
+    events = [
+        vm_sample(f"vm-{customer}", customer_id=customer, at=OCTOBER) for customer in ("direct", "resold", "southco")
+    ]
+    assert running.http.post("/v1/events", content=encode_batch(events)).status_code == 202
+    wait_for(lambda: all(rated_rows(running, c) == 4 for c in ("direct", "resold", "southco")), what="usage")
+    assert running.http.post("/v1/periods/2026-10/close").status_code == 200
+    yield running
+    running.stop_all()
+
+
+@dataclass
+class Principal:
+    name: str
+    role: Role | None
+    """None: no credential at all."""
+    client: httpx.Client
+    permissions: frozenset[Permission]
+    own: dict[str, str]
+    """A value of each path parameter that names the principal's own object."""
+    other: dict[str, str]
+    """A value of each path parameter that names another tenant's object."""
+    others: frozenset[str] = frozenset()
+    """Ids no answer to it may contain."""
+
+
+def make_key(system: System, **wanted: Any) -> dict[str, Any]:
+    response = system.http.post("/v1/keys", json={"name": "test", **wanted})
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def make_token(system: System, party_id: str, **wanted: Any) -> dict[str, Any]:
+    response = system.http.post("/v1/tokens", json={"party_id": party_id, **wanted})
+    assert response.status_code == 201, response.text
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def principals(system: System) -> list[Principal]:
+    reader = make_key(system, role="reader")
+    north = make_key(system, role="partner", party_id="north")
+    resold = make_key(system, role="customer", party_id="resold")
+    ingest = make_key(system, role="ingest", sources=["test://hv-*"], customers=["direct"])
+    token = make_token(system, "resold")
+    chart = make_token(system, "resold", meters=["vcpu_hours"])
+    admin_token = make_token(system, "direct")
+    other = {
+        "customer_id": "direct",
+        "invoice_id": DIRECT_INVOICE,
+        "section": "customers",
+        "entry_id": "direct",
+        "key_id": reader["key_id"],
+        "token_id": admin_token["token_id"],
+    }
+    common = {"period": "2026-10", "line_no": "1"}
+    north_own = {"customer_id": "resold", "invoice_id": RESOLD_INVOICE, "section": "customers", "entry_id": "resold"}
+    resold_own = {"customer_id": "resold", "invoice_id": RESOLD_INVOICE, "section": "customers", "entry_id": "resold"}
+    tenant_others = frozenset({"direct", "southco", "south", DIRECT_INVOICE, SOUTHCO_INVOICE})
+    return [
+        Principal("anonymous", None, system.client(None), frozenset(), {**common, **other}, {**common, **other}),
+        Principal(
+            "reader",
+            Role.READER,
+            system.client(reader["key"]),
+            PERMISSIONS[Role.READER],
+            {**common, **other},
+            {**common, **other},
+        ),
+        Principal(
+            "partner north",
+            Role.PARTNER,
+            system.client(north["key"]),
+            PERMISSIONS[Role.PARTNER],
+            {**common, **north_own, "key_id": north["key_id"], "token_id": token["token_id"]},
+            {**common, **other, "invoice_id": SOUTHCO_INVOICE},
+            tenant_others,
+        ),
+        Principal(
+            "customer resold",
+            Role.CUSTOMER,
+            system.client(resold["key"]),
+            PERMISSIONS[Role.CUSTOMER],
+            {**common, **resold_own, "key_id": resold["key_id"], "token_id": token["token_id"]},
+            {**common, **other, "invoice_id": NORTH_INVOICE},
+            tenant_others | {NORTH_INVOICE},
+        ),
+        Principal(
+            "ingest key",
+            Role.INGEST,
+            system.client(ingest["key"]),
+            PERMISSIONS[Role.INGEST],
+            {**common, **other},
+            {**common, **other},
+        ),
+        Principal(
+            "read token of resold",
+            Role.CUSTOMER,
+            system.client(token["token"]),
+            TOKEN_PERMISSIONS,
+            {**common, **resold_own},
+            {**common, **other, "invoice_id": NORTH_INVOICE},
+            tenant_others | {NORTH_INVOICE},
+        ),
+        Principal(
+            "chart token of resold",
+            Role.CUSTOMER,
+            system.client(chart["token"]),
+            frozenset({Permission.READ_USAGE}),
+            {**common, **resold_own},
+            {**common, **other},
+            tenant_others,
+        ),
+    ]
+
+
+def declared_policies() -> dict[tuple[str, str], Permission | None]:
+    """Each documented operation's declared permission (None: public); a route without one fails."""
+    policies: dict[tuple[str, str], Permission | None] = {}
+    for route in _api_routes(create_app(Settings()).routes):
+        if not route.include_in_schema:
+            continue
+        declared = [d.call for d in _all_dependencies(route.dependant) if isinstance(d.call, Requires | Public)]
+        assert len(declared) == 1, f"{sorted(route.methods)} {route.path} declares {len(declared)} policies, not one"
+        for method in route.methods:
+            policies[(method, route.path)] = declared[0].permission
+    return policies
+
+
+def _api_routes(routes: list[Any]) -> Iterator[APIRoute]:
+    """Every APIRoute, also those of included routers (which FastAPI keeps as routers)."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        elif hasattr(route, "original_router"):
+            yield from _api_routes(route.original_router.routes)
+
+
+def _all_dependencies(dependant: Any) -> Iterator[Any]:
+    for dependency in dependant.dependencies:
+        yield dependency
+        yield from _all_dependencies(dependency)
+
+
+BODIES: dict[tuple[str, str], Any] = {
+    ("POST", "/v1/events"): None,  # built per principal: its own source and customer
+    ("POST", "/v1/keys"): {"name": "again", "role": "customer", "party_id": "resold"},
+    ("POST", "/v1/tokens"): {"party_id": "resold"},
+    ("PUT", "/v1/catalog/{section}/{entry_id}"): None,  # the entry as it is
+}
+CHANGES_OWN_STATE = {
+    ("DELETE", "/v1/keys/{key_id}"),  # would revoke the key the test calls with
+    ("DELETE", "/v1/tokens/{token_id}"),  # would revoke the token another principal calls with
+    ("DELETE", "/v1/catalog/{section}/{entry_id}"),
+    ("POST", "/v1/invoices/{invoice_id}/issue"),
+    ("POST", "/v1/invoices/{invoice_id}/pay"),
+    ("POST", "/v1/invoices/{invoice_id}/void"),
+}
+"""Called on other tenants' objects only: on its own, each is a state change tested on its own."""
+
+
+def test_every_route_answers_each_principal_with_only_what_is_its_own(tenants: System):
+    policies = declared_policies()
+    documented = {
+        (method.upper(), path)
+        for path, operations in tenants.http.get("/openapi.json").json()["paths"].items()
+        for method in operations
+    }
+    assert documented == set(policies), "every documented operation is a route with a declared policy"
+    catalog_before = tenants.http.get("/v1/catalog").json()
+    invoices_before = {i["invoice_id"]: i["status"] for i in tenants.http.get("/v1/invoices").json()}
+    failures: list[str] = []
+    for principal in principals(tenants):
+        for (method, path), permission in sorted(policies.items()):
+            for whose in ("own", "other"):
+                if whose == "own" and (method, path) in CHANGES_OWN_STATE:
+                    continue
+                answer = call(tenants, principal, method, path, whose)
+                failure = judge(principal, permission, method, path, whose, answer)
+                if failure:
+                    failures.append(f"{principal.name} {method} {path} ({whose}): {failure}")
+    assert not failures, "\n".join(failures)
+    assert tenants.http.get("/v1/catalog").json() == catalog_before, "no refused call changed the catalog"
+    invoices_after = {i["invoice_id"]: i["status"] for i in tenants.http.get("/v1/invoices").json()}
+    assert invoices_after == invoices_before, "no refused call changed an invoice"
+
+
+def call(system: System, principal: Principal, method: str, path: str, whose: str) -> httpx.Response:
+    values = principal.own if whose == "own" else principal.other
+    concrete = path.format(**{name: values.get(name, "x") for name in _parameters(path)})
+    body = BODIES.get((method, path))
+    if (method, path) == ("POST", "/v1/events"):
+        customer = "direct" if whose == "own" else "resold"
+        event = vm_sample(f"vm-{principal.name.replace(' ', '-')}", customer_id=customer, at=OCTOBER)
+        return principal.client.request(method, concrete, content=encode_batch([event]))
+    if (method, path) == ("PUT", "/v1/catalog/{section}/{entry_id}"):
+        body = (
+            system.http.get(concrete).json()["document"] if whose == "own" else {"id": values["entry_id"], "name": "X"}
+        )
+    return principal.client.request(method, concrete, json=body)
+
+
+def judge(
+    principal: Principal, permission: Permission | None, method: str, path: str, whose: str, answer: httpx.Response
+) -> str | None:
+    """What is wrong with the answer, if anything."""
+    status = answer.status_code
+    if permission is None:
+        return None if status < 500 else f"public route failed with {status}"
+    if principal.role is None:
+        return None if status == 401 else f"anonymous got {status}, not 401"
+    if permission not in principal.permissions:
+        return None if status == 403 else f"got {status} without {permission.value}, not 403"
+    if status >= 500:
+        return f"server error {status}: {answer.text[:200]}"
+    names_object = any(
+        name in path for name in ("{customer_id}", "{invoice_id}", "{entry_id}", "{key_id}", "{token_id}")
+    )
+    if whose == "other" and names_object and principal.role in (Role.PARTNER, Role.CUSTOMER):
+        return None if status == 404 else f"another tenant's object answered {status}, not 404"
+    if whose == "other" and (method, path) == ("POST", "/v1/events"):
+        return None if status == 422 else f"usage of a customer it is not bound to answered {status}, not 422"
+    if status in (401, 403) or (names_object and status == 404):
+        return f"its own object answered {status}"
+    leaked = _leaked_ids(answer, principal.others)
+    return f"shows {sorted(leaked)}" if leaked else None
+
+
+def _leaked_ids(answer: httpx.Response, others: frozenset[str]) -> set[str]:
+    if not others or not answer.headers.get("content-type", "").startswith("application/json"):
+        return set()
+    found: set[str] = set()
+
+    def walk(value: Any) -> None:
+        if isinstance(value, str) and value in others:
+            found.add(value)
+        elif isinstance(value, dict):
+            for item in value.values():
+                walk(item)
+        elif isinstance(value, list):
+            for item in value:
+                walk(item)
+
+    walk(answer.json())
+    return found
+
+
+def _parameters(path: str) -> list[str]:
+    return [part[1:-1] for part in path.split("/") if part.startswith("{")]
