@@ -87,13 +87,13 @@ class Requires:
     async def __call__(self, request: Request, credentials: Credentials) -> Caller:
         authenticator: Authenticator = request.app.state.authenticator
         principal = authenticator.principal(credentials.credentials if credentials else None, datetime.now(UTC))
+        catalog: Catalog = request.app.state.catalog_admin.catalog
+        caller = Caller(principal, principal.scope(catalog))
+        request.state.caller = caller  # known from here on: the audit log names it, refused or not
         authenticator.throttle(principal)
         _check_json_body(request)
         if not principal.may(self.permission):
             raise Forbidden(f"a {principal.role.value} key may not {self.permission.value.replace('_', ' ')}")
-        catalog: Catalog = request.app.state.catalog_admin.catalog
-        caller = Caller(principal, principal.scope(catalog))
-        request.state.caller = caller
         return caller
 
 
