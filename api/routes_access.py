@@ -15,6 +15,7 @@ from api.access.principals import Role
 from api.access.tokens import LONGEST_LIFETIME, IssuedToken, ReadToken, new_token_id, sign
 from api.catalog_admin import CatalogAdmin
 from billing.catalog import Catalog, Identifier
+from billing.periods import check_storable
 from meterline.exceptions import Forbidden, InvalidQuery, UnknownEntry
 from schemas.meters import Meter
 
@@ -233,6 +234,8 @@ def audit_log(
     start, end = start or now - timedelta(days=1), end or now
     if start.tzinfo is None or end.tzinfo is None:
         raise InvalidQuery("'from' and 'to' must carry a UTC offset")
+    check_storable("'from'", start)
+    check_storable("'to'", end)
     reader: AuditLog = request.app.state.audit_log
     return [AuditEntry(**row) for row in reader.entries(start, end, key_id, limit)]
 

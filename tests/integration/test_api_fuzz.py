@@ -26,7 +26,8 @@ def test_no_request_built_from_the_openapi_document_gets_a_server_error(billing:
     fuzzer = Path(sys.executable).parent / "st"
     run = subprocess.run(
         [str(fuzzer), "run", f"{billing.url}/openapi.json", "--max-examples", EXAMPLES_PER_OPERATION]
-        + ["--checks", "not_a_server_error", "--seed", "20261202", "--request-timeout", "30"],
+        + ["--checks", "not_a_server_error", "--seed", "20261202", "--request-timeout", "30"]
+        + ["--header", f"Authorization: Bearer {billing.env['METERLINE_ADMIN_KEY']}"],
         capture_output=True,
         text=True,
         timeout=600,
