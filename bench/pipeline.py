@@ -19,6 +19,7 @@ import argparse
 import json
 import os
 import resource
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -37,6 +38,7 @@ from agents.main import messages_of  # noqa: E402
 from agents.publisher import SpooledPublisher  # noqa: E402
 from agents.simulated import FleetSpec, SimulatedFleet  # noqa: E402
 from agents.spool import Spool  # noqa: E402
+from bench.auth import guard_us_per_call  # noqa: E402
 from meterline.brokers import TansuBroker, ensure_topics  # noqa: E402
 from meterline.settings import Settings  # noqa: E402
 from tests.integration.harness import free_port, wait_for  # noqa: E402
@@ -94,7 +96,7 @@ def rows_written(url: str, table: str) -> float:
     return metric_value(url, f'meterline_sink_rows_written_total{{table="{table}"}}')
 
 
-def usage_query_ms(url: str, customers: list[str]) -> list[float]:
+def usage_query_ms(url: str, key: str, customers: list[str]) -> list[float]:
     """How long the API takes to answer a month of one customer's usage by day and meter, sorted."""
     timings = []
     for customer in customers:
@@ -102,10 +104,22 @@ def usage_query_ms(url: str, customers: list[str]) -> list[float]:
         response = httpx.get(
             f"{url}/v1/customers/{customer}/usage",
             params={"from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z", "granularity": "day"},
+            headers={"Authorization": f"Bearer {key}"},
             timeout=60,
         )
         response.raise_for_status()
         timings.append(round((time.perf_counter() - began) * 1000, 1))
+    return sorted(timings)
+
+
+def post_events_ms(url: str, key: str, bodies: list[bytes]) -> list[float]:
+    """How long ``POST /v1/events`` takes to accept each body (spooled and fsynced), sorted."""
+    timings = []
+    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
+    for body in bodies:
+        began = time.perf_counter()
+        httpx.post(f"{url}/v1/events", content=body, headers=headers, timeout=60).raise_for_status()
+        timings.append(round((time.perf_counter() - began) * 1000, 2))
     return sorted(timings)
 
 
@@ -119,6 +133,11 @@ class Embedded:
     url: str
     processes: dict[str, subprocess.Popen[bytes]]
     worker_urls: list[str]
+
+    @property
+    def admin_key(self) -> str:
+        key = self.settings.admin_key
+        return key.get_secret_value() if key else ""
 
     def stop(self) -> None:
         for process in self.processes.values():
@@ -137,6 +156,7 @@ def start_embedded(prefix: str, workers: int, **environment: str) -> Embedded:
         "METERLINE_DATA_DIR": str(home),
         "METERLINE_API_PORT": str(free_port()),
         "METERLINE_TOPIC_PARTITIONS": "4",
+        "METERLINE_ADMIN_KEY": f"mlk_admin_{secrets.token_urlsafe(24)}",
         **environment,
     }
     os.environ.update(env)
@@ -219,7 +239,10 @@ def main() -> None:
 
     flush_seconds, flushes = (metric_value(url, f"meterline_sink_flush_seconds_{part}") for part in ("sum", "count"))
     flush_mean_s = (flush_seconds - flushes_before[0]) / max(1.0, flushes - flushes_before[1])
-    query_ms = usage_query_ms(url, [vm.customer_id for vm in fleet.vms[:20]])
+    query_ms = usage_query_ms(url, system.admin_key, [vm.customer_id for vm in fleet.vms[:20]])
+    bodies = [payload for _, payload in messages(fleet, start + timedelta(days=1))[:50]]
+    post_ms = post_events_ms(url, system.admin_key, bodies)
+    guard_us = guard_us_per_call()
     rss = {name: round(peak_rss_mb(p.pid), 1) for name, p in processes.items()}
     rss["agent+bench"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
     for process in processes.values():
@@ -250,6 +273,12 @@ def main() -> None:
                 "paced_sink_flush_mean_s": round(flush_mean_s, 3),
                 "usage_query_p50_ms": query_ms[len(query_ms) // 2],
                 "usage_query_max_ms": query_ms[-1],
+                "post_events_p50_ms": post_ms[len(post_ms) // 2],
+                "auth_guard_us": guard_us,
+                "auth_overhead_pct": {
+                    "post_events": round(guard_us / 10 / post_ms[len(post_ms) // 2], 2),
+                    "usage_query": round(guard_us / 10 / query_ms[len(query_ms) // 2], 2),
+                },
                 "rated_rows_stored": stored,
                 "pipeline_workers": args.workers,
                 "peak_rss_mb": rss,

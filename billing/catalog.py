@@ -275,6 +275,15 @@ class Catalog(_Entry):
         return _by_customer(self.subscriptions)
 
     @cached_property
+    def customers_of_partner(self) -> dict[str, frozenset[str]]:
+        """Each partner's customers' ids: every request of a partner's key derives its scope."""
+        sold: dict[str, set[str]] = {partner.id: set() for partner in self.partners}
+        for customer in self.customers:
+            if customer.partner_id is not None:
+                sold.setdefault(customer.partner_id, set()).add(customer.id)
+        return {partner_id: frozenset(ids) for partner_id, ids in sold.items()}
+
+    @cached_property
     def one_time_charges_of(self) -> dict[str, list[OneTimeCharge]]:
         return _by_customer(self.one_time_charges)
 

@@ -89,7 +89,7 @@ NOTHING = Scope(customers=frozenset(), parties=frozenset())
 
 
 def partner_scope(catalog: Catalog, partner_id: str) -> Scope:
-    customers = frozenset(c.id for c in catalog.customers if c.partner_id == partner_id)
+    customers = catalog.customers_of_partner.get(partner_id, frozenset())
     return Scope(customers=customers, parties=customers | {partner_id}, sellers=frozenset({partner_id}))
 
 
