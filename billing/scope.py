@@ -55,14 +55,17 @@ class Scope:
         return self._owns_entry(kind, document, self.parties or frozenset())
 
     def may_write_entry(self, kind: EntryKind, document: Mapping[str, Any]) -> bool:
-        """A partner edits its customers (kept its own), their subscriptions and one-time charges,
-        and its own price list; its partner entry, products, taxes and settings are the provider's."""
+        """A partner edits its customers (kept its own), their subscriptions and the one-time
+        charges it supplies, and its own price list; its partner entry, products, taxes, settings
+        and the charges the provider supplies (which the provider bills it for) are the provider's."""
         if self.everything:
             return True
         if kind is EntryKind.PRICE_LIST:
             return document.get("seller_id") in self.sellers
         if kind is EntryKind.CUSTOMER:
             return document.get("partner_id") in self.sellers
+        if kind is EntryKind.ONE_TIME_CHARGE and document.get("supplier", "seller") != "seller":
+            return False  # the provider bills the partner for what it supplied: not the partner's to drop
         if kind in (EntryKind.SUBSCRIPTION, EntryKind.ONE_TIME_CHARGE):
             return bool(self.sellers) and self.sees_customer(str(document.get("customer_id")))
         return False

@@ -1,8 +1,9 @@
 """The append-only audit log: every state-changing call, who made it, when, and what changed.
 
 A middleware writes one row per call that is not a read (nor a usage push, which the stored
-messages record): the caller, the route, the answer's status, and the state before and after
-that the route noted with ``note_change``. Refused calls are logged too, by whoever was known.
+messages record), before the answer starts: the caller, the route, the answer's status, and the
+state before and after that the route noted with ``note_change``. Refused calls are logged too,
+by whoever was known.
 """
 
 from __future__ import annotations
@@ -57,7 +58,8 @@ class AuditLog:
 
 
 class AuditMiddleware:
-    """Writes the audit row once the answer is sent; reads pass straight through."""
+    """Writes the audit row before the answer starts: a caller told its change was made can
+    count on the row being there. Reads pass straight through."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -66,20 +68,26 @@ class AuditMiddleware:
         if scope["type"] != "http" or scope["method"] in NOT_AUDITED or scope["path"] in UNAUDITED_PATHS:
             await self.app(scope, receive, send)
             return
-        status = 500
+        written = False
 
-        async def noting_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
+        async def audited_send(message: Message) -> None:
+            nonlocal written
+            if message["type"] == "http.response.start" and not written:
+                written = True
+                await _write(scope, message["status"])
             await send(message)
 
         try:
-            await self.app(scope, receive, noting_status)
+            await self.app(scope, receive, audited_send)
         finally:
-            row = _row_of(scope, status)
-            if row is not None:
-                await run_in_threadpool(_append, scope["app"].state.audit_log, row)
+            if not written:  # no answer started: the error that stopped it is a 500
+                await _write(scope, 500)
+
+
+async def _write(scope: Scope, status: int) -> None:
+    row = _row_of(scope, status)
+    if row is not None:
+        await run_in_threadpool(_append, scope["app"].state.audit_log, row)
 
 
 def _row_of(scope: Scope, status: int) -> dict[str, Any] | None:

@@ -42,14 +42,17 @@ def tenants(broker: Broker, tmp_path: Path) -> Iterator[System]:
     document["price_lists"].append({**document["price_lists"][1], "seller_id": "south"})
     document["customers"].append({"id": "southco", "name": "SouthCo", "partner_id": "south"})
     running = system_with_catalog(broker, tmp_path, document).start_all()
-    events = [
-        vm_sample(f"vm-{customer}", customer_id=customer, at=OCTOBER) for customer in ("direct", "resold", "southco")
-    ]
-    assert running.http.post("/v1/events", content=encode_batch(events)).status_code == 202
-    wait_for(lambda: all(rated_rows(running, c) == 4 for c in ("direct", "resold", "southco")), what="usage")
-    assert running.http.post("/v1/periods/2026-10/close").status_code == 200
-    yield running
-    running.stop_all()
+    try:
+        events = [
+            vm_sample(f"vm-{customer}", customer_id=customer, at=OCTOBER)
+            for customer in ("direct", "resold", "southco")
+        ]
+        assert running.http.post("/v1/events", content=encode_batch(events)).status_code == 202
+        wait_for(lambda: all(rated_rows(running, c) == 4 for c in ("direct", "resold", "southco")), what="usage")
+        assert running.http.post("/v1/periods/2026-10/close").status_code == 200
+        yield running
+    finally:
+        running.stop_all()
 
 
 @dataclass

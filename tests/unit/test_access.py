@@ -39,6 +39,9 @@ def test_a_partner_sees_itself_and_its_customers_and_changes_only_what_it_issues
     assert scope.may_write_entry(EntryKind.PRICE_LIST, {"seller_id": "north"})
     assert not scope.may_write_entry(EntryKind.CUSTOMER, {"id": "resold", "partner_id": None}), "giving it away"
     assert not scope.may_write_entry(EntryKind.SUBSCRIPTION, {"customer_id": "direct"})
+    assert scope.may_write_entry(EntryKind.ONE_TIME_CHARGE, {"customer_id": "resold", "supplier": "seller"})
+    provider_supplied = {"customer_id": "resold", "supplier": "provider"}
+    assert not scope.may_write_entry(EntryKind.ONE_TIME_CHARGE, provider_supplied), "what the provider bills it for"
     assert not scope.may_write_entry(EntryKind.TAX_RATE, {"jurisdiction": "DE"})
 
 
