@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from pydantic import BaseModel, Field
 
 from api.access.audit import AuditLog, note_change
@@ -21,7 +21,8 @@ from schemas.meters import Meter
 
 router = APIRouter(prefix="/v1", tags=["access"])
 SourcePattern = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._~:/@-]{0,254}\*?$")]
-KeyId = Annotated[str, Field(pattern=r"^[0-9a-f]{12}$")]
+KeyId = Annotated[str, Path(pattern=r"^[0-9a-f]{12}$", description="A key's id, as listed")]
+TokenId = Annotated[str, Path(pattern=r"^[0-9a-f]{16}$", description="A read token's id, as listed")]
 
 
 class KeyIn(BaseModel):
@@ -160,12 +161,12 @@ def list_keys(request: Request, caller: KeyManager) -> list[KeyOut]:
 
 
 @router.get("/keys/{key_id}", response_model=KeyOut)
-def get_key(request: Request, caller: KeyManager, key_id: str) -> KeyOut:
+def get_key(request: Request, caller: KeyManager, key_id: KeyId) -> KeyOut:
     return KeyOut.of(_manageable(caller, _authenticator(request).keys.key(key_id), key_id))
 
 
 @router.delete("/keys/{key_id}", response_model=KeyOut)
-def revoke_key(request: Request, caller: KeyManager, key_id: str) -> KeyOut:
+def revoke_key(request: Request, caller: KeyManager, key_id: KeyId) -> KeyOut:
     """Revoke at once (on every API replica within seconds); revoking twice changes nothing."""
     store = _authenticator(request).keys
     key = _manageable(caller, store.key(key_id), key_id)
@@ -203,7 +204,7 @@ def list_tokens(request: Request, caller: TokenIssuer) -> list[TokenOut]:
 
 
 @router.delete("/tokens/{token_id}", response_model=TokenOut)
-def revoke_token(request: Request, caller: TokenIssuer, token_id: str) -> TokenOut:
+def revoke_token(request: Request, caller: TokenIssuer, token_id: TokenId) -> TokenOut:
     store = _authenticator(request).keys
     now = datetime.now(UTC)
     found = [

@@ -13,12 +13,13 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Body, Path, Request
 from pydantic import BaseModel
 
 from api.access.audit import note_change
 from api.access.guard import CatalogReader, CatalogWriter
 from api.catalog_admin import CatalogAdmin
+from billing.catalog import IDENTIFIER_PATTERN
 from billing.catalog_entries import Entry, EntryKind, assemble
 from billing.periods import check_storable
 from billing.scope import Scope
@@ -27,6 +28,7 @@ from schemas.clickhouse import as_utc
 
 router = APIRouter(prefix="/v1/catalog", tags=["catalog"])
 Document = Annotated[dict[str, Any], Body(description="The entry, as in the catalog YAML")]
+EntryId = Annotated[str, Path(pattern=IDENTIFIER_PATTERN, description="The entry's id (a price list's: its seller's)")]
 Section = StrEnum("Section", {kind.name: kind.section for kind in EntryKind})  # type: ignore[misc]
 
 
@@ -85,13 +87,13 @@ def list_entries(request: Request, caller: CatalogReader, section: Section) -> l
 
 
 @router.get("/{section}/{entry_id}", response_model=EntryOut)
-def get_entry(request: Request, caller: CatalogReader, section: Section, entry_id: str) -> EntryOut | None:
+def get_entry(request: Request, caller: CatalogReader, section: Section, entry_id: EntryId) -> EntryOut | None:
     return EntryOut.of(_admin(request).entry(caller.scope, _kind(section), entry_id))
 
 
 @router.put("/{section}/{entry_id}", response_model=EntryOut)
 def put_entry(
-    request: Request, caller: CatalogWriter, section: Section, entry_id: str, document: Document
+    request: Request, caller: CatalogWriter, section: Section, entry_id: EntryId, document: Document
 ) -> EntryOut | None:
     """Create or replace an entry. A price change is a plan with a later ``effective_from``."""
     before, after = _admin(request).put(caller.scope, _kind(section), entry_id, document)
@@ -100,14 +102,14 @@ def put_entry(
 
 
 @router.delete("/{section}/{entry_id}", response_model=EntryOut)
-def delete_entry(request: Request, caller: CatalogWriter, section: Section, entry_id: str) -> EntryOut | None:
+def delete_entry(request: Request, caller: CatalogWriter, section: Section, entry_id: EntryId) -> EntryOut | None:
     before, after = _admin(request).delete(caller.scope, _kind(section), entry_id)
     note_change(request, before.document, None)
     return EntryOut.of(after)
 
 
 @router.get("/{section}/{entry_id}/versions", response_model=list[VersionOut])
-def entry_versions(request: Request, caller: CatalogReader, section: Section, entry_id: str) -> list[VersionOut]:
+def entry_versions(request: Request, caller: CatalogReader, section: Section, entry_id: EntryId) -> list[VersionOut]:
     """Every version, deletions included; a tenant sees the history of what it sees now."""
     kind = _kind(section)
     history = request.app.state.catalog_store.history(kind, entry_id)
