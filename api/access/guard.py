@@ -30,6 +30,7 @@ from meterline.exceptions import Forbidden, RateLimited, Unauthenticated, Unsupp
 from meterline.settings import Settings
 
 BOOTSTRAP_KEY_ID = "bootstrap"
+MIN_TOKEN_SECRET_CHARS = 32
 CHANGES_STATE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 bearer = HTTPBearer(
     auto_error=False,
@@ -121,7 +122,10 @@ def _check_json_body(request: Request) -> None:
 def _token_secret(settings: Settings) -> bytes:
     """The configured secret, or one made once and kept in the data dir (one API process there)."""
     if settings.token_secret is not None:
-        return settings.token_secret.get_secret_value().encode()
+        secret = settings.token_secret.get_secret_value()
+        if len(secret) < MIN_TOKEN_SECRET_CHARS:
+            raise ValueError(f"METERLINE_TOKEN_SECRET needs at least {MIN_TOKEN_SECRET_CHARS} characters")
+        return secret.encode()
     path = Path(settings.data_dir) / "token-secret"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
