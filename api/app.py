@@ -31,7 +31,7 @@ from api.access.guard import Authenticator
 from api.access.key_store import REFRESH_S, KeyStore
 from api.catalog_admin import CatalogAdmin
 from api.delivery import Deliveries, deliver_when_due
-from api.errors import install_error_handlers
+from api.errors import GUARDED_RESPONSES, install_error_handlers
 from api.event_intake import EventIntake
 from api.period_scheduler import close_periods_when_due
 from api.usage_queries import UsageQueries
@@ -114,13 +114,16 @@ def create_app(settings: Settings, *, run_sink: bool = True) -> FastAPI:
     app = FastAPIOffline(title="meterline", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
     app.add_middleware(AuditMiddleware)
-    app.include_router(routes_access.router)
-    app.include_router(routes_events.router)
-    app.include_router(routes_usage.router)
-    app.include_router(routes_catalog.router)
-    app.include_router(routes_completeness.router)
-    app.include_router(routes_dead_letters.router)
-    app.include_router(routes_invoices.router)
+    for guarded in (
+        routes_access,
+        routes_events,
+        routes_usage,
+        routes_catalog,
+        routes_completeness,
+        routes_dead_letters,
+        routes_invoices,
+    ):
+        app.include_router(guarded.router, responses=GUARDED_RESPONSES)
     app.include_router(routes_ops.router)
     return app
 

@@ -16,6 +16,7 @@ from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 from starlette.status import HTTP_500_INTERNAL_SERVER_ERROR
 
@@ -67,6 +68,30 @@ TITLES = {
     500: "Internal server error",
     503: "Service unavailable",
 }
+
+
+class Problem(BaseModel):
+    """RFC 9457 problem details, the body of every error (extension members vary by ``type``)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    type: str = Field(examples=["urn:meterline:problem:unknown-invoice"])
+    title: str
+    status: int
+    detail: str
+
+
+def _documented(description: str) -> dict[str, Any]:
+    return {"model": Problem, "description": f"{description} (application/problem+json)"}
+
+
+GUARDED_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: _documented("No credential, or a key or token that is unknown, expired or revoked"),
+    403: _documented("The caller's role does not allow this"),
+    404: _documented("Not found, or another tenant's"),
+    429: _documented("Over the key's rate: retry after Retry-After seconds"),
+}
+"""What every protected operation may answer, for the OpenAPI document."""
 
 
 def problem(
