@@ -11,13 +11,17 @@ from __future__ import annotations
 
 import hmac
 import secrets
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated
 
 from fastapi import Depends, Request
+from fastapi.dependencies.models import Dependant
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from starlette.routing import BaseRoute
 
 from api.access import tokens
 from api.access.key_store import KeyStore
@@ -145,3 +149,33 @@ EventPusher = Annotated[Caller, Depends(Requires(Permission.PUSH_EVENTS))]
 KeyManager = Annotated[Caller, Depends(Requires(Permission.MANAGE_KEYS))]
 TokenIssuer = Annotated[Caller, Depends(Requires(Permission.ISSUE_TOKENS))]
 AuditReader = Annotated[Caller, Depends(Requires(Permission.READ_AUDIT))]
+
+
+def route_policies(routes: Iterable[BaseRoute]) -> dict[tuple[str, str], Permission | None]:
+    """Each documented operation's declared permission (None: public), keyed by method and path.
+    An operation declaring no policy, or two, is an error: every route must say who may call it."""
+    policies: dict[tuple[str, str], Permission | None] = {}
+    for route in _api_routes(routes):
+        if not route.include_in_schema:
+            continue
+        declared = [d.call for d in _dependencies(route.dependant) if isinstance(d.call, Requires | Public)]
+        methods = sorted(route.methods or ())
+        if len(declared) != 1:
+            raise ValueError(f"{methods} {route.path} declares {len(declared)} policies, not one")
+        policies |= {(method, route.path): declared[0].permission for method in methods}
+    return policies
+
+
+def _api_routes(routes: Iterable[BaseRoute]) -> Iterator[APIRoute]:
+    """Every APIRoute, those of included routers too (FastAPI keeps an included router whole)."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        elif (included := getattr(route, "original_router", None)) is not None:
+            yield from _api_routes(included.routes)
+
+
+def _dependencies(dependant: Dependant) -> Iterator[Dependant]:
+    for dependency in dependant.dependencies:
+        yield dependency
+        yield from _dependencies(dependency)

@@ -16,9 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
-from fastapi.routing import APIRoute
 
-from api.access.guard import Public, Requires
+from api.access.guard import route_policies
 from api.access.principals import PERMISSIONS, TOKEN_PERMISSIONS, Permission, Role
 from api.app import create_app
 from meterline.brokers import Broker
@@ -161,34 +160,6 @@ def principals(system: System) -> list[Principal]:
     ]
 
 
-def declared_policies() -> dict[tuple[str, str], Permission | None]:
-    """Each documented operation's declared permission (None: public); a route without one fails."""
-    policies: dict[tuple[str, str], Permission | None] = {}
-    for route in _api_routes(create_app(Settings()).routes):
-        if not route.include_in_schema:
-            continue
-        declared = [d.call for d in _all_dependencies(route.dependant) if isinstance(d.call, Requires | Public)]
-        assert len(declared) == 1, f"{sorted(route.methods)} {route.path} declares {len(declared)} policies, not one"
-        for method in route.methods:
-            policies[(method, route.path)] = declared[0].permission
-    return policies
-
-
-def _api_routes(routes: list[Any]) -> Iterator[APIRoute]:
-    """Every APIRoute, also those of included routers (which FastAPI keeps as routers)."""
-    for route in routes:
-        if isinstance(route, APIRoute):
-            yield route
-        elif hasattr(route, "original_router"):
-            yield from _api_routes(route.original_router.routes)
-
-
-def _all_dependencies(dependant: Any) -> Iterator[Any]:
-    for dependency in dependant.dependencies:
-        yield dependency
-        yield from _all_dependencies(dependency)
-
-
 BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/events"): None,  # built per principal: its own source and customer
     ("POST", "/v1/keys"): {"name": "again", "role": "customer", "party_id": "resold"},
@@ -207,7 +178,7 @@ CHANGES_OWN_STATE = {
 
 
 def test_every_route_answers_each_principal_with_only_what_is_its_own(tenants: System):
-    policies = declared_policies()
+    policies = route_policies(create_app(Settings()).routes)
     documented = {
         (method.upper(), path)
         for path, operations in tenants.http.get("/openapi.json").json()["paths"].items()
