@@ -8,8 +8,10 @@ import signal
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Protocol
 
 from agents.base import Collector
+from agents.http_publisher import HttpPublisher
 from agents.publisher import SpooledPublisher
 from agents.simulated import FleetSpec, SimulatedFleet
 from agents.spool import Spool
@@ -20,7 +22,23 @@ log = logging.getLogger("meterline.agent")
 MAX_EVENTS_PER_MESSAGE = 500
 
 
-def publish_samples(publisher: SpooledPublisher, collector: Collector, at: datetime) -> int:
+class Publisher(Protocol):
+    """Where an agent's messages go: Kafka (``SpooledPublisher``) or an API (``HttpPublisher``);
+    either keeps each message spooled until it is safe elsewhere."""
+
+    def publish_group(self, batches: list[tuple[str, bytes]]) -> None: ...
+
+    def pump(self, timeout_s: float = 0.0) -> None: ...
+
+    def drain(self, timeout_s: float) -> int: ...
+
+    @property
+    def backlog(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
+def publish_samples(publisher: Publisher, collector: Collector, at: datetime) -> int:
     """Collect at ``at`` and spool every source's samples, in messages of bounded size, as one group."""
     samples = collector.collect(at)
     publisher.publish_group(messages_of(samples))
@@ -39,7 +57,7 @@ def messages_of(samples: dict[str, list[Event]]) -> list[tuple[str, bytes]]:
 
 def run(
     collector: Collector,
-    publisher: SpooledPublisher,
+    publisher: Publisher,
     interval_s: int,
     speed: float,
     ticks: int | None,
@@ -95,8 +113,11 @@ def main() -> None:
     parser.add_argument("--hypervisors", type=int, default=20)
     parser.add_argument("--vms-per-hypervisor", type=int, default=50)
     parser.add_argument("--name", default="agent", help="names this agent's spool directory")
+    parser.add_argument("--api-url", help="push through this meterline API instead of Kafka (with an ingest key)")
+    parser.add_argument("--ingest-key-file", type=Path, help="the ingest key for --api-url, in a file")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
     settings = Settings()
     collector: Collector
     if args.libvirt_uri:
@@ -111,7 +132,13 @@ def main() -> None:
         )
         collector = SimulatedFleet(spec)
     spool = Spool(Path(settings.spool_dir) / args.name)
-    publisher = SpooledPublisher(settings, f"agent/{args.name}", spool)
+    publisher: Publisher
+    if args.api_url:
+        if args.ingest_key_file is None:
+            parser.error("--api-url needs --ingest-key-file")
+        publisher = HttpPublisher(args.api_url, args.ingest_key_file.read_text().strip(), spool)
+    else:
+        publisher = SpooledPublisher(settings, f"agent/{args.name}", spool)
     try:
         run(collector, publisher, args.interval_s, args.speed, args.ticks, args.start)
     finally:

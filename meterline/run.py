@@ -15,6 +15,9 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
 
 from meterline.brokers import Broker, TansuBroker, ensure_topics, wait_until_ready
 from meterline.settings import Settings
@@ -22,6 +25,8 @@ from meterline.settings import Settings
 log = logging.getLogger("meterline.run")
 STOP_WITHIN_S = 8.0
 ADMIN_KEY_FILE = "admin.key"
+AGENT_KEY_FILE = "agent.key"
+API_START_WITHIN_S = 120.0
 RESTART_DELAY_S = 2.0
 
 
@@ -75,6 +80,30 @@ def admin_key(settings: Settings) -> tuple[str, bool]:
     path.touch(mode=0o600)
     path.write_text(key + "\n")
     return key, True
+
+
+def ensure_agent_key(base: str, admin_key: str, path: Path) -> None:
+    """The simulated agent's ingest key, bound to its sources (``sim://*``): made through the API
+    at the first run and kept in the data dir, like the admin key."""
+    if path.exists():
+        return
+    deadline = time.monotonic() + API_START_WITHIN_S
+    while True:
+        try:
+            answer = httpx.post(
+                f"{base}/v1/keys",
+                json={"name": "simulated agent", "role": "ingest", "sources": ["sim://*"]},
+                headers={"Authorization": f"Bearer {admin_key}"},
+                timeout=10,
+            )
+            answer.raise_for_status()
+            break
+        except httpx.HTTPError as error:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the API did not answer within {API_START_WITHIN_S:.0f} s: {error}") from error
+            time.sleep(0.5)
+    path.touch(mode=0o600)
+    path.write_text(answer.json()["key"] + "\n")
 
 
 def children(settings: Settings, agent_args: list[str], key: str) -> list[Child]:
@@ -146,6 +175,7 @@ def _stop_on_signals() -> None:
 def _say_how_to_authenticate(settings: Settings, key: str, new: bool) -> None:
     base = f"http://{settings.api_host}:{settings.api_port}"
     key_file = settings.data_dir / ADMIN_KEY_FILE
+    agent_key = settings.data_dir / AGENT_KEY_FILE
     print(f"meterline is up: API and docs at {base}/docs", flush=True)
     if new:
         print(f"  the first admin key, shown this once (kept in {key_file}, mode 600):\n    {key}", flush=True)
@@ -153,10 +183,12 @@ def _say_how_to_authenticate(settings: Settings, key: str, new: bool) -> None:
     print(f'  every call takes a key: curl -H "Authorization: Bearer {shown}" \\', flush=True)
     print(f"    {base}/v1/customers/cust-00001/usage", flush=True)
     print(f"  make keys for partners, customers and services: POST {base}/v1/keys (README: Access)", flush=True)
+    print(f"  the simulated agent pushes through the API with its ingest key ({agent_key})", flush=True)
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request otherwise
     _stop_on_signals()
     settings = Settings()
     settings.data_dir.mkdir(parents=True, exist_ok=True)
@@ -169,9 +201,14 @@ def main() -> None:
     wait_until_ready(settings.kafka_bootstrap)
     ensure_topics(settings)
     key, new = admin_key(settings)
-    running = children(settings, agent_args, key)
+    base = f"http://{settings.api_host}:{settings.api_port}"
+    agent_key = settings.data_dir / AGENT_KEY_FILE
+    running = children(settings, [*agent_args, "--api-url", base, "--ingest-key-file", str(agent_key)], key)
     try:
-        for child in running:
+        api, others = running[0], running[1:]
+        api.start()
+        ensure_agent_key(base, key, agent_key)
+        for child in others:
             child.start()
         _say_how_to_authenticate(settings, key, new)
         supervise(running, broker, settings)
