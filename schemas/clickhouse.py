@@ -3,8 +3,8 @@
 Invoices are versioned rows too: a status change or a re-closed draft is a new row (the latest
 ``updated_at`` wins), and a draft's lines are stored under its revision, never edited.
 
-Exactly-once counting rests here: ``usage_events`` is a ReplacingMergeTree keyed by the event
-id, one row per accepted event with its rated usage as a nested list, so writing an event
+Exactly-once counting rests here: ``usage_events`` is a ReplacingMergeTree keyed by the event's
+identity (its source and id, within its customer, hour and resource), one row per accepted event with its rated usage as a nested list, so writing an event
 again - after a redelivery, a replayed spool, a re-sent HTTP batch - leaves one row, and it is
 read through ``FINAL``. ``rated_usage`` is a view of it with one row per event and meter, the
 shape every usage and invoicing query reads.
@@ -442,6 +442,21 @@ def migrations(database: str) -> list[tuple[int, str]]:
             ) ENGINE = MergeTree
             ORDER BY at""",
         ),
+        # An event is known by its (source, id), and storage keeps one row per identity: keyed by
+        # id alone, an event of another source with the same id (an ingest key bound elsewhere,
+        # guessing or reading an agent's ids) replaced the real one. The table is rebuilt with
+        # the source in its key and swapped in; were the swap done twice (a crash before it is
+        # recorded), the copy is dropped with the old key left in place, and nothing is lost.
+        (
+            31,
+            f"""CREATE TABLE IF NOT EXISTS {database}.{USAGE_EVENTS}_by_source AS {database}.{USAGE_EVENTS}
+            ENGINE = ReplacingMergeTree
+            PARTITION BY toYYYYMM(usage_start)
+            ORDER BY (customer_id, toStartOfHour(usage_start), resource_id, source, id)""",
+        ),
+        (32, f"INSERT INTO {database}.{USAGE_EVENTS}_by_source SELECT * FROM {database}.{USAGE_EVENTS}"),
+        (33, f"EXCHANGE TABLES {database}.{USAGE_EVENTS} AND {database}.{USAGE_EVENTS}_by_source"),
+        (34, f"DROP TABLE IF EXISTS {database}.{USAGE_EVENTS}_by_source"),
     ]
 
 
