@@ -6,8 +6,9 @@ Invoices are versioned rows too: a status change or a re-closed draft is a new r
 Exactly-once counting rests here: ``usage_events`` is a ReplacingMergeTree keyed by the event's
 identity (its source and id, within its customer, hour and resource), one row per accepted
 event with its rated usage as a nested list, so writing an event again - after a redelivery, a
-replayed spool, a re-sent HTTP batch - leaves one row, and it is read through ``FINAL``. ``rated_usage`` is a view of it with one row per event and meter, the
-shape every usage and invoicing query reads.
+replayed spool, a re-sent HTTP batch - leaves one row, and it is read through ``FINAL``.
+``rated_usage`` is a view of it with one row per event and meter, the shape every usage and
+invoicing query reads.
 
 Received messages are kept whole, keyed by their content hash; an accepted event points into
 its message (``message_id``, and the ``offset`` and ``length`` of its bytes there). Events
