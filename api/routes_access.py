@@ -183,7 +183,7 @@ def issue_token(request: Request, caller: TokenIssuer, wanted: TokenIn) -> NewTo
     embedded chart (limited to some meters), a link in an email."""
     catalog = _catalog(request)
     role = Role.CUSTOMER if _party_has_role(catalog, wanted.party_id, Role.CUSTOMER) else Role.PARTNER
-    if not _party_has_role(catalog, wanted.party_id, role) or not _sees_party(caller, wanted.party_id):
+    if not _party_has_role(catalog, wanted.party_id, role) or not caller.scope.sees_party(wanted.party_id):
         raise UnknownEntry(f"no customer or partner {wanted.party_id!r}")
     now = datetime.now(UTC)
     meters = tuple(m.value for m in wanted.meters) if wanted.meters is not None else None
@@ -200,7 +200,7 @@ def issue_token(request: Request, caller: TokenIssuer, wanted: TokenIn) -> NewTo
 def list_tokens(request: Request, caller: TokenIssuer) -> list[TokenOut]:
     """The unexpired read tokens of the parties the caller sees."""
     issued = _authenticator(request).keys.issued_tokens(datetime.now(UTC))
-    return [TokenOut.of(t) for t in issued if _sees_party(caller, t.token.party_id)]
+    return [TokenOut.of(t) for t in issued if caller.scope.sees_party(t.token.party_id)]
 
 
 @router.delete("/tokens/{token_id}", response_model=TokenOut)
@@ -208,7 +208,9 @@ def revoke_token(request: Request, caller: TokenIssuer, token_id: TokenId) -> To
     store = _authenticator(request).keys
     now = datetime.now(UTC)
     found = [
-        t for t in store.issued_tokens(now) if t.token.token_id == token_id and _sees_party(caller, t.token.party_id)
+        t
+        for t in store.issued_tokens(now)
+        if t.token.token_id == token_id and caller.scope.sees_party(t.token.party_id)
     ]
     if not found:
         raise UnknownEntry(f"no unexpired token {token_id!r}")
@@ -250,8 +252,3 @@ def _party_has_role(catalog: Catalog, party_id: str, role: Role) -> bool:
     if role is Role.CUSTOMER:
         return any(c.id == party_id for c in catalog.customers)
     return role is Role.PARTNER and any(p.id == party_id for p in catalog.partners)
-
-
-def _sees_party(caller: Caller, party_id: str) -> bool:
-    scope = caller.scope
-    return scope.everything or party_id in (scope.parties or ())

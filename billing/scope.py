@@ -40,11 +40,12 @@ class Scope:
     def sees_customer(self, customer_id: str) -> bool:
         return self.customers is None or customer_id in self.customers
 
-    def sees_buyer(self, buyer_id: str) -> bool:
-        return self.parties is None or buyer_id in self.parties
+    def sees_party(self, party_id: str) -> bool:
+        """A buyer whose invoices it sees, or a partner or customer it may hand keys and tokens for."""
+        return self.parties is None or party_id in self.parties
 
     def may_change_invoice(self, issuer_id: str, buyer_id: str) -> bool:
-        return self.everything or (issuer_id in self.sellers and self.sees_buyer(buyer_id))
+        return self.everything or (issuer_id in self.sellers and self.sees_party(buyer_id))
 
     def visible_customers(self, asked: Collection[str]) -> list[str]:
         return [customer for customer in asked if self.sees_customer(customer)]

@@ -175,7 +175,7 @@ class Ledger:
             f"SELECT * FROM {self._invoices} FINAL WHERE invoice_id = {{id:String}}", parameters={"id": invoice_id}
         )
         rows = list(result.named_results())
-        if not rows or not scope.sees_buyer(rows[0]["buyer_id"]):
+        if not rows or not scope.sees_party(rows[0]["buyer_id"]):
             raise UnknownInvoice(f"no invoice {invoice_id!r}")
         record = _from_row(rows[0])
         return replace(record, lines=tuple(self._load_lines(record)))

@@ -29,7 +29,7 @@ def catalog():
 def test_a_partner_sees_itself_and_its_customers_and_changes_only_what_it_issues(catalog):
     scope = Principal("k", Role.PARTNER, "north").scope(catalog)
     assert scope.customers == {"resold", "southco"}
-    assert scope.sees_buyer("north") and scope.sees_buyer("resold") and not scope.sees_buyer("direct")
+    assert scope.sees_party("north") and scope.sees_party("resold") and not scope.sees_party("direct")
     assert scope.may_change_invoice("north", "resold"), "its own invoice to its customer"
     assert not scope.may_change_invoice("acme", "north"), "the provider's invoice to it"
     assert scope.sees_entry(EntryKind.CUSTOMER, {"id": "resold", "partner_id": "north"})
@@ -47,7 +47,7 @@ def test_a_partner_sees_itself_and_its_customers_and_changes_only_what_it_issues
 
 def test_a_customer_sees_only_itself_and_writes_nothing(catalog):
     scope = Principal("k", Role.CUSTOMER, "resold").scope(catalog)
-    assert scope.customers == {"resold"} and scope.sees_buyer("resold") and not scope.sees_buyer("north")
+    assert scope.customers == {"resold"} and scope.sees_party("resold") and not scope.sees_party("north")
     assert not scope.may_change_invoice("north", "resold")
     assert not scope.may_write_entry(EntryKind.SUBSCRIPTION, {"customer_id": "resold"})
     assert Principal("k", Role.READER).scope(catalog) is EVERYTHING
