@@ -11,6 +11,7 @@ import pytest
 from billing.adapters.clickhouse_ledger import Ledger
 from billing.invoices import build_invoices
 from billing.records import InvoiceRecord
+from billing.scope import EVERYTHING
 from schemas.clickhouse import migrate
 from tests.unit.test_invoices import NOVEMBER, USAGE, catalog
 
@@ -32,6 +33,6 @@ def test_lines_left_by_a_write_cut_short_never_show_on_the_invoice(tmp_path):
 
     rebuilt = InvoiceRecord.draft(replace(invoice, lines=invoice.lines[:4]), 1, now)
     ledger.save([rebuilt])
-    stored = ledger.get(invoice.invoice_id)
+    stored = ledger.get(EVERYTHING, invoice.invoice_id)
     assert len(cut_short.lines) == 6 and stored.lines == rebuilt.lines
     assert stored.subtotal == sum(line.amount for line in stored.lines)
