@@ -82,26 +82,31 @@ def admin_key(settings: Settings) -> tuple[str, bool]:
     return key, True
 
 
+def wait_for_api(base: str) -> None:
+    """Until the API answers (its first start migrates the schema): the agent pushes to it."""
+    deadline = time.monotonic() + API_START_WITHIN_S
+    while True:
+        try:
+            httpx.get(f"{base}/healthz", timeout=2).raise_for_status()
+            return
+        except httpx.HTTPError as error:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"the API did not answer within {API_START_WITHIN_S:.0f} s: {error}") from error
+            time.sleep(0.5)
+
+
 def ensure_agent_key(base: str, admin_key: str, path: Path) -> None:
     """The simulated agent's ingest key, bound to its sources (``sim://*``): made through the API
     at the first run and kept in the data dir, like the admin key."""
     if path.exists():
         return
-    deadline = time.monotonic() + API_START_WITHIN_S
-    while True:
-        try:
-            answer = httpx.post(
-                f"{base}/v1/keys",
-                json={"name": "simulated agent", "role": "ingest", "sources": ["sim://*"]},
-                headers={"Authorization": f"Bearer {admin_key}"},
-                timeout=10,
-            )
-            answer.raise_for_status()
-            break
-        except httpx.HTTPError as error:
-            if time.monotonic() > deadline:
-                raise SystemExit(f"the API did not answer within {API_START_WITHIN_S:.0f} s: {error}") from error
-            time.sleep(0.5)
+    answer = httpx.post(
+        f"{base}/v1/keys",
+        json={"name": "simulated agent", "role": "ingest", "sources": ["sim://*"]},
+        headers={"Authorization": f"Bearer {admin_key}"},
+        timeout=10,
+    )
+    answer.raise_for_status()
     path.touch(mode=0o600)
     path.write_text(answer.json()["key"] + "\n")
 
@@ -207,6 +212,7 @@ def main() -> None:
     try:
         api, others = running[0], running[1:]
         api.start()
+        wait_for_api(base)
         ensure_agent_key(base, key, agent_key)
         for child in others:
             child.start()
