@@ -14,9 +14,9 @@ from api.access.keys import ApiKey, digest, may_manage, new_key_material
 from api.access.principals import Role
 from api.access.tokens import LONGEST_LIFETIME, IssuedToken, ReadToken, new_token_id, sign
 from api.catalog_admin import CatalogAdmin
-from billing.catalog import Catalog, Identifier
+from billing.catalog import Catalog, Customer, Identifier, Partner
 from billing.periods import check_storable
-from meterline.exceptions import Forbidden, InvalidQuery, UnknownEntry
+from meterline.exceptions import Forbidden, InvalidQuery, UnknownCustomer, UnknownEntry
 from schemas.meters import Meter
 
 router = APIRouter(prefix="/v1", tags=["access"])
@@ -132,7 +132,7 @@ def create_key(request: Request, caller: KeyManager, wanted: KeyIn) -> NewKeyOut
     if not may_manage(caller.principal, caller.scope, wanted.role, party_id):
         raise Forbidden(f"a {caller.principal.role.value} key may not make {wanted.role.value} keys for this party")
     catalog = _catalog(request)
-    if party_id and not _party_has_role(catalog, party_id, wanted.role):
+    if party_id and _role_of_party(catalog, party_id) is not wanted.role:
         raise InvalidQuery(f"no {wanted.role.value} {party_id!r} in the catalog")
     key_id, secret, full = new_key_material()
     key = ApiKey(
@@ -182,8 +182,8 @@ def issue_token(request: Request, caller: TokenIssuer, wanted: TokenIn) -> NewTo
     """A signed read token for a customer or partner the caller sees: a portal session, an
     embedded chart (limited to some meters), a link in an email."""
     catalog = _catalog(request)
-    role = Role.CUSTOMER if _party_has_role(catalog, wanted.party_id, Role.CUSTOMER) else Role.PARTNER
-    if not _party_has_role(catalog, wanted.party_id, role) or not caller.scope.sees_party(wanted.party_id):
+    role = _role_of_party(catalog, wanted.party_id)
+    if role is None or not caller.scope.sees_party(wanted.party_id):
         raise UnknownEntry(f"no customer or partner {wanted.party_id!r}")
     now = datetime.now(UTC)
     meters = tuple(m.value for m in wanted.meters) if wanted.meters is not None else None
@@ -248,7 +248,12 @@ def _catalog(request: Request) -> Catalog:
     return admin.catalog
 
 
-def _party_has_role(catalog: Catalog, party_id: str, role: Role) -> bool:
-    if role is Role.CUSTOMER:
-        return any(c.id == party_id for c in catalog.customers)
-    return role is Role.PARTNER and any(p.id == party_id for p in catalog.partners)
+def _role_of_party(catalog: Catalog, party_id: str) -> Role | None:
+    """The role of a key or token for this party: a customer's or a partner's (None: neither)."""
+    try:
+        party = catalog.party(party_id)
+    except UnknownCustomer:
+        return None
+    if isinstance(party, Customer):
+        return Role.CUSTOMER
+    return Role.PARTNER if isinstance(party, Partner) else None

@@ -32,7 +32,7 @@ from billing.money import shown_quantity
 from billing.period_close import close_period
 from billing.periods import Period
 from billing.records import InvoiceRecord, credit_note_id
-from meterline.exceptions import Forbidden, InvalidQuery, UnknownCustomer
+from meterline.exceptions import InvalidQuery, UnknownCustomer
 from schemas.clickhouse import as_utc
 from schemas.meters import Meter
 from sinks.clickhouse import InsertClock
@@ -161,8 +161,7 @@ def delivery(request: Request, caller: InvoiceReader, invoice_id: InvoiceId) -> 
 def deliver_again(request: Request, caller: InvoiceChanger, invoice_id: InvoiceId) -> DeliveryOut:
     """Send again at the next check, without waiting for the retry delay."""
     record = _ledger(request).get(caller.scope, invoice_id)
-    if not caller.scope.may_change_invoice(record.issuer_id, record.buyer_id):
-        raise Forbidden(f"invoice {invoice_id!r} is issued by {record.issuer_id}; only its issuer sends it")
+    caller.scope.check_may_change_invoice(invoice_id, record.issuer_id, record.buyer_id)
     before, after = _deliveries(request).retry_now(record)
     note_change(request, DeliveryOut.of(before).model_dump(mode="json"), DeliveryOut.of(after).model_dump(mode="json"))
     return DeliveryOut.of(after)

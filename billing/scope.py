@@ -15,6 +15,7 @@ from typing import Any
 
 from billing.catalog import Catalog
 from billing.catalog_entries import EntryKind
+from meterline.exceptions import Forbidden
 
 _PUBLIC_KINDS = frozenset({EntryKind.PRODUCT})
 """What every tenant may read of the catalog besides its own parties and items: the offering."""
@@ -46,6 +47,12 @@ class Scope:
 
     def may_change_invoice(self, issuer_id: str, buyer_id: str) -> bool:
         return self.everything or (issuer_id in self.sellers and self.sees_party(buyer_id))
+
+    def check_may_change_invoice(self, invoice_id: str, issuer_id: str, buyer_id: str) -> None:
+        """Raise ``Forbidden`` for an invoice the scope sees but did not issue (issue, pay,
+        void, send again: each is its issuer's to do)."""
+        if not self.may_change_invoice(issuer_id, buyer_id):
+            raise Forbidden(f"invoice {invoice_id!r} is issued by {issuer_id}; only its issuer changes or sends it")
 
     def visible_customers(self, asked: Collection[str]) -> list[str]:
         return [customer for customer in asked if self.sees_customer(customer)]

@@ -26,7 +26,7 @@ from billing.invoices import DocumentType, InvoiceLine, InvoiceStatus, LineKind,
 from billing.periods import Period
 from billing.records import InvoiceRecord, check_period_ended
 from billing.scope import EVERYTHING, Scope
-from meterline.exceptions import Forbidden, UnknownInvoice
+from meterline.exceptions import UnknownInvoice
 from schemas.clickhouse import INVOICE_LINES, INVOICES, as_utc
 from schemas.records import MONEY, TIMESTAMP
 
@@ -230,8 +230,7 @@ class Ledger:
         """
         with self._lock:
             record = self.get(scope, invoice_id)
-            if not scope.may_change_invoice(record.issuer_id, record.buyer_id):
-                raise Forbidden(f"invoice {invoice_id!r} is issued by {record.issuer_id}; only its issuer changes it")
+            scope.check_may_change_invoice(invoice_id, record.issuer_id, record.buyer_id)
             if record.status is target:
                 return record.status, record
             changed = record.becoming(target, now)
