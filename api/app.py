@@ -20,6 +20,7 @@ from api import (
     routes_access,
     routes_catalog,
     routes_completeness,
+    routes_dashboards,
     routes_dead_letters,
     routes_events,
     routes_invoices,
@@ -30,6 +31,7 @@ from api.access.audit import AuditLog, AuditMiddleware
 from api.access.guard import Authenticator
 from api.access.key_store import REFRESH_S, KeyStore
 from api.catalog_admin import CatalogAdmin
+from api.dashboards import Dashboards
 from api.delivery import Deliveries, deliver_when_due
 from api.errors import GUARDED_RESPONSES, install_error_handlers
 from api.event_intake import EventIntake
@@ -41,7 +43,7 @@ from billing.adapters.clickhouse_ledger import Ledger
 from billing.adapters.clickhouse_usage import PeriodUsage
 from billing.adapters.kafka_catalog import CatalogPublisher
 from meterline.settings import Settings
-from sinks.clickhouse import ClickHouseSink, InsertClock, connect
+from sinks.clickhouse import ClickHouseSink, ClientPool, InsertClock, connect
 from sinks.consumer import SinkConsumer
 
 log = logging.getLogger(__name__)
@@ -52,7 +54,9 @@ def create_app(settings: Settings, *, run_sink: bool = True) -> FastAPI:
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.query_client = connect(settings)
         another_client = partial(connect, settings, migrate_schema=False)
-        app.state.queries = UsageQueries(app.state.query_client, settings.clickhouse_database)
+        app.state.query_pool = ClientPool(another_client, settings.query_clients)
+        app.state.queries = UsageQueries(app.state.query_pool, settings.clickhouse_database)
+        app.state.dashboards = Dashboards(app.state.query_pool, settings.clickhouse_database)
         app.state.intake = EventIntake(settings)
         app.state.catalog_store = CatalogStore(another_client(), settings.clickhouse_database)
         app.state.catalog_admin = CatalogAdmin(app.state.catalog_store, CatalogPublisher(settings), settings.catalog)
@@ -120,6 +124,7 @@ def create_app(settings: Settings, *, run_sink: bool = True) -> FastAPI:
         routes_usage,
         routes_catalog,
         routes_completeness,
+        routes_dashboards,
         routes_dead_letters,
         routes_invoices,
     ):

@@ -27,6 +27,7 @@ from meterline.exceptions import (
     InvalidCatalog,
     InvalidEvent,
     InvalidQuery,
+    InvalidRange,
     InvoiceStateError,
     MeterlineError,
     RateLimited,
@@ -42,6 +43,7 @@ PROBLEM_JSON = "application/problem+json"
 STATUS = {
     InvalidEvent: 400,
     InvalidQuery: 400,
+    InvalidRange: 422,
     Unauthenticated: 401,
     Forbidden: 403,
     UnknownCustomer: 404,

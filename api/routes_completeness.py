@@ -16,7 +16,7 @@ from api.access.guard import OperationsReader
 from api.usage_queries import UsageWindow
 from billing.adapters.clickhouse_completeness import Completeness
 from billing.completeness import Gap, HourStatus, hour_statuses
-from meterline.exceptions import InvalidQuery
+from meterline.exceptions import InvalidRange
 
 router = APIRouter(prefix="/v1", tags=["operations"])
 LONGEST_WINDOW = timedelta(days=31)
@@ -76,7 +76,7 @@ def completeness(
     now = datetime.now(UTC)
     window = UsageWindow("", start or now - timedelta(days=1), end or now)
     if window.end - window.start > LONGEST_WINDOW:
-        raise InvalidQuery("the window may span at most 31 days")
+        raise InvalidRange("the window may span at most 31 days")
     reader: Completeness = request.app.state.completeness
     gaps = reader.gaps()
     _count_sources_with_gaps(gaps)

@@ -1,14 +1,14 @@
 """Usage read models over ClickHouse: what the usage endpoints show, to the cent.
 
-Every query reads rated usage through a view that reads stored events with ``FINAL``, so that
-an event written twice counts once.
+Every figure comes from the exact rollups where they cover the window, and from the stored
+events (each once) at its edges (``billing.adapters.usage_rows``); an invoice line's raw events
+come from the events as they were received.
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
@@ -17,15 +17,14 @@ from enum import StrEnum
 from fractions import Fraction
 from typing import Any
 
-from clickhouse_connect.driver.client import Client
-
+from billing.adapters.usage_rows import RESOURCE_TOTAL, UsageRead, usage_rows
 from billing.invoices import UsageScope
-from billing.money import shown_quantity
 from billing.periods import check_storable
 from billing.scope import Scope
-from meterline.exceptions import InvalidQuery, UnknownCustomer
-from schemas.clickhouse import RATED_USAGE, RAW_MESSAGES, USAGE_EVENTS, USAGE_WITHIN, of_one_resource, stored_by
+from meterline.exceptions import InvalidRange, UnknownCustomer
+from schemas.clickhouse import RAW_MESSAGES, USAGE_EVENTS, stored_by
 from schemas.events import LONGEST_INTERVAL_S
+from sinks.clickhouse import ClientPool
 
 CSV_CHUNK_BYTES = 64 * 1024
 CSV_COLUMNS = [
@@ -73,99 +72,107 @@ class UsageWindow:
     def __post_init__(self) -> None:
         for name, value in (("from", self.start), ("to", self.end)):
             if value.tzinfo is None or value.utcoffset() is None:
-                raise InvalidQuery(f"'{name}' must carry a UTC offset, e.g. 2026-11-01T00:00:00Z")
+                raise InvalidRange(f"'{name}' must carry a UTC offset, e.g. 2026-11-01T00:00:00Z")
         if self.start >= self.end:
-            raise InvalidQuery("'from' must be before 'to'")
+            raise InvalidRange("'from' must be before 'to'")
         check_storable("'from'", self.start)
         check_storable("'to'", self.end)
 
-    def parameters(self) -> dict[str, Any]:
-        return {"customer": self.customer_id, "start": self.start, "end": self.end}
-
-
-WHERE = "customer_id = {customer:String} AND " + USAGE_WITHIN
-
-
-def _scoped(scope: Scope, window: UsageWindow) -> tuple[str, dict[str, Any]]:
-    """The window's condition for a caller: a customer it does not see does not exist for it,
-    and a read token limited to some meters shows only theirs."""
-    if not scope.sees_customer(window.customer_id):
-        raise UnknownCustomer(f"no customer {window.customer_id!r}")
-    if scope.meters is None:
-        return WHERE, window.parameters()
-    return f"{WHERE} AND meter IN {{meters:Array(String)}}", {**window.parameters(), "meters": sorted(scope.meters)}
+    def read(self, scope: Scope, *, by_day: bool) -> UsageRead:
+        """The window as a caller may read it: a customer it does not see does not exist for it,
+        and a read token limited to some meters shows only theirs."""
+        if not scope.sees_customer(self.customer_id):
+            raise UnknownCustomer(f"no customer {self.customer_id!r}")
+        customer = "customer_id = {customer:String}"
+        parameters: dict[str, Any] = {"customer": self.customer_id}
+        condition = customer
+        if scope.meters is not None:
+            condition += " AND meter IN {meters:Array(String)}"
+            parameters["meters"] = sorted(scope.meters)
+        return UsageRead(self.start, self.end, condition, parameters, customer, by_day=by_day)
 
 
 class UsageQueries:
-    """Reads for the API; one lock because an embedded engine handle is not for concurrent use.
+    """Reads for the API, each on a client of its own from the pool, side by side.
 
     Quantities are summed exactly in each meter's base unit and divided once, here (a level is
-    taken per resource first, see ``of_one_resource``); amounts are the rated rows' sums.
+    taken per resource first, see ``RESOURCE_TOTAL``); amounts are the rated rows' sums.
     """
 
-    def __init__(self, client: Client, database: str) -> None:
-        self._client = client
-        self._table = f"{database}.{RATED_USAGE}"
+    def __init__(self, pool: ClientPool, database: str) -> None:
+        self._pool = pool
         self._events = f"{database}.{USAGE_EVENTS}"
         self._messages_table = f"{database}.{RAW_MESSAGES}"
         self._database = database
-        self._lock = threading.Lock()
 
     def usage(
         self, scope: Scope, window: UsageWindow, granularity: Granularity, group_by: GroupBy
     ) -> list[dict[str, Any]]:
-        bucket = f"{granularity.truncate_sql}(usage_start)"
-        rows = self._exact(*_scoped(scope, window), bucket, [*group_by.columns, "currency"])
-        return [{**row, "quantity": shown_quantity(row["quantity"])} for row in rows]
+        read = window.read(scope, by_day=granularity is not Granularity.HOUR)
+        return self._shown(read, granularity.truncate_sql, [*group_by.columns, "currency"])
 
     def total(self, scope: Scope, window: UsageWindow) -> dict[str, Decimal]:
         """Amount per currency over the window."""
-        where, parameters = _scoped(scope, window)
-        query = f"SELECT currency, sum(amount) FROM {self._table} WHERE {where} GROUP BY currency"
-        with self._lock:
-            rows = self._client.query(query, parameters=parameters).result_rows
+        rows_query, parameters = usage_rows(self._database, window.read(scope, by_day=True))
+        query = f"SELECT currency, sum(amount) FROM ({rows_query}) GROUP BY currency"
+        rows = self._pool.query(query, parameters).result_rows
         return {currency: amount for currency, amount in rows}
 
     def hourly_csv(self, scope: Scope, window: UsageWindow) -> Iterator[bytes]:
         """Hourly usage per resource and meter as CSV chunks. The query runs now, before a
         response starts, so that a failure is answered with an error rather than a cut file,
-        and so that no lock is held while a client downloads."""
-        rows = self._exact(*_scoped(scope, window), "toStartOfHour(usage_start)", CSV_COLUMNS[1:-2])
-        return _csv_chunks(rows)
+        and so that no client is held while a client downloads."""
+        return _csv_chunks(self._shown(window.read(scope, by_day=False), "toStartOfHour", CSV_COLUMNS[1:-2]))
 
     def line_usage(self, line: LineScope) -> list[dict[str, Any]]:
         """Hourly usage behind an invoice line, per customer, resource and dimension, as it was
         billed (events stored by the close): its quantities add up to the line's."""
-        where = f"{USAGE_WITHIN} AND {LINE_WHERE} AND {stored_by(self._database)}"
         keys = ["customer_id", "resource_id", "product", "dimension"]
-        return self._exact(where, line.parameters(), "toStartOfHour(usage_start)", keys)
+        return self._exact(line.read(), "toStartOfHour", keys)
 
-    def _exact(self, where: str, parameters: dict[str, Any], bucket: str, keys: list[str]) -> list[dict[str, Any]]:
-        """Rated usage per ``period_start`` (``bucket`` of each row's start, UTC) and ``keys``,
-        in that order: exact quantities (a ``Fraction``: shown, each is rounded once), amounts
-        summed, and how many rated rows each holds."""
-        # grouped by meter too: of_one_resource picks the aggregate by the row's meter
-        per_resource = ", ".join(dict.fromkeys([*keys, "meter", "resource_id", "base_divisor"]))
+    def _per_resource(self, read: UsageRead, truncate: str, keys: list[str]) -> tuple[str, dict[str, Any]]:
+        """Each resource's total of a meter (``RESOURCE_TOTAL``) per ``period_start`` (``truncate``
+        of each row's start, UTC) and ``keys``, with its amount and rated rows."""
+        rows_query, parameters = usage_rows(self._database, read)
+        # grouped by meter too: RESOURCE_TOTAL picks the aggregate by the row's meter
+        per_resource = ", ".join(dict.fromkeys(["period_start", *keys, "meter", "resource_id", "base_divisor"]))
+        query = (
+            f"SELECT {per_resource}, {RESOURCE_TOTAL} AS base, sum(amount) AS amount, sum(rated_rows) AS rows "
+            f"FROM (SELECT toDateTime({truncate}(t), 'UTC') AS period_start, * FROM ({rows_query})) "
+            f"GROUP BY {per_resource}"
+        )
+        return query, parameters
+
+    def _shown(self, read: UsageRead, truncate: str, keys: list[str]) -> list[dict[str, Any]]:
+        """Usage per ``period_start`` and ``keys``, in that order, with its quantity rounded once to
+        12 places (in the engine: the exact sum of base quantities, divided by the unit's divisor
+        to 24 places, then rounded half away from zero, which is the exact value's rounding)."""
+        per_resource, parameters = self._per_resource(read, truncate, keys)
         grouped = ", ".join(["period_start", *keys])
         query = (
-            f"SELECT {grouped}, base_divisor, sum(base) AS base, sum(amount) AS amount, sum(rows) AS rated_rows "
-            f"FROM (SELECT toDateTime({bucket}, 'UTC') AS period_start, {per_resource}, "
-            f"{of_one_resource('base_quantity')} AS base, sum(amount) AS amount, count() AS rows "
-            f"FROM {self._table} WHERE {where} GROUP BY period_start, {per_resource}) "
-            f"GROUP BY {grouped}, base_divisor"
+            f"SELECT {grouped}, toDecimal128(round(sum(quantity), 12), 12) AS quantity, sum(amount) AS amount, "
+            f"sum(rows) AS rated_rows FROM (SELECT {grouped}, toDecimal256(sum(base), 24) / base_divisor AS quantity, "
+            f"sum(amount) AS amount, sum(rows) AS rows FROM ({per_resource}) GROUP BY {grouped}, base_divisor) "
+            f"GROUP BY {grouped} ORDER BY {grouped}"
         )
-        with self._lock:
-            rows = list(self._client.query(query, parameters=parameters).named_results())
+        result = self._pool.query(query, parameters)
+        names = result.column_names
+        return [dict(zip(names, row, strict=True)) for row in result.result_rows]
+
+    def _exact(self, read: UsageRead, truncate: str, keys: list[str]) -> list[dict[str, Any]]:
+        """Usage per ``period_start`` and ``keys``, in that order: exact quantities (a
+        ``Fraction``), amounts summed, and how many rated rows each holds."""
+        per_resource, parameters = self._per_resource(read, truncate, keys)
         names = ["period_start", *keys]
         combined: dict[tuple[Any, ...], dict[str, Any]] = {}
-        for row in rows:
+        for row in self._pool.query(per_resource, parameters).named_results():
             key = tuple(row[name] for name in names)
             if key not in combined:
                 combined[key] = {"quantity": Fraction(0), "amount": Decimal(0), "rated_rows": 0}
             total = combined[key]
             total["quantity"] += Fraction(row["base"]) / row["base_divisor"]
             total["amount"] += row["amount"]
-            total["rated_rows"] += row["rated_rows"]
+            total["rated_rows"] += row["rows"]
         return [{**dict(zip(names, key, strict=True)), **total} for key, total in sorted(combined.items())]
 
     def line_events(self, line: LineScope, limit: int, offset: int) -> list[str]:
@@ -185,8 +192,7 @@ class UsageQueries:
             "UNION ALL SELECT time, id, event FROM page WHERE message_id = '') ORDER BY time, id"
         )
         parameters = {**line.parameters(), "limit": limit, "offset": offset}
-        with self._lock:
-            rows = self._client.query(query, parameters=parameters).result_rows
+        rows = self._pool.query(query, parameters).result_rows
         return [event.decode() if isinstance(event, bytes) else event for _, _, event in rows]
 
 
@@ -205,7 +211,7 @@ EVENTS_WHERE = (
     + ", rated.meter, rated.dimension, rated.usage_start)"
 )
 LINE_WHERE = "customer_id IN {customers:Array(String)} AND meter = {meter:String} AND " + IN_SCOPE.format(
-    dimension="dimension", start="usage_start"
+    dimension="dimension", start="t"
 )
 
 
@@ -233,14 +239,19 @@ class LineScope:
             "stored_by": self.stored_by,
         }
 
+    def read(self) -> UsageRead:
+        """The line's usage; its scopes' bounds are instants the rollups must be cut at."""
+        cuts = tuple(bound for scope in self.scopes for bound in (scope.start, scope.end))
+        customers = "customer_id IN {customers:Array(String)}"
+        return UsageRead(self.start, self.end, LINE_WHERE, self.parameters(), customers, cuts, self.stored_by)
+
 
 def _csv_chunks(rows: list[dict[str, Any]]) -> Iterator[bytes]:
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow(CSV_COLUMNS)
     for row in rows:
-        shown = {**row, "quantity": shown_quantity(row["quantity"])}
-        writer.writerow([f"{row['period_start']:%Y-%m-%dT%H:%M:%SZ}", *(shown[name] for name in CSV_COLUMNS[1:])])
+        writer.writerow([f"{row['period_start']:%Y-%m-%dT%H:%M:%SZ}", *(row[name] for name in CSV_COLUMNS[1:])])
         if out.tell() >= CSV_CHUNK_BYTES:
             yield out.getvalue().encode()
             out.seek(0)

@@ -34,8 +34,9 @@ from billing.catalog import Catalog  # noqa: E402
 from billing.period_close import close_period  # noqa: E402
 from billing.periods import Period  # noqa: E402
 from pipeline.processing import usage_events  # noqa: E402
-from schemas.clickhouse import USAGE_EVENTS, migrate  # noqa: E402
+from schemas.clickhouse import migrate  # noqa: E402
 from schemas.records import ACCEPTED_SCHEMA, RATED_SCHEMA  # noqa: E402
+from sinks.clickhouse import UsageStore  # noqa: E402
 
 DATABASE = "bench"
 PERIOD = Period.parse("2026-10")
@@ -106,7 +107,7 @@ def bench_catalog(customers: int) -> Catalog:
 def store_usage(client: Any, customers: int, days: int) -> int:
     """One rated row per customer, item and day (one stored event per customer and day), written
     a day at a time to bound memory."""
-    table = f"{DATABASE}.{USAGE_EVENTS}"
+    store = UsageStore(client, DATABASE)
     rows = 0
     for day in range(days):
         start = PERIOD.start + timedelta(days=day)
@@ -148,12 +149,7 @@ def store_usage(client: Any, customers: int, days: int) -> int:
             },
             schema=ACCEPTED_SCHEMA,
         )
-        stored = (
-            usage_events(events.lazy(), rated.lazy(), "EUR")
-            .collect()
-            .with_columns(inserted_at=pl.lit(datetime.now(UTC), dtype=pl.Datetime("ms", "UTC")))
-        )
-        client.insert_arrow(table, stored.to_arrow(), settings={"optimize_on_insert": 0})
+        store.write(usage_events(events.lazy(), rated.lazy(), "EUR").collect().to_arrow(), datetime.now(UTC))
         rows += rated.height
     return rows
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
-from meterline.exceptions import InvalidQuery
+from meterline.exceptions import InvalidQuery, InvalidRange
 
 _MONTH = re.compile(r"^(?P<year>\d{4})-(?P<month>0[1-9]|1[0-2])$")
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
@@ -18,7 +18,7 @@ LATEST = datetime(2299, 1, 1, tzinfo=UTC)
 
 def check_storable(name: str, value: datetime) -> None:
     if not EARLIEST <= value <= LATEST:
-        raise InvalidQuery(f"{name} {value.isoformat()} is outside {EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d}")
+        raise InvalidRange(f"{name} {value.isoformat()} is outside {EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d}")
 
 
 @dataclass(frozen=True, order=True)

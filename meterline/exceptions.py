@@ -20,6 +20,11 @@ class InvalidQuery(MeterlineError):
     """A usage query asked for something that does not exist (bad range, granularity...)."""
 
 
+class InvalidRange(InvalidQuery):
+    """A time range that cannot be read: backwards, without a UTC offset, outside the years
+    stored, or more buckets than one query may return (422, like a malformed parameter)."""
+
+
 class InvalidCatalog(MeterlineError):
     """A catalog entry is malformed or contradicts another (unknown partner, overlapping tiers...)."""
 

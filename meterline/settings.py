@@ -64,6 +64,7 @@ class Settings(BaseSettings):
         default=64 * 1024 * 1024, description="flush once this much is buffered, however recent the last flush"
     )
     sink_flush_interval_s: float = 0.25
+    query_clients: int = Field(default=16, ge=1, description="ClickHouse clients the API's readers use side by side")
     late_usage_months: int = Field(
         default=LOOKBACK_PERIODS,
         ge=0,

@@ -7,8 +7,9 @@ Exactly-once counting rests here: ``usage_events`` is a ReplacingMergeTree keyed
 identity (its source and id, within its customer, hour and resource), one row per accepted
 event with its rated usage as a nested list, so writing an event again - after a redelivery, a
 replayed spool, a re-sent HTTP batch - leaves one row, and it is read through ``FINAL``.
-``rated_usage`` is a view of it with one row per event and meter, the shape every usage and
-invoicing query reads.
+``rated_usage`` is a view of it with one row per event and meter. Usage is read from exact
+rollups (``usage_by_hour``, ``usage_by_day``) kept in step with it by the sink, and from the
+events themselves where a window cuts an hour (``billing.adapters.usage_rows``).
 
 Received messages are kept whole, keyed by their content hash; an accepted event points into
 its message (``message_id``, and the ``offset`` and ``length`` of its bytes there). Events
@@ -24,13 +25,14 @@ from datetime import UTC, datetime
 from clickhouse_connect.driver.client import Client
 
 from schemas.events import LONGEST_INTERVAL_S
-from schemas.meters import Meter, PeriodAggregation
 
 RAW_EVENTS = "raw_events"
 RAW_MESSAGES = "raw_messages"
 USAGE_EVENTS = "usage_events"
 RATED_USAGE = "rated_usage"
 USAGE_HOURLY = "usage_hourly"
+USAGE_BY_HOUR = "usage_by_hour"
+USAGE_BY_DAY = "usage_by_day"
 INVOICES = "invoices"
 INVOICE_LINES = "invoice_lines"
 DELIVERIES = "invoice_deliveries"
@@ -41,26 +43,6 @@ API_KEYS = "api_keys"
 READ_TOKENS = "read_tokens"
 AUDIT_LOG = "audit_log"
 MIGRATIONS = "schema_migrations"
-
-USAGE_WITHIN = (
-    f"event_start > {{start:DateTime64(3, 'UTC')}} - INTERVAL {LONGEST_INTERVAL_S} SECOND "
-    "AND event_start < {end:DateTime64(3, 'UTC')} "
-    "AND usage_start >= {start:DateTime64(3, 'UTC')} AND usage_start < {end:DateTime64(3, 'UTC')}"
-)
-"""Rated usage (``rated_usage``) in ``[start, end)``. Usage is split by hour inside its event,
-so the event's own start, which the table's key holds, bounds the search: an event that
-ends in the window started at most one interval before it."""
-
-
-def of_one_resource(column: str) -> str:
-    """An aggregate of ``column`` over one resource's rated rows: the sum of what its samples
-    contributed, or for a level its highest or its latest figure. Summed over resources, it
-    gives the customer's quantity of a meter over whatever the rows were grouped by."""
-    peaks = ", ".join(f"'{m.value}'" for m in Meter if m.aggregation is PeriodAggregation.PEAK)
-    latest = ", ".join(f"'{m.value}'" for m in Meter if m.aggregation is PeriodAggregation.LATEST)
-    return (
-        f"multiIf(meter IN ({peaks}), max({column}), meter IN ({latest}), argMax({column}, usage_start), sum({column}))"
-    )
 
 
 def stored_by(database: str, id_column: str = "event_id") -> str:
@@ -78,6 +60,39 @@ def stored_by(database: str, id_column: str = "event_id") -> str:
 def as_utc(value: datetime) -> datetime:
     """ClickHouse (chDB at least) hands back naive UTC timestamps; say so explicitly."""
     return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+ROLLUP_KEY = "customer_id, resource_id, product, meter, dimension, unit, currency, base_divisor"
+"""What a rollup row is usage of, besides its hour or day: one resource's use of one meter."""
+PARTIALS = "base_sum, base_max, base_latest, latest_at, amount, rated_rows"
+"""What a rollup row holds, enough to aggregate any number of them again exactly: the sum, the
+highest and the latest (with its time) base quantity, the amount, and how many rated rows."""
+
+
+def hours_from_events(database: str, where: str) -> str:
+    """Rows of ``usage_by_hour`` recounted from the stored events that ``where`` selects, each
+    event once (``FINAL``). A row is per hour of usage and per hour its events started in, so
+    that recounting the events of one start hour replaces exactly the rows they make."""
+    return f"""SELECT customer_id, toStartOfHour(rated.usage_start) AS hour, resource_id, rated.product AS product,
+            rated.meter AS meter, rated.dimension AS dimension, rated.unit AS unit, currency,
+            rated.base_divisor AS base_divisor, toStartOfHour(usage_start) AS event_hour,
+            sum(rated.base_quantity) AS base_sum, max(rated.base_quantity) AS base_max,
+            argMax(rated.base_quantity, rated.usage_start) AS base_latest, max(rated.usage_start) AS latest_at,
+            sum(rated.amount) AS amount, count() AS rated_rows, max(inserted_at) AS stored_until,
+            now64(6) AS computed_at
+        FROM {database}.{USAGE_EVENTS} FINAL ARRAY JOIN rated
+        WHERE {where}
+        GROUP BY hour, event_hour, {ROLLUP_KEY}"""
+
+
+def days_from_hours(database: str, where: str) -> str:
+    """Rows of ``usage_by_day`` from the hour rows that ``where`` selects."""
+    return f"""SELECT customer_id, toStartOfDay(hour) AS day, resource_id, product, meter, dimension, unit, currency,
+            base_divisor, sum(base_sum), max(base_max), argMax(base_latest, latest_at), max(latest_at), sum(amount),
+            sum(rated_rows), max(stored_until), now64(6)
+        FROM {database}.{USAGE_BY_HOUR} FINAL
+        WHERE {where}
+        GROUP BY day, {ROLLUP_KEY}"""
 
 
 def migrations(database: str) -> list[tuple[int, str]]:
@@ -458,6 +473,67 @@ def migrations(database: str) -> list[tuple[int, str]]:
         (32, f"INSERT INTO {database}.{USAGE_EVENTS}_by_source SELECT * FROM {database}.{USAGE_EVENTS}"),
         (33, f"EXCHANGE TABLES {database}.{USAGE_EVENTS} AND {database}.{USAGE_EVENTS}_by_source"),
         (34, f"DROP TABLE IF EXISTS {database}.{USAGE_EVENTS}_by_source"),
+        # Exact rollups, kept in step by the sink (``sinks.rollups``): recounted from ``usage_events``
+        # for every (customer, start hour, resource) a flush wrote, so an event written again is
+        # still counted once. ``stored_until`` is the latest write among a row's events: a read
+        # of what was stored by some time takes a later row's hour from the events instead.
+        (
+            35,
+            f"""CREATE TABLE IF NOT EXISTS {database}.{USAGE_BY_HOUR} (
+                customer_id String,
+                hour DateTime('UTC'),
+                resource_id String,
+                product LowCardinality(String),
+                meter LowCardinality(String),
+                dimension LowCardinality(String),
+                unit LowCardinality(String),
+                currency LowCardinality(String),
+                base_divisor UInt32,
+                event_hour DateTime('UTC'),
+                base_sum Decimal(38, 12),
+                base_max Decimal(38, 12),
+                base_latest Decimal(38, 12),
+                latest_at DateTime64(3, 'UTC'),
+                amount Decimal(38, 12),
+                rated_rows UInt64,
+                stored_until DateTime64(3, 'UTC'),
+                computed_at DateTime64(6, 'UTC')
+            ) ENGINE = ReplacingMergeTree(computed_at)
+            PARTITION BY toYYYYMM(hour)
+            ORDER BY (customer_id, hour, resource_id, product, meter, dimension, unit, currency, base_divisor,
+                event_hour)""",
+        ),
+        (
+            36,
+            f"""CREATE TABLE IF NOT EXISTS {database}.{USAGE_BY_DAY} (
+                customer_id String,
+                day DateTime('UTC'),
+                resource_id String,
+                product LowCardinality(String),
+                meter LowCardinality(String),
+                dimension LowCardinality(String),
+                unit LowCardinality(String),
+                currency LowCardinality(String),
+                base_divisor UInt32,
+                base_sum Decimal(38, 12),
+                base_max Decimal(38, 12),
+                base_latest Decimal(38, 12),
+                latest_at DateTime64(3, 'UTC'),
+                amount Decimal(38, 12),
+                rated_rows UInt64,
+                stored_until DateTime64(3, 'UTC'),
+                computed_at DateTime64(6, 'UTC')
+            ) ENGINE = ReplacingMergeTree(computed_at)
+            PARTITION BY toYYYYMM(day)
+            ORDER BY (customer_id, day, resource_id, product, meter, dimension, unit, currency, base_divisor)""",
+        ),
+        # The edges of a window that the rollups do not cover are read from the events; an event's
+        # end bounds which can reach a window, and lets a read skip the rest.
+        (37, f"ALTER TABLE {database}.{USAGE_EVENTS} ADD INDEX IF NOT EXISTS usage_end_minmax usage_end TYPE minmax"),
+        (38, f"ALTER TABLE {database}.{USAGE_EVENTS} MATERIALIZE INDEX usage_end_minmax"),
+        (39, f"INSERT INTO {database}.{USAGE_BY_HOUR} {hours_from_events(database, '1')}"),
+        (40, f"INSERT INTO {database}.{USAGE_BY_DAY} {days_from_hours(database, '1')}"),
+        (41, f"DROP VIEW IF EXISTS {database}.{USAGE_HOURLY}"),
     ]
 
 

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from typing import Any
 
 import clickhouse_connect
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.query import QueryResult
 
 from meterline.settings import Settings
 from schemas import receipts
@@ -19,6 +21,7 @@ from schemas.clickhouse import DEAD_LETTERS, RAW_MESSAGES, STORED_MESSAGES, USAG
 from schemas.receipts import Handled, Headers
 from schemas.records import decode_frame, message_id
 from sinks.base import FlushResult, Sink
+from sinks.rollups import Rollups
 
 # Replacing duplicates inside each inserted block costs ~40% of the insert; every read goes
 # through FINAL (and background merges collapse duplicates too), so leave it to them.
@@ -31,10 +34,44 @@ def connect(settings: Settings, *, migrate_schema: bool = True) -> Client:
 
     A process opening several clients migrates with the first and skips it for the others.
     """
-    client = clickhouse_connect.get_client(dsn=settings.effective_clickhouse_dsn)
+    dsn = settings.effective_clickhouse_dsn
+    # a rollup recount names thousands of groups: in a request body, not its URL
+    if dsn.startswith("chdb:"):
+        client = clickhouse_connect.get_client(dsn=dsn)
+    else:
+        client = clickhouse_connect.get_client(dsn=dsn, form_encode_query_params=True)
     if migrate_schema:
         migrate(client, settings.clickhouse_database)
     return client
+
+
+class ClientPool:
+    """Clients for readers that run side by side: a query takes one for as long as it runs, so
+    the engine serves concurrent panels in parallel and no reader waits on another's client.
+    Clients are made as they are first needed, up to ``size``; a query beyond that waits."""
+
+    def __init__(self, make: Callable[[], Client], size: int) -> None:
+        self._make = make
+        self._idle: list[Client] = []
+        self._free = threading.BoundedSemaphore(size)
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def client(self) -> Iterator[Client]:
+        with self._free:
+            with self._lock:
+                client = self._idle.pop() if self._idle else None
+            if client is None:
+                client = self._make()
+            try:
+                yield client
+            finally:
+                with self._lock:
+                    self._idle.append(client)
+
+    def query(self, query: str, parameters: dict[str, Any] | None = None) -> QueryResult:
+        with self.client() as client:
+            return client.query(query, parameters=parameters)
 
 
 class InsertClock:
@@ -58,13 +95,29 @@ class InsertClock:
             return datetime.now(UTC)
 
 
+class UsageStore:
+    """Usage events (``schemas.records.USAGE_EVENT_SCHEMA`` columns) written, and the rollups
+    recounted for them: the only way usage is stored."""
+
+    def __init__(self, client: Client, database: str) -> None:
+        self._client = client
+        self._table = f"{database}.{USAGE_EVENTS}"
+        self._rollups = Rollups(client, database)
+
+    def write(self, usage: pa.Table, stored_at: datetime) -> None:
+        stamped = usage.append_column("inserted_at", _in_every_row(stored_at, usage.num_rows))
+        self._client.insert_arrow(self._table, stamped, settings=INSERT_SETTINGS)
+        self._rollups.recount(usage)
+
+
 class ClickHouseSink(Sink):
     """Buffers the events, rated and dead-letter topics, then writes them in one flush.
 
     Messages of the events topic are kept whole, valid or not: an accepted event's JSON is read
     back from its message, and a refused one can be looked at as it came, with its reason from
-    the dead-letter topic. Usage events are written first, since they are what the API shows;
-    the numbers of the messages they came in last, since those tell producers to forget them.
+    the dead-letter topic. Usage events are written first, since they are what the API shows,
+    and the rollups recounted for them (``sinks.rollups``); the numbers of the messages they came
+    in last, since those tell producers to forget them.
     """
 
     def __init__(self, client: Client, settings: Settings, clock: InsertClock | None = None) -> None:
@@ -73,8 +126,8 @@ class ClickHouseSink(Sink):
         topics, database = settings.topics, settings.clickhouse_database
         self._events_topic, self._rated_topic, self._dead_letter_topic = topics.events, topics.rated, topics.dead_letter
         self._messages_table = f"{database}.{RAW_MESSAGES}"
-        self._usage_table = f"{database}.{USAGE_EVENTS}"
         self._stored_table = f"{database}.{STORED_MESSAGES}"
+        self._usage_store = UsageStore(client, database)
         self._dead_letters_table = f"{database}.{DEAD_LETTERS}"
         self._messages: list[bytes] = []
         self._usage: list[pa.Table] = []
@@ -118,10 +171,7 @@ class ClickHouseSink(Sink):
         usage = pa.concat_tables(self._usage) if self._usage else None
         with self._clock.writing() as now:
             if usage is not None:
-                inserted_at = _in_every_row(now, usage.num_rows)
-                self._client.insert_arrow(
-                    self._usage_table, usage.append_column("inserted_at", inserted_at), settings=INSERT_SETTINGS
-                )
+                self._usage_store.write(usage, now)
         if self._messages:
             messages = pa.table(
                 {

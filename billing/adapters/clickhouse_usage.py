@@ -1,7 +1,8 @@
 """A period's usage as the close prices it: exact totals per customer, meter and dimension.
 
 A level (an XaaS peak or latest figure) is aggregated per resource first, then summed over the
-customer's resources, as ``schemas.clickhouse.of_one_resource`` says.
+customer's resources, as ``billing.adapters.usage_rows.RESOURCE_TOTAL`` says. The usage comes
+from the rollups, cut at every price change that falls inside an hour.
 
 Totals are summed in each meter's base unit (``base_quantity``, a sum of exact figures) and
 divided once, here, into a ``Fraction``; they are cut at every instant a price changed in the
@@ -17,10 +18,10 @@ from fractions import Fraction
 
 from clickhouse_connect.driver.client import Client
 
+from billing.adapters.usage_rows import RESOURCE_TOTAL, UsageRead, usage_rows
 from billing.invoices import UsageTotal
 from billing.periods import Period
 from billing.pricing import PriceChange
-from schemas.clickhouse import RATED_USAGE, USAGE_WITHIN, of_one_resource, stored_by
 
 
 class PeriodUsage:
@@ -32,28 +33,31 @@ class PeriodUsage:
     def totals(self, period: Period, price_changes: list[PriceChange], cutoff: datetime) -> list[UsageTotal]:
         """Usage in the period of every event first stored by ``cutoff``, each event once, in
         parts between the price changes that may reprice it."""
+        read = UsageRead(
+            period.start,
+            period.end,
+            parameters={
+                "change_meters": [change.meter for change in price_changes],
+                "change_dimensions": [change.dimension for change in price_changes],
+                "changes": [change.at for change in price_changes],
+            },
+            cuts=tuple(change.at for change in price_changes),
+            stored_by=cutoff,
+        )
+        rows_query, parameters = usage_rows(self._database, read)
         query = f"""SELECT customer_id, meter, dimension, any(unit), base_divisor, part, sum(of_resource)
             FROM (
                 SELECT customer_id, resource_id, meter, dimension, any(unit) AS unit, base_divisor,
                     arrayCount(
-                        (m, d, at) -> m = meter AND (d = dimension OR d = '*') AND at <= usage_start,
+                        (m, d, at) -> m = meter AND (d = dimension OR d = '*') AND at <= t,
                         {{change_meters:Array(String)}}, {{change_dimensions:Array(String)}},
                         {{changes:Array(DateTime64(3, 'UTC'))}}
                     ) AS part,
-                    {of_one_resource("base_quantity")} AS of_resource
-                FROM {self._database}.{RATED_USAGE}
-                WHERE {USAGE_WITHIN} AND {stored_by(self._database)}
+                    {RESOURCE_TOTAL} AS of_resource
+                FROM ({rows_query})
                 GROUP BY customer_id, resource_id, meter, dimension, base_divisor, part
             )
             GROUP BY customer_id, meter, dimension, base_divisor, part"""
-        parameters = {
-            "start": period.start,
-            "end": period.end,
-            "change_meters": [change.meter for change in price_changes],
-            "change_dimensions": [change.dimension for change in price_changes],
-            "changes": [change.at for change in price_changes],
-            "stored_by": cutoff,
-        }
         with self._lock:
             rows = self._client.query(query, parameters=parameters).result_rows
         exact: dict[tuple[str, str, str, str, int], Fraction] = defaultdict(Fraction)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 import signal
@@ -170,6 +171,16 @@ class System:
                 process.kill()
                 process.wait()
             self.processes.pop(name)
+
+    def rollup_drift(self) -> int:
+        """Stop every process (the API owns the engine's data dir) and recount the rollups from the
+        stored events, in a process of its own (one engine per process): rows that differ."""
+        self.stop_all()
+        recount = subprocess.run(
+            [sys.executable, "-m", "sinks.rollups"], cwd=ROOT, env={**os.environ, **self.env}, capture_output=True
+        )
+        assert recount.returncode in (0, 1), recount.stderr.decode()[-2000:]
+        return int(json.loads(recount.stdout)["rollup_rows_differing"])
 
     def publisher(self, name: str = "test-agent") -> SpooledPublisher:
         return SpooledPublisher(self.settings, f"agent/{name}", Spool(self.data_dir / "spool" / name))

@@ -52,10 +52,10 @@ def test_bad_bodies_get_a_4xx_with_a_reason(running: System):
         params={"from": "2026-11-02T00:00:00Z", "to": "2026-11-01T00:00:00Z"},
         timeout=10,
     )
-    assert backwards.status_code == 400
+    assert backwards.status_code == 422
     assert "'from' must be before 'to'" in backwards.json()["detail"]
     naive = running.http.get("/v1/customers/cust-1/usage", params={"from": "2026-11-01T00:00:00"}, timeout=10)
-    assert naive.status_code == 400
+    assert naive.status_code == 422
     unknown = running.http.get("/v1/customers/cust-1/usage", params={"granularity": "week"}, timeout=10)
     assert unknown.status_code == 422
 

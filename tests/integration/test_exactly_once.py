@@ -63,6 +63,7 @@ def test_fleet_usage_matches_ground_truth_to_the_cent(system: System):
     monthly = system.usage("cust-00001", granularity="month", group_by="product")
     assert {row["period_start"] for row in monthly["rows"]} == {"2026-11-01T00:00:00Z"}
     assert sum(Decimal(row["amount"]) for row in monthly["rows"]) == Decimal(monthly["totals_exact"]["EUR"])
+    assert system.rollup_drift() == 0
 
 
 def test_duplicate_sends_and_spool_replays_are_counted_once(system: System):
@@ -73,6 +74,7 @@ def test_duplicate_sends_and_spool_replays_are_counted_once(system: System):
     for batch in batches:  # a second agent re-sends everything, e.g. a restored spool
         system.publish(batch, system.publisher("replaying-agent"))
     assert_api_matches(system, events_of(batches))
+    assert system.rollup_drift() == 0
 
 
 def running_with_first_ticks(system: System) -> tuple[list[dict], list[dict]]:
@@ -97,6 +99,7 @@ def test_worker_killed_before_commit_reprocesses_without_double_counting(broker,
         rated = pl.concat(pl.from_arrow(decode_frame(m)) for m in system.topic_messages(system.settings.topics.rated))
         distinct = rated.unique(["id"]).height
         assert rated.height > distinct, "the restarted worker should have rated the first messages again"
+        assert system.rollup_drift() == 0
     finally:
         system.stop_all()
 
@@ -120,6 +123,7 @@ def test_sink_killed_between_write_and_commit_rewrites_without_double_counting(s
     assert_api_matches(system, events_of(batches))
     rewritten = wait_for(lambda: system.metric('meterline_sink_rows_written_total{table="rated_usage"}'), 60)
     assert rewritten >= written_before_crash > 0, "the uncommitted rows are written a second time"
+    assert system.rollup_drift() == 0
 
 
 def test_agent_killed_mid_run_loses_and_doubles_nothing(system: System):
@@ -159,6 +163,7 @@ def test_agent_killed_mid_run_loses_and_doubles_nothing(system: System):
         e for n in range(1, 9) for batch in fleet.collect(start + timedelta(minutes=5 * n)).values() for e in batch
     ]
     assert_api_matches(system, expected)
+    assert system.rollup_drift() == 0
 
 
 def test_broker_restart_loses_nothing(broker, tmp_path):
@@ -177,5 +182,6 @@ def test_broker_restart_loses_nothing(broker, tmp_path):
         broker.start()
         assert publisher.drain(60) == 0
         assert_api_matches(system, events_of(first + second), timeout_s=120)
+        assert system.rollup_drift() == 0
     finally:
         system.stop_all()

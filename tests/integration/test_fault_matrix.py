@@ -163,6 +163,7 @@ def test_broker_killed_and_down_for_a_minute_loses_nothing_acknowledged(broker: 
             time.sleep(max(0.0, 60 - (time.monotonic() - down_since)))
             restart_broker(broker, system)
             settle(system, ["cust-intake", "cust-agent"], tally)
+            assert system.rollup_drift() == 0
         assert tally.acknowledged < tally.sent, "some were refused, and those are not counted"
     finally:
         agent.close()
@@ -180,6 +181,7 @@ def test_api_killed_right_after_acknowledging_loses_nothing(system: System):
     system.kill("api")
     system.start_api()
     settle(system, ["cust-k"], tally)
+    assert system.rollup_drift() == 0
 
 
 def test_a_tenth_of_the_messages_sent_again_is_counted_once(system: System):
@@ -202,6 +204,7 @@ def test_a_tenth_of_the_messages_sent_again_is_counted_once(system: System):
         assert agent.drain(30) == 0, "every batch of the agent was announced stored"
     finally:
         agent.close()
+    assert system.rollup_drift() == 0
 
 
 def test_late_events_after_a_close_are_stored_once_and_billed_later(system: System):
@@ -216,3 +219,4 @@ def test_late_events_after_a_close_are_stored_once_and_billed_later(system: Syst
     for batch in batches("cust-1", 3, first=2):
         assert push(system, batch, tally).status_code == 202
     settle(system, ["cust-1"], tally)
+    assert system.rollup_drift() == 0

@@ -10,6 +10,7 @@ import clickhouse_connect
 from api.usage_queries import LineScope, UsageQueries
 from billing.invoices import UsageScope
 from schemas.clickhouse import migrate
+from sinks.clickhouse import ClientPool
 
 DB = "meterline"
 END = datetime(2026, 10, 5, 10, 0, tzinfo=UTC)
@@ -63,4 +64,4 @@ def test_rows_of_the_first_layout_are_converted_and_still_drill_down(tmp_path):
     )
     end = END + timedelta(days=1)
     line = LineScope(["c1"], "disk_gib_hours", (UsageScope("ssd", START, end),), START, end, stored_by=end)
-    assert UsageQueries(client, DB).line_events(line, limit=10, offset=0) == [BILLED_JSON]
+    assert UsageQueries(ClientPool(lambda: client, 1), DB).line_events(line, limit=10, offset=0) == [BILLED_JSON]

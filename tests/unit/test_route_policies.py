@@ -14,4 +14,6 @@ def test_every_operation_declares_one_policy_and_only_health_metrics_are_public(
     assert public == {"/healthz", "/readyz", "/metrics"}
     assert policies[("POST", "/v1/periods/{period}/close")] is Permission.CLOSE_PERIODS
     assert policies[("GET", "/v1/customers/{customer_id}/usage")] is Permission.READ_USAGE
-    assert len(policies) == 40
+    assert policies[("GET", "/v1/costs")] is Permission.READ_USAGE
+    assert policies[("GET", "/v1/ingest")] is Permission.READ_OPERATIONS
+    assert len(policies) == 43

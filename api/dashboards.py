@@ -1,0 +1,251 @@
+"""Read models for cost dashboards: cost and usage over time across customers, the month to date
+with a forecast, and how fresh the data is. Each reads the rollups through the caller's scope
+(``billing.adapters.usage_rows``): a partner sees its customers, a customer itself.
+"""
+
+from __future__ import annotations
+
+import calendar
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from enum import StrEnum
+from fractions import Fraction
+from typing import Any
+
+from api.usage_queries import Granularity
+from billing.adapters.usage_rows import RESOURCE_TOTAL, UsageRead, floor_hour, usage_rows
+from billing.catalog import Catalog
+from billing.money import round_money, shown_quantity
+from billing.periods import check_storable
+from billing.scope import Scope
+from meterline.exceptions import InvalidRange
+from schemas.clickhouse import STORED_MESSAGES, USAGE_BY_HOUR
+from sinks.clickhouse import ClientPool
+
+MOST_BUCKETS = 10_000
+"""Buckets one cost query may span (hours of a year and more, days of decades): a bigger ask is
+refused rather than left to exhaust the server."""
+RUN_RATE_HOURS = 168
+"""The forecast extends the run rate of the last week's complete hours to the month's end."""
+INGEST_WINDOW_S = 300
+OTHER = "(other)"
+
+
+class CostGroup(StrEnum):
+    CUSTOMER = "customer"
+    PARTNER = "partner"
+    PRODUCT = "product"
+    METER = "meter"
+
+
+@dataclass(frozen=True)
+class CostWindow:
+    start: datetime
+    end: datetime
+    granularity: Granularity
+
+    def __post_init__(self) -> None:
+        for name, value in (("from", self.start), ("to", self.end)):
+            if value.tzinfo is None or value.utcoffset() is None:
+                raise InvalidRange(f"'{name}' must carry a UTC offset, e.g. 2026-11-01T00:00:00Z")
+            check_storable(f"'{name}'", value)
+        if self.start >= self.end:
+            raise InvalidRange("'from' must be before 'to'")
+        step = {"hour": 3600, "day": 86_400, "month": 28 * 86_400}[self.granularity.value]
+        if (self.end - self.start).total_seconds() / step > MOST_BUCKETS:
+            raise InvalidRange(f"at most {MOST_BUCKETS} {self.granularity.value}s per query: widen the granularity")
+
+
+@dataclass(frozen=True)
+class CostPoint:
+    period_start: datetime
+    group: str
+    currency: str
+    amount: Decimal
+    quantity: Decimal | None = None
+    unit: str | None = None
+
+
+@dataclass(frozen=True)
+class CostTotal:
+    group: str
+    currency: str
+    amount: Decimal
+
+
+@dataclass(frozen=True)
+class MonthToDate:
+    customer_id: str
+    currency: str
+    to_date: Decimal
+    run_rate_per_hour: Decimal
+    forecast: Decimal
+
+
+@dataclass(frozen=True)
+class Ingest:
+    newest_usage: datetime | None
+    last_stored: datetime | None
+    freshness_s: float | None
+    events_per_s: Decimal
+
+
+class Dashboards:
+    def __init__(self, pool: ClientPool, database: str) -> None:
+        self._pool = pool
+        self._database = database
+
+    def costs(
+        self, scope: Scope, catalog: Catalog, window: CostWindow, group: CostGroup, top: int | None
+    ) -> tuple[list[CostPoint], list[CostTotal]]:
+        """Cost per bucket and group, the ``top`` groups by cost over the window and the rest as
+        ``(other)``; with ``group=meter``, each meter's quantity as well (a level per resource
+        first). Totals are per group over the window, highest first."""
+        read = _scoped(scope, window.start, window.end, by_day=window.granularity is not Granularity.HOUR)
+        rows_query, parameters = usage_rows(self._database, read)
+        bucket = f"toDateTime({window.granularity.truncate_sql}(t), 'UTC')"
+        if group is CostGroup.METER:
+            query = (
+                "SELECT period_start, meter, currency, sum(amount), unit, base_divisor, sum(base) FROM ("
+                f"SELECT {bucket} AS period_start, customer_id, resource_id, meter, dimension, unit, currency, "
+                f"base_divisor, {RESOURCE_TOTAL} AS base, sum(amount) AS amount FROM ({rows_query}) "
+                "GROUP BY period_start, customer_id, resource_id, meter, dimension, unit, currency, base_divisor) "
+                "GROUP BY period_start, meter, currency, unit, base_divisor"
+            )
+        else:
+            key = {
+                CostGroup.CUSTOMER: "customer_id",
+                CostGroup.PRODUCT: "product",
+                CostGroup.PARTNER: "transform(customer_id, {sold_by_customers:Array(String)}, "
+                "{sold_by_partners:Array(String)}, {provider:String})",
+            }[group]
+            parameters |= _sellers(catalog)
+            query = (
+                f"SELECT {bucket} AS period_start, {key} AS grp, currency, sum(amount) FROM ({rows_query}) "
+                "GROUP BY period_start, grp, currency"
+            )
+        points = _points(self._pool.query(query, parameters).result_rows, with_quantity=group is CostGroup.METER)
+        return _top(points, top)
+
+    def month_to_date(self, scope: Scope, now: datetime, top: int | None) -> list[MonthToDate]:
+        """Each customer's cost this month so far, and where it ends if the last week's run rate
+        (``RUN_RATE_HOURS`` complete hours) holds until the month's last instant."""
+        month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        month_end = month_start + timedelta(days=calendar.monthrange(now.year, now.month)[1])
+        rate_end = floor_hour(now)
+        rate_start = rate_end - timedelta(hours=RUN_RATE_HOURS)
+        to_date = self._amounts(_scoped(scope, month_start, now, by_day=True))
+        recent = self._amounts(_scoped(scope, rate_start, rate_end, by_day=True))
+        hours_left = Fraction(int((month_end - now).total_seconds() * 1000), 3_600_000)
+        figures = []
+        for customer, currency in sorted(set(to_date) | set(recent)):
+            rate = Fraction(recent.get((customer, currency), Decimal(0))) / RUN_RATE_HOURS
+            so_far = to_date.get((customer, currency), Decimal(0))
+            forecast = Fraction(so_far) + rate * hours_left
+            figures.append(
+                MonthToDate(
+                    customer,
+                    currency,
+                    so_far,
+                    shown_quantity(rate),
+                    round_money(forecast, currency),
+                )
+            )
+        figures.sort(key=lambda figure: (-figure.to_date, figure.customer_id))
+        return figures[:top] if top else figures
+
+    def _amounts(self, read: UsageRead) -> dict[tuple[str, str], Decimal]:
+        rows_query, parameters = usage_rows(self._database, read)
+        query = f"SELECT customer_id, currency, sum(amount) FROM ({rows_query}) GROUP BY customer_id, currency"
+        return {(c, currency): amount for c, currency, amount in self._pool.query(query, parameters).result_rows}
+
+    def ingest(self, now: datetime) -> Ingest:
+        """How recent the newest stored usage is, when the sink last stored any, and the events
+        stored per second over the last ``INGEST_WINDOW_S`` seconds (numbered messages)."""
+        newest, stored = self._pool.query(
+            f"SELECT max(latest_at), max(stored_until) FROM {self._database}.{USAGE_BY_HOUR} "
+            "WHERE hour >= {since:DateTime('UTC')}",
+            {"since": floor_hour(now) - timedelta(days=2)},
+        ).result_rows[0]
+        events = self._pool.query(
+            f"SELECT sum(events) FROM {self._database}.{STORED_MESSAGES} "
+            "WHERE stored_at > {since:DateTime64(3, 'UTC')}",
+            {"since": now - timedelta(seconds=INGEST_WINDOW_S)},
+        ).result_rows[0][0]
+        stored_at = stored.replace(tzinfo=UTC) if stored and stored.year > 1970 else None
+        newest_at = newest.replace(tzinfo=UTC) if newest and newest.year > 1970 else None
+        return Ingest(
+            newest_usage=newest_at,
+            last_stored=stored_at,
+            freshness_s=round((now - stored_at).total_seconds(), 3) if stored_at else None,
+            events_per_s=Decimal(int(events or 0)) / INGEST_WINDOW_S,
+        )
+
+
+def _scoped(scope: Scope, start: datetime, end: datetime, *, by_day: bool) -> UsageRead:
+    """Usage in ``[start, end)`` of the customers and meters ``scope`` sees."""
+    customers, meters, parameters = "1", "1", {}
+    if scope.customers is not None:
+        customers = "customer_id IN {customers:Array(String)}"
+        parameters["customers"] = sorted(scope.customers)
+    if scope.meters is not None:
+        meters = "meter IN {meters:Array(String)}"
+        parameters["meters"] = sorted(scope.meters)
+    return UsageRead(start, end, f"{customers} AND {meters}", parameters, customers, by_day=by_day)
+
+
+def _sellers(catalog: Catalog) -> dict[str, Any]:
+    """Who sold each customer that a partner sold (the others: the provider)."""
+    pairs = sorted(
+        (customer, partner) for partner, customers in catalog.customers_of_partner.items() for customer in customers
+    )
+    return {
+        "sold_by_customers": [customer for customer, _ in pairs],
+        "sold_by_partners": [partner for _, partner in pairs],
+        "provider": catalog.provider.id,
+    }
+
+
+def _points(rows: Sequence[Sequence[Any]], *, with_quantity: bool) -> list[CostPoint]:
+    if not with_quantity:
+        return [
+            CostPoint(period.replace(tzinfo=UTC), group, currency, amount) for period, group, currency, amount in rows
+        ]
+    amounts: dict[tuple[datetime, str, str, str], Decimal] = defaultdict(Decimal)
+    quantities: dict[tuple[datetime, str, str, str], Fraction] = defaultdict(Fraction)
+    for period, meter, currency, amount, unit, divisor, base in rows:
+        key = (period.replace(tzinfo=UTC), meter, currency, unit)
+        amounts[key] += amount
+        quantities[key] += Fraction(base) / divisor
+    return [
+        CostPoint(period, meter, currency, amounts[key], shown_quantity(quantities[key]), unit)
+        for key in sorted(amounts)
+        for period, meter, currency, unit in [key]
+    ]
+
+
+def _top(points: list[CostPoint], top: int | None) -> tuple[list[CostPoint], list[CostTotal]]:
+    totals: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    for point in points:
+        totals[(point.group, point.currency)] += point.amount
+    ranked = sorted(totals.items(), key=lambda item: (-item[1], item[0]))
+    if top is None or len(ranked) <= top:
+        kept = points
+        shown = ranked
+    else:
+        leaders = {key for key, _ in ranked[:top]}
+        kept = [point for point in points if (point.group, point.currency) in leaders]
+        others: dict[tuple[datetime, str], Decimal] = defaultdict(Decimal)
+        for point in points:
+            if (point.group, point.currency) not in leaders:
+                others[(point.period_start, point.currency)] += point.amount
+        kept += [CostPoint(period, OTHER, currency, amount) for (period, currency), amount in sorted(others.items())]
+        rest: dict[str, Decimal] = defaultdict(Decimal)
+        for (_, currency), amount in ranked[top:]:
+            rest[currency] += amount
+        shown = [*ranked[:top], *(((OTHER, currency), amount) for currency, amount in sorted(rest.items()))]
+    kept.sort(key=lambda point: (point.period_start, point.group, point.currency))
+    return kept, [CostTotal(group, currency, amount) for (group, currency), amount in shown]

@@ -1,0 +1,140 @@
+"""Cost dashboards: cost and usage over time across the customers a caller sees, the month to
+date with a forecast, and the freshness of the data. What Grafana's JSON panels read."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.access.guard import OperationsReader, UsageReader
+from api.dashboards import RUN_RATE_HOURS, CostGroup, CostWindow, Dashboards
+from api.models import FixedPoint
+from api.usage_queries import Granularity
+
+router = APIRouter(prefix="/v1", tags=["dashboards"])
+
+Top = Annotated[int | None, Query(ge=1, le=1000, description="Keep the N groups of highest cost; the rest as (other)")]
+
+
+class CostPointOut(BaseModel):
+    period_start: datetime = Field(description="Start of the hour, day or month, UTC")
+    group: str = Field(description="The customer, partner, product or meter; (other) for the groups past top")
+    currency: str
+    amount: FixedPoint = Field(description="Exact; round only for display")
+    quantity: FixedPoint | None = Field(default=None, description="With group_by=meter: the meter's quantity")
+    unit: str | None = None
+
+
+class CostTotalOut(BaseModel):
+    group: str
+    currency: str
+    amount: FixedPoint
+
+
+class CostReport(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    start: datetime = Field(alias="from", description="Inclusive, UTC")
+    end: datetime = Field(alias="to", description="Exclusive, UTC")
+    granularity: str
+    group_by: str
+    totals: list[CostTotalOut] = Field(description="Per group over the window, highest first")
+    series: list[CostPointOut]
+
+
+class MonthToDateOut(BaseModel):
+    customer_id: str
+    currency: str
+    to_date: FixedPoint = Field(description="Exact cost of the month so far")
+    run_rate_per_hour: FixedPoint = Field(description=f"Cost per hour over the last {RUN_RATE_HOURS} complete hours")
+    forecast: FixedPoint = Field(description="to_date plus the run rate until the month's end, rounded to the cent")
+
+
+class MonthToDateReport(BaseModel):
+    month: str
+    as_of: datetime
+    customers: list[MonthToDateOut]
+
+
+class IngestReport(BaseModel):
+    newest_usage: datetime | None = Field(description="Start of the newest usage stored")
+    last_stored: datetime | None = Field(description="When the sink last stored usage")
+    freshness_s: float | None = Field(description="Seconds since the sink last stored usage")
+    events_per_s: FixedPoint = Field(description="Events stored per second over the last 5 minutes")
+
+
+@router.get("/costs", response_model=CostReport, response_model_by_alias=True)
+def costs(
+    request: Request,
+    caller: UsageReader,
+    start: Annotated[
+        datetime | None, Query(alias="from", description="Inclusive; default: start of this month")
+    ] = None,
+    end: Annotated[datetime | None, Query(alias="to", description="Exclusive; default: now")] = None,
+    granularity: Granularity = Granularity.DAY,
+    group_by: CostGroup = CostGroup.CUSTOMER,
+    top: Top = None,
+) -> CostReport:
+    """Cost over time of every customer the caller sees, grouped by customer, partner (the
+    seller: a partner or the provider), product or meter. A window spans at most 10,000 buckets
+    of its granularity (422 beyond)."""
+    now = datetime.now(UTC)
+    window = CostWindow(start or now.replace(day=1, hour=0, minute=0, second=0, microsecond=0), end or now, granularity)
+    dashboards: Dashboards = request.app.state.dashboards
+    series, totals = dashboards.costs(caller.scope, request.app.state.catalog_admin.catalog, window, group_by, top)
+    return CostReport(
+        start=window.start,
+        end=window.end,
+        granularity=granularity.value,
+        group_by=group_by.value,
+        totals=[CostTotalOut(group=t.group, currency=t.currency, amount=t.amount) for t in totals],
+        series=[
+            CostPointOut(
+                period_start=p.period_start,
+                group=p.group,
+                currency=p.currency,
+                amount=p.amount,
+                quantity=p.quantity,
+                unit=p.unit,
+            )
+            for p in series
+        ],
+    )
+
+
+@router.get("/costs/month-to-date", response_model=MonthToDateReport)
+def month_to_date(request: Request, caller: UsageReader, top: Top = None) -> MonthToDateReport:
+    """Each customer's cost this month so far and its forecast to the month's end, highest first."""
+    now = datetime.now(UTC)
+    dashboards: Dashboards = request.app.state.dashboards
+    figures = dashboards.month_to_date(caller.scope, now, top)
+    return MonthToDateReport(
+        month=f"{now:%Y-%m}",
+        as_of=now,
+        customers=[
+            MonthToDateOut(
+                customer_id=f.customer_id,
+                currency=f.currency,
+                to_date=f.to_date,
+                run_rate_per_hour=f.run_rate_per_hour,
+                forecast=f.forecast,
+            )
+            for f in figures
+        ],
+    )
+
+
+@router.get("/ingest", response_model=IngestReport)
+def ingest(request: Request, _caller: OperationsReader) -> IngestReport:
+    """How fresh the stored usage is and how fast events are being stored."""
+    dashboards: Dashboards = request.app.state.dashboards
+    status = dashboards.ingest(datetime.now(UTC))
+    return IngestReport(
+        newest_usage=status.newest_usage,
+        last_stored=status.last_stored,
+        freshness_s=status.freshness_s,
+        events_per_s=status.events_per_s,
+    )

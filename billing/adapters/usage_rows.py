@@ -1,0 +1,163 @@
+"""Rated usage per resource for any window, read from the rollups wherever they answer exactly.
+
+A window is cut in three: whole days (``usage_by_day``, when the reader groups by day or more),
+whole hours (``usage_by_hour``) and what is left at its edges, read from the stored events
+themselves (each once). An hour is read from the events too when an instant inside it matters
+(a price change, the bound of an invoice line) or, for a read of what was stored by some time,
+when one of its rows holds an event written later. Every part yields the same columns: one
+resource's sum, highest and latest base quantity, amount and rated rows, per meter and time
+``t`` (the day, the hour or the usage's own start), which ``RESOURCE_TOTAL`` aggregates again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from schemas.clickhouse import PARTIALS, ROLLUP_KEY, USAGE_BY_DAY, USAGE_BY_HOUR, USAGE_EVENTS
+from schemas.meters import Meter, PeriodAggregation
+
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+
+
+def _meters(aggregation: PeriodAggregation) -> str:
+    return ", ".join(f"'{m.value}'" for m in Meter if m.aggregation is aggregation)
+
+
+RESOURCE_TOTAL = (
+    f"multiIf(meter IN ({_meters(PeriodAggregation.PEAK)}), max(base_max), "
+    f"meter IN ({_meters(PeriodAggregation.LATEST)}), argMax(base_latest, latest_at), sum(base_sum))"
+)
+"""One resource's quantity of a meter, in base units, over whatever its rows are grouped by: the
+sum of what its samples contributed, or for a level its highest or its latest figure. Summed over
+resources, it gives a customer's quantity."""
+
+
+@dataclass(frozen=True)
+class UsageRead:
+    """Usage starting in ``[start, end)`` that ``condition`` selects.
+
+    ``condition`` may name ``customer_id``, ``resource_id``, ``product``, ``meter``, ``dimension``,
+    ``unit``, ``currency`` and ``t``; a test of ``t`` against an instant is exact if the instant
+    is a whole hour (a whole day with ``by_day``) or listed in ``cuts``.
+    """
+
+    start: datetime
+    end: datetime
+    condition: str = "1"
+    parameters: dict[str, Any] | None = None
+    event_condition: str = "1"
+    """The part of ``condition`` that an event's own columns answer (``customer_id``,
+    ``resource_id``): it lets the read of the edges skip other customers' events."""
+    cuts: tuple[datetime, ...] = ()
+    stored_by: datetime | None = None
+    by_day: bool = False
+
+
+def floor_hour(at: datetime) -> datetime:
+    return at.replace(minute=0, second=0, microsecond=0)
+
+
+def ceil_hour(at: datetime) -> datetime:
+    floor = floor_hour(at)
+    return floor if floor == at else floor + HOUR
+
+
+def usage_rows(database: str, read: UsageRead) -> tuple[str, dict[str, Any]]:
+    """A query of ``t``, the rollup key and the partial aggregates, and its parameters."""
+    start, end = read.start.astimezone(UTC), read.end.astimezone(UTC)
+    hour_lo, hour_hi = ceil_hour(start), floor_hour(end)
+    cuts = [cut.astimezone(UTC) for cut in read.cuts]
+    raw_hours = sorted({floor_hour(cut) for cut in cuts if hour_lo <= cut < hour_hi and cut != floor_hour(cut)})
+    # whole days in [day_lo, day_hi), whole hours in [hour_lo, day_lo) and [day_hi, hour_hi)
+    day_lo = day_hi = hour_hi
+    if read.by_day and read.stored_by is None:
+        first_day = hour_lo if hour_lo.hour == 0 else hour_lo.replace(hour=0) + DAY
+        last_day = hour_hi.replace(hour=0)
+        if first_day < last_day:
+            day_lo, day_hi = first_day, last_day
+    raw_days = sorted({hour.replace(hour=0) for hour in raw_hours})
+    parameters = {
+        **(read.parameters or {}),
+        "start": start,
+        "end": end,
+        "hour_lo": hour_lo,
+        "hour_hi": hour_hi,
+        "day_lo": day_lo,
+        "day_hi": day_hi,
+        "raw_hours": raw_hours,
+        "raw_days": raw_days,
+    }
+    stale_hours = ""
+    stale_events = ""
+    stored_by = ""
+    if read.stored_by is not None:
+        parameters["stored_by"] = read.stored_by
+        stale = (
+            f"SELECT customer_id, hour FROM {database}.{USAGE_BY_HOUR} WHERE hour >= {{hour_lo:DateTime('UTC')}} "
+            "AND hour < {hour_hi:DateTime('UTC')} AND stored_until > {stored_by:DateTime64(3, 'UTC')}"
+        )
+        stale_hours = f" OR (customer_id, toStartOfHour(t)) IN ({stale})"
+        stale_events = (
+            f" OR (customer_id, toStartOfHour(usage_start)) IN (SELECT customer_id, event_hour "
+            f"FROM {database}.{USAGE_BY_HOUR} WHERE (customer_id, hour) IN ({stale}))"
+        )
+        stored_by = " AND inserted_at <= {stored_by:DateTime64(3, 'UTC')}"
+    condition = read.condition
+    days = (
+        f"SELECT day AS t, {ROLLUP_KEY}, {PARTIALS} FROM {database}.{USAGE_BY_DAY} FINAL "
+        "WHERE day >= {day_lo:DateTime('UTC')} AND day < {day_hi:DateTime('UTC')} "
+        + ("AND NOT has({raw_days:Array(DateTime('UTC'))}, day) " if raw_days else "")
+        + f"AND ({condition})"
+    )
+    # the hours around the whole days, and those of days with an hour read from the events:
+    # ranges of the table's key, so that a read touches only them
+    hours = (
+        f"SELECT hour AS t, {ROLLUP_KEY}, {PARTIALS} FROM {database}.{USAGE_BY_HOUR} FINAL "
+        "WHERE ((hour >= {hour_lo:DateTime('UTC')} AND hour < {day_lo:DateTime('UTC')}) "
+        "OR (hour >= {day_hi:DateTime('UTC')} AND hour < {hour_hi:DateTime('UTC')})"
+        + (" OR has({raw_days:Array(DateTime('UTC'))}, toStartOfDay(hour))) " if raw_days else ") ")
+        + ("AND NOT has({raw_hours:Array(DateTime('UTC'))}, hour) " if raw_hours else "")
+        + (f"AND (customer_id, hour) NOT IN ({stale}) " if read.stored_by is not None else "")
+        + f"AND ({condition})"
+    )
+    # Events that can reach the edges or an hour read from them: the table's key bounds their
+    # start, and the minmax index on their end skips the rest.
+    within_raw_hours = (
+        " OR arrayExists(h -> usage_start < h + INTERVAL 1 HOUR AND usage_end >= h, {raw_hours:Array(DateTime('UTC'))})"
+        if raw_hours
+        else ""
+    )
+    events = (
+        "SELECT customer_id, resource_id, currency, `rated.usage_start`, `rated.product`, `rated.meter`, "
+        "`rated.dimension`, `rated.unit`, `rated.base_divisor`, `rated.base_quantity`, `rated.amount` "
+        f"FROM {database}.{USAGE_EVENTS} "
+        f"WHERE ({read.event_condition}) "
+        "AND usage_start < {end:DateTime64(3, 'UTC')} AND usage_end >= {start:DateTime64(3, 'UTC')} AND ("
+        "usage_start < {hour_lo:DateTime('UTC')} OR usage_end >= {hour_hi:DateTime('UTC')}"
+        f"{within_raw_hours}{stale_events}){stored_by} LIMIT 1 BY source, id"
+    )
+    pieces = (
+        "SELECT t, customer_id, resource_id, product, meter, dimension, unit, currency, base_divisor, "
+        "base_quantity AS base_sum, base_quantity AS base_max, base_quantity AS base_latest, t AS latest_at, "
+        f"amount, toUInt64(1) AS rated_rows FROM ({events}) "
+        "ARRAY JOIN `rated.usage_start` AS t, `rated.product` AS product, `rated.meter` AS meter, "
+        "`rated.dimension` AS dimension, `rated.unit` AS unit, `rated.base_divisor` AS base_divisor, "
+        "`rated.base_quantity` AS base_quantity, `rated.amount` AS amount "
+        "WHERE t >= {start:DateTime64(3, 'UTC')} AND t < {end:DateTime64(3, 'UTC')} AND ("
+        "t < {hour_lo:DateTime('UTC')} OR t >= {hour_hi:DateTime('UTC')}"
+        + (" OR has({raw_hours:Array(DateTime('UTC'))}, toStartOfHour(t))" if raw_hours else "")
+        + f"{stale_hours}) AND ({condition})"
+    )
+    parts = [
+        part
+        for part, needed in (
+            (days, day_lo < day_hi),
+            (hours, hour_lo < day_lo or day_hi < hour_hi or bool(raw_days)),
+            (pieces, start < hour_lo or hour_hi < end or bool(raw_hours) or read.stored_by is not None),
+        )
+        if needed
+    ]
+    return " UNION ALL ".join(parts or [pieces]), parameters

@@ -1,0 +1,262 @@
+"""The rollups answer every usage read exactly as a recount of the stored events would.
+
+Events are written through the sink's own storage code (``UsageStore``) into the real engine:
+in batches, some written again in other batches, some late into hours already rolled up, some
+crossing an hour, a day and a month. Every read is compared with a reference query written
+here over the raw events (``rated_usage``), the way usage was read before rollups existed.
+"""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import clickhouse_connect
+import pytest
+
+from agents.simulated import FleetSpec, SimulatedFleet
+from api.dashboards import CostGroup, CostWindow, Dashboards
+from api.usage_queries import Granularity, GroupBy, LineScope, UsageQueries, UsageWindow
+from billing.adapters.catalog_file import load_catalog
+from billing.adapters.clickhouse_usage import PeriodUsage
+from billing.invoices import UsageScope
+from billing.money import round_money, shown_quantity
+from billing.periods import Period
+from billing.pricing import PriceChange, price_book
+from billing.scope import EVERYTHING, partner_scope
+from pipeline.dedup import RecentEvents
+from pipeline.processing import process_batch
+from schemas.clickhouse import migrate
+from schemas.events import encode_batch
+from schemas.meters import Meter, PeriodAggregation
+from schemas.records import USAGE_EVENT_SCHEMA, decode_frame, encode_frame
+from sinks.clickhouse import ClientPool, UsageStore
+from sinks.rollups import drift
+
+pytestmark = pytest.mark.integration
+
+DB = "meterline"
+BOOK = price_book(load_catalog(Path("billing/catalog.yaml")))
+SPEC = FleetSpec(seed=5, customers=3, hypervisors=2, vms_per_hypervisor=3, vdcs=2, xaas_items=6, interval_s=1200)
+FLEET = SimulatedFleet(SPEC)
+# samples of 20 minutes ending 10 past the hour: each third one crosses an hour, one crosses
+# midnight between October and November
+FIRST_END = datetime(2026, 10, 31, 20, 10, tzinfo=UTC)
+TICKS = [FIRST_END + timedelta(minutes=20 * n) for n in range(24)]
+STORED = datetime(2026, 11, 1, 9, 0, tzinfo=UTC)
+LATER = STORED + timedelta(hours=1)
+PEAKS = [m.value for m in Meter if m.aggregation is PeriodAggregation.PEAK]
+LATEST = [m.value for m in Meter if m.aggregation is PeriodAggregation.LATEST]
+
+
+def usage_of(ticks: list[datetime]) -> Any:
+    events = [event for at in ticks for batch in FLEET.collect(at).values() for event in batch]
+    outcome = process_batch([encode_batch(events)], RecentEvents(), BOOK)
+    return decode_frame(encode_frame(outcome.events, USAGE_EVENT_SCHEMA))  # as the sink receives it
+
+
+@pytest.fixture(scope="module")
+def client(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    client = clickhouse_connect.get_client(dsn=f"chdb://{tmp_path_factory.mktemp('rollups')}")
+    migrate(client, DB)
+    store = UsageStore(client, DB)
+    late = TICKS[15]  # 01:10: hours that are rolled up before their last sample arrives
+    on_time = [at for at in TICKS if at != late]
+    for n in range(0, len(on_time), 4):
+        store.write(usage_of(on_time[n : n + 4]), STORED)
+    again = random.Random(7).sample(on_time, 6)  # noqa: S311 - written again, in other batches, later
+    store.write(usage_of(again[:3]), LATER)
+    store.write(usage_of([late]), LATER)
+    store.write(usage_of(again[3:]), LATER)
+    yield client
+    client.close()  # one engine per process: let the next test open its own
+
+
+def reference(
+    client: Any,
+    start: datetime,
+    end: datetime,
+    truncate: str,
+    keys: list[str],
+    condition: str = "1",
+    parameters: dict[str, Any] | None = None,
+    stored_by: datetime | None = None,
+) -> dict[tuple[Any, ...], tuple[Fraction, Decimal]]:
+    """(quantity, amount) per bucket and keys, from every rated row, each event once."""
+    per_resource = ", ".join(dict.fromkeys([*keys, "meter", "resource_id", "base_divisor"]))
+    first_stored = ""
+    if stored_by:
+        first_stored = f"AND event_id IN (SELECT id FROM {DB}.usage_events GROUP BY id "
+        first_stored += "HAVING min(inserted_at) <= {stored_by:DateTime64(3)})"
+    query = f"""SELECT period_start, {", ".join(keys)}, base_divisor, sum(base), sum(amount) FROM (
+        SELECT toDateTime({truncate}(usage_start), 'UTC') AS period_start, {per_resource},
+            multiIf(meter IN {{peaks:Array(String)}}, max(base_quantity), meter IN {{latest:Array(String)}},
+                argMax(base_quantity, usage_start), sum(base_quantity)) AS base, sum(amount) AS amount
+        FROM {DB}.rated_usage
+        WHERE usage_start >= {{start:DateTime64(3)}} AND usage_start < {{end:DateTime64(3)}}
+            AND ({condition}) {first_stored}
+        GROUP BY period_start, {per_resource})
+    GROUP BY period_start, {", ".join(keys)}, base_divisor"""
+    parameters = {**(parameters or {}), "start": start, "end": end, "stored_by": stored_by, "peaks": PEAKS}
+    parameters["latest"] = LATEST
+    totals: dict[tuple[Any, ...], tuple[Fraction, Decimal]] = {}
+    for *key, divisor, base, amount in client.query(query, parameters=parameters).result_rows:
+        quantity, money = totals.get(tuple(key), (Fraction(0), Decimal(0)))
+        totals[tuple(key)] = (quantity + Fraction(base) / divisor, money + amount)
+    return totals
+
+
+def test_rollups_equal_a_recount_of_the_stored_events(client):
+    assert drift(client, DB) == 0
+    hours = client.command(f"SELECT count() FROM {DB}.usage_by_hour FINAL")
+    assert int(hours) > 0
+
+
+WINDOWS = [
+    (datetime(2026, 10, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)),
+    (datetime(2026, 10, 31, tzinfo=UTC), datetime(2026, 11, 2, tzinfo=UTC)),
+    (datetime(2026, 10, 31, 21, 17, 30, tzinfo=UTC), datetime(2026, 11, 1, 2, 43, tzinfo=UTC)),
+    (datetime(2026, 10, 31, 22, 0, tzinfo=UTC), datetime(2026, 10, 31, 22, 35, tzinfo=UTC)),
+    (datetime(2026, 11, 1, 1, 0, tzinfo=UTC), datetime(2026, 11, 1, 2, 0, tzinfo=UTC)),
+]
+
+
+@pytest.mark.parametrize(("start", "end"), WINDOWS)
+@pytest.mark.parametrize("granularity", list(Granularity))
+@pytest.mark.parametrize("group_by", list(GroupBy))
+def test_usage_reads_equal_the_raw_events(client, start, end, granularity, group_by):
+    queries = UsageQueries(ClientPool(lambda: client, 1), DB)
+    keys = ["period_start", *group_by.columns, "currency"]
+    customers = sorted({vm.customer_id for vm in FLEET.vms})
+    for customer in customers:
+        window = UsageWindow(customer, start, end)
+        rows = queries.usage(EVERYTHING, window, granularity, group_by)
+        got = {tuple(row[k] for k in keys): (row["quantity"], row["amount"]) for row in rows}
+        expected = reference(
+            client, start, end, granularity.truncate_sql, keys[1:], "customer_id = {c:String}", {"c": customer}
+        )
+        assert got == {key: (shown_quantity(q), amount) for key, (q, amount) in expected.items()}, customer
+        total = sum((amount for _, amount in expected.values()), Decimal(0))
+        assert queries.total(EVERYTHING, window).get("EUR", Decimal(0)) == total
+
+
+CHANGES = [
+    PriceChange("vcpu_hours", "*", datetime(2026, 11, 1, 0, 17, 30, tzinfo=UTC)),
+    PriceChange("ram_gib_hours", "*", datetime(2026, 11, 1, 1, 0, tzinfo=UTC)),
+    PriceChange("xaas_peak_units", "*", datetime(2026, 11, 1, 0, 40, tzinfo=UTC)),
+]
+
+
+@pytest.mark.parametrize("cutoff", [STORED, LATER])
+def test_a_close_reads_what_was_stored_by_its_cutoff_cut_at_price_changes(client, cutoff):
+    period = Period.parse("2026-11")
+    totals = PeriodUsage(client, DB).totals(period, CHANGES, cutoff)
+    got = {(t.customer_id, t.meter, t.dimension, t.start): t.quantity for t in totals}
+    expected: dict[tuple[Any, ...], Fraction] = {}
+    for meter in Meter:
+        cuts = [c.at for c in CHANGES if c.meter == meter.value]
+        bounds = [period.start, *cuts, period.end]
+        for lo, hi in zip(bounds, bounds[1:], strict=False):
+            parts = reference(
+                client,
+                lo,
+                hi,
+                "toStartOfMonth",
+                ["customer_id", "dimension"],
+                "meter = {m:String}",
+                {"m": meter.value},
+                stored_by=cutoff,
+            )
+            for (_, customer, dimension), (quantity, _) in parts.items():
+                expected[(customer, meter.value, dimension, lo)] = quantity
+    assert got == expected
+    assert len(got) > 10
+
+
+@pytest.mark.parametrize("stored_by", [STORED, LATER])
+def test_an_invoice_lines_hours_are_what_its_close_saw(client, stored_by):
+    customers = sorted({vm.customer_id for vm in FLEET.vms})
+    start, end = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
+    scopes = (UsageScope("", start, datetime(2026, 11, 1, 0, 30, tzinfo=UTC)),)
+    scopes += (UsageScope("", datetime(2026, 11, 1, 1, 10, tzinfo=UTC), end),)
+    line = LineScope(customers, "vcpu_hours", scopes, start, end, stored_by)
+    hours = UsageQueries(ClientPool(lambda: client, 1), DB).line_usage(line)
+    keys = ["customer_id", "resource_id", "product", "dimension"]
+    got = {(row["period_start"], *(row[k] for k in keys)): row["quantity"] for row in hours}
+    condition = (
+        "customer_id IN {cs:Array(String)} AND meter = 'vcpu_hours' AND (usage_start < {a:DateTime64(3)} "
+        "OR usage_start >= {b:DateTime64(3)})"
+    )
+    parameters = {"cs": customers, "a": scopes[0].end, "b": scopes[1].start}
+    expected = reference(client, start, end, "toStartOfHour", keys, condition, parameters, stored_by)
+    assert got == {key: quantity for key, (quantity, _) in expected.items()}
+    assert got
+
+
+CATALOG = load_catalog(Path("billing/catalog.yaml"))
+NOVEMBER = (datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 1, 3, 30, tzinfo=UTC))
+
+
+@pytest.mark.parametrize("group", list(CostGroup))
+def test_provider_costs_over_time_by_group_equal_the_raw_events(client, group):
+    dashboards = Dashboards(ClientPool(lambda: client, 1), DB)
+    start, end = datetime(2026, 10, 31, 21, 17, tzinfo=UTC), datetime(2026, 11, 1, 3, 30, tzinfo=UTC)
+    points, totals = dashboards.costs(EVERYTHING, CATALOG, CostWindow(start, end, Granularity.HOUR), group, top=None)
+    column = {"customer": "customer_id", "partner": "customer_id", "product": "product", "meter": "meter"}[group.value]
+    unit = "unit" if group is CostGroup.METER else "''"  # a meter's units may differ by dimension: not added
+    expected = reference(client, start, end, "toStartOfHour", [column, "currency", unit])
+    sellers = {c: p for p, cs in CATALOG.customers_of_partner.items() for c in cs}
+    want: dict[tuple[Any, ...], tuple[Decimal, Fraction]] = {}
+    for (period, key, currency, of), (quantity, amount) in expected.items():
+        key = sellers.get(key, CATALOG.provider.id) if group is CostGroup.PARTNER else key
+        at = (period.replace(tzinfo=UTC), key, currency, of or None)
+        amount_so_far, quantity_so_far = want.get(at, (Decimal(0), Fraction(0)))
+        want[at] = (amount_so_far + amount, quantity_so_far + quantity)
+    got = {(p.period_start, p.group, p.currency, p.unit): (p.amount, p.quantity) for p in points}
+    if group is CostGroup.METER:
+        assert got == {key: (amount, shown_quantity(quantity)) for key, (amount, quantity) in want.items()}
+    else:
+        assert got == {key: (amount, None) for key, (amount, _) in want.items()}
+    assert sum(t.amount for t in totals) == sum(amount for amount, _ in want.values())
+    assert [t.amount for t in totals] == sorted((t.amount for t in totals), reverse=True)
+
+
+def test_top_n_keeps_the_highest_and_sums_the_rest_as_other(client):
+    dashboards = Dashboards(ClientPool(lambda: client, 1), DB)
+    window = CostWindow(*NOVEMBER, Granularity.DAY)
+    _, everyone = dashboards.costs(EVERYTHING, CATALOG, window, CostGroup.CUSTOMER, top=None)
+    points, top = dashboards.costs(EVERYTHING, CATALOG, window, CostGroup.CUSTOMER, top=1)
+    assert [t.group for t in top] == [everyone[0].group, "(other)"]
+    assert top[1].amount == sum(t.amount for t in everyone[1:])
+    assert {p.group for p in points} == {everyone[0].group, "(other)"}
+
+
+def test_a_partner_sees_only_its_customers_costs(client):
+    dashboards = Dashboards(ClientPool(lambda: client, 1), DB)
+    window = CostWindow(*NOVEMBER, Granularity.DAY)
+    northwind = partner_scope(CATALOG, "northwind")
+    points, _ = dashboards.costs(northwind, CATALOG, window, CostGroup.CUSTOMER, top=None)
+    assert points and {p.group for p in points} <= set(northwind.customers or ())
+    assert not dashboards.month_to_date(partner_scope(CATALOG, "nobody"), NOVEMBER[1], top=None)
+
+
+def test_month_to_date_forecast_extends_the_last_weeks_run_rate(client):
+    now = datetime(2026, 11, 1, 3, 30, tzinfo=UTC)
+    figures = Dashboards(ClientPool(lambda: client, 1), DB).month_to_date(EVERYTHING, now, top=None)
+    so_far = reference(client, NOVEMBER[0], now, "toStartOfMonth", ["customer_id", "currency"])
+    week = reference(
+        client, now.replace(minute=0) - timedelta(hours=168), now.replace(minute=0), "toStartOfMonth", ["customer_id"]
+    )
+    assert {f.customer_id for f in figures} == {c for (_, c, _) in so_far} | {c for (_, c) in week}
+    for figure in figures:
+        to_date = sum((a for (_, c, _), (_, a) in so_far.items() if c == figure.customer_id), Decimal(0))
+        last_week = sum((a for (_, c), (_, a) in week.items() if c == figure.customer_id), Decimal(0))
+        # 29 days 20 h 30 min left in November: 716.5 hours at the week's hourly rate
+        forecast = Fraction(to_date) + Fraction(last_week) / 168 * Fraction(7165, 10)
+        assert figure.to_date == to_date
+        assert figure.forecast == round_money(forecast, "EUR")
+    assert [f.to_date for f in figures] == sorted((f.to_date for f in figures), reverse=True)
