@@ -19,6 +19,7 @@ from starlette.concurrency import run_in_threadpool
 from api import (
     routes_access,
     routes_catalog,
+    routes_clickhouse,
     routes_completeness,
     routes_dashboards,
     routes_dead_letters,
@@ -47,6 +48,8 @@ from sinks.clickhouse import ClickHouseSink, ClientPool, InsertClock, connect
 from sinks.consumer import SinkConsumer
 
 log = logging.getLogger(__name__)
+SQL_CLIENTS = 4
+"""Queries Grafana may run at once through ``/clickhouse/``: the usage API keeps the rest."""
 
 
 def create_app(settings: Settings, *, run_sink: bool = True) -> FastAPI:
@@ -57,6 +60,8 @@ def create_app(settings: Settings, *, run_sink: bool = True) -> FastAPI:
         app.state.query_pool = ClientPool(another_client, settings.query_clients)
         app.state.queries = UsageQueries(app.state.query_pool, settings.clickhouse_database)
         app.state.dashboards = Dashboards(app.state.query_pool, settings.clickhouse_database)
+        app.state.settings = settings
+        app.state.sql_pool = ClientPool(another_client, SQL_CLIENTS)
         app.state.intake = EventIntake(settings)
         app.state.catalog_store = CatalogStore(another_client(), settings.clickhouse_database)
         app.state.catalog_admin = CatalogAdmin(app.state.catalog_store, CatalogPublisher(settings), settings.catalog)
@@ -129,6 +134,7 @@ def create_app(settings: Settings, *, run_sink: bool = True) -> FastAPI:
         routes_invoices,
     ):
         app.include_router(guarded.router, responses=GUARDED_RESPONSES)
+    app.include_router(routes_clickhouse.router, responses=GUARDED_RESPONSES)
     app.include_router(routes_ops.router)
     return app
 

@@ -22,7 +22,7 @@ from billing.money import round_money, shown_quantity
 from billing.periods import check_storable
 from billing.scope import Scope
 from meterline.exceptions import InvalidRange
-from schemas.clickhouse import STORED_MESSAGES, USAGE_BY_HOUR
+from schemas.clickhouse import STORED_MESSAGES
 from sinks.clickhouse import ClientPool
 
 MOST_BUCKETS = 10_000
@@ -163,25 +163,19 @@ class Dashboards:
         return {(c, currency): amount for c, currency, amount in self._pool.query(query, parameters).result_rows}
 
     def ingest(self, now: datetime) -> Ingest:
-        """How recent the newest stored usage is, when the sink last stored any, and the events
-        stored per second over the last ``INGEST_WINDOW_S`` seconds (numbered messages)."""
-        newest, stored = self._pool.query(
-            f"SELECT max(latest_at), max(stored_until) FROM {self._database}.{USAGE_BY_HOUR} "
-            "WHERE hour >= {since:DateTime('UTC')}",
-            {"since": floor_hour(now) - timedelta(days=2)},
+        """When the sink last stored a message and the newest usage in those of the last day,
+        and the events stored per second over the last ``INGEST_WINDOW_S`` seconds."""
+        last_stored, newest, recent = self._pool.query(
+            f"SELECT max(stored_at), max(last_usage), sumIf(events, stored_at > {{recent:DateTime64(3, 'UTC')}}) "
+            f"FROM {self._database}.{STORED_MESSAGES} WHERE stored_at > {{day:DateTime64(3, 'UTC')}}",
+            {"day": now - timedelta(days=1), "recent": now - timedelta(seconds=INGEST_WINDOW_S)},
         ).result_rows[0]
-        events = self._pool.query(
-            f"SELECT sum(events) FROM {self._database}.{STORED_MESSAGES} "
-            "WHERE stored_at > {since:DateTime64(3, 'UTC')}",
-            {"since": now - timedelta(seconds=INGEST_WINDOW_S)},
-        ).result_rows[0][0]
-        stored_at = stored.replace(tzinfo=UTC) if stored and stored.year > 1970 else None
-        newest_at = newest.replace(tzinfo=UTC) if newest and newest.year > 1970 else None
+        stored_at = last_stored.replace(tzinfo=UTC) if last_stored and last_stored.year > 1970 else None
         return Ingest(
-            newest_usage=newest_at,
+            newest_usage=newest.replace(tzinfo=UTC) if newest and newest.year > 1970 else None,
             last_stored=stored_at,
             freshness_s=round((now - stored_at).total_seconds(), 3) if stored_at else None,
-            events_per_s=Decimal(int(events or 0)) / INGEST_WINDOW_S,
+            events_per_s=Decimal(int(recent or 0)) / INGEST_WINDOW_S,
         )
 
 

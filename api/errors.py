@@ -42,8 +42,8 @@ log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
 STATUS = {
     InvalidEvent: 400,
+    InvalidRange: 422,  # before InvalidQuery, which it is a kind of: the first match counts
     InvalidQuery: 400,
-    InvalidRange: 422,
     Unauthenticated: 401,
     Forbidden: 403,
     UnknownCustomer: 404,

@@ -60,9 +60,9 @@ class MonthToDateReport(BaseModel):
 
 
 class IngestReport(BaseModel):
-    newest_usage: datetime | None = Field(description="Start of the newest usage stored")
-    last_stored: datetime | None = Field(description="When the sink last stored usage")
-    freshness_s: float | None = Field(description="Seconds since the sink last stored usage")
+    newest_usage: datetime | None = Field(description="End of the newest usage stored in the last day")
+    last_stored: datetime | None = Field(description="When the sink last stored a message, in the last day")
+    freshness_s: float | None = Field(description="Seconds since then")
     events_per_s: FixedPoint = Field(description="Events stored per second over the last 5 minutes")
 
 
