@@ -175,7 +175,7 @@ class Dashboards:
             newest_usage=newest.replace(tzinfo=UTC) if newest and newest.year > 1970 else None,
             last_stored=stored_at,
             freshness_s=round((now - stored_at).total_seconds(), 3) if stored_at else None,
-            events_per_s=Decimal(int(recent or 0)) / INGEST_WINDOW_S,
+            events_per_s=(Decimal(int(recent or 0)) / INGEST_WINDOW_S).quantize(Decimal("0.001")),
         )
 
 

@@ -161,6 +161,8 @@ def check_readable(text: str, database: str) -> None:
     if len(statements) != 1 or not isinstance(statements[0], exp.Query):
         raise Refused(ACCESS_DENIED, "one SELECT at a time, and nothing else, is served here")
     tree = statements[0]
+    if any(node.args.get("settings") for node in tree.walk()):
+        raise Refused(ACCESS_DENIED, "a query's own SETTINGS are not served here: the limits are the interface's")
     named = {cte.alias_or_name for cte in tree.find_all(exp.CTE)}
     for table in tree.find_all(exp.Table):
         if not isinstance(table.this, exp.Identifier):

@@ -84,6 +84,8 @@ REFUSED = [
     "SELECT * FROM system.tables",
     "WITH k AS (SELECT * FROM meterline.api_keys) SELECT * FROM k",
     "SELECT sleepEachRow(1) FROM meterline.usage_by_hour",
+    "SELECT count() FROM meterline.usage_by_hour SETTINGS max_execution_time = 0, max_memory_usage = 0",
+    "SELECT * FROM (SELECT * FROM meterline.usage_by_day SETTINGS readonly = 0)",
 ]
 
 
