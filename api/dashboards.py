@@ -19,7 +19,7 @@ from api.usage_queries import Granularity
 from billing.adapters.usage_rows import RESOURCE_TOTAL, UsageRead, floor_hour, usage_rows
 from billing.catalog import Catalog
 from billing.money import round_money, shown_quantity
-from billing.periods import check_storable
+from billing.periods import check_window
 from billing.scope import Scope
 from meterline.exceptions import InvalidRange
 from schemas.clickhouse import STORED_MESSAGES
@@ -48,12 +48,7 @@ class CostWindow:
     granularity: Granularity
 
     def __post_init__(self) -> None:
-        for name, value in (("from", self.start), ("to", self.end)):
-            if value.tzinfo is None or value.utcoffset() is None:
-                raise InvalidRange(f"'{name}' must carry a UTC offset, e.g. 2026-11-01T00:00:00Z")
-            check_storable(f"'{name}'", value)
-        if self.start >= self.end:
-            raise InvalidRange("'from' must be before 'to'")
+        check_window(self.start, self.end)
         step = {"hour": 3600, "day": 86_400, "month": 28 * 86_400}[self.granularity.value]
         if (self.end - self.start).total_seconds() / step > MOST_BUCKETS:
             raise InvalidRange(f"at most {MOST_BUCKETS} {self.granularity.value}s per query: widen the granularity")

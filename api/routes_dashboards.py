@@ -90,18 +90,8 @@ def costs(
         end=window.end,
         granularity=granularity.value,
         group_by=group_by.value,
-        totals=[CostTotalOut(group=t.group, currency=t.currency, amount=t.amount) for t in totals],
-        series=[
-            CostPointOut(
-                period_start=p.period_start,
-                group=p.group,
-                currency=p.currency,
-                amount=p.amount,
-                quantity=p.quantity,
-                unit=p.unit,
-            )
-            for p in series
-        ],
+        totals=[CostTotalOut.model_validate(total, from_attributes=True) for total in totals],
+        series=[CostPointOut.model_validate(point, from_attributes=True) for point in series],
     )
 
 
@@ -114,16 +104,7 @@ def month_to_date(request: Request, caller: UsageReader, top: Top = None) -> Mon
     return MonthToDateReport(
         month=f"{now:%Y-%m}",
         as_of=now,
-        customers=[
-            MonthToDateOut(
-                customer_id=f.customer_id,
-                currency=f.currency,
-                to_date=f.to_date,
-                run_rate_per_hour=f.run_rate_per_hour,
-                forecast=f.forecast,
-            )
-            for f in figures
-        ],
+        customers=[MonthToDateOut.model_validate(figure, from_attributes=True) for figure in figures],
     )
 
 
@@ -131,10 +112,4 @@ def month_to_date(request: Request, caller: UsageReader, top: Top = None) -> Mon
 def ingest(request: Request, _caller: OperationsReader) -> IngestReport:
     """How fresh the stored usage is and how fast events are being stored."""
     dashboards: Dashboards = request.app.state.dashboards
-    status = dashboards.ingest(datetime.now(UTC))
-    return IngestReport(
-        newest_usage=status.newest_usage,
-        last_stored=status.last_stored,
-        freshness_s=status.freshness_s,
-        events_per_s=status.events_per_s,
-    )
+    return IngestReport.model_validate(dashboards.ingest(datetime.now(UTC)), from_attributes=True)

@@ -19,9 +19,9 @@ from typing import Any
 
 from billing.adapters.usage_rows import RESOURCE_TOTAL, UsageRead, usage_rows
 from billing.invoices import UsageScope
-from billing.periods import check_storable
+from billing.periods import check_window
 from billing.scope import Scope
-from meterline.exceptions import InvalidRange, UnknownCustomer
+from meterline.exceptions import UnknownCustomer
 from schemas.clickhouse import RAW_MESSAGES, USAGE_EVENTS, stored_by
 from schemas.events import LONGEST_INTERVAL_S
 from sinks.clickhouse import ClientPool
@@ -70,13 +70,7 @@ class UsageWindow:
     end: datetime
 
     def __post_init__(self) -> None:
-        for name, value in (("from", self.start), ("to", self.end)):
-            if value.tzinfo is None or value.utcoffset() is None:
-                raise InvalidRange(f"'{name}' must carry a UTC offset, e.g. 2026-11-01T00:00:00Z")
-        if self.start >= self.end:
-            raise InvalidRange("'from' must be before 'to'")
-        check_storable("'from'", self.start)
-        check_storable("'to'", self.end)
+        check_window(self.start, self.end)
 
     def read(self, scope: Scope, *, by_day: bool) -> UsageRead:
         """The window as a caller may read it: a customer it does not see does not exist for it,

@@ -21,6 +21,16 @@ def check_storable(name: str, value: datetime) -> None:
         raise InvalidRange(f"{name} {value.isoformat()} is outside {EARLIEST:%Y-%m-%d} to {LATEST:%Y-%m-%d}")
 
 
+def check_window(start: datetime, end: datetime) -> None:
+    """A query's ``[from, to)``: both with a UTC offset, in order, inside what storage holds."""
+    for name, value in (("from", start), ("to", end)):
+        if value.tzinfo is None or value.utcoffset() is None:
+            raise InvalidRange(f"'{name}' must carry a UTC offset, e.g. 2026-11-01T00:00:00Z")
+        check_storable(f"'{name}'", value)
+    if start >= end:
+        raise InvalidRange("'from' must be before 'to'")
+
+
 @dataclass(frozen=True, order=True)
 class Period:
     first_day: date
