@@ -5,8 +5,9 @@ every 5 minutes with five rated meters each) into an embedded chDB through the s
 storage code (``sinks.clickhouse.UsageStore``: events written, rollups recounted), a day at a
 time, for the year that ends at the current hour. Then times, through the API's query code:
 
-- one customer's month by day (``UsageQueries.usage``, granularity day, by meter);
-- one customer's month by hour and resource (granularity hour, by resource);
+- one customer's month by day (``UsageQueries.usage``, granularity day, by meter, and its
+  rows written as the API's JSON);
+- one customer's month by hour and resource (granularity hour, by resource; the same);
 - the provider's top 20 customers by cost this month and over the last full month (``Dashboards.costs``);
 - 16 clients at once, each running a mix of those.
 
@@ -42,7 +43,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from api.dashboards import CostGroup, CostWindow, Dashboards  # noqa: E402
-from api.usage_queries import Granularity, GroupBy, UsageQueries, UsageWindow  # noqa: E402
+from api.usage_queries import Granularity, GroupBy, UsageQueries, UsageWindow, rows_json  # noqa: E402
 from billing.adapters.catalog_file import load_catalog  # noqa: E402
 from billing.scope import EVERYTHING  # noqa: E402
 from pipeline.processing import usage_events  # noqa: E402
@@ -228,12 +229,13 @@ def main() -> None:
 
     def by_day() -> None:
         start, stop = draw.choice(months)
-        queries.usage(EVERYTHING, UsageWindow(draw.choice(customers), start, stop), Granularity.DAY, GroupBy.METER)
+        window = UsageWindow(draw.choice(customers), start, stop)
+        rows_json(queries.usage(EVERYTHING, window, Granularity.DAY, GroupBy.METER))
 
     def by_hour_and_resource() -> None:
         start, stop = draw.choice(months)
         window = UsageWindow(draw.choice(customers), start, stop)
-        queries.usage(EVERYTHING, window, Granularity.HOUR, GroupBy.RESOURCE)
+        rows_json(queries.usage(EVERYTHING, window, Granularity.HOUR, GroupBy.RESOURCE))
 
     def top20_this_month() -> None:
         window = CostWindow(this_month, end, Granularity.DAY)
