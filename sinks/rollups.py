@@ -1,12 +1,13 @@
 """Keep the usage rollups in step with the stored events, flush by flush.
 
-After a flush writes events, every (customer, start hour, resource) it touched is recounted from
-``usage_events`` (which keeps one row per event), and every (customer, day, resource) its usage
-reaches is summed again from the hour rows. A recount replaces what the rows held, so an event
+After a flush writes events, every (customer, hour its events started in) it touched is recounted
+from ``usage_events`` (which keeps one row per event), and every (customer, day) its usage
+reaches is summed again from the hour rows. A customer's hour rather than each resource's: a
+flush names a few hundred of those, where naming each resource made the recount's own
+parameters cost more to parse than the recount. A recount replaces what the rows held, so an event
 written twice - a redelivery, a replayed spool, a worker killed before its commit - still counts
 once, and a late event updates the hours and days it belongs to. The work of a flush grows with
-the events already stored for the resources it touched in their hour: a dozen for a resource
-sampled every five minutes.
+what is already stored for the customers' hours and days it touched, not with the flush.
 
 The sink recounts before it records the flush's messages as stored, so a crash in between
 leaves them a gap (``billing.completeness``) that a close waits for, and the redelivery
@@ -24,18 +25,18 @@ from clickhouse_connect.driver.client import Client
 
 from schemas.clickhouse import ROLLUP_KEY, USAGE_BY_DAY, USAGE_BY_HOUR, days_from_hours, hours_from_events
 
-GROUPS = "Array(Tuple(String, DateTime('UTC'), String))"
+GROUPS = "Array(Tuple(String, DateTime('UTC')))"
 
 
 class Rollups:
     def __init__(self, client: Client, database: str) -> None:
         self._client = client
         by_start_hour = (
-            f"(customer_id, toStartOfHour(usage_start), resource_id) IN {{groups:{GROUPS}}} "
+            f"(customer_id, toStartOfHour(usage_start)) IN {{groups:{GROUPS}}} "
             "AND usage_start >= {first:DateTime('UTC')} AND usage_start < {last:DateTime('UTC')} + INTERVAL 1 HOUR"
         )
         by_day = (
-            f"(customer_id, toStartOfDay(hour), resource_id) IN {{groups:{GROUPS}}} "
+            f"(customer_id, toStartOfDay(hour)) IN {{groups:{GROUPS}}} "
             "AND hour >= {first:DateTime('UTC')} AND hour < {last:DateTime('UTC')} + INTERVAL 1 DAY"
         )
         self._recount_hours = f"INSERT INTO {database}.{USAGE_BY_HOUR} {hours_from_events(database, by_start_hour)}"
@@ -50,18 +51,16 @@ class Rollups:
 
 
 def touched_start_hours(usage: pa.Table) -> pa.Table:
-    """The distinct (customer, hour its event started, resource) of written events."""
-    hours = pc.floor_temporal(usage["usage_start"], unit="hour")
-    return _distinct(_text(usage["customer_id"]), hours, _text(usage["resource_id"]))
+    """The distinct (customer, hour its event started) of written events."""
+    return _distinct(_text(usage["customer_id"]), pc.floor_temporal(usage["usage_start"], unit="hour"))
 
 
 def touched_days(usage: pa.Table) -> pa.Table:
-    """The distinct (customer, day, resource) that written events have usage in: an event that
-    crosses midnight reaches two days."""
+    """The distinct (customer, day) that written events have usage in: an event that crosses
+    midnight reaches two days."""
     starts = usage["rated.usage_start"].combine_chunks()
     owners = pc.list_parent_indices(starts)
-    days = pc.floor_temporal(pc.list_flatten(starts), unit="day")
-    return _distinct(_text(usage["customer_id"]).take(owners), days, _text(usage["resource_id"]).take(owners))
+    return _distinct(_text(usage["customer_id"]).take(owners), pc.floor_temporal(pc.list_flatten(starts), unit="day"))
 
 
 def _text(column: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -69,20 +68,12 @@ def _text(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return column.cast(pa.string())
 
 
-def _distinct(customers: Any, starts: Any, resources: Any) -> pa.Table:
-    table = pa.table({"customer": customers, "start": starts, "resource": resources})
-    return table.group_by(["customer", "start", "resource"]).aggregate([])
+def _distinct(customers: Any, starts: Any) -> pa.Table:
+    return pa.table({"customer": customers, "start": starts}).group_by(["customer", "start"]).aggregate([])
 
 
 def _groups(distinct: pa.Table) -> dict[str, Any]:
-    rows = list(
-        zip(
-            distinct["customer"].to_pylist(),
-            distinct["start"].to_pylist(),
-            distinct["resource"].to_pylist(),
-            strict=True,
-        )
-    )
+    rows = list(zip(distinct["customer"].to_pylist(), distinct["start"].to_pylist(), strict=True))
     starts = distinct["start"]
     return {"groups": rows, "first": pc.min(starts).as_py(), "last": pc.max(starts).as_py()}
 
