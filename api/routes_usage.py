@@ -11,7 +11,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from api.access.guard import UsageReader
 from api.models import CustomerId, UsageReport
-from api.usage_queries import Granularity, GroupBy, UsageQueries, UsageWindow, rows_json
+from api.usage_queries import Granularity, GroupBy, UsageQueries, UsageWindow, rows_json, totals
 from billing.money import round_money
 
 router = APIRouter(prefix="/v1/customers/{customer_id}")
@@ -44,15 +44,15 @@ def get_usage(
     queries: UsageQueries = request.app.state.queries
     usage_window = window(customer_id, start, end)
     rows = queries.usage(caller.scope, usage_window, granularity, group_by)
-    totals = queries.total(caller.scope, usage_window)
+    amounts = totals(rows)
     report = UsageReport(
         customer_id=customer_id,
         start=usage_window.start,
         end=usage_window.end,
         granularity=granularity.value,
         group_by=group_by.value,
-        totals={currency: round_money(amount, currency) for currency, amount in totals.items()},
-        totals_exact=totals,
+        totals={currency: round_money(amount, currency) for currency, amount in amounts.items()},
+        totals_exact=amounts,
         rows=[],
     ).model_dump(mode="json", by_alias=True)
     body = orjson.dumps({**report, "rows": orjson.Fragment(rows_json(rows))})
