@@ -24,8 +24,8 @@ from schemas.clickhouse import AUDIT_LOG, as_utc
 
 log = logging.getLogger(__name__)
 NOT_AUDITED = frozenset({"GET", "HEAD", "OPTIONS"})
-UNAUDITED_PATHS = frozenset({"/v1/events", "/clickhouse/"})
-"""Usage pushed and read-only SQL posted by dashboards: POSTs that change no state anyone owns."""
+UNAUDITED_PATHS = frozenset({"/v1/events"})
+"""Usage pushed: the stored messages record it, one row per message."""
 _COLUMNS = ["at", "key_id", "role", "party_id", "method", "route", "path", "status", "before", "after"]
 
 
