@@ -12,7 +12,7 @@ from typing import Annotated
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
-from billing.catalog import IDENTIFIER_PATTERN
+from schemas.identifiers import IDENTIFIER_PATTERN
 
 FixedPoint = Annotated[Decimal, PlainSerializer(lambda value: format(value, "f"), return_type=str)]
 

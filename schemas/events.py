@@ -14,6 +14,7 @@ import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from enum import StrEnum
+from functools import partial
 from itertools import accumulate
 from typing import Annotated, Any, Literal
 
@@ -21,11 +22,15 @@ import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from meterline.exceptions import InvalidEvent
+from schemas.identifiers import IDENTIFIER_PATTERN, SOURCE_PATTERN, identifier_refusal, source_refusal, text_refusal
 
 Event = dict[str, Any]
 """An event as plain JSON-ready data, the form collectors and services build."""
 
 Name = Annotated[str, Meta(min_length=1, max_length=128)]
+CustomerId = Annotated[str, Meta(min_length=1, max_length=64, extra_json_schema={"pattern": IDENTIFIER_PATTERN})]
+"""A catalog identifier; the pattern is checked after decoding, once per distinct customer of a
+message (``_check_texts``), as the disk tier is."""
 Count = Annotated[int, Meta(ge=0)]
 Interval = Annotated[int, Meta(ge=1, le=86_400, description="seconds of usage this sample covers")]
 LONGEST_INTERVAL_S = 2_678_400
@@ -73,7 +78,7 @@ class VmSampleData(Struct, frozen=True, gc=False):
     """One VM over one interval. Gauges hold for the whole interval; counters (cpu_time_s,
     net_*_bytes) are the increase over the interval, so every sample can be rated alone."""
 
-    customer_id: Name
+    customer_id: CustomerId
     resource_id: Name
     interval_s: Interval
     power_state: PowerState
@@ -96,7 +101,7 @@ class VdcAmounts(Struct, frozen=True, gc=False):
 class VdcAllocationData(Struct, frozen=True, gc=False):
     """A virtual datacenter over one interval; its allocation model says which figure is billed."""
 
-    customer_id: Name
+    customer_id: CustomerId
     resource_id: Name
     interval_s: Interval
     allocation_model: AllocationModel
@@ -109,7 +114,7 @@ class VdcAllocationData(Struct, frozen=True, gc=False):
 class XaasUsageData(Struct, frozen=True, gc=False):
     """A quantity of an anything-as-a-service product; a decimal string, never a float."""
 
-    customer_id: Name
+    customer_id: CustomerId
     resource_id: Name
     interval_s: Annotated[int, Meta(ge=1, le=LONGEST_INTERVAL_S)]
     sku: Annotated[str, Meta(pattern="^[a-z0-9_.-]{1,64}$")]
@@ -124,7 +129,7 @@ class CloudEvent(Struct, frozen=True, gc=False, kw_only=True, tag_field="type"):
 
     specversion: Literal["1.0"]
     id: Annotated[str, Meta(min_length=8, max_length=128)]
-    source: Annotated[str, Meta(min_length=1, max_length=256)]
+    source: Annotated[str, Meta(min_length=1, max_length=256, extra_json_schema={"pattern": SOURCE_PATTERN})]
     time: UtcTime
     datacontenttype: Literal["application/json"] | UnsetType = UNSET
     subject: Annotated[str, Meta(max_length=256)] | UnsetType = UNSET
@@ -168,6 +173,8 @@ def decode_events(payload: bytes) -> list[UsageEvent]:
         tiers = {disk.tier for event in events if isinstance(event, VmSample) for disk in event.data.disks}
         if not all(_TIER.fullmatch(tier) for tier in tiers):
             raise InvalidEvent("a disk tier does not match its pattern")
+        if any(_text_refusals(events)):
+            raise InvalidEvent("a field does not hold what its contract allows")
         return events
     except msgspec.ValidationError as error:
         raise InvalidEvent(_reason(error)) from None
@@ -175,6 +182,8 @@ def decode_events(payload: bytes) -> list[UsageEvent]:
         raise InvalidEvent(f"payload is not valid JSON: {error}") from None
     except RecursionError:
         raise InvalidEvent(TOO_DEEP) from None
+    except UnicodeDecodeError as error:
+        raise InvalidEvent(f"payload is not UTF-8, as JSON must be: {error.reason}") from None
 
 
 def decode_event(raw: bytes | msgspec.Raw) -> UsageEvent:
@@ -187,7 +196,11 @@ def decode_event(raw: bytes | msgspec.Raw) -> UsageEvent:
         raise InvalidEvent(f"payload is not valid JSON: {error}") from None
     except RecursionError:
         raise InvalidEvent(TOO_DEEP) from None
+    except UnicodeDecodeError as error:
+        raise InvalidEvent(f"payload is not UTF-8, as JSON must be: {error.reason}") from None
     _check_tiers(event)
+    for reason in _text_refusals([event]):
+        raise InvalidEvent(reason, event.id)
     return event
 
 
@@ -200,8 +213,43 @@ def _check_tiers(event: UsageEvent) -> None:
                 raise InvalidEvent(reason, event.id)
 
 
+def _text_refusals(events: list[UsageEvent]) -> Iterable[str]:
+    """Why a source, customer or free-text field of ``events`` is refused: each distinct value is
+    checked once (a poll cycle repeats its sources and customers thousands of times)."""
+    checks = (
+        ("source", source_refusal, {event.source for event in events}),
+        ("data.customer_id", identifier_refusal, {event.data.customer_id for event in events}),
+        ("data.resource_id", partial(text_refusal, trimmed=True), {event.data.resource_id for event in events}),
+        ("data.unit", partial(text_refusal, trimmed=True), {e.data.unit for e in events if isinstance(e, XaasUsage)}),
+        ("data", text_refusal, {text for event in events for text in _free_text(event)}),
+    )
+    for field, refusal, values in checks:
+        for value in values:
+            reason = refusal(value)
+            if reason is not None:
+                yield f"{field}: {reason}"
+
+
+def _free_text(event: UsageEvent) -> list[str]:
+    """The names an event carries for display: shown on invoices, CSV and pages."""
+    data = event.data
+    texts = [event.subject] if isinstance(event.subject, str) else []
+    if isinstance(data.resource_name, str):
+        texts.append(data.resource_name)
+    if isinstance(data, VmSampleData):
+        if isinstance(data.hypervisor, str):
+            texts.append(data.hypervisor)
+        texts.extend(disk.device for disk in data.disks if isinstance(disk.device, str))
+    return texts
+
+
 def split_raw(payload: bytes) -> list[msgspec.Raw]:
-    """The events of a message as undecoded JSON, to check them one by one."""
+    """The events of a message as undecoded JSON, to check them one by one. JSON is UTF-8 (RFC
+    8259): a message that is not is refused whole, before any of its strings is decoded."""
+    try:
+        payload.decode()
+    except UnicodeDecodeError as error:
+        raise InvalidEvent(f"payload is not UTF-8, as JSON must be: {error.reason} at byte {error.start}") from None
     try:
         if payload.lstrip()[:1] == b"[":
             return _raw_batch.decode(payload)
@@ -210,6 +258,8 @@ def split_raw(payload: bytes) -> list[msgspec.Raw]:
         raise InvalidEvent(f"payload is not valid JSON: {error}") from None
     except RecursionError:
         raise InvalidEvent(TOO_DEEP) from None
+    except UnicodeDecodeError as error:
+        raise InvalidEvent(f"payload is not UTF-8, as JSON must be: {error.reason}") from None
     return [msgspec.Raw(payload)]
 
 
