@@ -6,13 +6,15 @@ a conflict: the later one is refused with the reason, never stored next to the f
 place.
 
 This window is a fast first line, not the guarantee against double counting: it lives in one
-worker's memory. That guarantee is the storage itself, which keeps one row per event id however
-often the same event is written (see ``schemas/clickhouse.py``). A conflict with an event that
-has left the window (or that another worker saw) is not caught here.
+worker's memory. That guarantee is storage itself: the sink looks every event's identity up
+among those stored (``sinks/identities.py``) and keeps the first copy, with the content digest
+computed here. A conflict with an event that has left the window (or that another worker saw)
+is caught there.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from enum import Enum
@@ -37,8 +39,9 @@ def identity(event: UsageEvent) -> Identity:
 
 
 def content_digest(event: UsageEvent) -> int:
-    """Equal for equal content however it was formatted: the decoded event, encoded again."""
-    return hash(msgspec.json.encode(event))
+    """Equal for equal content however it was formatted: the decoded event, encoded again, hashed
+    the same way in every process (it is stored, and compared by the sink with later copies)."""
+    return int.from_bytes(hashlib.blake2b(msgspec.json.encode(event), digest_size=8).digest(), "little")
 
 
 class RecentEvents:

@@ -156,10 +156,17 @@ def _frame(
             "message_id": [group.message_ids[p] for p in positions],
             "offset": [group.offsets[p] for p in positions],
             "length": [group.lengths[p] for p in positions],
+            "digest": [group.digests[p] for p in positions] if group.digests else [0] * len(positions),
             "interval_s": [e.data.interval_s for e in events],
             **figures,
         },
-        schema_overrides={"time": pl.Int64, "offset": pl.UInt32, "length": pl.UInt32, "interval_s": pl.Int64},
+        schema_overrides={
+            "time": pl.Int64,
+            "offset": pl.UInt32,
+            "length": pl.UInt32,
+            "digest": pl.UInt64,
+            "interval_s": pl.Int64,
+        },
     )
     time = pl.col("time").cast(pl.Datetime("ms")).dt.replace_time_zone("UTC")
     return frame.with_columns(

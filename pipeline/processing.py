@@ -53,7 +53,9 @@ def process_batch(
         },
         only=[verdict is Seen.CONFLICT for verdict in seen],
     )
-    events, rated, refused = _rate_isolating(group.select(verdict is Seen.NEW for verdict in seen), book)
+    fresh = group.select(verdict is Seen.NEW for verdict in seen)
+    fresh.digests = [digests[identity(event)] for event in fresh.events]
+    events, rated, refused = _rate_isolating(fresh, book)
     return BatchOutcome(
         events=events,
         rated=rated,

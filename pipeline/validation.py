@@ -54,7 +54,8 @@ class ValidEvents:
     """Valid events with where each one lies in its message, and the rest refused.
 
     ``events[i]`` is the ``lengths[i]`` bytes at ``offsets[i]`` of message ``message_ids[i]``;
-    ``messages`` holds those messages by id.
+    ``messages`` holds those messages by id. ``digests[i]`` is its content digest, once the stage
+    has sorted new events from repeats (empty before).
     """
 
     events: list[UsageEvent] = field(default_factory=list)
@@ -63,6 +64,7 @@ class ValidEvents:
     lengths: list[int] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     messages: dict[str, bytes] = field(default_factory=dict)
+    digests: list[int] = field(default_factory=list)
 
     def add(self, other: ValidEvents) -> None:
         self.events += other.events
@@ -88,12 +90,15 @@ class ValidEvents:
                 offsets=list(self.offsets),
                 lengths=list(self.lengths),
                 messages=self.messages,
+                digests=list(self.digests),
             )
         kept = ValidEvents(messages=self.messages)
         origins = zip(self.events, self.message_ids, self.offsets, self.lengths, strict=True)
         for chosen, origin in zip(keep, origins, strict=True):
             if chosen:
                 kept.keep(*origin)
+        if self.digests:
+            kept.digests = [digest for chosen, digest in zip(keep, self.digests, strict=True) if chosen]
         return kept
 
     def raw(self, index: int) -> bytes:

@@ -61,10 +61,12 @@ ACCEPTED_SCHEMA: dict[str, pl.DataType] = {
     "message_id": pl.String(),
     "offset": pl.UInt32(),
     "length": pl.UInt32(),
+    "digest": pl.UInt64(),
     "usage_start": TIMESTAMP,
     "usage_end": TIMESTAMP,
 }
-"""An accepted event: what it is, whose, when, and where its JSON lies in its message."""
+"""An accepted event: what it is, whose, when, where its JSON lies in its message, and its
+content digest (``pipeline.dedup.content_digest``), which tells a later copy from a conflict."""
 
 RATED_LISTS = (
     "product",

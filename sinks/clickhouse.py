@@ -21,6 +21,7 @@ from schemas.clickhouse import DEAD_LETTERS, RAW_MESSAGES, STORED_MESSAGES, USAG
 from schemas.receipts import Handled, Headers
 from schemas.records import decode_frame, message_id
 from sinks.base import FlushResult, Sink
+from sinks.identities import EventIdentities, Sorted, conflict_letter
 from sinks.rollups import Rollups
 
 # Replacing duplicates inside each inserted block costs ~40% of the insert; every read goes
@@ -96,18 +97,30 @@ class InsertClock:
 
 
 class UsageStore:
-    """Usage events (``schemas.records.USAGE_EVENT_SCHEMA`` columns) written, and the rollups
-    recounted for them: the only way usage is stored."""
+    """Usage events (``schemas.records.USAGE_EVENT_SCHEMA`` columns) written once per identity,
+    and the rollups recounted for them: the only way usage is stored.
 
-    def __init__(self, client: Client, database: str) -> None:
+    ``writer`` names the process writing (each needs a scratch table of its own)."""
+
+    def __init__(self, client: Client, database: str, writer: str = "sink") -> None:
         self._client = client
         self._table = f"{database}.{USAGE_EVENTS}"
+        self._identities = EventIdentities(client, database, f"identity_probe_{writer}")
         self._rollups = Rollups(client, database)
 
-    def write(self, usage: pa.Table, stored_at: datetime) -> None:
-        stamped = usage.append_column("inserted_at", _in_every_row(stored_at, usage.num_rows))
-        self._client.insert_arrow(self._table, stamped, settings=INSERT_SETTINGS)
-        self._rollups.recount(usage)
+    def write(self, usage: pa.Table, stored_at: datetime) -> Sorted:
+        """Write the new events, record their identities, and recount the rollups of every hour
+        the new events and the repeats reach (a repeat may be a redelivery after a crash that
+        came between an earlier write and its recount). Returns what was new, repeated, refused."""
+        events = self._identities.sort(usage)
+        if events.new.num_rows:
+            stamped = events.new.append_column("inserted_at", _in_every_row(stored_at, events.new.num_rows))
+            self._client.insert_arrow(self._table, stamped, settings=INSERT_SETTINGS)
+            self._identities.remember(events.new)
+        counted = pa.concat_tables([events.new, events.repeats])
+        if counted.num_rows:
+            self._rollups.recount(counted)
+        return events
 
 
 class ClickHouseSink(Sink):
@@ -127,7 +140,7 @@ class ClickHouseSink(Sink):
         self._events_topic, self._rated_topic, self._dead_letter_topic = topics.events, topics.rated, topics.dead_letter
         self._messages_table = f"{database}.{RAW_MESSAGES}"
         self._stored_table = f"{database}.{STORED_MESSAGES}"
-        self._usage_store = UsageStore(client, database)
+        self._usage_store = UsageStore(client, database, writer=settings.intake_name)
         self._dead_letters_table = f"{database}.{DEAD_LETTERS}"
         self._messages: list[bytes] = []
         self._usage: list[pa.Table] = []
@@ -169,13 +182,18 @@ class ClickHouseSink(Sink):
 
     def flush(self) -> FlushResult:
         usage = pa.concat_tables(self._usage) if self._usage else None
+        message_ids = [message_id(payload) for payload in self._messages]
         with self._clock.writing() as now:
-            if usage is not None:
-                self._usage_store.write(usage, now)
+            stored = self._usage_store.write(usage, now) if usage is not None else None
+        written = stored.new if stored is not None else None
+        if stored is not None and stored.conflicts.num_rows:
+            received = dict(zip(message_ids, self._messages, strict=True))
+            conflicts = zip(stored.conflicts.to_pylist(), stored.reasons, strict=True)
+            self._dead_letters += [conflict_letter(event, reason, received) for event, reason in conflicts]
         if self._messages:
             messages = pa.table(
                 {
-                    "message_id": [message_id(payload) for payload in self._messages],
+                    "message_id": message_ids,
                     "payload": pa.array(self._messages, pa.binary()),
                     "received_at": _in_every_row(now, len(self._messages)),
                 }
@@ -188,9 +206,9 @@ class ClickHouseSink(Sink):
         written_at = datetime.now(UTC)
         result = FlushResult(
             raw_messages=len(self._messages),
-            usage_events=0 if usage is None else usage.num_rows,
-            rated_rows=0 if usage is None else _rated_rows(usage),
-            freshness_s=[] if usage is None else _seconds_since_end(usage, written_at),
+            usage_events=0 if written is None else written.num_rows,
+            rated_rows=0 if written is None else _rated_rows(written),
+            freshness_s=[] if written is None else _seconds_since_end(written, written_at),
             handled=self._handled,
             dead_letters=len(self._dead_letters),
         )
