@@ -16,22 +16,21 @@ from fractions import Fraction
 from typing import Any
 
 from api.usage_queries import Granularity
-from billing.adapters.usage_rows import RESOURCE_TOTAL, UsageRead, floor_hour, usage_rows
+from billing.adapters.usage_rows import AMOUNT, RESOURCE_TOTAL, UsageRead, floor_hour, usage_rows
 from billing.catalog import Catalog
 from billing.money import round_money, shown_quantity
-from billing.periods import check_window
+from billing.periods import check_buckets, check_window
 from billing.scope import Scope
-from meterline.exceptions import InvalidRange
 from schemas.clickhouse import STORED_MESSAGES
 from sinks.clickhouse import ClientPool
 
-MOST_BUCKETS = 10_000
-"""Buckets one cost query may span (hours of a year and more, days of decades): a bigger ask is
-refused rather than left to exhaust the server."""
 RUN_RATE_HOURS = 168
 """The forecast extends the run rate of the last week's complete hours to the month's end."""
 INGEST_WINDOW_S = 300
 OTHER = "(other)"
+ROUNDED_SUM = "toDecimal128(round(sum(amount), 12), 12)"
+"""Amounts leave the engine exact to 12 places (they are summed exactly there, then rounded once);
+the API shows them to the cent."""
 
 
 class CostGroup(StrEnum):
@@ -49,9 +48,7 @@ class CostWindow:
 
     def __post_init__(self) -> None:
         check_window(self.start, self.end)
-        step = {"hour": 3600, "day": 86_400, "month": 28 * 86_400}[self.granularity.value]
-        if (self.end - self.start).total_seconds() / step > MOST_BUCKETS:
-            raise InvalidRange(f"at most {MOST_BUCKETS} {self.granularity.value}s per query: widen the granularity")
+        check_buckets(self.start, self.end, self.granularity.value)
 
 
 @dataclass(frozen=True)
@@ -104,9 +101,9 @@ class Dashboards:
         bucket = f"toDateTime({window.granularity.truncate_sql}(t), 'UTC')"
         if group is CostGroup.METER:
             query = (
-                "SELECT period_start, meter, currency, sum(amount), unit, base_divisor, sum(base) FROM ("
+                f"SELECT period_start, meter, currency, {ROUNDED_SUM}, unit, base_divisor, sum(base) FROM ("
                 f"SELECT {bucket} AS period_start, customer_id, resource_id, meter, dimension, unit, currency, "
-                f"base_divisor, {RESOURCE_TOTAL} AS base, sum(amount) AS amount FROM ({rows_query}) "
+                f"base_divisor, {RESOURCE_TOTAL} AS base, {AMOUNT} AS amount FROM ({rows_query}) "
                 "GROUP BY period_start, customer_id, resource_id, meter, dimension, unit, currency, base_divisor) "
                 "GROUP BY period_start, meter, currency, unit, base_divisor"
             )
@@ -119,7 +116,9 @@ class Dashboards:
             }[group]
             parameters |= _sellers(catalog)
             query = (
-                f"SELECT {bucket} AS period_start, {key} AS grp, currency, sum(amount) FROM ({rows_query}) "
+                f"SELECT period_start, grp, currency, {ROUNDED_SUM} FROM (SELECT {bucket} AS period_start, "
+                f"{key} AS grp, currency, {AMOUNT} AS amount FROM ({rows_query}) "
+                "GROUP BY period_start, grp, currency, base_divisor) "
                 "GROUP BY period_start, grp, currency"
             )
         points = _points(self._pool.query(query, parameters).result_rows, with_quantity=group is CostGroup.METER)
@@ -154,7 +153,10 @@ class Dashboards:
 
     def _amounts(self, read: UsageRead) -> dict[tuple[str, str], Decimal]:
         rows_query, parameters = usage_rows(self._database, read)
-        query = f"SELECT customer_id, currency, sum(amount) FROM ({rows_query}) GROUP BY customer_id, currency"
+        query = (
+            f"SELECT customer_id, currency, {ROUNDED_SUM} FROM (SELECT customer_id, currency, {AMOUNT} AS amount "
+            f"FROM ({rows_query}) GROUP BY customer_id, currency, base_divisor) GROUP BY customer_id, currency"
+        )
         return {(c, currency): amount for c, currency, amount in self._pool.query(query, parameters).result_rows}
 
     def ingest(self, now: datetime) -> Ingest:

@@ -128,7 +128,7 @@ class LineUsage(BaseModel):
     meter: str
     dimension: str
     quantity: FixedPoint = Field(description="Sum of the rows: the usage the line (or its tier lines) bills")
-    amount: FixedPoint = Field(description="Sum of the rows as rated in the stream, unrounded")
+    amount: FixedPoint = Field(description="What the stream rated the rows at, summed exactly, shown to 12 places")
     rows: list[LineUsageRow]
 
 

@@ -4,6 +4,7 @@ date with a forecast, and the freshness of the data. What Grafana's JSON panels 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -13,6 +14,7 @@ from api.access.guard import OperationsReader, UsageReader
 from api.dashboards import RUN_RATE_HOURS, CostGroup, CostWindow, Dashboards
 from api.models import FixedPoint
 from api.usage_queries import Granularity
+from billing.money import round_money
 
 router = APIRouter(prefix="/v1", tags=["dashboards"])
 
@@ -23,7 +25,7 @@ class CostPointOut(BaseModel):
     period_start: datetime = Field(description="Start of the hour, day or month, UTC")
     group: str = Field(description="The customer, partner, product or meter; (other) for the groups past top")
     currency: str
-    amount: FixedPoint = Field(description="Exact; round only for display")
+    amount: FixedPoint = Field(description="Summed exactly, rounded once to the currency's minor unit")
     quantity: FixedPoint | None = Field(default=None, description="With group_by=meter: the meter's quantity")
     unit: str | None = None
 
@@ -31,7 +33,7 @@ class CostPointOut(BaseModel):
 class CostTotalOut(BaseModel):
     group: str
     currency: str
-    amount: FixedPoint
+    amount: FixedPoint = Field(description="Over the window, summed exactly, rounded once to the minor unit")
 
 
 class CostReport(BaseModel):
@@ -48,7 +50,7 @@ class CostReport(BaseModel):
 class MonthToDateOut(BaseModel):
     customer_id: str
     currency: str
-    to_date: FixedPoint = Field(description="Exact cost of the month so far")
+    to_date: FixedPoint = Field(description="Cost of the month so far, rounded to the cent")
     run_rate_per_hour: FixedPoint = Field(description=f"Cost per hour over the last {RUN_RATE_HOURS} complete hours")
     forecast: FixedPoint = Field(description="to_date plus the run rate until the month's end, rounded to the cent")
 
@@ -90,8 +92,8 @@ def costs(
         end=window.end,
         granularity=granularity.value,
         group_by=group_by.value,
-        totals=[CostTotalOut.model_validate(total, from_attributes=True) for total in totals],
-        series=[CostPointOut.model_validate(point, from_attributes=True) for point in series],
+        totals=[CostTotalOut(**{**vars(total), "amount": _cents(total.amount, total.currency)}) for total in totals],
+        series=[CostPointOut(**{**vars(point), "amount": _cents(point.amount, point.currency)}) for point in series],
     )
 
 
@@ -104,8 +106,15 @@ def month_to_date(request: Request, caller: UsageReader, top: Top = None) -> Mon
     return MonthToDateReport(
         month=f"{now:%Y-%m}",
         as_of=now,
-        customers=[MonthToDateOut.model_validate(figure, from_attributes=True) for figure in figures],
+        customers=[
+            MonthToDateOut(**{**vars(figure), "to_date": _cents(figure.to_date, figure.currency)}) for figure in figures
+        ],
     )
+
+
+def _cents(amount: Decimal, currency: str) -> Decimal:
+    """An amount as dashboards show money: once, to the currency's minor unit (the cent)."""
+    return round_money(amount, currency)
 
 
 @router.get("/ingest", response_model=IngestReport)

@@ -6,7 +6,6 @@ import csv
 import io
 from collections import defaultdict
 from datetime import UTC, datetime
-from decimal import Decimal
 from fractions import Fraction
 from typing import Annotated, Any
 
@@ -21,15 +20,17 @@ from api.documents.einvoice import cii_xml, pdf_for_buyer, ubl_xml
 from api.documents.html import render_html
 from api.documents.table import render_csv
 from api.documents.view import InvoiceView
+from api.errors import Problem
 from api.invoice_models import CloseOut, DeliveryOut, InvoiceOut, LineUsage, LineUsageRow
 from api.models import CustomerId, InvoiceId
+from api.spreadsheet import text_cell
 from api.usage_queries import LineScope, UsageQueries
 from billing.adapters.clickhouse_ledger import Ledger
 from billing.adapters.clickhouse_usage import PeriodUsage
 from billing.catalog import Catalog
 from billing.invoices import InvoiceStatus, LineKind, UsageScope
 from billing.money import shown_quantity
-from billing.period_close import close_period
+from billing.period_close import check_billable, close_period
 from billing.periods import Period
 from billing.records import InvoiceRecord, credit_note_id
 from meterline.exceptions import InvalidQuery, UnknownCustomer
@@ -53,21 +54,29 @@ def _catalog(request: Request) -> Catalog:
 @router.post(
     "/periods/{period}/close",
     response_model=CloseOut,
-    responses={409: {"description": "Usage of the period may be missing (gaps listed); force=true bills anyway"}},
+    responses={
+        409: {"description": "Usage of the period may be missing (gaps listed); force=true bills anyway"},
+        422: {
+            "model": Problem,
+            "description": "A month after the current one, or one that ends before the catalog's first billable "
+            "day (application/problem+json)",
+        },
+    },
 )
 def close(request: Request, _caller: PeriodCloser, period: str, force: bool = False) -> CloseOut:
     """Build (or rebuild) the period's draft invoices; issued ones are never touched.
 
     Refused while messages sent by agents or the intake, which may hold usage of the period,
     were never stored (see ``GET /v1/completeness``); ``force=true`` closes anyway and says so
-    in each draft's notes."""
+    in each draft's notes. A month after the current one, or one that ends before the catalog's
+    first billable day, is refused (422)."""
     usage: PeriodUsage = request.app.state.period_usage
     clock: InsertClock = request.app.state.insert_clock
     lookback: int = request.app.state.late_usage_months
+    catalog, month, now = _catalog(request), Period.parse(period), clock.now()
+    check_billable(catalog, month, now.date())
     gaps = request.app.state.completeness.gaps()
-    result = close_period(
-        _ledger(request), usage, _catalog(request), Period.parse(period), clock.now(), lookback, gaps, force
-    )
+    result = close_period(_ledger(request), usage, catalog, month, now, lookback, gaps, force)
     note_change(request, None, {"period": period, "force": force, **vars(result)})
     return CloseOut(**vars(result))
 
@@ -227,7 +236,12 @@ def line_usage(request: Request, caller: InvoiceReader, invoice_id: InvoiceId, l
     hours = queries.line_usage(scope)
     rows = [
         LineUsageRow(
-            **{**hour, "hour": as_utc(hour["period_start"]), "quantity": shown_quantity(hour["quantity"]).normalize()}
+            **{
+                **hour,
+                "hour": as_utc(hour["period_start"]),
+                "quantity": shown_quantity(hour["quantity"]).normalize(),
+                "amount": shown_quantity(hour["amount"]),
+            }
         )
         for hour in hours
     ]
@@ -238,7 +252,7 @@ def line_usage(request: Request, caller: InvoiceReader, invoice_id: InvoiceId, l
         dimension=", ".join(sorted({s.dimension for s in scope.scopes})),
         # shown like the line's quantity, which it adds up to
         quantity=shown_quantity(_line_quantity(Meter(scope.meter), hours)).normalize(),
-        amount=sum((row.amount for row in rows), Decimal(0)),
+        amount=shown_quantity(sum((hour["amount"] for hour in hours), Fraction(0))),
         rows=rows,
     )
 
@@ -261,8 +275,8 @@ def line_usage_csv(request: Request, caller: InvoiceReader, invoice_id: InvoiceI
     writer.writerow(["hour", "customer_id", "resource_id", "product", "meter", "dimension", "quantity", "amount"])
     for row in usage.rows:
         writer.writerow(
-            [f"{row.hour:%Y-%m-%dT%H:%M:%SZ}", row.customer_id, row.resource_id, row.product, usage.meter]
-            + [row.dimension, f"{row.quantity:f}", f"{row.amount:f}"]
+            [f"{row.hour:%Y-%m-%dT%H:%M:%SZ}", *map(text_cell, (row.customer_id, row.resource_id, row.product))]
+            + [usage.meter, text_cell(row.dimension), f"{row.quantity:f}", f"{row.amount:f}"]
         )
     name = f"{invoice_id}-line-{line_no}-usage.csv"
     return Response(

@@ -18,9 +18,10 @@ from typing import Any
 import polars as pl
 import pyarrow as pa
 
-from billing.adapters.usage_rows import RESOURCE_TOTAL, UsageRead, usage_rows
+from api.spreadsheet import text_columns
+from billing.adapters.usage_rows import AMOUNT, RESOURCE_TOTAL, UsageRead, usage_rows
 from billing.invoices import UsageScope
-from billing.periods import check_window
+from billing.periods import check_buckets, check_window
 from billing.scope import Scope
 from meterline.exceptions import UnknownCustomer
 from schemas.clickhouse import RAW_MESSAGES, USAGE_EVENTS, stored_by
@@ -40,6 +41,7 @@ CSV_COLUMNS = [
     "quantity",
     "amount",
 ]
+CSV_TEXT_COLUMNS = CSV_COLUMNS[1:-2]
 
 
 class Granularity(StrEnum):
@@ -91,7 +93,8 @@ class UsageQueries:
     """Reads for the API, each on a client of its own from the pool, side by side.
 
     Quantities are summed exactly in each meter's base unit and divided once, here (a level is
-    taken per resource first, see ``RESOURCE_TOTAL``); amounts are the rated rows' sums.
+    taken per resource first, see ``RESOURCE_TOTAL``); amounts the same way, from the exact
+    products of base quantity and unit price (``AMOUNT``).
     """
 
     def __init__(self, pool: ClientPool, database: str) -> None:
@@ -102,6 +105,7 @@ class UsageQueries:
 
     def usage(self, scope: Scope, window: UsageWindow, granularity: Granularity, group_by: GroupBy) -> pa.Table:
         """The rows of a usage report (``UsageRow``'s columns, those of ``group_by`` only)."""
+        check_buckets(window.start, window.end, granularity.value)
         read = window.read(scope, by_day=granularity is not Granularity.HOUR)
         return self._shown(read, granularity.truncate_sql, [*group_by.columns, "currency"])
 
@@ -109,7 +113,8 @@ class UsageQueries:
         """Hourly usage per resource and meter as CSV chunks. The query runs now, before a
         response starts, so that a failure is answered with an error rather than a cut file,
         and so that no client is held while a client downloads."""
-        hours = self._shown(window.read(scope, by_day=False), "toStartOfHour", CSV_COLUMNS[1:-2])
+        check_buckets(window.start, window.end, Granularity.HOUR.value)
+        hours = self._shown(window.read(scope, by_day=False), "toStartOfHour", CSV_TEXT_COLUMNS)
         return _csv_chunks(hours)
 
     def line_usage(self, line: LineScope) -> list[dict[str, Any]]:
@@ -125,22 +130,24 @@ class UsageQueries:
         # grouped by meter too: RESOURCE_TOTAL picks the aggregate by the row's meter
         per_resource = ", ".join(dict.fromkeys(["period_start", *keys, "meter", "resource_id", "base_divisor"]))
         query = (
-            f"SELECT {per_resource}, {RESOURCE_TOTAL} AS base, sum(amount) AS amount, sum(rated_rows) AS rows "
+            f"SELECT {per_resource}, {RESOURCE_TOTAL} AS base, {AMOUNT} AS amount, "
+            "sum(amount_base) AS amount_base_sum, sum(rated_rows) AS rows "
             f"FROM (SELECT toDateTime64({truncate}(t), 0, 'UTC') AS period_start, * FROM ({rows_query})) "
             f"GROUP BY {per_resource}"
         )
         return query, parameters
 
     def _shown(self, read: UsageRead, truncate: str, keys: list[str]) -> pa.Table:
-        """Usage per ``period_start`` and ``keys``, in that order, with its quantity rounded once to
-        12 places (in the engine: the exact sum of base quantities, divided by the unit's divisor
-        to 24 places, then rounded half away from zero, which is the exact value's rounding).
+        """Usage per ``period_start`` and ``keys``, in that order, with its quantity and amount rounded
+        once to 12 places (in the engine: exact sums divided by the unit's divisor to 24 places,
+        then rounded half away from zero, which is the exact value's rounding).
         As Arrow: a month of a large customer by hour and resource is hundreds of thousands of
         rows, which Python objects would take seconds to make."""
         per_resource, parameters = self._per_resource(read, truncate, keys)
         grouped = ", ".join(["period_start", *keys])
         query = (
-            f"SELECT {grouped}, toDecimal128(round(sum(quantity), 12), 12) AS quantity, sum(amount) AS amount, "
+            f"SELECT {grouped}, toDecimal128(round(sum(quantity), 12), 12) AS quantity, "
+            "toDecimal128(round(sum(amount), 12), 12) AS amount, "
             f"sum(rows) AS rated_rows FROM (SELECT {grouped}, toDecimal256(sum(base), 24) / base_divisor AS quantity, "
             f"sum(amount) AS amount, sum(rows) AS rows FROM ({per_resource}) GROUP BY {grouped}, base_divisor) "
             f"GROUP BY {grouped}"
@@ -150,17 +157,17 @@ class UsageQueries:
 
     def _exact(self, read: UsageRead, truncate: str, keys: list[str]) -> list[dict[str, Any]]:
         """Usage per ``period_start`` and ``keys``, in that order: exact quantities (a
-        ``Fraction``), amounts summed, and how many rated rows each holds."""
+        ``Fraction``), exact amounts (a ``Fraction``), and how many rated rows each holds."""
         per_resource, parameters = self._per_resource(read, truncate, keys)
         names = ["period_start", *keys]
         combined: dict[tuple[Any, ...], dict[str, Any]] = {}
         for row in self._pool.query(per_resource, parameters).named_results():
             key = tuple(row[name] for name in names)
             if key not in combined:
-                combined[key] = {"quantity": Fraction(0), "amount": Decimal(0), "rated_rows": 0}
+                combined[key] = {"quantity": Fraction(0), "amount": Fraction(0), "rated_rows": 0}
             total = combined[key]
             total["quantity"] += Fraction(row["base"]) / row["base_divisor"]
-            total["amount"] += row["amount"]
+            total["amount"] += Fraction(row["amount_base_sum"]) / row["base_divisor"]
             total["rated_rows"] += row["rows"]
         return [{**dict(zip(names, key, strict=True)), **total} for key, total in sorted(combined.items())]
 
@@ -262,6 +269,7 @@ def rows_json(rows: pa.Table) -> bytes:
 
 def _csv_chunks(rows: pa.Table) -> Iterator[bytes]:
     """The hourly CSV, written by polars, handed out in chunks."""
-    text = as_text(rows).rename({"period_start": "hour"}).select(CSV_COLUMNS).write_csv().encode()
+    shown = as_text(rows).rename({"period_start": "hour"}).select(CSV_COLUMNS)
+    text = text_columns(shown, CSV_TEXT_COLUMNS).write_csv().encode()
     for at in range(0, max(len(text), 1), CSV_CHUNK_BYTES):
         yield text[at : at + CSV_CHUNK_BYTES]

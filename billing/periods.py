@@ -31,6 +31,20 @@ def check_window(start: datetime, end: datetime) -> None:
         raise InvalidRange("'from' must be before 'to'")
 
 
+MOST_BUCKETS = 10_000
+"""Buckets one usage or cost query may span (hours of a year and more, days of decades): a bigger
+ask is refused rather than left to exhaust the server."""
+BUCKET_SECONDS = {"hour": 3600, "day": 86_400, "month": 28 * 86_400}
+
+
+def check_buckets(start: datetime, end: datetime, granularity: str) -> None:
+    """A window of at most ``MOST_BUCKETS`` hours, days or months (``granularity``)."""
+    if (end - start).total_seconds() / BUCKET_SECONDS[granularity] > MOST_BUCKETS:
+        raise InvalidRange(
+            f"at most {MOST_BUCKETS} {granularity}s per query: narrow the window or widen the granularity"
+        )
+
+
 @dataclass(frozen=True, order=True)
 class Period:
     first_day: date

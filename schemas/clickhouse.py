@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from clickhouse_connect.driver.client import Client
 
 from schemas.events import LONGEST_INTERVAL_S
+from schemas.meters import Meter
 
 RAW_EVENTS = "raw_events"
 RAW_MESSAGES = "raw_messages"
@@ -42,6 +43,7 @@ DEAD_LETTERS = "dead_letters"
 API_KEYS = "api_keys"
 READ_TOKENS = "read_tokens"
 AUDIT_LOG = "audit_log"
+EVENT_IDENTITIES = "event_identities"
 MIGRATIONS = "schema_migrations"
 
 
@@ -64,9 +66,20 @@ def as_utc(value: datetime) -> datetime:
 
 ROLLUP_KEY = "customer_id, resource_id, product, meter, dimension, unit, currency, base_divisor"
 """What a rollup row is usage of, besides its hour or day: one resource's use of one meter."""
-PARTIALS = "base_sum, base_max, base_latest, latest_at, amount, rated_rows"
+PARTIALS = "base_sum, base_max, base_latest, latest_at, amount_base, rated_rows"
 """What a rollup row holds, enough to aggregate any number of them again exactly: the sum, the
-highest and the latest (with its time) base quantity, the amount, and how many rated rows."""
+highest and the latest (with its time) base quantity, the amount times the row's divisor (exact:
+divided once, where rows of one divisor are summed), and how many rated rows."""
+
+
+def _level_meters() -> str:
+    return ", ".join(f"'{meter.value}'" for meter in Meter if meter.aggregation.is_level)
+
+
+_PRICED = "toDecimal256(rated.base_quantity, 12) * rated.unit_price"
+RATED_AMOUNT_BASE = f"if(rated.meter IN ({_level_meters()}), toDecimal256(0, 24), {_PRICED})"
+"""A rated element's amount times its divisor, exactly: what the rollups sum. A level's rows are
+worth nothing until the close prices the period's figure."""
 
 
 def hours_from_events(database: str, where: str) -> str:
@@ -78,8 +91,8 @@ def hours_from_events(database: str, where: str) -> str:
             rated.base_divisor AS base_divisor, toStartOfHour(usage_start) AS event_hour,
             sum(rated.base_quantity) AS base_sum, max(rated.base_quantity) AS base_max,
             argMax(rated.base_quantity, rated.usage_start) AS base_latest, max(rated.usage_start) AS latest_at,
-            sum(rated.amount) AS amount, count() AS rated_rows, max(inserted_at) AS stored_until,
-            now64(6) AS computed_at
+            sum(rated.amount) AS amount, sum({RATED_AMOUNT_BASE}) AS amount_base, count() AS rated_rows,
+            max(inserted_at) AS stored_until, now64(6) AS computed_at
         FROM {database}.{USAGE_EVENTS} FINAL ARRAY JOIN rated
         WHERE {where}
         GROUP BY hour, event_hour, {ROLLUP_KEY}"""
@@ -89,7 +102,7 @@ def days_from_hours(database: str, where: str) -> str:
     """Rows of ``usage_by_day`` from the hour rows that ``where`` selects."""
     return f"""SELECT customer_id, toStartOfDay(hour) AS day, resource_id, product, meter, dimension, unit, currency,
             base_divisor, sum(base_sum), max(base_max), argMax(base_latest, latest_at), max(latest_at), sum(amount),
-            sum(rated_rows), max(stored_until), now64(6)
+            sum(amount_base), sum(rated_rows), max(stored_until), now64(6)
         FROM {database}.{USAGE_BY_HOUR} FINAL
         WHERE {where}
         GROUP BY day, {ROLLUP_KEY}"""
@@ -531,9 +544,92 @@ def migrations(database: str) -> list[tuple[int, str]]:
         # end bounds which can reach a window, and lets a read skip the rest.
         (37, f"ALTER TABLE {database}.{USAGE_EVENTS} ADD INDEX IF NOT EXISTS usage_end_minmax usage_end TYPE minmax"),
         (38, f"ALTER TABLE {database}.{USAGE_EVENTS} MATERIALIZE INDEX usage_end_minmax"),
-        (39, f"INSERT INTO {database}.{USAGE_BY_HOUR} {hours_from_events(database, '1')}"),
-        (40, f"INSERT INTO {database}.{USAGE_BY_DAY} {days_from_hours(database, '1')}"),
+        # released as calls of the live recount; frozen here as they ran
+        (
+            39,
+            f"""INSERT INTO {database}.{USAGE_BY_HOUR}
+            SELECT customer_id, toStartOfHour(rated.usage_start) AS hour, resource_id, rated.product AS product,
+                rated.meter AS meter, rated.dimension AS dimension, rated.unit AS unit, currency,
+                rated.base_divisor AS base_divisor, toStartOfHour(usage_start) AS event_hour,
+                sum(rated.base_quantity) AS base_sum, max(rated.base_quantity) AS base_max,
+                argMax(rated.base_quantity, rated.usage_start) AS base_latest, max(rated.usage_start) AS latest_at,
+                sum(rated.amount) AS amount, count() AS rated_rows, max(inserted_at) AS stored_until,
+                now64(6) AS computed_at
+            FROM {database}.{USAGE_EVENTS} FINAL ARRAY JOIN rated
+            GROUP BY hour, event_hour, customer_id, resource_id, product, meter, dimension, unit, currency,
+                base_divisor""",
+        ),
+        (
+            40,
+            f"""INSERT INTO {database}.{USAGE_BY_DAY}
+            SELECT customer_id, toStartOfDay(hour) AS day, resource_id, product, meter, dimension, unit, currency,
+                base_divisor, sum(base_sum), max(base_max), argMax(base_latest, latest_at), max(latest_at),
+                sum(amount), sum(rated_rows), max(stored_until), now64(6)
+            FROM {database}.{USAGE_BY_HOUR} FINAL
+            GROUP BY day, customer_id, resource_id, product, meter, dimension, unit, currency, base_divisor""",
+        ),
         (41, f"DROP VIEW IF EXISTS {database}.{USAGE_HOURLY}"),
+        # An event's identity holds in storage, across worker restarts and customers: the sink
+        # looks each event's (source, id) up here before writing it, keeps the first copy (a
+        # repeat is not written again, so its amount stays as first rated) and refuses a
+        # conflict. A key-value table, since a flush looks up thousands of random keys. Events
+        # stored before carry no digest (0): a later copy is a repeat if it is about the same
+        # customer, resource and time.
+        (42, f"ALTER TABLE {database}.{USAGE_EVENTS} ADD COLUMN IF NOT EXISTS digest UInt64 DEFAULT 0 AFTER length"),
+        (
+            43,
+            f"""CREATE TABLE IF NOT EXISTS {database}.{EVENT_IDENTITIES} (
+                identity String,
+                digest UInt64,
+                customer_id String,
+                resource_id String,
+                usage_start DateTime64(3, 'UTC')
+            ) ENGINE = EmbeddedRocksDB
+            PRIMARY KEY identity""",
+        ),
+        (
+            44,
+            f"""INSERT INTO {database}.{EVENT_IDENTITIES}
+            SELECT concat(source, char(31), id), digest, customer_id, resource_id, usage_start
+            FROM {database}.{USAGE_EVENTS} FINAL""",
+        ),
+        # Amounts exact until shown: a rollup row keeps the sum of base quantity x unit price (two
+        # finite decimals, so their product is exact), divided by the row's divisor where it is
+        # read. The rated rows' own amounts, each rounded at 12 places, summed to noise (twelve
+        # 5-minute samples of 20 GiB at 0.0002 made 0.003999999996). Levels are priced at the close.
+        (
+            45,
+            f"ALTER TABLE {database}.{USAGE_BY_HOUR} ADD COLUMN IF NOT EXISTS amount_base Decimal(76, 24) AFTER amount",
+        ),
+        (
+            46,
+            f"ALTER TABLE {database}.{USAGE_BY_DAY} ADD COLUMN IF NOT EXISTS amount_base Decimal(76, 24) AFTER amount",
+        ),
+        (
+            47,
+            f"""INSERT INTO {database}.{USAGE_BY_HOUR}
+            SELECT customer_id, toStartOfHour(rated.usage_start) AS hour, resource_id, rated.product AS product,
+                rated.meter AS meter, rated.dimension AS dimension, rated.unit AS unit, currency,
+                rated.base_divisor AS base_divisor, toStartOfHour(usage_start) AS event_hour,
+                sum(rated.base_quantity) AS base_sum, max(rated.base_quantity) AS base_max,
+                argMax(rated.base_quantity, rated.usage_start) AS base_latest, max(rated.usage_start) AS latest_at,
+                sum(rated.amount) AS amount,
+                sum(if(rated.meter IN ('xaas_peak_units', 'xaas_latest_units'), toDecimal256(0, 24),
+                    toDecimal256(rated.base_quantity, 12) * rated.unit_price)) AS amount_base,
+                count() AS rated_rows, max(inserted_at) AS stored_until, now64(6) AS computed_at
+            FROM {database}.{USAGE_EVENTS} FINAL ARRAY JOIN rated
+            GROUP BY hour, event_hour, customer_id, resource_id, product, meter, dimension, unit, currency,
+                base_divisor""",
+        ),
+        (
+            48,
+            f"""INSERT INTO {database}.{USAGE_BY_DAY}
+            SELECT customer_id, toStartOfDay(hour) AS day, resource_id, product, meter, dimension, unit, currency,
+                base_divisor, sum(base_sum), max(base_max), argMax(base_latest, latest_at), max(latest_at),
+                sum(amount), sum(amount_base), sum(rated_rows), max(stored_until), now64(6)
+            FROM {database}.{USAGE_BY_HOUR} FINAL
+            GROUP BY day, customer_id, resource_id, product, meter, dimension, unit, currency, base_divisor""",
+        ),
     ]
 
 

