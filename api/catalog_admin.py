@@ -8,7 +8,9 @@ it in memory) gets the catalog back.
 
 from __future__ import annotations
 
+import secrets
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -16,16 +18,27 @@ from typing import Any
 from billing.adapters.catalog_file import load_catalog
 from billing.adapters.clickhouse_catalog import CatalogStore
 from billing.adapters.kafka_catalog import CatalogPublisher
+from billing.backdating import earliest_effect
 from billing.catalog import Catalog
 from billing.catalog_entries import Entry, EntryKind, assemble, entries_of, parse_entry
+from billing.periods import Period
 from billing.scope import Scope
-from meterline.exceptions import Forbidden, UnknownEntry
+from meterline.exceptions import Forbidden, InvalidCatalog, PeriodIssued, UnknownEntry
 
 
 class CatalogAdmin:
-    def __init__(self, store: CatalogStore, publisher: CatalogPublisher, seed: Path) -> None:
+    def __init__(
+        self,
+        store: CatalogStore,
+        publisher: CatalogPublisher,
+        seed: Path,
+        latest_issued: Callable[[], Period | None] = lambda: None,
+    ) -> None:
+        """``latest_issued`` tells the latest month with issued invoices: a change may not
+        reach into it (``billing.backdating``)."""
         self._store = store
         self._publisher = publisher
+        self._latest_issued = latest_issued
         self._lock = threading.Lock()
         entries = store.current() or store.append(entries_of(load_catalog(seed)), datetime.now(UTC))
         self._entries = {entry.key: entry for entry in entries}
@@ -57,8 +70,26 @@ class CatalogAdmin:
         if before is not None and before.document is not None:
             self.entry(scope, kind, entry_id)
             _check_writable(scope, kind, before.document)
+        elif not scope.everything and not _own_price_list(scope, kind, entry_id):
+            # a tenant names only what it sees: an id that is free and one another tenant holds
+            # must answer alike, and usage reported for an id nobody holds yet stays the
+            # provider's until the provider assigns it (tenants create with ``create``)
+            raise UnknownEntry(f"no {kind.value} {entry_id!r} in the catalog")
         _check_writable(scope, kind, change.document or {})
         return (before if before and before.document is not None else None), self._apply(change)
+
+    def create(self, scope: Scope, kind: EntryKind, document: dict[str, Any]) -> Entry:
+        """A new customer, subscription or one-time charge under an id made here: unguessable, so
+        that it names nothing before (another tenant's entry, usage reported for an unknown id)."""
+        if kind not in CREATED:
+            raise InvalidCatalog(f"a {kind.value} is not created with a new id: PUT it under its own")
+        if "id" in document:
+            raise InvalidCatalog("the id of a new entry is made by meterline: leave 'id' out")
+        entry_id = f"{CREATED[kind]}-{secrets.token_hex(8)}"
+        change = parse_entry(kind, entry_id, {**document, "id": entry_id})
+        _check_names_seen(scope, kind, change.document or {})
+        _check_writable(scope, kind, change.document or {})
+        return self._apply(change)
 
     def delete(self, scope: Scope, kind: EntryKind, entry_id: str) -> tuple[Entry, Entry]:
         before = self.entry(scope, kind, entry_id)
@@ -67,12 +98,47 @@ class CatalogAdmin:
 
     def _apply(self, change: Entry) -> Entry:
         with self._lock:
+            before = self._entries.get(change.key)
+            self._check_not_backdated(change, before.document if before else None)
             catalog = assemble({**self._entries, change.key: change}.values())
             (stored,) = self._store.append([change], datetime.now(UTC))
             self._publisher.publish([stored])
             self._entries[stored.key] = stored
             self.catalog = catalog
             return stored
+
+    def _check_not_backdated(self, change: Entry, before: dict[str, Any] | None) -> None:
+        effect = earliest_effect(change.kind, before, change.document)
+        if effect is None:
+            return
+        issued = self._latest_issued()
+        if issued is not None and effect < issued.end:
+            raise PeriodIssued(
+                f"this change to {change.kind.value} {change.id} bills differently from "
+                f"{effect:%Y-%m-%d %H:%M} UTC, but invoices up to {issued.name} are issued and never edited: "
+                f"date it from {issued.end:%Y-%m-%d} or later"
+            )
+
+
+CREATED = {EntryKind.CUSTOMER: "c", EntryKind.SUBSCRIPTION: "sub", EntryKind.ONE_TIME_CHARGE: "otc"}
+"""What a new id is made for, and its prefix."""
+
+
+def _own_price_list(scope: Scope, kind: EntryKind, entry_id: str) -> bool:
+    """A partner's price list is keyed by the partner itself: it may start one."""
+    return kind is EntryKind.PRICE_LIST and entry_id in scope.sellers
+
+
+def _check_names_seen(scope: Scope, kind: EntryKind, document: dict[str, Any]) -> None:
+    """A new entry of a tenant names only parties it sees: any other is as if it did not exist."""
+    if scope.everything:
+        return
+    if kind is EntryKind.CUSTOMER and document.get("partner_id") not in scope.sellers:
+        raise UnknownEntry(f"no partner {document.get('partner_id')!r} in the catalog")
+    if kind in (EntryKind.SUBSCRIPTION, EntryKind.ONE_TIME_CHARGE):
+        customer_id = str(document.get("customer_id"))
+        if not scope.sees_customer(customer_id):
+            raise UnknownEntry(f"no customer {customer_id!r} in the catalog")
 
 
 def _check_writable(scope: Scope, kind: EntryKind, document: dict[str, Any]) -> None:

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
 from api.access.audit import AuditLog, note_change
 from api.access.guard import AuditReader, Authenticator, Caller, KeyManager, TokenIssuer
@@ -17,10 +17,25 @@ from api.catalog_admin import CatalogAdmin
 from billing.catalog import Catalog, Customer, Identifier, Partner
 from billing.periods import check_storable
 from meterline.exceptions import Forbidden, InvalidQuery, UnknownCustomer, UnknownEntry
+from schemas.identifiers import source_refusal
 from schemas.meters import Meter
 
 router = APIRouter(prefix="/v1", tags=["access"])
-SourcePattern = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._~:/@-]{0,254}\*?$")]
+
+
+def _normal_source_pattern(pattern: str) -> str:
+    """A source, or a prefix of sources (``vcenter-a/*``), in the one form events may name."""
+    reason = source_refusal(pattern[:-1] + "x" if pattern.endswith("*") else pattern)
+    if reason is not None:
+        raise ValueError(reason)
+    return pattern
+
+
+SourcePattern = Annotated[
+    str,
+    Field(pattern=r"^[A-Za-z0-9/][A-Za-z0-9._~:/@-]{0,254}\*?$"),
+    AfterValidator(_normal_source_pattern),
+]
 KeyId = Annotated[str, Path(pattern=r"^[0-9a-f]{12}$", description="A key's id, as listed")]
 TokenId = Annotated[str, Path(pattern=r"^[0-9a-f]{16}$", description="A read token's id, as listed")]
 
@@ -129,6 +144,8 @@ def create_key(request: Request, caller: KeyManager, wanted: KeyIn) -> NewKeyOut
     now = datetime.now(UTC)
     if wanted.expires_at is not None and (wanted.expires_at.tzinfo is None or wanted.expires_at <= now):
         raise InvalidQuery("'expires_at' must be a future time with a UTC offset")
+    if party_id and not caller.scope.sees_party(party_id):
+        raise UnknownEntry(f"no customer or partner {party_id!r}")  # as for a party that does not exist
     if not may_manage(caller.principal, caller.scope, wanted.role, party_id):
         raise Forbidden(f"a {caller.principal.role.value} key may not make {wanted.role.value} keys for this party")
     catalog = _catalog(request)

@@ -19,12 +19,12 @@ from pydantic import BaseModel
 from api.access.audit import note_change
 from api.access.guard import CatalogReader, CatalogWriter
 from api.catalog_admin import CatalogAdmin
-from billing.catalog import IDENTIFIER_PATTERN
 from billing.catalog_entries import Entry, EntryKind, assemble
 from billing.periods import check_storable
 from billing.scope import Scope
 from meterline.exceptions import InvalidQuery, UnknownEntry
 from schemas.clickhouse import as_utc
+from schemas.identifiers import IDENTIFIER_PATTERN
 
 router = APIRouter(prefix="/v1/catalog", tags=["catalog"])
 Document = Annotated[dict[str, Any], Body(description="The entry, as in the catalog YAML")]
@@ -91,11 +91,23 @@ def get_entry(request: Request, caller: CatalogReader, section: Section, entry_i
     return EntryOut.of(_admin(request).entry(caller.scope, _kind(section), entry_id))
 
 
+@router.post("/{section}", response_model=EntryOut, status_code=201)
+def create_entry(request: Request, caller: CatalogWriter, section: Section, document: Document) -> EntryOut | None:
+    """A new customer, subscription or one-time charge, under an id meterline makes (leave ``id``
+    out; the answer holds it). How a partner adds to the catalog: it may change only what it
+    sees, so a ``PUT`` of an id it does not see answers 404, taken or not."""
+    after = _admin(request).create(caller.scope, _kind(section), document)
+    note_change(request, None, after.document)
+    return EntryOut.of(after)
+
+
 @router.put("/{section}/{entry_id}", response_model=EntryOut)
 def put_entry(
     request: Request, caller: CatalogWriter, section: Section, entry_id: EntryId, document: Document
 ) -> EntryOut | None:
-    """Create or replace an entry. A price change is a plan with a later ``effective_from``."""
+    """Create (the provider) or replace an entry. A price change is a plan with a later
+    ``effective_from``. A partner replaces what it sees and starts its own price list; it
+    creates customers, subscriptions and charges with ``POST``."""
     before, after = _admin(request).put(caller.scope, _kind(section), entry_id, document)
     note_change(request, before and before.document, after.document)
     return EntryOut.of(after)

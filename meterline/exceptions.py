@@ -45,6 +45,10 @@ class IncompleteUsage(MeterlineError):
     """Messages that may carry usage of the period were sent and never stored."""
 
 
+class PeriodIssued(MeterlineError):
+    """A change that would reach into a month whose invoices are issued (a backdated price)."""
+
+
 class InvoiceStateError(MeterlineError):
     """A lifecycle step that the invoice's status forbids: issuing a void invoice, paying a draft..."""
 

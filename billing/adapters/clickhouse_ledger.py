@@ -154,6 +154,11 @@ class Ledger:
         )
         return dict(result.result_rows)
 
+    def latest_issued_period(self) -> Period | None:
+        """The latest month with an invoice that was ever issued (numbered), if any."""
+        latest = str(self._command(f"SELECT max(period) FROM {self._invoices} FINAL WHERE number != ''", {}))
+        return Period.parse(latest) if latest else None
+
     def headers(self, scope: Scope, *, period: str | None = None, buyer_id: str | None = None) -> list[InvoiceRecord]:
         """Invoice headers the scope sees (those of its buyers), of a period, of or covering a buyer."""
         conditions = ["1"]

@@ -165,11 +165,13 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/keys"): {"name": "again", "role": "customer", "party_id": "resold"},
     ("POST", "/v1/tokens"): {"party_id": "resold"},
     ("PUT", "/v1/catalog/{section}/{entry_id}"): None,  # the entry as it is
+    ("POST", "/v1/catalog/{section}"): {"name": "New Co", "partner_id": "south"},  # another partner's customer
 }
 CHANGES_OWN_STATE = {
     ("DELETE", "/v1/keys/{key_id}"),  # would revoke the key the test calls with
     ("DELETE", "/v1/tokens/{token_id}"),  # would revoke the token another principal calls with
     ("DELETE", "/v1/catalog/{section}/{entry_id}"),
+    ("POST", "/v1/catalog/{section}"),  # creates: a tenant's own creation is tested on its own
     ("POST", "/v1/invoices/{invoice_id}/issue"),
     ("POST", "/v1/invoices/{invoice_id}/pay"),
     ("POST", "/v1/invoices/{invoice_id}/void"),

@@ -65,3 +65,59 @@ def test_catalog_changes_that_contradict_the_catalog_are_refused_with_the_reason
     assert added.status_code == 200
     customers = {c["id"] for c in billing.http.get("/v1/catalog", timeout=30).json()["customers"]}
     assert customers == {"direct", "resold", "newco"}
+
+
+def test_a_partner_adds_customers_under_new_ids_and_names_nothing_it_does_not_see(billing: System):
+    """A partner's PUT of an id it does not see answers the same whether the id is free, held by
+    another tenant, or has usage no one was assigned (which stays the provider's); it creates
+    under ids meterline makes."""
+    north = billing.client(
+        billing.http.post("/v1/keys", json={"name": "n", "role": "partner", "party_id": "north"}).json()["key"]
+    )
+    push(billing, [vm_sample("vm-9", customer_id="unassigned", at=BEFORE)])
+    wait_for(lambda: billing.usage("unassigned")["rows"], what="usage of a customer no one holds")
+    claims = {
+        customer: north.put(
+            f"/v1/catalog/customers/{customer}", json={"id": customer, "name": "Mine", "partner_id": "north"}
+        )
+        for customer in ("direct", "brand-new", "unassigned")
+    }
+    assert {answer.status_code for answer in claims.values()} == {404}
+    assert len({answer.json()["detail"].replace(customer, "?") for customer, answer in claims.items()}) == 1
+    assert north.get("/v1/customers/unassigned/usage").status_code == 404, "still the provider's"
+
+    with_id = north.post("/v1/catalog/customers", json={"id": "chosen", "name": "Mine", "partner_id": "north"})
+    assert with_id.status_code == 422 and "leave 'id' out" in with_id.json()["detail"]
+    elsewhere = north.post("/v1/catalog/customers", json={"name": "Theirs", "partner_id": "nobody"})
+    assert elsewhere.status_code == 404
+    made = north.post("/v1/catalog/customers", json={"name": "New Client", "partner_id": "north"})
+    assert made.status_code == 201, made.text
+    new_id = made.json()["id"]
+    assert new_id.startswith("c-") and len(new_id) == 18
+    assert north.get(f"/v1/customers/{new_id}/usage").json()["rows"] == []
+    subscription = {"customer_id": new_id, "product_id": "support", "start": "2026-10-01"}
+    assert north.post("/v1/catalog/subscriptions", json=subscription).status_code == 201
+    renamed = north.put(f"/v1/catalog/customers/{new_id}", json={**made.json()["document"], "name": "Renamed"})
+    assert renamed.status_code == 200 and renamed.json()["version"] == 2
+
+
+def test_a_price_change_may_not_reach_into_a_month_already_issued(billing: System):
+    """Stored amounts are rated once and issued invoices never change: a plan dated inside
+    issued October would re-price it. November on is open."""
+    push(billing, [vm_sample("vm-1", customer_id="direct", at=BEFORE)])
+    wait_for(lambda: billing.usage("direct")["rows"], what="October's usage")
+    assert billing.http.post("/v1/periods/2026-10/close", timeout=60).status_code == 200
+    assert billing.http.post("/v1/periods/2026-10/issue", timeout=60).status_code == 200
+    document = billing.http.get("/v1/catalog/price_lists/acme", timeout=30).json()["document"]
+
+    def with_plan_from(effective_from: str) -> dict[str, object]:
+        plan = {"meter": "vcpu_hours", "model": "per_unit", "unit_price": "9.99", "effective_from": effective_from}
+        return {**document, "plans": [*document["plans"], plan]}
+
+    backdated = billing.http.put("/v1/catalog/price_lists/acme", json=with_plan_from("2026-10-20T00:00:00Z"))
+    assert backdated.status_code == 409, backdated.text
+    assert backdated.json()["type"] == "urn:meterline:problem:period-issued"
+    assert "2026-11-01" in backdated.json()["detail"]
+    assert billing.http.get("/v1/catalog/price_lists/acme").json()["version"] == 1, "nothing was written"
+    dated_after = billing.http.put("/v1/catalog/price_lists/acme", json=with_plan_from("2026-11-01T00:00:00Z"))
+    assert dated_after.status_code == 200

@@ -45,7 +45,12 @@ def test_a_key_works_until_it_is_revoked_or_expires_and_its_secret_is_shown_once
     north = api.client(north_key)
     assert north.get("/v1/customers/resold/usage").status_code == 200
     assert north.post("/v1/keys", json={"name": "x", "role": "admin"}).status_code == 403
-    assert north.post("/v1/keys", json={"name": "x", "role": "customer", "party_id": "direct"}).status_code == 403
+    another_tenants = north.post("/v1/keys", json={"name": "x", "role": "customer", "party_id": "direct"})
+    nobodys = north.post("/v1/keys", json={"name": "x", "role": "customer", "party_id": "no-such-party"})
+    assert another_tenants.status_code == nobodys.status_code == 404, "another tenant's party is as if it did not exist"
+    assert another_tenants.json()["detail"].replace("direct", "?") == nobodys.json()["detail"].replace(
+        "no-such-party", "?"
+    )
     resold = north.post("/v1/keys", json={"name": "resold app", "role": "customer", "party_id": "resold"})
     assert resold.status_code == 201, "a partner makes keys for its customers"
 
