@@ -8,16 +8,17 @@ Usage is priced by the rule of ``Catalog.find_plan`` at the usage's time: the pe
 usage is cut at every instant a plan changes, each part is priced by the plan in force then, and
 the usage one plan prices (several dimensions under a plan for all of them, several customers on
 a partner's invoice) is totalled, so that its allowance, tiers, packages and commitment apply
-once to that total. Every line is rounded once to the currency; discount and tax are computed
-on the rounded lines.
+once to that total. A plan's commitment is owed, with or without usage, for the days the rule
+chooses the plan at 00:00 UTC, prorated to the day. Every line is rounded once to the currency;
+discount and tax are computed on the rounded lines.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime
+from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from fractions import Fraction
@@ -207,9 +208,7 @@ def _customer_invoice(catalog: Catalog, period: Period, customer: Customer, usag
     seller = catalog.seller_of(customer)
     lines = _fee_lines(catalog, period, seller.id, catalog.subscriptions_of.get(customer.id, []))
     lines += _one_time_lines(period, catalog.one_time_charges_of.get(customer.id, []))
-    lines += _usage_lines(
-        catalog, usage, lambda total: catalog.plan_for(customer, total.meter, total.dimension, total.start)
-    )
+    lines += _usage_lines(catalog, period, customer, usage)
     return Invoice(
         invoice_id=invoice_id_for(period, seller.id, customer.id),
         period=period,
@@ -237,9 +236,7 @@ def _partner_invoice(
         if charge.supplier is Supplier.PROVIDER
     ]
     lines = _merge_alike(_fee_lines(catalog, period, provider, subscriptions)) + _one_time_lines(period, supplied)
-    lines += _usage_lines(
-        catalog, usage, lambda total: catalog.plan_for(None, total.meter, total.dimension, total.start)
-    )
+    lines += _usage_lines(catalog, period, None, usage)
     return Invoice(
         invoice_id=invoice_id_for(period, provider, partner.id),
         period=period,
@@ -269,11 +266,13 @@ def _fee_lines(
     lines = []
     products = {product.id: product.name for product in catalog.products}
     for subscription in sorted(subscriptions, key=lambda s: (s.product_id, s.id)):
+        days = period.days_active(subscription.start, subscription.end)
+        if not days:
+            continue  # not running in the period: nothing to bill, so no fee to look up
         fee = catalog.fee_for(seller_id, subscription.product_id, period.start)
         name = products[subscription.product_id]
         quantity = Decimal(subscription.quantity)
-        days = period.days_active(subscription.start, subscription.end)
-        if fee.interval is Interval.MONTH and days:
+        if fee.interval is Interval.MONTH:
             amount = round_money(
                 period.prorate(fee.amount * quantity, subscription.start, subscription.end), catalog.currency
             )
@@ -281,7 +280,7 @@ def _fee_lines(
             lines.append(
                 InvoiceLine(LineKind.RECURRING, f"{name} (monthly{note})", quantity, "subscription", fee.amount, amount)
             )
-        elif fee.interval is Interval.YEAR and days and subscription.start.month == period.first_day.month:
+        elif fee.interval is Interval.YEAR and subscription.start.month == period.first_day.month:
             amount = round_money(fee.amount * quantity, catalog.currency)
             lines.append(
                 InvoiceLine(LineKind.RECURRING, f"{name} (yearly)", quantity, "subscription", fee.amount, amount)
@@ -306,51 +305,94 @@ def _merge_alike(lines: list[InvoiceLine]) -> list[InvoiceLine]:
     return list(merged.values())
 
 
+@dataclass(frozen=True)
+class _PlanUse:
+    """What one plan bills on an invoice: the usage it priced, and the days of the period its
+    commitment is owed for."""
+
+    plan: PricePlan
+    totals: list[UsageTotal]
+    days: list[date]
+
+    def order(self) -> tuple[str, str, datetime]:
+        if self.totals:
+            return self.plan.meter.value, min(t.dimension for t in self.totals), min(t.start for t in self.totals)
+        return self.plan.meter.value, self.plan.dimension, _midnight(self.days[0])
+
+
 def _usage_lines(
-    catalog: Catalog, usage: Iterable[UsageTotal], plan_of: Callable[[UsageTotal], PricePlan]
+    catalog: Catalog, period: Period, buyer: Customer | None, usage: Iterable[UsageTotal]
 ) -> list[InvoiceLine]:
-    """The lines of each plan that priced some of the usage, applied once to what it priced."""
+    """The lines of each plan that priced some of the usage, applied once to what it priced, and
+    the top-up of each commitment in force without usage. ``buyer`` is whose plans the pricing
+    rule consults: a customer, or None for a partner at the provider's list."""
     priced: dict[int, tuple[PricePlan, list[UsageTotal]]] = {}
     for total in usage:
         if total.quantity:
-            plan = plan_of(total)
+            plan = catalog.plan_for(buyer, total.meter, total.dimension, total.start)
             priced.setdefault(id(plan), (plan, []))[1].append(total)
-    lines = []
-    for plan, totals in sorted(priced.values(), key=lambda item: _order(item[0], item[1])):
-        quantity = sum((total.quantity for total in totals), Fraction(0))
-        scopes = _scopes(totals)
-        name = _usage_name(catalog, plan, scopes)
-        for charge in plan.charges(quantity, catalog.currency):
-            lines.append(
-                InvoiceLine(
-                    LineKind.USAGE,
-                    f"{name}: {charge.description}" if charge.description else name,
-                    shown_quantity(charge.quantity),
-                    totals[0].unit if charge.unit is None else charge.unit,
-                    charge.unit_price,
-                    charge.amount,
-                    plan.meter.value,
-                    plan.dimension,
-                    scopes=scopes,
-                )
-            )
-    return lines
+    uses = [_PlanUse(plan, totals, _days_owed(catalog, period, buyer, plan)) for plan, totals in priced.values()]
+    uses += [
+        _PlanUse(plan, [], days)
+        for plan in catalog.candidate_plans(buyer)
+        if id(plan) not in priced and (days := _days_owed(catalog, period, buyer, plan))
+    ]
+    return [line for use in sorted(uses, key=_PlanUse.order) for line in _plan_lines(catalog, period, use)]
 
 
-def _order(plan: PricePlan, totals: list[UsageTotal]) -> tuple[str, str, datetime]:
-    return plan.meter.value, min(total.dimension for total in totals), min(total.start for total in totals)
+def _plan_lines(catalog: Catalog, period: Period, use: _PlanUse) -> list[InvoiceLine]:
+    """A plan's charges on the usage it priced or, without usage, its commitment's top-up alone
+    (no zero-quantity line), scoped to the days it was in force: a drill-down with no usage."""
+    share_in_force = Fraction(len(use.days), period.days)
+    if use.totals:
+        quantity = sum((total.quantity for total in use.totals), Fraction(0))
+        charges = use.plan.charges(quantity, catalog.currency, share_in_force)
+        scopes = _scopes((total.dimension, total.start, total.end) for total in use.totals)
+    else:
+        charges = use.plan.top_up(ZERO, catalog.currency, share_in_force)
+        scopes = _scopes((use.plan.dimension, _midnight(day), _midnight(day + timedelta(days=1))) for day in use.days)
+    name = _usage_name(catalog, use.plan, scopes)
+    return [
+        InvoiceLine(
+            LineKind.USAGE,
+            f"{name}: {charge.description}" if charge.description else name,
+            shown_quantity(charge.quantity),
+            use.totals[0].unit if charge.unit is None else charge.unit,
+            charge.unit_price,
+            charge.amount,
+            use.plan.meter.value,
+            use.plan.dimension,
+            scopes=scopes,
+        )
+        for charge in charges
+    ]
 
 
-def _scopes(totals: list[UsageTotal]) -> tuple[UsageScope, ...]:
-    """Each dimension's time spans, adjacent parts joined (a partner's customers share them)."""
-    spans: dict[str, list[tuple[datetime, datetime]]] = defaultdict(list)
-    for total in sorted(totals, key=lambda t: (t.dimension, t.start)):
-        joined = spans[total.dimension]
-        if joined and joined[-1][1] >= total.start:
-            joined[-1] = (joined[-1][0], max(joined[-1][1], total.end))
+def _days_owed(catalog: Catalog, period: Period, buyer: Customer | None, plan: PricePlan) -> list[date]:
+    """The days of the period a plan's commitment is owed for (none without one): those at whose
+    00:00 UTC the pricing rule chooses it for its own meter and dimension, so a plan taking effect
+    at noon owns the next day on."""
+    if not plan.minimum_amount:
+        return []
+    days = (period.first_day + timedelta(days=n) for n in range(period.days))
+    return [day for day in days if catalog.find_plan(buyer, plan.meter.value, plan.dimension, _midnight(day)) is plan]
+
+
+def _midnight(day: date) -> datetime:
+    return datetime.combine(day, time(), UTC)
+
+
+def _scopes(spans: Iterable[tuple[str, datetime, datetime]]) -> tuple[UsageScope, ...]:
+    """Each dimension's ``(dimension, start, end)`` spans, adjacent ones joined (a partner's
+    customers share them)."""
+    joined: dict[str, list[tuple[datetime, datetime]]] = defaultdict(list)
+    for dimension, start, end in sorted(spans):
+        parts = joined[dimension]
+        if parts and parts[-1][1] >= start:
+            parts[-1] = (parts[-1][0], max(parts[-1][1], end))
         else:
-            joined.append((total.start, total.end))
-    return tuple(UsageScope(dimension, start, end) for dimension, parts in spans.items() for start, end in parts)
+            parts.append((start, end))
+    return tuple(UsageScope(dimension, start, end) for dimension, parts in joined.items() for start, end in parts)
 
 
 def _usage_name(catalog: Catalog, plan: PricePlan, scopes: tuple[UsageScope, ...]) -> str:

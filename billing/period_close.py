@@ -6,6 +6,9 @@ close bills the period again under a new id (``…~2``), to be issued with a new
 that reaches an already issued invoice's period (up to three months back) is billed as an
 adjustment line on the party's next invoice.
 
+Only a month that can be billed is closed on demand (``check_billable``): not one after the
+current month, nor one that ends before the catalog's first billable day.
+
 A close at ``now`` bills the events stored by then (the caller reads ``now`` from the sink's
 ``InsertClock``, so nothing stamped earlier is still being written); the drill-down of each
 invoice shows exactly those events, and whatever is stored later is late usage.
@@ -16,7 +19,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Protocol
 
@@ -36,7 +39,7 @@ from billing.price_plans import ZERO
 from billing.pricing import PriceChange, price_changes
 from billing.records import InvoiceRecord
 from billing.scope import EVERYTHING, Scope
-from meterline.exceptions import IncompleteUsage
+from meterline.exceptions import IncompleteUsage, InvalidRange
 
 
 class Ledger(Protocol):
@@ -75,6 +78,33 @@ class CloseResult:
     """Invoices left as they were because they are already issued, paid or void."""
     unbilled_customers: list[str]
     """Customers with rated usage but no catalog entry: their usage waits, it is not dropped."""
+
+
+def check_billable(catalog: Catalog, period: Period, today: date) -> None:
+    """Refuse a close asked for a month that cannot be billed, before anything is drafted.
+
+    A month after ``today``'s has nothing to bill yet, and its drafts would show customers
+    invoices for the future (the current month may be closed, as a preview); a month that ends
+    before the catalog's first billable day (the earliest subscription start or one-time charge)
+    has nothing to bill ever. The scheduler closes only past months and does not ask."""
+    current = Period.containing(today)
+    if period > current:
+        raise InvalidRange(
+            f"period {period.name} has not begun: months up to the current one ({current.name}, "
+            "as a preview) can be closed"
+        )
+    first = first_billable_day(catalog)
+    if first is not None and period.end_day <= first:
+        raise InvalidRange(
+            f"period {period.name} ends before the catalog's first billable day, {first.isoformat()} "
+            "(its earliest subscription start or one-time charge): there is nothing to bill"
+        )
+
+
+def first_billable_day(catalog: Catalog) -> date | None:
+    """The earliest subscription start or one-time charge day; None if the catalog has neither."""
+    days = [s.start for s in catalog.subscriptions] + [charge.day for charge in catalog.one_time_charges]
+    return min(days, default=None)
 
 
 def close_period(

@@ -3,8 +3,9 @@
 The stream rates every usage row at once with a plan's ``unit_price_for_rating`` (through
 ``pipeline.rating``), so money is visible within seconds. The invoice applies ``charges`` once
 to the exact total of the usage the plan priced in the period (see ``billing.invoices``): tiers,
-packages, allowances and commitments depend on that total. Quantities are ``Fraction``s, exact
-sums of what samples contributed; each charge is rounded once, to the currency.
+packages, allowances and commitments depend on that total, and a commitment is owed for the days
+the plan is in force, with or without usage. Quantities are ``Fraction``s, exact sums of what
+samples contributed; each charge is rounded once, to the currency.
 """
 
 from __future__ import annotations
@@ -71,11 +72,12 @@ class _Plan(BaseModel):
     minimum_amount: NonNegative = ZERO
     """Committed spend per period: a shortfall is invoiced as a top-up line."""
 
-    def charges(self, quantity: Fraction, currency: str) -> list[Charge]:
+    def charges(self, quantity: Fraction, currency: str, share_in_force: Fraction = Fraction(1)) -> list[Charge]:
         """The period's charges for an exact ``quantity``, allowance first and commitment last.
 
-        The commitment tops up what the other charges bill once rounded, so that a customer
-        below it pays exactly ``minimum_amount``."""
+        ``share_in_force`` is the part of the period the plan was in force (its days over the
+        period's), so the part of ``minimum_amount`` owed; the commitment tops up what the other
+        charges bill once rounded, so that a customer below it pays exactly what is owed."""
         free = min(quantity, self._free) if self.free_quantity else Fraction(0)
         steps = [Charge("included allowance", free, ZERO, ZERO)] if free else []
         steps += [
@@ -83,10 +85,13 @@ class _Plan(BaseModel):
             for description, billed, unit_price, unit in self._priced(quantity - free)
             if billed or not free
         ]
-        shortfall = self.minimum_amount - sum((step.amount for step in steps), ZERO)
-        if shortfall > 0:
-            steps.append(Charge(TOP_UP, Fraction(1), shortfall, shortfall, unit=""))
-        return steps
+        return steps + self.top_up(sum((step.amount for step in steps), ZERO), currency, share_in_force)
+
+    def top_up(self, billed: Decimal, currency: str, share_in_force: Fraction) -> list[Charge]:
+        """The commitment's shortfall: ``minimum_amount`` x ``share_in_force``, exact, less what
+        the plan's other charges ``billed`` (already rounded), rounded once; none unless positive."""
+        shortfall = round_money(_exact(self.minimum_amount) * share_in_force - Fraction(billed), currency)
+        return [Charge(TOP_UP, Fraction(1), shortfall, shortfall, unit="")] if shortfall > 0 else []
 
     @cached_property
     def _free(self) -> Fraction:

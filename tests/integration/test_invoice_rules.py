@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from billing.periods import Period
 from meterline.brokers import Broker
 from tests.factories import FROM, catalog_document, vm_sample, xaas_usage
 from tests.integration.harness import System, system_with_catalog, wait_for
@@ -86,6 +87,21 @@ def per_unit(meter: str, dimension: str, unit_price: str, effective_from: str = 
 @pytest.fixture
 def rules(broker: Broker, tmp_path: Path) -> Iterator[System]:
     running = system_with_catalog(broker, tmp_path, rules_catalog())
+    yield running.start_all()
+    running.stop_all()
+
+
+@pytest.fixture
+def committed(broker: Broker, tmp_path: Path) -> Iterator[System]:
+    """The test catalog, plus vDC CPU at the provider's list (0.012) and, for the direct customer,
+    its own plan from 11 October (0.010) committing 50.00 a month."""
+    document = catalog_document()
+    vdc = {"meter": "vdc_cpu_ghz_hours", "model": "per_unit"}
+    document["price_lists"][0]["plans"].append({**vdc, "unit_price": "0.012", "effective_from": FROM})
+    document["customers"][0]["plans"] = [
+        {**vdc, "unit_price": "0.010", "minimum_amount": "50.00", "effective_from": "2026-10-11T00:00:00Z"}
+    ]
+    running = system_with_catalog(broker, tmp_path, document)
     yield running.start_all()
     running.stop_all()
 
@@ -201,6 +217,55 @@ def test_a_month_that_has_not_ended_can_be_previewed_but_not_issued(rules: Syste
     whole = rules.http.post(f"/v1/periods/{this_month}/issue", timeout=30)
     assert whole.status_code == 409
     assert invoice(rules, f"{this_month}.acme.direct")["status"] == "draft"
+
+
+def test_only_months_that_can_be_billed_are_closed(rules: System):
+    """The catalog's first billable day is 2025-01-01 (the resold customer's subscription starts
+    then): December 2019 ends before it, so it has nothing to bill. Next month and December 2298
+    have not begun. Each close is refused with a problem detail and writes no draft; the current
+    month still closes, as a preview: three drafts for the support fees running this month
+    (direct's, resold's from north, and north's from the provider)."""
+    this_month = Period.containing(datetime.now(UTC).date())
+    refusals = [
+        ("2019-12", "ends before the catalog's first billable day, 2025-01-01"),
+        (this_month.next().name, "has not begun"),
+        ("2298-12", "has not begun"),
+    ]
+    for name, reason in refusals:
+        refused = rules.http.post(f"/v1/periods/{name}/close", timeout=30)
+        assert refused.status_code == 422, refused.text
+        assert refused.headers["content-type"].startswith("application/problem+json")
+        problem = refused.json()
+        assert problem["type"] == "urn:meterline:problem:invalid-range" and reason in problem["detail"], problem
+    assert get(rules, "/v1/invoices").json() == [], "no draft for any refused month"
+
+    preview = post(rules, f"/v1/periods/{this_month.name}/close")
+    assert preview["drafted"] == 3
+    listed = get(rules, "/v1/invoices").json()
+    assert {(i["period"], i["status"]) for i in listed} == {(this_month.name, "draft")}
+
+
+def test_a_commitment_without_usage_is_billed_for_its_days_with_an_empty_drill_down(committed: System):
+    """Direct's commitment takes effect on 11 October: 21 days of 31, 50.00 x 21/31 = 33.870...
+    -> 33.87, a top-up alone since no vDC usage arrived. With the old one-time charge of 1.00:
+    subtotal 34.87, 10 % off 3.49 (3.487), net 31.38, VAT 20 % 6.28 (6.276), total 37.66. The
+    top-up's drill-down selects the vDC CPU usage of its days, of which there is none."""
+    post(committed, "/v1/periods/2026-10/close")
+    direct = invoice(committed, "2026-10.acme.direct")
+    (line,) = [line for line in direct["lines"] if line["meter"] == "vdc_cpu_ghz_hours"]
+    assert line["description"] == (
+        "Virtual datacenter CPU, 2026-10-11 00:00 to 2026-11-01 00:00 UTC: minimum commitment top-up"
+    )
+    assert (line["quantity"], line["amount"]) == ("1", "33.87")
+    assert (direct["subtotal"], direct["discount"], direct["total"]) == ("34.87", "3.49", "37.66")
+    drill = get(committed, line["usage_url"]).json()
+    assert (drill["meter"], drill["dimension"], drill["quantity"], drill["rows"]) == (
+        "vdc_cpu_ghz_hours",
+        "*",
+        "0",
+        [],
+    )
+    assert get(committed, f"/v1/invoices/2026-10.acme.direct/lines/{line['line_no']}/events").text == ""
 
 
 def test_an_issued_line_drills_down_to_what_it_billed_while_usage_keeps_arriving(rules: System):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
@@ -12,9 +13,10 @@ import pytest
 from billing.adapters.catalog_file import load_catalog
 from billing.catalog import Catalog
 from billing.invoices import Invoice, UsageTotal, build_invoices
+from billing.period_close import check_billable
 from billing.periods import Period
 from billing.pricing import price_book
-from meterline.exceptions import InvalidCatalog
+from meterline.exceptions import InvalidCatalog, InvalidRange
 from tests.factories import catalog_document
 
 NOVEMBER = Period.parse("2026-11")
@@ -80,6 +82,41 @@ def test_the_partner_is_invoiced_by_the_provider_at_provider_prices_less_its_dis
 def test_a_party_with_nothing_to_bill_gets_no_invoice():
     quiet = build_invoices(catalog(subscriptions=[], one_time_charges=[]), NOVEMBER, USAGE[2:])
     assert {invoice.buyer_id for invoice in quiet} == {"resold", "north"}
+
+
+def test_a_subscription_not_running_in_the_period_looks_up_no_fee():
+    """December 2019 is before both subscriptions start (2025-01-01 and 2026-11-10) and before
+    the support fee's first price (2020-01-01): nothing is billed, and no missing fee is reported."""
+    assert build_invoices(catalog(), Period.parse("2019-12"), []) == []
+
+
+TODAY = date(2026, 12, 4)
+
+
+@pytest.mark.parametrize("name", ["2025-01", "2026-11", "2026-12"])
+def test_a_month_from_the_first_billable_day_to_the_current_one_may_be_closed(name):
+    """The test catalog's first billable day is 2025-01-01 (subscription s2); on 4 December 2026
+    the current month is December, closed as a preview."""
+    check_billable(catalog(), Period.parse(name), TODAY)
+
+
+@pytest.mark.parametrize(
+    ("name", "reason"),
+    [
+        ("2019-12", "ends before the catalog's first billable day, 2025-01-01"),
+        ("2024-12", "ends before the catalog's first billable day, 2025-01-01"),
+        ("2027-01", "has not begun"),
+        ("2298-12", "has not begun"),
+    ],
+)
+def test_a_month_before_the_first_billable_day_or_after_the_current_one_is_refused(name, reason):
+    """December 2024 ends on 2025-01-01 (its last day is the 31st): nothing of it can be billed."""
+    with pytest.raises(InvalidRange, match=reason):
+        check_billable(catalog(), Period.parse(name), TODAY)
+
+
+def test_a_catalog_without_subscriptions_or_charges_has_no_first_billable_day():
+    check_billable(catalog(subscriptions=[], one_time_charges=[]), Period.parse("1970-01"), TODAY)
 
 
 @pytest.mark.parametrize(

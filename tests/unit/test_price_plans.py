@@ -12,7 +12,7 @@ from pydantic import TypeAdapter, ValidationError
 from api.period_scheduler import period_due
 from billing.money import TaxRate, round_money
 from billing.periods import Period
-from billing.price_plans import PricePlan, plan_in_force
+from billing.price_plans import TOP_UP, PricePlan, plan_in_force
 from meterline.exceptions import InvalidCatalog, InvalidQuery
 
 FROM = "2026-01-01T00:00:00Z"
@@ -74,6 +74,21 @@ def test_a_commitment_tops_up_the_lines_as_billed_so_the_customer_pays_exactly_t
     charges = amounts(committed, "1.125")
     assert charges == [("", Fraction("1.125"), Decimal("1.13")), ("minimum commitment top-up", 1, Decimal("18.87"))]
     assert sum(charge[2] for charge in charges) == Decimal("20.00")
+
+
+def test_a_commitment_is_owed_for_the_share_of_the_period_its_plan_was_in_force():
+    """Committed 50.00 at 0.012, in force 20 days of 30: 50.00 x 20/30 = 33.333... owed.
+    1000 x 0.012 = 12.00 -> top-up 33.333... - 12.00 = 21.333... -> 21.33; 3000 x 0.012 = 36.00
+    -> no top-up; nothing billed at all -> 33.33. In yen, 5000 x 20/30 = 3333.333... -> 3333."""
+    committed = plan(model="per_unit", unit_price="0.012", minimum_amount="50.00")
+    twenty_of_thirty = Fraction(20, 30)
+    below = committed.charges(Fraction(1000), "EUR", twenty_of_thirty)
+    assert [(c.description, c.amount) for c in below] == [("", Decimal("12.00")), (TOP_UP, Decimal("21.33"))]
+    assert len(committed.charges(Fraction(3000), "EUR", twenty_of_thirty)) == 1
+    assert [c.amount for c in committed.top_up(Decimal(0), "EUR", twenty_of_thirty)] == [Decimal("33.33")]
+    in_yen = plan(model="per_unit", unit_price="1.5", minimum_amount="5000")
+    assert [c.amount for c in in_yen.top_up(Decimal(0), "JPY", twenty_of_thirty)] == [Decimal(3333)]
+    assert committed.top_up(Decimal(0), "EUR", Fraction(0)) == [], "no day in force: nothing owed"
 
 
 FIVE_MINUTES_OF_TWO_VCPU = Fraction(2 * 300, 3600)
