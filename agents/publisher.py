@@ -48,6 +48,11 @@ CLIENT_FENCED = {
     KafkaError.INVALID_PRODUCER_EPOCH,
 }
 """Errors after which an idempotent producer never delivers again."""
+CLIENT_STUCK = {KafkaError._MSG_TIMED_OUT}
+"""A batch not delivered within ``message.timeout.ms``. After a broker restarted without its state,
+an idempotent client can wait for a producer id it never gets and time out every batch while
+the broker answers again: a new client delivers them, and replacing one while the broker is
+really away costs nothing."""
 
 
 @dataclass(frozen=True)
@@ -164,7 +169,7 @@ class SpooledPublisher:
     def _replace_client(self) -> None:
         """A new client for one that cannot go on: an idempotent producer is fenced for good by
         a broker that restarted without its state. What it had in flight is sent again."""
-        log.warning("the Kafka client failed for good; replacing it")
+        log.warning("the Kafka client failed for good or timed out its batches; replacing it")
         self._client_failed = False
         self._generation += 1
         self._producer = Producer(self._config)
@@ -219,7 +224,7 @@ class SpooledPublisher:
                 self._delivered[seq] = Delivered(message.partition() or 0, time.monotonic())
                 return
             self._undelivered.append(error)
-            self._client_failed |= error.fatal() or error.code() in CLIENT_FENCED
+            self._client_failed |= error.fatal() or error.code() in CLIENT_FENCED | CLIENT_STUCK
             self._must_replay = True
 
 

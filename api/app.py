@@ -19,7 +19,6 @@ from starlette.concurrency import run_in_threadpool
 from api import (
     routes_access,
     routes_catalog,
-    routes_clickhouse,
     routes_completeness,
     routes_dashboards,
     routes_dead_letters,
@@ -48,8 +47,6 @@ from sinks.clickhouse import ClickHouseSink, ClientPool, InsertClock, connect
 from sinks.consumer import SinkConsumer
 
 log = logging.getLogger(__name__)
-SQL_CLIENTS = 4
-"""Queries Grafana may run at once through ``/clickhouse/``: the usage API keeps the rest."""
 
 
 def create_app(settings: Settings, *, run_sink: bool = True) -> FastAPI:
@@ -61,11 +58,15 @@ def create_app(settings: Settings, *, run_sink: bool = True) -> FastAPI:
         app.state.queries = UsageQueries(app.state.query_pool, settings.clickhouse_database)
         app.state.dashboards = Dashboards(app.state.query_pool, settings.clickhouse_database)
         app.state.settings = settings
-        app.state.sql_pool = ClientPool(another_client, SQL_CLIENTS)
         app.state.intake = EventIntake(settings)
         app.state.catalog_store = CatalogStore(another_client(), settings.clickhouse_database)
-        app.state.catalog_admin = CatalogAdmin(app.state.catalog_store, CatalogPublisher(settings), settings.catalog)
         app.state.ledger = Ledger(another_client(), settings.clickhouse_database)
+        app.state.catalog_admin = CatalogAdmin(
+            app.state.catalog_store,
+            CatalogPublisher(settings),
+            settings.catalog,
+            app.state.ledger.latest_issued_period,
+        )
         app.state.period_usage = PeriodUsage(another_client(), settings.clickhouse_database)
         app.state.completeness = Completeness(another_client(), settings.clickhouse_database)
         app.state.dead_letters = routes_dead_letters.DeadLetters(another_client(), settings.clickhouse_database)
@@ -77,6 +78,7 @@ def create_app(settings: Settings, *, run_sink: bool = True) -> FastAPI:
         app.state.late_usage_months = settings.late_usage_months
         sink = ClickHouseSink(another_client(), settings, app.state.insert_clock)
         consumer = SinkConsumer(settings, sink) if run_sink else None
+        app.state.sink_consumer = consumer
         app.state.sink_thread = _start_sink(consumer) if consumer else None
         closer = (
             asyncio.create_task(
@@ -134,7 +136,6 @@ def create_app(settings: Settings, *, run_sink: bool = True) -> FastAPI:
         routes_invoices,
     ):
         app.include_router(guarded.router, responses=GUARDED_RESPONSES)
-    app.include_router(routes_clickhouse.router, responses=GUARDED_RESPONSES)
     app.include_router(routes_ops.router)
     return app
 

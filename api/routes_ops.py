@@ -24,6 +24,8 @@ def readyz(request: Request) -> JSONResponse:
     sink = request.app.state.sink_thread
     if sink is not None and not sink.is_alive():
         return JSONResponse({"status": "sink stopped"}, status_code=503)
+    if request.app.state.sink_consumer is not None and request.app.state.sink_consumer.stalled:
+        return JSONResponse({"status": "sink stalled: messages wait and it makes no progress"}, status_code=503)
     if not request.app.state.query_client.ping():
         return JSONResponse({"status": "clickhouse unreachable"}, status_code=503)
     if not request.app.state.intake.broker_reachable():

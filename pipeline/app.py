@@ -11,6 +11,9 @@ topic and follow its changes.
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
 from collections.abc import AsyncIterator, Iterable, Mapping
 
 import faust
@@ -19,6 +22,7 @@ from faust.types import TP
 from billing.adapters.kafka_catalog import CatalogFeed
 from billing.pricing import price_book
 from meterline.settings import Settings
+from meterline.stalls import CHECK_EVERY_S, GroupWatch
 from pipeline import metrics
 from pipeline.dedup import RecentEvents
 from pipeline.processing import handled_messages, process_batch
@@ -27,6 +31,9 @@ from schemas import receipts
 from schemas.records import USAGE_EVENT_SCHEMA, encode_frame
 
 LAG_REFRESH_S = 2.0
+EXIT_STALLED = 75
+"""EX_TEMPFAIL: stopped to be started again."""
+log = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings) -> faust.App:
@@ -71,6 +78,16 @@ def create_app(settings: Settings) -> faust.App:
         for tp, unread in unread_messages(assigned, monitor.tp_end_offsets, monitor.tp_read_offsets).items():
             metrics.CONSUMER_LAG.labels(str(tp.partition)).set(unread)
 
+    watch = GroupWatch(settings, app_id, [topics.events], "worker")
+
+    @app.timer(interval=CHECK_EVERY_S)  # type: ignore[untyped-decorator]  # faust.App.timer is untyped
+    async def notice_a_stall() -> None:
+        # reading the broker blocks: off the event loop
+        stuck = await asyncio.get_running_loop().run_in_executor(None, watch.check)
+        mine = {(tp.topic, tp.partition) for tp in app.consumer.assignment()}
+        if stuck and (not mine or stuck & mine):
+            exit_stalled(stuck, watch)
+
     @app.agent(events)
     async def rate_usage(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         # take_events, not take: the headers number each message (faust's StreamT does not declare it)
@@ -100,6 +117,20 @@ def create_app(settings: Settings) -> faust.App:
             yield None
 
     return app
+
+
+def exit_stalled(stuck: set[tuple[str, int]], watch: GroupWatch) -> None:
+    """Exit at once, to be started again by the supervisor (``make run``'s, or the cluster's): a
+    Faust worker that lost its way after a broker restart does not find it back in place. What
+    it had not committed is handled again by whoever takes its partitions, and stored once."""
+    log.error(
+        "the worker made no progress on %d partitions with messages waiting (%s); exiting to be restarted",
+        len(stuck),
+        watch.describe(stuck),
+    )
+    watch.recovered()
+    logging.shutdown()
+    os._exit(EXIT_STALLED)
 
 
 def unread_messages(

@@ -13,6 +13,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 from meterline.exceptions import MeterlineError
 from meterline.kafka_config import client_logging, consumer_config, producer_config
 from meterline.settings import Settings
+from meterline.stalls import GroupWatch
 from schemas import receipts
 from sinks import metrics
 from sinks.base import Sink
@@ -96,25 +97,22 @@ class SinkConsumer:
         self._sink = sink
         self._topics = sink.topics
         self._stop = threading.Event()
-        self._consumer = Consumer(
-            {
-                **consumer_config(settings, f"{settings.consumer_group}-sink"),
-                # a member that died without leaving holds its partitions this long: keep it short
-                "session.timeout.ms": SESSION_TIMEOUT_MS,
-                "heartbeat.interval.ms": SESSION_TIMEOUT_MS // 5,
-                "fetch.max.bytes": 64 * 1024 * 1024,
-                "max.partition.fetch.bytes": 16 * 1024 * 1024,
-            }
-        )
+        self._group = f"{settings.consumer_group}-sink"
+        self._consumer = self._joined()
         self._announcer = ReceiptAnnouncer(settings)
+        self._watch = GroupWatch(settings, self._group, self._topics, "sink")
         self._last_flush = time.monotonic()
         self._last_lag = 0.0
+
+    @property
+    def stalled(self) -> bool:
+        """Partitions of its inputs have had messages waiting, and no progress, for too long."""
+        return bool(self._watch.stuck)
 
     def stop(self) -> None:
         self._stop.set()
 
     def run(self) -> None:
-        self._consumer.subscribe(self._topics, on_revoke=self._on_revoke)
         try:
             while not self._stop.is_set():
                 self.poll_once()
@@ -124,6 +122,7 @@ class SinkConsumer:
                 log.warning("stopping with stored messages not announced or committed: they will be (%s)", error)
         finally:
             self._consumer.close()
+            self._watch.close()
 
     def poll_once(self) -> None:
         for message in self._consumer.consume(num_messages=CONSUME_MESSAGES, timeout=0.05):
@@ -134,6 +133,41 @@ class SinkConsumer:
             self._flush_and_commit()
         if time.monotonic() - self._last_lag >= LAG_REFRESH_S:
             self._refresh_lag()
+        stuck = self._watch.check()
+        if stuck and (not self._consumer.assignment() or stuck & _partitions(self._consumer.assignment())):
+            self._rejoin(stuck)
+
+    def _joined(self) -> Consumer:
+        consumer = Consumer(
+            {
+                **consumer_config(self._settings, self._group),
+                # a member that died without leaving holds its partitions this long: keep it short
+                "session.timeout.ms": SESSION_TIMEOUT_MS,
+                "heartbeat.interval.ms": SESSION_TIMEOUT_MS // 5,
+                "fetch.max.bytes": 64 * 1024 * 1024,
+                "max.partition.fetch.bytes": 16 * 1024 * 1024,
+            }
+        )
+        consumer.subscribe(self._topics, on_revoke=self._on_revoke)
+        return consumer
+
+    def _rejoin(self, stuck: set[tuple[str, int]]) -> None:
+        """Write what is buffered, then leave the group and join it again with a new client, which
+        resumes from the committed offsets (what is written again is stored once)."""
+        log.error(
+            "the sink made no progress on %d partitions with messages waiting (%s); joining its group again",
+            len(stuck),
+            self._watch.describe(stuck),
+        )
+        try:
+            self._flush_and_commit()
+        finally:
+            old, self._consumer = self._consumer, self._joined()
+            try:
+                old.close()
+            except (KafkaException, RuntimeError) as error:
+                log.warning("the stuck client did not close cleanly: %s", error)
+            self._watch.recovered()
 
     def _flush_and_commit(
         self, stopping: threading.Event | None = None, announce_within_s: float | None = None
@@ -145,12 +179,23 @@ class SinkConsumer:
             result = self._sink.flush()
             if result.handled:
                 self._announcer.announce(result.handled, stopping or self._stop, announce_within_s)
-            self._consumer.commit(asynchronous=False)
+            self._commit()
         metrics.ROWS_WRITTEN.labels("raw_messages").inc(result.raw_messages)
         metrics.ROWS_WRITTEN.labels("usage_events").inc(result.usage_events)
         metrics.ROWS_WRITTEN.labels("rated_usage").inc(result.rated_rows)
         for seconds in result.freshness_s:
             metrics.FRESHNESS_SECONDS.observe(seconds)
+
+    def _commit(self) -> None:
+        """Commit what was written. A commit the group refuses (its member was forgotten, as by a
+        broker that restarted) leaves those messages to be delivered again: written again, they
+        are stored once, so the sink goes on."""
+        try:
+            self._consumer.commit(asynchronous=False)
+        except KafkaException as error:
+            if error.args[0].fatal():
+                raise
+            log.warning("the group did not take the sink's commit (%s); those messages come again", error.args[0])
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._flush_and_commit()
@@ -175,6 +220,10 @@ class SinkConsumer:
             raise KafkaException(error)
         log.warning("sink consumer: %s", error)
         return True
+
+
+def _partitions(assigned: list[TopicPartition]) -> set[tuple[str, int]]:
+    return {(str(p.topic), int(p.partition)) for p in assigned}
 
 
 def flush_due(sink: Sink, seconds_since_flush: float, settings: Settings) -> bool:

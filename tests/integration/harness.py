@@ -9,9 +9,11 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -72,6 +74,9 @@ class System:
     data_dir: Path
     overrides: dict[str, str] = field(default_factory=dict)
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+    commands: dict[str, tuple[list[str], dict[str, str]]] = field(default_factory=dict)
+    restarts: list[tuple[str, int]] = field(default_factory=list)
+    """(process, exit status) of each restart ``supervised`` made."""
 
     def __post_init__(self) -> None:
         tag = uuid.uuid4().hex[:10]
@@ -121,10 +126,15 @@ class System:
             os.environ.clear()
             os.environ.update(saved)
 
-    def start(self, name: str, *argv: str) -> subprocess.Popen[bytes]:
+    def start(self, name: str, *argv: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+        self.commands[name] = (list(argv), env or {})
         log = (self.data_dir / f"{name}.log").open("ab")
         process = subprocess.Popen(
-            [sys.executable, *argv], cwd=ROOT, env={**os.environ, **self.env}, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, *argv],
+            cwd=ROOT,
+            env={**os.environ, **self.env, **(env or {})},
+            stdout=log,
+            stderr=subprocess.STDOUT,
         )
         self.processes[name] = process
         return process
@@ -138,12 +148,35 @@ class System:
         CatalogPublisher(self.settings).publish(entries_of(load_catalog(self.settings.catalog)))
 
     def start_worker(self, name: str = "worker") -> None:
-        self.start(name, "-m", "pipeline.worker")
+        """The first worker serves its metrics on the system's port, any other on one of its own."""
+        port = self.env["METERLINE_WORKER_METRICS_PORT"] if name == "worker" else str(free_port())
+        self.start(name, "-m", "pipeline.worker", env={"METERLINE_WORKER_METRICS_PORT": port})
 
     def start_all(self) -> System:
         self.start_api()
         self.start_worker()
         return self
+
+    @contextmanager
+    def supervised(self) -> Iterator[None]:
+        """Start again any process that exits, as ``make run``'s supervisor (or a cluster) does."""
+        stop = threading.Event()
+
+        def watch() -> None:
+            while not stop.wait(0.5):
+                for name, process in list(self.processes.items()):
+                    if process.poll() is not None and self.processes.get(name) is process:
+                        self.restarts.append((name, process.returncode))
+                        argv, env = self.commands[name]
+                        self.start(name, *argv, env=env)
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            watcher.join()
 
     def kill(self, name: str) -> None:
         process = self.processes.pop(name)
