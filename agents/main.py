@@ -18,6 +18,7 @@ from agents.spool import Spool
 from meterline.settings import Settings
 from schemas.events import Event, encode_batch
 
+REPORT_EVERY_S = 60.0
 log = logging.getLogger("meterline.agent")
 MAX_EVENTS_PER_MESSAGE = 500
 
@@ -86,6 +87,7 @@ def run(
     else:
         at = midnight + (now - midnight) // timedelta(seconds=interval_s) * timedelta(seconds=interval_s)
     started, done = time.monotonic(), 0
+    report = TickReport()
     while not stopping and (ticks is None or done < ticks):
         at += timedelta(seconds=interval_s)
         due = started + (done + 1) * interval_s / speed
@@ -93,10 +95,30 @@ def run(
             publisher.pump(0.1)
         if stopping:
             break
-        sent = publish_samples(publisher, collector, at)
+        waiting = publisher.backlog  # of earlier ticks: this one's batches are about to be spooled
+        report.tick(at, publish_samples(publisher, collector, at), waiting)
         done += 1
-        log.info("tick %s: %d samples; %d batches await acknowledgement", at.isoformat(), sent, publisher.backlog)
     publisher.drain(10)
+
+
+class TickReport:
+    """What the agent says about its ticks: a line a minute at most (an accelerated replay ticks
+    twice a second), and a warning when earlier ticks' batches are still not taken."""
+
+    def __init__(self, every_s: float = REPORT_EVERY_S) -> None:
+        self._every_s = every_s
+        self._reported = time.monotonic()
+        self._ticks = self._samples = 0
+
+    def tick(self, at: datetime, samples: int, waiting: int) -> None:
+        self._ticks += 1
+        self._samples += samples
+        if time.monotonic() - self._reported < self._every_s:
+            return
+        log.info("sampled %d times up to %s: %d samples", self._ticks, at.isoformat(), self._samples)
+        if waiting:
+            log.warning("%d batches of earlier ticks are not acknowledged yet: kept in the spool", waiting)
+        self._reported, self._ticks, self._samples = time.monotonic(), 0, 0
 
 
 def main() -> None:

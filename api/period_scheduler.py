@@ -55,7 +55,14 @@ async def close_periods_when_due(
                     result = await run_in_threadpool(
                         close_period, ledger, usage, current_catalog(), period, clock.now(), lookback_periods, missing
                     )
-                    log.info("closed %s: %d draft invoices", period.name, result.drafted)
+                    log.info(
+                        "closed %s on its own, %.0f h after it ended (METERLINE_AUTO_CLOSE, METERLINE_CLOSE_GRACE_H): "
+                        "%d draft invoices, none issued; GET /v1/invoices?period=%s lists them",
+                        period.name,
+                        grace.total_seconds() / 3600,
+                        result.drafted,
+                        period.name,
+                    )
                 done.add(period.name)
             except Exception:
                 metrics.PERIOD_CLOSE_FAILURES.inc()

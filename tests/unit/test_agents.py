@@ -168,3 +168,23 @@ def test_a_batch_left_by_an_older_agent_is_still_replayed(tmp_path):
     assert spool.append(b"k", b"next").seq == 8
     spool.ack(7)
     assert [b.seq for b in spool.pending()] == [8]
+
+
+def test_the_agent_reports_its_ticks_a_line_at_a_time_and_warns_of_batches_left_waiting(caplog):
+    from agents.main import TickReport
+
+    at = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
+    quiet = TickReport(every_s=3600)
+    with caplog.at_level("INFO", logger="meterline.agent"):
+        for n in range(10):
+            quiet.tick(at + timedelta(minutes=5 * n), 100, waiting=0)
+    assert not caplog.records, "an accelerated replay ticks twice a second: no line per tick"
+
+    chatty = TickReport(every_s=0)
+    with caplog.at_level("INFO", logger="meterline.agent"):
+        chatty.tick(at, 100, waiting=0)
+        chatty.tick(at, 100, waiting=22)
+    lines = [record.getMessage() for record in caplog.records]
+    assert lines[0].startswith("sampled 1 times up to 2026-11-02T10:00:00+00:00: 100 samples")
+    assert [line for line in lines if "22 batches of earlier ticks" in line]
+    assert len(lines) == 3, "no warning while every earlier batch was taken"
