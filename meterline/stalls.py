@@ -5,9 +5,11 @@ group forgot that does not rejoin, a position past the end of a log that came ba
 embedded broker keeps topics in memory), a fetch that never returns. Kafka does not restart its
 clients, so each consumer watches itself: per partition of its inputs, the group's committed
 offset against the log's end, read from the broker on the side. A partition with messages
-waiting (or committed past its end: the log was lost) whose committed offset has not moved for
-``stall_after_s`` is stuck; the consumer then rejoins, or exits to be restarted, and says so
-in its health answer and ``meterline_consumer_stalled``.
+waiting whose committed offset has not moved for ``stall_after_s`` is stuck, and so at once is
+one committed past its log's end (the broker lost the log: a restarted embedded broker answers a
+fetch past the end with nothing, where Kafka answers an error that resets the client). The
+consumer then rejoins, or exits to be restarted, and says so in its health answer and
+``meterline_consumer_stalled``.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from meterline.settings import Settings
 log = logging.getLogger(__name__)
 STALL_AFTER_S = 60.0
 """Longer than a rejoin after a broker restart takes (a session timeout, 10 s, and a rebalance)."""
+REJOIN_GRACE_S = 30.0
+"""After a consumer rejoined, how long it has to join and commit before it is judged again."""
 CHECK_EVERY_S = 5.0
 
 STALLED = Gauge(
@@ -59,11 +63,13 @@ class StuckPartitions:
         for partition, (low, high) in ends.items():
             offset = committed.get(partition, -1)
             at = offset if offset >= 0 else low
-            waiting = at != high  # behind its end, or past it: the log was lost
-            if not waiting or self._committed.get(partition) != at:
+            if at > high:  # committed past the log's end: the broker lost the log, nothing will come
+                stuck.add(partition)
+                continue
+            if at == high or self._committed.get(partition) != at:
                 self._since[partition] = now
             self._committed[partition] = at
-            if waiting and now - self._since.get(partition, now) >= self.stall_after_s:
+            if at != high and now - self._since.get(partition, now) >= self.stall_after_s:
                 stuck.add(partition)
         return stuck
 
@@ -81,7 +87,7 @@ class GroupWatch:
         self._topics = list(topics)
         self._client = Consumer(consumer_config(settings, group))
         self._stuck = StuckPartitions()
-        self._checked = 0.0
+        self._checked = self._grace_until = 0.0
         self._ends: dict[Partition, tuple[int, int]] = {}
         self._committed: dict[Partition, int] = {}
         self.stuck: set[Partition] = set()
@@ -90,7 +96,7 @@ class GroupWatch:
         """The stuck partitions, read again if ``CHECK_EVERY_S`` has passed (else as last read).
         A broker that does not answer tells nothing: a consumer waiting for it is not stuck."""
         now = clock()
-        if now - self._checked < CHECK_EVERY_S:
+        if now - self._checked < CHECK_EVERY_S or now < self._grace_until:
             return self.stuck
         self._checked = now
         try:
@@ -114,7 +120,8 @@ class GroupWatch:
     def recovered(self) -> None:
         """The consumer rejoined: count it, and give it a new allowance."""
         RECOVERIES.labels(self.name).inc()
-        self._stuck.restart(time.monotonic())
+        self._grace_until = time.monotonic() + REJOIN_GRACE_S
+        self._stuck.restart(self._grace_until)
         self.stuck = set()
         STALLED.labels(self.name).set(0)
 
@@ -122,6 +129,8 @@ class GroupWatch:
         self._client.close()
 
     def _read(self) -> tuple[dict[Partition, tuple[int, int]], dict[Partition, int]]:
+        """Committed offsets first, then the logs' ends: read the other way round, a commit made in
+        between could look past the end."""
         partitions = []
         metadata = self._client.list_topics(timeout=2)
         for topic in self._topics:
@@ -129,8 +138,17 @@ class GroupWatch:
             if described is None or described.error is not None:
                 continue
             partitions += [TopicPartition(topic, number) for number in described.partitions]
+        committed = {(p.topic, p.partition): p.offset for p in self._client.committed(partitions, timeout=2)}
         ends = {
             (p.topic, p.partition): self._client.get_watermark_offsets(p, timeout=2, cached=False) for p in partitions
         }
-        committed = {(p.topic, p.partition): p.offset for p in self._client.committed(partitions, timeout=2)}
         return ends, committed
+
+    def lost_logs(self) -> dict[Partition, int]:
+        """Of the stuck partitions, those committed past their log's end, with where the new log
+        starts: what a member of the group commits before it restarts."""
+        return {
+            partition: self._ends[partition][0]
+            for partition in self.stuck
+            if partition in self._ends and self._committed.get(partition, -1) > self._ends[partition][1]
+        }

@@ -86,6 +86,11 @@ def create_app(settings: Settings) -> faust.App:
         stuck = await asyncio.get_running_loop().run_in_executor(None, watch.check)
         mine = {(tp.topic, tp.partition) for tp in app.consumer.assignment()}
         if stuck and (not mine or stuck & mine):
+            lost = {TP(*partition): start for partition, start in watch.lost_logs().items() if partition in mine}
+            if lost:
+                # committed past the end of a log the broker lost: as a member of the group (no
+                # other client may commit for it), start it again where the new log starts
+                await app.consumer._commit(lost)  # type: ignore[attr-defined]  # faust's commit of given offsets
             exit_stalled(stuck, watch)
 
     @app.agent(events)

@@ -148,29 +148,31 @@ class SinkConsumer:
                 "max.partition.fetch.bytes": 16 * 1024 * 1024,
             }
         )
-        consumer.subscribe(self._topics, on_revoke=self._on_revoke)
+        consumer.subscribe(self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
         return consumer
 
     def _rejoin(self, stuck: set[tuple[str, int]]) -> None:
         """Write what is buffered, then leave the group and join it again with a new client, which
-        resumes from the committed offsets (what is written again is stored once)."""
+        resumes from the committed offsets (what is written again is stored once). Nothing is
+        committed on the way out: the stuck client's positions may lie past the end of a log the
+        broker lost, and committing them would hide the new log's first messages."""
         log.error(
             "the sink made no progress on %d partitions with messages waiting (%s); joining its group again",
             len(stuck),
             self._watch.describe(stuck),
         )
         try:
-            self._flush_and_commit()
+            self._flush_and_commit(commit=False)
         finally:
-            old, self._consumer = self._consumer, self._joined()
-            try:
-                old.close()
+            try:  # leave first: a member joining beside the stuck one waits on it to rejoin
+                self._consumer.close()
             except (KafkaException, RuntimeError) as error:
                 log.warning("the stuck client did not close cleanly: %s", error)
+            self._consumer = self._joined()
             self._watch.recovered()
 
     def _flush_and_commit(
-        self, stopping: threading.Event | None = None, announce_within_s: float | None = None
+        self, stopping: threading.Event | None = None, announce_within_s: float | None = None, commit: bool = True
     ) -> None:
         self._last_flush = time.monotonic()
         if not self._sink.buffered_rows:
@@ -179,7 +181,8 @@ class SinkConsumer:
             result = self._sink.flush()
             if result.handled:
                 self._announcer.announce(result.handled, stopping or self._stop, announce_within_s)
-            self._commit()
+            if commit:
+                self._commit()
         metrics.ROWS_WRITTEN.labels("raw_messages").inc(result.raw_messages)
         metrics.ROWS_WRITTEN.labels("usage_events").inc(result.usage_events)
         metrics.ROWS_WRITTEN.labels("rated_usage").inc(result.rated_rows)
@@ -196,6 +199,38 @@ class SinkConsumer:
             if error.args[0].fatal():
                 raise
             log.warning("the group did not take the sink's commit (%s); those messages come again", error.args[0])
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """Start a partition whose committed offset lies past its log's end from the log's
+        beginning: the broker lost the log it was committed in (a restarted embedded broker keeps
+        none, and answers a fetch past the end with nothing rather than an error)."""
+        try:
+            committed = consumer.committed(partitions, timeout=5)
+        except KafkaException as error:
+            log.warning("could not read the committed offsets of new partitions: %s", error)
+            return
+        lost: list[TopicPartition] = []
+        for partition in committed:
+            if partition.offset < 0:
+                continue
+            low, high = consumer.get_watermark_offsets(partition, timeout=5, cached=False)
+            if partition.offset > high:
+                log.warning(
+                    "%s[%d] was committed at %d but its log ends at %d: the broker lost it; reading from %d",
+                    partition.topic,
+                    partition.partition,
+                    partition.offset,
+                    high,
+                    low,
+                )
+                partition.offset = low
+                lost.append(partition)
+        consumer.assign(committed)
+        if lost:  # so that the group, and whoever reads it, no longer points past the end
+            try:
+                consumer.commit(offsets=lost, asynchronous=False)
+            except KafkaException as error:
+                log.warning("could not commit the new logs' starts (%s); reading from them all the same", error)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._flush_and_commit()
