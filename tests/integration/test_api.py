@@ -89,6 +89,17 @@ def test_hostile_input_gets_a_4xx_with_a_reason_and_nothing_of_it_is_stored(runn
     assert quoted.status_code == 422
     far_page = running.http.get("/v1/invoices/2026-10.acme.c/lines/1/events", params={"offset": 2**40}, timeout=10)
     assert far_page.status_code == 422
+    not_utf8 = running.http.post(events, content=encode_batch([vm_sample("vm-\u00e9")]).replace(b"\xc3\xa9", b"\xe9"))
+    assert not_utf8.status_code == 400 and "not UTF-8" in not_utf8.json()["detail"], "it answered 500"
+    named_badly = [
+        vm_sample("vm-crlf", customer_id="cust-1\r\n"),
+        vm_sample("vm-nul", customer_id="cust-1\u0000"),
+        vm_sample("vm-up", customer_id="../cust-1"),
+        vm_sample("vm-wide", customer_id="cust-\uff11"),
+    ]
+    refused = running.http.post(events, content=encode_batch(named_badly), timeout=30)
+    assert refused.status_code == 422 and refused.json()["rejected_count"] == 4, "each was stored and rated"
+    assert {r["reason"].split(":")[0] for r in refused.json()["rejected"]} == {"data.customer_id"}
     assert running.http.post(events, content=encode_batch([vm_sample("vm-ok")]), timeout=30).status_code == 202
     rows = wait_for(lambda: running.usage("cust-1")["rows"], what="the one valid sample")
     assert sum(row["rated_rows"] for row in rows) == 4, "the valid sample's four meters, and nothing refused"

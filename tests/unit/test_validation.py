@@ -129,3 +129,65 @@ def test_json_nested_deeper_than_any_event_is_refused_not_crashed_on(depth):
     for body in (b"[" * depth + b"]" * depth, b"[" + b'{"a":' * depth + b"1" + b"}" * depth + b"]"):
         (rejection,) = split_message(body).rejected
         assert rejection.reason == "payload nests JSON deeper than any event does"
+
+
+@pytest.mark.parametrize(
+    ("mutate", "reason"),
+    [
+        (
+            lambda e: e["data"].update(customer_id="cust-00001\r\n"),
+            "data.customer_id: 'cust-00001\\r\\n' is not an identifier",
+        ),
+        (
+            lambda e: e["data"].update(customer_id="cust-00001\u0000"),
+            "data.customer_id: 'cust-00001\\x00' is not an identifier",
+        ),
+        (
+            lambda e: e["data"].update(customer_id="../cust-00001"),
+            "data.customer_id: '../cust-00001' is not an identifier",
+        ),
+        (
+            lambda e: e["data"].update(customer_id="cust-0000\uff11"),
+            "data.customer_id: 'cust-0000１' is not an identifier",
+        ),
+        (
+            lambda e: e.update(source="backup/../sim://hv-001"),
+            "source: 'backup/../sim://hv-001' is not a source in its normal form",
+        ),
+        (lambda e: e.update(source="backup//x"), "source: 'backup//x' is not a source in its normal form"),
+        (lambda e: e.update(source="backup/\u2024/x"), "source: 'backup/․/x' is not a source"),
+        (
+            lambda e: e["data"].update(resource_id="vm-1\u202egnp.exe"),
+            "data.resource_id: holds the control or formatting character U+202E",
+        ),
+        (lambda e: e["data"].update(resource_id=" vm-1"), "data.resource_id: starts or ends with white space"),
+        (
+            lambda e: e["data"].update(resource_name="line\nbreak"),
+            "data: holds the control or formatting character U+000A",
+        ),
+    ],
+)
+def test_what_names_a_customer_a_source_or_a_resource_is_refused_unless_written_one_way(mutate, reason):
+    """Each of these was accepted, stored and rated, and then no query could name it, or it
+    passed for a source its key was not bound to."""
+    good, bad = vm_sample("vm-good"), vm_sample("vm-bad")
+    mutate(bad)
+    checked = split_message(encode_batch([good, bad]))
+    assert [event.id for event in checked.events] == [good["id"]]
+    (rejection,) = checked.rejected
+    assert rejection.reason.startswith(reason), rejection.reason
+    assert rejection.index == 1
+
+
+def test_sources_in_their_one_written_form_pass():
+    for source in ("libvirt://hv-07", "sim://hv-001", "backup/nightly", "/sensors/tn-1234567", "urn:x:y@z"):
+        event = vm_sample()
+        event["source"] = source
+        assert split_message(encode_batch([event])).rejected == [], source
+
+
+def test_a_message_that_is_not_utf8_is_refused_whole_with_the_reason():
+    payload = encode_batch([vm_sample()]).replace(b"vm-1", b"vm-\xff")
+    checked = split_message(payload)
+    assert checked.events == []
+    assert checked.rejected[0].reason.startswith("payload is not UTF-8, as JSON must be")
