@@ -19,7 +19,7 @@ from pathlib import Path
 
 import httpx
 
-from meterline.brokers import Broker, TansuBroker, ensure_topics, wait_until_ready
+from meterline.brokers import Broker, TansuBroker, die_with_parent, ensure_topics, wait_until_ready
 from meterline.settings import Settings
 
 log = logging.getLogger("meterline.run")
@@ -38,7 +38,8 @@ class Child:
     process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
-        self.process = subprocess.Popen(self.argv, env={**os.environ, **self.env})
+        # dies with the supervisor, however that ends (kill -9 included): nothing left running
+        self.process = subprocess.Popen(self.argv, env={**os.environ, **self.env}, preexec_fn=die_with_parent)
 
     def terminate(self) -> None:
         if self.process and self.process.poll() is None:

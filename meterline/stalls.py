@@ -1,15 +1,22 @@
 """Notice a consumer that stops while messages wait for it, instead of waiting forever.
 
 A broker that restarts under running clients can leave one that never resumes: a member the
-group forgot that does not rejoin, a position past the end of a log that came back empty (the
-embedded broker keeps topics in memory), a fetch that never returns. Kafka does not restart its
-clients, so each consumer watches itself: per partition of its inputs, the group's committed
-offset against the log's end, read from the broker on the side. A partition with messages
-waiting whose committed offset has not moved for ``stall_after_s`` is stuck, and so at once is
-one committed past its log's end (the broker lost the log: a restarted embedded broker answers a
-fetch past the end with nothing, where Kafka answers an error that resets the client). The
-consumer then rejoins, or exits to be restarted, and says so in its health answer and
-``meterline_consumer_stalled``.
+group forgot that does not rejoin, a fetch that never returns, a position past the end of a log
+that came back empty. Kafka does not restart its clients, so each consumer watches itself:
+
+- stuck: per partition of its inputs, the group's committed offset against the log's end (read
+  on the side, with a client of its own). A partition with messages waiting whose committed
+  offset has not moved for ``stall_after_s`` is stuck; the consumer rejoins its group, or exits
+  to be restarted, and says so in its health answer and ``meterline_consumer_stalled``.
+- past the end: a consumer whose position (or committed offset) lies past the end its own
+  fetches report reads a log the broker lost (the embedded broker keeps topics in memory, and
+  answers a fetch past the end with nothing where Kafka answers an error that resets the
+  client): it starts that partition again from the new log's beginning.
+
+The end compared with committed offsets comes from the broker's offset listing, which the
+embedded broker answers with the start of its last record batch: it may be below the true end
+(never above), so a partition is judged waiting only when the listing is past the committed
+offset, and "past the end" is judged only against the end a fetch reported.
 """
 
 from __future__ import annotations
@@ -36,7 +43,9 @@ STALLED = Gauge(
     "meterline_consumer_stalled", "1 while a consumer has partitions stuck with messages waiting", ["consumer"]
 )
 RECOVERIES = Counter(
-    "meterline_consumer_stall_recoveries_total", "Times a stuck consumer rejoined its group or exited", ["consumer"]
+    "meterline_consumer_stall_recoveries_total",
+    "Times a consumer rejoined, exited or read a lost log again to get going",
+    ["consumer"],
 )
 
 Partition = tuple[str, int]
@@ -63,19 +72,24 @@ class StuckPartitions:
         for partition, (low, high) in ends.items():
             offset = committed.get(partition, -1)
             at = offset if offset >= 0 else low
-            if at > high:  # committed past the log's end: the broker lost the log, nothing will come
-                stuck.add(partition)
-                continue
-            if at == high or self._committed.get(partition) != at:
+            waiting = high > at
+            if not waiting or self._committed.get(partition) != at:
                 self._since[partition] = now
             self._committed[partition] = at
-            if at != high and now - self._since.get(partition, now) >= self.stall_after_s:
+            if waiting and now - self._since.get(partition, now) >= self.stall_after_s:
                 stuck.add(partition)
         return stuck
 
     def restart(self, now: float) -> None:
         """A rejoin or restart gives every partition a new allowance."""
         self._since = dict.fromkeys(self._since, now)
+
+
+def past_the_end(position: int | None, committed: int | None, fetched_end: int | None) -> bool:
+    """Whether a consumer reads past the end of its partition's log: its position (or, before it
+    has one, the offset committed for it) beyond the end its last fetch reported."""
+    at = position if position is not None and position >= 0 else committed
+    return at is not None and at >= 0 and fetched_end is not None and fetched_end >= 0 and at > fetched_end
 
 
 class GroupWatch:
@@ -118,7 +132,7 @@ class GroupWatch:
         )
 
     def recovered(self) -> None:
-        """The consumer rejoined: count it, and give it a new allowance."""
+        """The consumer rejoined: count it, and give it time to join before judging it again."""
         RECOVERIES.labels(self.name).inc()
         self._grace_until = time.monotonic() + REJOIN_GRACE_S
         self._stuck.restart(self._grace_until)
@@ -143,12 +157,3 @@ class GroupWatch:
             (p.topic, p.partition): self._client.get_watermark_offsets(p, timeout=2, cached=False) for p in partitions
         }
         return ends, committed
-
-    def lost_logs(self) -> dict[Partition, int]:
-        """Of the stuck partitions, those committed past their log's end, with where the new log
-        starts: what a member of the group commits before it restarts."""
-        return {
-            partition: self._ends[partition][0]
-            for partition in self.stuck
-            if partition in self._ends and self._committed.get(partition, -1) > self._ends[partition][1]
-        }

@@ -22,7 +22,7 @@ from faust.types import TP
 from billing.adapters.kafka_catalog import CatalogFeed
 from billing.pricing import price_book
 from meterline.settings import Settings
-from meterline.stalls import CHECK_EVERY_S, GroupWatch
+from meterline.stalls import CHECK_EVERY_S, GroupWatch, past_the_end
 from pipeline import metrics
 from pipeline.dedup import RecentEvents
 from pipeline.processing import handled_messages, process_batch
@@ -82,16 +82,20 @@ def create_app(settings: Settings) -> faust.App:
 
     @app.timer(interval=CHECK_EVERY_S)  # type: ignore[untyped-decorator]  # faust.App.timer is untyped
     async def notice_a_stall() -> None:
+        assigned = [tp for tp in app.consumer.assignment() if tp.topic == topics.events]
+        lost = [
+            tp for tp in assigned if past_the_end(await app.consumer.position(tp), None, app.consumer.highwater(tp))
+        ]
+        if lost:
+            # reading past the end of a log the broker lost: as a member of the group (no other
+            # client may commit for it), commit the new log's start, and start again from it
+            await app.consumer._commit(dict.fromkeys(lost, 0))  # type: ignore[attr-defined]  # faust's own commit
+            exit_stalled(f"reads past the end of {', '.join(f'{tp.topic}[{tp.partition}]' for tp in lost)}", watch)
         # reading the broker blocks: off the event loop
         stuck = await asyncio.get_running_loop().run_in_executor(None, watch.check)
-        mine = {(tp.topic, tp.partition) for tp in app.consumer.assignment()}
+        mine = {(tp.topic, tp.partition) for tp in assigned}
         if stuck and (not mine or stuck & mine):
-            lost = {TP(*partition): start for partition, start in watch.lost_logs().items() if partition in mine}
-            if lost:
-                # committed past the end of a log the broker lost: as a member of the group (no
-                # other client may commit for it), start it again where the new log starts
-                await app.consumer._commit(lost)  # type: ignore[attr-defined]  # faust's commit of given offsets
-            exit_stalled(stuck, watch)
+            exit_stalled(f"made no progress with messages waiting on {watch.describe(stuck)}", watch)
 
     @app.agent(events)
     async def rate_usage(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
@@ -124,15 +128,11 @@ def create_app(settings: Settings) -> faust.App:
     return app
 
 
-def exit_stalled(stuck: set[tuple[str, int]], watch: GroupWatch) -> None:
+def exit_stalled(why: str, watch: GroupWatch) -> None:
     """Exit at once, to be started again by the supervisor (``make run``'s, or the cluster's): a
     Faust worker that lost its way after a broker restart does not find it back in place. What
     it had not committed is handled again by whoever takes its partitions, and stored once."""
-    log.error(
-        "the worker made no progress on %d partitions with messages waiting (%s); exiting to be restarted",
-        len(stuck),
-        watch.describe(stuck),
-    )
+    log.error("the worker %s; exiting to be restarted", why)
     watch.recovered()
     logging.shutdown()
     os._exit(EXIT_STALLED)

@@ -8,12 +8,12 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from meterline.exceptions import MeterlineError
 from meterline.kafka_config import client_logging, consumer_config, producer_config
 from meterline.settings import Settings
-from meterline.stalls import GroupWatch
+from meterline.stalls import CHECK_EVERY_S, RECOVERIES, GroupWatch, past_the_end
 from schemas import receipts
 from sinks import metrics
 from sinks.base import Sink
@@ -102,7 +102,7 @@ class SinkConsumer:
         self._announcer = ReceiptAnnouncer(settings)
         self._watch = GroupWatch(settings, self._group, self._topics, "sink")
         self._last_flush = time.monotonic()
-        self._last_lag = 0.0
+        self._last_lag = self._last_check = 0.0
 
     @property
     def stalled(self) -> bool:
@@ -133,6 +133,9 @@ class SinkConsumer:
             self._flush_and_commit()
         if time.monotonic() - self._last_lag >= LAG_REFRESH_S:
             self._refresh_lag()
+        if time.monotonic() - self._last_check >= CHECK_EVERY_S:
+            self._last_check = time.monotonic()
+            self._restart_lost_logs()
         stuck = self._watch.check()
         if stuck and (not self._consumer.assignment() or stuck & _partitions(self._consumer.assignment())):
             self._rejoin(stuck)
@@ -148,7 +151,7 @@ class SinkConsumer:
                 "max.partition.fetch.bytes": 16 * 1024 * 1024,
             }
         )
-        consumer.subscribe(self._topics, on_assign=self._on_assign, on_revoke=self._on_revoke)
+        consumer.subscribe(self._topics, on_revoke=self._on_revoke)
         return consumer
 
     def _rejoin(self, stuck: set[tuple[str, int]]) -> None:
@@ -200,37 +203,30 @@ class SinkConsumer:
                 raise
             log.warning("the group did not take the sink's commit (%s); those messages come again", error.args[0])
 
-    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """Start a partition whose committed offset lies past its log's end from the log's
-        beginning: the broker lost the log it was committed in (a restarted embedded broker keeps
-        none, and answers a fetch past the end with nothing rather than an error)."""
-        try:
-            committed = consumer.committed(partitions, timeout=5)
-        except KafkaException as error:
-            log.warning("could not read the committed offsets of new partitions: %s", error)
+    def _restart_lost_logs(self) -> None:
+        """Read again from its beginning any partition this consumer reads past the end of: the
+        broker lost the log it was at (see ``meterline.stalls``)."""
+        assigned = self._consumer.assignment()
+        if not assigned:
             return
-        lost: list[TopicPartition] = []
-        for partition in committed:
-            if partition.offset < 0:
-                continue
-            low, high = consumer.get_watermark_offsets(partition, timeout=5, cached=False)
-            if partition.offset > high:
+        try:
+            positions = self._consumer.position(assigned)
+            committed = {(p.topic, p.partition): p.offset for p in self._consumer.committed(assigned, timeout=2)}
+        except KafkaException:
+            return  # a broker that does not answer tells nothing
+        for partition in positions:
+            _, fetched_end = self._consumer.get_watermark_offsets(partition, cached=True)
+            key = (str(partition.topic), int(partition.partition))
+            if past_the_end(partition.offset, committed.get(key), fetched_end):
                 log.warning(
-                    "%s[%d] was committed at %d but its log ends at %d: the broker lost it; reading from %d",
+                    "%s[%d] is read at %d but its log ends at %d: the broker lost it; reading anew from its start",
                     partition.topic,
                     partition.partition,
-                    partition.offset,
-                    high,
-                    low,
+                    partition.offset if partition.offset >= 0 else committed.get(key, -1),
+                    fetched_end,
                 )
-                partition.offset = low
-                lost.append(partition)
-        consumer.assign(committed)
-        if lost:  # so that the group, and whoever reads it, no longer points past the end
-            try:
-                consumer.commit(offsets=lost, asynchronous=False)
-            except KafkaException as error:
-                log.warning("could not commit the new logs' starts (%s); reading from them all the same", error)
+                self._consumer.seek(TopicPartition(partition.topic, partition.partition, OFFSET_BEGINNING))
+                RECOVERIES.labels("sink").inc()
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._flush_and_commit()

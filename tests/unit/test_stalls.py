@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from meterline.stalls import StuckPartitions
+from meterline.stalls import StuckPartitions, past_the_end
 
 P = ("events", 0)
 
@@ -25,14 +25,27 @@ def test_progress_or_nothing_waiting_resets_the_allowance():
     assert idle.observe({P: (0, 100)}, {P: 100}, now=1000) == set(), "caught up: nothing waits"
 
 
-def test_a_group_without_offsets_reads_from_the_logs_start_and_a_log_that_shrank_is_waiting():
-    """After the embedded broker restarts empty, the group has no offsets and the log starts
-    again at 0; a committed offset past the log's end means the log was lost."""
+def test_a_group_without_offsets_is_read_from_the_logs_start():
+    """After the embedded broker restarts empty, the group has no offsets (-1001)."""
     stuck = StuckPartitions(stall_after_s=10)
     stuck.observe({P: (0, 5)}, {}, now=0)
     assert stuck.observe({P: (0, 5)}, {P: -1001}, now=10) == {P}
-    shrunk = StuckPartitions(stall_after_s=10)
-    assert shrunk.observe({P: (0, 3)}, {P: 5000}, now=0) == {P}, "at once: nothing will ever come past it"
+
+
+def test_an_end_listed_below_the_committed_offset_is_not_taken_for_messages_waiting():
+    """The embedded broker lists the start of its last record batch as the end: a consumer that
+    read the whole batch has committed past it, and nothing waits."""
+    stuck = StuckPartitions(stall_after_s=10)
+    stuck.observe({P: (0, 1)}, {P: 10}, now=0)
+    assert stuck.observe({P: (0, 1)}, {P: 10}, now=1000) == set()
+
+
+def test_a_position_or_committed_offset_past_the_fetched_end_is_a_lost_log():
+    assert past_the_end(position=54, committed=None, fetched_end=52)
+    assert past_the_end(position=-1001, committed=54, fetched_end=52), "no position yet: the committed offset"
+    assert not past_the_end(position=52, committed=54, fetched_end=52), "at the end: waiting for more"
+    assert not past_the_end(position=None, committed=None, fetched_end=52)
+    assert not past_the_end(position=54, committed=None, fetched_end=-1001), "no fetch answered yet"
 
 
 def test_a_restart_gives_every_partition_a_new_allowance():
