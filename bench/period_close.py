@@ -144,6 +144,7 @@ def store_usage(client: Any, customers: int, days: int) -> int:
                 "message_id": "",
                 "offset": 0,
                 "length": 0,
+                "digest": [n + 1 for n in range(customers)],  # each event its own content
                 "usage_start": start,
                 "usage_end": start + timedelta(days=1),
             },

@@ -153,12 +153,12 @@ def _utc_free(about: list[Any]) -> list[Any]:
 def _column(usage: pa.Table, name: str) -> pa.ChunkedArray:
     if name == "digest" and name not in usage.column_names:  # a frame from a worker older than digests
         return pa.chunked_array([pa.repeat(pa.scalar(0, pa.uint64()), usage.num_rows)])
-    column = usage[name]
-    return _text(column) if pa.types.is_string_view(column.type) else column
+    return _text(usage[name])
 
 
 def _text(column: Any) -> Any:
-    """Decoded frames hold string views, which few kernels take yet; the engine answers binary."""
-    if pa.types.is_string_view(column.type) or pa.types.is_binary(column.type):
+    """Strings as plain ``string``: decoded frames hold string views (which few kernels take yet),
+    polars writes large strings, and the engine answers binary."""
+    if pa.types.is_string_view(column.type) or pa.types.is_binary(column.type) or pa.types.is_large_string(column.type):
         return column.cast(pa.string())
     return column

@@ -13,7 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -157,26 +157,18 @@ class System:
         self.start_worker()
         return self
 
-    @contextmanager
-    def supervised(self) -> Iterator[None]:
+    def supervised(self) -> AbstractContextManager[None]:
         """Start again any process that exits, as ``make run``'s supervisor (or a cluster) does."""
-        stop = threading.Event()
 
-        def watch() -> None:
-            while not stop.wait(0.5):
-                for name, process in list(self.processes.items()):
-                    if process.poll() is not None and self.processes.get(name) is process:
-                        self.restarts.append((name, process.returncode))
-                        argv, env = self.commands[name]
-                        self.start(name, *argv, env=env)
+        def restart_the_exited() -> None:
+            time.sleep(0.5)
+            for name, process in list(self.processes.items()):
+                if process.poll() is not None and self.processes.get(name) is process:
+                    self.restarts.append((name, process.returncode))
+                    argv, env = self.commands[name]
+                    self.start(name, *argv, env=env)
 
-        watcher = threading.Thread(target=watch, daemon=True)
-        watcher.start()
-        try:
-            yield
-        finally:
-            stop.set()
-            watcher.join()
+        return repeating(restart_the_exited)
 
     def kill(self, name: str) -> None:
         process = self.processes.pop(name)
@@ -271,6 +263,24 @@ class System:
             return messages
         finally:
             consumer.close()
+
+
+@contextmanager
+def repeating(step: Callable[[], None]) -> Iterator[None]:
+    """``step`` done again and again, in a thread of its own, while the block runs."""
+    stop = threading.Event()
+
+    def run() -> None:
+        while not stop.is_set():
+            step()
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def system_with_catalog(broker: Broker, data_dir: Path, catalog: dict[str, Any], **overrides: str) -> System:

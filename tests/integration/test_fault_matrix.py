@@ -9,10 +9,9 @@ sent, acknowledged, stored, doubled, lost.
 from __future__ import annotations
 
 import json
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -25,7 +24,7 @@ from agents.publisher import SpooledPublisher
 from meterline.brokers import Broker, ensure_topics
 from schemas.events import Event, encode_batch
 from tests.factories import xaas_usage
-from tests.integration.harness import System, wait_for
+from tests.integration.harness import System, repeating, wait_for
 
 pytestmark = pytest.mark.integration
 ARTIFACTS = Path("test-artifacts")
@@ -96,22 +95,9 @@ def settle(system: System, customers: list[str], tally: Tally, also: Callable[[]
     assert (tally.lost, tally.doubled) == (0, 0)
 
 
-@contextmanager
-def pumping(publisher: SpooledPublisher) -> Iterator[None]:
+def pumping(publisher: SpooledPublisher) -> AbstractContextManager[None]:
     """An agent's loop, as far as sending goes: pump its publisher all the time."""
-    stop = threading.Event()
-
-    def run() -> None:
-        while not stop.is_set():
-            publisher.pump(0.1)
-
-    thread = threading.Thread(target=run, daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join()
+    return repeating(lambda: publisher.pump(0.1))
 
 
 def restart_broker(broker: Broker, system: System) -> None:
