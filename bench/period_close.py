@@ -115,6 +115,7 @@ def store_usage(client: Any, customers: int, days: int) -> int:
         rated = pl.DataFrame(
             {
                 "event_id": [f"{day}-{n}" for n in range(customers) for _ in METERS],
+                "source": "bench",
                 "event_type": "vm.sample",
                 "customer_id": customer,
                 "resource_id": [f"{c}-r" for c in customer],

@@ -112,6 +112,7 @@ def day_of_usage(vms: pl.DataFrame, day: datetime, seed: int) -> pa.Table:
         amount = quantity * price // 10**6
         part = events.select("id", "customer_id", "resource_id", "usage_start", "usage_end").rename({"id": "event_id"})
         part = part.with_columns(
+            source=pl.lit("bench://fleet"),
             event_type=pl.lit("vm.sample"),
             product=pl.lit("vm"),
             meter=pl.lit(meter),

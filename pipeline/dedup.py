@@ -34,8 +34,12 @@ class Seen(Enum):
     CONFLICT = "conflict"
 
 
+IDENTITY_SEPARATOR = "\x1f"
+"""Between source and id: no source or id holds it (both are printable)."""
+
+
 def identity(event: UsageEvent) -> Identity:
-    return f"{event.source}\x1f{event.id}"
+    return f"{event.source}{IDENTITY_SEPARATOR}{event.id}"
 
 
 def content_digest(event: UsageEvent) -> int:

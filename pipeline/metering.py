@@ -240,6 +240,7 @@ def _meter_rows(
 ) -> pl.LazyFrame:
     return frame.select(
         pl.col("id").alias("event_id"),
+        "source",
         pl.col("type").alias("event_type"),
         "customer_id",
         "resource_id",
@@ -320,6 +321,7 @@ def _measure_xaas(frame: pl.LazyFrame, xaas_meters: Mapping[str, Meter]) -> pl.L
     quantity = pl.col("quantity").str.to_decimal(scale=9)
     return frame.select(
         pl.col("id").alias("event_id"),
+        "source",
         pl.col("type").alias("event_type"),
         "customer_id",
         "resource_id",

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import polars as pl
 
 from billing.pricing import PriceBook
-from pipeline.dedup import Identity, RecentEvents, Seen, identity
+from pipeline.dedup import IDENTITY_SEPARATOR, Identity, RecentEvents, Seen, identity
 from pipeline.metering import event_columns, measure
 from pipeline.rating import ENGINE, rate_quantities
 from pipeline.validation import Acceptance, Rejection, ValidEvents, split_group
@@ -18,6 +18,8 @@ from schemas.receipts import Handled
 from schemas.records import RATED_LISTS, RATED_SCHEMA, USAGE_EVENT_SCHEMA, message_id
 
 log = logging.getLogger(__name__)
+ACCEPTED_IDENTITY = pl.concat_str([pl.col("source"), pl.lit(IDENTITY_SEPARATOR), pl.col("id")])
+"""An accepted event's identity, as ``pipeline.dedup.identity`` writes it."""
 
 
 @dataclass(frozen=True)
@@ -46,8 +48,8 @@ def process_batch(
     conflicts = _rejections(
         group,
         {
-            event.id: f"conflict: an event with source {event.source!r} and id {event.id!r} but other content "
-            "was received before; an event's (source, id) must name one usage"
+            identity(event): f"conflict: an event with source {event.source!r} and id {event.id!r} but other "
+            "content was received before; an event's (source, id) must name one usage"
             for event, verdict in zip(group.events, seen, strict=True)
             if verdict is Seen.CONFLICT
         },
@@ -61,7 +63,7 @@ def process_batch(
         rated=rated,
         rejected=group.rejected + conflicts + refused,
         duplicates=sum(verdict is Seen.REPEAT for verdict in seen),
-        identities=_stored_identities(group.events, seen, digests, set(events["id"].to_list())),
+        identities=_stored_identities(group.events, seen, digests, set(events.select(ACCEPTED_IDENTITY).to_series())),
     )
 
 
@@ -74,7 +76,7 @@ def _stored_identities(
     return {
         identity(event): digests[identity(event)]
         for event, verdict in zip(events, seen, strict=True)
-        if verdict is Seen.NEW and event.id in stored
+        if verdict is Seen.NEW and identity(event) in stored
     }
 
 
@@ -105,7 +107,7 @@ def _rate(fresh: ValidEvents, book: PriceBook) -> tuple[pl.DataFrame, pl.DataFra
     rated, unpriced = rate_quantities(measure(columns, book.xaas_meters), book)
     accepted = columns.accepted
     if unpriced:
-        accepted = accepted.filter(~pl.col("id").is_in(list(unpriced)))
+        accepted = accepted.filter(~ACCEPTED_IDENTITY.is_in(list(unpriced)))
     refused = _rejections(fresh, unpriced) if unpriced else []
     return usage_events(accepted, rated.lazy(), book.currency).collect(engine=ENGINE), rated, refused
 
@@ -115,31 +117,32 @@ def _failed(events: ValidEvents, error: Exception) -> tuple[pl.DataFrame, pl.Dat
     return (
         pl.DataFrame(schema=USAGE_EVENT_SCHEMA),
         pl.DataFrame(schema=RATED_SCHEMA),
-        _rejections(events, {event.id: reason for event in events.events}),
+        _rejections(events, {identity(event): reason for event in events.events}),
     )
 
 
 def usage_events(accepted: pl.LazyFrame, rated: pl.LazyFrame, currency: str) -> pl.LazyFrame:
     """One row per accepted event with its rated usage as lists (empty when nothing was billable)."""
     lists = [f"rated.{field}" for field in RATED_LISTS]
-    grouped = rated.group_by("event_id").agg(
+    grouped = rated.group_by("source", "event_id").agg(
         pl.col(field).alias(name) for field, name in zip(RATED_LISTS, lists, strict=True)
     )
     none_billed = [pl.col(name).fill_null(pl.lit([], dtype=USAGE_EVENT_SCHEMA[name])) for name in lists]
     return (
-        accepted.join(grouped, left_on="id", right_on="event_id", how="left")
+        accepted.join(grouped, left_on=["source", "id"], right_on=["source", "event_id"], how="left")
         .with_columns(*none_billed, currency=pl.lit(currency))
         .select(list(USAGE_EVENT_SCHEMA))
     )
 
 
-def _rejections(events: ValidEvents, reasons: dict[str, str], only: list[bool] | None = None) -> list[Rejection]:
+def _rejections(events: ValidEvents, reasons: dict[Identity, str], only: list[bool] | None = None) -> list[Rejection]:
     """The events refused after validation (a conflict, nobody can price them, or they broke
-    the stage), with the reason, as they came; ``only`` picks some of the events of an id."""
+    the stage), with the reason, as they came; ``reasons`` is keyed by identity, and ``only``
+    picks some of the events of an identity."""
     return [
-        Rejection(index, event.id, reasons[event.id], as_json_value(events.raw(index)))
+        Rejection(index, event.id, reasons[identity(event)], as_json_value(events.raw(index)))
         for index, event in enumerate(events.events)
-        if event.id in reasons and (only is None or only[index])
+        if identity(event) in reasons and (only is None or only[index])
     ]
 
 

@@ -17,6 +17,7 @@ import polars as pl
 
 from billing.pricing import ANY_CUSTOMER as ANY
 from billing.pricing import PriceBook
+from pipeline.dedup import IDENTITY_SEPARATOR
 from pipeline.metering import EXACT
 from schemas.meters import Meter
 from schemas.records import MONEY, RATED_SCHEMA
@@ -62,8 +63,12 @@ LOOKUP_KEYS = ["price_customer", "meter", "dimension", "usage_start"]
 """A usage row's price key, with ``*`` for a customer who has no prices of its own."""
 
 
+IDENTITY = pl.concat_str([pl.col("source"), pl.lit(IDENTITY_SEPARATOR), pl.col("event_id")])
+"""A rated row's event identity, as ``pipeline.dedup.identity`` writes it."""
+
+
 def rate_quantities(quantities: pl.LazyFrame, book: PriceBook) -> tuple[pl.DataFrame, dict[str, str]]:
-    """Rated rows, and the ids of events left unrated with the reason (no price in force).
+    """Rated rows, and the identities of events left unrated with the reason (no price in force).
 
     A fleet sampled at one instant repeats the same meter and time many times, so prices are
     looked up once per distinct key and then joined to the rows. The key names a customer only
@@ -92,9 +97,11 @@ def rate_quantities(quantities: pl.LazyFrame, book: PriceBook) -> tuple[pl.DataF
     rated = priced.select(list(RATED_SCHEMA)).collect(engine=ENGINE)
     if not rated["unit_price"].null_count():
         return rated, {}
-    unpriced = rated.filter(pl.col("unit_price").is_null()).select("event_id", "meter", "dimension", "usage_start")
+    unpriced = rated.filter(pl.col("unit_price").is_null()).select(
+        IDENTITY.alias("identity"), "meter", "dimension", "usage_start"
+    )
     reasons = {event: _no_price(meter, dimension, start) for event, meter, dimension, start in unpriced.iter_rows()}
-    return rated.filter(~pl.col("event_id").is_in(list(reasons))), reasons
+    return rated.filter(~IDENTITY.is_in(list(reasons))), reasons
 
 
 def _no_price(meter: str, dimension: str, usage_start: datetime) -> str:

@@ -25,6 +25,7 @@ TIMESTAMP = pl.Datetime("ms", "UTC")
 
 USAGE_KEYS: dict[str, pl.DataType] = {
     "event_id": pl.String(),
+    "source": pl.String(),
     "event_type": pl.String(),
     "customer_id": pl.String(),
     "resource_id": pl.String(),
@@ -35,7 +36,8 @@ USAGE_KEYS: dict[str, pl.DataType] = {
     "usage_start": TIMESTAMP,
     "usage_end": TIMESTAMP,
 }
-"""What one usage row is about: an event's usage of one meter over its interval."""
+"""What one usage row is about: an event's usage of one meter over its interval. An event is
+known by its source and id together: two sources may use the same id."""
 
 RATED_SCHEMA: dict[str, pl.DataType] = {
     **USAGE_KEYS,

@@ -121,3 +121,26 @@ def _span_of(payload: bytes, event: dict) -> tuple[int, int]:
     """Where an event's JSON lies in the message it came in."""
     raw = encode_batch([event])[1:-1]
     return payload.index(raw), len(raw)
+
+
+def test_events_of_two_sources_with_one_id_each_carry_only_their_own_usage():
+    """An ingest key bound to cust-00002 sent 8 events reusing the id of a cust-00008 event of
+    another source, with 1,000,000 units each, in the same batch: every rated row of the id went
+    to each of them, and cust-00008 was billed 8,000,001 units. Identity is (source, id)."""
+    victim = {**xaas_usage(quantity="1", customer_id="cust-00008", resource_id="victim-db"), "source": "victim/app"}
+    attackers = [
+        {
+            **victim,
+            "source": f"backup/s{n}",
+            "data": {**victim["data"], "customer_id": "cust-00002", "quantity": "1000000"},
+        }
+        for n in range(8)
+    ]
+    outcome = process_batch([encode_batch([victim, *attackers])], RecentEvents(), BOOK)
+    stored = {
+        (row["source"], row["customer_id"]): [str(q) for q in row["rated.base_quantity"]]
+        for row in outcome.events.iter_rows(named=True)
+    }
+    assert stored[("victim/app", "cust-00008")] == ["1.000000000000"], "one unit, in billionths stored exactly"
+    assert all(quantities == ["1000000.000000000000"] for key, quantities in stored.items() if key[1] == "cust-00002")
+    assert len(stored) == 9
