@@ -30,6 +30,7 @@ from api import (
 from api.access.audit import AuditLog, AuditMiddleware
 from api.access.guard import Authenticator
 from api.access.key_store import REFRESH_S, KeyStore
+from api.body_limit import BodyLimit
 from api.catalog_admin import CatalogAdmin
 from api.dashboards import Dashboards
 from api.delivery import Deliveries, deliver_when_due
@@ -47,6 +48,7 @@ from sinks.clickhouse import ClickHouseSink, ClientPool, InsertClock, connect
 from sinks.consumer import SinkConsumer
 
 log = logging.getLogger(__name__)
+CATALOG_RETRY_S = 5.0
 
 
 def create_app(settings: Settings, *, run_sink: bool = True) -> FastAPI:
@@ -110,10 +112,11 @@ def create_app(settings: Settings, *, run_sink: bool = True) -> FastAPI:
         )
         gap_counter = asyncio.create_task(routes_completeness.count_sources_with_gaps(app.state.completeness))
         key_refresher = asyncio.create_task(_refresh_keys(app.state.authenticator.keys))
+        catalog_sender = asyncio.create_task(_publish_catalog_when_pending(app.state.catalog_admin))
         try:
             yield
         finally:
-            for task in (closer, courier, gap_counter, key_refresher):
+            for task in (closer, courier, gap_counter, key_refresher, catalog_sender):
                 if task:
                     task.cancel()
             if consumer and app.state.sink_thread:
@@ -125,6 +128,7 @@ def create_app(settings: Settings, *, run_sink: bool = True) -> FastAPI:
     app = FastAPIOffline(title="meterline", version="0.1.0", lifespan=lifespan)
     install_error_handlers(app)
     app.add_middleware(AuditMiddleware)
+    app.add_middleware(BodyLimit)  # added last, so outermost: nothing reads a body before it
     for guarded in (
         routes_access,
         routes_events,
@@ -148,6 +152,16 @@ async def _refresh_keys(keys: KeyStore) -> None:
             await run_in_threadpool(keys.refresh)
         except Exception as error:  # storage hiccup: keep the copy, try again
             log.warning("could not read the API keys again: %s", error)
+
+
+async def _publish_catalog_when_pending(admin: CatalogAdmin) -> None:
+    """A catalog the broker did not take (at start, or a change while it was away) is sent again."""
+    while True:
+        await asyncio.sleep(CATALOG_RETRY_S)
+        try:
+            await run_in_threadpool(admin.publish_pending)
+        except Exception as error:  # storage or broker hiccup: try again
+            log.warning("could not publish the catalog again: %s", error)
 
 
 def _start_sink(consumer: SinkConsumer) -> threading.Thread:

@@ -8,6 +8,7 @@ it in memory) gets the catalog back.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 from collections.abc import Callable
@@ -17,13 +18,17 @@ from typing import Any
 
 from billing.adapters.catalog_file import load_catalog
 from billing.adapters.clickhouse_catalog import CatalogStore
-from billing.adapters.kafka_catalog import CatalogPublisher
+from billing.adapters.kafka_catalog import CatalogNotPublished, CatalogPublisher
 from billing.backdating import earliest_effect
 from billing.catalog import Catalog
 from billing.catalog_entries import Entry, EntryKind, assemble, entries_of, parse_entry
 from billing.periods import Period
 from billing.scope import Scope
 from meterline.exceptions import Forbidden, InvalidCatalog, PeriodIssued, UnknownEntry
+
+log = logging.getLogger(__name__)
+CHANGE_PUBLISH_S = 5.0
+"""How long a change waits for the broker before the caller is told it is stored, not yet sent."""
 
 
 class CatalogAdmin:
@@ -43,7 +48,8 @@ class CatalogAdmin:
         entries = store.current() or store.append(entries_of(load_catalog(seed)), datetime.now(UTC))
         self._entries = {entry.key: entry for entry in entries}
         self.catalog: Catalog = assemble(entries)
-        publisher.publish(entries)
+        self._unpublished = True
+        self.publish_pending()
 
     def entry(self, scope: Scope, kind: EntryKind, entry_id: str) -> Entry:
         entry = self._entries.get(Entry(kind, entry_id, None).key)
@@ -96,15 +102,40 @@ class CatalogAdmin:
         _check_writable(scope, kind, before.document or {})
         return before, self._apply(Entry(kind, entry_id, None))
 
+    def publish_pending(self) -> bool:
+        """Publish the whole catalog again if a publication failed (the broker was away); True
+        once the topic holds every entry. Called at start and then on a timer: compaction keeps
+        each entry's latest version, so publishing it twice changes nothing."""
+        with self._lock:
+            if not self._unpublished:
+                return True
+            try:
+                self._publisher.publish(list(self._entries.values()))
+            except CatalogNotPublished as error:
+                log.warning("the catalog topic does not take the catalog yet (%s); trying again", error)
+                return False
+            self._unpublished = False
+            return True
+
     def _apply(self, change: Entry) -> Entry:
+        """Store the change (the store is the catalog), then publish it to the workers. A broker
+        that does not take it leaves it stored and in force here, published again when it is
+        back, and the caller is told (503): rating follows once the workers have it."""
         with self._lock:
             before = self._entries.get(change.key)
             self._check_not_backdated(change, before.document if before else None)
             catalog = assemble({**self._entries, change.key: change}.values())
             (stored,) = self._store.append([change], datetime.now(UTC))
-            self._publisher.publish([stored])
             self._entries[stored.key] = stored
             self.catalog = catalog
+            try:
+                self._publisher.publish([stored], timeout_s=CHANGE_PUBLISH_S)
+            except CatalogNotPublished as error:
+                self._unpublished = True
+                raise CatalogNotPublished(
+                    f"{stored.kind.value} {stored.id} version {stored.version} is stored and in force for the API, "
+                    f"but the broker did not take it ({error}); it is sent to the pipeline when the broker is back"
+                ) from error
             return stored
 
     def _check_not_backdated(self, change: Entry, before: dict[str, Any] | None) -> None:

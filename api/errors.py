@@ -21,6 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.status import HTTP_500_INTERNAL_SERVER_ERROR
 
 from api.event_intake import IntakeFull
+from billing.adapters.kafka_catalog import CatalogNotPublished
 from meterline.exceptions import (
     Forbidden,
     IncompleteUsage,
@@ -57,6 +58,7 @@ STATUS = {
     InvalidCatalog: 422,
     RateLimited: 429,
     IntakeFull: 503,
+    CatalogNotPublished: 503,
 }
 TITLES = {
     400: "Bad request",

@@ -7,6 +7,7 @@ Assembling validates the whole again, so an entry that breaks a reference is ref
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable
 from dataclasses import dataclass
 from enum import StrEnum
@@ -29,6 +30,10 @@ from billing.money import TaxRate
 from meterline.exceptions import InvalidCatalog
 
 SETTINGS_ID = "catalog"
+MAX_ENTRY_BYTES = 256 * 1024
+"""An entry is one message on the catalog topic, and every worker holds them all: a price list of
+some two thousand plans fits; a 2 MB customer name does not (the broker refused its message, and
+the API, which publishes every entry at start, could not start again)."""
 
 
 class CatalogSettings(BaseModel):
@@ -116,12 +121,18 @@ def entries_of(catalog: Catalog) -> list[Entry]:
 
 
 def parse_entry(kind: EntryKind, entry_id: str, document: dict[str, Any]) -> Entry:
-    """Validate one entry on its own; its key must match the id inside it."""
+    """Validate one entry on its own; its key must match the id inside it, and it must fit in a
+    message of the catalog topic (``MAX_ENTRY_BYTES``)."""
     try:
         model = kind.model.model_validate(document)
     except ValidationError as error:
         raise InvalidCatalog(f"{kind.value} {entry_id}: {describe(error)}") from error
     checked = model.model_dump(mode="json")
+    size = len(json.dumps(checked))
+    if size > MAX_ENTRY_BYTES:
+        raise InvalidCatalog(
+            f"{kind.value} {entry_id}: {size} bytes of JSON, more than an entry holds ({MAX_ENTRY_BYTES})"
+        )
     if kind.id_of(checked) != entry_id:
         raise InvalidCatalog(f"{kind.value} {entry_id}: the document names {kind.id_of(checked)!r} instead")
     return Entry(kind, entry_id, checked)

@@ -13,11 +13,11 @@ import time
 import uuid
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from billing.catalog import Catalog
 from billing.catalog_entries import Entry, EntryKind, assemble
-from meterline.exceptions import InvalidCatalog
+from meterline.exceptions import InvalidCatalog, MeterlineError
 from meterline.kafka_config import consumer_config, producer_config
 from meterline.settings import Settings
 
@@ -36,6 +36,12 @@ def decode_entry(payload: bytes) -> Entry:
     return Entry(EntryKind(body["kind"]), body["id"], body["document"], int(body["version"]))
 
 
+class CatalogNotPublished(MeterlineError):
+    """The broker did not take catalog entries (it is away): they are stored, and sent again."""
+
+    retry_after_s = 5
+
+
 class CatalogPublisher:
     def __init__(self, settings: Settings) -> None:
         self._producer = Producer(producer_config(settings))
@@ -50,10 +56,13 @@ class CatalogPublisher:
                 failures.append(str(error))
 
         for entry in entries:
-            self._producer.produce(self._topic, encode_entry(entry), key=entry.key.encode(), on_delivery=delivered)
+            try:
+                self._producer.produce(self._topic, encode_entry(entry), key=entry.key.encode(), on_delivery=delivered)
+            except (KafkaException, BufferError) as error:
+                raise CatalogNotPublished(f"the catalog topic did not take {entry.key}: {error}") from error
             self._producer.poll(0)
         if self._producer.flush(timeout_s) or failures:
-            raise InvalidCatalog(f"the catalog topic did not take every entry: {failures[:3]}")
+            raise CatalogNotPublished(f"the catalog topic did not take every entry: {failures[:3]}")
 
 
 class CatalogFeed:

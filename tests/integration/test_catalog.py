@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
-from tests.factories import FROM, vm_sample
-from tests.integration.harness import System, wait_for
+from meterline.brokers import Broker, ensure_topics
+from tests.factories import FROM, catalog_document, vm_sample
+from tests.integration.harness import System, system_with_catalog, wait_for
 from tests.integration.test_invoicing import push
 
 pytestmark = pytest.mark.integration
@@ -121,3 +124,38 @@ def test_a_price_change_may_not_reach_into_a_month_already_issued(billing: Syste
     assert billing.http.get("/v1/catalog/price_lists/acme").json()["version"] == 1, "nothing was written"
     dated_after = billing.http.put("/v1/catalog/price_lists/acme", json=with_plan_from("2026-11-01T00:00:00Z"))
     assert dated_after.status_code == 200
+
+
+def test_oversized_entries_and_bodies_are_refused_before_they_reach_the_broker(billing: System):
+    """A 2 MB customer name was stored, then refused by the broker: 500, and the API, which
+    publishes every entry when it starts, never started again."""
+    document = billing.http.get("/v1/catalog/customers/direct").json()["document"]
+    body = billing.http.put("/v1/catalog/customers/direct", json={**document, "name": "x" * 2_000_000})
+    assert body.status_code == 413 and body.json()["type"] == "urn:meterline:problem:payload-too-large"
+    entry = billing.http.put("/v1/catalog/customers/direct", json={**document, "name": "x" * 300_000})
+    assert entry.status_code == 422 and "more than an entry holds" in entry.json()["detail"]
+    assert billing.http.get("/v1/catalog/customers/direct").json()["version"] == 1, "nothing stored"
+    assert billing.http.get("/readyz").status_code == 200
+
+
+def test_a_change_the_broker_does_not_take_is_kept_and_sent_when_it_is_back(broker: Broker, tmp_path: Path):
+    system = system_with_catalog(broker, tmp_path, catalog_document())
+    try:
+        system.start_api()
+        document = system.http.get("/v1/catalog/customers/direct").json()["document"]
+        broker.stop(kill=True)
+        away = system.http.put("/v1/catalog/customers/direct", json={**document, "name": "Renamed SAS"})
+        assert away.status_code == 503 and "is stored" in away.json()["detail"], away.text
+        assert system.http.get("/v1/catalog/customers/direct").json()["document"]["name"] == "Renamed SAS"
+        broker.start()
+        ensure_topics(system.settings)
+
+        def published() -> bool:
+            entries = [json.loads(m) for m in system.topic_messages(system.settings.topics.catalog)]
+            return any(e["id"] == "direct" and e["document"]["name"] == "Renamed SAS" for e in entries)
+
+        wait_for(published, 60, "the change sent to the catalog topic")
+    finally:
+        system.stop_all()
+        if broker.exited:
+            broker.start()
