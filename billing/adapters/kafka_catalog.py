@@ -44,7 +44,10 @@ class CatalogNotPublished(MeterlineError):
 
 class CatalogPublisher:
     def __init__(self, settings: Settings) -> None:
-        self._producer = Producer(producer_config(settings))
+        # not idempotent: an entry sent twice is the same entry on a compacted topic, and an
+        # idempotent client that a restarted broker no longer knows delivers nothing again
+        self._config = {**producer_config(settings), "enable.idempotence": False}
+        self._producer = Producer(self._config)
         self._topic = settings.topics.catalog
 
     def publish(self, entries: list[Entry], timeout_s: float = 30) -> None:
@@ -59,10 +62,12 @@ class CatalogPublisher:
             try:
                 self._producer.produce(self._topic, encode_entry(entry), key=entry.key.encode(), on_delivery=delivered)
             except (KafkaException, BufferError) as error:
+                self._producer = Producer(self._config)
                 raise CatalogNotPublished(f"the catalog topic did not take {entry.key}: {error}") from error
             self._producer.poll(0)
         if self._producer.flush(timeout_s) or failures:
-            raise CatalogNotPublished(f"the catalog topic did not take every entry: {failures[:3]}")
+            self._producer = Producer(self._config)  # what the old one still holds is sent again
+            raise CatalogNotPublished(f"the catalog topic did not take every entry: {failures[:3] or 'timed out'}")
 
 
 class CatalogFeed:
