@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import Path
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
 
+from billing.periods import PERIOD_PATTERN
 from schemas.identifiers import IDENTIFIER_PATTERN
 
 FixedPoint = Annotated[Decimal, PlainSerializer(lambda value: format(value, "f"), return_type=str)]
@@ -46,6 +47,7 @@ class UsageReport(BaseModel):
 
 
 CustomerId = Annotated[str, Path(pattern=IDENTIFIER_PATTERN, description="A catalog identifier")]
+PeriodName = Annotated[str, Path(pattern=PERIOD_PATTERN, description="A month, YYYY-MM")]
 InvoiceId = Annotated[
     str,
     Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._~-]{0,200}$", description="period.issuer.buyer, as listed"),

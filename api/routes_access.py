@@ -17,7 +17,7 @@ from api.catalog_admin import CatalogAdmin
 from billing.catalog import Catalog, Customer, Identifier, Partner
 from billing.periods import check_storable
 from meterline.exceptions import Forbidden, InvalidQuery, UnknownCustomer, UnknownEntry
-from schemas.identifiers import source_refusal
+from schemas.identifiers import printable, source_refusal
 from schemas.meters import Meter
 
 router = APIRouter(prefix="/v1", tags=["access"])
@@ -41,7 +41,9 @@ TokenId = Annotated[str, Path(pattern=r"^[0-9a-f]{16}$", description="A read tok
 
 
 class KeyIn(BaseModel):
-    name: str = Field(min_length=1, max_length=100, description="What the key is for: 'billing export', 'hv-01 agent'")
+    name: Annotated[str, AfterValidator(printable)] = Field(
+        min_length=1, max_length=100, description="What the key is for: 'billing export', 'hv-01 agent'"
+    )
     role: Role
     party_id: Identifier | None = Field(default=None, description="The partner or customer of such a key")
     sources: list[SourcePattern] = Field(
@@ -184,12 +186,17 @@ def get_key(request: Request, caller: KeyManager, key_id: KeyId) -> KeyOut:
 
 @router.delete("/keys/{key_id}", response_model=KeyOut)
 def revoke_key(request: Request, caller: KeyManager, key_id: KeyId) -> KeyOut:
-    """Revoke at once (on every API replica within seconds); revoking twice changes nothing."""
+    """Revoke at once (on every API replica within seconds), with the read tokens it issued;
+    revoking twice changes nothing."""
     store = _authenticator(request).keys
     key = _manageable(caller, store.key(key_id), key_id)
-    revoked = key.revoked(datetime.now(UTC))
+    now = datetime.now(UTC)
+    revoked = key.revoked(now)
     if revoked is not key:
         store.save(revoked)
+    for issued in store.issued_tokens(now):  # a leaked key's tokens must not outlive it
+        if issued.issued_by == key.key_id and issued.revoked_at is None:
+            store.save_token(IssuedToken(issued.token, issued.issued_by, issued.issued_at, now))
     note_change(request, KeyOut.of(key).model_dump(mode="json"), KeyOut.of(revoked).model_dump(mode="json"))
     return KeyOut.of(revoked)
 

@@ -22,7 +22,7 @@ from api.documents.table import render_csv
 from api.documents.view import InvoiceView
 from api.errors import Problem
 from api.invoice_models import CloseOut, DeliveryOut, InvoiceOut, LineUsage, LineUsageRow
-from api.models import CustomerId, InvoiceId
+from api.models import CustomerId, InvoiceId, PeriodName
 from api.spreadsheet import text_cell
 from api.usage_queries import LineScope, UsageQueries
 from billing.adapters.clickhouse_ledger import Ledger
@@ -63,7 +63,7 @@ def _catalog(request: Request) -> Catalog:
         },
     },
 )
-def close(request: Request, _caller: PeriodCloser, period: str, force: bool = False) -> CloseOut:
+def close(request: Request, _caller: PeriodCloser, period: PeriodName, force: bool = False) -> CloseOut:
     """Build (or rebuild) the period's draft invoices; issued ones are never touched.
 
     Refused while messages sent by agents or the intake, which may hold usage of the period,
@@ -82,7 +82,7 @@ def close(request: Request, _caller: PeriodCloser, period: str, force: bool = Fa
 
 
 @router.post("/periods/{period}/issue", response_model=list[InvoiceOut])
-def issue_period(request: Request, _caller: PeriodCloser, period: str) -> list[InvoiceOut]:
+def issue_period(request: Request, _caller: PeriodCloser, period: PeriodName) -> list[InvoiceOut]:
     """Issue every draft of the period at once, numbered consecutively per issuer."""
     ledger, catalog, now = _ledger(request), _catalog(request), datetime.now(UTC)
     issued = ledger.issue_period(Period.parse(period).name, now, catalog.invoice_prefixes())

@@ -16,17 +16,20 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Annotated, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from billing.money import TaxRate, minor_unit
 from billing.price_plans import PricePlan, UtcTime, check_unique_versions, plan_in_force
 from meterline.exceptions import InvalidCatalog, UnknownCustomer
-from schemas.identifiers import IDENTIFIER_PATTERN
+from schemas.identifiers import IDENTIFIER_PATTERN, printable
 from schemas.meters import Meter, XaasAggregation
 
 Percent = Annotated[Decimal, Field(ge=0, le=100)]
 Money = Annotated[Decimal, Field(ge=0)]
 Identifier = Annotated[str, Field(pattern=IDENTIFIER_PATTERN)]
+Line = Annotated[str, Field(max_length=500), AfterValidator(printable)]
+"""A name, an address line, a description: shown on invoices, CSV and pages, so one line of
+printable text (``schemas.identifiers.text_refusal``)."""
 
 
 class _Entry(BaseModel):
@@ -45,10 +48,10 @@ class Branding(_Entry):
 
 class Party(_Entry):
     id: Identifier
-    name: str = Field(min_length=1)
-    street: str = ""
-    postcode: str = ""
-    city: str = ""
+    name: Line = Field(min_length=1)
+    street: Line = ""
+    postcode: Line = ""
+    city: Line = ""
     country: str = Field(default="FR", pattern=r"^[A-Z]{2}$")
     vat_id: str | None = None
     email: str | None = None
@@ -103,7 +106,7 @@ class Fee(_Entry):
 
 class Product(_Entry):
     id: Identifier
-    name: str = Field(min_length=1)
+    name: Line = Field(min_length=1)
     aggregation: XaasAggregation | None = None
     """For an XaaS sku (the product's id): what its reported quantity is, so how a period's
     quantity is made of the reports, and under which meter it is priced. An sku without a
@@ -146,7 +149,7 @@ class OneTimeCharge(_Entry):
 
     id: Identifier
     customer_id: Identifier
-    description: str = Field(min_length=1)
+    description: Line = Field(min_length=1)
     amount: Money
     day: date
     supplier: Supplier = Supplier.SELLER
@@ -233,13 +236,16 @@ class Catalog(_Entry):
 
     def party(self, party_id: str) -> Party:
         """The provider, a partner or a customer, by id: whoever an invoice names."""
-        if party_id == self.provider.id:
-            return self.provider
-        parties: list[Party] = [*self.partners, *self.customers]
-        for party in parties:
-            if party.id == party_id:
-                return party
-        raise UnknownCustomer(f"no party {party_id!r} in the catalog")
+        found = self._parties.get(party_id)
+        if found is None:
+            raise UnknownCustomer(f"no party {party_id!r} in the catalog")
+        return found
+
+    @cached_property
+    def _parties(self) -> dict[str, Party]:
+        """Every party by id: each request of a partner's or customer's key looks its own up."""
+        parties: list[Party] = [self.provider, *self.partners, *self.customers]
+        return {party.id: party for party in parties}
 
     def product_name(self, product_id: str) -> str:
         """A product's display name; an XaaS sku without a product entry shows as itself."""

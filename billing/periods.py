@@ -9,7 +9,9 @@ from decimal import Decimal
 
 from meterline.exceptions import InvalidQuery, InvalidRange
 
-_MONTH = re.compile(r"^(?P<year>\d{4})-(?P<month>0[1-9]|1[0-2])$")
+PERIOD_PATTERN = r"^[0-9]{4}-(0[1-9]|1[0-2])$"
+_MONTH = re.compile(r"(?P<year>[0-9]{4})-(?P<month>0[1-9]|1[0-2])")
+"""ASCII digits only, matched whole (``\d`` takes a full-width ２, and ``$`` a final newline)."""
 EARLIEST = datetime(1970, 1, 1, tzinfo=UTC)
 LATEST = datetime(2299, 1, 1, tzinfo=UTC)
 """Usage and periods lie in [EARLIEST, LATEST): inside what storage's DateTime64 holds
@@ -52,7 +54,7 @@ class Period:
 
     @classmethod
     def parse(cls, name: str) -> Period:
-        match = _MONTH.match(name)
+        match = _MONTH.fullmatch(name)
         if not match:
             raise InvalidQuery(f"period {name!r} is not a month written YYYY-MM")
         year = int(match["year"])

@@ -45,6 +45,11 @@ class Scope:
         """A buyer whose invoices it sees, or a partner or customer it may hand keys and tokens for."""
         return self.parties is None or party_id in self.parties
 
+    def sees_invoice(self, issuer_id: str, buyer_id: str, draft: bool) -> bool:
+        """An invoice of one of its buyers; a draft only if it is its issuer's (a draft is the
+        issuer's work in progress, which its buyer sees once issued)."""
+        return self.everything or (self.sees_party(buyer_id) and (not draft or issuer_id in self.sellers))
+
     def may_change_invoice(self, issuer_id: str, buyer_id: str) -> bool:
         return self.everything or (issuer_id in self.sellers and self.sees_party(buyer_id))
 

@@ -17,11 +17,14 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
+from datetime import UTC
+from decimal import Decimal
 from enum import Enum
 
 import msgspec
+from msgspec import UNSET
 
-from schemas.events import UsageEvent
+from schemas.events import UsageEvent, VdcAllocationData, VmSampleData, XaasUsageData
 
 Identity = str
 """``source`` and ``id`` in one string: a window of two million tuples would be two million
@@ -43,9 +46,22 @@ def identity(event: UsageEvent) -> Identity:
 
 
 def content_digest(event: UsageEvent) -> int:
-    """Equal for equal content however it was formatted: the decoded event, encoded again, hashed
-    the same way in every process (it is stored, and compared by the sink with later copies)."""
-    return int.from_bytes(hashlib.blake2b(msgspec.json.encode(event), digest_size=8).digest(), "little")
+    """Equal for the same usage however it was written, hashed the same way in every process (it
+    is stored, and the sink compares later copies with it): the event decoded and encoded again,
+    its time as a UTC instant (``+01:00`` or ``Z``), an XaaS quantity as a number (``"10"``,
+    ``"10.0"``, ``"010"``), and without what only labels it (resource name, hypervisor, disk
+    device names, subject). What it bills - customer, resource, time, interval, figures - counts."""
+    canonical = (event.time.astimezone(UTC), type(event).__name__, _billed(event.data))
+    return int.from_bytes(hashlib.blake2b(msgspec.json.encode(canonical), digest_size=8).digest(), "little")
+
+
+def _billed(data: VmSampleData | VdcAllocationData | XaasUsageData) -> object:
+    if isinstance(data, VmSampleData):
+        disks = [msgspec.structs.replace(disk, device=UNSET) for disk in data.disks]
+        return msgspec.structs.replace(data, resource_name=UNSET, hypervisor=UNSET, disks=disks)
+    if isinstance(data, XaasUsageData):
+        return msgspec.structs.replace(data, resource_name=UNSET, quantity=str(Decimal(data.quantity).normalize()))
+    return msgspec.structs.replace(data, resource_name=UNSET)
 
 
 class RecentEvents:

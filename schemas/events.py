@@ -217,6 +217,7 @@ def _text_refusals(events: list[UsageEvent]) -> Iterable[str]:
     """Why a source, customer or free-text field of ``events`` is refused: each distinct value is
     checked once (a poll cycle repeats its sources and customers thousands of times)."""
     checks = (
+        ("id", partial(text_refusal, trimmed=True), {event.id for event in events}),
         ("source", source_refusal, {event.source for event in events}),
         ("data.customer_id", identifier_refusal, {event.data.customer_id for event in events}),
         ("data.resource_id", partial(text_refusal, trimmed=True), {event.data.resource_id for event in events}),

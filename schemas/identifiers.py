@@ -61,3 +61,11 @@ def text_refusal(value: str, *, trimmed: bool = False) -> str | None:
     if trimmed and value != value.strip():
         return "starts or ends with white space"
     return None
+
+
+def printable(value: str) -> str:
+    """``value`` if ``text_refusal`` finds nothing wrong with it (trimmed): a validator for names."""
+    reason = text_refusal(value, trimmed=True)
+    if reason is not None:
+        raise ValueError(reason)
+    return value

@@ -30,7 +30,7 @@ from api.access.principals import Permission, Principal, Role
 from api.access.rate_limits import TokenBuckets, retry_after_header
 from billing.catalog import Catalog
 from billing.scope import Scope
-from meterline.exceptions import Forbidden, RateLimited, Unauthenticated, UnsupportedMediaType
+from meterline.exceptions import Forbidden, RateLimited, Unauthenticated, UnknownCustomer, UnsupportedMediaType
 from meterline.settings import Settings
 
 BOOTSTRAP_KEY_ID = "bootstrap"
@@ -59,6 +59,7 @@ class Authenticator:
         self.token_secret = _token_secret(settings)
         self._buckets = TokenBuckets(settings.rate_limit_per_s, settings.rate_limit_burst)
         self._ingest_buckets = TokenBuckets(settings.ingest_rate_limit_per_s, settings.ingest_rate_limit_burst)
+        self._failures = TokenBuckets(settings.rate_limit_per_s, settings.rate_limit_burst)
 
     def principal(self, presented: str | None, now: datetime) -> Principal:
         if not presented:
@@ -76,6 +77,13 @@ class Authenticator:
             raise Unauthenticated("the API key is unknown, expired or revoked")
         return key.principal()
 
+    def throttle_failure(self, address: str) -> None:
+        """A caller that keeps presenting bad credentials is slowed like a key over its rate (429),
+        per address: guessing keys costs it the rate limit on top of the keys' 256-bit secrets."""
+        wait_s = self._failures.take(address)
+        if wait_s:
+            raise RateLimited(f"too many failed authentications from {address}", retry_after_header(wait_s))
+
     def throttle(self, principal: Principal) -> None:
         buckets = self._ingest_buckets if principal.role is Role.INGEST else self._buckets
         wait_s = buckets.take(principal.key_id)
@@ -91,8 +99,15 @@ class Requires:
 
     async def __call__(self, request: Request, credentials: Credentials) -> Caller:
         authenticator: Authenticator = request.app.state.authenticator
-        principal = authenticator.principal(credentials.credentials if credentials else None, datetime.now(UTC))
+        try:
+            principal = authenticator.principal(credentials.credentials if credentials else None, datetime.now(UTC))
+        except Unauthenticated:
+            authenticator.throttle_failure(request.client.host if request.client else "")
+            raise
         catalog: Catalog = request.app.state.catalog_admin.catalog
+        if principal.party_id is not None and not _in_catalog(catalog, principal.party_id):
+            # a deleted customer's keys and tokens go with it (its partner no longer sees them)
+            raise Unauthenticated(f"this credential's party {principal.party_id!r} is no longer in the catalog")
         caller = Caller(principal, principal.scope(catalog))
         request.state.caller = caller  # known from here on: the audit log names it, refused or not
         authenticator.throttle(principal)
@@ -109,6 +124,14 @@ class Public:
 
     async def __call__(self) -> None:
         return None
+
+
+def _in_catalog(catalog: Catalog, party_id: str) -> bool:
+    try:
+        catalog.party(party_id)
+    except UnknownCustomer:
+        return False
+    return True
 
 
 def _check_json_body(request: Request) -> None:

@@ -1,4 +1,5 @@
-"""Per-key token buckets: a key may burst, then send at its steady rate; past that, 429."""
+"""Token buckets per key (or per address, for failed authentications): a caller may burst, then
+send at its steady rate; past that, 429."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+
+MOST_BUCKETS = 100_000
 
 
 @dataclass
@@ -29,6 +32,8 @@ class TokenBuckets:
         with self._lock:
             bucket = self._buckets.get(key)
             if bucket is None:
+                if len(self._buckets) >= MOST_BUCKETS:
+                    self._forget_refilled(now)
                 bucket = self._buckets[key] = _Bucket(float(self._burst), now)
             bucket.tokens = min(float(self._burst), bucket.tokens + (now - bucket.at) * self._rate)
             bucket.at = now
@@ -36,6 +41,15 @@ class TokenBuckets:
                 bucket.tokens -= 1
                 return 0.0
             return (1 - bucket.tokens) / self._rate
+
+    def _forget_refilled(self, now: float) -> None:
+        """Buckets that have refilled since are as good as new: forget them (keyed by address,
+        buckets would otherwise grow with every address that ever called)."""
+        self._buckets = {
+            key: bucket
+            for key, bucket in self._buckets.items()
+            if bucket.tokens + (now - bucket.at) * self._rate < self._burst
+        }
 
 
 def retry_after_header(wait_s: float) -> int:

@@ -160,7 +160,8 @@ class Ledger:
         return Period.parse(latest) if latest else None
 
     def headers(self, scope: Scope, *, period: str | None = None, buyer_id: str | None = None) -> list[InvoiceRecord]:
-        """Invoice headers the scope sees (those of its buyers), of a period, of or covering a buyer."""
+        """Invoice headers the scope sees (those of its buyers, drafts only its issuers'), of a
+        period, of or covering a buyer."""
         conditions = ["1"]
         if period is not None:
             conditions.append("period = {period:String}")
@@ -168,9 +169,15 @@ class Ledger:
             conditions.append("(buyer_id = {buyer:String} OR has(covered_customers, {buyer:String}))")
         if scope.parties is not None:
             conditions.append("buyer_id IN {parties:Array(String)}")
+            conditions.append("(status != 'draft' OR issuer_id IN {sellers:Array(String)})")
         result = self._query(
             f"SELECT * FROM {self._invoices} FINAL WHERE {' AND '.join(conditions)} ORDER BY period, invoice_id",
-            parameters={"period": period, "buyer": buyer_id, "parties": sorted(scope.parties or ())},
+            parameters={
+                "period": period,
+                "buyer": buyer_id,
+                "parties": sorted(scope.parties or ()),
+                "sellers": sorted(scope.sellers),
+            },
         )
         return [_from_row(row) for row in result.named_results()]
 
@@ -180,7 +187,7 @@ class Ledger:
             f"SELECT * FROM {self._invoices} FINAL WHERE invoice_id = {{id:String}}", parameters={"id": invoice_id}
         )
         rows = list(result.named_results())
-        if not rows or not scope.sees_party(rows[0]["buyer_id"]):
+        if not rows or not scope.sees_invoice(rows[0]["issuer_id"], rows[0]["buyer_id"], rows[0]["status"] == "draft"):
             raise UnknownInvoice(f"no invoice {invoice_id!r}")
         record = _from_row(rows[0])
         return replace(record, lines=tuple(self._load_lines(record)))

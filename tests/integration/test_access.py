@@ -49,6 +49,8 @@ def tenants(broker: Broker, tmp_path: Path) -> Iterator[System]:
         assert running.http.post("/v1/events", content=encode_batch(events)).status_code == 202
         wait_for(lambda: all(rated_rows(running, c) == 4 for c in ("direct", "resold", "southco")), what="usage")
         assert running.http.post("/v1/periods/2026-10/close").status_code == 200
+        # issued: a buyer sees an invoice once it is issued (a draft is its issuer's alone)
+        assert running.http.post("/v1/periods/2026-10/issue").status_code == 200
         yield running
     finally:
         running.stop_all()

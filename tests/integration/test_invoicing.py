@@ -119,7 +119,8 @@ def test_usage_becomes_issued_invoices_whose_lines_drill_down_to_the_events(bill
 def test_invoicing_mistakes_get_a_4xx_with_a_reason(billing: System):
     push(billing, [vm_sample("vm-1", customer_id="direct", at=OCTOBER)])
     wait_for(lambda: rated_rows(billing, "direct") == 4, what="usage")
-    assert billing.http.post("/v1/periods/2026-13/close", timeout=30).status_code == 400
+    for not_a_month in ("2026-13", "\uff12026-11", "2026-11%0A"):  # a full-width 2, a final newline
+        assert billing.http.post(f"/v1/periods/{not_a_month}/close", timeout=30).status_code == 422, not_a_month
     post(billing, "/v1/periods/2026-10/close")
     paying_a_draft = billing.http.post("/v1/invoices/2026-10.acme.direct/pay", timeout=30)
     assert paying_a_draft.status_code == 409 and "draft" in paying_a_draft.json()["detail"]
@@ -140,3 +141,24 @@ def test_issuing_a_whole_period_numbers_each_issuer_without_gaps(billing: System
     assert issued == {"2026-10.acme.direct": "ACME-000002", "2026-10.north.resold": "NTH-000001"}
     again = billing.http.post("/v1/periods/2026-10/issue", timeout=60)
     assert again.json() == []
+
+
+def test_a_buyer_sees_its_invoice_once_issued_and_never_its_sellers_draft(billing: System):
+    """A close's drafts are its issuer's work in progress: a customer saw its partner's preview."""
+    push(billing, [vm_sample("vm-1", customer_id="resold", at=OCTOBER)])
+    wait_for(lambda: rated_rows(billing, "resold") == 4, what="usage")
+    post(billing, "/v1/periods/2026-10/close")
+    keys = {
+        party: billing.client(
+            billing.http.post("/v1/keys", json={"name": party, "role": role, "party_id": party}).json()["key"]
+        )
+        for party, role in (("resold", "customer"), ("north", "partner"))
+    }
+    resold, north = keys["resold"], keys["north"]
+    assert resold.get("/v1/invoices").json() == []
+    assert resold.get("/v1/invoices/2026-10.north.resold").status_code == 404
+    assert north.get("/v1/invoices/2026-10.north.resold").json()["status"] == "draft", "its issuer sees it"
+    assert north.get("/v1/invoices/2026-10.acme.north").status_code == 404, "the provider's draft to it: not yet"
+    post(billing, "/v1/periods/2026-10/issue")
+    assert [i["invoice_id"] for i in resold.get("/v1/invoices").json()] == ["2026-10.north.resold"]
+    assert north.get("/v1/invoices/2026-10.acme.north").json()["status"] == "issued"

@@ -121,3 +121,26 @@ def test_a_key_past_its_burst_is_told_when_to_come_back(api: System):
     assert int(limited[0].headers["retry-after"]) >= 1
     assert limited[0].json()["type"] == "urn:meterline:problem:rate-limited"
     assert api.http.get("/v1/invoices").status_code == 200, "another key is not slowed down"
+    guesses = [api.client(f"mlk_{n:012x}_guess").get("/v1/invoices").status_code for n in range(40)]
+    assert set(guesses) == {401, 429} and guesses[-1] == 429, "guessing keys is slowed too, per address"
+
+
+def test_a_revoked_key_takes_its_tokens_and_a_deleted_customer_its_keys(api: System):
+    """A leaked key minted 31-day read tokens that outlived its revocation, and a deleted
+    customer's key kept reading while its partner could no longer list or revoke it."""
+    resold = api.http.post("/v1/keys", json={"name": "app", "role": "customer", "party_id": "resold"}).json()
+    token = api.client(resold["key"]).post("/v1/tokens", json={"party_id": "resold", "ttl_s": 2_678_400}).json()
+    reader = api.client(token["token"])
+    assert reader.get("/v1/customers/resold/usage").status_code == 200
+    assert api.http.delete(f"/v1/keys/{resold['key_id']}").status_code == 200
+    assert reader.get("/v1/customers/resold/usage").status_code == 401
+
+    north = api.client(
+        api.http.post("/v1/keys", json={"name": "n", "role": "partner", "party_id": "north"}).json()["key"]
+    )
+    customer_id = north.post("/v1/catalog/customers", json={"name": "Short-lived", "partner_id": "north"}).json()["id"]
+    its_key = north.post("/v1/keys", json={"name": "c", "role": "customer", "party_id": customer_id}).json()["key"]
+    assert api.client(its_key).get(f"/v1/customers/{customer_id}/usage").status_code == 200
+    assert north.delete(f"/v1/catalog/customers/{customer_id}").status_code == 200
+    gone = api.client(its_key).get(f"/v1/customers/{customer_id}/usage")
+    assert gone.status_code == 401 and "no longer in the catalog" in gone.json()["detail"]

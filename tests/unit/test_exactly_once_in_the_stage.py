@@ -144,3 +144,24 @@ def test_events_of_two_sources_with_one_id_each_carry_only_their_own_usage():
     assert stored[("victim/app", "cust-00008")] == ["1.000000000000"], "one unit, in billionths stored exactly"
     assert all(quantities == ["1000000.000000000000"] for key, quantities in stored.items() if key[1] == "cust-00002")
     assert len(stored) == 9
+
+
+def test_a_copy_written_differently_is_a_repeat_and_a_copy_that_bills_differently_a_conflict():
+    """The same instant with another offset, the same quantity written another way, or a label
+    added is the same usage; another figure is not."""
+    first = xaas_usage(quantity="10", at=AT)
+    same_usage = [
+        {**first, "time": "2026-11-02T11:00:00+01:00"},
+        {**first, "data": {**first["data"], "quantity": "10.0"}},
+        {**first, "data": {**first["data"], "quantity": "010"}},
+        {**first, "data": {**first["data"], "resource_name": "nightly backups"}, "subject": "vault"},
+    ]
+    vm = vm_sample("vm-9")
+    relabelled_vm = {**vm, "data": {**vm["data"], "hypervisor": "hv-2", "disks": [{"tier": "ssd", "size_gib": 40}]}}
+    recent = RecentEvents()
+    processed([encode_batch([first, vm])], recent)
+    again = processed([encode_batch([*same_usage, relabelled_vm])], recent)
+    assert (again.duplicates, again.rejected) == (5, [])
+    other_figure = {**first, "data": {**first["data"], "quantity": "10.5"}}
+    refused = processed([encode_batch([other_figure])], recent)
+    assert [r.reason.split(":")[0] for r in refused.rejected] == ["conflict"]
