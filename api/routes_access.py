@@ -11,7 +11,7 @@ from pydantic import AfterValidator, BaseModel, Field
 from api.access.audit import AuditLog, note_change
 from api.access.guard import AuditReader, Authenticator, Caller, KeyManager, TokenIssuer
 from api.access.keys import ApiKey, digest, may_manage, new_key_material
-from api.access.principals import Role
+from api.access.principals import Principal, Role
 from api.access.tokens import LONGEST_LIFETIME, IssuedToken, ReadToken, new_token_id, sign
 from api.catalog_admin import CatalogAdmin
 from billing.catalog import Catalog, Customer, Identifier, Partner
@@ -138,7 +138,8 @@ def create_key(request: Request, caller: KeyManager, wanted: KeyIn) -> NewKeyOut
     for itself; only the provider's admin makes admin, read-only and ingest keys."""
     party_id = wanted.party_id or ""
     if wanted.role.names_a_party != bool(party_id):
-        raise InvalidQuery(f"a {wanted.role.value} key {'needs' if wanted.role.names_a_party else 'takes no'} party_id")
+        needs = "needs" if wanted.role.names_a_party else "takes no"
+        raise InvalidQuery(f"{Principal('', wanted.role).credential} {needs} party_id")
     if wanted.role is Role.INGEST and not wanted.sources:
         raise InvalidQuery("an ingest key needs the sources it reports for")
     if wanted.role is not Role.INGEST and (wanted.sources or wanted.customers):
@@ -149,7 +150,7 @@ def create_key(request: Request, caller: KeyManager, wanted: KeyIn) -> NewKeyOut
     if party_id and not caller.scope.sees_party(party_id):
         raise UnknownEntry(f"no customer or partner {party_id!r}")  # as for a party that does not exist
     if not may_manage(caller.principal, caller.scope, wanted.role, party_id):
-        raise Forbidden(f"a {caller.principal.role.value} key may not make {wanted.role.value} keys for this party")
+        raise Forbidden(f"{caller.principal.credential} may not make {wanted.role.value} keys for this party")
     catalog = _catalog(request)
     if party_id and _role_of_party(catalog, party_id) is not wanted.role:
         raise InvalidQuery(f"no {wanted.role.value} {party_id!r} in the catalog")

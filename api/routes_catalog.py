@@ -75,6 +75,8 @@ def get_catalog(request: Request, caller: CatalogReader, as_of: datetime | None 
             raise InvalidQuery("'as_of' must carry a UTC offset, e.g. 2026-11-01T00:00:00Z")
         check_storable("'as_of'", as_of)
         stored = request.app.state.catalog_store.current(as_of)
+        if not stored:
+            raise UnknownEntry(f"no catalog was recorded by {as_of.isoformat()}")
         entries = [e for e in stored if e.document is not None and caller.scope.sees_entry(e.kind, e.document)]
     if caller.scope.everything:
         return assemble(entries).model_dump(mode="json")

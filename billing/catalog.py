@@ -111,6 +111,10 @@ class Product(_Entry):
     """For an XaaS sku (the product's id): what its reported quantity is, so how a period's
     quantity is made of the reports, and under which meter it is priced. An sku without a
     product, or without this, reports a counter."""
+    unit: Line | None = Field(default=None, max_length=32)
+    """For an XaaS sku: the unit its reports must name (``GB``); a report in another is refused,
+    so that no quantities of different units are ever added, and no reporter chooses what an
+    invoice prints as the unit."""
 
 
 class PriceList(_Entry):
@@ -222,6 +226,11 @@ class Catalog(_Entry):
             *(plan for price_list in self.price_lists for plan in price_list.plans),
             *(plan for customer in self.customers for plan in customer.plans),
         ]
+
+    @property
+    def xaas_units(self) -> dict[str, str]:
+        """Each XaaS sku's declared unit: what its reports must name."""
+        return {product.id: product.unit for product in self.products if product.unit}
 
     @property
     def xaas_meters(self) -> dict[str, Meter]:

@@ -41,6 +41,8 @@ class PriceBook:
     currency: str
     prices: tuple[Price, ...]
     xaas_meters: Mapping[str, Meter] = field(default_factory=dict)
+    xaas_units: Mapping[str, str] = field(default_factory=dict)
+    """The unit each XaaS sku's reports must name, where the catalog declares one."""
 
 
 def price_book(catalog: Catalog) -> PriceBook:
@@ -54,7 +56,12 @@ def price_book(catalog: Catalog) -> PriceBook:
     for customer in catalog.customers:
         if customer.plans or customer.partner_id:
             prices += _resolved(catalog, customer, customer.id)
-    return PriceBook(currency=catalog.currency, prices=tuple(prices), xaas_meters=catalog.xaas_meters)
+    return PriceBook(
+        currency=catalog.currency,
+        prices=tuple(prices),
+        xaas_meters=catalog.xaas_meters,
+        xaas_units=catalog.xaas_units,
+    )
 
 
 def _resolved(catalog: Catalog, customer: Customer | None, key: str) -> list[Price]:

@@ -13,7 +13,7 @@ from pipeline.dedup import IDENTITY_SEPARATOR, Identity, RecentEvents, Seen, ide
 from pipeline.metering import event_columns, measure
 from pipeline.rating import ENGINE, rate_quantities
 from pipeline.validation import Acceptance, Rejection, ValidEvents, split_group
-from schemas.events import UsageEvent, as_json_value
+from schemas.events import UsageEvent, XaasUsage, as_json_value
 from schemas.receipts import Handled
 from schemas.records import RATED_LISTS, RATED_SCHEMA, USAGE_EVENT_SCHEMA, message_id
 
@@ -55,16 +55,33 @@ def process_batch(
         },
         only=[verdict is Seen.CONFLICT for verdict in seen],
     )
-    fresh = group.select(verdict is Seen.NEW for verdict in seen)
+    misunits = _unit_refusals(group.events, book)
+    new = [
+        verdict is Seen.NEW and identity(event) not in misunits
+        for event, verdict in zip(group.events, seen, strict=True)
+    ]
+    fresh = group.select(new)
     fresh.digests = [digests[identity(event)] for event in fresh.events]
     events, rated, refused = _rate_isolating(fresh, book)
+    wrong_unit = _rejections(group, misunits, only=[verdict is Seen.NEW for verdict in seen]) if misunits else []
     return BatchOutcome(
         events=events,
         rated=rated,
-        rejected=group.rejected + conflicts + refused,
+        rejected=group.rejected + conflicts + wrong_unit + refused,
         duplicates=sum(verdict is Seen.REPEAT for verdict in seen),
         identities=_stored_identities(group.events, seen, digests, set(events.select(ACCEPTED_IDENTITY).to_series())),
     )
+
+
+def _unit_refusals(events: list[UsageEvent], book: PriceBook) -> dict[Identity, str]:
+    """XaaS reports in another unit than their sku's declared one, with the reason."""
+    units = book.xaas_units
+    return {
+        identity(event): f"data.unit: {event.data.unit!r} is not the unit of {event.data.sku}, "
+        f"{units[event.data.sku]!r}: report its quantity in it"
+        for event in events
+        if isinstance(event, XaasUsage) and event.data.sku in units and event.data.unit != units[event.data.sku]
+    }
 
 
 def _stored_identities(

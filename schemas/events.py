@@ -22,7 +22,14 @@ import msgspec
 from msgspec import UNSET, Meta, Struct, UnsetType
 
 from meterline.exceptions import InvalidEvent
-from schemas.identifiers import IDENTIFIER_PATTERN, SOURCE_PATTERN, identifier_refusal, source_refusal, text_refusal
+from schemas.identifiers import (
+    IDENTIFIER_PATTERN,
+    SOURCE_PATTERN,
+    identifier_refusal,
+    source_refusal,
+    text_refusal,
+    unit_refusal,
+)
 
 Event = dict[str, Any]
 """An event as plain JSON-ready data, the form collectors and services build."""
@@ -221,7 +228,7 @@ def _text_refusals(events: list[UsageEvent]) -> Iterable[str]:
         ("source", source_refusal, {event.source for event in events}),
         ("data.customer_id", identifier_refusal, {event.data.customer_id for event in events}),
         ("data.resource_id", partial(text_refusal, trimmed=True), {event.data.resource_id for event in events}),
-        ("data.unit", partial(text_refusal, trimmed=True), {e.data.unit for e in events if isinstance(e, XaasUsage)}),
+        ("data.unit", unit_refusal, {e.data.unit for e in events if isinstance(e, XaasUsage)}),
         ("data", text_refusal, {text for event in events for text in _free_text(event)}),
     )
     for field, refusal, values in checks:

@@ -63,6 +63,14 @@ def text_refusal(value: str, *, trimmed: bool = False) -> str | None:
     return None
 
 
+def unit_refusal(unit: str) -> str | None:
+    """Why ``unit`` is no unit: printable, and starting with a letter or a digit (``GB``,
+    ``instance``, ``m³``), not with what a spreadsheet runs (``=``, ``+``...)."""
+    if not unit[:1].isalnum():
+        return f"{unit!r} is not a unit: it starts with a letter or a digit"
+    return text_refusal(unit, trimmed=True)
+
+
 def printable(value: str) -> str:
     """``value`` if ``text_refusal`` finds nothing wrong with it (trimmed): a validator for names."""
     reason = text_refusal(value, trimmed=True)

@@ -113,7 +113,7 @@ class Requires:
         authenticator.throttle(principal)
         _check_json_body(request)
         if not principal.may(self.permission):
-            raise Forbidden(f"a {principal.role.value} key may not {self.permission.value.replace('_', ' ')}")
+            raise Forbidden(f"{principal.credential} may not {self.permission.value.replace('_', ' ')}")
         return caller
 
 

@@ -74,6 +74,14 @@ class Principal:
     permissions: frozenset[Permission] | None = None
     """Narrower than the role's, for a read token."""
 
+    @property
+    def credential(self) -> str:
+        """What it presented, as an error message names it: "an ingest key", "a read token"."""
+        if self.key_id.startswith("token:"):
+            return "a read token"
+        article = "an" if self.role.value[0] in "aeiou" else "a"
+        return f"{article} {self.role.value} key"
+
     def may(self, permission: Permission) -> bool:
         allowed = PERMISSIONS[self.role] if self.permissions is None else self.permissions
         return permission in allowed

@@ -48,6 +48,8 @@ def test_a_price_change_reaches_rating_from_its_date_and_history_is_kept(billing
 
     versions = billing.http.get("/v1/catalog/price_lists/acme/versions", timeout=30).json()
     assert [v["version"] for v in versions] == [1, 2]
+    before_any = billing.http.get("/v1/catalog", params={"as_of": "1970-01-01T00:00:00Z"}, timeout=30)
+    assert before_any.status_code == 404 and "no catalog was recorded" in before_any.json()["detail"]
     then = billing.http.get("/v1/catalog", params={"as_of": versions[0]["recorded_at"]}, timeout=30).json()
     (acme,) = [p for p in then["price_lists"] if p["seller_id"] == "acme"]
     assert len(acme["plans"]) == len(document["plans"]) - 1

@@ -191,3 +191,23 @@ def test_a_message_that_is_not_utf8_is_refused_whole_with_the_reason():
     checked = split_message(payload)
     assert checked.events == []
     assert checked.rejected[0].reason.startswith("payload is not UTF-8, as JSON must be")
+
+
+def test_a_report_in_another_unit_than_its_skus_is_refused_and_a_unit_never_starts_a_formula():
+    """Reports of backup_gb in GB, TB and "+cmd|' /C calc'!A0" were summed into one invoice line
+    whose unit was the formula: the catalog declares each sku's unit, and a unit starts with a
+    letter or a digit."""
+    from pipeline.dedup import RecentEvents
+    from pipeline.processing import process_batch
+    from tests.unit.test_exactly_once_in_the_stage import BOOK
+
+    in_gb = xaas_usage("backup_gb", "100", resource_id="vault-1", unit="GB")
+    in_tb = xaas_usage("backup_gb", "1", resource_id="vault-2", unit="TB")
+    outcome = process_batch([encode_batch([in_gb, in_tb])], RecentEvents(), BOOK)
+    assert outcome.events["resource_id"].to_list() == ["vault-1"]
+    assert [r.reason for r in outcome.rejected] == [
+        "data.unit: 'TB' is not the unit of backup_gb, 'GB': report its quantity in it"
+    ]
+    formula = xaas_usage("restore_gb", "1", unit="+cmd|' /C calc'!A0")
+    checked = split_message(encode_batch([formula]))
+    assert checked.rejected[0].reason.startswith("data.unit: \"+cmd|' /C calc'!A0\" is not a unit")
