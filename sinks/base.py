@@ -22,6 +22,10 @@ class FlushResult:
     handled: list[Handled] = field(default_factory=list)
     """The numbered messages whose events this flush stored: producers may forget them."""
     dead_letters: int = 0
+    repeated_events: int = 0
+    """Usage events stored before (a redelivery): counted once, not written again."""
+    conflicting_events: int = 0
+    """Usage events whose identity was stored with other content: dead-lettered."""
 
 
 class Sink(ABC):

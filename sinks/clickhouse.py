@@ -211,6 +211,8 @@ class ClickHouseSink(Sink):
             freshness_s=[] if written is None else _seconds_since_end(written, written_at),
             handled=self._handled,
             dead_letters=len(self._dead_letters),
+            repeated_events=0 if stored is None else stored.repeats.num_rows,
+            conflicting_events=0 if stored is None else stored.conflicts.num_rows,
         )
         self._messages, self._usage, self._handled, self._dead_letters = [], [], [], []
         self._rows, self._bytes = 0, 0

@@ -189,6 +189,8 @@ class SinkConsumer:
         metrics.ROWS_WRITTEN.labels("raw_messages").inc(result.raw_messages)
         metrics.ROWS_WRITTEN.labels("usage_events").inc(result.usage_events)
         metrics.ROWS_WRITTEN.labels("rated_usage").inc(result.rated_rows)
+        metrics.EVENTS_SEEN_BEFORE.labels("repeat").inc(result.repeated_events)
+        metrics.EVENTS_SEEN_BEFORE.labels("conflict").inc(result.conflicting_events)
         for seconds in result.freshness_s:
             metrics.FRESHNESS_SECONDS.observe(seconds)
 

@@ -10,6 +10,11 @@ FLUSH_SECONDS = Histogram(
     "Time to write one batch to ClickHouse and commit its offsets",
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5),
 )
+EVENTS_SEEN_BEFORE = Counter(
+    "meterline_sink_events_seen_before_total",
+    "Usage events whose identity was already stored: a repeat is counted once, a conflict dead-lettered",
+    ["verdict"],
+)
 CONSUMER_LAG = Gauge("meterline_sink_consumer_lag_messages", "Messages not yet read by the sink", ["topic"])
 FRESHNESS_SECONDS = Histogram(
     "meterline_freshness_seconds",

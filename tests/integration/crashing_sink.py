@@ -1,7 +1,7 @@
 """A sink process that is SIGKILLed right after its first write, before committing offsets.
 
 ``python -m tests.integration.crashing_sink`` with the test's METERLINE_* environment; it
-prints how many rated rows it wrote before dying.
+prints how many usage events it wrote before dying.
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from sinks.consumer import SinkConsumer
 class KilledAfterWrite(ClickHouseSink):
     def flush(self) -> FlushResult:
         result = super().flush()
-        if result.rated_rows:
-            print(result.rated_rows, flush=True)  # noqa: T201
+        if result.usage_events:
+            print(result.usage_events, flush=True)  # noqa: T201
             os.kill(os.getpid(), signal.SIGKILL)
         return result
 

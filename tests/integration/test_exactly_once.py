@@ -121,8 +121,11 @@ def test_sink_killed_between_write_and_commit_rewrites_without_double_counting(s
     written_before_crash = int(crashing.stdout)
     system.start_api()
     assert_api_matches(system, events_of(batches))
-    rewritten = wait_for(lambda: system.metric('meterline_sink_rows_written_total{table="rated_usage"}'), 60)
-    assert rewritten >= written_before_crash > 0, "the uncommitted rows are written a second time"
+    # redelivered, the events written before the crash are known by their identities: counted
+    # once, neither written again nor refused as conflicts
+    seen_again = wait_for(lambda: system.metric('meterline_sink_events_seen_before_total{verdict="repeat"}'), 60)
+    assert seen_again >= written_before_crash > 0
+    assert system.metric('meterline_sink_events_seen_before_total{verdict="conflict"}') == 0
     assert system.rollup_drift() == 0
 
 
