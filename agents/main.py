@@ -107,7 +107,7 @@ class TickReport:
 
     def __init__(self, every_s: float = REPORT_EVERY_S) -> None:
         self._every_s = every_s
-        self._reported = time.monotonic()
+        self._reported = -float("inf")  # the first tick is told at once: the agent is up
         self._ticks = self._samples = 0
 
     def tick(self, at: datetime, samples: int, waiting: int) -> None:

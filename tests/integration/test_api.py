@@ -12,6 +12,7 @@ import orjson
 import pytest
 from confluent_kafka import Producer
 
+from billing.money import round_money
 from schemas.events import encode_batch
 from tests.factories import vm_sample, xaas_usage
 from tests.integration.harness import System, wait_for
@@ -149,7 +150,11 @@ def test_csv_export_has_hourly_rows_per_resource_adding_up_to_the_json(running: 
     rows = list(csv.DictReader(io.StringIO(response.text)))
     assert {r["resource_id"] for r in rows} == {"vm-0", "vm-1", "vm-2", "bk-1"}
     assert {r["hour"] for r in rows} == {"2026-11-02T09:00:00Z"}, "samples ending at 10:00 belong to 09:00-10:00"
-    assert sum(Decimal(r["amount"]) for r in rows) == Decimal(body["totals_exact"]["EUR"])
+    # every row is exact to 12 places, each rounded once: the rows add up to the total within half
+    # a 12th place each, and to the cent exactly
+    csv_total, total = sum(Decimal(r["amount"]) for r in rows), Decimal(body["totals_exact"]["EUR"])
+    assert abs(csv_total - total) <= len(rows) * Decimal("0.5e-12")
+    assert round_money(csv_total, "EUR") == Decimal(body["totals"]["EUR"])
 
 
 def test_metrics_and_health(running: System):

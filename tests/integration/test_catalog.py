@@ -134,7 +134,18 @@ def test_oversized_entries_and_bodies_are_refused_before_they_reach_the_broker(b
     document = billing.http.get("/v1/catalog/customers/direct").json()["document"]
     body = billing.http.put("/v1/catalog/customers/direct", json={**document, "name": "x" * 2_000_000})
     assert body.status_code == 413 and body.json()["type"] == "urn:meterline:problem:payload-too-large"
-    entry = billing.http.put("/v1/catalog/customers/direct", json={**document, "name": "x" * 300_000})
+    assert billing.http.put("/v1/catalog/customers/direct", json={**document, "name": "x" * 501}).status_code == 422
+    plans = [
+        {
+            "meter": "vcpu_hours",
+            "model": "per_unit",
+            "unit_price": "0.02",
+            "effective_from": f"2027-01-01T00:{m:02d}:{s:02d}Z",
+        }
+        for m in range(60)
+        for s in range(60)
+    ]  # 3,600 versions: about 400 KB, under the 1 MiB of a body
+    entry = billing.http.put("/v1/catalog/price_lists/acme", json={"seller_id": "acme", "plans": plans})
     assert entry.status_code == 422 and "more than an entry holds" in entry.json()["detail"]
     assert billing.http.get("/v1/catalog/customers/direct").json()["version"] == 1, "nothing stored"
     assert billing.http.get("/readyz").status_code == 200

@@ -58,7 +58,8 @@ def test_fleet_usage_matches_ground_truth_to_the_cent(system: System):
     for batch in batches:
         system.publish(batch)
     assert_api_matches(system, events_of(batches))
-    body = system.usage("cust-00001", granularity="hour", group_by="resource")
+    november = {"from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"}  # by the hour: at most 10,000
+    body = system.usage("cust-00001", granularity="hour", group_by="resource", **november)
     assert {row["period_start"] for row in body["rows"]} == {"2026-11-01T23:00:00Z", "2026-11-02T00:00:00Z"}
     monthly = system.usage("cust-00001", granularity="month", group_by="product")
     assert {row["period_start"] for row in monthly["rows"]} == {"2026-11-01T00:00:00Z"}
@@ -156,7 +157,7 @@ def test_agent_killed_mid_run_loses_and_doubles_nothing(system: System):
         start.isoformat(),
     ]
     first = system.start("agent", *agent)
-    wait_for(lambda: b"tick" in (system.data_dir / "agent.log").read_bytes(), 60, "the agent's first tick")
+    wait_for(lambda: b"sampled" in (system.data_dir / "agent.log").read_bytes(), 60, "the agent's first tick")
     time.sleep(0.7)
     system.kill("agent")
     assert first.returncode == -9
