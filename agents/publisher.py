@@ -5,6 +5,8 @@ the broker acknowledges it: a broker can acknowledge and then lose its log (the 
 keeps topics in memory). Until then it is sent again when
 
 - the broker refuses or times out its delivery;
+- the stored topic's log is found restarted (``ReceiptFeed``): the broker lost its logs, and
+  with them every batch delivered and not stored yet;
 - a batch delivered after it to the same partition is stored and it is not, ``OVERTAKEN_GRACE_S``
   after its delivery: a partition is read in order, so the broker lost it (a restarted embedded
   broker starts its partitions again from offset 0: offsets cannot tell, delivery times can);
@@ -118,6 +120,8 @@ class SpooledPublisher:
                 self._replace_client()
             for seq in self._receipts.stored():
                 self._stored(seq)
+            if self._receipts.log_lost():
+                self._forget_delivered()
             if time.monotonic() - self._last_check >= CHECK_EVERY_S:
                 self._forget_lost()
             if self._must_replay and not self._in_flight:
@@ -192,6 +196,16 @@ class SpooledPublisher:
             log.warning("%d delivered batches are not stored; sending them again", len(lost))
             for seq in lost:
                 del self._delivered[seq]
+            self._must_replay = True
+
+    def _forget_delivered(self) -> None:
+        """The broker lost its logs: every batch delivered and not stored is sent again now,
+        rather than when later ones overtake it or receipts stay quiet (``lost_batches``)."""
+        if self._delivered:
+            log.warning(
+                "the broker lost its log; sending the %d delivered batches not stored again", len(self._delivered)
+            )
+            self._delivered.clear()
             self._must_replay = True
 
     def _replay(self) -> None:

@@ -9,7 +9,7 @@ from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaExcepti
 
 from meterline.kafka_config import consumer_config
 from meterline.settings import Settings
-from meterline.stalls import CHECK_EVERY_S, RECOVERIES, STALL_AFTER_S
+from meterline.stalls import CHECK_EVERY_S, RECOVERIES, STALL_AFTER_S, past_the_end
 from schemas.receipts import decode_receipt
 
 log = logging.getLogger(__name__)
@@ -32,6 +32,7 @@ class ReceiptFeed:
         self._partition = TopicPartition(settings.topics.stored, 0)
         self._consumer = self._assigned(OFFSET_END)
         self._checked = self._read_at = time.monotonic()
+        self._log_lost = False
 
     def stored(self) -> list[int]:
         """Numbers of this producer's messages announced stored since the last call."""
@@ -48,6 +49,12 @@ class ReceiptFeed:
             self._check()
         return numbers
 
+    def log_lost(self) -> bool:
+        """Whether the broker was found to have lost the stored topic's log since the last call:
+        then it lost the events topic's too, with every batch delivered to it and not stored."""
+        lost, self._log_lost = self._log_lost, False
+        return lost
+
     def close(self) -> None:
         self._consumer.close()
 
@@ -59,15 +66,18 @@ class ReceiptFeed:
 
     def _check(self) -> None:
         now = self._checked = time.monotonic()
+        # the end the last fetch reported: the embedded broker's ListOffsets answers the start of
+        # the last record batch, which a position inside that batch passes without anything lost
         try:
-            low, high = self._consumer.get_watermark_offsets(self._partition, timeout=1, cached=False)
+            _, high = self._consumer.get_watermark_offsets(self._partition, cached=True)
             (position,) = self._consumer.position([self._partition])
         except KafkaException:
             return  # a broker that does not answer tells nothing
-        if position.offset >= 0 and position.offset > high:
+        if past_the_end(position.offset, None, high):
             log.warning("the stored topic came back without its log; reading its receipts from the beginning")
+            self._log_lost = True
             self._replace(OFFSET_BEGINNING)
-        elif position.offset >= 0 and position.offset < high and now - self._read_at >= STALL_AFTER_S:
+        elif 0 <= position.offset < high and now - self._read_at >= STALL_AFTER_S:
             log.error("receipts wait and none was read for %.0f s; replacing the client", now - self._read_at)
             self._replace(position.offset)
 
