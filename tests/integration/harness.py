@@ -267,12 +267,18 @@ class System:
 
 @contextmanager
 def repeating(step: Callable[[], None]) -> Iterator[None]:
-    """``step`` done again and again, in a thread of its own, while the block runs."""
+    """``step`` done again and again, in a thread of its own, while the block runs; a step that
+    raises stops the repeating, and its error is raised when the block ends."""
     stop = threading.Event()
+    failures: list[Exception] = []
 
     def run() -> None:
         while not stop.is_set():
-            step()
+            try:
+                step()
+            except Exception as error:
+                failures.append(error)
+                return
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -281,6 +287,8 @@ def repeating(step: Callable[[], None]) -> Iterator[None]:
     finally:
         stop.set()
         thread.join()
+    if failures:
+        raise failures[0]
 
 
 def system_with_catalog(broker: Broker, data_dir: Path, catalog: dict[str, Any], **overrides: str) -> System:

@@ -123,8 +123,10 @@ def test_broker_killed_and_down_for_a_minute_loses_nothing_acknowledged(broker: 
             first = batches("cust-intake", 11)
             assert push(system, first[0], tally).status_code == 202
             wait_for(lambda: stored_units(system, "cust-intake") == PER_BATCH, 120, "the worker to be running")
-            for batch in first[1:]:
+            for n, batch in enumerate(first[1:], start=2):
                 assert push(system, batch, tally).status_code == 202
+                # stored one by one: a busy machine must not fill the intake's spool before the kill
+                wait_for(lambda n=n: stored_units(system, "cust-intake") == n * PER_BATCH, 60, "the batch stored")
             for batch in batches("cust-agent", 10):
                 agent.publish("fault-agent", encode_batch(batch))
                 tally.sent += len(batch)
