@@ -82,10 +82,12 @@ RATED_AMOUNT_BASE = f"if(rated.meter IN ({_level_meters()}), toDecimal256(0, 24)
 worth nothing until the close prices the period's figure."""
 
 
-def hours_from_events(database: str, where: str) -> str:
+def hours_from_events(database: str, where: str, events: str | None = None) -> str:
     """Rows of ``usage_by_hour`` recounted from the stored events that ``where`` selects, each
-    event once (``FINAL``). A row is per hour of usage and per hour its events started in, so
-    that recounting the events of one start hour replaces exactly the rows they make."""
+    event once (``FINAL``), or from another table of events (``events``, as a flush's scratch
+    table). A row is per hour of usage and per hour its events started in, so that recounting
+    the events of one start hour replaces exactly the rows they make."""
+    source = events or f"{database}.{USAGE_EVENTS} FINAL"
     return f"""SELECT customer_id, toStartOfHour(rated.usage_start) AS hour, resource_id, rated.product AS product,
             rated.meter AS meter, rated.dimension AS dimension, rated.unit AS unit, currency,
             rated.base_divisor AS base_divisor, toStartOfHour(usage_start) AS event_hour,
@@ -93,7 +95,7 @@ def hours_from_events(database: str, where: str) -> str:
             argMax(rated.base_quantity, rated.usage_start) AS base_latest, max(rated.usage_start) AS latest_at,
             sum(rated.amount) AS amount, sum({RATED_AMOUNT_BASE}) AS amount_base, count() AS rated_rows,
             max(inserted_at) AS stored_until, now64(6) AS computed_at
-        FROM {database}.{USAGE_EVENTS} FINAL ARRAY JOIN rated
+        FROM {source} ARRAY JOIN rated
         WHERE {where}
         GROUP BY hour, event_hour, {ROLLUP_KEY}"""
 

@@ -106,20 +106,21 @@ class UsageStore:
         self._client = client
         self._table = f"{database}.{USAGE_EVENTS}"
         self._identities = EventIdentities(client, database, f"identity_probe_{writer}")
-        self._rollups = Rollups(client, database)
+        self._rollups = Rollups(client, database, writer)
 
     def write(self, usage: pa.Table, stored_at: datetime) -> Sorted:
-        """Write the new events, record their identities, and recount the rollups of every hour
-        the new events and the repeats reach (a repeat may be a redelivery after a crash that
-        came between an earlier write and its recount). Returns what was new, repeated, refused."""
+        """Write the new events, record their identities, and add them to the rollups; or, when
+        there are repeats (which may be a redelivery after a crash that came between an earlier
+        write and its rollup) or another writer reached the same rows, recount every hour the
+        new events and the repeats reach (``sinks.rollups``). Returns what was new, repeated,
+        refused."""
         events = self._identities.sort(usage)
+        stamped = events.new.append_column("inserted_at", _in_every_row(stored_at, events.new.num_rows))
         if events.new.num_rows:
-            stamped = events.new.append_column("inserted_at", _in_every_row(stored_at, events.new.num_rows))
             self._client.insert_arrow(self._table, stamped, settings=INSERT_SETTINGS)
             self._identities.remember(events.new)
-        counted = pa.concat_tables([events.new, events.repeats])
-        if counted.num_rows:
-            self._rollups.recount(counted)
+        if events.repeats.num_rows or not self._rollups.add(stamped, stored_at):
+            self._rollups.recount(pa.concat_tables([events.new, events.repeats]))
         return events
 
 

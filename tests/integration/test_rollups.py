@@ -66,11 +66,13 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Any:
     store = UsageStore(client, DB)
     late = TICKS[15]  # 01:10: hours that are rolled up before their last sample arrives
     on_time = [at for at in TICKS if at != late]
-    for n in range(0, len(on_time), 4):
-        store.write(usage_of(on_time[n : n + 4]), STORED)
+    # each flush a second after the one before, the last of them at STORED: added in place
+    flushes = range(0, len(on_time), 4)
+    for n, first in enumerate(flushes, start=1 - len(flushes)):
+        store.write(usage_of(on_time[first : first + 4]), STORED + timedelta(seconds=n))
     again = random.Random(7).sample(on_time, 6)  # noqa: S311 - written again, in other batches, later
-    store.write(usage_of(again[:3]), LATER)
-    store.write(usage_of([late]), LATER)
+    store.write(usage_of(again[:3]), LATER - timedelta(seconds=2))  # repeats: recounted
+    store.write(usage_of([late]), LATER - timedelta(seconds=1))  # late, into rolled-up hours: added
     store.write(usage_of(again[3:]), LATER)
     yield client
     client.close()  # one engine per process: let the next test open its own

@@ -1,0 +1,110 @@
+"""A flush is added to the rollups in place, and recounted whenever adding could count twice.
+
+Each case writes through the sink's own storage code (``UsageStore``) into the real engine and
+checks the rollups against a recount of every stored event (``drift``) and hand-counted rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import clickhouse_connect
+import pytest
+
+from schemas.clickhouse import migrate
+from sinks.clickhouse import UsageStore
+from sinks.rollups import drift
+from tests.factories import AT, vm_sample
+from tests.integration.test_identities import frame
+
+pytestmark = pytest.mark.integration
+
+DB = "meterline"
+STORED = datetime(2026, 11, 3, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def client(tmp_path: Path) -> Iterator[Any]:
+    client = clickhouse_connect.get_client(dsn=f"chdb://{tmp_path / 'additions'}")
+    migrate(client, DB)
+    yield client
+    client.close()  # one engine per process: let the next test open its own
+
+
+@pytest.fixture
+def store(client: Any) -> UsageStore:
+    return UsageStore(client, DB)
+
+
+def recounts(store: UsageStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many events each recount of ``store`` was given, as it runs."""
+    rollups = store._rollups  # noqa: SLF001 - which way the rollups were kept is what is tested
+    given: list[int] = []
+    recount = rollups.recount
+    monkeypatch.setattr(rollups, "recount", lambda usage: (given.append(usage.num_rows), recount(usage)))
+    return given
+
+
+def vcpu_hour(client: Any) -> tuple[Decimal, int]:
+    """vCPU-seconds and rated rows of vm-1's 10:00 hour, as the hour rollup holds them."""
+    query = (
+        f"SELECT sum(base_sum), sum(rated_rows) FROM {DB}.usage_by_hour FINAL "
+        "WHERE resource_id = 'vm-1' AND meter = 'vcpu_hours' AND hour = '2026-11-02 10:00:00'"
+    )
+    (row,) = client.query(query).result_rows
+    return row[0], row[1]
+
+
+def test_flushes_of_new_events_are_added_in_place(client, store, monkeypatch):
+    """Three 5-minute samples of 2 vCPU in one hour, in three flushes a second apart: 600
+    vCPU-seconds each, 1,800 in the hour, three rated rows; no recount."""
+    given = recounts(store, monkeypatch)
+    for n in range(3):
+        store.write(frame([vm_sample(at=AT + timedelta(minutes=5 * (n + 1)))]), STORED + timedelta(seconds=n))
+
+    assert given == []
+    assert vcpu_hour(client) == (Decimal(1800), 3)
+    assert drift(client, DB) == 0
+
+
+def test_a_crash_between_the_hours_and_the_days_is_recounted_when_redelivered(client, store, monkeypatch):
+    """Killed after the hour rows took the flush and before the day rows did: the redelivered
+    event is a repeat, so its hour and day are recounted, and both count it once."""
+    store.write(frame([vm_sample(at=AT + timedelta(minutes=5))]), STORED)
+    rollups = store._rollups  # noqa: SLF001 - the step the crash interrupts
+    command = rollups._client.command  # noqa: SLF001
+
+    def killed_at_the_days(statement: str, *args: Any, **kwargs: Any) -> Any:
+        if statement == rollups._add_days:  # noqa: SLF001
+            raise SystemExit("killed")
+        return command(statement, *args, **kwargs)
+
+    second = frame([vm_sample(at=AT + timedelta(minutes=10))])
+    monkeypatch.setattr(rollups._client, "command", killed_at_the_days)  # noqa: SLF001
+    with pytest.raises(SystemExit):
+        store.write(second, STORED + timedelta(seconds=1))
+    monkeypatch.undo()
+    assert drift(client, DB) > 0, "the day rows lack the second sample"
+
+    given = recounts(store, monkeypatch)
+    assert store.write(second, STORED + timedelta(seconds=2)).repeats.num_rows == 1
+    assert given == [1]
+    assert vcpu_hour(client) == (Decimal(1200), 2)
+    assert drift(client, DB) == 0
+
+
+def test_a_row_that_counts_an_event_stored_as_late_is_recounted_not_added(client, store, monkeypatch):
+    """A second flush stamped with the same instant as the first (as another writer's could
+    be): its hour row may already count it, so the flush is recounted."""
+    store.write(frame([vm_sample(at=AT + timedelta(minutes=5))]), STORED)
+    given = recounts(store, monkeypatch)
+
+    store.write(frame([vm_sample(at=AT + timedelta(minutes=10))]), STORED)
+
+    assert given == [1]
+    assert vcpu_hour(client) == (Decimal(1200), 2)
+    assert drift(client, DB) == 0
