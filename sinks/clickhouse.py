@@ -108,18 +108,19 @@ class UsageStore:
         self._identities = EventIdentities(client, database, f"identity_probe_{writer}")
         self._rollups = Rollups(client, database, writer)
 
-    def write(self, usage: pa.Table, stored_at: datetime) -> Sorted:
-        """Write the new events, record their identities, and add them to the rollups; or, when
-        there are repeats (which may be a redelivery after a crash that came between an earlier
-        write and its rollup) or another writer reached the same rows, recount every hour the
-        new events and the repeats reach (``sinks.rollups``). Returns what was new, repeated,
-        refused."""
+    def write(self, usage: pa.Table, stored_at: datetime, sole_writer: bool = True) -> Sorted:
+        """Write the new events, record their identities, and add them to the rollups; or recount
+        every hour the new events and the repeats reach (``sinks.rollups``) when there are
+        repeats (which may be a redelivery after a crash that came between an earlier write and
+        its rollup), when another writer reached the same rows, or when another may be writing
+        now (not ``sole_writer``): two additions to one row at once would lose one. Returns what
+        was new, repeated, refused."""
         events = self._identities.sort(usage)
         stamped = events.new.append_column("inserted_at", _in_every_row(stored_at, events.new.num_rows))
         if events.new.num_rows:
             self._client.insert_arrow(self._table, stamped, settings=INSERT_SETTINGS)
             self._identities.remember(events.new)
-        if events.repeats.num_rows or not self._rollups.add(stamped, stored_at):
+        if events.repeats.num_rows or not sole_writer or not self._rollups.add(stamped, stored_at):
             self._rollups.recount(pa.concat_tables([events.new, events.repeats]))
         return events
 
@@ -181,11 +182,11 @@ class ClickHouseSink(Sink):
     def buffered_bytes(self) -> int:
         return self._bytes
 
-    def flush(self) -> FlushResult:
+    def flush(self, sole_writer: bool = False) -> FlushResult:
         usage = pa.concat_tables(self._usage) if self._usage else None
         message_ids = [message_id(payload) for payload in self._messages]
         with self._clock.writing() as now:
-            stored = self._usage_store.write(usage, now) if usage is not None else None
+            stored = self._usage_store.write(usage, now, sole_writer) if usage is not None else None
         written = stored.new if stored is not None else None
         if stored is not None and stored.conflicts.num_rows:
             received = dict(zip(message_ids, self._messages, strict=True))

@@ -16,8 +16,8 @@ from sinks.consumer import SinkConsumer
 
 
 class KilledAfterWrite(ClickHouseSink):
-    def flush(self) -> FlushResult:
-        result = super().flush()
+    def flush(self, sole_writer: bool = False) -> FlushResult:
+        result = super().flush(sole_writer)
         if result.usage_events:
             print(result.usage_events, flush=True)  # noqa: T201
             os.kill(os.getpid(), signal.SIGKILL)

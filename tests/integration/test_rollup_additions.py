@@ -108,3 +108,15 @@ def test_a_row_that_counts_an_event_stored_as_late_is_recounted_not_added(client
     assert given == [1]
     assert vcpu_hour(client) == (Decimal(1200), 2)
     assert drift(client, DB) == 0
+
+
+def test_a_writer_that_may_not_be_alone_recounts(client, store, monkeypatch):
+    """A sink that does not read every partition of the rated topic: another may add to the same
+    row at the same time, and one of two additions would be lost, so it recounts."""
+    given = recounts(store, monkeypatch)
+
+    store.write(frame([vm_sample(at=AT + timedelta(minutes=5))]), STORED, sole_writer=False)
+
+    assert given == [1]
+    assert vcpu_hour(client) == (Decimal(600), 1)
+    assert drift(client, DB) == 0
