@@ -179,7 +179,7 @@ class UsageQueries:
         """
         query = (
             f"WITH page AS (SELECT time, id, event, message_id, offset, length FROM {self._events} FINAL "
-            f"WHERE {EVENTS_WHERE} AND {stored_by(self._database, 'id')} "
+            f"WHERE {EVENTS_WHERE} AND {stored_by(self._database)} "
             "ORDER BY time, id LIMIT {limit:UInt32} OFFSET {offset:UInt32}) "
             "SELECT time, id, event FROM (SELECT page.time AS time, page.id AS id, "
             "substring(m.payload, page.offset + 1, page.length) AS event "

@@ -47,15 +47,16 @@ EVENT_IDENTITIES = "event_identities"
 MIGRATIONS = "schema_migrations"
 
 
-def stored_by(database: str, id_column: str = "event_id") -> str:
-    """A condition on ``rated_usage``: events first stored at or before ``stored_by``, which is
-    what a close billed whatever arrived or was written again since (a written-again copy of an
-    event carries a later ``inserted_at``, and ``FINAL`` shows the last copy)."""
+def stored_by(database: str) -> str:
+    """A condition on ``usage_events``: events first stored at or before ``stored_by``, which is
+    what a close billed whatever arrived or was written again since (a copy written again before
+    identities were kept carries a later ``inserted_at``, and ``FINAL`` shows the last copy). An
+    event is known by its (source, id): another source's event with the same id is another event."""
     return (
-        f"{id_column} IN (SELECT id FROM {database}.{USAGE_EVENTS} "
+        f"(source, id) IN (SELECT source, id FROM {database}.{USAGE_EVENTS} "
         f"WHERE usage_start > {{start:DateTime64(3, 'UTC')}} - INTERVAL {LONGEST_INTERVAL_S} SECOND "
         "AND usage_start < {end:DateTime64(3, 'UTC')} "
-        "GROUP BY id HAVING min(inserted_at) <= {stored_by:DateTime64(3, 'UTC')})"
+        "GROUP BY source, id HAVING min(inserted_at) <= {stored_by:DateTime64(3, 'UTC')})"
     )
 
 

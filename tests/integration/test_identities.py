@@ -8,26 +8,29 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import clickhouse_connect
+import orjson
 import pyarrow as pa
 import pytest
 
+from api.usage_queries import LineScope, UsageQueries
 from billing.adapters.catalog_file import load_catalog
+from billing.invoices import UsageScope
 from billing.pricing import PriceBook, price_book
 from pipeline.dedup import RecentEvents
 from pipeline.processing import process_batch
 from schemas.clickhouse import migrate
 from schemas.events import Event, encode_batch
 from schemas.meters import Meter
-from schemas.records import USAGE_EVENT_SCHEMA, decode_frame, encode_frame
-from sinks.clickhouse import UsageStore
+from schemas.records import USAGE_EVENT_SCHEMA, decode_frame, encode_frame, message_id
+from sinks.clickhouse import ClientPool, UsageStore
 from sinks.rollups import drift
-from tests.factories import vm_sample, xaas_usage
+from tests.factories import AT, vm_sample, xaas_usage
 from tests.integration.harness import System, wait_for
 from tests.integration.test_invoicing import push
 
@@ -141,6 +144,32 @@ def test_an_identity_is_recorded_only_after_its_event_is_written(client, monkeyp
     assert store.write(frame([event]), STORED).repeats.num_rows == 1
     assert stored(client) == [("test://hv-1", event["id"], "cust-a")]
     assert drift(client, DB) == 0
+
+
+def test_an_invoice_line_shows_only_the_events_stored_by_its_close_whatever_another_source_reuses(client):
+    """Two hypervisors' samples of vm-1 with the same id: the first stored before the close's
+    cutoff, the other an hour after it. The line's drill-down shows the first only: an event is
+    known by its (source, id), so the other source's is another event, stored too late."""
+    store = UsageStore(client, DB)
+    billed = vm_sample(customer_id="cust-a")
+    later = {
+        **vm_sample(customer_id="cust-a", at=AT + timedelta(minutes=5)),
+        "id": billed["id"],
+        "source": "test://hv-2",
+    }
+    for event, stored_at in ((billed, STORED), (later, STORED + timedelta(hours=1))):
+        payload = encode_batch([event])
+        client.insert(
+            f"{DB}.raw_messages", [[message_id(payload), payload, stored_at]], ["message_id", "payload", "received_at"]
+        )
+        assert store.write(frame([event]), stored_at).new.num_rows == 1
+
+    end = AT + timedelta(hours=1)
+    line = LineScope(
+        ["cust-a"], "vcpu_hours", (UsageScope("", AT - timedelta(hours=1), end),), AT - timedelta(hours=1), end, STORED
+    )
+    (shown,) = UsageQueries(ClientPool(lambda: client, 1), DB).line_events(line, limit=10, offset=0)
+    assert orjson.loads(shown)["source"] == "test://hv-1"
 
 
 def test_a_conflicting_copy_sent_after_the_workers_restart_is_refused_on_any_broker(system: System):
