@@ -188,13 +188,22 @@ def main() -> None:
     parser.add_argument("--paced-rate", type=int, default=20_000, help="samples/s in the freshness phase")
     parser.add_argument("--paced-seconds", type=int, default=20)
     parser.add_argument("--workers", type=int, default=2, help="Faust worker processes (one per core)")
+    parser.add_argument(
+        "--interval-s", type=int, default=300, help="seconds between a VM's samples in the throughput phase"
+    )
     args = parser.parse_args()
 
     system = start_embedded("meterline-bench-", args.workers)
     home, broker, settings, url, processes = system.home, system.broker, system.settings, system.url, system.processes
     publisher = SpooledPublisher(settings, "agent/bench", Spool(home / "spool"))
 
-    spec = FleetSpec(seed=1, customers=500, hypervisors=args.hypervisors, vms_per_hypervisor=args.vms_per_hypervisor)
+    spec = FleetSpec(
+        seed=1,
+        customers=500,
+        hypervisors=args.hypervisors,
+        vms_per_hypervisor=args.vms_per_hypervisor,
+        interval_s=args.interval_s,
+    )
     fleet = SimulatedFleet(spec)
     per_tick = sum(len(events) for events in fleet.collect(datetime.now(UTC)).values())
 
@@ -265,6 +274,7 @@ def main() -> None:
             {
                 "samples_per_s": round(samples_per_s),
                 "throughput_samples": per_tick * args.ticks,
+                "sample_interval_s": args.interval_s,
                 "cpu_us_per_sample": cpu_us_per_sample,
                 "paced_samples_per_s": args.paced_rate,
                 "freshness_p50_s": round(float(p50), 3),
