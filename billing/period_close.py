@@ -40,6 +40,7 @@ from billing.pricing import PriceChange, price_changes
 from billing.records import InvoiceRecord
 from billing.scope import EVERYTHING, Scope
 from meterline.exceptions import IncompleteUsage, InvalidRange
+from meterline.late_usage import LATE_USAGE_MONTHS
 
 
 class Ledger(Protocol):
@@ -63,10 +64,9 @@ class PeriodUsage(Protocol):
 
 
 SETTLED = {InvoiceStatus.ISSUED, InvoiceStatus.PAID}
-LOOKBACK_PERIODS = 3
+LOOKBACK_PERIODS = LATE_USAGE_MONTHS
 """How many months back a close looks for usage that reached already issued invoices, unless
-told otherwise: the same number of months the intake accepts usage for
-(``METERLINE_LATE_USAGE_MONTHS``), so that no accepted usage goes unbilled."""
+told otherwise: as many as the intake accepts usage for."""
 
 
 @dataclass(frozen=True)

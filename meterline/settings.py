@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from billing.period_close import LOOKBACK_PERIODS
+from meterline.late_usage import LATE_USAGE_MONTHS
 
 
 class Topics(BaseSettings):
@@ -66,7 +66,7 @@ class Settings(BaseSettings):
     sink_flush_interval_s: float = 0.25
     query_clients: int = Field(default=16, ge=1, description="ClickHouse clients the API's readers use side by side")
     late_usage_months: int = Field(
-        default=LOOKBACK_PERIODS,
+        default=LATE_USAGE_MONTHS,
         ge=0,
         description="months before the current one whose usage is still accepted (and billed late)",
     )

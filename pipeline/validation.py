@@ -17,9 +17,9 @@ from typing import Any
 
 import orjson
 
-from billing.period_close import LOOKBACK_PERIODS
 from billing.periods import Period
 from meterline.exceptions import InvalidEvent
+from meterline.late_usage import LATE_USAGE_MONTHS
 from meterline.settings import Settings
 from schemas.events import (
     UsageEvent,
@@ -115,7 +115,7 @@ class Acceptance:
 
     now: Callable[[], datetime]
     clock_skew: timedelta = timedelta(minutes=15)
-    late_periods: int = LOOKBACK_PERIODS
+    late_periods: int = LATE_USAGE_MONTHS
     """How many months before the current one may still receive usage (the late-usage look-back)."""
     max_sample_bytes: int = 10**15
     max_vdc_amount: int = 10**9

@@ -1,0 +1,78 @@
+"""The layout is the architecture: which package may import which, read from the source itself.
+
+Every import of every module is counted, at the top or inside a function. ``meterline`` is the
+ground floor (settings, errors, Kafka clients); ``schemas`` the contracts; ``billing`` the pure
+domain; ``agents``, ``pipeline`` and ``sinks`` the stream; ``api`` sits on top. The HTTP layer is
+never imported below it, and no two packages import each other, directly or round about.
+"""
+
+from __future__ import annotations
+
+import ast
+from graphlib import CycleError, TopologicalSorter
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PACKAGES = ("meterline", "schemas", "billing", "agents", "pipeline", "sinks", "api")
+MAY_IMPORT = {
+    "meterline": {"meterline"},
+    "schemas": {"schemas", "meterline"},
+    "billing": {"billing", "schemas", "meterline"},
+    "agents": {"agents", "schemas", "meterline"},
+    "pipeline": {"pipeline", "billing", "schemas", "meterline"},
+    "sinks": {"sinks", "schemas", "meterline"},
+    "api": set(PACKAGES),  # the intake validates as the stream does (pipeline) and spools as agents do
+}
+
+
+def imported_packages(path: Path) -> set[str]:
+    """The first-party packages one module imports."""
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+        else:
+            continue
+        found |= {name.split(".")[0] for name in names} & set(PACKAGES)
+    return found
+
+
+def package_imports() -> dict[str, dict[str, set[str]]]:
+    """Per package, per module path, the other first-party packages it imports."""
+    return {
+        package: {
+            str(path.relative_to(ROOT)): imported_packages(path) - {package}
+            for path in sorted((ROOT / package).rglob("*.py"))
+        }
+        for package in PACKAGES
+    }
+
+
+@pytest.mark.parametrize("package", PACKAGES)
+def test_a_package_imports_only_the_layers_below_it(package):
+    trespassing = {
+        module: sorted(imported - MAY_IMPORT[package])
+        for module, imported in package_imports()[package].items()
+        if imported - MAY_IMPORT[package]
+    }
+    assert trespassing == {}
+
+
+def test_no_two_packages_import_each_other_even_round_about():
+    graph = {
+        package: set().union(*modules.values()) if modules else set() for package, modules in package_imports().items()
+    }
+    try:
+        tuple(TopologicalSorter(graph).static_order())
+    except CycleError as error:
+        pytest.fail(f"packages import each other: {error.args[1]}")
+
+
+def test_the_check_sees_an_import_made_inside_a_function(tmp_path):
+    module = tmp_path / "late.py"
+    module.write_text("def f():\n    from api.main import app\n    import billing.money\n")
+    assert imported_packages(module) == {"api", "billing"}
