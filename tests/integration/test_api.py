@@ -157,11 +157,18 @@ def test_csv_export_has_hourly_rows_per_resource_adding_up_to_the_json(running: 
     assert round_money(csv_total, "EUR") == Decimal(body["totals"]["EUR"])
 
 
-def test_metrics_and_health(running: System):
+def test_health_and_the_metrics_of_a_stored_event(running: System):
+    """Declared metrics show at import with no sample: these must have counted the event."""
     assert running.http.get("/healthz", timeout=5).json() == {"status": "ok"}
-    metrics = running.http.get("/metrics", timeout=5).text
-    for name in ("meterline_sink_flush_seconds", "meterline_sink_consumer_lag_messages", "meterline_freshness_seconds"):
-        assert name in metrics
+    flushes = running.metric("meterline_sink_flush_seconds_count")
+    written = running.metric('meterline_sink_rows_written_total{table="usage_events"}')
+    event = vm_sample("vm-metrics")
+    assert running.http.post("/v1/events", content=encode_batch([event]), timeout=30).status_code == 202
+    wait_for(lambda: running.usage("cust-1")["rows"], 60, "the event stored")
+    assert running.metric('meterline_sink_rows_written_total{table="usage_events"}') == written + 1
+    assert running.metric("meterline_sink_flush_seconds_count") > flushes
+    assert running.metric("meterline_freshness_seconds_count") >= 1
+    assert 'meterline_sink_consumer_lag_messages{topic="' in running.http.get("/metrics", timeout=5).text
 
 
 def test_the_worker_reports_its_lag_on_each_partition_it_reads(running: System):
