@@ -3,8 +3,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 KAFKA_LIBS := .cache/kafka/libs
+UBL := .cache/ubl
 
-.PHONY: run test lint bench bench-worker bench-close bench-query soak install system-deps kafka-jars clean
+.PHONY: run test lint bench bench-worker bench-close bench-query soak install system-deps kafka-jars ubl-schemas clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -35,10 +36,22 @@ $(KAFKA_LIBS)/.fetched: tools/kafka/pom.xml
 
 kafka-jars: $(KAFKA_LIBS)/.fetched
 
+# The OASIS UBL 2.1 schemas, from Maven Central, to validate the UBL e-invoice against.
+$(UBL)/.fetched: tools/ubl/pom.xml tools/ubl/invoice.xsd
+	mvn -q -B -f tools/ubl/pom.xml dependency:copy-dependencies -DexcludeTransitive=true -DoutputDirectory=$(abspath $(UBL))/jars
+	cd $(UBL) && for jar in jars/*.jar; do \
+		rm -rf unpacked && $(PYTHON) -m zipfile -e $$jar unpacked && \
+		for dir in schemas external; do [ ! -d unpacked/$$dir ] || cp -r unpacked/$$dir . || exit 1; done; \
+	done; rm -rf unpacked
+	cp tools/ubl/invoice.xsd $(UBL)/invoice.xsd
+	touch $@
+
+ubl-schemas: $(UBL)/.fetched
+
 run: install
 	$(BIN)/python -m meterline.run
 
-test: $(VENV)/.installed-test kafka-jars
+test: $(VENV)/.installed-test kafka-jars ubl-schemas
 	$(BIN)/pytest -q
 
 lint: $(VENV)/.installed-test
