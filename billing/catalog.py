@@ -18,14 +18,13 @@ from typing import Annotated, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from billing.money import TaxRate, minor_unit
+from billing.money import PLACES, Amount, TaxRate, minor_unit
 from billing.price_plans import PricePlan, UtcTime, check_unique_versions, plan_in_force
 from meterline.exceptions import InvalidCatalog, UnknownCustomer
 from schemas.identifiers import IDENTIFIER_PATTERN, printable
 from schemas.meters import Meter, XaasAggregation
 
-Percent = Annotated[Decimal, Field(ge=0, le=100)]
-Money = Annotated[Decimal, Field(ge=0)]
+Percent = Annotated[Decimal, Field(ge=0, le=100, decimal_places=PLACES)]
 Identifier = Annotated[str, Field(pattern=IDENTIFIER_PATTERN)]
 Line = Annotated[str, Field(max_length=500), AfterValidator(printable)]
 """A name, an address line, a description: shown on invoices, CSV and pages, so one line of
@@ -98,9 +97,9 @@ class Fee(_Entry):
     """A seller's recurring price for a product, and its one-time set-up fee."""
 
     product_id: Identifier
-    amount: Money
+    amount: Amount
     interval: Interval = Interval.MONTH
-    setup_fee: Money = Decimal(0)
+    setup_fee: Amount = Decimal(0)
     effective_from: UtcTime
 
 
@@ -154,7 +153,7 @@ class OneTimeCharge(_Entry):
     id: Identifier
     customer_id: Identifier
     description: Line = Field(min_length=1)
-    amount: Money
+    amount: Amount
     day: date
     supplier: Supplier = Supplier.SELLER
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 from decimal import ROUND_HALF_UP, Decimal
 from fractions import Fraction
 from functools import cache
+from typing import Annotated
 
 from babel.numbers import get_currency_precision
 from pydantic import BaseModel, ConfigDict, Field
@@ -18,6 +19,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from meterline.exceptions import InvalidCatalog
 
 HUNDRED = Decimal(100)
+PLACES = 12
+"""Decimal places a catalog figure may have: what storage keeps (``Decimal(38, 12)``)."""
+UnitPrice = Annotated[Decimal, Field(ge=0, le=Decimal(10) ** 6, decimal_places=PLACES)]
+"""A price per unit, up to a million: rated against the largest quantity an event may carry
+(10^18 units), an amount still fits the 38 digits (12 of them decimals) that the pipeline and
+storage compute in."""
+Amount = Annotated[Decimal, Field(ge=0, le=Decimal(10) ** 12, decimal_places=PLACES)]
+"""A fee, a charge, a minimum or a commitment: up to a trillion."""
+Quantity = Annotated[Decimal, Field(ge=0, le=Decimal(10) ** 18, decimal_places=PLACES)]
+"""A tier bound or an allowance: as large as an event's quantity may be."""
 
 
 @cache
@@ -64,7 +75,7 @@ class TaxRate(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     jurisdiction: str = Field(min_length=2)
-    rate_percent: Decimal = Field(ge=0, lt=100)
+    rate_percent: Decimal = Field(ge=0, lt=100, decimal_places=PLACES)
     inclusive: bool = False
     name: str = "VAT"
 

@@ -20,7 +20,7 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from billing.money import round_money
+from billing.money import Amount, Quantity, UnitPrice, round_money
 from meterline.exceptions import InvalidCatalog
 from schemas.meters import Meter
 
@@ -28,7 +28,6 @@ ANY_DIMENSION = "*"
 TOP_UP = "minimum commitment top-up"
 """A commitment's shortfall: a sum of money, not a quantity of the meter."""
 ZERO = Decimal(0)
-NonNegative = Annotated[Decimal, Field(ge=0)]
 
 
 def _utc(value: datetime) -> datetime:
@@ -57,9 +56,9 @@ class Charge:
 class Tier(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    up_to: NonNegative | None = None
+    up_to: Quantity | None = None
     """Upper bound of the tier, inclusive; None for the last, unbounded tier."""
-    unit_price: NonNegative
+    unit_price: UnitPrice
 
 
 class _Plan(BaseModel):
@@ -68,8 +67,8 @@ class _Plan(BaseModel):
     meter: Meter
     dimension: str = ANY_DIMENSION
     effective_from: UtcTime
-    free_quantity: NonNegative = ZERO
-    minimum_amount: NonNegative = ZERO
+    free_quantity: Quantity = ZERO
+    minimum_amount: Amount = ZERO
     """Committed spend per period: a shortfall is invoiced as a top-up line."""
 
     def charges(self, quantity: Fraction, currency: str, share_in_force: Fraction = Fraction(1)) -> list[Charge]:
@@ -108,7 +107,7 @@ class _Plan(BaseModel):
 
 class PerUnit(_Plan):
     model: Literal["per_unit"] = "per_unit"
-    unit_price: NonNegative
+    unit_price: UnitPrice
 
     def _priced(self, billable: Fraction) -> list[tuple[str, Fraction, Decimal, str | None]]:
         return [("", billable, self.unit_price, None)]
@@ -175,8 +174,8 @@ class Package(_Plan):
     """Sold in whole blocks of ``package_size`` units; a started block is a block."""
 
     model: Literal["package"] = "package"
-    package_size: Annotated[Decimal, Field(gt=0)]
-    package_price: NonNegative
+    package_size: Annotated[Quantity, Field(gt=0)]
+    package_price: Amount
 
     def _priced(self, billable: Fraction) -> list[tuple[str, Fraction, Decimal, str | None]]:
         blocks = Fraction(ceil(billable / _exact(self.package_size)))

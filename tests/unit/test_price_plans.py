@@ -10,6 +10,7 @@ import pytest
 from pydantic import TypeAdapter, ValidationError
 
 from api.period_scheduler import period_due
+from billing.catalog import OneTimeCharge
 from billing.money import TaxRate, round_money
 from billing.periods import Period
 from billing.price_plans import TOP_UP, PricePlan, plan_in_force
@@ -190,3 +191,27 @@ def test_a_month_closes_on_its_own_only_after_the_grace_period():
     assert period_due(datetime(2026, 12, 2, 23, 59, tzinfo=UTC), grace) is None
     assert period_due(datetime(2026, 12, 3, 0, 0, tzinfo=UTC), grace) == Period.parse("2026-11")
     assert period_due(datetime(2027, 1, 15, tzinfo=UTC), grace) == Period.parse("2026-12")
+
+
+@pytest.mark.parametrize(
+    ("figure", "value"),
+    [
+        ("unit_price", "1e400"),  # once in the catalog, it stopped the rating of every event
+        ("unit_price", "1000000.000000000001"),
+        ("unit_price", "0.0000000000001"),  # 13 decimals: storage keeps 12
+        ("free_quantity", "1e19"),
+        ("minimum_amount", "1000000000000.01"),
+    ],
+)
+def test_a_figure_beyond_what_rating_and_storage_hold_is_refused(figure, value):
+    with pytest.raises(ValidationError, match=figure):
+        plan(model="per_unit", **{"unit_price": "0.01", figure: value})
+
+
+def test_a_one_time_charge_beyond_a_trillion_is_refused():
+    """1e400 was accepted and then failed every close with a server error."""
+    charge = {"id": "otc-1", "customer_id": "direct", "description": "x", "day": "2026-12-05"}
+    assert OneTimeCharge.model_validate({**charge, "amount": "1000000000000"}).amount == Decimal(10) ** 12
+    for amount in ("1e400", "1000000000000.01"):
+        with pytest.raises(ValidationError, match="amount"):
+            OneTimeCharge.model_validate({**charge, "amount": amount})
