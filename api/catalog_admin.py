@@ -57,6 +57,11 @@ class CatalogAdmin:
             raise UnknownEntry(f"no {kind.value} {entry_id!r} in the catalog")
         return entry
 
+    def holds(self, kind: EntryKind, entry_id: str) -> bool:
+        """Whether the catalog has this entry now (whoever may see it)."""
+        entry = self._entries.get(Entry(kind, entry_id, None).key)
+        return entry is not None and entry.document is not None
+
     def entries(self, scope: Scope, kind: EntryKind | None = None) -> list[Entry]:
         """The live entries the scope sees, of one kind or all."""
         return [

@@ -9,7 +9,7 @@ customers, their subscriptions and charges, and its price list.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -29,6 +29,8 @@ from schemas.identifiers import IDENTIFIER_PATTERN
 router = APIRouter(prefix="/v1/catalog", tags=["catalog"])
 Document = Annotated[dict[str, Any], Body(description="The entry, as in the catalog YAML")]
 EntryId = Annotated[str, Path(pattern=IDENTIFIER_PATTERN, description="The entry's id (a price list's: its seller's)")]
+PARTIES = {EntryKind.CUSTOMER, EntryKind.PARTNER}
+"""The entries keys and read tokens are issued for."""
 Section = StrEnum("Section", {kind.name: kind.section for kind in EntryKind})  # type: ignore[misc]
 
 
@@ -59,6 +61,12 @@ class VersionOut(EntryOut):
 def _admin(request: Request) -> CatalogAdmin:
     admin: CatalogAdmin = request.app.state.catalog_admin
     return admin
+
+
+def _revoke_access_of(request: Request, party_id: str) -> None:
+    """Keys and read tokens name their party by id: those of a deleted party must not open
+    whatever is given its id next."""
+    request.app.state.authenticator.keys.revoke_party(party_id, datetime.now(UTC))
 
 
 def _kind(section: Section) -> EntryKind:
@@ -110,28 +118,59 @@ def put_entry(
     """Create (the provider) or replace an entry. A price change is a plan with a later
     ``effective_from``. A partner replaces what it sees and starts its own price list; it
     creates customers, subscriptions and charges with ``POST``."""
-    before, after = _admin(request).put(caller.scope, _kind(section), entry_id, document)
+    kind, admin = _kind(section), _admin(request)
+    if kind in PARTIES and not admin.holds(kind, entry_id):
+        # a party that had this id before was deleted: if revoking its keys did not finish then,
+        # it does now, before anyone else holds the id
+        _revoke_access_of(request, entry_id)
+    before, after = admin.put(caller.scope, kind, entry_id, document)
     note_change(request, before and before.document, after.document)
     return EntryOut.of(after)
 
 
 @router.delete("/{section}/{entry_id}", response_model=EntryOut)
 def delete_entry(request: Request, caller: CatalogWriter, section: Section, entry_id: EntryId) -> EntryOut | None:
-    before, after = _admin(request).delete(caller.scope, _kind(section), entry_id)
+    kind = _kind(section)
+    before, after = _admin(request).delete(caller.scope, kind, entry_id)
+    if kind in PARTIES:
+        _revoke_access_of(request, entry_id)
     note_change(request, before.document, None)
     return EntryOut.of(after)
 
 
 @router.get("/{section}/{entry_id}/versions", response_model=list[VersionOut])
 def entry_versions(request: Request, caller: CatalogReader, section: Section, entry_id: EntryId) -> list[VersionOut]:
-    """Every version, deletions included; a tenant sees the history of what it sees now."""
+    """Every version, deletions included; a tenant sees the history of what it sees now, and of
+    that only the versions that were its own (not those of a seller the customer had before)."""
     kind = _kind(section)
     history = request.app.state.catalog_store.history(kind, entry_id)
     if not history or not _sees_history(caller.scope, kind, [entry for entry, _ in history]):
         raise UnknownEntry(f"no {kind.value} {entry_id!r} in the catalog")
     return [
-        VersionOut(**EntryOut.model_validate(EntryOut.of(e)).model_dump(), recorded_at=as_utc(at)) for e, at in history
+        VersionOut(**EntryOut.model_validate(EntryOut.of(e)).model_dump(), recorded_at=as_utc(at))
+        for e, at in _own_versions(caller.scope, kind, history)
     ]
+
+
+def _own_versions(scope: Scope, kind: EntryKind, history: list[tuple[Entry, datetime]]) -> list[tuple[Entry, datetime]]:
+    """The versions a tenant saw when they were in force: a deletion shows if what it deleted did."""
+    own, saw_previous = [], False
+    for entry, at in history:
+        sees = scope.everything or (
+            saw_previous if entry.document is None else _was_theirs(scope, kind, entry.document)
+        )
+        if sees:
+            own.append((entry, at))
+        saw_previous = sees
+    return own
+
+
+def _was_theirs(scope: Scope, kind: EntryKind, document: dict[str, Any]) -> bool:
+    """Whether a version of an entry was the tenant's: a partner's customer is its own only in
+    the versions that name it the seller."""
+    if kind is EntryKind.CUSTOMER and scope.sellers:
+        return document.get("partner_id") in scope.sellers
+    return scope.sees_entry(kind, document)
 
 
 def _sees_history(scope: Scope, kind: EntryKind, versions: list[Entry]) -> bool:

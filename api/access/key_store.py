@@ -65,6 +65,17 @@ class KeyStore:
             self._client.insert(self._tokens_table, [list(row.values())], column_names=list(row))
         self.refresh()
 
+    def revoke_party(self, party_id: str, now: datetime) -> None:
+        """Revoke every key and read token of a party (a deleted customer or partner): its id may
+        be given to another party later, which they must not open."""
+        for key in self.keys():
+            if key.party_id == party_id and key.revoked_at is None:
+                self.save(key.revoked(now))
+        revoked_keys = {key.key_id for key in self.keys() if key.party_id == party_id}
+        for issued in self.issued_tokens(now):
+            if issued.revoked_at is None and (issued.token.party_id == party_id or issued.issued_by in revoked_keys):
+                self.save_token(IssuedToken(issued.token, issued.issued_by, issued.issued_at, now))
+
     def issued_tokens(self, now: datetime) -> list[IssuedToken]:
         """The read tokens that have not expired, revoked or not, oldest first."""
         query = (

@@ -140,7 +140,31 @@ def test_a_revoked_key_takes_its_tokens_and_a_deleted_customer_its_keys(api: Sys
     )
     customer_id = north.post("/v1/catalog/customers", json={"name": "Short-lived", "partner_id": "north"}).json()["id"]
     its_key = north.post("/v1/keys", json={"name": "c", "role": "customer", "party_id": customer_id}).json()["key"]
+    its_token = api.client(its_key).post("/v1/tokens", json={"party_id": customer_id}).json()["token"]
     assert api.client(its_key).get(f"/v1/customers/{customer_id}/usage").status_code == 200
     assert north.delete(f"/v1/catalog/customers/{customer_id}").status_code == 200
-    gone = api.client(its_key).get(f"/v1/customers/{customer_id}/usage")
-    assert gone.status_code == 401 and "no longer in the catalog" in gone.json()["detail"]
+    for credential in (its_key, its_token):
+        assert api.client(credential).get(f"/v1/customers/{customer_id}/usage").status_code == 401
+
+    # the provider gives the id to a customer of its own: what the deleted one held stays dead
+    direct = {"id": customer_id, "name": "Taken over", "country": "FR"}
+    assert api.http.put(f"/v1/catalog/customers/{customer_id}", json=direct).status_code == 200
+    for credential in (its_key, its_token):
+        assert api.client(credential).get(f"/v1/customers/{customer_id}/usage").status_code == 401
+    assert north.get(f"/v1/catalog/customers/{customer_id}/versions").status_code == 404
+
+
+def test_a_partner_sees_only_the_versions_of_a_customer_from_when_it_sold_it(api: System):
+    """The provider sold 'moving' at a 33 % discount, then handed it to north: north sees its own
+    version, not the provider's terms."""
+    north = api.client(
+        api.http.post("/v1/keys", json={"name": "n", "role": "partner", "party_id": "north"}).json()["key"]
+    )
+    direct = {"id": "moving", "name": "Moving Co", "country": "FR", "discount_percent": "33"}
+    assert api.http.put("/v1/catalog/customers/moving", json=direct).status_code == 200
+    resold = {**direct, "partner_id": "north", "discount_percent": "5"}
+    assert api.http.put("/v1/catalog/customers/moving", json=resold).status_code == 200
+
+    versions = north.get("/v1/catalog/customers/moving/versions").json()
+    assert [v["document"]["discount_percent"] for v in versions] == ["5"]
+    assert len(api.http.get("/v1/catalog/customers/moving/versions").json()) == 2
