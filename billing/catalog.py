@@ -24,6 +24,14 @@ from meterline.exceptions import InvalidCatalog, UnknownCustomer
 from schemas.identifiers import IDENTIFIER_PATTERN, printable
 from schemas.meters import Meter, XaasAggregation
 
+Email = Annotated[
+    str,
+    Field(
+        max_length=254,
+        pattern=r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$",
+        description="where the party's invoices are emailed: one plain address",
+    ),
+]
 Percent = Annotated[Decimal, Field(ge=0, le=100, decimal_places=PLACES)]
 Identifier = Annotated[str, Field(pattern=IDENTIFIER_PATTERN)]
 Line = Annotated[str, Field(max_length=500), AfterValidator(printable)]
@@ -53,7 +61,7 @@ class Party(_Entry):
     city: Line = ""
     country: str = Field(default="FR", pattern=r"^[A-Z]{2}$")
     vat_id: str | None = None
-    email: str | None = None
+    email: Email | None = None
 
 
 class PaymentDetails(_Entry):

@@ -180,6 +180,8 @@ def decode_events(payload: bytes) -> list[UsageEvent]:
         tiers = {disk.tier for event in events if isinstance(event, VmSample) for disk in event.data.disks}
         if not all(_TIER.fullmatch(tier) for tier in tiers):
             raise InvalidEvent("a disk tier does not match its pattern")
+        if any(_repeated_device(event) for event in events):
+            raise InvalidEvent("a disk is listed twice")
         if any(_text_refusals(events)):
             raise InvalidEvent("a field does not hold what its contract allows")
         return events
@@ -212,12 +214,29 @@ def decode_event(raw: bytes | msgspec.Raw) -> UsageEvent:
 
 
 def _check_tiers(event: UsageEvent) -> None:
-    """The disk tier pattern, reported the way msgspec reports the other constraints."""
+    """The disk tier pattern, reported the way msgspec reports the other constraints, and each
+    disk's device named once (a disk listed twice would be billed twice)."""
     if isinstance(event, VmSample):
         for index, disk in enumerate(event.data.disks):
             if not _TIER.fullmatch(disk.tier):
                 reason = f"data.disks[{index}].tier: Expected `str` matching regex {TIER_PATTERN!r}"
                 raise InvalidEvent(reason, event.id)
+        repeated = _repeated_device(event)
+        if repeated is not None:
+            raise InvalidEvent(f"data.disks: device {repeated!r} is listed more than once", event.id)
+
+
+def _repeated_device(event: UsageEvent) -> str | None:
+    """A device that more than one of a VM sample's disks name."""
+    if not isinstance(event, VmSample) or len(event.data.disks) < 2:
+        return None
+    seen: set[str] = set()
+    for disk in event.data.disks:
+        if isinstance(disk.device, str):
+            if disk.device in seen:
+                return disk.device
+            seen.add(disk.device)
+    return None
 
 
 def _text_refusals(events: list[UsageEvent]) -> Iterable[str]:

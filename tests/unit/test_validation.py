@@ -111,6 +111,17 @@ def test_events_of_a_compact_batch_are_found_where_they_are():
     assert [orjson.loads(checked.raw(n)) for n in range(3)] == events
 
 
+def test_a_disk_listed_twice_is_refused_and_disks_without_a_device_are_not_compared():
+    """Two 100 GiB entries for vda were billed as 200 GiB."""
+    twice, unnamed = vm_sample("vm-twice"), vm_sample("vm-unnamed")
+    twice["data"]["disks"] = [{"tier": "ssd", "size_gib": 100, "device": "vda"}] * 2
+    unnamed["data"]["disks"] = [{"tier": "ssd", "size_gib": 100}] * 2
+    checked = split_message(encode_batch([twice, unnamed]))
+    assert [e.id for e in checked.events] == [unnamed["id"]]
+    (rejection,) = checked.rejected
+    assert (rejection.event_id, rejection.reason) == (twice["id"], "data.disks: device 'vda' is listed more than once")
+
+
 @pytest.mark.parametrize("tier", ["SSD", "ssd\n", "fast-disk", "x" * 33, ""])
 def test_a_disk_tier_outside_its_pattern_is_refused_with_the_path(tier):
     good, bad = vm_sample("vm-good"), vm_sample("vm-bad")
