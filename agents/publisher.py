@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from functools import partial
 
@@ -69,8 +69,16 @@ class Delivered:
 class SpooledPublisher:
     """Thread-safe: the API's request threads publish while its poll thread pumps."""
 
-    def __init__(self, settings: Settings, producer: str, spool: Spool) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        producer: str,
+        spool: Spool,
+        more_headers: Callable[[], list[tuple[str, bytes]]] = list,
+    ) -> None:
+        """``more_headers`` gives headers to add to each batch as it is sent (or sent again)."""
         self.producer = producer
+        self._more_headers = more_headers
         self._config = {
             **producer_config(settings),
             **client_logging(),
@@ -220,7 +228,7 @@ class SpooledPublisher:
                 self._topic,
                 batch.payload,
                 key=batch.key,
-                headers=headers_of(self.producer, batch.seq),
+                headers=[*headers_of(self.producer, batch.seq), *self._more_headers()],
                 on_delivery=partial(self._delivery_report, self._generation, batch.seq),
             )
         except BufferError:

@@ -60,7 +60,6 @@ def create_app(settings: Settings, *, run_sink: bool = True) -> FastAPI:
         app.state.queries = UsageQueries(app.state.query_pool, settings.clickhouse_database)
         app.state.dashboards = Dashboards(app.state.query_pool, settings.clickhouse_database)
         app.state.settings = settings
-        app.state.intake = EventIntake(settings)
         app.state.catalog_store = CatalogStore(another_client(), settings.clickhouse_database)
         app.state.ledger = Ledger(another_client(), settings.clickhouse_database)
         app.state.catalog_admin = CatalogAdmin(
@@ -69,6 +68,7 @@ def create_app(settings: Settings, *, run_sink: bool = True) -> FastAPI:
             settings.catalog,
             app.state.ledger.latest_issued_period,
         )
+        app.state.intake = EventIntake(settings, lambda: app.state.catalog_admin.revision)
         app.state.period_usage = PeriodUsage(another_client(), settings.clickhouse_database)
         app.state.completeness = Completeness(another_client(), settings.clickhouse_database)
         app.state.dead_letters = routes_dead_letters.DeadLetters(another_client(), settings.clickhouse_database)

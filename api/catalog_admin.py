@@ -21,7 +21,7 @@ from billing.adapters.clickhouse_catalog import CatalogStore
 from billing.adapters.kafka_catalog import CatalogNotPublished, CatalogPublisher
 from billing.backdating import earliest_effect
 from billing.catalog import Catalog
-from billing.catalog_entries import Entry, EntryKind, assemble, entries_of, parse_entry
+from billing.catalog_entries import Entry, EntryKind, assemble, entries_of, parse_entry, revision
 from billing.periods import Period
 from billing.scope import Scope
 from meterline.exceptions import Forbidden, InvalidCatalog, PeriodIssued, UnknownEntry
@@ -56,6 +56,12 @@ class CatalogAdmin:
         if entry is None or entry.document is None or not scope.sees_entry(kind, entry.document):
             raise UnknownEntry(f"no {kind.value} {entry_id!r} in the catalog")
         return entry
+
+    @property
+    def revision(self) -> int:
+        """The catalog's revision (``billing.catalog_entries.revision``): usage accepted after a
+        change carries it, so that no worker rates it before it has the change."""
+        return revision(self._entries.values())
 
     def holds(self, kind: EntryKind, entry_id: str) -> bool:
         """Whether the catalog has this entry now (whoever may see it)."""

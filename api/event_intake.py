@@ -19,6 +19,7 @@ from meterline.exceptions import InvalidEvent, MeterlineError
 from meterline.settings import Settings
 from pipeline.dedup import Identity, content_digest, identity
 from pipeline.validation import Acceptance, Rejection, ValidEvents, split_message
+from schemas import receipts
 from schemas.events import UsageEvent, as_json_value, batch_of, event_spans, split_raw
 
 POLL_S = 0.2
@@ -37,9 +38,15 @@ class IntakeFull(MeterlineError):
 
 
 class EventIntake:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, catalog_revision: Callable[[], int]) -> None:
+        """``catalog_revision``: the catalog's revision now; each batch carries it as it is sent,
+        so that usage sent after a price change is rated with it (``pipeline.app``)."""
         spool = Spool(settings.spool_dir / f"intake-{settings.intake_name}")
-        self._publisher = SpooledPublisher(settings, f"intake/{settings.intake_name}", spool)
+
+        def revision_header() -> list[tuple[str, bytes]]:
+            return [(receipts.CATALOG_REVISION, str(catalog_revision()).encode())]
+
+        self._publisher = SpooledPublisher(settings, f"intake/{settings.intake_name}", spool, revision_header)
         self._acceptance = Acceptance.of(settings)
         self._max_spool_bytes = settings.intake_spool_max_bytes
         self._closed = threading.Event()

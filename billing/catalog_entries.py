@@ -138,6 +138,13 @@ def parse_entry(kind: EntryKind, entry_id: str, document: dict[str, Any]) -> Ent
     return Entry(kind, entry_id, checked)
 
 
+def revision(entries: Iterable[Entry]) -> int:
+    """How many changes made the catalog these entries (deletions included) describe: every
+    change adds a version to one entry, so the sum of their versions grows by one with each. The
+    API and the workers count it alike, and a worker that has a lower one misses a change."""
+    return sum(entry.version for entry in entries)
+
+
 def assemble(entries: Iterable[Entry]) -> Catalog:
     """The catalog the live entries describe; deleted entries are left out."""
     document: dict[str, Any] = {field: [] for field in _LISTS.values()}

@@ -31,6 +31,8 @@ from schemas import receipts
 from schemas.records import USAGE_EVENT_SCHEMA, encode_frame
 
 LAG_REFRESH_S = 2.0
+CATALOG_WAIT_S = 10.0
+"""How long usage waits for the catalog revision it was accepted under."""
 EXIT_STALLED = 75
 """EX_TEMPFAIL: stopped to be started again."""
 log = logging.getLogger(__name__)
@@ -64,11 +66,29 @@ def create_app(settings: Settings) -> faust.App:
     prices = {"book": price_book(catalog.wait_for_catalog())}
     metrics.CATALOG_LOADED.set(1)
 
-    @app.timer(interval=1.0)  # type: ignore[untyped-decorator]  # faust.App.timer is untyped
-    async def follow_price_changes() -> None:
+    def take_price_changes() -> None:
         if catalog.poll() and catalog.catalog is not None:
             prices["book"] = price_book(catalog.catalog)
             metrics.CATALOG_UPDATES.inc()
+
+    @app.timer(interval=1.0)  # type: ignore[untyped-decorator]  # faust.App.timer is untyped
+    async def follow_price_changes() -> None:
+        take_price_changes()
+
+    given_up = {"revision": 0}
+
+    async def catch_up_with(wanted: int) -> None:
+        """Usage the API accepted after a catalog change asks for that revision: wait for it
+        (the change is on its way in the catalog topic), so that a new price or a new customer's
+        plan is in force. A revision that does not come (the API could not publish it yet) is
+        waited for once, then the catalog in hand rates."""
+        deadline = asyncio.get_running_loop().time() + CATALOG_WAIT_S
+        while catalog.revision < wanted and asyncio.get_running_loop().time() < deadline:
+            take_price_changes()
+            await asyncio.sleep(0.02)
+        if catalog.revision < wanted:
+            given_up["revision"] = wanted
+            log.warning("rating with catalog revision %d: revision %d did not come", catalog.revision, wanted)
 
     @app.timer(interval=LAG_REFRESH_S)  # type: ignore[untyped-decorator]  # faust.App.timer is untyped
     async def report_lag() -> None:
@@ -104,6 +124,9 @@ def create_app(settings: Settings) -> faust.App:
             settings.pipeline_batch_messages, within=settings.pipeline_batch_within_s
         )
         async for group in batches:
+            wanted = max(receipts.catalog_revision(event.headers) for event in group)
+            if wanted > max(catalog.revision, given_up["revision"]):
+                await catch_up_with(wanted)
             payloads = [event.value for event in group]
             with metrics.BATCH_SECONDS.time():
                 outcome = process_batch(payloads, recent, prices["book"], acceptance)

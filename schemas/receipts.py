@@ -24,6 +24,9 @@ import msgspec
 PRODUCER = "meterline-producer"
 SEQ = "meterline-seq"
 HANDLED = "meterline-handled"
+CATALOG_REVISION = "meterline-catalog-revision"
+"""On an intake message: the catalog revision the API had when it sent it (a worker rates the
+message with that revision or a later one)."""
 """On a rated message: the numbered messages its worker group handled (JSON list of Handled)."""
 
 
@@ -73,6 +76,15 @@ def numbered(headers: Headers) -> tuple[str, int] | None:
         return producer.decode(), int(seq)
     except (UnicodeDecodeError, ValueError):
         return None
+
+
+def catalog_revision(headers: Headers) -> int:
+    """The catalog revision a message asks to be rated with (0: any)."""
+    value = header(headers, CATALOG_REVISION)
+    try:
+        return int(value) if value is not None else 0
+    except ValueError:
+        return 0
 
 
 def headers_of(producer: str, seq: int) -> list[tuple[str, str | bytes | None]]:

@@ -16,7 +16,7 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from billing.catalog import Catalog
-from billing.catalog_entries import Entry, EntryKind, assemble
+from billing.catalog_entries import Entry, EntryKind, assemble, revision
 from meterline.exceptions import InvalidCatalog, MeterlineError
 from meterline.kafka_config import consumer_config, producer_config
 from meterline.settings import Settings
@@ -80,6 +80,8 @@ class CatalogFeed:
         )
         self._entries: dict[str, Entry] = {}
         self.catalog: Catalog | None = None
+        self.revision = 0
+        """The revision of ``catalog`` (``billing.catalog_entries.revision``)."""
 
     def wait_for_catalog(self, timeout_s: float = 120) -> Catalog:
         """Read the topic until it goes quiet; wait until the API has published a whole catalog.
@@ -113,7 +115,7 @@ class CatalogFeed:
 
     def _try_assemble(self) -> bool:
         try:
-            self.catalog = assemble(self._entries.values())
+            self.catalog, self.revision = assemble(self._entries.values()), revision(self._entries.values())
         except InvalidCatalog as error:
             # between the first and last message of a start-up publication the entries can
             # reference ones not read yet; the previous catalog stays in force until they are

@@ -55,6 +55,27 @@ def test_a_price_change_reaches_rating_from_its_date_and_history_is_kept(billing
     assert len(acme["plans"]) == len(document["plans"]) - 1
 
 
+def test_usage_sent_right_after_a_catalog_change_is_rated_with_it(billing: System):
+    """No wait for the workers: usage accepted after the API answered a change carries the
+    catalog's revision, and a worker rates it with that revision. vCPU costs 0.05 from 10
+    October; a 5-minute, 2-vCPU sample (1/6 vCPU-h) after it is 0.008333333333 for 'direct' and
+    for a customer created a moment before its first sample (dead-lettered as unknown before)."""
+    wait_for(lambda: billing.worker_metric("meterline_pipeline_catalog_loaded"), what="the worker's catalog")
+    document = billing.http.get("/v1/catalog/price_lists/acme", timeout=30).json()["document"]
+    document["plans"].append(
+        {"meter": "vcpu_hours", "model": "per_unit", "unit_price": "0.05", "effective_from": "2026-10-10T00:00:00Z"}
+    )
+    assert billing.http.put("/v1/catalog/price_lists/acme", json=document, timeout=30).status_code == 200
+    push(billing, [vm_sample("vm-1", customer_id="direct", at=AFTER)])
+    created = billing.http.post("/v1/catalog/customers", json={"name": "Just Signed", "country": "FR"}, timeout=30)
+    newcomer = created.json()["id"]
+    push(billing, [vm_sample("vm-new", customer_id=newcomer, at=AFTER)])
+
+    assert wait_for(lambda: vcpu_amounts(billing), what="the sample rated") == ["0.008333333333"]
+    rows = wait_for(lambda: billing.usage(newcomer, granularity="day")["rows"], what="the newcomer's sample rated")
+    assert [row["amount"] for row in rows if row["meter"] == "vcpu_hours"] == ["0.008333333333"]
+
+
 def test_catalog_changes_that_contradict_the_catalog_are_refused_with_the_reason(billing: System):
     orphan = {"id": "lost", "name": "Lost Ltd", "partner_id": "nobody"}
     refused = billing.http.put("/v1/catalog/customers/lost", json=orphan, timeout=30)
