@@ -112,16 +112,17 @@ class UsageStore:
         """Write the new events, record their identities, and add them to the rollups; or recount
         every hour the new events and the repeats reach (``sinks.rollups``) when there are
         repeats (which may be a redelivery after a crash that came between an earlier write and
-        its rollup), when another writer reached the same rows, or when another may be writing
-        now (not ``sole_writer``): two additions to one row at once would lose one. Returns what
-        was new, repeated, refused."""
+        its rollup) or when another writer may be adding now (not ``sole_writer``). Returns
+        what was new, repeated, refused."""
         events = self._identities.sort(usage)
         stamped = events.new.append_column("inserted_at", _in_every_row(stored_at, events.new.num_rows))
         if events.new.num_rows:
             self._client.insert_arrow(self._table, stamped, settings=INSERT_SETTINGS)
             self._identities.remember(events.new)
-        if events.repeats.num_rows or not sole_writer or not self._rollups.add(stamped, stored_at):
+        if events.repeats.num_rows or not sole_writer:
             self._rollups.recount(pa.concat_tables([events.new, events.repeats]))
+        else:
+            self._rollups.add(stamped)
         return events
 
 

@@ -97,19 +97,6 @@ def test_a_crash_between_the_hours_and_the_days_is_recounted_when_redelivered(cl
     assert drift(client, DB) == 0
 
 
-def test_a_row_that_counts_an_event_stored_as_late_is_recounted_not_added(client, store, monkeypatch):
-    """A second flush stamped with the same instant as the first (as another writer's could
-    be): its hour row may already count it, so the flush is recounted."""
-    store.write(frame([vm_sample(at=AT + timedelta(minutes=5))]), STORED)
-    given = recounts(store, monkeypatch)
-
-    store.write(frame([vm_sample(at=AT + timedelta(minutes=10))]), STORED)
-
-    assert given == [1]
-    assert vcpu_hour(client) == (Decimal(1200), 2)
-    assert drift(client, DB) == 0
-
-
 def test_a_writer_that_may_not_be_alone_recounts(client, store, monkeypatch):
     """A sink that does not read every partition of the rated topic: another may add to the same
     row at the same time, and one of two additions would be lost, so it recounts."""

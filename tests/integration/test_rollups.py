@@ -66,7 +66,7 @@ def client(tmp_path_factory: pytest.TempPathFactory) -> Any:
     store = UsageStore(client, DB)
     late = TICKS[15]  # 01:10: hours that are rolled up before their last sample arrives
     on_time = [at for at in TICKS if at != late]
-    # each flush a second after the one before, the last of them at STORED: added in place
+    # each flush a second after the one before, the last of them at STORED
     flushes = range(0, len(on_time), 4)
     for n, first in enumerate(flushes, start=1 - len(flushes)):
         store.write(usage_of(on_time[first : first + 4]), STORED + timedelta(seconds=n))
