@@ -222,6 +222,10 @@ def main() -> None:
     except KeyboardInterrupt:
         log.info("stopping")
     finally:
+        # a second Ctrl-C or SIGTERM must not cut the stop short (and leave the broker running):
+        # it is bounded anyway, STOP_WITHIN_S and then SIGKILL
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, signal.SIG_IGN)
         stop_all(running)
         if broker:
             broker.stop()
