@@ -28,7 +28,9 @@ Email = Annotated[
     str,
     Field(
         max_length=254,
-        pattern=r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$",
+        # one plain address: an unquoted local part and a host name (a local one, such as
+        # 'intranet', too), nothing a mail header could be split at
+        pattern=r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}@[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$",
         description="where the party's invoices are emailed: one plain address",
     ),
 ]

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from billing.adapters.catalog_file import load_catalog
 from billing.adapters.kafka_catalog import decode_entry, encode_entry
+from billing.catalog import Party
 from billing.catalog_entries import Entry, EntryKind, assemble, entries_of, parse_entry
 from meterline.exceptions import InvalidCatalog
 
@@ -35,3 +37,11 @@ def test_an_entry_must_be_filed_under_its_own_id():
         parse_entry(EntryKind.CUSTOMER, "x", {"id": "y", "name": "Y"})
     with pytest.raises(InvalidCatalog, match="rate_percent"):
         parse_entry(EntryKind.TAX_RATE, "IT", {"jurisdiction": "IT", "rate_percent": "-1"})
+
+
+@pytest.mark.parametrize("email", ["x@y\r\nBcc: a@evil.example", "not an email", "a@@b.example", "a@-b.example"])
+def test_an_invoice_email_is_one_plain_address(email):
+    """A line break (a second header) or no address at all failed every send of the invoice."""
+    with pytest.raises(ValidationError, match="email"):
+        Party.model_validate({"id": "p", "name": "P", "email": email})
+    assert Party.model_validate({"id": "p", "name": "P", "email": "ops@intranet"}).email == "ops@intranet"
