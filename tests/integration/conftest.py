@@ -5,10 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import clickhouse_connect
 import pytest
 
 from meterline.brokers import ApacheKafkaBroker, Broker, TansuBroker
+from schemas.clickhouse import migrate
 from tests.factories import catalog_document
 from tests.integration.harness import System, free_port, system_with_catalog
 
@@ -45,3 +48,13 @@ def billing(broker: Broker, tmp_path: Path) -> Iterator[System]:
     running = system_with_catalog(broker, tmp_path, catalog_document())
     yield running.start_all()
     running.stop_all()
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Any]:
+    """The real ClickHouse engine (chDB) on a fresh data directory, migrated to database
+    ``meterline``: storage code tested without a broker."""
+    client = clickhouse_connect.get_client(dsn=f"chdb://{tmp_path / 'clickhouse'}")
+    migrate(client, "meterline")
+    yield client
+    client.close()  # one engine per process: let the next test open its own

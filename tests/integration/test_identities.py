@@ -6,14 +6,12 @@ with a fresh worker window per batch (as after a worker restart), and reads back
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import clickhouse_connect
 import orjson
 import pyarrow as pa
 import pytest
@@ -24,7 +22,6 @@ from billing.invoices import UsageScope
 from billing.pricing import PriceBook, price_book
 from pipeline.dedup import RecentEvents
 from pipeline.processing import process_batch
-from schemas.clickhouse import migrate
 from schemas.events import Event, encode_batch
 from schemas.meters import Meter
 from schemas.records import USAGE_EVENT_SCHEMA, decode_frame, encode_frame, message_id
@@ -47,26 +44,18 @@ def frame(events: list[Event], book: PriceBook = BOOK) -> pa.Table:
     return decode_frame(encode_frame(outcome.events, USAGE_EVENT_SCHEMA))
 
 
-@pytest.fixture
-def client(tmp_path: Path) -> Iterator[Any]:
-    client = clickhouse_connect.get_client(dsn=f"chdb://{tmp_path / 'identities'}")
-    migrate(client, DB)
-    yield client
-    client.close()  # one engine per process: let the next test open its own
-
-
-def stored(client: Any) -> list[tuple[str, str, str]]:
-    rows = client.query(f"SELECT source, id, customer_id FROM {DB}.usage_events FINAL ORDER BY customer_id")
+def stored(engine: Any) -> list[tuple[str, str, str]]:
+    rows = engine.query(f"SELECT source, id, customer_id FROM {DB}.usage_events FINAL ORDER BY customer_id")
     return [tuple(row) for row in rows.result_rows]
 
 
-def vcpu_amounts(client: Any) -> list[Decimal]:
+def vcpu_amounts(engine: Any) -> list[Decimal]:
     query = f"SELECT amount FROM {DB}.rated_usage WHERE meter = 'vcpu_hours' ORDER BY event_id"
-    return [row[0] for row in client.query(query).result_rows]
+    return [row[0] for row in engine.query(query).result_rows]
 
 
-def test_a_conflicting_copy_for_another_customer_is_refused_after_a_worker_restart(client):
-    store = UsageStore(client, DB)
+def test_a_conflicting_copy_for_another_customer_is_refused_after_a_worker_restart(engine):
+    store = UsageStore(engine, DB)
     first = vm_sample(customer_id="cust-a")
     other_customer = {**first, "data": {**first["data"], "customer_id": "cust-b", "disks": []}}
 
@@ -76,15 +65,15 @@ def test_a_conflicting_copy_for_another_customer_is_refused_after_a_worker_resta
     assert outcome.new.num_rows == 0
     assert outcome.conflicts.num_rows == 1
     assert "conflict" in outcome.reasons[0] and "test://hv-1" in outcome.reasons[0]
-    assert stored(client) == [("test://hv-1", first["id"], "cust-a")], "cust-b is billed nothing"
-    assert drift(client, DB) == 0
+    assert stored(engine) == [("test://hv-1", first["id"], "cust-a")], "cust-b is billed nothing"
+    assert drift(engine, DB) == 0
 
 
-def test_a_repeat_keeps_the_amount_first_stored_after_a_price_change(client):
+def test_a_repeat_keeps_the_amount_first_stored_after_a_price_change(engine):
     """2 vCPU running 300 s = 600 vCPU-s = 1/6 vCPU-h; at the list's 0.0250 that is
     0.0041666… stored rounded at 12 places, 0.004166666667. Rated again at 9.99 after a retroactive
     plan it would be 1.665: the repeat must not replace it."""
-    store = UsageStore(client, DB)
+    store = UsageStore(engine, DB)
     event = vm_sample(customer_id="cust-a")
     retroactive = replace(
         BOOK,
@@ -98,11 +87,11 @@ def test_a_repeat_keeps_the_amount_first_stored_after_a_price_change(client):
     outcome = store.write(frame([event], retroactive), STORED)
 
     assert outcome.new.num_rows == 0 and outcome.repeats.num_rows == 1 and outcome.conflicts.num_rows == 0
-    assert vcpu_amounts(client) == [Decimal("0.004166666667")]
+    assert vcpu_amounts(engine) == [Decimal("0.004166666667")]
 
 
-def test_copies_within_one_flush_count_once_and_a_conflict_among_them_is_refused(client):
-    store = UsageStore(client, DB)
+def test_copies_within_one_flush_count_once_and_a_conflict_among_them_is_refused(engine):
+    store = UsageStore(engine, DB)
     event = vm_sample(customer_id="cust-a")
     conflicting = {**event, "data": {**event["data"], "vcpu": 64}}
     twice = pa.concat_tables([frame([event]), frame([event]), frame([conflicting])])
@@ -110,14 +99,14 @@ def test_copies_within_one_flush_count_once_and_a_conflict_among_them_is_refused
     outcome = store.write(twice, STORED)
 
     assert (outcome.new.num_rows, outcome.repeats.num_rows, outcome.conflicts.num_rows) == (1, 1, 1)
-    assert stored(client) == [("test://hv-1", event["id"], "cust-a")]
-    assert vcpu_amounts(client) == [Decimal("0.004166666667")]
+    assert stored(engine) == [("test://hv-1", event["id"], "cust-a")]
+    assert vcpu_amounts(engine) == [Decimal("0.004166666667")]
 
 
-def test_events_stored_before_digests_are_told_apart_by_customer_resource_and_time(client):
+def test_events_stored_before_digests_are_told_apart_by_customer_resource_and_time(engine):
     """Rows written before migration 42 carry digest 0: a later copy about the same customer,
     resource and time is a repeat, one about another customer a conflict."""
-    store = UsageStore(client, DB)
+    store = UsageStore(engine, DB)
     event = vm_sample(customer_id="cust-a")
     legacy = frame([event])
     legacy = legacy.set_column(legacy.schema.get_field_index("digest"), "digest", pa.array([0], pa.uint64()))
@@ -126,13 +115,13 @@ def test_events_stored_before_digests_are_told_apart_by_customer_resource_and_ti
 
     assert store.write(frame([event]), STORED).repeats.num_rows == 1
     assert store.write(frame([other_customer]), STORED).conflicts.num_rows == 1
-    assert stored(client) == [("test://hv-1", event["id"], "cust-a")]
+    assert stored(engine) == [("test://hv-1", event["id"], "cust-a")]
 
 
-def test_an_identity_is_recorded_only_after_its_event_is_written(client, monkeypatch):
+def test_an_identity_is_recorded_only_after_its_event_is_written(engine, monkeypatch):
     """A crash between writing the events and recording their identities: the redelivered
     events are new again, written again onto the same rows, and then recorded."""
-    store = UsageStore(client, DB)
+    store = UsageStore(engine, DB)
     event = vm_sample(customer_id="cust-a")
     identities = store._identities  # noqa: SLF001 - the step the crash interrupts
     monkeypatch.setattr(identities, "remember", lambda written: (_ for _ in ()).throw(SystemExit("killed")))
@@ -142,15 +131,15 @@ def test_an_identity_is_recorded_only_after_its_event_is_written(client, monkeyp
 
     assert store.write(frame([event]), STORED).new.num_rows == 1
     assert store.write(frame([event]), STORED).repeats.num_rows == 1
-    assert stored(client) == [("test://hv-1", event["id"], "cust-a")]
-    assert drift(client, DB) == 0
+    assert stored(engine) == [("test://hv-1", event["id"], "cust-a")]
+    assert drift(engine, DB) == 0
 
 
-def test_an_invoice_line_shows_only_the_events_stored_by_its_close_whatever_another_source_reuses(client):
+def test_an_invoice_line_shows_only_the_events_stored_by_its_close_whatever_another_source_reuses(engine):
     """Two hypervisors' samples of vm-1 with the same id: the first stored before the close's
     cutoff, the other an hour after it. The line's drill-down shows the first only: an event is
     known by its (source, id), so the other source's is another event, stored too late."""
-    store = UsageStore(client, DB)
+    store = UsageStore(engine, DB)
     billed = vm_sample(customer_id="cust-a")
     later = {
         **vm_sample(customer_id="cust-a", at=AT + timedelta(minutes=5)),
@@ -159,7 +148,7 @@ def test_an_invoice_line_shows_only_the_events_stored_by_its_close_whatever_anot
     }
     for event, stored_at in ((billed, STORED), (later, STORED + timedelta(hours=1))):
         payload = encode_batch([event])
-        client.insert(
+        engine.insert(
             f"{DB}.raw_messages", [[message_id(payload), payload, stored_at]], ["message_id", "payload", "received_at"]
         )
         assert store.write(frame([event]), stored_at).new.num_rows == 1
@@ -168,7 +157,7 @@ def test_an_invoice_line_shows_only_the_events_stored_by_its_close_whatever_anot
     line = LineScope(
         ["cust-a"], "vcpu_hours", (UsageScope("", AT - timedelta(hours=1), end),), AT - timedelta(hours=1), end, STORED
     )
-    (shown,) = UsageQueries(ClientPool(lambda: client, 1), DB).line_events(line, limit=10, offset=0)
+    (shown,) = UsageQueries(ClientPool(lambda: engine, 1), DB).line_events(line, limit=10, offset=0)
     assert orjson.loads(shown)["source"] == "test://hv-1"
 
 

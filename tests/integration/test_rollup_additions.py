@@ -6,16 +6,12 @@ checks the rollups against a recount of every stored event (``drift``) and hand-
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
-import clickhouse_connect
 import pytest
 
-from schemas.clickhouse import migrate
 from sinks.clickhouse import UsageStore
 from sinks.rollups import drift
 from tests.factories import AT, vm_sample
@@ -28,16 +24,8 @@ STORED = datetime(2026, 11, 3, 9, 0, tzinfo=UTC)
 
 
 @pytest.fixture
-def client(tmp_path: Path) -> Iterator[Any]:
-    client = clickhouse_connect.get_client(dsn=f"chdb://{tmp_path / 'additions'}")
-    migrate(client, DB)
-    yield client
-    client.close()  # one engine per process: let the next test open its own
-
-
-@pytest.fixture
-def store(client: Any) -> UsageStore:
-    return UsageStore(client, DB)
+def store(engine: Any) -> UsageStore:
+    return UsageStore(engine, DB)
 
 
 def recounts(store: UsageStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
@@ -49,17 +37,17 @@ def recounts(store: UsageStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return given
 
 
-def vcpu_hour(client: Any) -> tuple[Decimal, int]:
+def vcpu_hour(engine: Any) -> tuple[Decimal, int]:
     """vCPU-seconds and rated rows of vm-1's 10:00 hour, as the hour rollup holds them."""
     query = (
         f"SELECT sum(base_sum), sum(rated_rows) FROM {DB}.usage_by_hour FINAL "
         "WHERE resource_id = 'vm-1' AND meter = 'vcpu_hours' AND hour = '2026-11-02 10:00:00'"
     )
-    (row,) = client.query(query).result_rows
+    (row,) = engine.query(query).result_rows
     return row[0], row[1]
 
 
-def test_flushes_of_new_events_are_added_in_place(client, store, monkeypatch):
+def test_flushes_of_new_events_are_added_in_place(engine, store, monkeypatch):
     """Three 5-minute samples of 2 vCPU in one hour, in three flushes a second apart: 600
     vCPU-seconds each, 1,800 in the hour, three rated rows; no recount."""
     given = recounts(store, monkeypatch)
@@ -67,11 +55,11 @@ def test_flushes_of_new_events_are_added_in_place(client, store, monkeypatch):
         store.write(frame([vm_sample(at=AT + timedelta(minutes=5 * (n + 1)))]), STORED + timedelta(seconds=n))
 
     assert given == []
-    assert vcpu_hour(client) == (Decimal(1800), 3)
-    assert drift(client, DB) == 0
+    assert vcpu_hour(engine) == (Decimal(1800), 3)
+    assert drift(engine, DB) == 0
 
 
-def test_a_crash_between_the_hours_and_the_days_is_recounted_when_redelivered(client, store, monkeypatch):
+def test_a_crash_between_the_hours_and_the_days_is_recounted_when_redelivered(engine, store, monkeypatch):
     """Killed after the hour rows took the flush and before the day rows did: the redelivered
     event is a repeat, so its hour and day are recounted, and both count it once."""
     store.write(frame([vm_sample(at=AT + timedelta(minutes=5))]), STORED)
@@ -88,16 +76,16 @@ def test_a_crash_between_the_hours_and_the_days_is_recounted_when_redelivered(cl
     with pytest.raises(SystemExit):
         store.write(second, STORED + timedelta(seconds=1))
     monkeypatch.undo()
-    assert drift(client, DB) > 0, "the day rows lack the second sample"
+    assert drift(engine, DB) > 0, "the day rows lack the second sample"
 
     given = recounts(store, monkeypatch)
     assert store.write(second, STORED + timedelta(seconds=2)).repeats.num_rows == 1
     assert given == [1]
-    assert vcpu_hour(client) == (Decimal(1200), 2)
-    assert drift(client, DB) == 0
+    assert vcpu_hour(engine) == (Decimal(1200), 2)
+    assert drift(engine, DB) == 0
 
 
-def test_a_writer_that_may_not_be_alone_recounts(client, store, monkeypatch):
+def test_a_writer_that_may_not_be_alone_recounts(engine, store, monkeypatch):
     """A sink that does not read every partition of the rated topic: another may add to the same
     row at the same time, and one of two additions would be lost, so it recounts."""
     given = recounts(store, monkeypatch)
@@ -105,5 +93,5 @@ def test_a_writer_that_may_not_be_alone_recounts(client, store, monkeypatch):
     store.write(frame([vm_sample(at=AT + timedelta(minutes=5))]), STORED, sole_writer=False)
 
     assert given == [1]
-    assert vcpu_hour(client) == (Decimal(600), 1)
-    assert drift(client, DB) == 0
+    assert vcpu_hour(engine) == (Decimal(600), 1)
+    assert drift(engine, DB) == 0
