@@ -44,8 +44,10 @@ from billing.adapters.clickhouse_ledger import Ledger
 from billing.adapters.clickhouse_usage import PeriodUsage
 from billing.adapters.kafka_catalog import CatalogPublisher
 from meterline.settings import Settings
-from sinks.clickhouse import ClickHouseSink, ClientPool, InsertClock, connect
+from sinks.clickhouse import ClickHouseSink
 from sinks.consumer import SinkConsumer
+from storage.clock import InsertClock
+from storage.connection import ClientPool, connect
 
 log = logging.getLogger(__name__)
 CATALOG_RETRY_S = 5.0

@@ -22,7 +22,7 @@ from billing.money import round_money, shown_quantity
 from billing.periods import check_buckets, check_window
 from billing.scope import Scope
 from schemas.clickhouse import STORED_MESSAGES
-from sinks.clickhouse import ClientPool
+from storage.connection import ClientPool
 
 RUN_RATE_HOURS = 168
 """The forecast extends the run rate of the last week's complete hours to the month's end."""

@@ -22,7 +22,7 @@ from billing.completeness import Gap
 from billing.period_close import close_period
 from billing.periods import Period
 from billing.scope import EVERYTHING
-from sinks.clickhouse import InsertClock
+from storage.clock import InsertClock
 
 log = logging.getLogger(__name__)
 

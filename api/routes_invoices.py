@@ -36,7 +36,7 @@ from billing.records import InvoiceRecord, credit_note_id
 from meterline.exceptions import InvalidQuery, UnknownCustomer
 from schemas.clickhouse import as_utc
 from schemas.meters import Meter
-from sinks.clickhouse import InsertClock
+from storage.clock import InsertClock
 
 router = APIRouter(prefix="/v1", tags=["invoicing"])
 

@@ -26,7 +26,7 @@ from billing.scope import Scope
 from meterline.exceptions import UnknownCustomer
 from schemas.clickhouse import RAW_MESSAGES, USAGE_EVENTS, stored_by
 from schemas.events import LONGEST_INTERVAL_S
-from sinks.clickhouse import ClientPool
+from storage.connection import ClientPool
 
 CSV_CHUNK_BYTES = 64 * 1024
 CSV_COLUMNS = [

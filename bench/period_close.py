@@ -36,7 +36,7 @@ from billing.periods import Period  # noqa: E402
 from pipeline.processing import usage_events  # noqa: E402
 from schemas.clickhouse import migrate  # noqa: E402
 from schemas.records import ACCEPTED_SCHEMA, RATED_SCHEMA  # noqa: E402
-from sinks.clickhouse import UsageStore  # noqa: E402
+from storage.usage_store import UsageStore  # noqa: E402
 
 DATABASE = "bench"
 PERIOD = Period.parse("2026-10")

@@ -49,7 +49,8 @@ from billing.scope import EVERYTHING  # noqa: E402
 from pipeline.processing import usage_events  # noqa: E402
 from schemas.clickhouse import USAGE_EVENTS, migrate  # noqa: E402
 from schemas.records import ACCEPTED_SCHEMA, RATED_SCHEMA  # noqa: E402
-from sinks.clickhouse import ClientPool, UsageStore  # noqa: E402
+from storage.connection import ClientPool  # noqa: E402
+from storage.usage_store import UsageStore  # noqa: E402
 
 DATABASE = "meterline"
 INTERVAL_S = 300

@@ -7,7 +7,7 @@ place.
 
 This window is a fast first line, not the guarantee against double counting: it lives in one
 worker's memory. That guarantee is storage itself: the sink looks every event's identity up
-among those stored (``sinks/identities.py``) and keeps the first copy, with the content digest
+among those stored (``storage/identities.py``) and keeps the first copy, with the content digest
 computed here. A conflict with an event that has left the window (or that another worker saw)
 is caught there.
 """

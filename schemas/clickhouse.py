@@ -489,7 +489,7 @@ def migrations(database: str) -> list[tuple[int, str]]:
         (32, f"INSERT INTO {database}.{USAGE_EVENTS}_by_source SELECT * FROM {database}.{USAGE_EVENTS}"),
         (33, f"EXCHANGE TABLES {database}.{USAGE_EVENTS} AND {database}.{USAGE_EVENTS}_by_source"),
         (34, f"DROP TABLE IF EXISTS {database}.{USAGE_EVENTS}_by_source"),
-        # Exact rollups, kept in step by the sink (``sinks.rollups``): recounted from ``usage_events``
+        # Exact rollups, kept in step by the sink (``storage.rollups``): recounted from ``usage_events``
         # for every (customer, start hour) a flush wrote, so an event written again is
         # still counted once. ``stored_until`` is the latest write among a row's events: a read
         # of what was stored by some time takes a later row's hour from the events instead.

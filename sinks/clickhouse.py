@@ -2,128 +2,22 @@
 
 from __future__ import annotations
 
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
-from typing import Any
 
-import clickhouse_connect
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.query import QueryResult
 
 from meterline.settings import Settings
 from schemas import receipts
-from schemas.clickhouse import DEAD_LETTERS, RAW_MESSAGES, STORED_MESSAGES, USAGE_EVENTS, migrate
+from schemas.clickhouse import DEAD_LETTERS, RAW_MESSAGES, STORED_MESSAGES
 from schemas.receipts import Handled, Headers
 from schemas.records import decode_frame, message_id
 from sinks.base import FlushResult, Sink
-from sinks.identities import EventIdentities, Sorted, conflict_letter
-from sinks.rollups import Rollups
-
-# Replacing duplicates inside each inserted block costs ~40% of the insert; every read goes
-# through FINAL (and background merges collapse duplicates too), so leave it to them.
-INSERT_SETTINGS = {"optimize_on_insert": 0}
-INSERTED_AT = pa.timestamp("ms", tz="UTC")
-
-
-def connect(settings: Settings, *, migrate_schema: bool = True) -> Client:
-    """A client on the configured DSN, with the schema migrated; one per thread that uses it.
-
-    A process opening several clients migrates with the first and skips it for the others.
-    """
-    dsn = settings.effective_clickhouse_dsn
-    # a rollup recount names thousands of groups: in a request body, not its URL
-    if dsn.startswith("chdb:"):
-        client = clickhouse_connect.get_client(dsn=dsn)
-    else:
-        client = clickhouse_connect.get_client(dsn=dsn, form_encode_query_params=True)
-    if migrate_schema:
-        migrate(client, settings.clickhouse_database)
-    return client
-
-
-class ClientPool:
-    """Clients for readers that run side by side: a query takes one for as long as it runs, so
-    the engine serves concurrent panels in parallel and no reader waits on another's client.
-    Clients are made as they are first needed, up to ``size``; a query beyond that waits."""
-
-    def __init__(self, make: Callable[[], Client], size: int) -> None:
-        self._make = make
-        self._idle: list[Client] = []
-        self._free = threading.BoundedSemaphore(size)
-        self._lock = threading.Lock()
-
-    @contextmanager
-    def client(self) -> Iterator[Client]:
-        with self._free:
-            with self._lock:
-                client = self._idle.pop() if self._idle else None
-            if client is None:
-                client = self._make()
-            try:
-                yield client
-            finally:
-                with self._lock:
-                    self._idle.append(client)
-
-    def query(self, query: str, parameters: dict[str, Any] | None = None) -> QueryResult:
-        with self.client() as client:
-            return client.query(query, parameters=parameters)
-
-
-class InsertClock:
-    """The times stored events carry (``inserted_at``), and a reading of it that is safe to cut at.
-
-    A write is stamped before it starts and seen when it ends, so ``now`` waits for a write under
-    way: every event stamped at or before the time it returns is already visible. A period close
-    bills the events stored by that time, and an invoice's drill-down shows exactly those.
-    """
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-
-    @contextmanager
-    def writing(self) -> Iterator[datetime]:
-        with self._lock:
-            yield datetime.now(UTC)
-
-    def now(self) -> datetime:
-        with self._lock:
-            return datetime.now(UTC)
-
-
-class UsageStore:
-    """Usage events (``schemas.records.USAGE_EVENT_SCHEMA`` columns) written once per identity,
-    and the rollups recounted for them: the only way usage is stored.
-
-    ``writer`` names the process writing (each needs a scratch table of its own)."""
-
-    def __init__(self, client: Client, database: str, writer: str = "sink") -> None:
-        self._client = client
-        self._table = f"{database}.{USAGE_EVENTS}"
-        self._identities = EventIdentities(client, database, f"identity_probe_{writer}")
-        self._rollups = Rollups(client, database, writer)
-
-    def write(self, usage: pa.Table, stored_at: datetime, sole_writer: bool = True) -> Sorted:
-        """Write the new events, record their identities, and add them to the rollups; or recount
-        every hour the new events and the repeats reach (``sinks.rollups``) when there are
-        repeats (which may be a redelivery after a crash that came between an earlier write and
-        its rollup) or when another writer may be adding now (not ``sole_writer``). Returns
-        what was new, repeated, refused."""
-        events = self._identities.sort(usage)
-        stamped = events.new.append_column("inserted_at", _in_every_row(stored_at, events.new.num_rows))
-        if events.new.num_rows:
-            self._client.insert_arrow(self._table, stamped, settings=INSERT_SETTINGS)
-            self._identities.remember(events.new)
-        if events.repeats.num_rows or not sole_writer:
-            self._rollups.recount(pa.concat_tables([events.new, events.repeats]))
-        else:
-            self._rollups.add(stamped)
-        return events
+from storage.clock import InsertClock
+from storage.identities import conflict_letter
+from storage.usage_store import INSERT_SETTINGS, INSERTED_AT, UsageStore, in_every_row
 
 
 class ClickHouseSink(Sink):
@@ -132,7 +26,7 @@ class ClickHouseSink(Sink):
     Messages of the events topic are kept whole, valid or not: an accepted event's JSON is read
     back from its message, and a refused one can be looked at as it came, with its reason from
     the dead-letter topic. Usage events are written first, since they are what the API shows,
-    and the rollups recounted for them (``sinks.rollups``); the numbers of the messages they came
+    and the rollups recounted for them (``storage.rollups``); the numbers of the messages they came
     in last, since those tell producers to forget them.
     """
 
@@ -198,7 +92,7 @@ class ClickHouseSink(Sink):
                 {
                     "message_id": message_ids,
                     "payload": pa.array(self._messages, pa.binary()),
-                    "received_at": _in_every_row(now, len(self._messages)),
+                    "received_at": in_every_row(now, len(self._messages)),
                 }
             )
             self._client.insert_arrow(self._messages_table, messages, settings=INSERT_SETTINGS)
@@ -220,11 +114,6 @@ class ClickHouseSink(Sink):
         self._messages, self._usage, self._handled, self._dead_letters = [], [], [], []
         self._rows, self._bytes = 0, 0
         return result
-
-
-def _in_every_row(written: datetime, rows: int) -> pa.Array:
-    """The flush's time as a column: what ``inserted_at`` and ``received_at`` hold."""
-    return pa.repeat(pa.scalar(written, type=INSERTED_AT), rows)
 
 
 def _rated_rows(usage: pa.Table) -> int:
@@ -249,7 +138,7 @@ def _stored_rows(handled: list[Handled], stored_at: datetime) -> pa.Table:
             "events": pa.array([message.events for message in handled], pa.uint32()),
             "first_usage": pa.array([message.first_usage for message in handled], INSERTED_AT),
             "last_usage": pa.array([message.last_usage for message in handled], INSERTED_AT),
-            "stored_at": _in_every_row(stored_at, len(handled)),
+            "stored_at": in_every_row(stored_at, len(handled)),
         }
     )
 
@@ -263,7 +152,7 @@ def _dead_letter_rows(payloads: list[bytes], refused_at: datetime) -> pa.Table:
             "source": [_source_of(letter.get("event")) for letter in letters],
             "reason": [str(letter.get("reason", "")) for letter in letters],
             "event": [orjson.dumps(letter.get("event")).decode() for letter in letters],
-            "refused_at": _in_every_row(refused_at, len(letters)),
+            "refused_at": in_every_row(refused_at, len(letters)),
         }
     )
 

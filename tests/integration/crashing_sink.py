@@ -11,8 +11,9 @@ import signal
 
 from meterline.settings import Settings
 from sinks.base import FlushResult
-from sinks.clickhouse import ClickHouseSink, connect
+from sinks.clickhouse import ClickHouseSink
 from sinks.consumer import SinkConsumer
+from storage.connection import connect
 
 
 class KilledAfterWrite(ClickHouseSink):

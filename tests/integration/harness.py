@@ -202,7 +202,7 @@ class System:
         stored events, in a process of its own (one engine per process): rows that differ."""
         self.stop_all()
         recount = subprocess.run(
-            [sys.executable, "-m", "sinks.rollups"], cwd=ROOT, env={**os.environ, **self.env}, capture_output=True
+            [sys.executable, "-m", "storage.rollups"], cwd=ROOT, env={**os.environ, **self.env}, capture_output=True
         )
         assert recount.returncode in (0, 1), recount.stderr.decode()[-2000:]
         return int(json.loads(recount.stdout)["rollup_rows_differing"])

@@ -25,8 +25,9 @@ from pipeline.processing import process_batch
 from schemas.events import Event, encode_batch
 from schemas.meters import Meter
 from schemas.records import USAGE_EVENT_SCHEMA, decode_frame, encode_frame, message_id
-from sinks.clickhouse import ClientPool, UsageStore
-from sinks.rollups import drift
+from storage.connection import ClientPool
+from storage.rollups import drift
+from storage.usage_store import UsageStore
 from tests.factories import AT, vm_sample, xaas_usage
 from tests.integration.harness import System, wait_for
 from tests.integration.test_invoicing import push

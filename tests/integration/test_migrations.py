@@ -10,7 +10,7 @@ import clickhouse_connect
 from api.usage_queries import LineScope, UsageQueries
 from billing.invoices import UsageScope
 from schemas.clickhouse import migrate
-from sinks.clickhouse import ClientPool
+from storage.connection import ClientPool
 
 DB = "meterline"
 END = datetime(2026, 10, 5, 10, 0, tzinfo=UTC)

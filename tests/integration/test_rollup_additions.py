@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from sinks.clickhouse import UsageStore
-from sinks.rollups import drift
+from storage.rollups import drift
+from storage.usage_store import UsageStore
 from tests.factories import AT, vm_sample
 from tests.integration.test_identities import frame
 

@@ -34,8 +34,9 @@ from schemas.clickhouse import migrate
 from schemas.events import encode_batch
 from schemas.meters import Meter, PeriodAggregation
 from schemas.records import USAGE_EVENT_SCHEMA, decode_frame, encode_frame
-from sinks.clickhouse import ClientPool, UsageStore
-from sinks.rollups import drift
+from storage.connection import ClientPool
+from storage.rollups import drift
+from storage.usage_store import UsageStore
 
 pytestmark = pytest.mark.integration
 

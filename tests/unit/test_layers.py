@@ -1,8 +1,8 @@
 """The layout is the architecture: which package may import which, read from the source itself.
 
 Every import of every module is counted, at the top or inside a function. ``meterline`` is the
-ground floor (settings, errors, Kafka clients); ``schemas`` the contracts; ``billing`` the pure
-domain; ``agents``, ``pipeline`` and ``sinks`` the stream; ``api`` sits on top. The HTTP layer is
+ground floor (settings, errors, Kafka clients); ``schemas`` the contracts; ``storage`` ClickHouse;
+``billing`` the pure domain; ``agents``, ``pipeline`` and ``sinks`` the stream; ``api`` on top. The HTTP layer is
 never imported below it, and no two packages import each other, directly or round about.
 """
 
@@ -15,14 +15,15 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGES = ("meterline", "schemas", "billing", "agents", "pipeline", "sinks", "api")
+PACKAGES = ("meterline", "schemas", "storage", "billing", "agents", "pipeline", "sinks", "api")
 MAY_IMPORT = {
     "meterline": {"meterline"},
     "schemas": {"schemas", "meterline"},
     "billing": {"billing", "schemas", "meterline"},
     "agents": {"agents", "schemas", "meterline"},
     "pipeline": {"pipeline", "billing", "schemas", "meterline"},
-    "sinks": {"sinks", "schemas", "meterline"},
+    "storage": {"storage", "schemas", "meterline"},
+    "sinks": {"sinks", "storage", "schemas", "meterline"},
     "api": set(PACKAGES),  # the intake validates as the stream does (pipeline) and spools as agents do
 }
 

@@ -169,9 +169,9 @@ def drift(client: Client, database: str) -> int:
 
 
 def main() -> None:
-    """``python -m sinks.rollups``: recount the configured store's rollups; exits 1 on drift."""
+    """``python -m storage.rollups``: recount the configured store's rollups; exits 1 on drift."""
     from meterline.settings import Settings
-    from sinks.clickhouse import connect
+    from storage.connection import connect
 
     settings = Settings()
     differing = drift(connect(settings), settings.clickhouse_database)
