@@ -178,7 +178,7 @@ def route_policies(routes: Iterable[BaseRoute]) -> dict[tuple[str, str], Permiss
     """Each documented operation's declared permission (None: public), keyed by method and path.
     An operation declaring no policy, or two, is an error: every route must say who may call it."""
     policies: dict[tuple[str, str], Permission | None] = {}
-    for route in _api_routes(routes):
+    for route in api_routes(routes):
         if not route.include_in_schema:
             continue
         declared = [d.call for d in _dependencies(route.dependant) if isinstance(d.call, Requires | Public)]
@@ -189,13 +189,13 @@ def route_policies(routes: Iterable[BaseRoute]) -> dict[tuple[str, str], Permiss
     return policies
 
 
-def _api_routes(routes: Iterable[BaseRoute]) -> Iterator[APIRoute]:
+def api_routes(routes: Iterable[BaseRoute]) -> Iterator[APIRoute]:
     """Every APIRoute, those of included routers too (FastAPI keeps an included router whole)."""
     for route in routes:
         if isinstance(route, APIRoute):
             yield route
         elif (included := getattr(route, "original_router", None)) is not None:
-            yield from _api_routes(included.routes)
+            yield from api_routes(included.routes)
 
 
 def _dependencies(dependant: Dependant) -> Iterator[Dependant]:

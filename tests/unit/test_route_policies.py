@@ -2,12 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
-from fastapi.routing import APIRoute
-
-from api.access.guard import route_policies
+from api.access.guard import api_routes, route_policies
 from api.access.principals import Permission
 from api.app import create_app
 from meterline.settings import Settings
@@ -17,15 +12,6 @@ READS = {p for p in Permission if p.value.startswith("read_")}
 
 FASTAPI_PAGES = {"/docs", "/redoc", "/docs/oauth2-redirect"}
 """The interactive documentation FastAPI serves: static pages, public, holding no data."""
-
-
-def api_routes(routes: list[Any]) -> Iterator[APIRoute]:
-    """Every operation the app serves, in included routers too."""
-    for route in routes:
-        if isinstance(route, APIRoute):
-            yield route
-        elif (included := getattr(route, "original_router", None)) is not None:
-            yield from api_routes(included.routes)
 
 
 def test_every_operation_declares_one_policy_and_only_health_metrics_are_public():
