@@ -14,7 +14,7 @@ import smtplib
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from email.message import EmailMessage
 from enum import StrEnum
 from typing import Any
@@ -27,7 +27,8 @@ from api.documents.einvoice import pdf_for_buyer
 from api.documents.html import render_html
 from api.documents.view import InvoiceView
 from billing.adapters.clickhouse_ledger import Ledger
-from billing.catalog import Catalog, Customer
+from billing.catalog import Catalog
+from billing.mailing import retry_delay
 from billing.records import InvoiceRecord
 from billing.scope import EVERYTHING
 from meterline.exceptions import UnknownInvoice
@@ -35,7 +36,6 @@ from meterline.settings import Settings
 from schemas.clickhouse import DELIVERIES, as_utc
 
 log = logging.getLogger(__name__)
-MAX_DELAY = timedelta(hours=1)
 
 
 class DeliveryStatus(StrEnum):
@@ -56,8 +56,8 @@ class Delivery:
     updated_at: datetime
 
     def failed(self, error: str, now: datetime) -> Delivery:
-        """Try again after 30 s, doubling each time, at most an hour apart."""
-        delay = min(timedelta(seconds=30 * 2**self.attempts), MAX_DELAY)
+        """Tried again after ``billing.mailing.retry_delay``."""
+        delay = retry_delay(self.attempts)
         return replace(
             self,
             status=DeliveryStatus.RETRYING,
@@ -66,16 +66,6 @@ class Delivery:
             next_attempt_at=now + delay,
             updated_at=now,
         )
-
-
-def recipient_of(catalog: Catalog, buyer_id: str) -> str:
-    """The buyer's address; a partner-sold customer without one is reached through its partner."""
-    buyer = catalog.party(buyer_id)
-    if buyer.email:
-        return buyer.email
-    if isinstance(buyer, Customer) and buyer.partner_id:
-        return catalog.partner(buyer.partner_id).email or ""
-    return ""
 
 
 def invoice_message(view: InvoiceView, sender: str, recipient: str, pdf: bytes) -> EmailMessage:

@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse, Response
 from api.access.audit import note_change
 from api.access.guard import Caller, InvoiceChanger, InvoiceReader, PeriodCloser
 from api.catalog_admin import CatalogAdmin
-from api.delivery import Deliveries, recipient_of
+from api.delivery import Deliveries
 from api.documents.einvoice import cii_xml, pdf_for_buyer, ubl_xml
 from api.documents.html import render_html
 from api.documents.table import render_csv
@@ -29,10 +29,11 @@ from billing.adapters.clickhouse_ledger import Ledger
 from billing.adapters.clickhouse_usage import PeriodUsage
 from billing.catalog import Catalog
 from billing.invoices import InvoiceStatus, LineKind, UsageScope
+from billing.mailing import documents_to_email, recipient_of
 from billing.money import shown_quantity
 from billing.period_close import check_billable, close_period
 from billing.periods import Period
-from billing.records import InvoiceRecord, credit_note_id
+from billing.records import InvoiceRecord
 from meterline.exceptions import InvalidQuery, UnknownCustomer
 from schemas.clickhouse import as_utc
 from schemas.meters import Meter
@@ -88,7 +89,12 @@ def issue_period(request: Request, _caller: PeriodCloser, period: PeriodName) ->
     issued = ledger.issue_period(Period.parse(period).name, now, catalog.invoice_prefixes())
     deliveries: Deliveries | None = request.app.state.deliveries
     if deliveries is not None:
-        deliveries.enqueue({r.invoice_id: recipient_of(catalog, r.buyer_id) for r in issued}, now)
+        documents = {
+            document: recipient_of(catalog, record.buyer_id)
+            for record in issued
+            for document in documents_to_email(record.invoice_id, InvoiceStatus.DRAFT, record.status)
+        }
+        deliveries.enqueue(documents, now)
     note_change(request, None, {"issued": {r.invoice_id: r.number for r in issued}})
     return [InvoiceOut.of(record) for record in issued]
 
@@ -144,11 +150,9 @@ def _change(request: Request, caller: Caller, invoice_id: str, target: InvoiceSt
     before, changed = ledger.change_status(caller.scope, invoice_id, target, now, catalog.invoice_prefixes())
     note_change(request, {"status": before.value}, {"status": changed.status.value, "number": changed.number})
     deliveries: Deliveries | None = request.app.state.deliveries
-    if deliveries is not None and before is not changed.status:
-        if changed.status is InvoiceStatus.ISSUED:
-            deliveries.enqueue({invoice_id: recipient_of(catalog, changed.buyer_id)}, now)
-        elif changed.status is InvoiceStatus.VOID and before is InvoiceStatus.ISSUED:
-            deliveries.enqueue({credit_note_id(invoice_id): recipient_of(catalog, changed.buyer_id)}, now)
+    if deliveries is not None:
+        documents = documents_to_email(invoice_id, before, changed.status)
+        deliveries.enqueue({document: recipient_of(catalog, changed.buyer_id) for document in documents}, now)
     return InvoiceOut.of(changed)
 
 

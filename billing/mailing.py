@@ -1,0 +1,44 @@
+"""Which invoice documents are emailed, to whom, and how soon a failed send is tried again: the
+rules, apart from the SMTP client and the queue that carry them out (``api/delivery.py``)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from billing.catalog import Catalog, Customer
+from billing.invoices import InvoiceStatus
+from billing.records import credit_note_id
+
+FIRST_DELAY = timedelta(seconds=30)
+MAX_DELAY = timedelta(hours=1)
+
+
+def documents_to_email(invoice_id: str, before: InvoiceStatus, after: InvoiceStatus) -> list[str]:
+    """The documents a status change sends: issuing sends the invoice, cancelling an issued
+    invoice its credit note; paying, or voiding a draft that no buyer saw, sends nothing."""
+    if after is before:
+        return []
+    if after is InvoiceStatus.ISSUED:
+        return [invoice_id]
+    if after is InvoiceStatus.VOID and before is InvoiceStatus.ISSUED:
+        return [credit_note_id(invoice_id)]
+    return []
+
+
+def recipient_of(catalog: Catalog, buyer_id: str) -> str:
+    """The buyer's address; a partner-sold customer without one is reached through its partner
+    (empty: nobody to send to, which the delivery shows)."""
+    buyer = catalog.party(buyer_id)
+    if buyer.email:
+        return buyer.email
+    if isinstance(buyer, Customer) and buyer.partner_id:
+        return catalog.partner(buyer.partner_id).email or ""
+    return ""
+
+
+def retry_delay(failed_attempts: int) -> timedelta:
+    """After the first failure 30 s, doubling with each one, never more than an hour apart."""
+    if failed_attempts >= 8:  # 30 s x 2^7 is past the hour already: no huge powers
+        return MAX_DELAY
+    delay: timedelta = FIRST_DELAY * (1 << failed_attempts)
+    return min(delay, MAX_DELAY)
