@@ -195,9 +195,7 @@ def revoke_key(request: Request, caller: KeyManager, key_id: KeyId) -> KeyOut:
     revoked = key.revoked(now)
     if revoked is not key:
         store.save(revoked)
-    for issued in store.issued_tokens(now):  # a leaked key's tokens must not outlive it
-        if issued.issued_by == key.key_id and issued.revoked_at is None:
-            store.save_token(IssuedToken(issued.token, issued.issued_by, issued.issued_at, now))
+    store.revoke_tokens(now, lambda issued: issued.issued_by == key.key_id)  # a leaked key's must not outlive it
     note_change(request, KeyOut.of(key).model_dump(mode="json"), KeyOut.of(revoked).model_dump(mode="json"))
     return KeyOut.of(revoked)
 

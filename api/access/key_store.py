@@ -8,6 +8,7 @@ that), and at once after a change made here.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
@@ -68,12 +69,17 @@ class KeyStore:
     def revoke_party(self, party_id: str, now: datetime) -> None:
         """Revoke every key and read token of a party (a deleted customer or partner): its id may
         be given to another party later, which they must not open."""
-        for key in self.keys():
-            if key.party_id == party_id and key.revoked_at is None:
+        keys = [key for key in self.keys() if key.party_id == party_id]
+        for key in keys:
+            if key.revoked_at is None:
                 self.save(key.revoked(now))
-        revoked_keys = {key.key_id for key in self.keys() if key.party_id == party_id}
+        key_ids = {key.key_id for key in keys}
+        self.revoke_tokens(now, lambda issued: issued.token.party_id == party_id or issued.issued_by in key_ids)
+
+    def revoke_tokens(self, now: datetime, which: Callable[[IssuedToken], bool]) -> None:
+        """Revoke the unexpired read tokens ``which`` picks (those revoked already stay as they are)."""
         for issued in self.issued_tokens(now):
-            if issued.revoked_at is None and (issued.token.party_id == party_id or issued.issued_by in revoked_keys):
+            if issued.revoked_at is None and which(issued):
                 self.save_token(IssuedToken(issued.token, issued.issued_by, issued.issued_at, now))
 
     def issued_tokens(self, now: datetime) -> list[IssuedToken]:
