@@ -38,16 +38,16 @@ from api.errors import GUARDED_RESPONSES, install_error_handlers
 from api.event_intake import EventIntake
 from api.period_scheduler import close_periods_when_due
 from api.usage_queries import UsageQueries
-from billing.adapters.clickhouse_catalog import CatalogStore
-from billing.adapters.clickhouse_completeness import Completeness
-from billing.adapters.clickhouse_ledger import Ledger
-from billing.adapters.clickhouse_usage import PeriodUsage
 from billing.adapters.kafka_catalog import CatalogPublisher
 from meterline.settings import Settings
 from sinks.clickhouse import ClickHouseSink
 from sinks.consumer import SinkConsumer
+from storage.billed_usage import PeriodUsage
+from storage.catalog_store import CatalogStore
 from storage.clock import InsertClock
 from storage.connection import ClientPool, connect
+from storage.ledger import Ledger
+from storage.stored_messages import Completeness
 
 log = logging.getLogger(__name__)
 CATALOG_RETRY_S = 5.0

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 from billing.adapters.catalog_file import load_catalog
-from billing.adapters.clickhouse_catalog import CatalogStore
 from billing.adapters.kafka_catalog import CatalogNotPublished, CatalogPublisher
 from billing.backdating import earliest_effect
 from billing.catalog import Catalog
@@ -25,6 +24,7 @@ from billing.catalog_entries import Entry, EntryKind, assemble, entries_of, pars
 from billing.periods import Period
 from billing.scope import Scope
 from meterline.exceptions import Forbidden, InvalidCatalog, PeriodIssued, UnknownEntry
+from storage.catalog_store import CatalogStore
 
 log = logging.getLogger(__name__)
 CHANGE_PUBLISH_S = 5.0

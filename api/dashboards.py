@@ -1,6 +1,6 @@
 """Read models for cost dashboards: cost and usage over time across customers, the month to date
 with a forecast, and how fresh the data is. Each reads the rollups through the caller's scope
-(``billing.adapters.usage_rows``): a partner sees its customers, a customer itself.
+(``storage.usage_read``): a partner sees its customers, a customer itself.
 """
 
 from __future__ import annotations
@@ -16,13 +16,13 @@ from fractions import Fraction
 from typing import Any
 
 from api.usage_queries import Granularity
-from billing.adapters.usage_rows import AMOUNT, RESOURCE_TOTAL, UsageRead, floor_hour, usage_rows
 from billing.catalog import Catalog
 from billing.money import round_money, shown_quantity
 from billing.periods import check_buckets, check_window
 from billing.scope import Scope
-from schemas.clickhouse import STORED_MESSAGES
 from storage.connection import ClientPool
+from storage.tables import STORED_MESSAGES
+from storage.usage_read import AMOUNT, RESOURCE_TOTAL, UsageRead, floor_hour, usage_rows
 
 RUN_RATE_HOURS = 168
 """The forecast extends the run rate of the last week's complete hours to the month's end."""

@@ -26,14 +26,15 @@ from api import metrics
 from api.documents.einvoice import pdf_for_buyer
 from api.documents.html import render_html
 from api.documents.view import InvoiceView
-from billing.adapters.clickhouse_ledger import Ledger
 from billing.catalog import Catalog
 from billing.mailing import retry_delay
 from billing.records import InvoiceRecord
 from billing.scope import EVERYTHING
 from meterline.exceptions import UnknownInvoice
 from meterline.settings import Settings
-from schemas.clickhouse import DELIVERIES, as_utc
+from storage.connection import as_utc
+from storage.ledger import Ledger
+from storage.tables import DELIVERIES
 
 log = logging.getLogger(__name__)
 

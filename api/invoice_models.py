@@ -11,7 +11,7 @@ from api.models import FixedPoint
 from billing.invoices import InvoiceLine
 from billing.money import round_money
 from billing.records import InvoiceRecord
-from schemas.clickhouse import as_utc
+from storage.connection import as_utc
 
 
 class InvoiceLineOut(BaseModel):

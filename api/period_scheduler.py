@@ -15,14 +15,14 @@ from datetime import UTC, datetime, timedelta
 from starlette.concurrency import run_in_threadpool
 
 from api import metrics
-from billing.adapters.clickhouse_ledger import Ledger
-from billing.adapters.clickhouse_usage import PeriodUsage
 from billing.catalog import Catalog
 from billing.completeness import Gap
 from billing.period_close import close_period
 from billing.periods import Period
 from billing.scope import EVERYTHING
+from storage.billed_usage import PeriodUsage
 from storage.clock import InsertClock
+from storage.ledger import Ledger
 
 log = logging.getLogger(__name__)
 

@@ -23,8 +23,8 @@ from billing.catalog_entries import Entry, EntryKind, assemble
 from billing.periods import check_storable
 from billing.scope import Scope
 from meterline.exceptions import InvalidQuery, UnknownEntry
-from schemas.clickhouse import as_utc
 from schemas.identifiers import IDENTIFIER_PATTERN
+from storage.connection import as_utc
 
 router = APIRouter(prefix="/v1/catalog", tags=["catalog"])
 Document = Annotated[dict[str, Any], Body(description="The entry, as in the catalog YAML")]

@@ -12,7 +12,8 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from api.access.guard import OperationsReader
-from schemas.clickhouse import DEAD_LETTERS, as_utc
+from storage.connection import as_utc
+from storage.tables import DEAD_LETTERS
 
 router = APIRouter(prefix="/v1", tags=["operations"])
 

@@ -25,8 +25,6 @@ from api.invoice_models import CloseOut, DeliveryOut, InvoiceOut, LineUsage, Lin
 from api.models import CustomerId, InvoiceId, PeriodName
 from api.spreadsheet import text_cell
 from api.usage_queries import LineScope, UsageQueries
-from billing.adapters.clickhouse_ledger import Ledger
-from billing.adapters.clickhouse_usage import PeriodUsage
 from billing.catalog import Catalog
 from billing.invoices import InvoiceStatus, LineKind, UsageScope
 from billing.mailing import documents_to_email, recipient_of
@@ -35,9 +33,11 @@ from billing.period_close import check_billable, close_period
 from billing.periods import Period
 from billing.records import InvoiceRecord
 from meterline.exceptions import InvalidQuery, UnknownCustomer
-from schemas.clickhouse import as_utc
 from schemas.meters import Meter
+from storage.billed_usage import PeriodUsage
 from storage.clock import InsertClock
+from storage.connection import as_utc
+from storage.ledger import Ledger
 
 router = APIRouter(prefix="/v1", tags=["invoicing"])
 

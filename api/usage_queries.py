@@ -1,7 +1,7 @@
 """Usage read models over ClickHouse: what the usage endpoints show, to the cent.
 
 Every figure comes from the exact rollups where they cover the window, and from the stored
-events (each once) at its edges (``billing.adapters.usage_rows``); an invoice line's raw events
+events (each once) at its edges (``storage.usage_read``); an invoice line's raw events
 come from the events as they were received.
 """
 
@@ -19,14 +19,14 @@ import polars as pl
 import pyarrow as pa
 
 from api.spreadsheet import text_columns
-from billing.adapters.usage_rows import AMOUNT, RESOURCE_TOTAL, UsageRead, usage_rows
 from billing.invoices import UsageScope
 from billing.periods import check_buckets, check_window
 from billing.scope import Scope
 from meterline.exceptions import UnknownCustomer
-from schemas.clickhouse import RAW_MESSAGES, USAGE_EVENTS, stored_by
 from schemas.events import LONGEST_INTERVAL_S
 from storage.connection import ClientPool
+from storage.tables import RAW_MESSAGES, USAGE_EVENTS
+from storage.usage_read import AMOUNT, RESOURCE_TOTAL, UsageRead, stored_by, usage_rows
 
 CSV_CHUNK_BYTES = 64 * 1024
 CSV_COLUMNS = [

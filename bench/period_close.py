@@ -28,14 +28,14 @@ import polars as pl
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from billing.adapters.clickhouse_ledger import Ledger  # noqa: E402
-from billing.adapters.clickhouse_usage import PeriodUsage  # noqa: E402
 from billing.catalog import Catalog  # noqa: E402
 from billing.period_close import close_period  # noqa: E402
 from billing.periods import Period  # noqa: E402
 from pipeline.processing import usage_events  # noqa: E402
-from schemas.clickhouse import migrate  # noqa: E402
 from schemas.records import ACCEPTED_SCHEMA, RATED_SCHEMA  # noqa: E402
+from storage.billed_usage import PeriodUsage  # noqa: E402
+from storage.ledger import Ledger  # noqa: E402
+from storage.schema import migrate  # noqa: E402
 from storage.usage_store import UsageStore  # noqa: E402
 
 DATABASE = "bench"

@@ -47,9 +47,10 @@ from api.usage_queries import Granularity, GroupBy, UsageQueries, UsageWindow, r
 from billing.adapters.catalog_file import load_catalog  # noqa: E402
 from billing.scope import EVERYTHING  # noqa: E402
 from pipeline.processing import usage_events  # noqa: E402
-from schemas.clickhouse import USAGE_EVENTS, migrate  # noqa: E402
 from schemas.records import ACCEPTED_SCHEMA, RATED_SCHEMA  # noqa: E402
 from storage.connection import ClientPool  # noqa: E402
+from storage.schema import migrate  # noqa: E402
+from storage.tables import USAGE_EVENTS  # noqa: E402
 from storage.usage_store import UsageStore  # noqa: E402
 
 DATABASE = "meterline"
@@ -211,7 +212,7 @@ def main() -> None:
         str(
             client.command(
                 f"SELECT sum(bytes_on_disk) FROM system.parts WHERE active AND database = '{DATABASE}' "
-                f"AND table IN ('{USAGE_EVENTS}', 'usage_by_hour', 'usage_by_day')"
+                f"AND table IN ('{USAGE_EVENTS}', 'usage_hours', 'usage_days')"
             )
         )
     )

@@ -44,7 +44,7 @@ from meterline.late_usage import LATE_USAGE_MONTHS
 
 
 class Ledger(Protocol):
-    """Where invoices are kept (``billing.adapters.clickhouse_ledger``)."""
+    """Where invoices are kept (``storage.ledger``)."""
 
     def headers(
         self, scope: Scope, *, period: str | None = None, buyer_id: str | None = None
@@ -58,7 +58,7 @@ class Ledger(Protocol):
 
 
 class PeriodUsage(Protocol):
-    """A period's exact usage (``billing.adapters.clickhouse_usage``)."""
+    """A period's exact usage (``storage.billed_usage``)."""
 
     def totals(self, period: Period, price_changes: list[PriceChange], cutoff: datetime) -> list[UsageTotal]: ...
 

@@ -38,7 +38,7 @@ def check_period_ended(period: str, now: datetime) -> None:
 class InvoiceRecord:
     """An invoice or credit note as stored: its header, and its lines once loaded.
 
-    The header's fields are the stored columns (``billing.adapters.clickhouse_ledger`` derives
+    The header's fields are the stored columns (``storage.ledger`` derives
     its table schema from them)."""
 
     invoice_id: str

@@ -67,7 +67,7 @@ class PeriodAggregation(StrEnum):
 
     def of_one_resource(self, readings: list[tuple[datetime, Fraction]]) -> Fraction:
         """One resource's quantity from its (time, quantity) readings, as the close takes it
-        (in SQL, ``billing.adapters.usage_rows.RESOURCE_TOTAL``)."""
+        (in SQL, ``storage.usage_read.RESOURCE_TOTAL``)."""
         if not readings:
             return Fraction(0)
         if self is PeriodAggregation.PEAK:

@@ -34,9 +34,8 @@ class Sink(ABC):
         """Buffer one message's payload; nothing is written yet."""
 
     @abstractmethod
-    def flush(self, sole_writer: bool = False) -> FlushResult:
-        """Write everything buffered; raise if any of it could not be written. ``sole_writer``:
-        no other sink writes at the same time (it reads every partition of the rated topic)."""
+    def flush(self) -> FlushResult:
+        """Write everything buffered; raise if any of it could not be written."""
 
     @property
     @abstractmethod

@@ -11,12 +11,12 @@ from clickhouse_connect.driver.client import Client
 
 from meterline.settings import Settings
 from schemas import receipts
-from schemas.clickhouse import DEAD_LETTERS, RAW_MESSAGES, STORED_MESSAGES
 from schemas.receipts import Handled, Headers
 from schemas.records import decode_frame, message_id
 from sinks.base import FlushResult, Sink
 from storage.clock import InsertClock
 from storage.identities import conflict_letter
+from storage.tables import DEAD_LETTERS, RAW_MESSAGES, STORED_MESSAGES
 from storage.usage_store import INSERT_SETTINGS, INSERTED_AT, UsageStore, in_every_row
 
 
@@ -26,7 +26,7 @@ class ClickHouseSink(Sink):
     Messages of the events topic are kept whole, valid or not: an accepted event's JSON is read
     back from its message, and a refused one can be looked at as it came, with its reason from
     the dead-letter topic. Usage events are written first, since they are what the API shows,
-    and the rollups recounted for them (``storage.rollups``); the numbers of the messages they came
+    (the engine adds them to the rollups as it writes them); the numbers of the messages they came
     in last, since those tell producers to forget them.
     """
 
@@ -77,11 +77,11 @@ class ClickHouseSink(Sink):
     def buffered_bytes(self) -> int:
         return self._bytes
 
-    def flush(self, sole_writer: bool = False) -> FlushResult:
+    def flush(self) -> FlushResult:
         usage = pa.concat_tables(self._usage) if self._usage else None
         message_ids = [message_id(payload) for payload in self._messages]
         with self._clock.writing() as now:
-            stored = self._usage_store.write(usage, now, sole_writer) if usage is not None else None
+            stored = self._usage_store.write(usage, now) if usage is not None else None
         written = stored.new if stored is not None else None
         if stored is not None and stored.conflicts.num_rows:
             received = dict(zip(message_ids, self._messages, strict=True))

@@ -102,8 +102,7 @@ class SinkConsumer:
         self._announcer = ReceiptAnnouncer(settings)
         self._watch = GroupWatch(settings, self._group, self._topics, "sink")
         self._last_flush = time.monotonic()
-        self._last_lag = self._last_check = self._partitions_read = 0.0
-        self._rated_partitions: set[int] | None = None
+        self._last_lag = self._last_check = 0.0
 
     @property
     def stalled(self) -> bool:
@@ -182,7 +181,7 @@ class SinkConsumer:
         if not self._sink.buffered_rows:
             return
         with metrics.FLUSH_SECONDS.time():
-            result = self._sink.flush(self._sole_writer())
+            result = self._sink.flush()
             if result.handled:
                 self._announcer.announce(result.handled, stopping or self._stop, announce_within_s)
             if commit:
@@ -230,20 +229,6 @@ class SinkConsumer:
                 )
                 self._consumer.seek(TopicPartition(partition.topic, partition.partition, OFFSET_BEGINNING))
                 RECOVERIES.labels("sink").inc()
-
-    def _sole_writer(self) -> bool:
-        """Whether this sink reads every partition of the rated topic, so that no other sink of
-        the group writes usage at the same time (their count is read again every ``CHECK_EVERY_S``;
-        a broker that does not answer leaves it unsure)."""
-        rated = self._settings.topics.rated
-        if self._rated_partitions is None or time.monotonic() - self._partitions_read >= CHECK_EVERY_S:
-            self._partitions_read = time.monotonic()
-            try:
-                self._rated_partitions = set(self._consumer.list_topics(rated, timeout=2).topics[rated].partitions)
-            except (KafkaException, KeyError):
-                self._rated_partitions = None
-        mine = {p.partition for p in self._consumer.assignment() if p.topic == rated}
-        return bool(self._rated_partitions) and mine == self._rated_partitions
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self._flush_and_commit()

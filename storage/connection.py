@@ -6,6 +6,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 import clickhouse_connect
@@ -13,7 +14,7 @@ from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.query import QueryResult
 
 from meterline.settings import Settings
-from schemas.clickhouse import migrate
+from storage.schema import migrate
 
 
 def connect(settings: Settings, *, migrate_schema: bool = True) -> Client:
@@ -59,3 +60,8 @@ class ClientPool:
     def query(self, query: str, parameters: dict[str, Any] | None = None) -> QueryResult:
         with self.client() as client:
             return client.query(query, parameters=parameters)
+
+
+def as_utc(value: datetime) -> datetime:
+    """ClickHouse (chDB at least) hands back naive UTC timestamps; say so explicitly."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)

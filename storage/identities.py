@@ -11,9 +11,10 @@ flush's earlier rows:
   reason, to the dead letters.
 
 A worker's window catches most repeats and conflicts before rating; this catches the rest, after
-a worker restarted or forgot, and across workers. Identities are recorded after the events they
-stand for are written, so a crash in between leaves an event written and not recorded: written
-again (the same row) when it comes back, never lost.
+a worker restarted or forgot, and across workers. Identities are recorded before the events they
+stand for are written (an event written twice would be added to the rollups twice), so a crash
+in between leaves identities of events not written: when they come back as repeats, the store
+looks for them among the events and writes those it does not find (``storage.usage_store``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from clickhouse_connect.driver.client import Client
 
-from schemas.clickhouse import EVENT_IDENTITIES
+from storage.tables import EVENT_IDENTITIES
 
 SEPARATOR = "\x1f"
 """Between source and id in an identity: no source or id holds it (both are printable)."""
@@ -85,10 +86,25 @@ class EventIdentities:
         recorded = pa.table({"identity": identities_of(written), **{name: _column(written, name) for name in RECORDED}})
         self._client.insert_arrow(self._table, recorded)
 
-    def _stored(self, keys: pa.Array) -> dict[str, tuple[Any, ...]]:
-        """What is recorded of these identities, if anything."""
+    def written(self, usage: pa.Table, events_table: str) -> set[str]:
+        """The identities of these events that ``events_table`` holds (in the hours they start in)."""
+        self._probe_for(pc.unique(identities_of(usage)))
+        starts = usage["usage_start"]
+        found = self._client.query_arrow(
+            f"SELECT concat(source, char(31), id) AS identity FROM {events_table} "
+            "WHERE usage_start >= {first:DateTime64(3, 'UTC')} AND usage_start <= {last:DateTime64(3, 'UTC')} "
+            f"AND concat(source, char(31), id) IN (SELECT identity FROM {self._probe})",
+            parameters={"first": pc.min(starts).as_py(), "last": pc.max(starts).as_py()},
+        )
+        return set(_text(found["identity"]).to_pylist())
+
+    def _probe_for(self, keys: pa.Array) -> None:
         self._client.command(f"TRUNCATE TABLE {self._probe}")
         self._client.insert_arrow(self._probe, pa.table({"identity": keys}))
+
+    def _stored(self, keys: pa.Array) -> dict[str, tuple[Any, ...]]:
+        """What is recorded of these identities, if anything."""
+        self._probe_for(keys)
         found = self._client.query_arrow(
             f"SELECT identity, {', '.join(RECORDED)} FROM {self._table} "
             f"WHERE identity IN (SELECT identity FROM {self._probe})"
@@ -98,16 +114,20 @@ class EventIdentities:
 
 
 def _rows(usage: pa.Table, verdicts: list[int], kind: int) -> pa.Table:
-    """The rows of one verdict, as slices of runs (decoded frames hold string views, which
-    Arrow's filter and take do not handle yet; a flush is nearly always one run of new events)."""
+    return rows_where(usage, [verdict == kind for verdict in verdicts])
+
+
+def rows_where(table: pa.Table, keep: list[bool]) -> pa.Table:
+    """The rows kept, as slices of runs (decoded frames hold string views, which Arrow's filter
+    and take do not handle yet; a flush is nearly always one run of new events)."""
     runs, start = [], None
-    for row, verdict in enumerate([*verdicts, -1]):
-        if verdict == kind and start is None:
+    for row, kept in enumerate([*keep, False]):
+        if kept and start is None:
             start = row
-        elif verdict != kind and start is not None:
-            runs.append(usage.slice(start, row - start))
+        elif not kept and start is not None:
+            runs.append(table.slice(start, row - start))
             start = None
-    return pa.concat_tables(runs) if runs else usage.slice(0, 0)
+    return pa.concat_tables(runs) if runs else table.slice(0, 0)
 
 
 def conflict_letter(event: dict[str, Any], reason: str, received: dict[str, bytes]) -> bytes:

@@ -1,25 +1,16 @@
-"""Keep the usage rollups in step with the stored events, flush by flush.
+"""The usage rollups: what they hold, how a read aggregates them, and how they are corrected.
 
-A flush of new events is added to the rollups in place: its events are rolled up on their own
-(in this writer's scratch tables), and each rollup row they reach is written again as the sum of
-its stored figures and theirs. The work grows with what the flush wrote, not with what the hours
-and days already hold, so a fleet sampled every second costs per sample what one sampled every
-five minutes does.
+``usage_by_hour`` and ``usage_by_day`` are added to by the engine itself: each block of events
+written to ``usage_events`` adds its figures in the same insert (materialized views, migrations
+49-52), and rows of one key merge at read (``FINAL``) and in the background. So keeping them
+costs what a flush writes, never what an hour already holds, and writers add side by side.
 
-Adding is right only when no event is counted twice, so a flush is recounted instead when
-
-- it holds repeats (a redelivery, a replayed spool, a worker killed before its commit): a crash
-  may have come between an earlier write of these events and its addition;
-- another writer may be adding at the same time (a sink that does not read every partition of
-  the rated topic): of two additions made from the same stored row, one would be lost.
-
-A recount rebuilds every (customer, hour its events started in) the flush touched from
-``usage_events`` (which keeps one row per event), and every (customer, day) its usage reaches from
-the hour rows; it replaces what the rows held, so it is right whatever happened before.
-
-The sink writes the rollups before it records the flush's messages as stored, so a crash in
-between leaves them a gap (``billing.completeness``) that a close waits for, and the redelivery
-recounts them.
+Adding is right when each event is written once, which ``storage.identities`` sees to, except
+across a crash: an insert cut between the events and their rollups, or identities recorded for
+events never written. When a flush meets repeats (the sign of a redelivery) it corrects the hours
+and days they reach: each is recounted from ``usage_events`` (one row per event), and the
+difference from what it holds is added. The sink records a flush's messages as stored only
+after writing it, so whatever a crash cut short comes again and is corrected.
 """
 
 from __future__ import annotations
@@ -31,93 +22,105 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from clickhouse_connect.driver.client import Client
 
-from schemas.clickhouse import (
-    ROLLUP_KEY,
-    USAGE_BY_DAY,
-    USAGE_BY_HOUR,
-    USAGE_EVENTS,
-    days_from_hours,
-    hours_from_events,
-)
+from schemas.meters import Meter
+from storage.tables import USAGE_BY_DAY, USAGE_BY_HOUR, USAGE_EVENTS
 
-GROUPS = "Array(Tuple(String, DateTime('UTC')))"
-FIGURES = "base_sum, base_max, base_latest, latest_at, amount, amount_base, rated_rows, stored_until"
+ROLLUP_KEY = "customer_id, resource_id, product, meter, dimension, unit, currency, base_divisor"
+"""What a rollup row is usage of, besides its hour or day: one resource's use of one meter."""
+PARTIALS = "base_sum, base_max, base_latest, latest_at, amount_base, rated_rows"
+"""What a rollup row holds, enough to aggregate any number of them again exactly: the sum, the
+highest and the latest (with its time) base quantity, the amount times the row's divisor (exact:
+divided once, where rows of one divisor are summed), and how many rated rows."""
+FIGURES = "base_sum, base_max, latest, amount, amount_base, rated_rows, stored_until"
+"""The stored figures of a rollup row (``base_latest`` and ``latest_at`` are read from ``latest``)."""
 MERGED = (
-    "sum(base_sum), max(base_max), argMax(base_latest, latest_at), max(latest_at), sum(amount), "
-    "sum(amount_base), sum(rated_rows), max(stored_until), now64(6)"
+    "sum(base_sum) AS base_sum, max(base_max) AS base_max, max(latest) AS latest, sum(amount) AS amount, "
+    "sum(amount_base) AS amount_base, sum(rated_rows) AS rated_rows, max(stored_until) AS stored_until"
 )
-"""A rollup row's figures aggregated again: the stored row's with those a flush adds."""
-ROLLED_UP = ("customer_id", "resource_id", "currency", "usage_start", "inserted_at")
-"""The columns of an event that its rollup rows are made of, besides the ``rated.`` lists."""
+"""Rollup rows' figures aggregated, as the engine merges them."""
+NEGATED = "-base_sum, base_max, latest, -amount, -amount_base, -rated_rows, stored_until"
+"""A row's figures to take away: its sums negated, its highest figures kept (taking the highest
+again changes nothing)."""
+GROUPS = "Array(Tuple(String, DateTime('UTC')))"
+
+
+def _level_meters() -> str:
+    return ", ".join(f"'{meter.value}'" for meter in Meter if meter.aggregation.is_level)
+
+
+_PRICED = "toDecimal256(rated.base_quantity, 12) * rated.unit_price"
+RATED_AMOUNT_BASE = f"if(rated.meter IN ({_level_meters()}), toDecimal256(0, 24), {_PRICED})"
+"""A rated element's amount times its divisor, exactly: what the rollups sum. A level's rows are
+worth nothing until the close prices the period's figure."""
+
+
+def hours_from_events(database: str, where: str) -> str:
+    """Rows of ``usage_by_hour`` recounted from the stored events that ``where`` selects, each
+    event once (``FINAL``): what the engine adds as events are written. A row is per hour of
+    usage and per hour its events started in, so that the events of one start hour make exactly
+    their own rows."""
+    return f"""SELECT customer_id, toStartOfHour(rated.usage_start) AS hour, resource_id, rated.product AS product,
+            rated.meter AS meter, rated.dimension AS dimension, rated.unit AS unit, currency,
+            rated.base_divisor AS base_divisor, toStartOfHour(usage_start) AS event_hour,
+            sum(rated.base_quantity) AS base_sum, max(rated.base_quantity) AS base_max,
+            max((rated.usage_start, rated.base_quantity)) AS latest, sum(rated.amount) AS amount,
+            sum({RATED_AMOUNT_BASE}) AS amount_base, toInt64(count()) AS rated_rows,
+            max(inserted_at) AS stored_until
+        FROM {database}.{USAGE_EVENTS} FINAL ARRAY JOIN rated
+        WHERE {where}
+        GROUP BY hour, event_hour, {ROLLUP_KEY}"""
+
+
+def days_from_hours(database: str, where: str) -> str:
+    """Rows of ``usage_by_day`` from the hour rows that ``where`` selects."""
+    return f"""SELECT toStartOfDay(hour) AS day, {ROLLUP_KEY}, {MERGED}
+        FROM {database}.{USAGE_BY_HOUR} FINAL
+        WHERE {where}
+        GROUP BY day, {ROLLUP_KEY}"""
 
 
 class Rollups:
-    def __init__(self, client: Client, database: str, writer: str = "sink") -> None:
-        """``writer`` names the process writing: each has scratch tables of its own."""
+    def __init__(self, client: Client, database: str) -> None:
         self._client = client
         hours, days = f"{database}.{USAGE_BY_HOUR}", f"{database}.{USAGE_BY_DAY}"
-        by_start_hour = (
+        hour_key, day_key = f"hour, event_hour, {ROLLUP_KEY}", f"day, {ROLLUP_KEY}"
+        start_hours = (
             f"(customer_id, toStartOfHour(usage_start)) IN {{groups:{GROUPS}}} "
             "AND usage_start >= {first:DateTime('UTC')} AND usage_start < {last:DateTime('UTC')} + INTERVAL 1 HOUR"
         )
-        by_day = (
-            f"(customer_id, toStartOfDay(hour)) IN {{groups:{GROUPS}}} "
-            "AND hour >= {first:DateTime('UTC')} AND hour < {last:DateTime('UTC')} + INTERVAL 1 DAY"
+        # hour rows are keyed by their hour first: the rows of events starting at ``first`` or
+        # later are in hours from ``first`` on
+        stored_hours = f"(customer_id, event_hour) IN {{groups:{GROUPS}}} AND hour >= {{first:DateTime('UTC')}}"
+        self._correct_hours = (
+            f"INSERT INTO {hours} ({hour_key}, {FIGURES}) SELECT {hour_key}, {MERGED} FROM ("
+            f"SELECT {hour_key}, {FIGURES} FROM ({hours_from_events(database, start_hours)}) "
+            f"UNION ALL SELECT {hour_key}, {NEGATED} FROM {hours} FINAL WHERE {stored_hours}"
+            f") GROUP BY {hour_key}"
         )
-        self._recount_hours = f"INSERT INTO {hours} {hours_from_events(database, by_start_hour)}"
-        self._sum_days = f"INSERT INTO {days} {days_from_hours(database, by_day)}"
-
-        self._events = f"{database}.`rollup_events_{writer}`"
-        self._added = f"{database}.`rollup_hours_{writer}`"
-        for scratch, like in ((self._events, USAGE_EVENTS), (self._added, USAGE_BY_HOUR)):
-            # made again at each start: the stored tables' columns may have changed since
-            client.command(f"DROP TABLE IF EXISTS {scratch}")
-            client.command(f"CREATE TABLE {scratch} AS {database}.{like} ENGINE = Memory")
-        self._roll_up_added = f"INSERT INTO {self._added} {hours_from_events(database, '1', self._events)}"
-        hour_key, day_key = f"hour, event_hour, {ROLLUP_KEY}", f"day, {ROLLUP_KEY}"
-        # the rows of the resources and hours (days) a flush reaches, found by the leading
-        # columns of the tables' order: a set of these short tuples is five times cheaper to
-        # build and look up than one of whole keys, and takes a resource's other meters with it
-        hour_rows = (
-            f"(customer_id, hour, resource_id) IN (SELECT customer_id, hour, resource_id FROM {self._added}) "
-            f"AND hour >= (SELECT min(event_hour) FROM {self._added})"
-        )
-        day_rows = (
-            f"(customer_id, day, resource_id) IN (SELECT customer_id, toStartOfDay(hour), resource_id FROM "
-            f"{self._added}) AND day >= (SELECT toStartOfDay(min(hour)) FROM {self._added})"
-        )
-        self._add_hours = (
-            f"INSERT INTO {hours} ({hour_key}, {FIGURES}, computed_at) SELECT {hour_key}, {MERGED} FROM ("
-            f"SELECT {hour_key}, {FIGURES} FROM {hours} FINAL WHERE {hour_rows} "
-            f"UNION ALL SELECT {hour_key}, {FIGURES} FROM {self._added}) GROUP BY {hour_key}"
-        )
-        self._add_days = (
-            f"INSERT INTO {days} ({day_key}, {FIGURES}, computed_at) SELECT {day_key}, {MERGED} FROM ("
-            f"SELECT {day_key}, {FIGURES} FROM {days} FINAL WHERE {day_rows} "
-            f"UNION ALL SELECT toStartOfDay(hour) AS day, {ROLLUP_KEY}, {FIGURES} FROM {self._added}) "
-            f"GROUP BY {day_key}"
+        hour_days, stored_days = _in_days("toStartOfDay(hour)", "hour"), _in_days("day", "day")
+        self._correct_days = (
+            f"INSERT INTO {days} ({day_key}, {FIGURES}) SELECT {day_key}, {MERGED} FROM ("
+            f"SELECT {day_key}, {FIGURES} FROM ({days_from_hours(database, hour_days)}) "
+            f"UNION ALL SELECT {day_key}, {NEGATED} FROM {days} FINAL WHERE {stored_days}"
+            f") GROUP BY {day_key}"
         )
 
-    def add(self, new: pa.Table) -> None:
-        """Add events just written for the first time (stamped ``inserted_at``) to the rollups.
-        Only for a writer that no other writes beside: of two additions made from the same
-        stored row at once, one would be lost."""
-        if not new.num_rows:
-            return
-        self._client.command(f"TRUNCATE TABLE {self._events}")
-        self._client.command(f"TRUNCATE TABLE {self._added}")
-        rolled_up = [name for name in new.column_names if name in ROLLED_UP or name.startswith("rated.")]
-        self._client.insert_arrow(self._events, new.select(rolled_up))
-        self._client.command(self._roll_up_added)
-        self._client.command(self._add_hours)
-        self._client.command(self._add_days)
-
-    def recount(self, usage: pa.Table) -> None:
-        """Recount the rollups that the usage events just written (``usage``) touch."""
-        for statement, touched in ((self._recount_hours, touched_start_hours), (self._sum_days, touched_days)):
+    def correct(self, usage: pa.Table) -> None:
+        """Make the hours the events ``usage`` started in, and the days their usage reaches,
+        hold what a recount of the stored events gives: for a flush that repeats events (a
+        redelivery), whose first writing a crash may have cut short."""
+        for statement, touched in ((self._correct_hours, touched_start_hours), (self._correct_days, touched_days)):
             groups = touched(usage)
             if groups.num_rows:
                 self._client.command(statement, parameters=_groups(groups))
+
+
+def _in_days(day: str, column: str) -> str:
+    """Rows whose ``day`` (an expression of ``column``) is among the groups' days."""
+    return (
+        f"(customer_id, {day}) IN {{groups:{GROUPS}}} "
+        f"AND {column} >= {{first:DateTime('UTC')}} AND {column} < {{last:DateTime('UTC')}} + INTERVAL 1 DAY"
+    )
 
 
 def touched_start_hours(usage: pa.Table) -> pa.Table:
@@ -151,7 +154,7 @@ def _groups(distinct: pa.Table) -> dict[str, Any]:
 def drift(client: Client, database: str) -> int:
     """How many rollup rows differ from a recount of every stored event (0 when in step): what
     the exactly-once tests check after every fault, and an operator can run at any time."""
-    figures = "sum(base_sum), max(base_max), max(latest_at), sum(amount), sum(rated_rows)"
+    figures = "sum(base_sum), max(base_max), max(latest), sum(amount), sum(amount_base), sum(rated_rows)"
     counted = (
         f"SELECT customer_id, {{period}} AS period, {ROLLUP_KEY}, {figures} FROM ("
         f"{hours_from_events(database, '1')}) GROUP BY period, {ROLLUP_KEY}"

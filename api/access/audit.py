@@ -20,7 +20,8 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.access.guard import Caller
-from schemas.clickhouse import AUDIT_LOG, as_utc
+from storage.connection import as_utc
+from storage.tables import AUDIT_LOG
 
 log = logging.getLogger(__name__)
 NOT_AUDITED = frozenset({"GET", "HEAD", "OPTIONS"})

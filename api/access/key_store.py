@@ -18,7 +18,8 @@ from clickhouse_connect.driver.client import Client
 from api.access.keys import ApiKey
 from api.access.principals import Role
 from api.access.tokens import IssuedToken, ReadToken
-from schemas.clickhouse import API_KEYS, READ_TOKENS, as_utc
+from storage.connection import as_utc
+from storage.tables import API_KEYS, READ_TOKENS
 
 REFRESH_S = 5.0
 _COLUMNS = list(ApiKey.__dataclass_fields__)

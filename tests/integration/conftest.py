@@ -11,7 +11,7 @@ import clickhouse_connect
 import pytest
 
 from meterline.brokers import ApacheKafkaBroker, Broker, TansuBroker
-from schemas.clickhouse import migrate
+from storage.schema import migrate
 from tests.factories import catalog_document
 from tests.integration.harness import System, free_port, system_with_catalog
 

@@ -17,8 +17,8 @@ from storage.connection import connect
 
 
 class KilledAfterWrite(ClickHouseSink):
-    def flush(self, sole_writer: bool = False) -> FlushResult:
-        result = super().flush(sole_writer)
+    def flush(self) -> FlushResult:
+        result = super().flush()
         if result.usage_events:
             print(result.usage_events, flush=True)  # noqa: T201
             os.kill(os.getpid(), signal.SIGKILL)

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import httpx
 import yaml
-from confluent_kafka import Consumer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
 from agents.publisher import SpooledPublisher
 from agents.spool import Spool
@@ -248,7 +248,7 @@ class System:
             partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
             messages: list[bytes] = []
             for number in partitions:
-                low, high = consumer.get_watermark_offsets(TopicPartition(topic, number), timeout=10)
+                low, high = watermarks(consumer, TopicPartition(topic, number))
                 if high <= low:
                     continue
                 consumer.assign([TopicPartition(topic, number, low)])
@@ -263,6 +263,20 @@ class System:
             return messages
         finally:
             consumer.close()
+
+
+def watermarks(consumer: Consumer, partition: TopicPartition) -> tuple[int, int]:
+    """A partition's offsets, once it has a leader: a broker just restarted elects them first."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            low, high = consumer.get_watermark_offsets(partition, timeout=10)
+            return int(low), int(high)
+        except KafkaException as error:
+            leaderless = error.args[0].code() in (KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE)
+            if not (leaderless or error.args[0].retriable()) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 @contextmanager

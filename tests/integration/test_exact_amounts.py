@@ -17,8 +17,8 @@ from api.dashboards import CostGroup, CostWindow, Dashboards
 from api.usage_queries import Granularity, GroupBy, UsageQueries, UsageWindow
 from billing.adapters.catalog_file import load_catalog
 from billing.scope import EVERYTHING
-from schemas.clickhouse import migrate
 from storage.connection import ClientPool
+from storage.schema import migrate
 from storage.usage_store import UsageStore
 from tests.factories import vm_sample
 from tests.integration.test_identities import DB, frame

@@ -8,11 +8,11 @@ from datetime import UTC, datetime
 import clickhouse_connect
 import pytest
 
-from billing.adapters.clickhouse_ledger import Ledger
 from billing.invoices import build_invoices
 from billing.records import InvoiceRecord
 from billing.scope import EVERYTHING
-from schemas.clickhouse import migrate
+from storage.ledger import Ledger
+from storage.schema import migrate
 from tests.unit.test_invoices import NOVEMBER, USAGE, catalog
 
 pytestmark = pytest.mark.integration

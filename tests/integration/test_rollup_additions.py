@@ -1,11 +1,13 @@
-"""A flush is added to the rollups in place, and recounted whenever adding could count twice.
+"""The engine adds each write to the rollups; a redelivery corrects what a crash cut short.
 
 Each case writes through the sink's own storage code (``UsageStore``) into the real engine and
-checks the rollups against a recount of every stored event (``drift``) and hand-counted rows.
+checks the rollups against a recount of every stored event (``drift``) and hand-counted rows:
+a 5-minute sample of 2 vCPU is 600 vCPU-seconds.
 """
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -13,7 +15,7 @@ from typing import Any
 import pytest
 
 from storage.rollups import drift
-from storage.usage_store import UsageStore
+from storage.usage_store import INSERTED_AT, UsageStore
 from tests.factories import AT, vm_sample
 from tests.integration.test_identities import frame
 
@@ -28,29 +30,29 @@ def store(engine: Any) -> UsageStore:
     return UsageStore(engine, DB)
 
 
-def recounts(store: UsageStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """How many events each recount of ``store`` was given, as it runs."""
-    rollups = store._rollups  # noqa: SLF001 - which way the rollups were kept is what is tested
+def corrections(store: UsageStore, monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many events each correction of ``store``'s rollups was given, as it runs."""
+    rollups = store._rollups  # noqa: SLF001 - whether the rollups were corrected is what is tested
     given: list[int] = []
-    recount = rollups.recount
-    monkeypatch.setattr(rollups, "recount", lambda usage: (given.append(usage.num_rows), recount(usage)))
+    correct = rollups.correct
+    monkeypatch.setattr(rollups, "correct", lambda usage: (given.append(usage.num_rows), correct(usage)))
     return given
 
 
 def vcpu_hour(engine: Any) -> tuple[Decimal, int]:
     """vCPU-seconds and rated rows of vm-1's 10:00 hour, as the hour rollup holds them."""
     query = (
-        f"SELECT sum(base_sum), sum(rated_rows) FROM {DB}.usage_by_hour FINAL "
+        f"SELECT sum(base_sum), sum(rated_rows) FROM {DB}.usage_hours FINAL "
         "WHERE resource_id = 'vm-1' AND meter = 'vcpu_hours' AND hour = '2026-11-02 10:00:00'"
     )
     (row,) = engine.query(query).result_rows
     return row[0], row[1]
 
 
-def test_flushes_of_new_events_are_added_in_place(engine, store, monkeypatch):
-    """Three 5-minute samples of 2 vCPU in one hour, in three flushes a second apart: 600
-    vCPU-seconds each, 1,800 in the hour, three rated rows; no recount."""
-    given = recounts(store, monkeypatch)
+def test_flushes_of_new_events_are_added_as_written(engine, store, monkeypatch):
+    """Three samples in one hour, in three flushes a second apart: 1,800 vCPU-seconds in the
+    hour, three rated rows, and nothing corrected."""
+    given = corrections(store, monkeypatch)
     for n in range(3):
         store.write(frame([vm_sample(at=AT + timedelta(minutes=5 * (n + 1)))]), STORED + timedelta(seconds=n))
 
@@ -59,39 +61,77 @@ def test_flushes_of_new_events_are_added_in_place(engine, store, monkeypatch):
     assert drift(engine, DB) == 0
 
 
-def test_a_crash_between_the_hours_and_the_days_is_recounted_when_redelivered(engine, store, monkeypatch):
-    """Killed after the hour rows took the flush and before the day rows did: the redelivered
-    event is a repeat, so its hour and day are recounted, and both count it once."""
+def test_an_event_recorded_but_not_written_is_written_when_it_comes_again(engine, store, monkeypatch):
+    """Killed after its identity was recorded and before its event was written: the copy that
+    comes again is a repeat, yet it is written (once) and counted (once)."""
     store.write(frame([vm_sample(at=AT + timedelta(minutes=5))]), STORED)
-    rollups = store._rollups  # noqa: SLF001 - the step the crash interrupts
-    command = rollups._client.command  # noqa: SLF001
+    client = store._client  # noqa: SLF001 - the step the crash interrupts
+    insert = client.insert_arrow
 
-    def killed_at_the_days(statement: str, *args: Any, **kwargs: Any) -> Any:
-        if statement == rollups._add_days:  # noqa: SLF001
+    def killed_at_the_write(table: str, *args: Any, **kwargs: Any) -> Any:
+        if table.endswith(".usage_events"):
             raise SystemExit("killed")
-        return command(statement, *args, **kwargs)
+        return insert(table, *args, **kwargs)
 
     second = frame([vm_sample(at=AT + timedelta(minutes=10))])
-    monkeypatch.setattr(rollups._client, "command", killed_at_the_days)  # noqa: SLF001
+    monkeypatch.setattr(client, "insert_arrow", killed_at_the_write)
     with pytest.raises(SystemExit):
         store.write(second, STORED + timedelta(seconds=1))
     monkeypatch.undo()
-    assert drift(engine, DB) > 0, "the day rows lack the second sample"
+    assert vcpu_hour(engine) == (Decimal(600), 1), "the second sample is not stored"
 
-    given = recounts(store, monkeypatch)
-    assert store.write(second, STORED + timedelta(seconds=2)).repeats.num_rows == 1
+    given = corrections(store, monkeypatch)
+    written = store.write(second, STORED + timedelta(seconds=2))
+    assert (written.new.num_rows, written.repeats.num_rows) == (1, 1)
     assert given == [1]
     assert vcpu_hour(engine) == (Decimal(1200), 2)
+    assert engine.command(f"SELECT count() FROM {DB}.usage_events FINAL") == 2
     assert drift(engine, DB) == 0
 
 
-def test_a_writer_that_may_not_be_alone_recounts(engine, store, monkeypatch):
-    """A sink that does not read every partition of the rated topic: another may add to the same
-    row at the same time, and one of two additions would be lost, so it recounts."""
-    given = recounts(store, monkeypatch)
+def test_an_event_added_twice_is_taken_back_when_it_comes_again(engine, store):
+    """An event the engine wrote twice (a write cut short and made again, or an older writer
+    that kept no identities) is counted twice until it comes again: then its hour and day are
+    recounted, and hold it once."""
+    sample = frame([vm_sample(at=AT + timedelta(minutes=5))])
+    store.write(sample, STORED)
+    again = sample.append_column("inserted_at", [[STORED + timedelta(seconds=1)]]).cast(
+        sample.schema.append(_inserted_at())
+    )
+    engine.insert_arrow(f"{DB}.usage_events", again)
+    assert vcpu_hour(engine) == (Decimal(1200), 2), "the engine added the second write"
+    assert drift(engine, DB) > 0
 
-    store.write(frame([vm_sample(at=AT + timedelta(minutes=5))]), STORED, sole_writer=False)
+    assert store.write(sample, STORED + timedelta(seconds=2)).repeats.num_rows == 1
 
-    assert given == [1]
     assert vcpu_hour(engine) == (Decimal(600), 1)
     assert drift(engine, DB) == 0
+
+
+def test_writers_side_by_side_add_without_losing_either(engine):
+    """Two sinks writing the same hour at once (each reads half of the rated topic): both add,
+    neither replaces the other. Twelve samples each: 24 x 600 = 14,400 vCPU-seconds."""
+    stores = [UsageStore(engine, DB, writer=f"sink-{n}") for n in range(2)]
+    ready = threading.Barrier(2)
+
+    def write(n: int) -> None:
+        ready.wait()
+        for minute in range(12):
+            sample = vm_sample(at=AT + timedelta(minutes=5 * (minute + 1)))
+            sample = {**sample, "source": f"test://hv-{n}"}  # another hypervisor's: another event
+            stores[n].write(frame([sample]), STORED + timedelta(seconds=minute))
+
+    threads = [threading.Thread(target=write, args=(n,)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert vcpu_hour(engine) == (Decimal(14_400), 24)
+    assert drift(engine, DB) == 0
+
+
+def _inserted_at() -> Any:
+    import pyarrow as pa
+
+    return pa.field("inserted_at", INSERTED_AT)

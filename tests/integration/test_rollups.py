@@ -22,7 +22,6 @@ from agents.simulated import FleetSpec, SimulatedFleet
 from api.dashboards import CostGroup, CostWindow, Dashboards
 from api.usage_queries import Granularity, GroupBy, LineScope, UsageQueries, UsageWindow, totals
 from billing.adapters.catalog_file import load_catalog
-from billing.adapters.clickhouse_usage import PeriodUsage
 from billing.invoices import UsageScope
 from billing.money import round_money, shown_quantity
 from billing.periods import Period
@@ -30,12 +29,13 @@ from billing.pricing import PriceChange, price_book
 from billing.scope import EVERYTHING, partner_scope
 from pipeline.dedup import RecentEvents
 from pipeline.processing import process_batch
-from schemas.clickhouse import migrate
 from schemas.events import encode_batch
 from schemas.meters import Meter, PeriodAggregation
 from schemas.records import USAGE_EVENT_SCHEMA, decode_frame, encode_frame
+from storage.billed_usage import PeriodUsage
 from storage.connection import ClientPool
 from storage.rollups import drift
+from storage.schema import migrate
 from storage.usage_store import UsageStore
 
 pytestmark = pytest.mark.integration
@@ -119,7 +119,7 @@ def reference(
 
 def test_rollups_equal_a_recount_of_the_stored_events(client):
     assert drift(client, DB) == 0
-    hours = client.command(f"SELECT count() FROM {DB}.usage_by_hour FINAL")
+    hours = client.command(f"SELECT count() FROM {DB}.usage_hours FINAL")
     assert int(hours) > 0
 
 

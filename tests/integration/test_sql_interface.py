@@ -22,7 +22,7 @@ import httpx
 import pytest
 
 from meterline.brokers import Broker
-from schemas.clickhouse import (
+from storage.tables import (
     API_KEYS,
     AUDIT_LOG,
     CATALOG_ENTRIES,

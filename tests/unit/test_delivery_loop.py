@@ -7,8 +7,8 @@ from datetime import datetime
 from typing import Any, cast
 
 from api.delivery import Deliveries, deliver_when_due
-from billing.adapters.clickhouse_ledger import Ledger
 from billing.catalog import Catalog
+from storage.ledger import Ledger
 
 
 class FlakyDeliveries:

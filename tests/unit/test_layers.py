@@ -1,9 +1,10 @@
 """The layout is the architecture: which package may import which, read from the source itself.
 
 Every import of every module is counted, at the top or inside a function. ``meterline`` is the
-ground floor (settings, errors, Kafka clients); ``schemas`` the contracts; ``storage`` ClickHouse;
-``billing`` the pure domain; ``agents``, ``pipeline`` and ``sinks`` the stream; ``api`` on top. The HTTP layer is
-never imported below it, and no two packages import each other, directly or round about.
+ground floor (settings, errors, Kafka clients); ``schemas`` the contracts; ``billing`` the pure
+domain; ``storage`` ClickHouse (it stores the domain's records); ``agents``, ``pipeline`` and
+``sinks`` the stream; ``api`` on top. The HTTP layer is never imported below it, and no two
+packages import each other, directly or round about.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ MAY_IMPORT = {
     "billing": {"billing", "schemas", "meterline"},
     "agents": {"agents", "schemas", "meterline"},
     "pipeline": {"pipeline", "billing", "schemas", "meterline"},
-    "storage": {"storage", "schemas", "meterline"},
+    "storage": {"storage", "billing", "schemas", "meterline"},  # it keeps the billing domain's records
     "sinks": {"sinks", "storage", "schemas", "meterline"},
     "api": set(PACKAGES),  # the intake validates as the stream does (pipeline) and spools as agents do
 }

@@ -20,7 +20,7 @@ class Buffer(Sink):
     def add(self, topic: str, payload: bytes) -> None:
         raise NotImplementedError
 
-    def flush(self, sole_writer: bool = False) -> FlushResult:
+    def flush(self) -> FlushResult:
         raise NotImplementedError
 
     @property

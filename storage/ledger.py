@@ -27,8 +27,9 @@ from billing.periods import Period
 from billing.records import InvoiceRecord, check_period_ended
 from billing.scope import EVERYTHING, Scope
 from meterline.exceptions import UnknownInvoice
-from schemas.clickhouse import INVOICE_LINES, INVOICES, as_utc
 from schemas.records import MONEY, TIMESTAMP
+from storage.connection import as_utc
+from storage.tables import INVOICE_LINES, INVOICES
 
 ARROW_MONEY = pa.decimal128(38, 12)
 ARROW_TIME = pa.timestamp("ms", tz="UTC")

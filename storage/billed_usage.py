@@ -1,7 +1,7 @@
 """A period's usage as the close prices it: exact totals per customer, meter and dimension.
 
 A level (an XaaS peak or latest figure) is aggregated per resource first, then summed over the
-customer's resources, as ``billing.adapters.usage_rows.RESOURCE_TOTAL`` says. The usage comes
+customer's resources, as ``storage.usage_read.RESOURCE_TOTAL`` says. The usage comes
 from the rollups, cut at every price change that falls inside an hour.
 
 Totals are summed in each meter's base unit (``base_quantity``, a sum of exact figures) and
@@ -18,10 +18,10 @@ from fractions import Fraction
 
 from clickhouse_connect.driver.client import Client
 
-from billing.adapters.usage_rows import RESOURCE_TOTAL, UsageRead, usage_rows
 from billing.invoices import UsageTotal
 from billing.periods import Period
 from billing.pricing import PriceChange
+from storage.usage_read import RESOURCE_TOTAL, UsageRead, usage_rows
 
 
 class PeriodUsage:

@@ -14,7 +14,7 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from billing.catalog_entries import Entry, EntryKind
-from schemas.clickhouse import CATALOG_ENTRIES
+from storage.tables import CATALOG_ENTRIES
 
 COLUMNS = ["kind", "id", "version", "document", "deleted", "recorded_at"]
 

@@ -8,7 +8,8 @@ from datetime import datetime
 from clickhouse_connect.driver.client import Client
 
 from billing.completeness import Gap, StoredHour
-from schemas.clickhouse import STORED_MESSAGES, as_utc
+from storage.connection import as_utc
+from storage.tables import STORED_MESSAGES
 
 # One row per message number: the copy that counted its events, and when it was first stored.
 _MESSAGES = """

@@ -15,8 +15,10 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from schemas.clickhouse import PARTIALS, ROLLUP_KEY, USAGE_BY_DAY, USAGE_BY_HOUR, USAGE_EVENTS
+from schemas.events import LONGEST_INTERVAL_S
 from schemas.meters import Meter, PeriodAggregation
+from storage.rollups import PARTIALS, ROLLUP_KEY
+from storage.tables import USAGE_BY_DAY, USAGE_BY_HOUR, USAGE_EVENTS
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
@@ -42,6 +44,19 @@ PIECE_AMOUNT_BASE = (
 """A rated piece's amount times its divisor, as the rollups keep it (``RATED_AMOUNT_BASE``)."""
 AMOUNT = "toDecimal256(sum(amount_base), 24) / base_divisor"
 """The exact amount of usage rows grouped by (at least) ``base_divisor``: one division per group."""
+
+
+def stored_by(database: str) -> str:
+    """A condition on ``usage_events``: events first stored at or before ``stored_by``, which is
+    what a close billed whatever arrived or was written again since (a copy written again before
+    identities were kept carries a later ``inserted_at``, and ``FINAL`` shows the last copy). An
+    event is known by its (source, id): another source's event with the same id is another event."""
+    return (
+        f"(source, id) IN (SELECT source, id FROM {database}.{USAGE_EVENTS} "
+        f"WHERE usage_start > {{start:DateTime64(3, 'UTC')}} - INTERVAL {LONGEST_INTERVAL_S} SECOND "
+        "AND usage_start < {end:DateTime64(3, 'UTC')} "
+        "GROUP BY source, id HAVING min(inserted_at) <= {stored_by:DateTime64(3, 'UTC')})"
+    )
 
 
 @dataclass(frozen=True)
@@ -151,7 +166,7 @@ def usage_rows(database: str, read: UsageRead) -> tuple[str, dict[str, Any]]:
     pieces = (
         "SELECT t, customer_id, resource_id, product, meter, dimension, unit, currency, base_divisor, "
         "base_quantity AS base_sum, base_quantity AS base_max, base_quantity AS base_latest, t AS latest_at, "
-        f"{PIECE_AMOUNT_BASE} AS amount_base, toUInt64(1) AS rated_rows FROM ({events}) "
+        f"{PIECE_AMOUNT_BASE} AS amount_base, toInt64(1) AS rated_rows FROM ({events}) "
         "ARRAY JOIN `rated.usage_start` AS t, `rated.product` AS product, `rated.meter` AS meter, "
         "`rated.dimension` AS dimension, `rated.unit` AS unit, `rated.base_divisor` AS base_divisor, "
         "`rated.base_quantity` AS base_quantity, `rated.unit_price` AS unit_price "

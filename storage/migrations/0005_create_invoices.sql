@@ -1,0 +1,28 @@
+CREATE TABLE IF NOT EXISTS {database}.invoices (
+        invoice_id String,
+        revision UInt32,
+        document_type LowCardinality(String),
+        status LowCardinality(String),
+        period String,
+        issuer_id String,
+        buyer_id String,
+        buyer_name String,
+        number String,
+        sequence UInt64,
+        credits_number String,
+        currency LowCardinality(String),
+        covered_customers Array(String),
+        discount_percent Decimal(38, 12),
+        tax_name String,
+        tax_rate_percent Decimal(38, 12),
+        tax_inclusive Bool,
+        subtotal Decimal(38, 12),
+        discount Decimal(38, 12),
+        net Decimal(38, 12),
+        tax_amount Decimal(38, 12),
+        total Decimal(38, 12),
+        closed_at DateTime64(3, 'UTC'),
+        issued_at Nullable(DateTime64(3, 'UTC')),
+        updated_at DateTime64(3, 'UTC')
+    ) ENGINE = ReplacingMergeTree(updated_at)
+    ORDER BY invoice_id;

@@ -1,0 +1,1 @@
+DROP TABLE IF EXISTS {database}.usage_events_by_source;

@@ -1,0 +1,1 @@
+ALTER TABLE {database}.usage_events MATERIALIZE INDEX usage_end_minmax;
