@@ -32,12 +32,10 @@ from api.access.guard import Authenticator
 from api.access.key_store import REFRESH_S, KeyStore
 from api.body_limit import BodyLimit
 from api.catalog_admin import CatalogAdmin
-from api.dashboards import Dashboards
 from api.delivery import Deliveries, deliver_when_due
 from api.errors import GUARDED_RESPONSES, install_error_handlers
 from api.event_intake import EventIntake
 from api.period_scheduler import close_periods_when_due
-from api.usage_queries import UsageQueries
 from billing.adapters.kafka_catalog import CatalogPublisher
 from meterline.settings import Settings
 from sinks.clickhouse import ClickHouseSink
@@ -46,8 +44,10 @@ from storage.billed_usage import PeriodUsage
 from storage.catalog_store import CatalogStore
 from storage.clock import InsertClock
 from storage.connection import ClientPool, connect
+from storage.dashboards import Dashboards
 from storage.ledger import Ledger
 from storage.stored_messages import Completeness
+from storage.usage_queries import UsageQueries
 
 log = logging.getLogger(__name__)
 CATALOG_RETRY_S = 5.0

@@ -13,10 +13,10 @@ from starlette.concurrency import run_in_threadpool
 
 from api import metrics
 from api.access.guard import OperationsReader
-from api.usage_queries import UsageWindow
 from billing.completeness import Gap, HourStatus, hour_statuses
 from meterline.exceptions import InvalidRange
 from storage.stored_messages import Completeness
+from storage.usage_queries import UsageWindow
 
 router = APIRouter(prefix="/v1", tags=["operations"])
 LONGEST_WINDOW = timedelta(days=31)

@@ -11,10 +11,10 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.access.guard import OperationsReader, UsageReader
-from api.dashboards import RUN_RATE_HOURS, CostGroup, CostWindow, Dashboards
 from api.models import FixedPoint
-from api.usage_queries import Granularity
 from billing.money import round_money
+from storage.dashboards import RUN_RATE_HOURS, CostGroup, CostWindow, Dashboards
+from storage.usage_queries import Granularity
 
 router = APIRouter(prefix="/v1", tags=["dashboards"])
 

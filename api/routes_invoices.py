@@ -24,7 +24,6 @@ from api.errors import Problem
 from api.invoice_models import CloseOut, DeliveryOut, InvoiceOut, LineUsage, LineUsageRow
 from api.models import CustomerId, InvoiceId, PeriodName
 from api.spreadsheet import text_cell
-from api.usage_queries import LineScope, UsageQueries
 from billing.catalog import Catalog
 from billing.invoices import InvoiceStatus, LineKind, UsageScope
 from billing.mailing import documents_to_email, recipient_of
@@ -38,6 +37,7 @@ from storage.billed_usage import PeriodUsage
 from storage.clock import InsertClock
 from storage.connection import as_utc
 from storage.ledger import Ledger
+from storage.usage_queries import LineScope, UsageQueries
 
 router = APIRouter(prefix="/v1", tags=["invoicing"])
 

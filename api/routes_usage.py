@@ -11,8 +11,9 @@ from fastapi.responses import Response, StreamingResponse
 
 from api.access.guard import UsageReader
 from api.models import CustomerId, UsageReport
-from api.usage_queries import Granularity, GroupBy, UsageQueries, UsageWindow, rows_json, totals
+from api.usage_formats import csv_chunks, rows_json
 from billing.money import round_money
+from storage.usage_queries import Granularity, GroupBy, UsageQueries, UsageWindow, totals
 
 router = APIRouter(prefix="/v1/customers/{customer_id}")
 
@@ -67,7 +68,7 @@ def get_usage_csv(
     usage_window = window(customer_id, start, end)
     filename = f"usage-{customer_id}-{usage_window.start:%Y%m%d}-{usage_window.end:%Y%m%d}.csv"
     return StreamingResponse(
-        queries.hourly_csv(caller.scope, usage_window),
+        csv_chunks(queries.hourly(caller.scope, usage_window)),
         media_type="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )

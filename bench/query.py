@@ -42,15 +42,15 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from api.dashboards import CostGroup, CostWindow, Dashboards  # noqa: E402
-from api.usage_queries import Granularity, GroupBy, UsageQueries, UsageWindow, rows_json  # noqa: E402
 from billing.adapters.catalog_file import load_catalog  # noqa: E402
 from billing.scope import EVERYTHING  # noqa: E402
 from pipeline.processing import usage_events  # noqa: E402
 from schemas.records import ACCEPTED_SCHEMA, RATED_SCHEMA  # noqa: E402
 from storage.connection import ClientPool  # noqa: E402
+from storage.dashboards import CostGroup, CostWindow, Dashboards  # noqa: E402
 from storage.schema import migrate  # noqa: E402
 from storage.tables import USAGE_EVENTS  # noqa: E402
+from storage.usage_queries import Granularity, GroupBy, UsageQueries, UsageWindow, rows_json  # noqa: E402
 from storage.usage_store import UsageStore  # noqa: E402
 
 DATABASE = "meterline"

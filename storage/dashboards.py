@@ -15,13 +15,13 @@ from enum import StrEnum
 from fractions import Fraction
 from typing import Any
 
-from api.usage_queries import Granularity
 from billing.catalog import Catalog
 from billing.money import round_money, shown_quantity
 from billing.periods import check_buckets, check_window
 from billing.scope import Scope
 from storage.connection import ClientPool
 from storage.tables import STORED_MESSAGES
+from storage.usage_queries import Granularity
 from storage.usage_read import AMOUNT, RESOURCE_TOTAL, UsageRead, floor_hour, usage_rows
 
 RUN_RATE_HOURS = 168

@@ -1,4 +1,4 @@
-"""Usage read models over ClickHouse: what the usage endpoints show, to the cent.
+"""Usage read models over ClickHouse: what the usage endpoints and exports show, to the cent.
 
 Every figure comes from the exact rollups where they cover the window, and from the stored
 events (each once) at its edges (``storage.usage_read``); an invoice line's raw events
@@ -7,7 +7,6 @@ come from the events as they were received.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
@@ -15,10 +14,8 @@ from enum import StrEnum
 from fractions import Fraction
 from typing import Any
 
-import polars as pl
 import pyarrow as pa
 
-from api.spreadsheet import text_columns
 from billing.invoices import UsageScope
 from billing.periods import check_buckets, check_window
 from billing.scope import Scope
@@ -28,20 +25,8 @@ from storage.connection import ClientPool
 from storage.tables import RAW_MESSAGES, USAGE_EVENTS
 from storage.usage_read import AMOUNT, RESOURCE_TOTAL, UsageRead, stored_by, usage_rows
 
-CSV_CHUNK_BYTES = 64 * 1024
-CSV_COLUMNS = [
-    "hour",
-    "customer_id",
-    "resource_id",
-    "product",
-    "meter",
-    "dimension",
-    "unit",
-    "currency",
-    "quantity",
-    "amount",
-]
-CSV_TEXT_COLUMNS = CSV_COLUMNS[1:-2]
+HOURLY_KEYS = ("customer_id", "resource_id", "product", "meter", "dimension", "unit", "currency")
+"""What an hourly row is usage of, besides its hour."""
 
 
 class Granularity(StrEnum):
@@ -109,13 +94,10 @@ class UsageQueries:
         read = window.read(scope, by_day=granularity is not Granularity.HOUR)
         return self._shown(read, granularity.truncate_sql, [*group_by.columns, "currency"])
 
-    def hourly_csv(self, scope: Scope, window: UsageWindow) -> Iterator[bytes]:
-        """Hourly usage per resource and meter as CSV chunks. The query runs now, before a
-        response starts, so that a failure is answered with an error rather than a cut file,
-        and so that no client is held while a client downloads."""
+    def hourly(self, scope: Scope, window: UsageWindow) -> pa.Table:
+        """Hourly usage per resource and meter: the rows of the CSV export."""
         check_buckets(window.start, window.end, Granularity.HOUR.value)
-        hours = self._shown(window.read(scope, by_day=False), "toStartOfHour", CSV_TEXT_COLUMNS)
-        return _csv_chunks(hours)
+        return self._shown(window.read(scope, by_day=False), "toStartOfHour", list(HOURLY_KEYS))
 
     def line_usage(self, line: LineScope) -> list[dict[str, Any]]:
         """Hourly usage behind an invoice line, per customer, resource and dimension, as it was
@@ -246,30 +228,3 @@ def totals(rows: pa.Table) -> dict[str, Decimal]:
     """Amount per currency of usage rows: they partition their window, so their sum is its total."""
     summed = rows.group_by("currency").aggregate([("amount", "sum")])
     return dict(zip(summed["currency"].to_pylist(), summed["amount_sum"].to_pylist(), strict=True))
-
-
-def as_text(rows: pa.Table) -> pl.DataFrame:
-    """Usage rows as they are shown, in order of time and then of what they are usage of: times
-    as ISO 8601 in UTC, figures as fixed-point strings."""
-    frame = pl.DataFrame(rows)
-    keys = [name for name in frame.columns if name not in ("quantity", "amount", "rated_rows")]
-    return frame.sort(keys).with_columns(
-        pl.col("period_start").dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
-        pl.col("quantity", "amount").cast(pl.String),
-    )
-
-
-def rows_json(rows: pa.Table) -> bytes:
-    """Usage rows as the JSON array of ``UsageRow`` objects (the fields a grouping lacks null)."""
-    shown = as_text(rows)
-    absent = [pl.lit(None, pl.String).alias(name) for name in ("resource_id", "product") if name not in shown.columns]
-    order = ["period_start", "resource_id", "product", "meter", "dimension", "unit", "currency"]
-    return shown.with_columns(absent).select([*order, "quantity", "amount", "rated_rows"]).write_json().encode()
-
-
-def _csv_chunks(rows: pa.Table) -> Iterator[bytes]:
-    """The hourly CSV, written by polars, handed out in chunks."""
-    shown = as_text(rows).rename({"period_start": "hour"}).select(CSV_COLUMNS)
-    text = text_columns(shown, CSV_TEXT_COLUMNS).write_csv().encode()
-    for at in range(0, max(len(text), 1), CSV_CHUNK_BYTES):
-        yield text[at : at + CSV_CHUNK_BYTES]
