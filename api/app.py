@@ -27,7 +27,7 @@ from api import (
     routes_ops,
     routes_usage,
 )
-from api.access.audit import AuditLog, AuditMiddleware
+from api.access.audit import AuditMiddleware
 from api.access.guard import Authenticator
 from api.access.key_store import REFRESH_S, KeyStore
 from api.body_limit import BodyLimit
@@ -40,14 +40,20 @@ from billing.adapters.kafka_catalog import CatalogPublisher
 from meterline.settings import Settings
 from sinks.clickhouse import ClickHouseSink
 from sinks.consumer import SinkConsumer
+from storage.access_records import AccessRecords
+from storage.audit_log import AuditLog
 from storage.billed_usage import PeriodUsage
 from storage.catalog_store import CatalogStore
 from storage.clock import InsertClock
 from storage.connection import ClientPool, connect
 from storage.dashboards import Dashboards
+from storage.dead_letters import DeadLetters
+from storage.deliveries import DeliveryRecords
 from storage.ledger import Ledger
+from storage.received import ReceivedStore
 from storage.stored_messages import Completeness
 from storage.usage_queries import UsageQueries
+from storage.usage_store import UsageStore
 
 log = logging.getLogger(__name__)
 CATALOG_RETRY_S = 5.0
@@ -73,14 +79,25 @@ def create_app(settings: Settings, *, run_sink: bool = True) -> FastAPI:
         app.state.intake = EventIntake(settings, lambda: app.state.catalog_admin.revision)
         app.state.period_usage = PeriodUsage(another_client(), settings.clickhouse_database)
         app.state.completeness = Completeness(another_client(), settings.clickhouse_database)
-        app.state.dead_letters = routes_dead_letters.DeadLetters(another_client(), settings.clickhouse_database)
-        app.state.authenticator = Authenticator(settings, KeyStore(another_client(), settings.clickhouse_database))
+        app.state.dead_letters = DeadLetters(another_client(), settings.clickhouse_database)
+        app.state.authenticator = Authenticator(
+            settings, KeyStore(AccessRecords(another_client(), settings.clickhouse_database))
+        )
         app.state.audit_log = AuditLog(another_client(), settings.clickhouse_database)
         app.state.late_after = timedelta(seconds=settings.late_after_s)
-        app.state.deliveries = Deliveries(another_client(), settings) if settings.smtp_host else None
+        database = settings.clickhouse_database
+        app.state.deliveries = (
+            Deliveries(DeliveryRecords(another_client(), database), settings) if settings.smtp_host else None
+        )
         app.state.insert_clock = InsertClock()
         app.state.late_usage_months = settings.late_usage_months
-        sink = ClickHouseSink(another_client(), settings, app.state.insert_clock)
+        sink_client = another_client()  # the sink thread's own
+        sink = ClickHouseSink(
+            UsageStore(sink_client, settings.clickhouse_database, writer=settings.intake_name),
+            ReceivedStore(sink_client, settings.clickhouse_database),
+            settings,
+            app.state.insert_clock,
+        )
         consumer = SinkConsumer(settings, sink) if run_sink else None
         app.state.sink_consumer = consumer
         app.state.sink_thread = _start_sink(consumer) if consumer else None

@@ -13,13 +13,10 @@ import logging
 import smtplib
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime
 from email.message import EmailMessage
-from enum import StrEnum
-from typing import Any
 
-from clickhouse_connect.driver.client import Client
 from starlette.concurrency import run_in_threadpool
 
 from api import metrics
@@ -27,46 +24,15 @@ from api.documents.einvoice import pdf_for_buyer
 from api.documents.html import render_html
 from api.documents.view import InvoiceView
 from billing.catalog import Catalog
-from billing.mailing import retry_delay
+from billing.mailing import Delivery, DeliveryStatus
 from billing.records import InvoiceRecord
 from billing.scope import EVERYTHING
 from meterline.exceptions import UnknownInvoice
 from meterline.settings import Settings
-from storage.connection import as_utc
+from storage.deliveries import DeliveryRecords
 from storage.ledger import Ledger
-from storage.tables import DELIVERIES
 
 log = logging.getLogger(__name__)
-
-
-class DeliveryStatus(StrEnum):
-    PENDING = "pending"
-    SENT = "sent"
-    RETRYING = "retrying"
-    NO_RECIPIENT = "no_recipient"
-
-
-@dataclass(frozen=True)
-class Delivery:
-    invoice_id: str
-    recipient: str
-    status: DeliveryStatus
-    attempts: int
-    last_error: str
-    next_attempt_at: datetime
-    updated_at: datetime
-
-    def failed(self, error: str, now: datetime) -> Delivery:
-        """Tried again after ``billing.mailing.retry_delay``."""
-        delay = retry_delay(self.attempts)
-        return replace(
-            self,
-            status=DeliveryStatus.RETRYING,
-            attempts=self.attempts + 1,
-            last_error=error,
-            next_attempt_at=now + delay,
-            updated_at=now,
-        )
 
 
 def invoice_message(view: InvoiceView, sender: str, recipient: str, pdf: bytes) -> EmailMessage:
@@ -85,18 +51,16 @@ def invoice_message(view: InvoiceView, sender: str, recipient: str, pdf: bytes) 
 
 
 class Deliveries:
-    def __init__(self, client: Client, settings: Settings) -> None:
-        self._client = client
-        self._table = f"{settings.clickhouse_database}.{DELIVERIES}"
+    def __init__(self, records: DeliveryRecords, settings: Settings) -> None:
+        self._records = records
         self._settings = settings
-        self._lock = threading.Lock()
         # one attempt or retry request at a time: a retry asked for during an attempt waits for
         # its outcome to be stored, rather than being overwritten by it
         self._attempt = threading.Lock()
 
     def enqueue(self, recipients: dict[str, str], now: datetime) -> None:
         """Queue one email per invoice id, to its recipient (an empty address is kept as such)."""
-        self._save(
+        self._records.save(
             *(
                 Delivery(invoice_id, to, DeliveryStatus.PENDING if to else DeliveryStatus.NO_RECIPIENT, 0, "", now, now)
                 for invoice_id, to in recipients.items()
@@ -115,19 +79,17 @@ class Deliveries:
             now = datetime.now(UTC)
             before = self._get(invoice.invoice_id)
             delivery = replace(before, status=DeliveryStatus.PENDING, next_attempt_at=now, updated_at=now)
-            self._save(delivery)
+            self._records.save(delivery)
             return before, delivery
 
     def _get(self, invoice_id: str) -> Delivery:
-        found = self._select("invoice_id = {id:String}", {"id": invoice_id})
-        if not found:
+        found = self._records.of_invoice(invoice_id)
+        if found is None:
             raise UnknownInvoice(f"invoice {invoice_id!r} has no delivery: it is not issued, or email is not set up")
-        return found[0]
+        return found
 
     def due(self, now: datetime) -> list[Delivery]:
-        return self._select(
-            "status IN ('pending', 'retrying') AND next_attempt_at <= {now:DateTime64(3, 'UTC')}", {"now": now}
-        )
+        return self._records.due(now)
 
     def send(self, due: Delivery, ledger: Ledger, catalog: Catalog) -> Delivery:
         """One attempt; the outcome is stored and returned, any failure becomes a retry.
@@ -156,7 +118,7 @@ class Deliveries:
         else:
             outcome = replace(delivery, status=DeliveryStatus.SENT, attempts=delivery.attempts + 1, updated_at=now)
             metrics.DELIVERIES.labels(outcome="sent").inc()
-        self._save(outcome)
+        self._records.save(outcome)
         return outcome
 
     def _smtp_send(self, message: EmailMessage) -> None:
@@ -169,29 +131,6 @@ class Deliveries:
             if settings.smtp_user and settings.smtp_password:
                 smtp.login(settings.smtp_user, settings.smtp_password)
             smtp.send_message(message)
-
-    def _select(self, where: str, parameters: dict[str, Any]) -> list[Delivery]:
-        query = f"SELECT * FROM {self._table} FINAL WHERE {where} ORDER BY next_attempt_at"
-        with self._lock:
-            rows = self._client.query(query, parameters=parameters).named_results()
-            return [
-                Delivery(
-                    **{
-                        **row,
-                        "status": DeliveryStatus(row["status"]),
-                        "next_attempt_at": as_utc(row["next_attempt_at"]),
-                        "updated_at": as_utc(row["updated_at"]),
-                    }
-                )
-                for row in rows
-            ]
-
-    def _save(self, *deliveries: Delivery) -> None:
-        columns = list(Delivery.__dataclass_fields__)
-        rows = [[getattr(delivery, name) for name in columns] for delivery in deliveries]
-        if rows:
-            with self._lock:
-                self._client.insert(self._table, rows, column_names=columns)
 
 
 async def deliver_when_due(

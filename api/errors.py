@@ -11,7 +11,6 @@ import logging
 import re
 from typing import Any
 
-from clickhouse_connect.driver.exceptions import OperationalError
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
@@ -39,6 +38,7 @@ from meterline.exceptions import (
     UnknownInvoice,
     UnsupportedMediaType,
 )
+from storage.connection import StoreUnavailable
 
 log = logging.getLogger(__name__)
 PROBLEM_JSON = "application/problem+json"
@@ -153,5 +153,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(MeterlineError, meterline_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(HTTPException, http_error)
-    app.add_exception_handler(OperationalError, storage_unavailable)
+    app.add_exception_handler(StoreUnavailable, storage_unavailable)
     app.add_exception_handler(Exception, unexpected)

@@ -6,9 +6,9 @@ from datetime import datetime
 
 from pydantic import BaseModel, Field
 
-from api.delivery import Delivery
 from api.models import FixedPoint
 from billing.invoices import InvoiceLine
+from billing.mailing import Delivery
 from billing.money import round_money
 from billing.records import InvoiceRecord
 from storage.connection import as_utc

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 from pydantic import AfterValidator, BaseModel, Field
 
-from api.access.audit import AuditLog, note_change
+from api.access.audit import note_change
 from api.access.guard import AuditReader, Authenticator, Caller, KeyManager, TokenIssuer
 from api.access.keys import ApiKey, digest, may_manage, new_key_material
 from api.access.principals import Principal, Role
@@ -19,6 +19,7 @@ from billing.periods import check_storable
 from meterline.exceptions import Forbidden, InvalidQuery, UnknownCustomer, UnknownEntry
 from schemas.identifiers import printable, source_refusal
 from schemas.meters import Meter
+from storage.audit_log import AuditLog
 
 router = APIRouter(prefix="/v1", tags=["access"])
 

@@ -1,9 +1,12 @@
 """Which invoice documents are emailed, to whom, and how soon a failed send is tried again: the
-rules, apart from the SMTP client and the queue that carry them out (``api/delivery.py``)."""
+rules and a delivery's states, apart from the SMTP client and the queue that carry them out
+(``api/delivery.py``, ``storage/deliveries.py``)."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
 
 from billing.catalog import Catalog, Customer
 from billing.invoices import InvoiceStatus
@@ -42,3 +45,33 @@ def retry_delay(failed_attempts: int) -> timedelta:
         return MAX_DELAY
     delay: timedelta = FIRST_DELAY * (1 << failed_attempts)
     return min(delay, MAX_DELAY)
+
+
+class DeliveryStatus(StrEnum):
+    PENDING = "pending"
+    SENT = "sent"
+    RETRYING = "retrying"
+    NO_RECIPIENT = "no_recipient"
+
+
+@dataclass(frozen=True)
+class Delivery:
+    invoice_id: str
+    recipient: str
+    status: DeliveryStatus
+    attempts: int
+    last_error: str
+    next_attempt_at: datetime
+    updated_at: datetime
+
+    def failed(self, error: str, now: datetime) -> Delivery:
+        """Tried again after ``retry_delay``."""
+        delay = retry_delay(self.attempts)
+        return replace(
+            self,
+            status=DeliveryStatus.RETRYING,
+            attempts=self.attempts + 1,
+            last_error=error,
+            next_attempt_at=now + delay,
+            updated_at=now,
+        )

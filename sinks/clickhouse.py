@@ -4,10 +4,8 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-from clickhouse_connect.driver.client import Client
 
 from meterline.settings import Settings
 from schemas import receipts
@@ -16,8 +14,8 @@ from schemas.records import decode_frame, message_id
 from sinks.base import FlushResult, Sink
 from storage.clock import InsertClock
 from storage.identities import conflict_letter
-from storage.tables import DEAD_LETTERS, RAW_MESSAGES, STORED_MESSAGES
-from storage.usage_store import INSERT_SETTINGS, INSERTED_AT, UsageStore, in_every_row
+from storage.received import ReceivedStore
+from storage.usage_store import UsageStore
 
 
 class ClickHouseSink(Sink):
@@ -30,15 +28,14 @@ class ClickHouseSink(Sink):
     in last, since those tell producers to forget them.
     """
 
-    def __init__(self, client: Client, settings: Settings, clock: InsertClock | None = None) -> None:
-        self._client = client
+    def __init__(
+        self, usage: UsageStore, received: ReceivedStore, settings: Settings, clock: InsertClock | None = None
+    ) -> None:
+        self._usage_store = usage
+        self._received = received
         self._clock = clock or InsertClock()
-        topics, database = settings.topics, settings.clickhouse_database
+        topics = settings.topics
         self._events_topic, self._rated_topic, self._dead_letter_topic = topics.events, topics.rated, topics.dead_letter
-        self._messages_table = f"{database}.{RAW_MESSAGES}"
-        self._stored_table = f"{database}.{STORED_MESSAGES}"
-        self._usage_store = UsageStore(client, database, writer=settings.intake_name)
-        self._dead_letters_table = f"{database}.{DEAD_LETTERS}"
         self._messages: list[bytes] = []
         self._usage: list[pa.Table] = []
         self._handled: list[Handled] = []
@@ -88,18 +85,11 @@ class ClickHouseSink(Sink):
             conflicts = zip(stored.conflicts.to_pylist(), stored.reasons, strict=True)
             self._dead_letters += [conflict_letter(event, reason, received) for event, reason in conflicts]
         if self._messages:
-            messages = pa.table(
-                {
-                    "message_id": message_ids,
-                    "payload": pa.array(self._messages, pa.binary()),
-                    "received_at": in_every_row(now, len(self._messages)),
-                }
-            )
-            self._client.insert_arrow(self._messages_table, messages, settings=INSERT_SETTINGS)
+            self._received.messages(message_ids, self._messages, now)
         if self._dead_letters:
-            self._client.insert_arrow(self._dead_letters_table, _dead_letter_rows(self._dead_letters, now))
+            self._received.dead_letters(self._dead_letters, now)
         if self._handled:
-            self._client.insert_arrow(self._stored_table, _stored_rows(self._handled, now))
+            self._received.stored(self._handled, now)
         written_at = datetime.now(UTC)
         result = FlushResult(
             raw_messages=len(self._messages),
@@ -128,46 +118,3 @@ def _seconds_since_end(usage: pa.Table, written_at: datetime) -> list[float]:
 def _handled(headers: Headers) -> list[Handled]:
     value = receipts.header(headers, receipts.HANDLED)
     return receipts.decode_handled(value) if value else []
-
-
-def _stored_rows(handled: list[Handled], stored_at: datetime) -> pa.Table:
-    return pa.table(
-        {
-            "producer": [message.producer for message in handled],
-            "seq": pa.array([message.seq for message in handled], pa.uint64()),
-            "events": pa.array([message.events for message in handled], pa.uint32()),
-            "first_usage": pa.array([message.first_usage for message in handled], INSERTED_AT),
-            "last_usage": pa.array([message.last_usage for message in handled], INSERTED_AT),
-            "stored_at": in_every_row(stored_at, len(handled)),
-        }
-    )
-
-
-def _dead_letter_rows(payloads: list[bytes], refused_at: datetime) -> pa.Table:
-    """A dead letter is ``Rejection.to_json``: the event as it came (any JSON), its id and reason."""
-    letters = [_letter(payload) for payload in payloads]
-    return pa.table(
-        {
-            "event_id": [str(letter.get("event_id") or "") for letter in letters],
-            "source": [_source_of(letter.get("event")) for letter in letters],
-            "reason": [str(letter.get("reason", "")) for letter in letters],
-            "event": [orjson.dumps(letter.get("event")).decode() for letter in letters],
-            "refused_at": in_every_row(refused_at, len(letters)),
-        }
-    )
-
-
-def _letter(payload: bytes) -> dict[str, object]:
-    """A dead letter as written by the worker, or what to keep of one that is not."""
-    try:
-        letter = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        letter = None
-    if isinstance(letter, dict):
-        return letter
-    return {"reason": "a dead letter that is not a JSON object", "event": payload.decode(errors="replace")}
-
-
-def _source_of(event: object) -> str:
-    source = event.get("source") if isinstance(event, dict) else None
-    return source if isinstance(source, str) else ""

@@ -11,10 +11,14 @@ from typing import Any
 
 import clickhouse_connect
 from clickhouse_connect.driver.client import Client
+from clickhouse_connect.driver.exceptions import OperationalError
 from clickhouse_connect.driver.query import QueryResult
 
 from meterline.settings import Settings
 from storage.schema import migrate
+
+StoreUnavailable = OperationalError
+"""What a call raises when the engine does not answer (a server down, a connection lost)."""
 
 
 def connect(settings: Settings, *, migrate_schema: bool = True) -> Client:

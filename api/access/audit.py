@@ -10,53 +10,25 @@ from __future__ import annotations
 
 import json
 import logging
-import threading
 from datetime import UTC, datetime
 from typing import Any
 
-from clickhouse_connect.driver.client import Client
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.access.guard import Caller
-from storage.connection import as_utc
-from storage.tables import AUDIT_LOG
+from storage.audit_log import AuditLog
 
 log = logging.getLogger(__name__)
 NOT_AUDITED = frozenset({"GET", "HEAD", "OPTIONS"})
 UNAUDITED_PATHS = frozenset({"/v1/events"})
 """Usage pushed: the stored messages record it, one row per message."""
-_COLUMNS = ["at", "key_id", "role", "party_id", "method", "route", "path", "status", "before", "after"]
 
 
 def note_change(request: Request, before: Any, after: Any) -> None:
     """What the call changed, for its audit row (JSON-able values; None when nothing existed)."""
     request.state.audit_change = (before, after)
-
-
-class AuditLog:
-    def __init__(self, client: Client, database: str) -> None:
-        self._client = client
-        self._table = f"{database}.{AUDIT_LOG}"
-        self._lock = threading.Lock()
-
-    def append(self, row: dict[str, Any]) -> None:
-        with self._lock:
-            self._client.insert(self._table, [[row[name] for name in _COLUMNS]], column_names=_COLUMNS)
-
-    def entries(self, start: datetime, end: datetime, key_id: str | None, limit: int) -> list[dict[str, Any]]:
-        where = "at >= {start:DateTime64(6, 'UTC')} AND at < {end:DateTime64(6, 'UTC')}"
-        if key_id is not None:
-            where += " AND key_id = {key_id:String}"
-        query = f"SELECT * FROM {self._table} WHERE {where} ORDER BY at LIMIT {{limit:UInt32}}"
-        parameters = {"start": start, "end": end, "key_id": key_id, "limit": limit}
-        with self._lock:
-            rows = list(self._client.query(query, parameters=parameters).named_results())
-        return [
-            {**row, "at": as_utc(row["at"]), "before": _parsed(row["before"]), "after": _parsed(row["after"])}
-            for row in rows
-        ]
 
 
 class AuditMiddleware:
@@ -122,7 +94,3 @@ def _append(audit_log: AuditLog, row: dict[str, Any]) -> None:
 
 def _json(value: Any) -> str:
     return "" if value is None else json.dumps(value, default=str, sort_keys=True)
-
-
-def _parsed(text: str) -> Any:
-    return json.loads(text) if text else None

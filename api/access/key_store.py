@@ -1,4 +1,5 @@
-"""API keys and revoked read tokens in ClickHouse, read through an in-memory copy.
+"""API keys and revoked read tokens, stored in ClickHouse (``storage.access_records``) and read
+through an in-memory copy.
 
 Every request checks a key, so the check reads memory only; the API reads the copy again from
 ClickHouse every ``REFRESH_S`` (a key revoked through another API replica stops working within
@@ -7,30 +8,24 @@ that), and at once after a change made here.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from dataclasses import asdict
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
-
-from clickhouse_connect.driver.client import Client
 
 from api.access.keys import ApiKey
 from api.access.principals import Role
 from api.access.tokens import IssuedToken, ReadToken
+from storage.access_records import AccessRecords
 from storage.connection import as_utc
-from storage.tables import API_KEYS, READ_TOKENS
 
 REFRESH_S = 5.0
 _COLUMNS = list(ApiKey.__dataclass_fields__)
 
 
 class KeyStore:
-    def __init__(self, client: Client, database: str) -> None:
-        self._client = client
-        self._keys_table = f"{database}.{API_KEYS}"
-        self._tokens_table = f"{database}.{READ_TOKENS}"
-        self._lock = threading.Lock()
+    def __init__(self, records: AccessRecords) -> None:
+        self._records = records
         self._keys: dict[str, ApiKey] = {}
         self._revoked_tokens: frozenset[str] = frozenset()
         self.refresh()
@@ -45,9 +40,7 @@ class KeyStore:
         return token_id in self._revoked_tokens
 
     def save(self, key: ApiKey) -> None:
-        row = {**asdict(key), "role": key.role.value, "changed_at": datetime.now(UTC)}
-        with self._lock:
-            self._client.insert(self._keys_table, [list(row.values())], column_names=list(row))
+        self._records.save_key({**asdict(key), "role": key.role.value})
         self.refresh()
 
     def save_token(self, issued: IssuedToken) -> None:
@@ -61,10 +54,8 @@ class KeyStore:
             "issued_at": issued.issued_at,
             "expires_at": token.expires_at,
             "revoked_at": issued.revoked_at,
-            "changed_at": datetime.now(UTC),
         }
-        with self._lock:
-            self._client.insert(self._tokens_table, [list(row.values())], column_names=list(row))
+        self._records.save_token(row)
         self.refresh()
 
     def revoke_party(self, party_id: str, now: datetime) -> None:
@@ -85,25 +76,13 @@ class KeyStore:
 
     def issued_tokens(self, now: datetime) -> list[IssuedToken]:
         """The read tokens that have not expired, revoked or not, oldest first."""
-        query = (
-            f"SELECT * FROM {self._tokens_table} FINAL WHERE expires_at > {{now:DateTime64(3, 'UTC')}} "
-            "ORDER BY issued_at, token_id"
-        )
-        with self._lock:
-            rows = list(self._client.query(query, parameters={"now": now}).named_results())
-        return [_issued_of(row) for row in rows]
+        return [_issued_of(row) for row in self._records.unexpired_tokens(now)]
 
     def refresh(self) -> None:
         """Read the keys and revoked tokens again (the copy is swapped whole: readers never lock)."""
-        with self._lock:
-            rows = self._client.query(f"SELECT {', '.join(_COLUMNS)} FROM {self._keys_table} FINAL").named_results()
-            keys = {row["key_id"]: _key_of(row) for row in rows}
-            revoked = self._client.query(
-                f"SELECT token_id FROM {self._tokens_table} FINAL "
-                "WHERE revoked_at IS NOT NULL AND expires_at > now64(3)"
-            ).result_rows
+        keys = {row["key_id"]: _key_of(row) for row in self._records.keys(_COLUMNS)}
+        self._revoked_tokens = self._records.revoked_token_ids()
         self._keys = keys
-        self._revoked_tokens = frozenset(token_id for (token_id,) in revoked)
 
 
 def _key_of(row: dict[str, Any]) -> ApiKey:

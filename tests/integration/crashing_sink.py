@@ -14,6 +14,8 @@ from sinks.base import FlushResult
 from sinks.clickhouse import ClickHouseSink
 from sinks.consumer import SinkConsumer
 from storage.connection import connect
+from storage.received import ReceivedStore
+from storage.usage_store import UsageStore
 
 
 class KilledAfterWrite(ClickHouseSink):
@@ -28,7 +30,9 @@ class KilledAfterWrite(ClickHouseSink):
 def main() -> None:
     settings = Settings()
     client = connect(settings)
-    consumer = SinkConsumer(settings, KilledAfterWrite(client, settings))
+    database = settings.clickhouse_database
+    stores = UsageStore(client, database, writer=settings.intake_name), ReceivedStore(client, database)
+    consumer = SinkConsumer(settings, KilledAfterWrite(*stores, settings))
     consumer.run()
 
 

@@ -10,6 +10,7 @@ packages import each other, directly or round about.
 from __future__ import annotations
 
 import ast
+import tomllib
 from graphlib import CycleError, TopologicalSorter
 from pathlib import Path
 
@@ -29,8 +30,12 @@ MAY_IMPORT = {
 }
 
 
-def imported_packages(path: Path) -> set[str]:
-    """The first-party packages one module imports."""
+ENGINE_CLIENTS = {"clickhouse_connect", "chdb"}
+"""What talks to ClickHouse: only ``storage`` imports them, so only it can send SQL."""
+
+
+def imported_packages(path: Path, among: set[str] = set(PACKAGES)) -> set[str]:  # noqa: B006 - read only
+    """The packages one module imports, of those ``among`` (the first-party ones by default)."""
     found: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(), str(path))):
         if isinstance(node, ast.Import):
@@ -39,7 +44,7 @@ def imported_packages(path: Path) -> set[str]:
             names = [node.module]
         else:
             continue
-        found |= {name.split(".")[0] for name in names} & set(PACKAGES)
+        found |= {name.split(".")[0] for name in names} & among
     return found
 
 
@@ -78,3 +83,22 @@ def test_the_check_sees_an_import_made_inside_a_function(tmp_path):
     module = tmp_path / "late.py"
     module.write_text("def f():\n    from api.main import app\n    import billing.money\n")
     assert imported_packages(module) == {"api", "billing"}
+
+
+def test_only_storage_talks_to_clickhouse():
+    talking = {
+        str(path.relative_to(ROOT))
+        for package in PACKAGES
+        if package != "storage"
+        for path in (ROOT / package).rglob("*.py")
+        if imported_packages(path, ENGINE_CLIENTS)
+    }
+    assert talking == set()
+
+
+def test_sql_built_from_strings_is_allowed_under_storage_only():
+    """Ruff's S608 flags SQL put together from strings; only ``storage`` (and the tests and
+    benchmarks, which set up and inspect stores) may do it."""
+    ignores = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["ruff"]["lint"]["per-file-ignores"]
+    allowed = {pattern for pattern, rules in ignores.items() if "S608" in rules}
+    assert allowed == {"storage/**", "tests/**", "bench/**"}
