@@ -89,13 +89,50 @@ def ceil_hour(at: datetime) -> datetime:
     return floor if floor == at else floor + HOUR
 
 
-def usage_rows(database: str, read: UsageRead) -> tuple[str, dict[str, Any]]:
-    """A query of ``t``, the rollup key and the partial aggregates, and its parameters."""
+@dataclass(frozen=True)
+class WindowPlan:
+    """Where each part of a window's usage is read from (all instants UTC):
+
+    - whole days ``[day_lo, day_hi)`` from ``usage_by_day`` (empty unless the read groups by day
+      and is not of what was stored by a cutoff);
+    - whole hours ``[hour_lo, day_lo)`` and ``[day_hi, hour_hi)`` from ``usage_by_hour``, and every
+      hour of the ``raw_days`` (days whose row cannot answer, as one of their hours is cut), but
+      the ``raw_hours``;
+    - from the events themselves: the edges ``[start, hour_lo)`` and ``[hour_hi, end)``, the
+      ``raw_hours`` (an instant inside them matters), and, for a read of what was stored by
+      ``stored_by``, the hours holding an event written later (found in the engine).
+    """
+
+    start: datetime
+    end: datetime
+    hour_lo: datetime
+    hour_hi: datetime
+    day_lo: datetime
+    day_hi: datetime
+    raw_hours: tuple[datetime, ...]
+    raw_days: tuple[datetime, ...]
+    stored_by: datetime | None
+
+    @property
+    def reads_days(self) -> bool:
+        return self.day_lo < self.day_hi
+
+    @property
+    def reads_hours(self) -> bool:
+        return self.hour_lo < self.day_lo or self.day_hi < self.hour_hi or bool(self.raw_days)
+
+    @property
+    def reads_events(self) -> bool:
+        edges = self.start < self.hour_lo or self.hour_hi < self.end
+        return edges or bool(self.raw_hours) or self.stored_by is not None or not (self.reads_days or self.reads_hours)
+
+
+def plan(read: UsageRead) -> WindowPlan:
+    """The plan of a read: pure, so that its cases are tested without an engine."""
     start, end = read.start.astimezone(UTC), read.end.astimezone(UTC)
     hour_lo, hour_hi = ceil_hour(start), floor_hour(end)
     cuts = [cut.astimezone(UTC) for cut in read.cuts]
     raw_hours = sorted({floor_hour(cut) for cut in cuts if hour_lo <= cut < hour_hi and cut != floor_hour(cut)})
-    # whole days in [day_lo, day_hi), whole hours in [hour_lo, day_lo) and [day_hi, hour_hi)
     day_lo = day_hi = hour_hi
     if read.by_day and read.stored_by is None:
         first_day = hour_lo if hour_lo.hour == 0 else hour_lo.replace(hour=0) + DAY
@@ -103,85 +140,109 @@ def usage_rows(database: str, read: UsageRead) -> tuple[str, dict[str, Any]]:
         if first_day < last_day:
             day_lo, day_hi = first_day, last_day
     raw_days = sorted({hour.replace(hour=0) for hour in raw_hours})
+    return WindowPlan(start, end, hour_lo, hour_hi, day_lo, day_hi, tuple(raw_hours), tuple(raw_days), read.stored_by)
+
+
+def usage_rows(database: str, read: UsageRead) -> tuple[str, dict[str, Any]]:
+    """A query of ``t``, the rollup key and the partial aggregates, and its parameters: the
+    plan's parts, each rendered on its own, in one ``UNION ALL``."""
+    window = plan(read)
     parameters = {
         **(read.parameters or {}),
-        "start": start,
-        "end": end,
-        "hour_lo": hour_lo,
-        "hour_hi": hour_hi,
-        "day_lo": day_lo,
-        "day_hi": day_hi,
-        "raw_hours": raw_hours,
-        "raw_days": raw_days,
+        "start": window.start,
+        "end": window.end,
+        "hour_lo": window.hour_lo,
+        "hour_hi": window.hour_hi,
+        "day_lo": window.day_lo,
+        "day_hi": window.day_hi,
+        "raw_hours": list(window.raw_hours),
+        "raw_days": list(window.raw_days),
     }
-    stale_hours = ""
-    stale_events = ""
-    stored_by = ""
-    if read.stored_by is not None:
-        parameters["stored_by"] = read.stored_by
-        stale = (
-            f"SELECT customer_id, hour FROM {database}.{USAGE_BY_HOUR} WHERE hour >= {{hour_lo:DateTime('UTC')}} "
-            "AND hour < {hour_hi:DateTime('UTC')} AND stored_until > {stored_by:DateTime64(3, 'UTC')}"
+    if window.stored_by is not None:
+        parameters["stored_by"] = window.stored_by
+    parts = [
+        render(database, window, read)
+        for render, needed in (
+            (_days, window.reads_days),
+            (_hours, window.reads_hours),
+            (_pieces, window.reads_events),
         )
-        stale_hours = f" OR (customer_id, toStartOfHour(t)) IN ({stale})"
-        stale_events = (
-            f" OR (customer_id, toStartOfHour(usage_start)) IN (SELECT customer_id, event_hour "
-            f"FROM {database}.{USAGE_BY_HOUR} WHERE (customer_id, hour) IN ({stale}))"
-        )
-        stored_by = " AND inserted_at <= {stored_by:DateTime64(3, 'UTC')}"
-    condition = read.condition
-    days = (
+        if needed
+    ]
+    return " UNION ALL ".join(parts), parameters
+
+
+def _later_hours(database: str) -> str:
+    """(customer, hour) rows holding an event written after ``stored_by``."""
+    return (
+        f"SELECT customer_id, hour FROM {database}.{USAGE_BY_HOUR} WHERE hour >= {{hour_lo:DateTime('UTC')}} "
+        "AND hour < {hour_hi:DateTime('UTC')} AND stored_until > {stored_by:DateTime64(3, 'UTC')}"
+    )
+
+
+def _days(database: str, window: WindowPlan, read: UsageRead) -> str:
+    return (
         f"SELECT day AS t, {ROLLUP_KEY}, {PARTIALS} FROM {database}.{USAGE_BY_DAY} FINAL "
         "WHERE day >= {day_lo:DateTime('UTC')} AND day < {day_hi:DateTime('UTC')} "
-        + ("AND NOT has({raw_days:Array(DateTime('UTC'))}, day) " if raw_days else "")
-        + f"AND ({condition})"
+        + ("AND NOT has({raw_days:Array(DateTime('UTC'))}, day) " if window.raw_days else "")
+        + f"AND ({read.condition})"
     )
-    # the hours around the whole days, and those of days with an hour read from the events:
-    # ranges of the table's key, so that a read touches only them
-    hours = (
+
+
+def _hours(database: str, window: WindowPlan, read: UsageRead) -> str:
+    """The hours around the whole days, and those of days with an hour read from the events:
+    ranges of the table's key, so that a read touches only them."""
+    return (
         f"SELECT hour AS t, {ROLLUP_KEY}, {PARTIALS} FROM {database}.{USAGE_BY_HOUR} FINAL "
         "WHERE ((hour >= {hour_lo:DateTime('UTC')} AND hour < {day_lo:DateTime('UTC')}) "
         "OR (hour >= {day_hi:DateTime('UTC')} AND hour < {hour_hi:DateTime('UTC')})"
-        + (" OR has({raw_days:Array(DateTime('UTC'))}, toStartOfDay(hour))) " if raw_days else ") ")
-        + ("AND NOT has({raw_hours:Array(DateTime('UTC'))}, hour) " if raw_hours else "")
-        + (f"AND (customer_id, hour) NOT IN ({stale}) " if read.stored_by is not None else "")
-        + f"AND ({condition})"
+        + (" OR has({raw_days:Array(DateTime('UTC'))}, toStartOfDay(hour))) " if window.raw_days else ") ")
+        + ("AND NOT has({raw_hours:Array(DateTime('UTC'))}, hour) " if window.raw_hours else "")
+        + (f"AND (customer_id, hour) NOT IN ({_later_hours(database)}) " if window.stored_by is not None else "")
+        + f"AND ({read.condition})"
     )
-    # Events that can reach the edges or an hour read from them: the table's key bounds their
-    # start, and the minmax index on their end skips the rest.
+
+
+def _events(database: str, window: WindowPlan, read: UsageRead) -> str:
+    """Events that can reach the edges or an hour read from them, each once: the table's key
+    bounds their start, and the minmax index on their end skips the rest."""
     within_raw_hours = (
         " OR arrayExists(h -> usage_start < h + INTERVAL 1 HOUR AND usage_end >= h, {raw_hours:Array(DateTime('UTC'))})"
-        if raw_hours
+        if window.raw_hours
         else ""
     )
-    events = (
+    later = ""
+    stored_by = ""
+    if window.stored_by is not None:
+        later = (
+            f" OR (customer_id, toStartOfHour(usage_start)) IN (SELECT customer_id, event_hour "
+            f"FROM {database}.{USAGE_BY_HOUR} WHERE (customer_id, hour) IN ({_later_hours(database)}))"
+        )
+        stored_by = " AND inserted_at <= {stored_by:DateTime64(3, 'UTC')}"
+    return (
         "SELECT customer_id, resource_id, currency, `rated.usage_start`, `rated.product`, `rated.meter`, "
         "`rated.dimension`, `rated.unit`, `rated.base_divisor`, `rated.base_quantity`, `rated.unit_price` "
         f"FROM {database}.{USAGE_EVENTS} "
         f"WHERE ({read.event_condition}) "
         "AND usage_start < {end:DateTime64(3, 'UTC')} AND usage_end >= {start:DateTime64(3, 'UTC')} AND ("
         "usage_start < {hour_lo:DateTime('UTC')} OR usage_end >= {hour_hi:DateTime('UTC')}"
-        f"{within_raw_hours}{stale_events}){stored_by} LIMIT 1 BY source, id"
+        f"{within_raw_hours}{later}){stored_by} LIMIT 1 BY source, id"
     )
-    pieces = (
+
+
+def _pieces(database: str, window: WindowPlan, read: UsageRead) -> str:
+    """The rated pieces of those events that start in the edges, the raw hours or the hours
+    with a later event, as rollup rows of one piece each."""
+    later = f" OR (customer_id, toStartOfHour(t)) IN ({_later_hours(database)})" if window.stored_by is not None else ""
+    return (
         "SELECT t, customer_id, resource_id, product, meter, dimension, unit, currency, base_divisor, "
         "base_quantity AS base_sum, base_quantity AS base_max, base_quantity AS base_latest, t AS latest_at, "
-        f"{PIECE_AMOUNT_BASE} AS amount_base, toInt64(1) AS rated_rows FROM ({events}) "
+        f"{PIECE_AMOUNT_BASE} AS amount_base, toInt64(1) AS rated_rows FROM ({_events(database, window, read)}) "
         "ARRAY JOIN `rated.usage_start` AS t, `rated.product` AS product, `rated.meter` AS meter, "
         "`rated.dimension` AS dimension, `rated.unit` AS unit, `rated.base_divisor` AS base_divisor, "
         "`rated.base_quantity` AS base_quantity, `rated.unit_price` AS unit_price "
         "WHERE t >= {start:DateTime64(3, 'UTC')} AND t < {end:DateTime64(3, 'UTC')} AND ("
         "t < {hour_lo:DateTime('UTC')} OR t >= {hour_hi:DateTime('UTC')}"
-        + (" OR has({raw_hours:Array(DateTime('UTC'))}, toStartOfHour(t))" if raw_hours else "")
-        + f"{stale_hours}) AND ({condition})"
+        + (" OR has({raw_hours:Array(DateTime('UTC'))}, toStartOfHour(t))" if window.raw_hours else "")
+        + f"{later}) AND ({read.condition})"
     )
-    parts = [
-        part
-        for part, needed in (
-            (days, day_lo < day_hi),
-            (hours, hour_lo < day_lo or day_hi < hour_hi or bool(raw_days)),
-            (pieces, start < hour_lo or hour_hi < end or bool(raw_hours) or read.stored_by is not None),
-        )
-        if needed
-    ]
-    return " UNION ALL ".join(parts or [pieces]), parameters
