@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import fields, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, get_args, get_type_hints
 
@@ -29,9 +30,13 @@ from billing.scope import EVERYTHING, Scope
 from meterline.exceptions import UnknownInvoice
 from schemas.records import MONEY, TIMESTAMP
 from storage.connection import as_utc
-from storage.tables import INVOICE_LINES, INVOICES
+from storage.locks import held
+from storage.tables import INVOICE_LINES, INVOICES, NUMBERING_LOCK
 
 ARROW_MONEY = pa.decimal128(38, 12)
+STALE_NUMBERING = timedelta(minutes=2)
+"""Far longer than numbering a period's invoices takes: a lock this old was left by a dead process."""
+WAIT = timedelta(minutes=5)
 ARROW_TIME = pa.timestamp("ms", tz="UTC")
 LINE_SCHEMA = pa.schema(
     [
@@ -110,9 +115,17 @@ class Ledger:
         self._client = client
         self._invoices = f"{database}.{INVOICES}"
         self._lines = f"{database}.{INVOICE_LINES}"
+        self._database = database
         # one lock for every call: an embedded engine handle is not for concurrent use, and
         # numbering must read the highest number and write the next one with nothing between
         self._lock = threading.RLock()
+
+    @contextmanager
+    def _numbering(self) -> Iterator[None]:
+        """Numbering and status changes, one at a time across every process sharing the store:
+        no number is given twice, and a transition is seen (and emailed) once."""
+        with self._lock, held(self._client, self._database, NUMBERING_LOCK, stale_after=STALE_NUMBERING, wait=WAIT):
+            yield
 
     def _query(self, query: str, parameters: dict[str, Any]) -> Any:
         with self._lock:
@@ -241,7 +254,7 @@ class Ledger:
         Returns the status it had, read under the same lock as the change, so that a caller
         reacting to a transition (emailing the invoice) does so once even under concurrent calls.
         """
-        with self._lock:
+        with self._numbering():
             record = self.get(scope, invoice_id)
             scope.check_may_change_invoice(invoice_id, record.issuer_id, record.buyer_id)
             if record.status is target:
@@ -257,7 +270,7 @@ class Ledger:
     def issue_period(self, period: str, now: datetime, prefix_of: dict[str, str]) -> list[InvoiceRecord]:
         """Issue every draft of a period at once: consecutive numbers per issuer, in invoice-id order."""
         check_period_ended(period, now)
-        with self._lock:
+        with self._numbering():
             drafts = [r for r in self.headers(EVERYTHING, period=period) if r.status is InvoiceStatus.DRAFT]
             issued = []
             for issuer_id in sorted({r.issuer_id for r in drafts}):

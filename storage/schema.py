@@ -7,9 +7,8 @@ today's code), so a store migrated long ago and a new one reach the same tables.
 fails part-way is run again from its start, so each is written to be safe to repeat (``IF NOT
 EXISTS``, a ``TRUNCATE`` before a fill).
 
-Processes starting at once take turns: the first creates a lock table, the others wait until it
-is dropped (ClickHouse creates a table name once: the create is the lock's compare-and-set). A
-lock left by a crashed process is taken over after ``STALE_LOCK``.
+Processes starting at once take turns (``storage.locks``): the first migrates, the others wait.
+A lock left by a crashed process is taken over after ``STALE_LOCK``.
 
 ``python -m storage.schema`` writes the current schema (``SCHEMA.md``), as the migrations leave
 it, from a store migrated from nothing.
@@ -19,16 +18,14 @@ from __future__ import annotations
 
 import re
 import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 
 from clickhouse_connect.driver.client import Client
-from clickhouse_connect.driver.exceptions import DatabaseError
 
+from storage.locks import held
 from storage.tables import MIGRATION_LOCK, MIGRATIONS
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
@@ -90,37 +87,9 @@ def _pending(client: Client, database: str, wanted: list[Migration]) -> list[Mig
     return [migration for migration in wanted if migration.version not in done]
 
 
-@contextmanager
-def migration_lock(client: Client, database: str, wait: timedelta = STALE_LOCK * 2) -> Iterator[None]:
+def migration_lock(client: Client, database: str) -> AbstractContextManager[None]:
     """Held by one process of all that share the store; the others wait for it."""
-    lock = f"{database}.{MIGRATION_LOCK}"
-    deadline = time.monotonic() + wait.total_seconds()
-    while True:
-        try:
-            client.command(f"CREATE TABLE {lock} (holder String) ENGINE = Memory")
-            break
-        except DatabaseError as error:
-            if "TABLE_ALREADY_EXISTS" not in str(error):
-                raise
-        if _lock_age_s(client, database) > STALE_LOCK.total_seconds():
-            client.command(f"DROP TABLE IF EXISTS {lock} SYNC")
-        elif time.monotonic() > deadline:
-            raise TimeoutError(f"another process has held {lock} for over {wait}; drop it if that process is gone")
-        else:
-            time.sleep(0.2)
-    try:
-        yield
-    finally:
-        client.command(f"DROP TABLE IF EXISTS {lock} SYNC")
-
-
-def _lock_age_s(client: Client, database: str) -> float:
-    age = client.command(
-        "SELECT now() - metadata_modification_time FROM system.tables "
-        "WHERE database = {database:String} AND name = {name:String}",
-        parameters={"database": database, "name": MIGRATION_LOCK},
-    )
-    return float(str(age)) if str(age).strip() else 0.0
+    return held(client, database, MIGRATION_LOCK, stale_after=STALE_LOCK, wait=STALE_LOCK * 2)
 
 
 def current_schema(client: Client, database: str) -> str:
