@@ -1,12 +1,11 @@
-"""The API process: owns ClickHouse (one process per chDB data dir), so it also runs the sink."""
+"""The API process. Beside embedded chDB (one process per data dir) it also hosts the sink, in a
+thread that is made anew if it fails (``sinks.runner``); beside a server the sink may run on its
+own (``python -m sinks.main``, ``METERLINE_SINK_IN_API=false``)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import signal
-import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
@@ -38,28 +37,27 @@ from api.event_intake import EventIntake
 from api.period_scheduler import close_periods_when_due
 from billing.adapters.kafka_catalog import CatalogPublisher
 from meterline.settings import Settings
-from sinks.clickhouse import ClickHouseSink
-from sinks.consumer import SinkConsumer
+from sinks.runner import SinkRunner, sink_of
 from storage.access_records import AccessRecords
 from storage.audit_log import AuditLog
 from storage.billed_usage import PeriodUsage
 from storage.catalog_store import CatalogStore
-from storage.clock import InsertClock
+from storage.clock import StoredThrough
 from storage.connection import ClientPool, connect
 from storage.dashboards import Dashboards
 from storage.dead_letters import DeadLetters
 from storage.deliveries import DeliveryRecords
 from storage.ledger import Ledger
-from storage.received import ReceivedStore
 from storage.stored_messages import Completeness
 from storage.usage_queries import UsageQueries
-from storage.usage_store import UsageStore
 
 log = logging.getLogger(__name__)
 CATALOG_RETRY_S = 5.0
 
 
-def create_app(settings: Settings, *, run_sink: bool = True) -> FastAPI:
+def create_app(settings: Settings, *, run_sink: bool | None = None) -> FastAPI:
+    run_sink = settings.sink_in_api if run_sink is None else run_sink
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         app.state.query_client = connect(settings)
@@ -89,25 +87,19 @@ def create_app(settings: Settings, *, run_sink: bool = True) -> FastAPI:
         app.state.deliveries = (
             Deliveries(DeliveryRecords(another_client(), database), settings) if settings.smtp_host else None
         )
-        app.state.insert_clock = InsertClock()
+        app.state.stored_through = StoredThrough(another_client(), settings.clickhouse_database)
         app.state.late_usage_months = settings.late_usage_months
-        sink_client = another_client()  # the sink thread's own
-        sink = ClickHouseSink(
-            UsageStore(sink_client, settings.clickhouse_database, writer=settings.intake_name),
-            ReceivedStore(sink_client, settings.clickhouse_database),
-            settings,
-            app.state.insert_clock,
-        )
-        consumer = SinkConsumer(settings, sink) if run_sink else None
-        app.state.sink_consumer = consumer
-        app.state.sink_thread = _start_sink(consumer) if consumer else None
+        sink = SinkRunner(lambda: sink_of(settings)) if run_sink else None
+        if sink is not None:
+            sink.start()
+        app.state.sink = sink
         closer = (
             asyncio.create_task(
                 close_periods_when_due(
                     app.state.ledger,
                     app.state.period_usage,
                     lambda: app.state.catalog_admin.catalog,
-                    app.state.insert_clock,
+                    app.state.stored_through,
                     settings.late_usage_months,
                     timedelta(hours=settings.close_grace_h),
                     settings.close_check_interval_s,
@@ -138,9 +130,8 @@ def create_app(settings: Settings, *, run_sink: bool = True) -> FastAPI:
             for task in (closer, courier, gap_counter, key_refresher, catalog_sender):
                 if task:
                     task.cancel()
-            if consumer and app.state.sink_thread:
-                consumer.stop()
-                app.state.sink_thread.join(timeout=30)
+            if sink is not None:
+                sink.stop(within_s=30)
             app.state.intake.close()
 
     # the documentation pages with their scripts from the package, not a CDN: they work offline
@@ -181,17 +172,3 @@ async def _publish_catalog_when_pending(admin: CatalogAdmin) -> None:
             await run_in_threadpool(admin.publish_pending)
         except Exception as error:  # storage or broker hiccup: try again
             log.warning("could not publish the catalog again: %s", error)
-
-
-def _start_sink(consumer: SinkConsumer) -> threading.Thread:
-    def run() -> None:
-        try:
-            consumer.run()
-        except BaseException:
-            log.exception("the sink stopped; exiting so that the supervisor restarts from committed offsets")
-            os.kill(os.getpid(), signal.SIGTERM)
-            raise
-
-    thread = threading.Thread(target=run, name="clickhouse-sink", daemon=True)
-    thread.start()
-    return thread

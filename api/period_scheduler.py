@@ -21,7 +21,7 @@ from billing.period_close import close_period
 from billing.periods import Period
 from billing.scope import EVERYTHING
 from storage.billed_usage import PeriodUsage
-from storage.clock import InsertClock
+from storage.clock import StoredThrough
 from storage.ledger import Ledger
 
 log = logging.getLogger(__name__)
@@ -37,7 +37,7 @@ async def close_periods_when_due(
     ledger: Ledger,
     usage: PeriodUsage,
     current_catalog: Callable[[], Catalog],
-    clock: InsertClock,
+    clock: StoredThrough,
     lookback_periods: int,
     grace: timedelta,
     check_every_s: float,

@@ -34,7 +34,7 @@ from billing.records import InvoiceRecord
 from meterline.exceptions import InvalidQuery, UnknownCustomer
 from schemas.meters import Meter
 from storage.billed_usage import PeriodUsage
-from storage.clock import InsertClock
+from storage.clock import StoredThrough
 from storage.connection import as_utc
 from storage.ledger import Ledger
 from storage.usage_queries import LineScope, UsageQueries
@@ -72,7 +72,7 @@ def close(request: Request, _caller: PeriodCloser, period: PeriodName, force: bo
     in each draft's notes. A month after the current one, or one that ends before the catalog's
     first billable day, is refused (422)."""
     usage: PeriodUsage = request.app.state.period_usage
-    clock: InsertClock = request.app.state.insert_clock
+    clock: StoredThrough = request.app.state.stored_through
     lookback: int = request.app.state.late_usage_months
     catalog, month, now = _catalog(request), Period.parse(period), clock.now()
     check_billable(catalog, month, now.date())

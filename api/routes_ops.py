@@ -21,10 +21,10 @@ def healthz() -> dict[str, str]:
 def readyz(request: Request) -> JSONResponse:
     """Ready when the sink runs and both the store and the broker answer: what a load balancer
     and an operator need to know (``/healthz`` only says the process is up)."""
-    sink = request.app.state.sink_thread
-    if sink is not None and not sink.is_alive():
+    sink = request.app.state.sink
+    if sink is not None and not sink.running:
         return JSONResponse({"status": "sink stopped"}, status_code=503)
-    if request.app.state.sink_consumer is not None and request.app.state.sink_consumer.stalled:
+    if sink is not None and sink.stalled:
         return JSONResponse({"status": "sink stalled: messages wait and it makes no progress"}, status_code=503)
     if not request.app.state.query_client.ping():
         return JSONResponse({"status": "clickhouse unreachable"}, status_code=503)

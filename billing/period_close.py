@@ -9,8 +9,8 @@ adjustment line on the party's next invoice.
 Only a month that can be billed is closed on demand (``check_billable``): not one after the
 current month, nor one that ends before the catalog's first billable day.
 
-A close at ``now`` bills the events stored by then (the caller reads ``now`` from the sink's
-``InsertClock``, so nothing stamped earlier is still being written); the drill-down of each
+A close at ``now`` bills the events stored by then (the caller reads ``now`` from the sinks'
+marks, ``storage.clock``, so nothing stamped earlier is still being written); the drill-down of each
 invoice shows exactly those events, and whatever is stored later is late usage.
 """
 

@@ -64,6 +64,10 @@ class Settings(BaseSettings):
         default=64 * 1024 * 1024, description="flush once this much is buffered, however recent the last flush"
     )
     sink_flush_interval_s: float = 0.25
+    sink_in_api: bool = Field(
+        default=True,
+        description="the API hosts the sink (it must beside embedded chDB); false when `python -m sinks.main` runs it",
+    )
     query_clients: int = Field(default=16, ge=1, description="ClickHouse clients the API's readers use side by side")
     late_usage_months: int = Field(
         default=LATE_USAGE_MONTHS,

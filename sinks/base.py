@@ -37,6 +37,9 @@ class Sink(ABC):
     def flush(self) -> FlushResult:
         """Write everything buffered; raise if any of it could not be written."""
 
+    def idle(self) -> None:  # noqa: B027 - most sinks have nothing to do then
+        """Nothing is buffered: a moment to say so, if the sink keeps a mark of what it stored."""
+
     @property
     @abstractmethod
     def topics(self) -> list[str]:

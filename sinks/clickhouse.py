@@ -12,7 +12,7 @@ from schemas import receipts
 from schemas.receipts import Handled, Headers
 from schemas.records import decode_frame, message_id
 from sinks.base import FlushResult, Sink
-from storage.clock import InsertClock
+from storage.clock import StoredThrough
 from storage.identities import conflict_letter
 from storage.received import ReceivedStore
 from storage.usage_store import UsageStore
@@ -28,12 +28,11 @@ class ClickHouseSink(Sink):
     in last, since those tell producers to forget them.
     """
 
-    def __init__(
-        self, usage: UsageStore, received: ReceivedStore, settings: Settings, clock: InsertClock | None = None
-    ) -> None:
+    def __init__(self, usage: UsageStore, received: ReceivedStore, marks: StoredThrough, settings: Settings) -> None:
         self._usage_store = usage
         self._received = received
-        self._clock = clock or InsertClock()
+        self._marks = marks
+        self._marks.idle()  # before a first write: a close must not cut past what it will stamp
         topics = settings.topics
         self._events_topic, self._rated_topic, self._dead_letter_topic = topics.events, topics.rated, topics.dead_letter
         self._messages: list[bytes] = []
@@ -66,6 +65,9 @@ class ClickHouseSink(Sink):
         else:
             raise ValueError(f"the ClickHouse sink does not read topic {topic!r}")
 
+    def idle(self) -> None:
+        self._marks.idle()
+
     @property
     def buffered_rows(self) -> int:
         return self._rows + len(self._handled)
@@ -77,19 +79,19 @@ class ClickHouseSink(Sink):
     def flush(self) -> FlushResult:
         usage = pa.concat_tables(self._usage) if self._usage else None
         message_ids = [message_id(payload) for payload in self._messages]
-        with self._clock.writing() as now:
+        with self._marks.writing() as now:  # marked stored once all of the flush is written
             stored = self._usage_store.write(usage, now) if usage is not None else None
+            if stored is not None and stored.conflicts.num_rows:
+                received = dict(zip(message_ids, self._messages, strict=True))
+                conflicts = zip(stored.conflicts.to_pylist(), stored.reasons, strict=True)
+                self._dead_letters += [conflict_letter(event, reason, received) for event, reason in conflicts]
+            if self._messages:
+                self._received.messages(message_ids, self._messages, now)
+            if self._dead_letters:
+                self._received.dead_letters(self._dead_letters, now)
+            if self._handled:
+                self._received.stored(self._handled, now)
         written = stored.new if stored is not None else None
-        if stored is not None and stored.conflicts.num_rows:
-            received = dict(zip(message_ids, self._messages, strict=True))
-            conflicts = zip(stored.conflicts.to_pylist(), stored.reasons, strict=True)
-            self._dead_letters += [conflict_letter(event, reason, received) for event, reason in conflicts]
-        if self._messages:
-            self._received.messages(message_ids, self._messages, now)
-        if self._dead_letters:
-            self._received.dead_letters(self._dead_letters, now)
-        if self._handled:
-            self._received.stored(self._handled, now)
         written_at = datetime.now(UTC)
         result = FlushResult(
             raw_messages=len(self._messages),

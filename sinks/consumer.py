@@ -179,6 +179,7 @@ class SinkConsumer:
     ) -> None:
         self._last_flush = time.monotonic()
         if not self._sink.buffered_rows:
+            self._sink.idle()
             return
         with metrics.FLUSH_SECONDS.time():
             result = self._sink.flush()

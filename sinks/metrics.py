@@ -21,3 +21,4 @@ FRESHNESS_SECONDS = Histogram(
     "From the end of a usage interval to its rated row being queryable",
     buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300),
 )
+RESTARTS = Counter("meterline_sink_restarts_total", "Sinks that failed and were made anew from the committed offsets")

@@ -13,6 +13,7 @@ from meterline.settings import Settings
 from sinks.base import FlushResult
 from sinks.clickhouse import ClickHouseSink
 from sinks.consumer import SinkConsumer
+from storage.clock import StoredThrough
 from storage.connection import connect
 from storage.received import ReceivedStore
 from storage.usage_store import UsageStore
@@ -31,7 +32,12 @@ def main() -> None:
     settings = Settings()
     client = connect(settings)
     database = settings.clickhouse_database
-    stores = UsageStore(client, database, writer=settings.intake_name), ReceivedStore(client, database)
+    writer = settings.intake_name
+    stores = (
+        UsageStore(client, database, writer),
+        ReceivedStore(client, database),
+        StoredThrough(client, database, writer),
+    )
     consumer = SinkConsumer(settings, KilledAfterWrite(*stores, settings))
     consumer.run()
 
