@@ -35,6 +35,7 @@ from api.delivery import Deliveries, deliver_when_due
 from api.errors import GUARDED_RESPONSES, install_error_handlers
 from api.event_intake import EventIntake
 from api.period_scheduler import close_periods_when_due
+from api.services import Services
 from billing.adapters.kafka_catalog import CatalogPublisher
 from meterline.settings import Settings
 from sinks.runner import SinkRunner, sink_of
@@ -60,79 +61,41 @@ def create_app(settings: Settings, *, run_sink: bool | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        app.state.query_client = connect(settings)
-        another_client = partial(connect, settings, migrate_schema=False)
-        app.state.query_pool = ClientPool(another_client, settings.query_clients)
-        app.state.queries = UsageQueries(app.state.query_pool, settings.clickhouse_database)
-        app.state.dashboards = Dashboards(app.state.query_pool, settings.clickhouse_database)
-        app.state.settings = settings
-        app.state.catalog_store = CatalogStore(another_client(), settings.clickhouse_database)
-        app.state.ledger = Ledger(another_client(), settings.clickhouse_database)
-        app.state.catalog_admin = CatalogAdmin(
-            app.state.catalog_store,
-            CatalogPublisher(settings),
-            settings.catalog,
-            app.state.ledger.latest_issued_period,
-        )
-        app.state.intake = EventIntake(settings, lambda: app.state.catalog_admin.revision)
-        app.state.period_usage = PeriodUsage(another_client(), settings.clickhouse_database)
-        app.state.completeness = Completeness(another_client(), settings.clickhouse_database)
-        app.state.dead_letters = DeadLetters(another_client(), settings.clickhouse_database)
-        app.state.authenticator = Authenticator(
-            settings, KeyStore(AccessRecords(another_client(), settings.clickhouse_database))
-        )
-        app.state.audit_log = AuditLog(another_client(), settings.clickhouse_database)
-        app.state.late_after = timedelta(seconds=settings.late_after_s)
-        database = settings.clickhouse_database
-        app.state.deliveries = (
-            Deliveries(DeliveryRecords(another_client(), database), settings) if settings.smtp_host else None
-        )
-        app.state.stored_through = StoredThrough(another_client(), settings.clickhouse_database)
-        app.state.late_usage_months = settings.late_usage_months
-        sink = SinkRunner(lambda: sink_of(settings)) if run_sink else None
-        if sink is not None:
-            sink.start()
-        app.state.sink = sink
-        closer = (
-            asyncio.create_task(
-                close_periods_when_due(
-                    app.state.ledger,
-                    app.state.period_usage,
-                    lambda: app.state.catalog_admin.catalog,
-                    app.state.stored_through,
-                    settings.late_usage_months,
-                    timedelta(hours=settings.close_grace_h),
-                    settings.close_check_interval_s,
-                    app.state.completeness.gaps,
-                )
+        services = _services(settings, run_sink)
+        app.state.services = services
+        if services.sink is not None:
+            services.sink.start()
+        current_catalog = lambda: services.catalog_admin.catalog  # noqa: E731 - read at each use
+        tasks = [
+            asyncio.create_task(routes_completeness.count_sources_with_gaps(services.completeness)),
+            asyncio.create_task(_refresh_keys(services.authenticator.keys)),
+            asyncio.create_task(_publish_catalog_when_pending(services.catalog_admin)),
+        ]
+        if settings.auto_close:
+            closing = close_periods_when_due(
+                services.ledger,
+                services.period_usage,
+                current_catalog,
+                services.stored_through,
+                settings.late_usage_months,
+                timedelta(hours=settings.close_grace_h),
+                settings.close_check_interval_s,
+                services.completeness.gaps,
             )
-            if settings.auto_close
-            else None
-        )
-        courier = (
-            asyncio.create_task(
-                deliver_when_due(
-                    app.state.deliveries,
-                    app.state.ledger,
-                    lambda: app.state.catalog_admin.catalog,
-                    settings.delivery_check_interval_s,
-                )
+            tasks.append(asyncio.create_task(closing))
+        if services.deliveries is not None:
+            delivering = deliver_when_due(
+                services.deliveries, services.ledger, current_catalog, settings.delivery_check_interval_s
             )
-            if app.state.deliveries
-            else None
-        )
-        gap_counter = asyncio.create_task(routes_completeness.count_sources_with_gaps(app.state.completeness))
-        key_refresher = asyncio.create_task(_refresh_keys(app.state.authenticator.keys))
-        catalog_sender = asyncio.create_task(_publish_catalog_when_pending(app.state.catalog_admin))
+            tasks.append(asyncio.create_task(delivering))
         try:
             yield
         finally:
-            for task in (closer, courier, gap_counter, key_refresher, catalog_sender):
-                if task:
-                    task.cancel()
-            if sink is not None:
-                sink.stop(within_s=30)
-            app.state.intake.close()
+            for task in tasks:
+                task.cancel()
+            if services.sink is not None:
+                services.sink.stop(within_s=30)
+            services.intake.close()
 
     # the documentation pages with their scripts from the package, not a CDN: they work offline
     app = FastAPIOffline(title="meterline", version="0.1.0", lifespan=lifespan)
@@ -152,6 +115,39 @@ def create_app(settings: Settings, *, run_sink: bool | None = None) -> FastAPI:
         app.include_router(guarded.router, responses=GUARDED_RESPONSES)
     app.include_router(routes_ops.router)
     return app
+
+
+def _services(settings: Settings, run_sink: bool) -> Services:
+    """Every part the routes and loops use, each on a ClickHouse client of its own (the readers
+    side by side on a pool)."""
+    database = settings.clickhouse_database
+    query_client = connect(settings)  # the first: it migrates the schema
+    another_client = partial(connect, settings, migrate_schema=False)
+    pool = ClientPool(another_client, settings.query_clients)
+    ledger = Ledger(another_client(), database)
+    catalog_store = CatalogStore(another_client(), database)
+    catalog_admin = CatalogAdmin(
+        catalog_store, CatalogPublisher(settings), settings.catalog, ledger.latest_issued_period
+    )
+    return Services(
+        queries=UsageQueries(pool, database),
+        dashboards=Dashboards(pool, database),
+        catalog_store=catalog_store,
+        catalog_admin=catalog_admin,
+        ledger=ledger,
+        intake=EventIntake(settings, lambda: catalog_admin.revision),
+        period_usage=PeriodUsage(another_client(), database),
+        completeness=Completeness(another_client(), database),
+        dead_letters=DeadLetters(another_client(), database),
+        authenticator=Authenticator(settings, KeyStore(AccessRecords(another_client(), database))),
+        audit_log=AuditLog(another_client(), database),
+        deliveries=Deliveries(DeliveryRecords(another_client(), database), settings) if settings.smtp_host else None,
+        stored_through=StoredThrough(another_client(), database),
+        store_answers=query_client.ping,
+        sink=SinkRunner(lambda: sink_of(settings)) if run_sink else None,
+        late_after=timedelta(seconds=settings.late_after_s),
+        late_usage_months=settings.late_usage_months,
+    )
 
 
 async def _refresh_keys(keys: KeyStore) -> None:

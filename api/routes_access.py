@@ -14,6 +14,7 @@ from api.access.keys import ApiKey, digest, may_manage, new_key_material
 from api.access.principals import Principal, Role
 from api.access.tokens import LONGEST_LIFETIME, IssuedToken, ReadToken, new_token_id, sign
 from api.catalog_admin import CatalogAdmin
+from api.services import services_of
 from billing.catalog import Catalog, Customer, Identifier, Partner
 from billing.periods import check_storable
 from meterline.exceptions import Forbidden, InvalidQuery, UnknownCustomer, UnknownEntry
@@ -123,7 +124,7 @@ class AuditEntry(BaseModel):
 
 
 def _authenticator(request: Request) -> Authenticator:
-    authenticator: Authenticator = request.app.state.authenticator
+    authenticator: Authenticator = services_of(request).authenticator
     return authenticator
 
 
@@ -263,12 +264,12 @@ def audit_log(
         raise InvalidQuery("'from' and 'to' must carry a UTC offset")
     check_storable("'from'", start)
     check_storable("'to'", end)
-    reader: AuditLog = request.app.state.audit_log
+    reader: AuditLog = services_of(request).audit_log
     return [AuditEntry(**row) for row in reader.entries(start, end, key_id, limit)]
 
 
 def _catalog(request: Request) -> Catalog:
-    admin: CatalogAdmin = request.app.state.catalog_admin
+    admin: CatalogAdmin = services_of(request).catalog_admin
     return admin.catalog
 
 

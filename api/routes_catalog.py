@@ -19,6 +19,7 @@ from pydantic import BaseModel
 from api.access.audit import note_change
 from api.access.guard import CatalogReader, CatalogWriter
 from api.catalog_admin import CatalogAdmin
+from api.services import services_of
 from billing.catalog_entries import Entry, EntryKind, assemble
 from billing.periods import check_storable
 from billing.scope import Scope
@@ -59,14 +60,14 @@ class VersionOut(EntryOut):
 
 
 def _admin(request: Request) -> CatalogAdmin:
-    admin: CatalogAdmin = request.app.state.catalog_admin
+    admin: CatalogAdmin = services_of(request).catalog_admin
     return admin
 
 
 def _revoke_access_of(request: Request, party_id: str) -> None:
     """Keys and read tokens name their party by id: those of a deleted party must not open
     whatever is given its id next."""
-    request.app.state.authenticator.keys.revoke_party(party_id, datetime.now(UTC))
+    services_of(request).authenticator.keys.revoke_party(party_id, datetime.now(UTC))
 
 
 def _kind(section: Section) -> EntryKind:
@@ -82,7 +83,7 @@ def get_catalog(request: Request, caller: CatalogReader, as_of: datetime | None 
         if as_of.tzinfo is None:
             raise InvalidQuery("'as_of' must carry a UTC offset, e.g. 2026-11-01T00:00:00Z")
         check_storable("'as_of'", as_of)
-        stored = request.app.state.catalog_store.current(as_of)
+        stored = services_of(request).catalog_store.current(as_of)
         if not stored:
             raise UnknownEntry(f"no catalog was recorded by {as_of.isoformat()}")
         entries = [e for e in stored if e.document is not None and caller.scope.sees_entry(e.kind, e.document)]
@@ -143,7 +144,7 @@ def entry_versions(request: Request, caller: CatalogReader, section: Section, en
     """Every version, deletions included; a tenant sees the history of what it sees now, and of
     that only the versions that were its own (not those of a seller the customer had before)."""
     kind = _kind(section)
-    history = request.app.state.catalog_store.history(kind, entry_id)
+    history = services_of(request).catalog_store.history(kind, entry_id)
     if not history or not _sees_history(caller.scope, kind, [entry for entry, _ in history]):
         raise UnknownEntry(f"no {kind.value} {entry_id!r} in the catalog")
     return [

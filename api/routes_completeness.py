@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api import metrics
 from api.access.guard import OperationsReader
+from api.services import services_of
 from billing.completeness import Gap, HourStatus, hour_statuses
 from meterline.exceptions import InvalidRange
 from storage.stored_messages import Completeness
@@ -77,10 +78,10 @@ def completeness(
     window = UsageWindow("", start or now - timedelta(days=1), end or now)
     if window.end - window.start > LONGEST_WINDOW:
         raise InvalidRange("the window may span at most 31 days")
-    reader: Completeness = request.app.state.completeness
+    reader: Completeness = services_of(request).completeness
     gaps = reader.gaps()
     _count_sources_with_gaps(gaps)
-    statuses = hour_statuses(reader.stored_hours(window.start, window.end), gaps, request.app.state.late_after)
+    statuses = hour_statuses(reader.stored_hours(window.start, window.end), gaps, services_of(request).late_after)
     producers = sorted(set(statuses) | {gap.producer for gap in gaps})
     sources = [
         SourceCompleteness(

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.access.guard import OperationsReader, UsageReader
 from api.models import FixedPoint
+from api.services import services_of
 from billing.money import round_money
 from storage.dashboards import RUN_RATE_HOURS, CostGroup, CostWindow, Dashboards
 from storage.usage_queries import Granularity
@@ -85,8 +86,8 @@ def costs(
     of its granularity (422 beyond)."""
     now = datetime.now(UTC)
     window = CostWindow(start or now.replace(day=1, hour=0, minute=0, second=0, microsecond=0), end or now, granularity)
-    dashboards: Dashboards = request.app.state.dashboards
-    series, totals = dashboards.costs(caller.scope, request.app.state.catalog_admin.catalog, window, group_by, top)
+    dashboards: Dashboards = services_of(request).dashboards
+    series, totals = dashboards.costs(caller.scope, services_of(request).catalog_admin.catalog, window, group_by, top)
     return CostReport(
         start=window.start,
         end=window.end,
@@ -101,7 +102,7 @@ def costs(
 def month_to_date(request: Request, caller: UsageReader, top: Top = None) -> MonthToDateReport:
     """Each customer's cost this month so far and its forecast to the month's end, highest first."""
     now = datetime.now(UTC)
-    dashboards: Dashboards = request.app.state.dashboards
+    dashboards: Dashboards = services_of(request).dashboards
     figures = dashboards.month_to_date(caller.scope, now, top)
     return MonthToDateReport(
         month=f"{now:%Y-%m}",
@@ -120,5 +121,5 @@ def _cents(amount: Decimal, currency: str) -> Decimal:
 @router.get("/ingest", response_model=IngestReport)
 def ingest(request: Request, _caller: OperationsReader) -> IngestReport:
     """How fresh the stored usage is and how fast events are being stored."""
-    dashboards: Dashboards = request.app.state.dashboards
+    dashboards: Dashboards = services_of(request).dashboards
     return IngestReport.model_validate(dashboards.ingest(datetime.now(UTC)), from_attributes=True)

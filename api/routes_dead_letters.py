@@ -9,6 +9,7 @@ from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, Field
 
 from api.access.guard import OperationsReader
+from api.services import services_of
 from storage.dead_letters import DeadLetters
 
 router = APIRouter(prefix="/v1", tags=["operations"])
@@ -31,5 +32,5 @@ def dead_letters(
 ) -> list[DeadLetter]:
     """The latest refusals of the pipeline: events that broke the contract on the events topic,
     conflicts (an identity already used for other content), events nobody can price."""
-    reader: DeadLetters = request.app.state.dead_letters
+    reader: DeadLetters = services_of(request).dead_letters
     return [DeadLetter(**letter) for letter in reader.latest(source, limit)]

@@ -9,6 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from api.access.guard import EventPusher
 from api.errors import problem
 from api.models import EventsOutcome, RejectedEvent
+from api.services import services_of
 
 router = APIRouter()
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -34,7 +35,7 @@ async def post_events(request: Request, caller: EventPusher) -> JSONResponse:
     if body is None:
         return problem(413, "payload-too-large", f"the body may hold at most {MAX_BODY_BYTES} bytes")
     # publishing waits for the broker's acknowledgement: keep that off the event loop
-    accepted, rejected = await run_in_threadpool(request.app.state.intake.submit, body, caller.principal.reports_for)
+    accepted, rejected = await run_in_threadpool(services_of(request).intake.submit, body, caller.principal.reports_for)
     outcome = EventsOutcome(
         accepted=[event.id for event in accepted],
         rejected=[RejectedEvent(index=r.index, id=r.event_id, reason=r.reason) for r in rejected[:REPORTED_REJECTIONS]],

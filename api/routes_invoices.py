@@ -23,6 +23,7 @@ from api.documents.view import InvoiceView
 from api.errors import Problem
 from api.invoice_models import CloseOut, DeliveryOut, InvoiceOut, LineUsage, LineUsageRow
 from api.models import CustomerId, InvoiceId, PeriodName
+from api.services import services_of
 from api.spreadsheet import text_cell
 from billing.catalog import Catalog
 from billing.invoices import InvoiceStatus, LineKind, UsageScope
@@ -43,12 +44,12 @@ router = APIRouter(prefix="/v1", tags=["invoicing"])
 
 
 def _ledger(request: Request) -> Ledger:
-    ledger: Ledger = request.app.state.ledger
+    ledger: Ledger = services_of(request).ledger
     return ledger
 
 
 def _catalog(request: Request) -> Catalog:
-    admin: CatalogAdmin = request.app.state.catalog_admin
+    admin: CatalogAdmin = services_of(request).catalog_admin
     return admin.catalog
 
 
@@ -71,12 +72,12 @@ def close(request: Request, _caller: PeriodCloser, period: PeriodName, force: bo
     were never stored (see ``GET /v1/completeness``); ``force=true`` closes anyway and says so
     in each draft's notes. A month after the current one, or one that ends before the catalog's
     first billable day, is refused (422)."""
-    usage: PeriodUsage = request.app.state.period_usage
-    clock: StoredThrough = request.app.state.stored_through
-    lookback: int = request.app.state.late_usage_months
+    usage: PeriodUsage = services_of(request).period_usage
+    clock: StoredThrough = services_of(request).stored_through
+    lookback: int = services_of(request).late_usage_months
     catalog, month, now = _catalog(request), Period.parse(period), clock.now()
     check_billable(catalog, month, now.date())
-    gaps = request.app.state.completeness.gaps()
+    gaps = services_of(request).completeness.gaps()
     result = close_period(_ledger(request), usage, catalog, month, now, lookback, gaps, force)
     note_change(request, None, {"period": period, "force": force, **vars(result)})
     return CloseOut(**vars(result))
@@ -87,7 +88,7 @@ def issue_period(request: Request, _caller: PeriodCloser, period: PeriodName) ->
     """Issue every draft of the period at once, numbered consecutively per issuer."""
     ledger, catalog, now = _ledger(request), _catalog(request), datetime.now(UTC)
     issued = ledger.issue_period(Period.parse(period).name, now, catalog.invoice_prefixes())
-    deliveries: Deliveries | None = request.app.state.deliveries
+    deliveries: Deliveries | None = services_of(request).deliveries
     if deliveries is not None:
         documents = {
             document: recipient_of(catalog, record.buyer_id)
@@ -149,7 +150,7 @@ def _change(request: Request, caller: Caller, invoice_id: str, target: InvoiceSt
     ledger, catalog, now = _ledger(request), _catalog(request), datetime.now(UTC)
     before, changed = ledger.change_status(caller.scope, invoice_id, target, now, catalog.invoice_prefixes())
     note_change(request, {"status": before.value}, {"status": changed.status.value, "number": changed.number})
-    deliveries: Deliveries | None = request.app.state.deliveries
+    deliveries: Deliveries | None = services_of(request).deliveries
     if deliveries is not None:
         documents = documents_to_email(invoice_id, before, changed.status)
         deliveries.enqueue({document: recipient_of(catalog, changed.buyer_id) for document in documents}, now)
@@ -157,7 +158,7 @@ def _change(request: Request, caller: Caller, invoice_id: str, target: InvoiceSt
 
 
 def _deliveries(request: Request) -> Deliveries:
-    deliveries: Deliveries | None = request.app.state.deliveries
+    deliveries: Deliveries | None = services_of(request).deliveries
     if deliveries is None:
         raise InvalidQuery("invoices are not emailed here: set METERLINE_SMTP_HOST")
     return deliveries
@@ -236,7 +237,7 @@ def _line_scope(record: InvoiceRecord, line_no: int) -> LineScope:
 @router.get("/invoices/{invoice_id}/lines/{line_no}/usage", response_model=LineUsage)
 def line_usage(request: Request, caller: InvoiceReader, invoice_id: InvoiceId, line_no: int) -> LineUsage:
     scope = _line_scope(_ledger(request).get(caller.scope, invoice_id), line_no)
-    queries: UsageQueries = request.app.state.queries
+    queries: UsageQueries = services_of(request).queries
     hours = queries.line_usage(scope)
     rows = [
         LineUsageRow(
@@ -299,6 +300,6 @@ def line_events(
 ) -> Response:
     """The raw CloudEvents behind a usage line, as received, one JSON document per line (NDJSON)."""
     scope = _line_scope(_ledger(request).get(caller.scope, invoice_id), line_no)
-    queries: UsageQueries = request.app.state.queries
+    queries: UsageQueries = services_of(request).queries
     events = queries.line_events(scope, limit, offset)
     return Response("".join(f"{event}\n" for event in events), media_type="application/x-ndjson")

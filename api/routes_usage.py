@@ -11,6 +11,7 @@ from fastapi.responses import Response, StreamingResponse
 
 from api.access.guard import UsageReader
 from api.models import CustomerId, UsageReport
+from api.services import services_of
 from api.usage_formats import csv_chunks, rows_json
 from billing.money import round_money
 from storage.usage_queries import Granularity, GroupBy, UsageQueries, UsageWindow, totals
@@ -42,7 +43,7 @@ def get_usage(
 ) -> Response:
     """The rows are written straight from the engine's Arrow answer (a month of a large
     customer by hour and resource is hundreds of thousands); the rest is ``UsageReport``."""
-    queries: UsageQueries = request.app.state.queries
+    queries: UsageQueries = services_of(request).queries
     usage_window = window(customer_id, start, end)
     rows = queries.usage(caller.scope, usage_window, granularity, group_by)
     amounts = totals(rows)
@@ -64,7 +65,7 @@ def get_usage(
 def get_usage_csv(
     request: Request, caller: UsageReader, customer_id: CustomerId, start: From = None, end: To = None
 ) -> StreamingResponse:
-    queries: UsageQueries = request.app.state.queries
+    queries: UsageQueries = services_of(request).queries
     usage_window = window(customer_id, start, end)
     filename = f"usage-{customer_id}-{usage_window.start:%Y%m%d}-{usage_window.end:%Y%m%d}.csv"
     return StreamingResponse(

@@ -61,7 +61,7 @@ class AuditMiddleware:
 async def _write(scope: Scope, status: int) -> None:
     row = _row_of(scope, status)
     if row is not None:
-        await run_in_threadpool(_append, scope["app"].state.audit_log, row)
+        await run_in_threadpool(_append, scope["app"].state.services.audit_log, row)
 
 
 def _row_of(scope: Scope, status: int) -> dict[str, Any] | None:

@@ -28,6 +28,7 @@ from api.access.key_store import KeyStore
 from api.access.keys import digest, split_key
 from api.access.principals import Permission, Principal, Role
 from api.access.rate_limits import TokenBuckets, retry_after_header
+from api.services import services_of
 from billing.catalog import Catalog
 from billing.scope import Scope
 from meterline.exceptions import Forbidden, RateLimited, Unauthenticated, UnknownCustomer, UnsupportedMediaType
@@ -98,13 +99,13 @@ class Requires:
         self.permission = permission
 
     async def __call__(self, request: Request, credentials: Credentials) -> Caller:
-        authenticator: Authenticator = request.app.state.authenticator
+        authenticator: Authenticator = services_of(request).authenticator
         try:
             principal = authenticator.principal(credentials.credentials if credentials else None, datetime.now(UTC))
         except Unauthenticated:
             authenticator.throttle_failure(request.client.host if request.client else "")
             raise
-        catalog: Catalog = request.app.state.catalog_admin.catalog
+        catalog: Catalog = services_of(request).catalog_admin.catalog
         if principal.party_id is not None and not _in_catalog(catalog, principal.party_id):
             # a deleted customer's keys and tokens go with it (its partner no longer sees them)
             raise Unauthenticated(f"this credential's party {principal.party_id!r} is no longer in the catalog")
