@@ -17,10 +17,10 @@ from agents.spool import Spool
 from api import metrics
 from meterline.exceptions import InvalidEvent, MeterlineError
 from meterline.settings import Settings
-from pipeline.dedup import Identity, content_digest, identity
-from pipeline.validation import Acceptance, Rejection, ValidEvents, split_message
 from schemas import receipts
-from schemas.events import UsageEvent, as_json_value, batch_of, event_spans, split_raw
+from schemas.events import UsageEvent, as_json_value, batch_of, event_spans
+from schemas.identity import Identity, content_digest, identity
+from schemas.intake import Acceptance, Rejection, ValidEvents, split_message
 
 POLL_S = 0.2
 RETRY_AFTER_S = 5
@@ -65,10 +65,11 @@ class EventIntake:
         sees each identity), and report the refused ones. A repeat within the batch is accepted
         once; a conflict (same source and id, other content) is refused, and so is an event of a
         source or customer the caller may not report for (``may_report(source, customer_id)``)."""
-        if not split_raw(body):
+        spans = event_spans(body)  # a body that is not a JSON event or array of them is refused whole
+        if not spans:
             raise InvalidEvent("the batch is empty")
-        checked = split_message(body, self._acceptance)
-        accepted, refused = _once_each(checked, body, may_report)
+        checked = split_message(body, self._acceptance, spans)
+        accepted, refused = _once_each(checked, may_report)
         rejected = sorted(checked.rejected + refused, key=lambda rejection: rejection.index)
         if accepted and self._publisher.backlog_bytes >= self._max_spool_bytes:
             raise IntakeFull(
@@ -98,7 +99,7 @@ class EventIntake:
         self._publisher.close()
 
 
-def _once_each(checked: ValidEvents, body: bytes, may_report: MayReport) -> tuple[list[int], list[Rejection]]:
+def _once_each(checked: ValidEvents, may_report: MayReport) -> tuple[list[int], list[Rejection]]:
     """The indices of the valid events to send (the first of each identity the caller may
     report), and a rejection for each conflict and each event it may not report."""
     first: dict[Identity, int] = {}
@@ -123,12 +124,7 @@ def _once_each(checked: ValidEvents, body: bytes, may_report: MayReport) -> tupl
                     f"id {event.id!r} but other content; an event's (source, id) must name one usage",
                 )
             )
-    if not refused:
-        return kept, []
-    positions = {offset: position for position, (offset, _) in enumerate(event_spans(body))}
     return kept, [
-        Rejection(
-            positions[checked.offsets[index]], checked.events[index].id, reason, as_json_value(checked.raw(index))
-        )
+        Rejection(checked.positions[index], checked.events[index].id, reason, as_json_value(checked.raw(index)))
         for index, reason in refused
     ]

@@ -26,8 +26,8 @@ from meterline.stalls import CHECK_EVERY_S, GroupWatch, past_the_end
 from pipeline import metrics
 from pipeline.dedup import RecentEvents
 from pipeline.processing import handled_messages, process_batch
-from pipeline.validation import Acceptance
 from schemas import receipts
+from schemas.intake import Acceptance
 from schemas.records import USAGE_EVENT_SCHEMA, encode_frame
 
 LAG_REFRESH_S = 2.0

@@ -19,7 +19,6 @@ from typing import Any
 
 import polars as pl
 
-from pipeline.validation import ValidEvents
 from schemas.events import (
     EVENT_STRUCTS,
     EventType,
@@ -29,6 +28,7 @@ from schemas.events import (
     VmSampleData,
     XaasUsageData,
 )
+from schemas.intake import ValidEvents
 from schemas.meters import Meter
 from schemas.records import ACCEPTED_SCHEMA, USAGE_KEYS
 

@@ -9,11 +9,12 @@ from dataclasses import dataclass
 import polars as pl
 
 from billing.pricing import PriceBook
-from pipeline.dedup import IDENTITY_SEPARATOR, Identity, RecentEvents, Seen, identity
+from pipeline.dedup import RecentEvents, Seen
 from pipeline.metering import event_columns, measure
 from pipeline.rating import ENGINE, rate_quantities
-from pipeline.validation import Acceptance, Rejection, ValidEvents, split_group
 from schemas.events import UsageEvent, XaasUsage, as_json_value
+from schemas.identity import IDENTITY_SEPARATOR, Identity, identity
+from schemas.intake import Acceptance, Rejection, ValidEvents, split_group
 from schemas.receipts import Handled
 from schemas.records import RATED_LISTS, RATED_SCHEMA, USAGE_EVENT_SCHEMA, message_id
 

@@ -17,8 +17,8 @@ import polars as pl
 
 from billing.pricing import ANY_CUSTOMER as ANY
 from billing.pricing import PriceBook
-from pipeline.dedup import IDENTITY_SEPARATOR
 from pipeline.metering import EXACT
+from schemas.identity import IDENTITY_SEPARATOR
 from schemas.meters import Meter
 from schemas.records import MONEY, RATED_SCHEMA
 

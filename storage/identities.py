@@ -28,10 +28,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from clickhouse_connect.driver.client import Client
 
+from schemas.identity import IDENTITY_SEPARATOR
 from storage.tables import EVENT_IDENTITIES
 
-SEPARATOR = "\x1f"
-"""Between source and id in an identity: no source or id holds it (both are printable)."""
 RECORDED = ("digest", "customer_id", "resource_id", "usage_start")
 """What an identity keeps of the event it stands for: enough to tell a later copy's content."""
 
@@ -144,7 +143,7 @@ def conflict_letter(event: dict[str, Any], reason: str, received: dict[str, byte
 
 
 def identities_of(usage: pa.Table) -> pa.ChunkedArray:
-    return pc.binary_join_element_wise(_text(usage["source"]), _text(usage["id"]), SEPARATOR)
+    return pc.binary_join_element_wise(_text(usage["source"]), _text(usage["id"]), IDENTITY_SEPARATOR)
 
 
 def same_event(earlier: tuple[Any, ...], later: tuple[Any, ...]) -> bool:
@@ -158,7 +157,7 @@ def same_event(earlier: tuple[Any, ...], later: tuple[Any, ...]) -> bool:
 
 
 def conflict_reason(key: str) -> str:
-    source, _, event_id = key.partition(SEPARATOR)
+    source, _, event_id = key.partition(IDENTITY_SEPARATOR)
     return (
         f"conflict: an event with source {source!r} and id {event_id!r} but other content was received "
         "before; an event's (source, id) must name one usage"

@@ -13,8 +13,8 @@ from billing.adapters.catalog_file import load_catalog
 from billing.pricing import price_book
 from pipeline.dedup import RecentEvents
 from pipeline.processing import process_batch
-from pipeline.validation import Acceptance, split_message
 from schemas.events import encode_batch
+from schemas.intake import Acceptance, split_message
 from tests.factories import vdc_allocation, vm_sample, xaas_usage
 
 NOW = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)

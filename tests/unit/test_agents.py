@@ -11,8 +11,8 @@ import pytest
 
 from agents.simulated import FleetSpec, SimulatedFleet
 from agents.spool import SUFFIX, Spool
-from pipeline.validation import split_message
 from schemas.events import encode_batch
+from schemas.intake import split_message
 
 AT = datetime(2026, 11, 2, 10, 0, tzinfo=UTC)
 SMALL = FleetSpec(seed=7, customers=5, hypervisors=2, vms_per_hypervisor=3, vdcs=2, xaas_items=3)

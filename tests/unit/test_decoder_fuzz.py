@@ -9,7 +9,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pipeline.validation import split_message
+from schemas.intake import split_message
 from tests.factories import vdc_allocation, vm_sample, xaas_usage
 
 json_values = st.recursive(

@@ -26,7 +26,7 @@ MAY_IMPORT = {
     "pipeline": {"pipeline", "billing", "schemas", "meterline"},
     "storage": {"storage", "billing", "schemas", "meterline"},  # it keeps the billing domain's records
     "sinks": {"sinks", "storage", "schemas", "meterline"},
-    "api": set(PACKAGES),  # the intake validates as the stream does (pipeline) and spools as agents do
+    "api": set(PACKAGES) - {"pipeline"},  # it spools pushed events as agents do (agents)
 }
 
 

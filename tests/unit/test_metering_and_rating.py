@@ -14,8 +14,8 @@ from billing.adapters.catalog_file import load_catalog
 from billing.pricing import Price, PriceBook, price_book
 from pipeline.metering import event_columns, measure
 from pipeline.rating import rate_quantities
-from pipeline.validation import split_message
 from schemas.events import encode_batch
+from schemas.intake import split_message
 from schemas.meters import Meter
 from tests.factories import AT, vdc_allocation, vm_sample, xaas_usage
 

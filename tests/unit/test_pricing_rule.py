@@ -23,8 +23,8 @@ from billing.periods import Period
 from billing.pricing import price_book
 from pipeline.metering import event_columns, measure
 from pipeline.rating import rate_quantities
-from pipeline.validation import split_message
 from schemas.events import encode_batch
+from schemas.intake import split_message
 from tests.factories import vm_sample
 
 TIERS = ("*", "ssd", "hdd")

@@ -16,8 +16,8 @@ from billing.adapters.catalog_file import load_catalog
 from billing.pricing import price_book
 from pipeline.dedup import RecentEvents
 from pipeline.metering import EventColumns
-from pipeline.validation import ValidEvents
 from schemas.events import encode_batch
+from schemas.intake import ValidEvents
 from tests.factories import vm_sample, xaas_usage
 
 BOOK = price_book(load_catalog(Path("billing/catalog.yaml")))

@@ -5,8 +5,8 @@ from __future__ import annotations
 import orjson
 import pytest
 
-from pipeline.validation import split_message
 from schemas.events import encode_batch
+from schemas.intake import split_message
 from schemas.records import message_id
 from tests.factories import vdc_allocation, vm_sample, xaas_usage
 

@@ -1,4 +1,6 @@
-"""Split messages into the events that honour their contract and the ones that do not.
+"""What is accepted of a batch of usage events, decided once for the API's intake and the stream.
+
+Split messages into the events that honour their contract and the ones that do not.
 
 A message is decoded and checked in one pass against the typed contract; only when something
 in it is wrong is it taken apart event by event, so that each bad event gets its own reason
@@ -17,7 +19,6 @@ from typing import Any
 
 import orjson
 
-from billing.periods import Period
 from meterline.exceptions import InvalidEvent
 from meterline.late_usage import LATE_USAGE_MONTHS
 from meterline.settings import Settings
@@ -53,15 +54,16 @@ class Rejection:
 class ValidEvents:
     """Valid events with where each one lies in its message, and the rest refused.
 
-    ``events[i]`` is the ``lengths[i]`` bytes at ``offsets[i]`` of message ``message_ids[i]``;
-    ``messages`` holds those messages by id. ``digests[i]`` is its content digest, once the stage
-    has sorted new events from repeats (empty before).
+    ``events[i]`` is the ``lengths[i]`` bytes at ``offsets[i]`` of message ``message_ids[i]``, its
+    ``positions[i]``-th event; ``messages`` holds those messages by id. ``digests[i]`` is its
+    content digest, once the stage has sorted new events from repeats (empty before).
     """
 
     events: list[UsageEvent] = field(default_factory=list)
     message_ids: list[str] = field(default_factory=list)
     offsets: list[int] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)
+    positions: list[int] = field(default_factory=list)
     rejected: list[Rejection] = field(default_factory=list)
     messages: dict[str, bytes] = field(default_factory=dict)
     digests: list[int] = field(default_factory=list)
@@ -71,14 +73,16 @@ class ValidEvents:
         self.message_ids += other.message_ids
         self.offsets += other.offsets
         self.lengths += other.lengths
+        self.positions += other.positions
         self.rejected += other.rejected
         self.messages |= other.messages
 
-    def keep(self, event: UsageEvent, ident: str, offset: int, length: int) -> None:
+    def keep(self, event: UsageEvent, ident: str, offset: int, length: int, position: int) -> None:
         self.events.append(event)
         self.message_ids.append(ident)
         self.offsets.append(offset)
         self.lengths.append(length)
+        self.positions.append(position)
 
     def select(self, keep: Iterable[bool]) -> ValidEvents:
         """The events where ``keep`` is true (their messages shared, rejections left behind)."""
@@ -89,11 +93,12 @@ class ValidEvents:
                 message_ids=list(self.message_ids),
                 offsets=list(self.offsets),
                 lengths=list(self.lengths),
+                positions=list(self.positions),
                 messages=self.messages,
                 digests=list(self.digests),
             )
         kept = ValidEvents(messages=self.messages)
-        origins = zip(self.events, self.message_ids, self.offsets, self.lengths, strict=True)
+        origins = zip(self.events, self.message_ids, self.offsets, self.lengths, self.positions, strict=True)
         for chosen, origin in zip(keep, origins, strict=True):
             if chosen:
                 kept.keep(*origin)
@@ -136,10 +141,9 @@ class Acceptance:
     def window(self) -> tuple[datetime, datetime]:
         """[earliest, latest] event time accepted now."""
         now = self.now()
-        earliest = Period.containing(now.date())
-        for _ in range(self.late_periods):
-            earliest = earliest.previous()
-        return earliest.start, now + self.clock_skew
+        months_back = now.year * 12 + now.month - 1 - self.late_periods
+        earliest = datetime(months_back // 12, months_back % 12 + 1, 1, tzinfo=UTC)
+        return earliest, now + self.clock_skew
 
     def refusal(self, event: UsageEvent, window: tuple[datetime, datetime]) -> str | None:
         """Why the event is refused, or None."""
@@ -176,13 +180,17 @@ def split_group(payloads: list[bytes], acceptance: Acceptance | None = None) -> 
     return group
 
 
-def split_message(payload: bytes, acceptance: Acceptance | None = None) -> ValidEvents:
+def split_message(
+    payload: bytes, acceptance: Acceptance | None = None, spans: list[tuple[int, int]] | None = None
+) -> ValidEvents:
     """The valid events of one message and a rejection for each other one; with ``acceptance``,
-    an event it refuses is rejected too, with its reason."""
-    try:
-        spans = event_spans(payload)
-    except InvalidEvent as error:
-        return ValidEvents(rejected=[Rejection(0, None, error.reason, payload.decode("utf-8", "replace"))])
+    an event it refuses is rejected too, with its reason. ``spans``: the message's
+    ``event_spans``, when the caller has them already (the message is scanned once for them)."""
+    if spans is None:
+        try:
+            spans = event_spans(payload)
+        except InvalidEvent as error:
+            return ValidEvents(rejected=[Rejection(0, None, error.reason, payload.decode("utf-8", "replace"))])
     ident = message_id(payload)
     result = ValidEvents(messages={ident: payload})
     try:
@@ -192,21 +200,19 @@ def split_message(payload: bytes, acceptance: Acceptance | None = None) -> Valid
     if events:
         result.events, result.message_ids = events, [ident] * len(events)
         result.offsets, result.lengths = [offset for offset, _ in spans], [length for _, length in spans]
-        return _accepted(result, list(range(len(events))), acceptance)
-    positions = []
+        result.positions = list(range(len(events)))
+        return _accepted(result, acceptance)
     for position, (offset, length) in enumerate(spans):
         candidate = payload[offset : offset + length]
         try:
-            result.keep(decode_event(candidate), ident, offset, length)
-            positions.append(position)
+            result.keep(decode_event(candidate), ident, offset, length, position)
         except InvalidEvent as error:
             result.rejected.append(Rejection(position, error.event_id, error.reason, as_json_value(candidate)))
-    return _accepted(result, positions, acceptance)
+    return _accepted(result, acceptance)
 
 
-def _accepted(result: ValidEvents, positions: list[int], acceptance: Acceptance | None) -> ValidEvents:
-    """``result`` less the events ``acceptance`` refuses (``positions``: each one's place in its
-    message), which join its rejections, in message order."""
+def _accepted(result: ValidEvents, acceptance: Acceptance | None) -> ValidEvents:
+    """``result`` less the events ``acceptance`` refuses, which join its rejections, in message order."""
     if acceptance is None or not result.events:
         return result
     window = acceptance.window()
@@ -216,7 +222,7 @@ def _accepted(result: ValidEvents, positions: list[int], acceptance: Acceptance 
     kept = result.select(reason is None for reason in refusals)
     refused = [
         Rejection(position, event.id, reason, as_json_value(result.raw(index)))
-        for index, (position, event, reason) in enumerate(zip(positions, result.events, refusals, strict=True))
+        for index, (position, event, reason) in enumerate(zip(result.positions, result.events, refusals, strict=True))
         if reason is not None
     ]
     kept.rejected = sorted(result.rejected + refused, key=lambda rejection: rejection.index)
