@@ -57,7 +57,7 @@ CATALOG_RETRY_S = 5.0
 
 
 def create_app(settings: Settings, *, run_sink: bool | None = None) -> FastAPI:
-    run_sink = settings.sink_in_api if run_sink is None else run_sink
+    run_sink = settings.sink.in_api if run_sink is None else run_sink
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -141,7 +141,9 @@ def _services(settings: Settings, run_sink: bool) -> Services:
         dead_letters=DeadLetters(another_client(), database),
         authenticator=Authenticator(settings, KeyStore(AccessRecords(another_client(), database))),
         audit_log=AuditLog(another_client(), database),
-        deliveries=Deliveries(DeliveryRecords(another_client(), database), settings) if settings.smtp_host else None,
+        deliveries=Deliveries(DeliveryRecords(another_client(), database), settings.smtp)
+        if settings.smtp.host
+        else None,
         stored_through=StoredThrough(another_client(), database),
         store_answers=query_client.ping,
         sink=SinkRunner(lambda: sink_of(settings)) if run_sink else None,

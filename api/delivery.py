@@ -28,7 +28,7 @@ from billing.mailing import Delivery, DeliveryStatus
 from billing.records import InvoiceRecord
 from billing.scope import EVERYTHING
 from meterline.exceptions import UnknownInvoice
-from meterline.settings import Settings
+from meterline.settings import SmtpSettings
 from storage.deliveries import DeliveryRecords
 from storage.ledger import Ledger
 
@@ -51,9 +51,9 @@ def invoice_message(view: InvoiceView, sender: str, recipient: str, pdf: bytes) 
 
 
 class Deliveries:
-    def __init__(self, records: DeliveryRecords, settings: Settings) -> None:
+    def __init__(self, records: DeliveryRecords, smtp: SmtpSettings) -> None:
         self._records = records
-        self._settings = settings
+        self._smtp = smtp
         # one attempt or retry request at a time: a retry asked for during an attempt waits for
         # its outcome to be stored, rather than being overwritten by it
         self._attempt = threading.Lock()
@@ -110,7 +110,7 @@ class Deliveries:
         try:
             view = InvoiceView.of(ledger.get(EVERYTHING, delivery.invoice_id), catalog)
             pdf = pdf_for_buyer(view)
-            self._smtp_send(invoice_message(view, self._settings.smtp_sender, delivery.recipient, pdf))
+            self._smtp_send(invoice_message(view, self._smtp.sender, delivery.recipient, pdf))
         except Exception as error:  # recorded on the delivery and retried: visible, never lost
             outcome = delivery.failed(f"{type(error).__name__}: {error}", now)
             metrics.DELIVERIES.labels(outcome="retry").inc()
@@ -122,14 +122,14 @@ class Deliveries:
         return outcome
 
     def _smtp_send(self, message: EmailMessage) -> None:
-        settings = self._settings
-        if settings.smtp_host is None:
+        settings = self._smtp
+        if settings.host is None:
             raise ConnectionError("METERLINE_SMTP_HOST is not set")
-        with smtplib.SMTP(settings.smtp_host, settings.smtp_port, timeout=30) as smtp:
-            if settings.smtp_starttls:
+        with smtplib.SMTP(settings.host, settings.port, timeout=30) as smtp:
+            if settings.starttls:
                 smtp.starttls()
-            if settings.smtp_user and settings.smtp_password:
-                smtp.login(settings.smtp_user, settings.smtp_password)
+            if settings.user and settings.password:
+                smtp.login(settings.user, settings.password)
             smtp.send_message(message)
 
 

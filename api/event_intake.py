@@ -41,14 +41,14 @@ class EventIntake:
     def __init__(self, settings: Settings, catalog_revision: Callable[[], int]) -> None:
         """``catalog_revision``: the catalog's revision now; each batch carries it as it is sent,
         so that usage sent after a price change is rated with it (``pipeline.app``)."""
-        spool = Spool(settings.spool_dir / f"intake-{settings.intake_name}")
+        spool = Spool(settings.spool_dir / f"intake-{settings.intake.name}")
 
         def revision_header() -> list[tuple[str, bytes]]:
             return [(receipts.CATALOG_REVISION, str(catalog_revision()).encode())]
 
-        self._publisher = SpooledPublisher(settings, f"intake/{settings.intake_name}", spool, revision_header)
+        self._publisher = SpooledPublisher(settings, f"intake/{settings.intake.name}", spool, revision_header)
         self._acceptance = Acceptance.of(settings)
-        self._max_spool_bytes = settings.intake_spool_max_bytes
+        self._max_spool_bytes = settings.intake.spool_max_bytes
         self._closed = threading.Event()
         # sends, re-sends and forgets what is stored; polled all the time, so that its log
         # lines (a broker outage's) are handed over as they come

@@ -120,7 +120,7 @@ def children(settings: Settings, agent_args: list[str], key: str) -> list[Child]
             [python, "-m", "pipeline.worker"],
             {"METERLINE_WORKER_METRICS_PORT": str(settings.worker_metrics_port + n)},
         )
-        for n in range(settings.pipeline_workers)
+        for n in range(settings.pipeline.workers)
     ]
     return [
         Child("api", [python, "-m", "api.main"], {"METERLINE_ADMIN_KEY": key}),

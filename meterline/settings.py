@@ -1,4 +1,6 @@
-"""The one settings object: every knob is a ``METERLINE_*`` environment variable."""
+"""The settings: every knob is a ``METERLINE_*`` environment variable, those of one process's
+job grouped under it (``settings.sink``, ``settings.pipeline``, ``settings.intake``,
+``settings.smtp``, ``settings.topics``)."""
 
 from __future__ import annotations
 
@@ -24,6 +26,61 @@ class Topics(BaseSettings):
     partitions: int = 4
 
 
+class SinkSettings(BaseSettings):
+    """The sink's (``METERLINE_SINK_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="METERLINE_SINK_")
+
+    batch_max_rows: int = 200_000
+    batch_max_bytes: int = Field(
+        default=64 * 1024 * 1024, description="flush once this much is buffered, however recent the last flush"
+    )
+    flush_interval_s: float = 0.25
+    in_api: bool = Field(
+        default=True,
+        description="the API hosts the sink (it must beside embedded chDB); false when `python -m sinks.main` runs it",
+    )
+
+
+class PipelineSettings(BaseSettings):
+    """The Faust workers' (``METERLINE_PIPELINE_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="METERLINE_PIPELINE_")
+
+    workers: int = 2
+    commit_interval_s: float = 2.8
+    batch_messages: int = 50
+    batch_within_s: float = 0.05
+
+
+class IntakeSettings(BaseSettings):
+    """The API's intake of pushed events (``METERLINE_INTAKE_*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="METERLINE_INTAKE_")
+
+    name: str = Field(
+        default="api",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
+        description="names this API process's spool and numbers its messages: unique per API replica",
+    )
+    spool_max_bytes: int = Field(
+        default=1024**3, ge=0, description="accepted events kept on disk at most while the broker is away"
+    )
+
+
+class SmtpSettings(BaseSettings):
+    """Where invoices are emailed from (``METERLINE_SMTP_*``); unset host: not emailed."""
+
+    model_config = SettingsConfigDict(env_prefix="METERLINE_SMTP_")
+
+    host: str | None = Field(default=None, description="invoices are emailed when set")
+    port: int = 25
+    sender: str = "billing@meterline.invalid"
+    starttls: bool = False
+    user: str | None = None
+    password: str | None = None
+
+
 class Settings(BaseSettings):
     """Where the brokers, ClickHouse and the API are; read once at process start."""
 
@@ -31,7 +88,6 @@ class Settings(BaseSettings):
 
     kafka_bootstrap: str = "127.0.0.1:19092"
     embedded_broker: bool = Field(default=True, description="make run starts Tansu on kafka_bootstrap's port")
-    pipeline_workers: int = 2
     clickhouse_dsn: str = Field(
         default="",
         description="chdb:///abs/path (embedded, default under data_dir) or http(s)://host:8123",
@@ -48,26 +104,8 @@ class Settings(BaseSettings):
     close_grace_h: float = Field(default=48, description="hours after a month ends before it closes on its own")
     close_check_interval_s: float = 600
     auto_close: bool = True
-    smtp_host: str | None = Field(default=None, description="invoices are emailed when set")
-    smtp_port: int = 25
-    smtp_sender: str = "billing@meterline.invalid"
-    smtp_starttls: bool = False
-    smtp_user: str | None = None
-    smtp_password: str | None = None
     delivery_check_interval_s: float = 5
     consumer_group: str = "meterline"
-    pipeline_commit_interval_s: float = 2.8
-    pipeline_batch_messages: int = 50
-    pipeline_batch_within_s: float = 0.05
-    sink_batch_max_rows: int = 200_000
-    sink_batch_max_bytes: int = Field(
-        default=64 * 1024 * 1024, description="flush once this much is buffered, however recent the last flush"
-    )
-    sink_flush_interval_s: float = 0.25
-    sink_in_api: bool = Field(
-        default=True,
-        description="the API hosts the sink (it must beside embedded chDB); false when `python -m sinks.main` runs it",
-    )
     query_clients: int = Field(default=16, ge=1, description="ClickHouse clients the API's readers use side by side")
     late_usage_months: int = Field(
         default=LATE_USAGE_MONTHS,
@@ -80,14 +118,6 @@ class Settings(BaseSettings):
     max_xaas_quantity: Decimal = Field(default=Decimal(10**12), description="most units one XaaS sample may report")
     late_after_s: float = Field(
         default=3600, ge=0, description="usage stored this long after its hour ended shows as late in completeness"
-    )
-    intake_name: str = Field(
-        default="api",
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$",
-        description="names this API process's spool and numbers its messages: unique per API replica",
-    )
-    intake_spool_max_bytes: int = Field(
-        default=1024**3, ge=0, description="accepted events kept on disk at most while the broker is away"
     )
     admin_key: SecretStr | None = Field(
         default=None, description="an admin API key outside the key store: the first key, and a way back in"
@@ -102,6 +132,10 @@ class Settings(BaseSettings):
     ingest_rate_limit_per_s: float = Field(default=200, gt=0, description="the same for ingest keys")
     ingest_rate_limit_burst: int = Field(default=1000, ge=1)
     topics: Topics = Field(default_factory=Topics)
+    sink: SinkSettings = Field(default_factory=SinkSettings)
+    pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
+    intake: IntakeSettings = Field(default_factory=IntakeSettings)
+    smtp: SmtpSettings = Field(default_factory=SmtpSettings)
 
     @property
     def effective_clickhouse_dsn(self) -> str:

@@ -48,7 +48,7 @@ def create_app(settings: Settings) -> faust.App:
         broker=[f"kafka://{server}" for server in settings.kafka_bootstrap.split(",")],
         store="memory://",
         topic_partitions=topics.partitions,
-        broker_commit_interval=settings.pipeline_commit_interval_s,
+        broker_commit_interval=settings.pipeline.commit_interval_s,
         producer_acks=-1,
         # a worker killed without leaving holds its partitions this long: keep it short
         broker_session_timeout=10.0,
@@ -121,7 +121,7 @@ def create_app(settings: Settings) -> faust.App:
     async def rate_usage(stream: faust.StreamT[bytes]) -> AsyncIterator[None]:
         # take_events, not take: the headers number each message (faust's StreamT does not declare it)
         batches = stream.take_events(  # type: ignore[attr-defined]
-            settings.pipeline_batch_messages, within=settings.pipeline_batch_within_s
+            settings.pipeline.batch_messages, within=settings.pipeline.batch_within_s
         )
         async for group in batches:
             wanted = max(receipts.catalog_revision(event.headers) for event in group)

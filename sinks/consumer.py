@@ -268,7 +268,7 @@ def flush_due(sink: Sink, seconds_since_flush: float, settings: Settings) -> boo
     hundreds of megabytes before a flush (and the insert copies them again).
     """
     return (
-        seconds_since_flush >= settings.sink_flush_interval_s
-        or sink.buffered_rows >= settings.sink_batch_max_rows
-        or sink.buffered_bytes >= settings.sink_batch_max_bytes
+        seconds_since_flush >= settings.sink.flush_interval_s
+        or sink.buffered_rows >= settings.sink.batch_max_rows
+        or sink.buffered_bytes >= settings.sink.batch_max_bytes
     )

@@ -29,9 +29,9 @@ HEALTHY_AFTER_S = 60.0
 
 
 def sink_of(settings: Settings) -> SinkConsumer:
-    """A sink on a client of its own, writing as ``intake_name``: what a process hosts."""
+    """A sink on a client of its own, writing as the intake's name: what a process hosts."""
     client = connect(settings)
-    database, writer = settings.clickhouse_database, settings.intake_name
+    database, writer = settings.clickhouse_database, settings.intake.name
     stores = UsageStore(client, database, writer), ReceivedStore(client, database)
     return SinkConsumer(settings, ClickHouseSink(*stores, StoredThrough(client, database, writer), settings))
 

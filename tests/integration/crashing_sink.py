@@ -32,7 +32,7 @@ def main() -> None:
     settings = Settings()
     client = connect(settings)
     database = settings.clickhouse_database
-    writer = settings.intake_name
+    writer = settings.intake.name
     stores = (
         UsageStore(client, database, writer),
         ReceivedStore(client, database),

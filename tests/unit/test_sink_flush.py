@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from meterline.settings import Settings
+from meterline.settings import Settings, SinkSettings
 from sinks.base import FlushResult, Sink
 from sinks.consumer import flush_due
 
-SETTINGS = Settings(sink_flush_interval_s=0.25, sink_batch_max_rows=1_000, sink_batch_max_bytes=1_000_000)
+SETTINGS = Settings(sink=SinkSettings(flush_interval_s=0.25, batch_max_rows=1_000, batch_max_bytes=1_000_000))
 
 
 class Buffer(Sink):
