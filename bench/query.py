@@ -42,6 +42,7 @@ import pyarrow as pa
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from api.usage_formats import rows_json  # noqa: E402
 from billing.adapters.catalog_file import load_catalog  # noqa: E402
 from billing.scope import EVERYTHING  # noqa: E402
 from pipeline.processing import usage_events  # noqa: E402
@@ -50,7 +51,7 @@ from storage.connection import ClientPool  # noqa: E402
 from storage.dashboards import CostGroup, CostWindow, Dashboards  # noqa: E402
 from storage.schema import migrate  # noqa: E402
 from storage.tables import USAGE_EVENTS  # noqa: E402
-from storage.usage_queries import Granularity, GroupBy, UsageQueries, UsageWindow, rows_json  # noqa: E402
+from storage.usage_queries import Granularity, GroupBy, UsageQueries, UsageWindow  # noqa: E402
 from storage.usage_store import UsageStore  # noqa: E402
 
 DATABASE = "meterline"
