@@ -22,14 +22,15 @@ def healthz() -> dict[str, str]:
 def readyz(request: Request) -> JSONResponse:
     """Ready when the sink runs and both the store and the broker answer: what a load balancer
     and an operator need to know (``/healthz`` only says the process is up)."""
-    sink = services_of(request).sink
+    services = services_of(request)
+    sink = services.sink
     if sink is not None and not sink.running:
         return JSONResponse({"status": "sink stopped"}, status_code=503)
     if sink is not None and sink.stalled:
         return JSONResponse({"status": "sink stalled: messages wait and it makes no progress"}, status_code=503)
-    if not services_of(request).store_answers():
+    if not services.store_answers():
         return JSONResponse({"status": "clickhouse unreachable"}, status_code=503)
-    if not services_of(request).intake.broker_reachable():
+    if not services.intake.broker_reachable():
         return JSONResponse({"status": "broker unreachable"}, status_code=503)
     return JSONResponse({"status": "ready"})
 

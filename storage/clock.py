@@ -2,7 +2,8 @@
 
 A sink stamps a write (``inserted_at``) before it starts and, once it is visible, records that
 it has stored everything stamped by then (``stored_through``, one row per sink). A sink with
-nothing to write records the present now and then, so its mark keeps up. The cutoff is the
+nothing to write records the present now and then, so its mark keeps up (each sink's row is
+overwritten: a key-value table). The cutoff is the
 earliest mark of the sinks heard from lately: every event stamped at or before it is already
 visible, whichever process wrote it, so a period close bills the events stored by that time
 and an invoice's drill-down shows exactly those. A sink silent for ``GONE_AFTER`` is taken to
@@ -53,9 +54,8 @@ class StoredThrough:
         """The cutoff: every event stamped at or before it is visible (the present, if no sink
         has been heard from lately: then nothing is being written)."""
         query = (
-            "SELECT min(through), count() FROM (SELECT writer, max(stored_through) AS through "
-            f"FROM {self._table} GROUP BY writer "
-            "HAVING max(recorded_at) > {present:DateTime64(6, 'UTC')} - INTERVAL {gone:UInt32} SECOND)"
+            f"SELECT min(stored_through), count() FROM {self._table} "
+            "WHERE recorded_at > {present:DateTime64(6, 'UTC')} - INTERVAL {gone:UInt32} SECOND"
         )
         present = datetime.now(UTC)
         with self._lock:

@@ -90,10 +90,14 @@ class EventIdentities:
         self._probe_for(pc.unique(identities_of(usage)))
         starts = usage["usage_start"]
         found = self._client.query_arrow(
-            f"SELECT concat(source, char(31), id) AS identity FROM {events_table} "
+            f"SELECT concat(source, {{separator:String}}, id) AS identity FROM {events_table} "
             "WHERE usage_start >= {first:DateTime64(3, 'UTC')} AND usage_start <= {last:DateTime64(3, 'UTC')} "
-            f"AND concat(source, char(31), id) IN (SELECT identity FROM {self._probe})",
-            parameters={"first": pc.min(starts).as_py(), "last": pc.max(starts).as_py()},
+            f"AND identity IN (SELECT identity FROM {self._probe})",
+            parameters={
+                "separator": IDENTITY_SEPARATOR,
+                "first": pc.min(starts).as_py(),
+                "last": pc.max(starts).as_py(),
+            },
         )
         return set(_text(found["identity"]).to_pylist())
 

@@ -25,7 +25,6 @@ class UsageStore:
 
     def __init__(self, client: Client, database: str, writer: str = "sink") -> None:
         self._client = client
-        self._database = database
         self._table = f"{database}.{USAGE_EVENTS}"
         self._identities = EventIdentities(client, database, f"identity_probe_{writer}")
         self._rollups = Rollups(client, database)
