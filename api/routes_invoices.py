@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import csv
 import io
-from collections import defaultdict
 from datetime import UTC, datetime
 from fractions import Fraction
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import HTMLResponse, Response
@@ -33,7 +32,6 @@ from billing.period_close import check_billable, close_period
 from billing.periods import Period
 from billing.records import InvoiceRecord
 from meterline.exceptions import InvalidQuery, UnknownCustomer
-from schemas.meters import Meter
 from storage.billed_usage import PeriodUsage
 from storage.clock import StoredThrough
 from storage.connection import as_utc
@@ -256,19 +254,10 @@ def line_usage(request: Request, caller: InvoiceReader, invoice_id: InvoiceId, l
         meter=scope.meter,
         dimension=", ".join(sorted({s.dimension for s in scope.scopes})),
         # shown like the line's quantity, which it adds up to
-        quantity=shown_quantity(_line_quantity(Meter(scope.meter), hours)).normalize(),
+        quantity=shown_quantity(queries.line_quantity(scope)).normalize(),
         amount=shown_quantity(sum((hour["amount"] for hour in hours), Fraction(0))),
         rows=rows,
     )
-
-
-def _line_quantity(meter: Meter, hours: list[dict[str, Any]]) -> Fraction:
-    """What the hours add up to as the close counts them: each resource's sum, peak or latest
-    level, summed over the resources (the hours of a level show the level they reached)."""
-    readings: dict[tuple[str, str], list[tuple[datetime, Fraction]]] = defaultdict(list)
-    for hour in hours:
-        readings[(hour["customer_id"], hour["resource_id"])].append((hour["period_start"], hour["quantity"]))
-    return sum((meter.aggregation.of_one_resource(each) for each in readings.values()), Fraction(0))
 
 
 @router.get("/invoices/{invoice_id}/lines/{line_no}/usage.csv", response_class=Response)

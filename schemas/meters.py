@@ -8,9 +8,7 @@ summed as GB-hours, instance-hours, prorated to the second), the peak level, or 
 
 from __future__ import annotations
 
-from datetime import datetime
 from enum import StrEnum
-from fractions import Fraction
 
 
 class Meter(StrEnum):
@@ -64,17 +62,6 @@ class PeriodAggregation(StrEnum):
     def is_level(self) -> bool:
         """Levels are priced on the period's figure only: a sample alone is worth nothing yet."""
         return self is not PeriodAggregation.SUM
-
-    def of_one_resource(self, readings: list[tuple[datetime, Fraction]]) -> Fraction:
-        """One resource's quantity from its (time, quantity) readings, as the close takes it
-        (in SQL, ``storage.usage_read.RESOURCE_TOTAL``)."""
-        if not readings:
-            return Fraction(0)
-        if self is PeriodAggregation.PEAK:
-            return max(quantity for _, quantity in readings)
-        if self is PeriodAggregation.LATEST:
-            return max(readings, key=lambda reading: reading[0])[1]
-        return sum((quantity for _, quantity in readings), Fraction(0))
 
 
 class XaasAggregation(StrEnum):

@@ -21,7 +21,7 @@ from clickhouse_connect.driver.client import Client
 from billing.invoices import UsageTotal
 from billing.periods import Period
 from billing.pricing import PriceChange
-from storage.usage_read import RESOURCE_TOTAL, UsageRead, usage_rows
+from storage.usage_read import UsageRead, customer_totals, usage_rows
 
 
 class PeriodUsage:
@@ -45,19 +45,13 @@ class PeriodUsage:
             stored_by=cutoff,
         )
         rows_query, parameters = usage_rows(self._database, read)
-        query = f"""SELECT customer_id, meter, dimension, any(unit), base_divisor, part, sum(of_resource)
-            FROM (
-                SELECT customer_id, resource_id, meter, dimension, any(unit) AS unit, base_divisor,
-                    arrayCount(
-                        (m, d, at) -> m = meter AND (d = dimension OR d = '*') AND at <= t,
-                        {{change_meters:Array(String)}}, {{change_dimensions:Array(String)}},
-                        {{changes:Array(DateTime64(3, 'UTC'))}}
-                    ) AS part,
-                    {RESOURCE_TOTAL} AS of_resource
-                FROM ({rows_query})
-                GROUP BY customer_id, resource_id, meter, dimension, base_divisor, part
-            )
-            GROUP BY customer_id, meter, dimension, base_divisor, part"""
+        # the price changes of a row's meter and dimension at or before it: the part it is priced in
+        price_part = (
+            "arrayCount((m, d, at) -> m = meter AND (d = dimension OR d = '*') AND at <= t, "
+            "{change_meters:Array(String)}, {change_dimensions:Array(String)}, "
+            "{changes:Array(DateTime64(3, 'UTC'))})"
+        )
+        query = customer_totals(rows_query, price_part)
         with self._lock:
             rows = self._client.query(query, parameters=parameters).result_rows
         exact: dict[tuple[str, str, str, str, int], Fraction] = defaultdict(Fraction)

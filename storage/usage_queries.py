@@ -23,7 +23,7 @@ from meterline.exceptions import UnknownCustomer
 from schemas.events import LONGEST_INTERVAL_S
 from storage.connection import ClientPool
 from storage.tables import RAW_MESSAGES, USAGE_EVENTS
-from storage.usage_read import AMOUNT, RESOURCE_TOTAL, UsageRead, stored_by, usage_rows
+from storage.usage_read import AMOUNT, RESOURCE_TOTAL, UsageRead, customer_totals, stored_by, usage_rows
 
 HOURLY_KEYS = ("customer_id", "resource_id", "product", "meter", "dimension", "unit", "currency")
 """What an hourly row is usage of, besides its hour."""
@@ -104,6 +104,14 @@ class UsageQueries:
         billed (events stored by the close): its quantities add up to the line's."""
         keys = ["customer_id", "resource_id", "product", "dimension"]
         return self._exact(line.read(), "toStartOfHour", keys)
+
+    def line_quantity(self, line: LineScope) -> Fraction:
+        """What an invoice line's usage adds up to as the close counted it (``customer_totals``),
+        each of the line's scopes apart as the close priced each apart."""
+        rows_query, parameters = usage_rows(self._database, line.read())
+        in_scope = IN_SCOPE.replace("arrayExists", "arrayFirstIndex").format(dimension="dimension", start="t")
+        rows = self._pool.query(customer_totals(rows_query, in_scope), parameters).result_rows
+        return sum((Fraction(base) / divisor for *_, divisor, _part, base in rows), Fraction(0))
 
     def _per_resource(self, read: UsageRead, truncate: str, keys: list[str]) -> tuple[str, dict[str, Any]]:
         """Each resource's total of a meter (``RESOURCE_TOTAL``) per ``period_start`` (``truncate``

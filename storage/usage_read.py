@@ -37,6 +37,21 @@ sum of what its samples contributed, or for a level its highest or its latest fi
 resources, it gives a customer's quantity."""
 
 
+def customer_totals(rows_query: str, part: str) -> str:
+    """The counting rule of a close: per customer, meter, dimension and ``part`` (an expression over
+    a row of ``rows_query``), each resource's ``RESOURCE_TOTAL`` summed over the customer's
+    resources, in base units. An invoice line's drill-down counts with it too, so the figure it
+    shows is the line's."""
+    return f"""SELECT customer_id, meter, dimension, any(unit), base_divisor, part, sum(of_resource)
+            FROM (
+                SELECT customer_id, resource_id, meter, dimension, any(unit) AS unit, base_divisor,
+                    {part} AS part, {RESOURCE_TOTAL} AS of_resource
+                FROM ({rows_query})
+                GROUP BY customer_id, resource_id, meter, dimension, base_divisor, part
+            )
+            GROUP BY customer_id, meter, dimension, base_divisor, part"""
+
+
 PIECE_AMOUNT_BASE = (
     f"if(meter IN ({_meters(PeriodAggregation.PEAK)}, {_meters(PeriodAggregation.LATEST)}), toDecimal256(0, 24), "
     "toDecimal256(base_quantity, 12) * unit_price)"

@@ -207,6 +207,31 @@ def test_an_invoice_lines_hours_are_what_its_close_saw(client, stored_by):
     assert got
 
 
+@pytest.mark.parametrize("stored_by", [STORED, LATER])
+def test_an_invoice_lines_quantity_is_counted_as_its_close_counted_it(client, stored_by):
+    """A level is its highest figure per resource, dimension and scope, summed: two scopes of one
+    dimension split at 00:40 each have their own peak, as two price parts of a close do."""
+    customers = sorted({vm.customer_id for vm in FLEET.vms})
+    start, end = datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
+    split = datetime(2026, 11, 1, 0, 40, tzinfo=UTC)
+    condition = "customer_id IN {cs:Array(String)} AND meter = 'xaas_peak_units'"
+    expected = Fraction(0)
+    dimensions = set()
+    for lo, hi in ((start, split), (split, end)):
+        parts = reference(
+            client, lo, hi, "toStartOfMonth", ["dimension"], condition, {"cs": customers}, stored_by=stored_by
+        )
+        dimensions |= {dimension for (_, dimension) in parts}
+        expected += sum((quantity for quantity, _ in parts.values()), Fraction(0))
+    scopes = tuple(UsageScope(d, lo, hi) for d in sorted(dimensions) for lo, hi in ((start, split), (split, end)))
+    line = LineScope(customers, "xaas_peak_units", scopes, start, end, stored_by)
+    assert UsageQueries(ClientPool(lambda: client, 1), DB).line_quantity(line) == expected
+    whole = LineScope(
+        customers, "xaas_peak_units", tuple(UsageScope(d, start, end) for d in dimensions), start, end, stored_by
+    )
+    assert UsageQueries(ClientPool(lambda: client, 1), DB).line_quantity(whole) < expected, "a peak per scope"
+
+
 CATALOG = load_catalog(Path("billing/catalog.yaml"))
 NOVEMBER = (datetime(2026, 11, 1, tzinfo=UTC), datetime(2026, 11, 1, 3, 30, tzinfo=UTC))
 
