@@ -43,6 +43,10 @@ class UsageReport(BaseModel):
         description="Per currency, rounded to its minor unit half away from zero, as invoices are"
     )
     totals_exact: dict[str, FixedPoint] = Field(description="Per currency, unrounded")
+    next_after: str | None = Field(
+        default=None,
+        description="With limit: the id to ask for the next page of resources after; null on the last page",
+    )
     rows: list[UsageRow]
 
 

