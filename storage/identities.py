@@ -56,7 +56,10 @@ class EventIdentities:
 
     def sort(self, usage: pa.Table) -> Sorted:
         keys = identities_of(usage)
-        stored = self._stored(pc.unique(keys))
+        distinct = pc.unique(keys)
+        stored = self._stored(distinct)
+        if not stored and len(distinct) == len(keys):  # a flush of new events, nearly always
+            return Sorted(new=usage, repeats=usage.slice(0, 0), conflicts=usage.slice(0, 0), reasons=[])
         batch: dict[str, tuple[Any, ...]] = {}
         verdicts: list[int] = []  # 0 new, 1 repeat, 2 conflict
         reasons: list[str] = []

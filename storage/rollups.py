@@ -1,16 +1,19 @@
 """The usage rollups: what they hold, how a read aggregates them, and how they are corrected.
 
-``usage_by_hour`` and ``usage_by_day`` are added to by the engine itself: each block of events
-written to ``usage_events`` adds its figures in the same insert (materialized views, migrations
-49-52), and rows of one key merge at read (``FINAL``) and in the background. So keeping them
-costs what a flush writes, never what an hour already holds, and writers add side by side.
+``usage_hours`` and ``usage_days`` are added to by the engine itself: each block of events
+written to ``usage_events`` adds its rated rows to the hours in the same insert, and what is added
+to the hours is added to the days (materialized views, migration 55). Rows of one key merge in the
+background, and every reader aggregates them again. So keeping them costs what a flush writes,
+never what an hour already holds, and writers add side by side.
 
 Adding is right when each event is written once, which ``storage.identities`` sees to, except
-across a crash: an insert cut between the events and their rollups, or identities recorded for
-events never written. When a flush meets repeats (the sign of a redelivery) it corrects the hours
-and days they reach: each is recounted from ``usage_events`` (one row per event), and the
-difference from what it holds is added. The sink records a flush's messages as stored only
-after writing it, so whatever a crash cut short comes again and is corrected.
+across a crash: an insert cut between the events and their rollups (or between the hours and the
+days), or identities recorded for events never written. When a flush meets repeats (the sign of
+a redelivery) it corrects the hours they started in, recounted from ``usage_events`` (one row
+per event), by adding the difference from what they hold (which the days receive too); then the
+days they reach, recounted from the hours, by adding what still differs. The sink records a
+flush's messages as stored only after writing it, so whatever a crash cut short comes again and
+is corrected.
 """
 
 from __future__ import annotations
@@ -108,7 +111,8 @@ class Rollups:
     def correct(self, usage: pa.Table) -> None:
         """Make the hours the events ``usage`` started in, and the days their usage reaches,
         hold what a recount of the stored events gives: for a flush that repeats events (a
-        redelivery), whose first writing a crash may have cut short."""
+        redelivery), whose first writing a crash may have cut short. The hours first: what is
+        added to them reaches the days, whose recount then finds only what a crash kept from them."""
         for statement, touched in ((self._correct_hours, touched_start_hours), (self._correct_days, touched_days)):
             groups = touched(usage)
             if groups.num_rows:
