@@ -20,3 +20,10 @@ def test_every_name_a_benchmark_imports_exists(bench: Path):
             module = importlib.import_module(node.module)
             missing += [f"{node.module}.{alias.name}" for alias in node.names if not hasattr(module, alias.name)]
     assert missing == []
+
+
+def test_the_guard_benchmark_runs_the_guard_as_the_routes_do():
+    """It builds the parts of the API's state the guard reads: a change there broke it once."""
+    from bench.auth import guard_us_per_call
+
+    assert guard_us_per_call(calls=10) > 0
