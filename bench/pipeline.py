@@ -139,10 +139,18 @@ class Embedded:
         key = self.settings.admin_key
         return key.get_secret_value() if key else ""
 
+    def __enter__(self) -> Embedded:
+        return self
+
+    def __exit__(self, *_exception: object) -> None:
+        self.stop()  # a benchmark that fails leaves no process running
+
     def stop(self) -> None:
+        """Stop every process and the broker; again changes nothing."""
         for process in self.processes.values():
-            process.terminate()
-            process.wait(timeout=60)
+            if process.poll() is None:
+                process.terminate()
+                process.wait(timeout=60)
         self.broker.stop()
 
 
@@ -193,7 +201,11 @@ def main() -> None:
     )
     args = parser.parse_args()
 
-    system = start_embedded("meterline-bench-", args.workers)
+    with start_embedded("meterline-bench-", args.workers) as system:
+        measure(system, args)
+
+
+def measure(system: Embedded, args: argparse.Namespace) -> None:
     home, broker, settings, url, processes = system.home, system.broker, system.settings, system.url, system.processes
     publisher = SpooledPublisher(settings, "agent/bench", Spool(home / "spool"))
 
@@ -254,10 +266,7 @@ def main() -> None:
     guard_us = guard_us_per_call()
     rss = {name: round(peak_rss_mb(p.pid), 1) for name, p in processes.items()}
     rss["agent+bench"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    for process in processes.values():
-        process.terminate()
-        process.wait(timeout=60)
-    broker.stop()
+    system.stop()
 
     import clickhouse_connect
 

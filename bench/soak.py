@@ -49,48 +49,50 @@ def main() -> None:
     args = parser.parse_args()
 
     system = start_embedded("meterline-soak-", args.workers, METERLINE_AUTO_CLOSE="false")
-    settings, url, worker_urls = system.settings, system.url, system.worker_urls
-    home, broker, processes = system.home, system.broker, system.processes
-    publisher = SpooledPublisher(settings, "agent/soak", Spool(home / "spool"))
-    hypervisors = max(1, args.rate // 100)
-    fleet = SimulatedFleet(
-        FleetSpec(seed=3, customers=500, hypervisors=hypervisors, vms_per_hypervisor=100, vdcs=0, xaas_items=0)
-    )
-    per_second = len(fleet.vms)
-    pids = {**{name: p.pid for name, p in processes.items()}, "broker": broker.pid, "agent": os.getpid()}
-
-    series: list[dict[str, object]] = []
-    began = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
-    seconds = int(args.minutes * 60)
-    next_note = time.monotonic()
-
-    def note(second: int) -> None:
-        nonlocal next_note
-        if time.monotonic() < next_note:
-            return
-        next_note += args.every_s
-        series.append(
-            {
-                "t_s": second,
-                "rss_mb": {name: rss_mb(pid) for name, pid in pids.items()},
-                "worker_lag_messages": sum(
-                    metric_value(worker, f'meterline_pipeline_consumer_lag_messages{{partition="{p}"}}')
-                    for worker in worker_urls
-                    for p in range(settings.topics.partitions)
-                ),
-                "sink_lag_messages": metric_value(
-                    url, f'meterline_sink_consumer_lag_messages{{topic="{settings.topics.rated}"}}'
-                ),
-                "agent_backlog_messages": publisher.backlog,
-            }
+    try:
+        settings, url, worker_urls = system.settings, system.url, system.worker_urls
+        home, broker, processes = system.home, system.broker, system.processes
+        publisher = SpooledPublisher(settings, "agent/soak", Spool(home / "spool"))
+        hypervisors = max(1, args.rate // 100)
+        fleet = SimulatedFleet(
+            FleetSpec(seed=3, customers=500, hypervisors=hypervisors, vms_per_hypervisor=100, vdcs=0, xaas_items=0)
         )
+        per_second = len(fleet.vms)
+        pids = {**{name: p.pid for name, p in processes.items()}, "broker": broker.pid, "agent": os.getpid()}
 
-    publish_each_second(publisher, fleet, began, seconds, note)
-    sent = per_second * seconds
-    left = publisher.drain(300)
-    stored = rows_written(url, "usage_events")
-    first, last = (rss[max(0, len(rss) // 10 - 1)], rss[-1]) if (rss := memory_of(series)) else ({}, {})
-    system.stop()
+        series: list[dict[str, object]] = []
+        began = datetime.now(UTC).replace(microsecond=0) + timedelta(seconds=2)
+        seconds = int(args.minutes * 60)
+        next_note = time.monotonic()
+
+        def note(second: int) -> None:
+            nonlocal next_note
+            if time.monotonic() < next_note:
+                return
+            next_note += args.every_s
+            series.append(
+                {
+                    "t_s": second,
+                    "rss_mb": {name: rss_mb(pid) for name, pid in pids.items()},
+                    "worker_lag_messages": sum(
+                        metric_value(worker, f'meterline_pipeline_consumer_lag_messages{{partition="{p}"}}')
+                        for worker in worker_urls
+                        for p in range(settings.topics.partitions)
+                    ),
+                    "sink_lag_messages": metric_value(
+                        url, f'meterline_sink_consumer_lag_messages{{topic="{settings.topics.rated}"}}'
+                    ),
+                    "agent_backlog_messages": publisher.backlog,
+                }
+            )
+
+        publish_each_second(publisher, fleet, began, seconds, note)
+        sent = per_second * seconds
+        left = publisher.drain(300)
+        stored = rows_written(url, "usage_events")
+        first, last = (rss[max(0, len(rss) // 10 - 1)], rss[-1]) if (rss := memory_of(series)) else ({}, {})
+    finally:  # a soak that fails leaves no process running
+        system.stop()
     publisher.close()
     print(
         json.dumps(
