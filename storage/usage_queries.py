@@ -142,8 +142,8 @@ class UsageQueries:
         """What an invoice line's usage adds up to as the close counted it (``customer_totals``),
         each of the line's scopes apart as the close priced each apart."""
         rows_query, parameters = usage_rows(self._database, line.read())
-        in_scope = IN_SCOPE.replace("arrayExists", "arrayFirstIndex").format(dimension="dimension", start="t")
-        rows = self._pool.query(customer_totals(rows_query, in_scope), parameters).result_rows
+        scope = SCOPE_OF.format(dimension="dimension", start="t")
+        rows = self._pool.query(customer_totals(rows_query, scope), parameters).result_rows
         return sum((Fraction(base) / divisor for *_, divisor, _part, base in rows), Fraction(0))
 
     def _per_resource(self, read: UsageRead, truncate: str, keys: list[str]) -> tuple[str, dict[str, Any]]:
@@ -240,11 +240,14 @@ class UsageQueries:
         return [event.decode() if isinstance(event, bytes) else event for _, _, event in rows]
 
 
-IN_SCOPE = (
-    "arrayExists(i -> {dimension} = {{dimensions:Array(String)}}[i] "
+SCOPE_OF = (
+    "arrayFirstIndex(i -> {dimension} = {{dimensions:Array(String)}}[i] "
     "AND {start} >= {{scope_starts:Array(DateTime64(3, 'UTC'))}}[i] "
     "AND {start} < {{scope_ends:Array(DateTime64(3, 'UTC'))}}[i], arrayEnumerate({{dimensions:Array(String)}}))"
 )
+"""Which of an invoice line's scopes usage of ``dimension`` starting at ``start`` falls in (from
+1), or 0 for none."""
+IN_SCOPE = SCOPE_OF + " > 0"
 """Usage of ``dimension`` starting at ``start`` falls in one of an invoice line's scopes."""
 EVENTS_WHERE = (
     "customer_id IN {customers:Array(String)} "
