@@ -42,7 +42,10 @@ class UsageReport(BaseModel):
     totals: dict[str, FixedPoint] = Field(
         description="Per currency, rounded to its minor unit half away from zero, as invoices are"
     )
-    totals_exact: dict[str, FixedPoint] = Field(description="Per currency, unrounded")
+    totals_exact: dict[str, FixedPoint] = Field(
+        description="Per currency, the sum of the rows' amounts (each exact to 12 places), before rounding to the"
+        " currency's minor unit; an invoice is priced on the exact figures instead"
+    )
     next_after: str | None = Field(
         default=None,
         description="With limit: the id to ask for the next page of resources after; null on the last page",

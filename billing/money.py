@@ -8,7 +8,8 @@ net lines per rate, as EN 16931 does.
 
 from __future__ import annotations
 
-from decimal import ROUND_HALF_UP, Decimal
+import decimal
+from decimal import Decimal
 from fractions import Fraction
 from functools import cache
 from typing import Annotated
@@ -17,6 +18,13 @@ from babel.numbers import get_currency_precision
 from pydantic import BaseModel, ConfigDict, Field
 
 from meterline.exceptions import InvalidCatalog
+
+DIGITS = 76
+"""Significant digits of Python's decimal arithmetic here: a quantity or amount of storage's
+``Decimal(38, 12)`` has up to 38, and a product of two up to 76. Python's default of 28 would
+refuse to round a quantity of 10^16 to 12 places, and round sums past 28 digits silently."""
+decimal.DefaultContext.prec = DIGITS  # threads started from now on
+decimal.getcontext().prec = max(decimal.getcontext().prec, DIGITS)  # the importing thread
 
 HUNDRED = Decimal(100)
 PLACES = 12
@@ -47,14 +55,14 @@ def round_money(amount: Decimal | Fraction, currency: str) -> Decimal:
 def round_exact(value: Decimal | Fraction, step: Decimal) -> Decimal:
     """``value`` to a multiple of ``step`` (a power of ten), half away from zero, with no
     intermediate rounding: a ``Fraction`` such as 1/3 is rounded from its exact value."""
-    if isinstance(value, Decimal):
-        return value.quantize(step, rounding=ROUND_HALF_UP)
     exponent = step.as_tuple().exponent
     places = -exponent if isinstance(exponent, int) else 0
-    # integer arithmetic: |value| in steps, plus a half, truncated (a close rounds ~300,000 of these)
-    whole, remainder = divmod(abs(value.numerator) * 10**places, value.denominator)
-    whole += 2 * remainder >= value.denominator
-    return Decimal(whole if value >= 0 else -whole).scaleb(-places).quantize(step)
+    exact = Fraction(value)
+    # integer arithmetic: |value| in steps, plus a half, truncated (a close rounds ~300,000 of
+    # these), then written out, which no decimal context rounds or refuses whatever its size
+    whole, remainder = divmod(abs(exact.numerator) * 10**places, exact.denominator)
+    whole += 2 * remainder >= exact.denominator
+    return Decimal(f"{'-' if exact < 0 and whole else ''}{whole}E-{places}")
 
 
 QUANTITY_STEP = Decimal("1e-12")
