@@ -18,6 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 from starlette.status import HTTP_500_INTERNAL_SERVER_ERROR
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.event_intake import IntakeFull
 from billing.adapters.kafka_catalog import CatalogNotPublished
@@ -146,12 +147,38 @@ def install_error_handlers(app: FastAPI) -> None:
         detail = "usage storage is not answering; retry shortly"
         return problem(503, "storage-unavailable", detail, {"Retry-After": "5"})
 
-    async def unexpected(_request: Request, error: Exception) -> JSONResponse:
-        log.error("unexpected error", exc_info=error)
-        return problem(HTTP_500_INTERNAL_SERVER_ERROR, "internal-error", "an unexpected error; it is logged")
-
     app.add_exception_handler(MeterlineError, meterline_error)
     app.add_exception_handler(RequestValidationError, invalid_request)
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(StoreUnavailable, storage_unavailable)
-    app.add_exception_handler(Exception, unexpected)
+    app.add_middleware(UnexpectedErrors)
+
+
+class UnexpectedErrors:
+    """An error no handler expects is answered 500 and logged, and the connection is kept.
+
+    Starlette's own last-resort handler answers too, then raises the error again for the server
+    to log, and the server closes the connection: a client's next request on it was lost."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self._app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        started = False
+
+        async def noting_the_start(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self._app(scope, receive, noting_the_start)
+        except Exception as error:
+            if started:  # a response half sent cannot become a 500: the server cuts it
+                raise
+            log.error("unexpected error", exc_info=error)
+            answer = problem(HTTP_500_INTERNAL_SERVER_ERROR, "internal-error", "an unexpected error; it is logged")
+            await answer(scope, receive, send)
