@@ -10,18 +10,21 @@ import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import Response, StreamingResponse
 
-from api.access.guard import UsageReader
+from api.access.guard import Caller, UsageReader
 from api.models import CustomerId, UsageReport
 from api.services import services_of
 from api.usage_formats import csv_chunks, rows_json
 from billing.money import round_money
+from billing.scope import Scope
 from meterline.exceptions import InvalidQuery
+from schemas.meters import Meter
 from storage.usage_queries import Granularity, GroupBy, ResourcePage, UsageQueries, UsageWindow, totals
 
 router = APIRouter(prefix="/v1/customers/{customer_id}")
 
 From = Annotated[datetime | None, Query(alias="from", description="Inclusive, UTC; default: start of this month")]
 To = Annotated[datetime | None, Query(alias="to", description="Exclusive, UTC; default: now")]
+OneMeter = Annotated[Meter | None, Query(description="Only this meter's usage, as a chart of one meter shows")]
 
 
 def window(customer_id: str, start: datetime | None, end: datetime | None) -> UsageWindow:
@@ -33,6 +36,11 @@ def window(customer_id: str, start: datetime | None, end: datetime | None) -> Us
     )
 
 
+def seen(caller: Caller, meter: Meter | None) -> Scope:
+    """What the caller sees, of one meter if it asked for one (never more than its own)."""
+    return caller.scope.limited_to(None if meter is None else [meter.value])
+
+
 @router.get("/usage", response_model=UsageReport, response_model_by_alias=True)
 def get_usage(
     request: Request,
@@ -42,6 +50,7 @@ def get_usage(
     end: To = None,
     granularity: Granularity = Granularity.DAY,
     group_by: GroupBy = GroupBy.METER,
+    meter: OneMeter = None,
     limit: Annotated[
         int | None, Query(ge=1, le=1000, description="With group_by=resource: this many resources, in order of id")
     ] = None,
@@ -55,13 +64,14 @@ def get_usage(
     reads only the resources it shows."""
     queries: UsageQueries = services_of(request).queries
     usage_window = window(customer_id, start, end)
+    scope = seen(caller, meter)
     next_after = None
     if limit is not None or after:
         if group_by is not GroupBy.RESOURCE or limit is None:
             raise InvalidQuery("limit and after page the resources of group_by=resource; after needs a limit")
-        resources, next_after = queries.resource_page(caller.scope, usage_window, ResourcePage(limit, after))
+        resources, next_after = queries.resource_page(scope, usage_window, ResourcePage(limit, after))
         usage_window = replace(usage_window, resources=tuple(resources))
-    rows = queries.usage(caller.scope, usage_window, granularity, group_by)
+    rows = queries.usage(scope, usage_window, granularity, group_by)
     amounts = totals(rows)
     report = UsageReport(
         customer_id=customer_id,
@@ -80,13 +90,19 @@ def get_usage(
 
 @router.get("/usage.csv", response_class=StreamingResponse)
 def get_usage_csv(
-    request: Request, caller: UsageReader, customer_id: CustomerId, start: From = None, end: To = None
+    request: Request,
+    caller: UsageReader,
+    customer_id: CustomerId,
+    start: From = None,
+    end: To = None,
+    meter: OneMeter = None,
 ) -> StreamingResponse:
     queries: UsageQueries = services_of(request).queries
     usage_window = window(customer_id, start, end)
+    scope = seen(caller, meter)
     filename = f"usage-{customer_id}-{usage_window.start:%Y%m%d}-{usage_window.end:%Y%m%d}.csv"
     return StreamingResponse(
-        csv_chunks(queries.hourly(caller.scope, usage_window)),
+        csv_chunks(queries.hourly(scope, usage_window)),
         media_type="text/csv",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )

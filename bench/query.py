@@ -7,9 +7,10 @@ time, for the year that ends at the current hour. Then times, through the API's 
 
 - one customer's month by day (``UsageQueries.usage``, granularity day, by meter, and its
   rows written as the API's JSON);
-- one customer's month by hour and resource, a page of ``RESOURCES_PER_PAGE`` resources as a
-  dashboard shows them (``UsageQueries.resource_page``, then granularity hour, by resource; the
-  same), for a customer drawn at random and for the median customer by size;
+- one customer's month by hour and resource of one meter, a page of ``RESOURCES_PER_PAGE``
+  resources as a chart shows them (``UsageQueries.resource_page``, then granularity hour, by
+  resource; the same), for a customer drawn at random and for the median customer by size, and
+  the median customer's page of every meter;
 - the provider's top 20 customers by cost this month and over the last full month (``Dashboards.costs``);
 - 16 clients at once, each running a mix of those.
 
@@ -241,22 +242,28 @@ def main() -> None:
         window = UsageWindow(draw.choice(customers), start, stop)
         rows_json(queries.usage(EVERYTHING, window, Granularity.DAY, GroupBy.METER))
 
-    def hour_by_resource_page(customer: str) -> None:
-        """What a dashboard of hourly usage per resource shows: a page of resources at a time."""
+    def hour_by_resource_page(customer: str, meter: str | None) -> None:
+        """What a chart of hourly usage per resource shows: a page of resources, of one meter
+        (``meter``; None for every meter, as a table of them shows)."""
         start, stop = draw.choice(months)
         window = UsageWindow(customer, start, stop)
-        page, _next = queries.resource_page(EVERYTHING, window, ResourcePage(RESOURCES_PER_PAGE))
+        scope = EVERYTHING.limited_to(None if meter is None else [meter])
+        page, _next = queries.resource_page(scope, window, ResourcePage(RESOURCES_PER_PAGE))
         window = replace(window, resources=tuple(page))
-        rows_json(queries.usage(EVERYTHING, window, Granularity.HOUR, GroupBy.RESOURCE))
+        rows_json(queries.usage(scope, window, Granularity.HOUR, GroupBy.RESOURCE))
 
     sizes = vms.group_by("customer_id").len().sort("len", "customer_id")
     median_customer = str(sizes["customer_id"][sizes.height // 2])
+    meters = [meter for meter, *_ in METERS]
 
     def by_hour_and_resource() -> None:
-        hour_by_resource_page(draw.choice(customers))
+        hour_by_resource_page(draw.choice(customers), draw.choice(meters))
 
     def by_hour_and_resource_median_customer() -> None:
-        hour_by_resource_page(median_customer)
+        hour_by_resource_page(median_customer, draw.choice(meters))
+
+    def by_hour_and_resource_every_meter_median_customer() -> None:
+        hour_by_resource_page(median_customer, None)
 
     def top20_this_month() -> None:
         window = CostWindow(this_month, end, Granularity.DAY)
@@ -267,7 +274,7 @@ def main() -> None:
         dashboards.costs(EVERYTHING, catalog, window, CostGroup.CUSTOMER, 20)
 
     mix = [by_day, by_hour_and_resource, top20_this_month, top20_last_full_month]
-    timed_alone = [*mix, by_hour_and_resource_median_customer]
+    timed_alone = [*mix, by_hour_and_resource_median_customer, by_hour_and_resource_every_meter_median_customer]
     for query in mix:  # warm: first compilations and caches are not what a dashboard sees
         query()
     figures: dict[str, Any] = {"benchmark": "query", "events": loaded, "vms": args.vms, "customers": len(customers)}

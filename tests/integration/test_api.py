@@ -169,7 +169,16 @@ def test_csv_export_has_hourly_rows_per_resource_adding_up_to_the_json(running: 
     assert first["rows"] + second["rows"] == whole["rows"], "pages of resources partition the rows"
     paged = sum(Decimal(page["totals_exact"]["EUR"]) for page in (first, second))
     assert paged == Decimal(whole["totals_exact"]["EUR"]) and whole["next_after"] is None
-    for wrong in ({"group_by": "meter", "limit": "2"}, {"group_by": "resource", "after": "vm-0"}, {"limit": "0"}):
+    vcpu = running.usage("cust-1", **by_resource, meter="vcpu_hours")
+    pair = {"vm-0", "vm-1"}  # the first two with vCPU usage: bk-1, a backup, has none
+    assert {r["resource_id"] for r in vcpu["rows"]} == pair and vcpu["next_after"] == "vm-1"
+    assert vcpu["rows"] == [r for r in whole["rows"] if r["meter"] == "vcpu_hours" and r["resource_id"] in pair]
+    for wrong in (
+        {"meter": "vcpu_hours; DROP TABLE x"},
+        {"group_by": "meter", "limit": "2"},
+        {"group_by": "resource", "after": "vm-0"},
+        {"limit": "0"},
+    ):
         response = running.http.get("/v1/customers/cust-1/usage", params={"group_by": "resource", **wrong})
         assert response.status_code in (400, 422) and response.json()["detail"], response.text
 
