@@ -1,0 +1,200 @@
+"""Prepaid credit: grants, the order usage burns them in, and balances derived from a ledger.
+
+Pure rules, no storage. A holder (a customer, or a partner for what it buys from the provider)
+holds grants; every change to what they hold is an immutable ``CreditEntry`` (a grant, a burn,
+an expiry...), and a balance is what the entries up to an instant add up to, so it can be shown
+as it stood at any instant. A charge (rated usage, a fee) burns the grants that may pay it, in
+``BURN_ORDER``:
+
+1. grants scoped to what is charged (a product or a meter) before grants for anything;
+2. then by priority, lowest number first;
+3. then the soonest to expire (a grant that never expires last);
+4. then free grants before paid ones;
+5. then the oldest (by when it took effect, then by id).
+
+What no grant covers is left to bill (``Burn.uncovered``). Amounts are exact ``Decimal``s in the
+grant's currency; a balance is rounded only where it is shown.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
+from enum import StrEnum
+
+from meterline.exceptions import InvalidQuery
+
+ZERO = Decimal(0)
+NEVER = datetime.max.replace(tzinfo=UTC)
+
+BURN_ORDER = ("scope", "priority", "expiry", "free before paid", "oldest")
+"""The order a charge burns the grants that may pay it (see the module's documentation)."""
+
+
+class EntryKind(StrEnum):
+    GRANT = "grant"
+    TOP_UP = "top_up"
+    BURN = "burn"
+    EXPIRY = "expiry"
+    VOID = "void"
+    ADJUSTMENT = "adjustment"
+
+
+@dataclass(frozen=True)
+class CreditGrant:
+    """Credit a holder may spend: ``amount`` of ``currency`` from ``effective_at`` until
+    ``expires_at`` (exclusive; None: never), on what ``scope`` names (products or meters;
+    empty: anything)."""
+
+    grant_id: str
+    holder_id: str
+    currency: str
+    amount: Decimal
+    effective_at: datetime
+    expires_at: datetime | None = None
+    priority: int = 0
+    scope: frozenset[str] = frozenset()
+    paid: bool = False
+    paid_amount: Decimal | None = None
+    """What the holder paid for it, for a paid grant (a discount makes it less than ``amount``)."""
+
+    def __post_init__(self) -> None:
+        if self.amount <= ZERO:
+            raise InvalidQuery(f"grant {self.grant_id}: an amount must be above zero, not {self.amount}")
+        if self.effective_at.tzinfo is None or (self.expires_at is not None and self.expires_at.tzinfo is None):
+            raise InvalidQuery(f"grant {self.grant_id}: times must be UTC")
+        if self.expires_at is not None and self.expires_at <= self.effective_at:
+            raise InvalidQuery(f"grant {self.grant_id}: it expires at or before it takes effect")
+        if self.paid_amount is not None and (not self.paid or self.paid_amount < ZERO):
+            raise InvalidQuery(f"grant {self.grant_id}: only a paid grant has a paid amount, zero or more")
+
+    def in_force(self, at: datetime) -> bool:
+        return self.effective_at <= at < (self.expires_at or NEVER)
+
+    def covers(self, charge: Charge) -> bool:
+        """Whether it may pay ``charge``: same currency, in force, and in scope."""
+        in_scope = not self.scope or bool(self.scope & {charge.product, charge.meter})
+        return self.currency == charge.currency and self.in_force(charge.at) and in_scope
+
+    def burn_rank(self) -> tuple[bool, int, datetime, bool, datetime, str]:
+        """Its place in ``BURN_ORDER`` among the grants that cover a charge (lowest first)."""
+        return (
+            not self.scope,
+            self.priority,
+            self.expires_at or NEVER,
+            self.paid,
+            self.effective_at,
+            self.grant_id,
+        )
+
+
+@dataclass(frozen=True)
+class Charge:
+    """Something to pay for from credit: ``amount`` of ``currency`` for usage of ``meter`` of
+    ``product`` at ``at`` (or a fee, whose product is its own and meter empty)."""
+
+    charge_id: str
+    currency: str
+    amount: Decimal
+    at: datetime
+    product: str = ""
+    meter: str = ""
+
+
+@dataclass(frozen=True)
+class CreditEntry:
+    """One immutable change to what a grant holds: positive adds, negative takes away."""
+
+    grant_id: str
+    kind: EntryKind
+    amount: Decimal
+    at: datetime
+    reference: str = ""
+    """What caused it: a charge's id for a burn, an idempotency key for a grant or top-up."""
+
+
+@dataclass(frozen=True)
+class Burn:
+    """What a charge took from each grant, and what no grant covered (to bill)."""
+
+    entries: tuple[CreditEntry, ...]
+    uncovered: Decimal
+
+
+@dataclass
+class Wallet:
+    """A holder's grants and ledger: every figure is derived from the entries."""
+
+    grants: dict[str, CreditGrant] = field(default_factory=dict)
+    entries: list[CreditEntry] = field(default_factory=list)
+
+    @classmethod
+    def of(cls, grants: Iterable[CreditGrant], entries: Iterable[CreditEntry] = ()) -> Wallet:
+        return cls({grant.grant_id: grant for grant in grants}, list(entries))
+
+    def remaining(self, at: datetime) -> dict[str, Decimal]:
+        """What each grant holds at ``at``: its entries up to then, and nothing once expired
+        (whether or not its expiry was recorded yet)."""
+        held: dict[str, Decimal] = defaultdict(Decimal)
+        for entry in self.entries:
+            if entry.at <= at:
+                held[entry.grant_id] += entry.amount
+        return {
+            grant_id: held[grant_id] if grant.in_force(at) else ZERO
+            for grant_id, grant in self.grants.items()
+            if grant.effective_at <= at
+        }
+
+    def balance(self, at: datetime) -> dict[str, Decimal]:
+        """What the holder may spend at ``at``, per currency."""
+        per_currency: dict[str, Decimal] = defaultdict(Decimal)
+        for grant_id, amount in self.remaining(at).items():
+            per_currency[self.grants[grant_id].currency] += amount
+        return dict(per_currency)
+
+    def burn(self, charge: Charge) -> Burn:
+        """The entries that pay ``charge`` from credit in ``BURN_ORDER``, and what is left to
+        bill. Burning the same charge again burns nothing more: an entry names its charge."""
+        if charge.amount < ZERO:
+            raise InvalidQuery(f"charge {charge.charge_id}: a negative charge is a credit, not a burn")
+        if any(entry.kind is EntryKind.BURN and entry.reference == charge.charge_id for entry in self.entries):
+            return Burn((), ZERO)
+        held = self.remaining(charge.at)
+        covering = sorted(
+            (self.grants[grant_id] for grant_id, amount in held.items() if amount > ZERO),
+            key=CreditGrant.burn_rank,
+        )
+        left = charge.amount
+        burned = []
+        for grant in covering:
+            if not left:
+                break
+            if not grant.covers(charge):
+                continue
+            taken = min(left, held[grant.grant_id])
+            burned.append(CreditEntry(grant.grant_id, EntryKind.BURN, -taken, charge.at, charge.charge_id))
+            left -= taken
+        self.entries.extend(burned)
+        return Burn(tuple(burned), left)
+
+    def expire(self, until: datetime) -> list[CreditEntry]:
+        """Record the expiry of what each grant expired by ``until`` still held then."""
+        expired = {entry.grant_id for entry in self.entries if entry.kind is EntryKind.EXPIRY}
+        recorded = []
+        for grant in self.grants.values():
+            if grant.expires_at is None or grant.expires_at > until or grant.grant_id in expired:
+                continue
+            own = (entry for entry in self.entries if entry.grant_id == grant.grant_id)
+            just_before = sum((entry.amount for entry in own if entry.at < grant.expires_at), ZERO)
+            if just_before:
+                recorded.append(CreditEntry(grant.grant_id, EntryKind.EXPIRY, -just_before, grant.expires_at))
+        self.entries.extend(recorded)
+        return recorded
+
+
+def granted(grant: CreditGrant, reference: str = "") -> CreditEntry:
+    """The entry that puts a grant's amount in the ledger when it takes effect."""
+    return CreditEntry(grant.grant_id, EntryKind.GRANT, grant.amount, grant.effective_at, reference)

@@ -1,0 +1,115 @@
+"""Prepaid credit: burn order, expiry, balances at an instant, with hand-worked figures."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+
+from billing.credits import Charge, CreditGrant, EntryKind, Wallet, granted
+from meterline.exceptions import InvalidQuery
+
+NOV_1, NOV_5, NOV_10 = (datetime(2026, 11, day, tzinfo=UTC) for day in (1, 5, 10))
+NOV_19, NOV_20, NOV_21 = (datetime(2026, 11, day, tzinfo=UTC) for day in (19, 20, 21))
+EUR = "EUR"
+
+
+def grant(grant_id: str, amount: str, **terms: object) -> CreditGrant:
+    return CreditGrant(grant_id, "cust-1", EUR, Decimal(amount), terms.pop("effective_at", NOV_1), **terms)  # type: ignore[arg-type]
+
+
+def wallet(*grants: CreditGrant) -> Wallet:
+    return Wallet.of(grants, [granted(each) for each in grants])
+
+
+GRANTS = (
+    grant("a-free-forever", "10"),
+    grant("b-backup-only", "5", scope=frozenset({"backup"}), priority=5, expires_at=datetime(2026, 12, 1, tzinfo=UTC)),
+    grant("c-paid-soon", "8", paid=True, paid_amount=Decimal("7.50"), expires_at=NOV_20),
+    grant("d-free-soon", "4", expires_at=NOV_20),
+    grant("e-later-priority", "3", priority=1),
+)
+
+
+def test_a_charge_burns_scope_then_priority_then_expiry_then_free_then_oldest():
+    """20.00 of backup: b (scoped to backup) 5, then priority 0 by soonest expiry, free before
+    paid: d 4, c 8, then a (never expires) 3 of its 10; e (priority 1) is not reached.
+    Left: a 7 + e 3 = 10.00."""
+    credit = wallet(*GRANTS)
+    burn = credit.burn(Charge("charge-1", EUR, Decimal("20.00"), NOV_10, product="backup", meter="xaas_units"))
+    taken = [(entry.grant_id, entry.amount) for entry in burn.entries]
+    assert taken == [
+        ("b-backup-only", Decimal("-5")),
+        ("d-free-soon", Decimal("-4")),
+        ("c-paid-soon", Decimal("-8")),
+        ("a-free-forever", Decimal("-3.00")),
+    ]
+    assert burn.uncovered == 0
+    assert credit.balance(NOV_10) == {EUR: Decimal("10.00")}
+
+
+def test_a_grant_scoped_elsewhere_is_not_burned():
+    """12.00 of VM usage: b covers only backup; d 4 then c 8 pay it all."""
+    credit = wallet(*GRANTS)
+    burn = credit.burn(Charge("charge-2", EUR, Decimal("12.00"), NOV_10, product="vm", meter="vcpu_hours"))
+    assert [(entry.grant_id, entry.amount) for entry in burn.entries] == [
+        ("d-free-soon", Decimal("-4")),
+        ("c-paid-soon", Decimal("-8")),
+    ]
+    assert credit.remaining(NOV_10)["b-backup-only"] == 5
+
+
+def test_what_no_grant_covers_is_left_to_bill():
+    """40.00 against 30.00 of credit in force (b does not cover VMs: 25 of it burns): 15.00
+    uncovered. Before the grants take effect, and in another currency, nothing is covered."""
+    credit = wallet(*GRANTS)
+    assert credit.burn(Charge("big", EUR, Decimal("40.00"), NOV_10, product="vm")).uncovered == Decimal("15.00")
+    assert credit.burn(Charge("early", EUR, Decimal("1"), datetime(2026, 10, 31, tzinfo=UTC))).uncovered == 1
+    assert credit.burn(Charge("francs", "CHF", Decimal("2"), NOV_10)).uncovered == 2
+
+
+def test_a_grant_expires_with_what_it_still_holds_and_the_balance_is_known_at_any_instant():
+    """c (8, paid) and a (10): 5.00 at Nov 10 burns c first (it expires sooner): c 3 left.
+    Nov 19: 13.00; Nov 20, c expired: 10.00; the expiry records c's 3 at Nov 20; and on
+    Nov 5 the balance was still 18.00."""
+    credit = wallet(grant("c", "8", paid=True, expires_at=NOV_20), grant("a", "10"))
+    credit.burn(Charge("charge-3", EUR, Decimal("5.00"), NOV_10))
+    assert credit.balance(NOV_19) == {EUR: Decimal("13.00")}
+    assert credit.balance(NOV_20) == {EUR: Decimal("10.00")}
+    expired = credit.expire(NOV_21)
+    assert [(e.grant_id, e.kind, e.amount, e.at) for e in expired] == [
+        ("c", EntryKind.EXPIRY, Decimal("-3.00"), NOV_20)
+    ]
+    assert credit.expire(NOV_21) == [], "an expiry is recorded once"
+    assert credit.balance(NOV_21) == {EUR: Decimal("10.00")}
+    assert credit.balance(NOV_5) == {EUR: Decimal("18")}
+
+
+def test_the_same_charge_burns_once():
+    credit = wallet(grant("a", "10"))
+    assert credit.burn(Charge("charge-4", EUR, Decimal("2.50"), NOV_10)).uncovered == 0
+    again = credit.burn(Charge("charge-4", EUR, Decimal("2.50"), NOV_10))
+    assert (again.entries, again.uncovered) == ((), 0)
+    assert credit.balance(NOV_10) == {EUR: Decimal("7.50")}
+
+
+@pytest.mark.parametrize(
+    "terms",
+    [
+        {"amount": Decimal(0)},
+        {"amount": Decimal("-1")},
+        {"expires_at": NOV_1},
+        {"effective_at": datetime(2026, 11, 1)},  # noqa: DTZ001 - a time without its zone is refused
+        {"paid_amount": Decimal("1")},  # a free grant has nothing paid for it
+    ],
+)
+def test_a_grant_that_cannot_be_is_refused_with_a_reason(terms):
+    fields = {"amount": Decimal("10"), "effective_at": NOV_1, **terms}
+    with pytest.raises(InvalidQuery, match="grant g:"):
+        CreditGrant("g", "cust-1", EUR, fields.pop("amount"), fields.pop("effective_at"), **fields)
+
+
+def test_a_negative_charge_is_not_a_burn():
+    with pytest.raises(InvalidQuery, match="negative"):
+        wallet(grant("a", "10")).burn(Charge("refund", EUR, Decimal("-1"), NOV_10))
