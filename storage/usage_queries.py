@@ -149,16 +149,24 @@ class UsageQueries:
     def _per_resource(self, read: UsageRead, truncate: str, keys: list[str]) -> tuple[str, dict[str, Any]]:
         """Each resource's total of a meter (``RESOURCE_TOTAL``) per ``period_start`` (``truncate``
         of each row's start, UTC) and ``keys``, with its amount and rated rows."""
-        rows_query, parameters = usage_rows(self._database, read)
+        bucketed, parameters = self._bucketed(read, truncate)
         # grouped by meter too: RESOURCE_TOTAL picks the aggregate by the row's meter
         per_resource = ", ".join(dict.fromkeys(["period_start", *keys, "meter", "resource_id", "base_divisor"]))
         query = (
             f"SELECT {per_resource}, {RESOURCE_TOTAL} AS base, {AMOUNT} AS amount, "
             "sum(amount_base) AS amount_base_sum, sum(rated_rows) AS rows "
-            f"FROM (SELECT toDateTime64({truncate}(t), 0, 'UTC') AS period_start, * FROM ({rows_query})) "
-            f"GROUP BY {per_resource}"
+            f"FROM ({bucketed}) GROUP BY {per_resource}"
         )
         return query, parameters
+
+    def _bucketed(self, read: UsageRead, truncate: str) -> tuple[str, dict[str, Any]]:
+        """The read's rows, each with its ``period_start``: ``truncate`` of its start, UTC."""
+        rows_query, parameters = usage_rows(self._database, read)
+        return f"SELECT toDateTime64({truncate}(t), 0, 'UTC') AS period_start, * FROM ({rows_query})", parameters
+
+    def _arrow(self, query: str, parameters: dict[str, Any]) -> pa.Table:
+        with self._pool.client() as client:  # unsorted: polars sorts them faster where they are shown
+            return client.query_arrow(query, parameters=parameters, use_strings=True)
 
     def _shown(self, read: UsageRead, truncate: str, keys: list[str]) -> pa.Table:
         """Usage per ``period_start`` and ``keys``, in that order, with its quantity and amount rounded
@@ -173,32 +181,28 @@ class UsageQueries:
         per_resource, parameters = self._per_resource(read, truncate, keys)
         grouped = ", ".join(["period_start", *keys])
         query = (
-            f"SELECT {grouped}, toDecimal128(round(sum(quantity), 12), 12) AS quantity, "
-            "toDecimal128(round(sum(amount), 12), 12) AS amount, "
+            f"SELECT {grouped}, {_shown_figure('sum(quantity)')} AS quantity, "
+            f"{_shown_figure('sum(amount)')} AS amount, "
             f"sum(rows) AS rated_rows FROM (SELECT {grouped}, toDecimal256(sum(base), 24) / base_divisor AS quantity, "
             f"sum(amount) AS amount, sum(rows) AS rows FROM ({per_resource}) GROUP BY {grouped}, base_divisor) "
             f"GROUP BY {grouped}"
         )
-        with self._pool.client() as client:  # unsorted: polars sorts them faster where they are shown
-            return client.query_arrow(query, parameters=parameters, use_strings=True)
+        return self._arrow(query, parameters)
 
     def _resource_rows(self, read: UsageRead, truncate: str, keys: list[str]) -> pa.Table | None:
         """``_shown`` of ``keys`` that name a resource and a meter, where a row is one resource's
         and the usual case is read in one aggregation instead of three: a row of one divisor is
         its exact figures divided once, which is what ``_shown`` computes. None if a row would
         mix base units of different divisors (never so far), for ``_shown`` to add them apart."""
-        rows_query, parameters = usage_rows(self._database, read)
+        bucketed, parameters = self._bucketed(read, truncate)
         grouped = ", ".join(["period_start", *keys])
+        quantity = _shown_figure(f"toDecimal256({RESOURCE_TOTAL}, 24) / any(base_divisor)")
+        amount = _shown_figure("toDecimal256(sum(amount_base), 24) / any(base_divisor)")
         query = (
-            f"SELECT {grouped}, "
-            f"toDecimal128(round(toDecimal256({RESOURCE_TOTAL}, 24) / any(base_divisor), 12), 12) AS quantity, "
-            "toDecimal128(round(toDecimal256(sum(amount_base), 24) / any(base_divisor), 12), 12) AS amount, "
-            "sum(rated_rows) AS rated_rows, min(base_divisor) = max(base_divisor) AS one_divisor "
-            f"FROM (SELECT toDateTime64({truncate}(t), 0, 'UTC') AS period_start, * FROM ({rows_query})) "
-            f"GROUP BY {grouped}"
+            f"SELECT {grouped}, {quantity} AS quantity, {amount} AS amount, sum(rated_rows) AS rated_rows, "
+            f"min(base_divisor) = max(base_divisor) AS one_divisor FROM ({bucketed}) GROUP BY {grouped}"
         )
-        with self._pool.client() as client:
-            rows = client.query_arrow(query, parameters=parameters, use_strings=True)
+        rows = self._arrow(query, parameters)
         if rows.num_rows and pa.compute.min(rows["one_divisor"]).as_py() != 1:
             return None
         return rows.drop_columns(["one_divisor"])
@@ -238,6 +242,12 @@ class UsageQueries:
         parameters = {**line.parameters(), "limit": limit, "offset": offset}
         rows = self._pool.query(query, parameters).result_rows
         return [event.decode() if isinstance(event, bytes) else event for _, _, event in rows]
+
+
+def _shown_figure(exact: str) -> str:
+    """An exact figure (at 24 places) as usage rows show it: rounded once to 12 places, half away
+    from zero."""
+    return f"toDecimal128(round({exact}, 12), 12)"
 
 
 SCOPE_OF = (
