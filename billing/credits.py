@@ -164,7 +164,11 @@ class Wallet:
             return Burn((), ZERO)
         held = self.remaining(charge.at)
         covering = sorted(
-            (self.grants[grant_id] for grant_id, amount in held.items() if amount > ZERO),
+            (
+                grant
+                for grant_id, amount in held.items()
+                if amount > ZERO and (grant := self.grants[grant_id]).covers(charge)
+            ),
             key=CreditGrant.burn_rank,
         )
         left = charge.amount
@@ -172,8 +176,6 @@ class Wallet:
         for grant in covering:
             if not left:
                 break
-            if not grant.covers(charge):
-                continue
             taken = min(left, held[grant.grant_id])
             burned.append(CreditEntry(grant.grant_id, EntryKind.BURN, -taken, charge.at, charge.charge_id))
             left -= taken
