@@ -13,8 +13,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.access.guard import OperationsReader, UsageReader
 from api.models import FixedPoint
 from api.services import services_of
+from billing.burn_rate import RECENT_HOURS
 from billing.money import round_money
-from storage.dashboards import RUN_RATE_HOURS, CostGroup, CostWindow, Dashboards
+from storage.dashboards import CostGroup, CostWindow, Dashboards
 from storage.usage_queries import Granularity
 
 router = APIRouter(prefix="/v1", tags=["dashboards"])
@@ -52,7 +53,10 @@ class MonthToDateOut(BaseModel):
     customer_id: str
     currency: str
     to_date: FixedPoint = Field(description="Cost of the month so far, rounded to the cent")
-    run_rate_per_hour: FixedPoint = Field(description=f"Cost per hour over the last {RUN_RATE_HOURS} complete hours")
+    run_rate_per_hour: FixedPoint = Field(
+        description=f"Cost per hour of the last {RECENT_HOURS} complete hours, over the hours since the "
+        "customer's first usage in them"
+    )
     forecast: FixedPoint = Field(description="to_date plus the run rate until the month's end, rounded to the cent")
 
 

@@ -15,6 +15,7 @@ from enum import StrEnum
 from fractions import Fraction
 from typing import Any
 
+from billing.burn_rate import RecentCost, forecast, recent_window
 from billing.catalog import Catalog
 from billing.money import round_money, shown_quantity
 from billing.periods import check_buckets, check_window
@@ -22,10 +23,8 @@ from billing.scope import Scope
 from storage.connection import ClientPool
 from storage.tables import STORED_MESSAGES
 from storage.usage_queries import Granularity
-from storage.usage_read import AMOUNT, RESOURCE_TOTAL, UsageRead, floor_hour, usage_rows
+from storage.usage_read import AMOUNT, RESOURCE_TOTAL, UsageRead, usage_rows
 
-RUN_RATE_HOURS = 168
-"""The forecast extends the run rate of the last week's complete hours to the month's end."""
 INGEST_WINDOW_S = 300
 OTHER = "(other)"
 ROUNDED_SUM = "toDecimal128(round(sum(amount), 12), 12)"
@@ -125,31 +124,42 @@ class Dashboards:
         return _top(points, top)
 
     def month_to_date(self, scope: Scope, now: datetime, top: int | None) -> list[MonthToDate]:
-        """Each customer's cost this month so far, and where it ends if the last week's run rate
-        (``RUN_RATE_HOURS`` complete hours) holds until the month's last instant."""
+        """Each customer's cost this month so far, and where it ends if its recent run rate
+        (``billing.burn_rate``) holds until the month's last instant."""
         month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
         month_end = month_start + timedelta(days=calendar.monthrange(now.year, now.month)[1])
-        rate_end = floor_hour(now)
-        rate_start = rate_end - timedelta(hours=RUN_RATE_HOURS)
         to_date = self._amounts(_scoped(scope, month_start, now, by_day=True))
-        recent = self._amounts(_scoped(scope, rate_start, rate_end, by_day=True))
-        hours_left = Fraction(int((month_end - now).total_seconds() * 1000), 3_600_000)
+        recent = self.recent_costs(scope, now)
         figures = []
         for customer, currency in sorted(set(to_date) | set(recent)):
-            rate = Fraction(recent.get((customer, currency), Decimal(0))) / RUN_RATE_HOURS
+            rate = recent[(customer, currency)].per_hour() if (customer, currency) in recent else Fraction(0)
             so_far = to_date.get((customer, currency), Decimal(0))
-            forecast = Fraction(so_far) + rate * hours_left
             figures.append(
                 MonthToDate(
                     customer,
                     currency,
                     so_far,
                     shown_quantity(rate),
-                    round_money(forecast, currency),
+                    round_money(forecast(so_far, rate, now, month_end), currency),
                 )
             )
         figures.sort(key=lambda figure: (-figure.to_date, figure.customer_id))
         return figures[:top] if top else figures
+
+    def recent_costs(self, scope: Scope, now: datetime) -> dict[tuple[str, str], RecentCost]:
+        """Per customer and currency: the cost of the recent complete hours and the first of them
+        with usage, what ``billing.burn_rate`` measures a rate from."""
+        start, end = recent_window(now)
+        rows_query, parameters = usage_rows(self._database, _scoped(scope, start, end, by_day=False))
+        query = (
+            f"SELECT customer_id, currency, min(first_hour), {ROUNDED_SUM} FROM (SELECT customer_id, currency, "
+            f"min(t) AS first_hour, {AMOUNT} AS amount FROM ({rows_query}) GROUP BY customer_id, currency, "
+            "base_divisor) GROUP BY customer_id, currency"
+        )
+        return {
+            (customer, currency): RecentCost(cost, first_hour.replace(tzinfo=UTC), end)
+            for customer, currency, first_hour, cost in self._pool.query(query, parameters).result_rows
+        }
 
     def _amounts(self, read: UsageRead) -> dict[tuple[str, str], Decimal]:
         rows_query, parameters = usage_rows(self._database, read)

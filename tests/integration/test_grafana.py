@@ -392,18 +392,25 @@ def month_start(at: datetime) -> datetime:
 
 
 def forecasts(usage: list[Usage], as_of: datetime) -> dict[str, Fraction]:
-    """Per customer: the month so far, plus the hourly rate of the last 168 complete hours until
-    the month's last instant."""
+    """Per customer: the month so far, plus its hourly rate over the last 168 complete hours since
+    its first usage in them, until the month's last instant."""
     month = month_start(as_of)
     month_end = month_start(month + timedelta(days=32))
     rate_end = as_of.replace(minute=0, second=0, microsecond=0)
+    rate_start = rate_end - RUN_RATE_HOURS * HOUR
     hours_left = Fraction((month_end - as_of) // timedelta(microseconds=1), 3_600_000_000)
     figures: dict[str, Fraction] = defaultdict(Fraction)
+    recent: dict[str, Fraction] = defaultdict(Fraction)
+    first_hour: dict[str, datetime] = {}
     for u in usage:
         if month <= u.start < as_of:
             figures[u.customer] += Fraction(u.amount)
-        if rate_end - RUN_RATE_HOURS * HOUR <= u.start < rate_end:
-            figures[u.customer] += Fraction(u.amount) / RUN_RATE_HOURS * hours_left
+        if rate_start <= u.start < rate_end:
+            recent[u.customer] += Fraction(u.amount)
+            hour = u.start.replace(minute=0, second=0, microsecond=0)
+            first_hour[u.customer] = min(first_hour.get(u.customer, hour), hour)
+    for customer, cost in recent.items():
+        figures[customer] += cost / ((rate_end - first_hour[customer]) // HOUR) * hours_left
     return dict(figures)
 
 

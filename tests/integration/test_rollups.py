@@ -279,19 +279,21 @@ def test_a_partner_sees_only_its_customers_costs(client):
     assert not dashboards.month_to_date(partner_scope(CATALOG, "nobody"), NOVEMBER[1], top=None)
 
 
-def test_month_to_date_forecast_extends_the_last_weeks_run_rate(client):
+def test_month_to_date_forecast_extends_the_run_rate_of_the_hours_with_usage(client):
     now = datetime(2026, 11, 1, 3, 30, tzinfo=UTC)
+    rate_end = now.replace(minute=0)
     figures = Dashboards(ClientPool(lambda: client, 1), DB).month_to_date(EVERYTHING, now, top=None)
     so_far = reference(client, NOVEMBER[0], now, "toStartOfMonth", ["customer_id", "currency"])
-    week = reference(
-        client, now.replace(minute=0) - timedelta(hours=168), now.replace(minute=0), "toStartOfMonth", ["customer_id"]
-    )
+    week = reference(client, rate_end - timedelta(hours=168), rate_end, "toStartOfHour", ["customer_id"])
     assert {f.customer_id for f in figures} == {c for (_, c, _) in so_far} | {c for (_, c) in week}
     for figure in figures:
         to_date = sum((a for (_, c, _), (_, a) in so_far.items() if c == figure.customer_id), Fraction(0))
         last_week = sum((a for (_, c), (_, a) in week.items() if c == figure.customer_id), Fraction(0))
-        # 29 days 20 h 30 min left in November: 716.5 hours at the week's hourly rate
-        forecast = to_date + last_week / 168 * Fraction(7165, 10)
+        first_hour = min(hour for (hour, c) in week if c == figure.customer_id)
+        hours_with_usage = (rate_end - first_hour.replace(tzinfo=UTC)) // timedelta(hours=1)
+        assert 0 < hours_with_usage <= 168
+        # 29 days 20 h 30 min left in November: 716.5 hours at the hourly rate since its first usage
+        forecast = to_date + last_week / hours_with_usage * Fraction(7165, 10)
         assert figure.to_date == shown_quantity(to_date)
         assert figure.forecast == round_money(forecast, "EUR")
     assert [f.to_date for f in figures] == sorted((f.to_date for f in figures), reverse=True)

@@ -1,0 +1,62 @@
+"""The one burn-rate rule: how fast a customer spends, and where that leads.
+
+The rate is the cost of the last ``RECENT_HOURS`` complete hours divided by the hours the
+customer had usage in them: from the first complete hour that holds any of its usage to the
+window's end. A customer 11 hours old is measured over 11 hours, not a week (it would look 15
+times cheaper than it is); one with a quiet night or a weekly job keeps its idle hours in the
+count, so a burst is not taken for its steady pace. Both the month-to-date forecast and the
+moment prepaid credit runs out use it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from decimal import Decimal
+from fractions import Fraction
+
+RECENT_HOURS = 168
+HOUR = timedelta(hours=1)
+
+
+@dataclass(frozen=True)
+class RecentCost:
+    """A customer's cost over the complete hours ``[window_start, window_end)``, and the first of
+    those hours that holds any of its usage (None: none does)."""
+
+    cost: Decimal
+    first_usage_hour: datetime | None
+    window_end: datetime
+
+    @property
+    def hours(self) -> int:
+        """The hours the customer had usage in the window (0 when it had none)."""
+        if self.first_usage_hour is None:
+            return 0
+        return max(1, int((self.window_end - self.first_usage_hour) / HOUR))
+
+    def per_hour(self) -> Fraction:
+        return Fraction(self.cost) / self.hours if self.hours else Fraction(0)
+
+
+def recent_window(now: datetime) -> tuple[datetime, datetime]:
+    """The ``RECENT_HOURS`` complete hours before ``now``: ``[start, end)``."""
+    end = now.replace(minute=0, second=0, microsecond=0)
+    return end - RECENT_HOURS * HOUR, end
+
+
+def forecast(so_far: Decimal, rate_per_hour: Fraction, now: datetime, until: datetime) -> Fraction:
+    """Where ``so_far`` ends at ``until`` if ``rate_per_hour`` holds from ``now``."""
+    hours_left = Fraction((until - now) // timedelta(milliseconds=1), 3_600_000)
+    return Fraction(so_far) + rate_per_hour * max(hours_left, Fraction(0))
+
+
+def runs_out_at(balance: Decimal, rate_per_hour: Fraction, now: datetime) -> datetime | None:
+    """When ``balance`` reaches zero at ``rate_per_hour`` from ``now`` (now if it is not above
+    zero; None if nothing is spent), to the second."""
+    if balance <= 0:
+        return now
+    if rate_per_hour <= 0:
+        return None
+    seconds = Fraction(balance) / rate_per_hour * 3600
+    return now + timedelta(seconds=int(seconds))
