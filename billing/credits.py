@@ -12,8 +12,12 @@ as it stood at any instant. A charge (rated usage, a fee) burns the grants that 
 4. then free grants before paid ones;
 5. then the oldest (by when it took effect, then by id).
 
-What no grant covers is left to bill (``Burn.uncovered``). Amounts are exact ``Decimal``s in the
-grant's currency; a balance is rounded only where it is shown.
+What no grant covers is left to bill (``Burn.uncovered``, recorded as an ``uncovered`` entry that
+belongs to no grant). A charge can grow or shrink after its first burn (a late event adds to an
+hour's usage, a corrected invoice takes from it): burning it again with its new amount records
+only the difference, as ``adjustment`` entries, so what a charge has taken always equals its
+latest amount. Amounts are exact ``Decimal``s in the grant's currency; a balance is rounded only
+where it is shown.
 """
 
 from __future__ import annotations
@@ -41,6 +45,12 @@ class EntryKind(StrEnum):
     EXPIRY = "expiry"
     VOID = "void"
     ADJUSTMENT = "adjustment"
+    UNCOVERED = "uncovered"
+    """What a charge's credit did not cover, left to bill; it belongs to no grant."""
+
+
+CHARGING = frozenset({EntryKind.BURN, EntryKind.ADJUSTMENT, EntryKind.UNCOVERED})
+"""The entries a charge records: together they add up to minus what was charged."""
 
 
 @dataclass(frozen=True)
@@ -156,31 +166,45 @@ class Wallet:
         return dict(per_currency)
 
     def burn(self, charge: Charge) -> Burn:
-        """The entries that pay ``charge`` from credit in ``BURN_ORDER``, and what is left to
-        bill. Burning the same charge again burns nothing more: an entry names its charge."""
+        """The entries that bring what ``charge`` has taken to its amount: from credit in
+        ``BURN_ORDER``, the rest left to bill. Burning it again with the same amount records
+        nothing; with another amount, only the difference (``adjustment`` entries)."""
         if charge.amount < ZERO:
             raise InvalidQuery(f"charge {charge.charge_id}: a negative charge is a credit, not a burn")
-        if any(entry.kind is EntryKind.BURN and entry.reference == charge.charge_id for entry in self.entries):
-            return Burn((), ZERO)
+        before = [e for e in self.entries if e.reference == charge.charge_id and e.kind in CHARGING]
+        difference = charge.amount + sum((entry.amount for entry in before), ZERO)
+        kind = EntryKind.ADJUSTMENT if before else EntryKind.BURN
+        if difference > ZERO:
+            recorded = self._take(charge, difference, kind)
+        elif difference < ZERO:
+            recorded = _give_back(before, -difference, charge.at, self.grants)
+        else:
+            recorded = []
+        self.entries.extend(recorded)
+        uncovered = -sum((e.amount for e in recorded if e.kind is EntryKind.UNCOVERED), ZERO)
+        return Burn(tuple(recorded), uncovered)
+
+    def _take(self, charge: Charge, amount: Decimal, kind: EntryKind) -> list[CreditEntry]:
         held = self.remaining(charge.at)
         covering = sorted(
             (
                 grant
-                for grant_id, amount in held.items()
-                if amount > ZERO and (grant := self.grants[grant_id]).covers(charge)
+                for grant_id, held_amount in held.items()
+                if held_amount > ZERO and (grant := self.grants[grant_id]).covers(charge)
             ),
             key=CreditGrant.burn_rank,
         )
-        left = charge.amount
-        burned = []
+        left = amount
+        taken = []
         for grant in covering:
             if not left:
                 break
-            taken = min(left, held[grant.grant_id])
-            burned.append(CreditEntry(grant.grant_id, EntryKind.BURN, -taken, charge.at, charge.charge_id))
-            left -= taken
-        self.entries.extend(burned)
-        return Burn(tuple(burned), left)
+            part = min(left, held[grant.grant_id])
+            taken.append(CreditEntry(grant.grant_id, kind, -part, charge.at, charge.charge_id))
+            left -= part
+        if left:
+            taken.append(CreditEntry("", EntryKind.UNCOVERED, -left, charge.at, charge.charge_id))
+        return taken
 
     def expire(self, until: datetime) -> list[CreditEntry]:
         """Record the expiry of what each grant expired by ``until`` still held then."""
@@ -195,6 +219,26 @@ class Wallet:
                 recorded.append(CreditEntry(grant.grant_id, EntryKind.EXPIRY, -just_before, grant.expires_at))
         self.entries.extend(recorded)
         return recorded
+
+
+def _give_back(
+    before: list[CreditEntry], amount: Decimal, at: datetime, grants: dict[str, CreditGrant]
+) -> list[CreditEntry]:
+    """Entries returning ``amount`` of what a charge took: what was left to bill first, then the
+    grants it burned, the last in ``BURN_ORDER`` first (the reverse of how it took them)."""
+    taken: dict[str, Decimal] = defaultdict(Decimal)
+    for entry in before:
+        taken[entry.grant_id] -= entry.amount
+    order = sorted((g for g in taken if g), key=lambda g: grants[g].burn_rank(), reverse=True)
+    given, left = [], amount
+    reference = before[0].reference
+    for grant_id in ["", *order]:
+        part = min(left, taken[grant_id])
+        if part > ZERO:
+            kind = EntryKind.UNCOVERED if not grant_id else EntryKind.ADJUSTMENT
+            given.append(CreditEntry(grant_id, kind, part, at, reference))
+            left -= part
+    return given
 
 
 def granted(grant: CreditGrant, reference: str = "") -> CreditEntry:

@@ -113,3 +113,33 @@ def test_a_grant_that_cannot_be_is_refused_with_a_reason(terms):
 def test_a_negative_charge_is_not_a_burn():
     with pytest.raises(InvalidQuery, match="negative"):
         wallet(grant("a", "10")).burn(Charge("refund", EUR, Decimal("-1"), NOV_10))
+
+
+def test_a_charge_that_grows_or_shrinks_records_only_the_difference():
+    """a 10 (priority 0) and e 3 (priority 1). An hour's usage burns 8.00 from a; a late event
+    brings it to 12.00: a's last 2, then e 2; to 14.50: e's last 1 and 1.50 left to bill. A
+    correction to 9.00 gives back 5.50: the 1.50 left to bill first, then e's 3 (last in burn
+    order), then 1.00 to a. What the charge took is always its amount: 10 + 3 - 9 = 4.00 left."""
+    credit = wallet(grant("a", "10"), grant("e", "3", priority=1))
+    first = credit.burn(Charge("hour-10", EUR, Decimal("8.00"), NOV_10))
+    assert [(e.grant_id, e.kind, e.amount) for e in first.entries] == [("a", EntryKind.BURN, Decimal("-8.00"))]
+    late = credit.burn(Charge("hour-10", EUR, Decimal("12.00"), NOV_10))
+    assert [(e.grant_id, e.kind, e.amount) for e in late.entries] == [
+        ("a", EntryKind.ADJUSTMENT, Decimal("-2.00")),
+        ("e", EntryKind.ADJUSTMENT, Decimal("-2.00")),
+    ]
+    over = credit.burn(Charge("hour-10", EUR, Decimal("14.50"), NOV_10))
+    assert over.uncovered == Decimal("1.50")
+    assert [(e.grant_id, e.kind, e.amount) for e in over.entries] == [
+        ("e", EntryKind.ADJUSTMENT, Decimal("-1")),
+        ("", EntryKind.UNCOVERED, Decimal("-1.50")),
+    ]
+    corrected = credit.burn(Charge("hour-10", EUR, Decimal("9.00"), NOV_10))
+    assert [(e.grant_id, e.kind, e.amount) for e in corrected.entries] == [
+        ("", EntryKind.UNCOVERED, Decimal("1.50")),
+        ("e", EntryKind.ADJUSTMENT, Decimal("3")),
+        ("a", EntryKind.ADJUSTMENT, Decimal("1.00")),
+    ]
+    assert corrected.uncovered == Decimal("-1.50")
+    assert credit.balance(NOV_10) == {EUR: Decimal("4.00")}
+    assert credit.burn(Charge("hour-10", EUR, Decimal("9.00"), NOV_10)).entries == ()
