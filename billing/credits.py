@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -123,7 +123,10 @@ class CreditEntry:
     amount: Decimal
     at: datetime
     reference: str = ""
-    """What caused it: a charge's id for a burn, an idempotency key for a grant or top-up."""
+    """What caused it: a charge's id for a burn, the grant's own id for a grant or top-up."""
+    entry_id: str = ""
+    """``<reference>/<n>``: the n-th entry with that reference, given as it is recorded, so
+    an entry recomputed from the same ledger (a retried settlement) has the same id."""
 
 
 @dataclass(frozen=True)
@@ -180,7 +183,7 @@ class Wallet:
             recorded = _give_back(before, -difference, charge.at, self.grants)
         else:
             recorded = []
-        self.entries.extend(recorded)
+        self.record(recorded)
         uncovered = -sum((e.amount for e in recorded if e.kind is EntryKind.UNCOVERED), ZERO)
         return Burn(tuple(recorded), uncovered)
 
@@ -216,7 +219,25 @@ class Wallet:
             own = (entry for entry in self.entries if entry.grant_id == grant.grant_id)
             just_before = sum((entry.amount for entry in own if entry.at < grant.expires_at), ZERO)
             if just_before:
-                recorded.append(CreditEntry(grant.grant_id, EntryKind.EXPIRY, -just_before, grant.expires_at))
+                expiry = CreditEntry(grant.grant_id, EntryKind.EXPIRY, -just_before, grant.expires_at, "expiry")
+                recorded.append(expiry)
+        return self.record(recorded)
+
+    def void(self, grant_id: str, at: datetime) -> list[CreditEntry]:
+        """Take away what a grant holds at ``at``: it pays nothing after."""
+        held = self.remaining(at).get(grant_id, ZERO)
+        return self.record([CreditEntry(grant_id, EntryKind.VOID, -held, at, "void")] if held > ZERO else [])
+
+    def record(self, entries: Iterable[CreditEntry]) -> list[CreditEntry]:
+        """Add ``entries`` to the ledger, each given its id."""
+        seen: dict[str, int] = defaultdict(int)
+        for entry in self.entries:
+            seen[_id_base(entry)] += 1
+        recorded = []
+        for entry in entries:
+            base = _id_base(entry)
+            recorded.append(replace(entry, entry_id=entry.entry_id or f"{base}/{seen[base]}"))
+            seen[base] += 1
         self.entries.extend(recorded)
         return recorded
 
@@ -241,6 +262,12 @@ def _give_back(
     return given
 
 
-def granted(grant: CreditGrant, reference: str = "") -> CreditEntry:
-    """The entry that puts a grant's amount in the ledger when it takes effect."""
-    return CreditEntry(grant.grant_id, EntryKind.GRANT, grant.amount, grant.effective_at, reference)
+def _id_base(entry: CreditEntry) -> str:
+    """A charge's entries are numbered per charge; a grant's own (its grant, expiry, void) per grant."""
+    return entry.reference if entry.kind in CHARGING else f"{entry.reference}/{entry.grant_id}"
+
+
+def granted(grant: CreditGrant, kind: EntryKind = EntryKind.GRANT) -> CreditEntry:
+    """The entry that puts a grant's amount in the ledger when it takes effect (a grant, or a
+    top-up)."""
+    return CreditEntry(grant.grant_id, kind, grant.amount, grant.effective_at, kind.value)

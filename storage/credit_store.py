@@ -1,0 +1,200 @@
+"""Prepaid credit as stored: grants, the ledger of entries, and the rated usage that burns them.
+
+Rows are written once and never changed; a retried write has the same ids (see migration 56)
+and reads keep one row of each (``FINAL``).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import defaultdict
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from clickhouse_connect.driver.client import Client
+
+from billing.credits import CreditEntry, CreditGrant, EntryKind
+from storage.connection import as_utc
+from storage.tables import CREDIT_ENTRIES, CREDIT_GRANTS, USAGE_BY_HOUR
+from storage.usage_read import AMOUNT
+
+AMOUNT_PLACES = Decimal("1e-12")
+
+
+@dataclass(frozen=True)
+class StoredGrant:
+    grant: CreditGrant
+    origin: EntryKind
+    """How it came: ``grant`` or ``top_up``."""
+    idempotency_key: str
+    request_digest: str
+    """What the request asked, so a retry with the same key but another body is refused."""
+    created_by: str
+    created_at: datetime
+
+
+@dataclass(frozen=True)
+class UsageKey:
+    """The rated usage of one customer's meter of one product in one hour: a charge on credit."""
+
+    customer_id: str
+    currency: str
+    hour: datetime
+    product: str
+    meter: str
+
+    @property
+    def reference(self) -> str:
+        # products and meters are identifiers (no "/"), so the reference reads back unambiguously
+        return f"usage/{self.currency}/{self.hour:%Y-%m-%dT%H}/{self.product}/{self.meter}"
+
+
+class CreditStore:
+    def __init__(self, client: Client, database: str) -> None:
+        self._client = client
+        self._grants = f"{database}.{CREDIT_GRANTS}"
+        self._entries = f"{database}.{CREDIT_ENTRIES}"
+        self._hours = f"{database}.{USAGE_BY_HOUR}"
+        self._lock = threading.Lock()
+
+    def save_grant(self, stored: StoredGrant, entry: CreditEntry) -> None:
+        """The grant, then the entry that puts its amount in the ledger: a grant without its entry
+        (a crash between) holds nothing, and the request retried writes the entry."""
+        grant = stored.grant
+        row = [
+            grant.holder_id,
+            grant.grant_id,
+            stored.origin.value,
+            grant.currency,
+            grant.amount,
+            grant.effective_at,
+            grant.expires_at,
+            grant.priority,
+            sorted(grant.scope),
+            grant.paid,
+            grant.paid_amount,
+            stored.idempotency_key,
+            stored.request_digest,
+            stored.created_by,
+            stored.created_at,
+        ]
+        with self._lock:
+            self._client.insert(self._grants, [row], column_names=_GRANT_COLUMNS)
+        self.append({grant.holder_id: [entry]}, stored.created_at)
+
+    def append(self, entries: dict[str, list[CreditEntry]], recorded_at: datetime) -> None:
+        """Each holder's new entries, all in one insert: a settlement is stored whole or not at all."""
+        rows = [
+            [holder, e.entry_id, e.grant_id, e.kind.value, e.amount, e.at, e.reference, recorded_at]
+            for holder, held in entries.items()
+            for e in held
+        ]
+        if rows:
+            with self._lock:
+                self._client.insert(self._entries, rows, column_names=_ENTRY_COLUMNS)
+
+    def grants(self, holders: Collection[str] | None = None) -> dict[str, list[StoredGrant]]:
+        """Every grant of ``holders`` (None: of everyone), per holder, oldest first."""
+        where, parameters = _holders(holders)
+        query = f"SELECT {', '.join(_GRANT_COLUMNS)} FROM {self._grants} FINAL WHERE {where} ORDER BY created_at"
+        found: dict[str, list[StoredGrant]] = defaultdict(list)
+        with self._lock:
+            rows = self._client.query(query, parameters=parameters).named_results()
+            for row in rows:
+                found[row["holder_id"]].append(_stored_grant(row))
+        return dict(found)
+
+    def entries(self, holders: Collection[str] | None = None) -> dict[str, list[CreditEntry]]:
+        """Every entry of ``holders`` (None: of everyone), per holder, in the order they apply."""
+        where, parameters = _holders(holders)
+        query = (
+            f"SELECT holder_id, grant_id, kind, amount, at, reference, entry_id FROM {self._entries} FINAL "
+            f"WHERE {where} ORDER BY at, recorded_at, entry_id"
+        )
+        found: dict[str, list[CreditEntry]] = defaultdict(list)
+        with self._lock:
+            rows = self._client.query(query, parameters=parameters).result_rows
+        for holder, grant_id, kind, amount, at, reference, entry_id in rows:
+            found[holder].append(CreditEntry(grant_id, EntryKind(kind), amount, as_utc(at), reference, entry_id))
+        return dict(found)
+
+    def rated_usage(
+        self, customers: Collection[str], hour_lo: datetime, hour_hi: datetime, stored_since: datetime | None = None
+    ) -> dict[UsageKey, Decimal]:
+        """The rated amount of each customer's meter per hour in ``[hour_lo, hour_hi)``; with
+        ``stored_since``, only of the (customer, hour) rows given usage since then."""
+        if not customers:
+            return {}
+        parameters: dict[str, Any] = {"customers": sorted(customers), "lo": hour_lo, "hi": hour_hi}
+        window = (
+            "customer_id IN {customers:Array(String)} AND hour >= {lo:DateTime('UTC')} AND hour < {hi:DateTime('UTC')}"
+        )
+        changed = ""
+        if stored_since is not None:
+            parameters["since"] = stored_since
+            changed = (
+                f"AND (customer_id, hour) IN (SELECT customer_id, hour FROM {self._hours} WHERE {window} "
+                "AND stored_until >= {since:DateTime64(3, 'UTC')})"
+            )
+        query = (
+            f"SELECT customer_id, currency, hour, product, meter, {AMOUNT} FROM {self._hours} "
+            f"WHERE {window} {changed} GROUP BY customer_id, currency, hour, product, meter, base_divisor"
+        )
+        amounts: dict[UsageKey, Decimal] = defaultdict(Decimal)
+        with self._lock:
+            rows = self._client.query(query, parameters=parameters).result_rows
+        for customer, currency, hour, product, meter, amount in rows:
+            amounts[UsageKey(customer, currency, as_utc(hour), product, meter)] += amount
+        return {key: amount.quantize(AMOUNT_PLACES) for key, amount in amounts.items()}
+
+
+_GRANT_COLUMNS = [
+    "holder_id",
+    "grant_id",
+    "origin",
+    "currency",
+    "amount",
+    "effective_at",
+    "expires_at",
+    "priority",
+    "scope",
+    "paid",
+    "paid_amount",
+    "idempotency_key",
+    "request_digest",
+    "created_by",
+    "created_at",
+]
+_ENTRY_COLUMNS = ["holder_id", "entry_id", "grant_id", "kind", "amount", "at", "reference", "recorded_at"]
+
+
+def _holders(holders: Collection[str] | None) -> tuple[str, dict[str, Any]]:
+    if holders is None:
+        return "1", {}
+    return "holder_id IN {holders:Array(String)}", {"holders": sorted(holders)}
+
+
+def _stored_grant(row: dict[str, Any]) -> StoredGrant:
+    grant = CreditGrant(
+        grant_id=row["grant_id"],
+        holder_id=row["holder_id"],
+        currency=row["currency"],
+        amount=row["amount"],
+        effective_at=as_utc(row["effective_at"]),
+        expires_at=as_utc(row["expires_at"]) if row["expires_at"] is not None else None,
+        priority=row["priority"],
+        scope=frozenset(row["scope"]),
+        paid=row["paid"],
+        paid_amount=row["paid_amount"],
+    )
+    return StoredGrant(
+        grant,
+        EntryKind(row["origin"]),
+        row["idempotency_key"],
+        row["request_digest"],
+        row["created_by"],
+        as_utc(row["created_at"]),
+    )
