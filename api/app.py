@@ -19,6 +19,7 @@ from api import (
     routes_access,
     routes_catalog,
     routes_completeness,
+    routes_credit,
     routes_dashboards,
     routes_dead_letters,
     routes_events,
@@ -31,6 +32,7 @@ from api.access.guard import Authenticator
 from api.access.key_store import REFRESH_S, KeyStore
 from api.body_limit import BodyLimit
 from api.catalog_admin import CatalogAdmin
+from api.credit_accounts import CreditAccounts, settle_continuously
 from api.delivery import Deliveries, deliver_when_due
 from api.errors import GUARDED_RESPONSES, install_error_handlers
 from api.event_intake import EventIntake
@@ -45,6 +47,7 @@ from storage.billed_usage import PeriodUsage
 from storage.catalog_store import CatalogStore
 from storage.clock import StoredThrough
 from storage.connection import ClientPool, connect
+from storage.credit_store import CreditStore
 from storage.dashboards import Dashboards
 from storage.dead_letters import DeadLetters
 from storage.deliveries import DeliveryRecords
@@ -70,6 +73,7 @@ def create_app(settings: Settings, *, run_sink: bool | None = None) -> FastAPI:
             asyncio.create_task(routes_completeness.count_sources_with_gaps(services.completeness)),
             asyncio.create_task(_refresh_keys(services.authenticator.keys)),
             asyncio.create_task(_publish_catalog_when_pending(services.catalog_admin)),
+            asyncio.create_task(settle_continuously(services.credit, settings.credit_settle_interval_s)),
         ]
         if settings.auto_close:
             closing = close_periods_when_due(
@@ -108,6 +112,7 @@ def create_app(settings: Settings, *, run_sink: bool | None = None) -> FastAPI:
         routes_usage,
         routes_catalog,
         routes_completeness,
+        routes_credit,
         routes_dashboards,
         routes_dead_letters,
         routes_invoices,
@@ -149,6 +154,7 @@ def _services(settings: Settings, run_sink: bool) -> Services:
         sink=SinkRunner(lambda: sink_of(settings)) if run_sink else None,
         late_after=timedelta(seconds=settings.late_after_s),
         late_usage_months=settings.late_usage_months,
+        credit=CreditAccounts(CreditStore(another_client(), database), settings.late_usage_months),
     )
 
 

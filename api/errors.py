@@ -24,6 +24,7 @@ from api.event_intake import IntakeFull
 from billing.adapters.kafka_catalog import CatalogNotPublished
 from meterline.exceptions import (
     Forbidden,
+    IdempotencyConflict,
     IncompleteUsage,
     InvalidCatalog,
     InvalidEvent,
@@ -36,6 +37,7 @@ from meterline.exceptions import (
     Unauthenticated,
     UnknownCustomer,
     UnknownEntry,
+    UnknownGrant,
     UnknownInvoice,
     UnsupportedMediaType,
 )
@@ -52,9 +54,11 @@ STATUS = {
     UnknownCustomer: 404,
     UnknownInvoice: 404,
     UnknownEntry: 404,
+    UnknownGrant: 404,
     InvoiceStateError: 409,
     PeriodIssued: 409,
     IncompleteUsage: 409,
+    IdempotencyConflict: 409,
     UnsupportedMediaType: 415,
     InvalidCatalog: 422,
     RateLimited: 429,

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, cast
 from fastapi import Request
 
 from api.catalog_admin import CatalogAdmin
+from api.credit_accounts import CreditAccounts
 from api.delivery import Deliveries
 from api.event_intake import EventIntake
 from sinks.runner import SinkRunner
@@ -49,6 +50,7 @@ class Services:
     """None where the sink runs in a process of its own."""
     late_after: timedelta
     late_usage_months: int
+    credit: CreditAccounts
 
 
 def services_of(request: Request) -> Services:

@@ -53,6 +53,14 @@ class InvoiceStateError(MeterlineError):
     """A lifecycle step that the invoice's status forbids: issuing a void invoice, paying a draft..."""
 
 
+class UnknownGrant(MeterlineError):
+    """A credit grant id that the holder does not hold."""
+
+
+class IdempotencyConflict(MeterlineError):
+    """An idempotency key used again for a request that asks something else."""
+
+
 class Unauthenticated(MeterlineError):
     """No credentials, or a key or token that is unknown, expired or revoked."""
 

@@ -105,6 +105,9 @@ class Settings(BaseSettings):
     close_check_interval_s: float = 600
     auto_close: bool = True
     delivery_check_interval_s: float = 5
+    credit_settle_interval_s: float = Field(
+        default=5, gt=0, description="seconds between settlements of prepaid credit with stored usage"
+    )
     consumer_group: str = "meterline"
     query_clients: int = Field(default=16, ge=1, description="ClickHouse clients the API's readers use side by side")
     late_usage_months: int = Field(

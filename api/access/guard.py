@@ -173,6 +173,8 @@ EventPusher = Annotated[Caller, Depends(Requires(Permission.PUSH_EVENTS))]
 KeyManager = Annotated[Caller, Depends(Requires(Permission.MANAGE_KEYS))]
 TokenIssuer = Annotated[Caller, Depends(Requires(Permission.ISSUE_TOKENS))]
 AuditReader = Annotated[Caller, Depends(Requires(Permission.READ_AUDIT))]
+CreditReader = Annotated[Caller, Depends(Requires(Permission.READ_CREDIT))]
+CreditManager = Annotated[Caller, Depends(Requires(Permission.MANAGE_CREDIT))]
 
 
 def route_policies(routes: Iterable[BaseRoute]) -> dict[tuple[str, str], Permission | None]:

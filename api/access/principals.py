@@ -41,14 +41,24 @@ class Permission(StrEnum):
     MANAGE_KEYS = "manage_keys"
     ISSUE_TOKENS = "issue_tokens"
     READ_AUDIT = "read_audit"
+    READ_CREDIT = "read_credit"
+    """A holder's prepaid credit: grants, ledger, balance."""
+    MANAGE_CREDIT = "manage_credit"
+    """Grant, top up and void credit (a partner: its customers')."""
 
 
-_READS = frozenset({Permission.READ_USAGE, Permission.READ_INVOICES, Permission.READ_CATALOG})
+_READS = frozenset({Permission.READ_USAGE, Permission.READ_INVOICES, Permission.READ_CATALOG, Permission.READ_CREDIT})
 PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.ADMIN: frozenset(Permission),
     Role.READER: _READS | {Permission.READ_OPERATIONS, Permission.READ_AUDIT},
     Role.PARTNER: _READS
-    | {Permission.CHANGE_INVOICES, Permission.WRITE_CATALOG, Permission.MANAGE_KEYS, Permission.ISSUE_TOKENS},
+    | {
+        Permission.CHANGE_INVOICES,
+        Permission.WRITE_CATALOG,
+        Permission.MANAGE_KEYS,
+        Permission.ISSUE_TOKENS,
+        Permission.MANAGE_CREDIT,
+    },
     Role.CUSTOMER: _READS | {Permission.MANAGE_KEYS, Permission.ISSUE_TOKENS},
     Role.INGEST: frozenset({Permission.PUSH_EVENTS}),
 }

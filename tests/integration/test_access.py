@@ -85,6 +85,14 @@ def make_token(system: System, party_id: str, **wanted: Any) -> dict[str, Any]:
     return body
 
 
+def grant_credit(system: System, holder_id: str) -> str:
+    response = system.http.post(
+        f"/v1/credit/{holder_id}/grants", json={"amount": "10.00"}, headers={"Idempotency-Key": f"matrix-{holder_id}"}
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["grant_id"])
+
+
 def usage_line(system: System, invoice_id: str) -> str:
     """The number of an invoice's first usage line: the one with usage and events behind it."""
     lines = system.http.get(f"/v1/invoices/{invoice_id}").json()["lines"]
@@ -96,6 +104,7 @@ def principals(system: System) -> list[Principal]:
     north = make_key(system, role="partner", party_id="north")
     resold = make_key(system, role="customer", party_id="resold")
     ingest = make_key(system, role="ingest", sources=["test://hv-*"], customers=["direct"])
+    resold_grant, direct_grant = (grant_credit(system, holder) for holder in ("resold", "direct"))
     token = make_token(system, "resold")
     chart = make_token(system, "resold", meters=["vcpu_hours"])
     admin_token = make_token(system, "direct")
@@ -106,6 +115,8 @@ def principals(system: System) -> list[Principal]:
         "entry_id": "direct",
         "key_id": reader["key_id"],
         "token_id": admin_token["token_id"],
+        "holder_id": "direct",
+        "grant_id": direct_grant,
     }
     common = {"period": "2026-10", "line_no": usage_line(system, DIRECT_INVOICE)}
     resold_own = {
@@ -114,6 +125,8 @@ def principals(system: System) -> list[Principal]:
         "section": "customers",
         "entry_id": "resold",
         "line_no": usage_line(system, RESOLD_INVOICE),
+        "holder_id": "resold",
+        "grant_id": resold_grant,
     }
     north_own = resold_own
     tenant_others = frozenset({"direct", "southco", "south", DIRECT_INVOICE, SOUTHCO_INVOICE})
@@ -180,7 +193,10 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/tokens"): {"party_id": "resold"},
     ("PUT", "/v1/catalog/{section}/{entry_id}"): None,  # the entry as it is
     ("POST", "/v1/catalog/{section}"): {"name": "New Co", "partner_id": "south"},  # another partner's customer
+    ("POST", "/v1/credit/{holder_id}/grants"): {"amount": "1.00"},
+    ("POST", "/v1/credit/{holder_id}/top-ups"): {"amount": "1.00"},
 }
+IDEMPOTENT = {("POST", "/v1/credit/{holder_id}/grants"), ("POST", "/v1/credit/{holder_id}/top-ups")}
 CHANGES_OWN_STATE = {
     ("DELETE", "/v1/keys/{key_id}"),  # would revoke the key the test calls with
     ("DELETE", "/v1/tokens/{token_id}"),  # would revoke the token another principal calls with
@@ -237,7 +253,9 @@ def call(system: System, principal: Principal, method: str, path: str, whose: st
         body = (
             system.http.get(concrete).json()["document"] if whose == "own" else {"id": values["entry_id"], "name": "X"}
         )
-    return principal.client.request(method, concrete, json=body)
+    key = f"matrix-{principal.name}-{path.rsplit('/', 1)[-1]}".replace(" ", "-")
+    headers = {"Idempotency-Key": key} if (method, path) in IDEMPOTENT else {}
+    return principal.client.request(method, concrete, json=body, headers=headers)
 
 
 def judge(
@@ -254,7 +272,8 @@ def judge(
     if status >= 500:
         return f"server error {status}: {answer.text[:200]}"
     names_object = any(
-        name in path for name in ("{customer_id}", "{invoice_id}", "{entry_id}", "{key_id}", "{token_id}")
+        name in path
+        for name in ("{customer_id}", "{invoice_id}", "{entry_id}", "{key_id}", "{token_id}", "{holder_id}")
     )
     if whose == "other" and names_object and principal.role in (Role.PARTNER, Role.CUSTOMER):
         return None if status == 404 else f"another tenant's object answered {status}, not 404"

@@ -1,0 +1,281 @@
+"""Prepaid credit: grants and top-ups, the ledger, the balance and when it runs out.
+
+A holder is a customer, or a partner for what it buys from the provider. The provider's admins
+manage every holder's credit, a partner its customers' (not its own); a customer, and a partner,
+read their own.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+from typing import Annotated
+
+from fastapi import APIRouter, Header, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from api.access.audit import note_change
+from api.access.guard import Caller, CreditManager, CreditReader
+from api.credit_accounts import CreditAccounts, GrantRequest
+from api.models import CustomerId, FixedPoint
+from api.services import services_of
+from billing.catalog import Catalog, Customer, Partner
+from billing.credits import CreditEntry, EntryKind
+from billing.money import minor_unit, round_money
+from billing.scope import customer_scope
+from meterline.exceptions import InvalidQuery, UnknownCustomer
+from schemas.identifiers import IDENTIFIER_PATTERN
+from schemas.meters import Meter
+from storage.credit_store import StoredGrant
+
+router = APIRouter(prefix="/v1/credit", tags=["prepaid credit"])
+MAX_AMOUNT = Decimal("1e15")
+EXACT = Decimal("1e-12")
+IdempotencyKey = Annotated[
+    str,
+    Header(
+        alias="Idempotency-Key",
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:~-]{0,127}$",
+        description="The same key again returns the same grant; with another request, 409",
+    ),
+]
+Amount = Annotated[Decimal, Field(gt=0, lt=MAX_AMOUNT, allow_inf_nan=False, description="In the currency's unit")]
+
+
+class GrantIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    amount: Amount
+    currency: str | None = Field(default=None, description="Default: the catalog's currency")
+    effective_at: datetime | None = Field(default=None, description="UTC; default: now")
+    expires_at: datetime | None = Field(default=None, description="UTC, exclusive; default: never")
+    priority: int = Field(default=0, ge=0, le=1000, description="Lower burns first (after scope)")
+    scope: list[Annotated[str, Field(pattern=IDENTIFIER_PATTERN)]] = Field(
+        default=[], max_length=100, description="Products or meters it pays for; empty: anything"
+    )
+    paid: bool = False
+    paid_amount: Amount | None = Field(default=None, description="What was paid for a paid grant")
+
+
+class TopUpIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    amount: Amount
+    currency: str | None = None
+    paid_amount: Amount | None = Field(default=None, description="Default: the amount")
+    expires_at: datetime | None = None
+
+
+class GrantOut(BaseModel):
+    grant_id: str
+    holder_id: str
+    origin: str = Field(description="grant or top_up")
+    currency: str
+    amount: FixedPoint
+    effective_at: datetime
+    expires_at: datetime | None
+    priority: int
+    scope: list[str]
+    paid: bool
+    paid_amount: FixedPoint | None
+    created_by: str
+    created_at: datetime
+
+    @classmethod
+    def of(cls, stored: StoredGrant) -> GrantOut:
+        grant = stored.grant
+        return cls(
+            **{name: getattr(grant, name) for name in ("grant_id", "holder_id", "currency", "priority")},
+            amount=round_money(grant.amount, grant.currency),
+            origin=stored.origin.value,
+            effective_at=grant.effective_at,
+            expires_at=grant.expires_at,
+            scope=sorted(grant.scope),
+            paid=grant.paid,
+            paid_amount=None if grant.paid_amount is None else round_money(grant.paid_amount, grant.currency),
+            created_by=stored.created_by,
+            created_at=stored.created_at,
+        )
+
+
+class EntryOut(BaseModel):
+    entry_id: str
+    grant_id: str = Field(description="Empty for what no grant covered (kind uncovered)")
+    kind: str
+    amount: FixedPoint = Field(description="Signed: what it added to (or took from) the grant, exact")
+    at: datetime
+    reference: str = Field(description="What caused it: usage/<currency>/<hour>/<product>/<meter> for usage")
+
+    @classmethod
+    def of(cls, entry: CreditEntry) -> EntryOut:
+        return cls(**{**vars(entry), "kind": entry.kind.value, "amount": entry.amount.quantize(EXACT)})
+
+
+class CurrencyBalance(BaseModel):
+    currency: str
+    balance: FixedPoint = Field(description="Rounded to the currency's minor unit")
+    granted: FixedPoint = Field(description="What the grants in force gave")
+    burn_rate_per_hour: FixedPoint = Field(description="billing/burn_rate.py: the recent hours' cost per hour")
+    runs_out_at: datetime | None = Field(description="At that rate; null if nothing is spent")
+
+
+class BalanceOut(BaseModel):
+    holder_id: str
+    at: datetime
+    balances: list[CurrencyBalance]
+
+
+@router.post("/{holder_id}/grants", response_model=GrantOut, status_code=201)
+def create_grant(
+    request: Request, caller: CreditManager, holder_id: CustomerId, body: GrantIn, idempotency_key: IdempotencyKey
+) -> GrantOut:
+    """Grant credit (free, or paid with what was paid); the same ``Idempotency-Key`` again
+    returns the grant made the first time."""
+    return _grant(request, caller, holder_id, body, idempotency_key, EntryKind.GRANT)
+
+
+@router.post("/{holder_id}/top-ups", response_model=GrantOut, status_code=201)
+def top_up(
+    request: Request, caller: CreditManager, holder_id: CustomerId, body: TopUpIn, idempotency_key: IdempotencyKey
+) -> GrantOut:
+    """Add paid credit, in force now, for anything; the same ``Idempotency-Key`` again returns
+    the same top-up."""
+    paid_amount = body.amount if body.paid_amount is None else body.paid_amount
+    asked = GrantIn(
+        amount=body.amount, currency=body.currency, expires_at=body.expires_at, paid=True, paid_amount=paid_amount
+    )
+    return _grant(request, caller, holder_id, asked, idempotency_key, EntryKind.TOP_UP)
+
+
+@router.get("/{holder_id}/grants", response_model=list[GrantOut])
+def list_grants(request: Request, caller: CreditReader, holder_id: CustomerId) -> list[GrantOut]:
+    _readable(request, caller, holder_id)
+    return [GrantOut.of(stored) for stored in _accounts(request).grants(holder_id)]
+
+
+@router.post("/{holder_id}/grants/{grant_id}/void", response_model=list[EntryOut])
+def void_grant(request: Request, caller: CreditManager, holder_id: CustomerId, grant_id: CustomerId) -> list[EntryOut]:
+    """Take away what a grant still holds; it pays for nothing from now on."""
+    _manageable(request, caller, holder_id)
+    entries = _accounts(request).void(holder_id, grant_id, datetime.now(UTC))
+    note_change(request, None, {"holder_id": holder_id, "voided": grant_id})
+    return [EntryOut.of(entry) for entry in entries]
+
+
+@router.get("/{holder_id}/ledger", response_model=list[EntryOut])
+def ledger(request: Request, caller: CreditReader, holder_id: CustomerId) -> list[EntryOut]:
+    """Every change to what the holder's grants hold, in the order they apply: grants, top-ups,
+    burns (one per grant an hour of a meter's usage took from), adjustments, expiries, voids,
+    and what no grant covered."""
+    _readable(request, caller, holder_id)
+    return [EntryOut.of(entry) for entry in _accounts(request).ledger(holder_id)]
+
+
+@router.get("/{holder_id}/balance", response_model=BalanceOut)
+def balance(request: Request, caller: CreditReader, holder_id: CustomerId, at: datetime | None = None) -> BalanceOut:
+    """What the holder may spend now (usage burns it within seconds of being stored), or as the
+    ledger stood at ``at``; with the recent burn rate and when the credit runs out at it."""
+    _readable(request, caller, holder_id)
+    now = datetime.now(UTC)
+    accounts = _accounts(request)
+    held = accounts.balance(holder_id, now, _utc(at, "at"))
+    dashboards = services_of(request).dashboards
+    recent = {currency: cost for (_, currency), cost in dashboards.recent_costs(customer_scope(holder_id), now).items()}
+    return BalanceOut(
+        holder_id=holder_id,
+        at=held.at,
+        balances=[
+            CurrencyBalance(
+                currency=figure.currency,
+                balance=round_money(figure.balance, figure.currency),
+                granted=held.granted.get(figure.currency, Decimal(0)),
+                burn_rate_per_hour=round(Decimal(figure.rate_per_hour.numerator) / figure.rate_per_hour.denominator, 6),
+                runs_out_at=figure.runs_out_at,
+            )
+            for figure in accounts.forecast(held, recent, now)
+        ],
+    )
+
+
+def _grant(
+    request: Request, caller: Caller, holder_id: str, body: GrantIn, idempotency_key: str, origin: EntryKind
+) -> GrantOut:
+    catalog = _manageable(request, caller, holder_id)
+    now = _now_ms()
+    grant_request = GrantRequest(
+        holder_id=holder_id,
+        currency=_currency(catalog, body.currency, body.amount, body.paid_amount),
+        amount=body.amount,
+        effective_at=_utc(body.effective_at, "effective_at") or now,
+        expires_at=_utc(body.expires_at, "expires_at"),
+        priority=body.priority,
+        scope=_scope(catalog, body.scope),
+        paid=body.paid,
+        paid_amount=body.paid_amount,
+        idempotency_key=idempotency_key,
+        asked=f"{origin.value} {body.model_dump_json()}",
+    )
+    made = _accounts(request).grant(grant_request, origin, caller.principal.key_id, now)
+    note_change(request, None, {"holder_id": holder_id, "grant_id": made.grant.grant_id})
+    return GrantOut.of(made)
+
+
+def _now_ms() -> datetime:
+    """Now, to the millisecond storage keeps: a grant read back equals the one returned."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+def _accounts(request: Request) -> CreditAccounts:
+    accounts: CreditAccounts = services_of(request).credit
+    return accounts
+
+
+def _holder(catalog: Catalog, holder_id: str) -> Customer | Partner:
+    party = catalog.party(holder_id)
+    if not isinstance(party, Customer | Partner):
+        raise UnknownCustomer(f"no customer or partner {holder_id!r} holds credit")
+    return party
+
+
+def _readable(request: Request, caller: Caller, holder_id: str) -> Catalog:
+    catalog: Catalog = services_of(request).catalog_admin.catalog
+    if not caller.scope.sees_party(holder_id):
+        raise UnknownCustomer(f"no customer or partner {holder_id!r}")
+    _holder(catalog, holder_id)
+    return catalog
+
+
+def _manageable(request: Request, caller: Caller, holder_id: str) -> Catalog:
+    """The provider manages anyone's credit; a partner its customers', not its own."""
+    catalog = _readable(request, caller, holder_id)
+    if not caller.scope.sees_customer(holder_id):
+        raise UnknownCustomer(f"no customer {holder_id!r} whose credit this key manages")
+    return catalog
+
+
+def _currency(catalog: Catalog, currency: str | None, *amounts: Decimal | None) -> str:
+    """The grant's currency (the catalog's), its amounts checked to be whole minor units of it."""
+    if currency is not None and currency != catalog.currency:
+        raise InvalidQuery(f"unknown currency {currency!r}: the catalog bills in {catalog.currency}")
+    step = minor_unit(catalog.currency)
+    for amount in amounts:
+        if amount is not None and amount != amount.quantize(step):
+            raise InvalidQuery(f"{amount} is not a whole number of {catalog.currency}'s minor unit ({step})")
+    return catalog.currency
+
+
+def _scope(catalog: Catalog, scope: list[str]) -> frozenset[str]:
+    known = {product.id for product in catalog.products} | {meter.value for meter in Meter}
+    unknown = sorted(set(scope) - known)
+    if unknown:
+        raise InvalidQuery(f"scope names no product or meter: {', '.join(unknown)}")
+    return frozenset(scope)
+
+
+def _utc(at: datetime | None, name: str) -> datetime | None:
+    if at is None:
+        return None
+    if at.tzinfo is None or at.utcoffset() is None:
+        raise InvalidQuery(f"{name} needs its time zone (UTC: a trailing Z)")
+    return at.astimezone(UTC)

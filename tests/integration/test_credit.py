@@ -1,0 +1,129 @@
+"""Prepaid credit through the running system: usage burns it exactly once, whatever fails on the
+way, a balance follows usage within seconds, and bad requests store nothing."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
+
+import pytest
+
+from meterline.brokers import Broker
+from tests.integration.harness import System, wait_for
+from tests.integration.test_exactly_once import FLEET, assert_api_matches, events_of, ticks
+from tests.oracle import expected_amounts, to_cent
+
+pytestmark = pytest.mark.integration
+
+GRANTED = Decimal("40.00")
+FAST_SETTLEMENT = {"METERLINE_CREDIT_SETTLE_INTERVAL_S": "0.5"}
+
+
+def grant(system: System, holder: str, key: str, **body: Any) -> Any:
+    return system.http.post(f"/v1/credit/{holder}/grants", json=body, headers={"Idempotency-Key": key})
+
+
+def charged(system: System, holder: str) -> tuple[Fraction, Fraction]:
+    """What the ledger charged the holder's usage: (burned from grants, left to bill)."""
+    burned = left = Fraction(0)
+    for entry in system.http.get(f"/v1/credit/{holder}/ledger").json():
+        if entry["kind"] in ("burn", "adjustment"):
+            burned -= Fraction(entry["amount"])
+        elif entry["kind"] == "uncovered":
+            left -= Fraction(entry["amount"])
+    return burned, left
+
+
+def test_usage_burns_credit_once_through_crashes_and_replays(broker: Broker, tmp_path):
+    """Each customer holds 40.00 from November 1st. Usage is sent, the API (and its sink) is
+    killed mid-stream, the worker too, and an agent re-sends everything: what the ledger charged
+    each customer (burned plus left to bill) is the rated amount of its stored usage, and its
+    balance is 40.00 less what was burned."""
+    system = System(broker, tmp_path, overrides=FAST_SETTLEMENT)
+    try:
+        system.start_all()
+        first, second = ticks(0, 2), ticks(2, 2)
+        expected = expected_amounts(events_of(first + second))
+        for customer in expected:
+            made = grant(system, customer, "welcome", amount=str(GRANTED), effective_at="2026-11-01T00:00:00Z")
+            assert made.status_code == 201, made.text
+        for batch in first:
+            system.publish(batch)
+        system.kill("api")  # the sink with it, mid-stream; a settlement perhaps mid-write
+        system.start_api()
+        system.kill("worker")
+        system.start_worker("worker-after-crash")
+        for batch in second:
+            system.publish(batch)
+        for batch in first + second:
+            system.publish(batch, system.publisher("replaying-agent"))
+        assert_api_matches(system, events_of(first + second))
+
+        def settled() -> bool:
+            return all(sum(charged(system, c)) == Fraction(system.usage(c)["totals_exact"]["EUR"]) for c in expected)
+
+        wait_for(settled, 60, "every customer's ledger to charge its stored usage")
+        for customer, exact in expected.items():
+            burned, left = charged(system, customer)
+            assert to_cent(burned + left) == to_cent(exact), customer
+            assert burned == min(Fraction(GRANTED), burned + left)
+            balance = system.http.get(f"/v1/credit/{customer}/balance").json()["balances"]
+            assert [(b["currency"], Decimal(b["balance"])) for b in balance] == [
+                ("EUR", to_cent(Fraction(GRANTED) - burned))
+            ]
+    finally:
+        system.stop_all()
+
+
+def test_a_balance_follows_usage_within_seconds_and_the_ledger_takes_it_once_the_hour_ends(system: System):
+    """Usage of the hour under way lowers the balance as soon as the usage API shows it; the
+    ledger records nothing of that hour until it has ended."""
+    system.start_all()
+    customer = "cust-00001"
+    assert grant(system, customer, "k1", amount="25.00").status_code == 201
+    system.publish(FLEET.collect(datetime.now(UTC) - timedelta(seconds=5)))
+
+    def follows_usage() -> bool:
+        shown = Fraction(system.usage(customer)["totals_exact"].get("EUR", "0"))  # this month so far
+        balances = system.http.get(f"/v1/credit/{customer}/balance").json()["balances"]
+        return shown > 0 and Decimal(balances[0]["balance"]) == to_cent(Fraction(25) - min(shown, Fraction(25)))
+
+    wait_for(follows_usage, 60, "the balance to follow the usage the usage API shows")
+    assert not [e for e in system.http.get(f"/v1/credit/{customer}/ledger").json() if e["kind"] != "grant"]
+
+
+def test_bad_grants_are_refused_with_a_reason_and_store_nothing(system: System):
+    system.start_api()
+    customer = "cust-00002"
+    refused = [
+        ({"amount": "0"}, 422),
+        ({"amount": "-5"}, 422),
+        ({"amount": "1e400"}, 422),
+        ({"amount": "NaN"}, 422),
+        ({"amount": "0.001"}, 400),  # not a whole number of cents
+        ({"amount": "5", "currency": "XXX"}, 400),
+        ({"amount": "5", "effective_at": "2026-12-10T00:00:00Z", "expires_at": "2026-12-01T00:00:00Z"}, 400),
+        ({"amount": "5", "effective_at": "2026-12-10T00:00:00"}, 400),  # no time zone
+        ({"amount": "5", "scope": ["no-such-product"]}, 400),
+        ({"amount": "5", "scope": ["'; DROP TABLE x"]}, 422),
+        ({"amount": "5", "paid_amount": "4"}, 400),  # a free grant has nothing paid
+        ({"amount": "5", "surprise": True}, 422),
+    ]
+    for body, status in refused:
+        answer = grant(system, customer, "bad", **body)
+        assert answer.status_code == status, (body, answer.text)
+        assert answer.json()["detail"], body
+    no_key = system.http.post(f"/v1/credit/{customer}/grants", json={"amount": "5"})
+    assert no_key.status_code == 422
+    assert grant(system, "nobody", "k", amount="5").status_code == 404
+    assert system.http.get(f"/v1/credit/{customer}/grants").json() == []
+    assert system.http.get(f"/v1/credit/{customer}/ledger").json() == []
+
+    first = grant(system, customer, "same", amount="5.00")
+    again = grant(system, customer, "same", amount="5.00")
+    assert first.status_code == again.status_code == 201
+    assert first.json() == again.json()
+    assert grant(system, customer, "same", amount="6.00").status_code == 409
+    assert [e["amount"] for e in system.http.get(f"/v1/credit/{customer}/ledger").json()] == ["5.000000000000"]
