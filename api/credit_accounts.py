@@ -1,6 +1,6 @@
 """Prepaid credit kept in step with stored usage: grants written once, usage burned exactly once.
 
-Burning is a settlement, not a stream of its own: every ``SETTLE_INTERVAL_S`` the ledger is
+Burning is a settlement, not a stream of its own: every ``credit_settle_interval_s`` the ledger is
 brought to what storage holds. For each customer's meter and hour that has ended (plus
 ``SETTLE_DELAY``), the charge is the hour's rated amount as stored, and ``Wallet.burn`` records
 the difference from what the ledger already took for it (a first burn, or an adjustment when a
@@ -188,8 +188,9 @@ class CreditAccounts:
             for holder in touched:
                 wallet = Wallet.of((g.grant for g in grants[holder]), ledgers.get(holder, []))
                 before = len(wallet.entries)
-                for key, amount in sorted(usage.items(), key=lambda item: item[0].hour):
-                    if key.customer_id == holder:
+                prepaid_from = min(g.grant.effective_at for g in grants[holder])
+                for key, amount in sorted(usage.items(), key=_by_hour):
+                    if key.customer_id == holder and key.hour + HOUR > prepaid_from:
                         wallet.burn(_charge(key, amount, key.hour + HOUR - LAST_INSTANT))
                 wallet.expire(now)
                 if len(wallet.entries) > before:
@@ -200,9 +201,13 @@ class CreditAccounts:
 
     def _burn_unsettled(self, holder_id: str, wallet: Wallet, now: datetime) -> None:
         """Burn the usage of the hours not settled yet, as the next settlements will."""
+        if not wallet.grants:
+            return
         settled = self._settled_until or _floor_hour(now - SETTLE_DELAY)
+        prepaid_from = _floor_hour(min(grant.effective_at for grant in wallet.grants.values()))
         hour_hi = _floor_hour(now) + HOUR
-        for key, amount in sorted(self._store.rated_usage([holder_id], settled, hour_hi).items(), key=_by_hour):
+        unsettled = self._store.rated_usage([holder_id], max(settled, prepaid_from), hour_hi)
+        for key, amount in sorted(unsettled.items(), key=_by_hour):
             wallet.burn(_charge(key, amount, min(now, key.hour + HOUR - LAST_INSTANT)))
 
     def _wallet(self, holder_id: str) -> tuple[Wallet, dict[str, StoredGrant]]:

@@ -31,6 +31,9 @@ from storage.credit_store import StoredGrant
 router = APIRouter(prefix="/v1/credit", tags=["prepaid credit"])
 MAX_AMOUNT = Decimal("1e15")
 EXACT = Decimal("1e-12")
+METERED_PRODUCTS = ("vm", "vdc")
+"""What the stream names the usage of VMs and vDCs (``pipeline/metering.py``); an XaaS item's
+product is its sku, a catalog product."""
 IdempotencyKey = Annotated[
     str,
     Header(
@@ -188,7 +191,7 @@ def balance(request: Request, caller: CreditReader, holder_id: CustomerId, at: d
             CurrencyBalance(
                 currency=figure.currency,
                 balance=round_money(figure.balance, figure.currency),
-                granted=held.granted.get(figure.currency, Decimal(0)),
+                granted=round_money(held.granted.get(figure.currency, Decimal(0)), figure.currency),
                 burn_rate_per_hour=round(Decimal(figure.rate_per_hour.numerator) / figure.rate_per_hour.denominator, 6),
                 runs_out_at=figure.runs_out_at,
             )
@@ -266,7 +269,7 @@ def _currency(catalog: Catalog, currency: str | None, *amounts: Decimal | None) 
 
 
 def _scope(catalog: Catalog, scope: list[str]) -> frozenset[str]:
-    known = {product.id for product in catalog.products} | {meter.value for meter in Meter}
+    known = {product.id for product in catalog.products} | set(METERED_PRODUCTS) | {meter.value for meter in Meter}
     unknown = sorted(set(scope) - known)
     if unknown:
         raise InvalidQuery(f"scope names no product or meter: {', '.join(unknown)}")
