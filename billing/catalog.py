@@ -90,12 +90,23 @@ class Partner(Issuer):
     jurisdiction: str = "FR"
 
 
+class BillingMode(StrEnum):
+    POSTPAY = "postpay"
+    """Billed at the close for what it used (prepaid credit it holds pays first)."""
+    PREPAY = "prepay"
+    """Pays ahead with credit: suspended when it runs out (``billing/alerts.py``)."""
+
+
 class Customer(Party):
     partner_id: Identifier | None = None
     jurisdiction: str = "FR"
     discount_percent: Percent = Decimal(0)
     plans: list[PricePlan] = []
     """Negotiated overrides of the seller's list."""
+    billing: BillingMode = BillingMode.POSTPAY
+    credit_grace: Amount = Decimal(0)
+    """For a pre-pay customer: how much usage credit may leave uncovered in a month before it is
+    suspended."""
 
 
 class Interval(StrEnum):
