@@ -10,7 +10,7 @@ import threading
 from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -22,6 +22,7 @@ from storage.tables import CREDIT_ENTRIES, CREDIT_GRANTS, USAGE_BY_HOUR
 from storage.usage_read import AMOUNT
 
 AMOUNT_PLACES = Decimal("1e-12")
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -120,6 +121,18 @@ class CreditStore:
         for holder, grant_id, kind, amount, at, reference, entry_id in rows:
             found[holder].append(CreditEntry(grant_id, EntryKind(kind), amount, as_utc(at), reference, entry_id))
         return dict(found)
+
+    def customers_with_usage(
+        self, hour_lo: datetime, hour_hi: datetime, stored_since: datetime | None = None
+    ) -> set[str]:
+        """Customers with usage in ``[hour_lo, hour_hi)`` (only usage stored since ``stored_since``)."""
+        parameters: dict[str, Any] = {"lo": hour_lo, "hi": hour_hi, "since": stored_since or EPOCH}
+        query = (
+            f"SELECT DISTINCT customer_id FROM {self._hours} WHERE hour >= {{lo:DateTime('UTC')}} "
+            "AND hour < {hi:DateTime('UTC')} AND stored_until >= {since:DateTime64(3, 'UTC')}"
+        )
+        with self._lock:
+            return {row[0] for row in self._client.query(query, parameters=parameters).result_rows}
 
     def rated_usage(
         self, customers: Collection[str], hour_lo: datetime, hour_hi: datetime, stored_since: datetime | None = None

@@ -161,6 +161,10 @@ class Dashboards:
             for customer, currency, first_hour, cost in self._pool.query(query, parameters).result_rows
         }
 
+    def costs_since(self, customers: set[str], start: datetime, now: datetime) -> dict[tuple[str, str], Decimal]:
+        """The cost of each of ``customers`` in ``[start, now)``, per currency."""
+        return self._amounts(_scoped(Scope(customers=frozenset(customers)), start, now, by_day=True))
+
     def _amounts(self, read: UsageRead) -> dict[tuple[str, str], Decimal]:
         rows_query, parameters = usage_rows(self._database, read)
         query = (
