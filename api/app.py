@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api import (
     routes_access,
+    routes_alerts,
     routes_catalog,
     routes_completeness,
     routes_credit,
@@ -32,16 +33,20 @@ from api.access.guard import Authenticator
 from api.access.key_store import REFRESH_S, KeyStore
 from api.body_limit import BodyLimit
 from api.catalog_admin import CatalogAdmin
-from api.credit_accounts import CreditAccounts, settle_continuously
+from api.credit_accounts import CreditAccounts
+from api.credit_watch import CreditWatch, watch_continuously
 from api.delivery import Deliveries, deliver_when_due
 from api.errors import GUARDED_RESPONSES, install_error_handlers
 from api.event_intake import EventIntake
 from api.period_scheduler import close_periods_when_due
 from api.services import Services
+from api.webhooks import Outbox, allowed_hosts, send_continuously
+from billing.adapters.kafka_alerts import AlertTopics
 from billing.adapters.kafka_catalog import CatalogPublisher
 from meterline.settings import Settings
 from sinks.runner import SinkRunner, sink_of
 from storage.access_records import AccessRecords
+from storage.alert_store import AlertStore
 from storage.audit_log import AuditLog
 from storage.billed_usage import PeriodUsage
 from storage.catalog_store import CatalogStore
@@ -73,7 +78,8 @@ def create_app(settings: Settings, *, run_sink: bool | None = None) -> FastAPI:
             asyncio.create_task(routes_completeness.count_sources_with_gaps(services.completeness)),
             asyncio.create_task(_refresh_keys(services.authenticator.keys)),
             asyncio.create_task(_publish_catalog_when_pending(services.catalog_admin)),
-            asyncio.create_task(settle_continuously(services.credit, settings.credit_settle_interval_s)),
+            asyncio.create_task(watch_continuously(services.credit_watch, settings.credit_settle_interval_s)),
+            asyncio.create_task(send_continuously(services.outbox)),
         ]
         if settings.auto_close:
             closing = close_periods_when_due(
@@ -112,6 +118,7 @@ def create_app(settings: Settings, *, run_sink: bool | None = None) -> FastAPI:
         routes_usage,
         routes_catalog,
         routes_completeness,
+        routes_alerts,
         routes_credit,
         routes_dashboards,
         routes_dead_letters,
@@ -134,9 +141,13 @@ def _services(settings: Settings, run_sink: bool) -> Services:
     catalog_admin = CatalogAdmin(
         catalog_store, CatalogPublisher(settings), settings.catalog, ledger.latest_issued_period
     )
+    dashboards = Dashboards(pool, database)
+    credit = CreditAccounts(CreditStore(another_client(), database), settings.late_usage_months)
+    alert_store = AlertStore(another_client(), database)
+    hosts = allowed_hosts(settings.webhook_allowed_hosts)
     return Services(
         queries=UsageQueries(pool, database),
-        dashboards=Dashboards(pool, database),
+        dashboards=dashboards,
         catalog_store=catalog_store,
         catalog_admin=catalog_admin,
         ledger=ledger,
@@ -154,7 +165,11 @@ def _services(settings: Settings, run_sink: bool) -> Services:
         sink=SinkRunner(lambda: sink_of(settings)) if run_sink else None,
         late_after=timedelta(seconds=settings.late_after_s),
         late_usage_months=settings.late_usage_months,
-        credit=CreditAccounts(CreditStore(another_client(), database), settings.late_usage_months),
+        credit=credit,
+        alert_store=alert_store,
+        credit_watch=CreditWatch(credit, alert_store, dashboards, lambda: catalog_admin.catalog),
+        outbox=Outbox(AlertStore(another_client(), database), AlertTopics(settings), hosts),
+        webhook_hosts=hosts,
     )
 
 

@@ -16,21 +16,17 @@ order, so a balance follows usage as soon as the usage API shows it.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import threading
-from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 
-from starlette.concurrency import run_in_threadpool
-
 from billing.burn_rate import RecentCost, runs_out_at
 from billing.credits import Charge, CreditEntry, CreditGrant, EntryKind, Wallet, granted
-from meterline.exceptions import IdempotencyConflict, InvalidQuery, UnknownGrant
+from meterline.exceptions import IdempotencyConflict, UnknownGrant
 from storage.credit_store import CreditStore, StoredGrant, UsageKey
 
 log = logging.getLogger(__name__)
@@ -78,6 +74,17 @@ class Balance:
 
 
 @dataclass(frozen=True)
+class Settled:
+    """What a pass wrote, and what alerts and enforcement look at."""
+
+    entries_written: int
+    watched: set[str]
+    """Customers whose usage or credit changed since the last pass."""
+    wallets: dict[str, Wallet]
+    """Of the watched customers that hold credit: the ledger with the hours under way burned."""
+
+
+@dataclass(frozen=True)
 class Forecast:
     currency: str
     balance: Decimal
@@ -94,6 +101,8 @@ class CreditAccounts:
         self._writing = threading.Lock()
         self._settled_until: datetime | None = None
         self._last_pass: datetime | None = None
+        self._dirty: set[str] = set()
+        """Holders whose credit the API changed since the last pass (a top-up re-arms alerts)."""
 
     def grant(self, request: GrantRequest, origin: EntryKind, created_by: str, now: datetime) -> StoredGrant:
         """The grant ``request`` asks for, made once: the same key again returns it (and writes
@@ -121,6 +130,7 @@ class CreditAccounts:
             wallet.grants[grant.grant_id] = grant
             (entry,) = wallet.record([granted(grant, origin)])
             self._store.save_grant(made, entry)
+            self._dirty.add(request.holder_id)
             return made
 
     def void(self, holder_id: str, grant_id: str, now: datetime) -> list[CreditEntry]:
@@ -131,7 +141,13 @@ class CreditAccounts:
                 raise UnknownGrant(f"no grant {grant_id!r} of {holder_id!r}")
             entries = wallet.void(grant_id, now)
             self._store.append({holder_id: entries}, now)
+            self._dirty.add(holder_id)
             return entries
+
+    def watch_again(self, customer_ids: set[str]) -> None:
+        """Have the next pass look at these customers (a new alert rule)."""
+        with self._writing:
+            self._dirty |= customer_ids
 
     def grants(self, holder_id: str) -> list[StoredGrant]:
         return self._store.grants([holder_id]).get(holder_id, [])
@@ -145,7 +161,7 @@ class CreditAccounts:
         wallet, _ = self._wallet(holder_id)
         when = now if at is None or at >= now else at
         if when == now:
-            self._burn_unsettled(holder_id, wallet, now)
+            self._burn_unsettled({holder_id: wallet}, self._settled_until or _floor_hour(now - SETTLE_DELAY), now)
         given: dict[str, Decimal] = {}
         for grant in wallet.grants.values():
             if grant.in_force(when):
@@ -160,33 +176,37 @@ class CreditAccounts:
             figures.append(Forecast(currency, held, rate, runs_out_at(held, rate, now)))
         return figures
 
-    def settle(self, now: datetime) -> int:
-        """Bring the ledger of every holder to the stored usage of the hours settled by ``now``,
-        and record the expiries due; returns how many entries it wrote."""
+    def settle(self, now: datetime) -> Settled:
+        """Bring the ledger of every holder to the stored usage of the hours settled by ``now``
+        and record the expiries due; then the live wallets (the hours under way burned on a copy)
+        of every customer whose usage or credit changed since the last pass (every one, the first
+        time), which alerts and enforcement watch."""
         settle_until = _floor_hour(now - SETTLE_DELAY)
-        started = now
+        since = None if self._last_pass is None else self._last_pass - RESETTLE_MARGIN
         with self._writing:
             grants = self._store.grants()
-            if not grants:
-                self._settled_until, self._last_pass = settle_until, started
-                return 0
-            lookback = _months_before(now, self._late_usage_months)
             holders = list(grants)
-            if self._settled_until is None or self._last_pass is None:
+            lookback = _months_before(now, self._late_usage_months)
+            if self._settled_until is None or since is None:
                 usage = self._store.rated_usage(holders, lookback, settle_until)
             else:
-                usage = self._store.rated_usage(
-                    holders, lookback, self._settled_until, stored_since=self._last_pass - RESETTLE_MARGIN
-                )
+                usage = self._store.rated_usage(holders, lookback, self._settled_until, stored_since=since)
                 usage |= self._store.rated_usage(holders, self._settled_until, settle_until)
-            expiring_since = None if self._last_pass is None else self._last_pass - RESETTLE_MARGIN
-            touched = {key.customer_id for key in usage} | {
-                holder for holder, held in grants.items() if any(_expires(g.grant, expiring_since, now) for g in held)
-            }
-            ledgers = self._store.entries(touched) if touched else {}
+            expiring = {h for h, held in grants.items() if any(_expires(g.grant, since, now) for g in held)}
+            changed = {key.customer_id for key in usage} | expiring
+            dirty, self._dirty = self._dirty, set()
+            watched = (
+                changed
+                | dirty
+                | self._store.customers_with_usage(settle_until, _floor_hour(now) + HOUR, stored_since=since)
+                | (set(holders) if since is None else set())
+            )
+            wanted = (changed | watched) & set(grants)
+            ledgers = self._store.entries(wanted) if wanted else {}
+            wallets = {h: Wallet.of((g.grant for g in grants[h]), ledgers.get(h, [])) for h in wanted}
             written: dict[str, list[CreditEntry]] = {}
-            for holder in touched:
-                wallet = Wallet.of((g.grant for g in grants[holder]), ledgers.get(holder, []))
+            for holder in changed & set(grants):
+                wallet = wallets[holder]
                 before = len(wallet.entries)
                 prepaid_from = min(g.grant.effective_at for g in grants[holder])
                 for key, amount in sorted(usage.items(), key=_by_hour):
@@ -196,19 +216,19 @@ class CreditAccounts:
                 if len(wallet.entries) > before:
                     written[holder] = wallet.entries[before:]
             self._store.append(written, now)
-            self._settled_until, self._last_pass = settle_until, started
-            return sum(len(entries) for entries in written.values())
+            self._settled_until, self._last_pass = settle_until, now
+        live = {h: wallets[h] for h in watched & set(grants)}
+        self._burn_unsettled(live, settle_until, now)
+        return Settled(sum(len(entries) for entries in written.values()), watched, live)
 
-    def _burn_unsettled(self, holder_id: str, wallet: Wallet, now: datetime) -> None:
-        """Burn the usage of the hours not settled yet, as the next settlements will."""
-        if not wallet.grants:
-            return
-        settled = self._settled_until or _floor_hour(now - SETTLE_DELAY)
-        prepaid_from = _floor_hour(min(grant.effective_at for grant in wallet.grants.values()))
-        hour_hi = _floor_hour(now) + HOUR
-        unsettled = self._store.rated_usage([holder_id], max(settled, prepaid_from), hour_hi)
+    def _burn_unsettled(self, wallets: dict[str, Wallet], settled: datetime, now: datetime) -> None:
+        """Burn the usage of the hours not settled yet (from ``settled``), as the next
+        settlements will, on the wallets given."""
+        unsettled = self._store.rated_usage(list(wallets), settled, _floor_hour(now) + HOUR) if wallets else {}
         for key, amount in sorted(unsettled.items(), key=_by_hour):
-            wallet.burn(_charge(key, amount, min(now, key.hour + HOUR - LAST_INSTANT)))
+            wallet = wallets[key.customer_id]
+            if wallet.grants and key.hour + HOUR > min(grant.effective_at for grant in wallet.grants.values()):
+                wallet.burn(_charge(key, amount, min(now, key.hour + HOUR - LAST_INSTANT)))
 
     def _wallet(self, holder_id: str) -> tuple[Wallet, dict[str, StoredGrant]]:
         stored = {g.grant.grant_id: g for g in self.grants(holder_id)}
@@ -236,19 +256,3 @@ def _months_before(now: datetime, months: int) -> datetime:
     """The start of the month ``months`` before ``now``'s: the oldest usage still accepted."""
     index = now.year * 12 + now.month - 1 - months
     return datetime(index // 12, index % 12 + 1, 1, tzinfo=UTC)
-
-
-async def settle_continuously(accounts: CreditAccounts, interval_s: float) -> None:
-    """The API's settlement loop: a failed pass is logged and the next one redoes it."""
-    while True:
-        try:
-            await run_in_threadpool(accounts.settle, datetime.now(UTC))
-        except Exception as error:  # storage hiccup: the next pass starts from what is stored
-            log.warning("could not settle prepaid credit: %s", error)
-        await asyncio.sleep(interval_s)
-
-
-def checked_currency(currency: str, known: Iterable[str]) -> str:
-    if currency not in set(known):
-        raise InvalidQuery(f"unknown currency {currency!r}: the catalog prices in {', '.join(sorted(known))}")
-    return currency

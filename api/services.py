@@ -12,9 +12,12 @@ from fastapi import Request
 
 from api.catalog_admin import CatalogAdmin
 from api.credit_accounts import CreditAccounts
+from api.credit_watch import CreditWatch
 from api.delivery import Deliveries
 from api.event_intake import EventIntake
+from api.webhooks import Outbox
 from sinks.runner import SinkRunner
+from storage.alert_store import AlertStore
 from storage.audit_log import AuditLog
 from storage.billed_usage import PeriodUsage
 from storage.catalog_store import CatalogStore
@@ -51,6 +54,11 @@ class Services:
     late_after: timedelta
     late_usage_months: int
     credit: CreditAccounts
+    alert_store: AlertStore
+    credit_watch: CreditWatch
+    outbox: Outbox
+    webhook_hosts: frozenset[str]
+    """Hosts webhook endpoints may name (``METERLINE_WEBHOOK_ALLOWED_HOSTS``)."""
 
 
 def services_of(request: Request) -> Services:

@@ -216,6 +216,9 @@ def ensure_topics(settings: Settings) -> None:
         topics.catalog: (1, {"cleanup.policy": "compact"}),
         # one partition: every producer reads all receipts and keeps those keyed by its name
         topics.stored: (1, {"retention.ms": str(24 * 3600 * 1000)}),
+        # keyed by customer: one customer's alerts and status changes stay in order
+        topics.alerts: (topics.partitions, {}),
+        topics.enforcement: (topics.partitions, {}),
     }
     existing = set(admin.list_topics(timeout=10).topics)
     missing = [

@@ -23,6 +23,8 @@ class Topics(BaseSettings):
     dead_letter: str = "meterline.usage.deadletter"
     catalog: str = "meterline.catalog"
     stored: str = "meterline.usage.stored"
+    alerts: str = "meterline.credit.alerts"
+    enforcement: str = "meterline.credit.enforcement"
     partitions: int = 4
 
 
@@ -106,7 +108,12 @@ class Settings(BaseSettings):
     auto_close: bool = True
     delivery_check_interval_s: float = 5
     credit_settle_interval_s: float = Field(
-        default=5, gt=0, description="seconds between settlements of prepaid credit with stored usage"
+        default=1, gt=0, description="seconds between passes over prepaid credit: settlement, alerts, enforcement"
+    )
+    webhook_allowed_hosts: str = Field(
+        default="",
+        description="comma-separated hosts webhook endpoints may name (*.example.com: its subdomains); "
+        "empty: no endpoint may be registered",
     )
     consumer_group: str = "meterline"
     query_clients: int = Field(default=16, ge=1, description="ClickHouse clients the API's readers use side by side")

@@ -175,6 +175,7 @@ TokenIssuer = Annotated[Caller, Depends(Requires(Permission.ISSUE_TOKENS))]
 AuditReader = Annotated[Caller, Depends(Requires(Permission.READ_AUDIT))]
 CreditReader = Annotated[Caller, Depends(Requires(Permission.READ_CREDIT))]
 CreditManager = Annotated[Caller, Depends(Requires(Permission.MANAGE_CREDIT))]
+AlertManager = Annotated[Caller, Depends(Requires(Permission.MANAGE_ALERTS))]
 
 
 def route_policies(routes: Iterable[BaseRoute]) -> dict[tuple[str, str], Permission | None]:

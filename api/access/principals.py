@@ -45,6 +45,8 @@ class Permission(StrEnum):
     """A holder's prepaid credit: grants, ledger, balance."""
     MANAGE_CREDIT = "manage_credit"
     """Grant, top up and void credit (a partner: its customers')."""
+    MANAGE_ALERTS = "manage_alerts"
+    """Credit alert rules and webhook endpoints (a partner: for its customers and itself)."""
 
 
 _READS = frozenset({Permission.READ_USAGE, Permission.READ_INVOICES, Permission.READ_CATALOG, Permission.READ_CREDIT})
@@ -58,6 +60,7 @@ PERMISSIONS: dict[Role, frozenset[Permission]] = {
         Permission.MANAGE_KEYS,
         Permission.ISSUE_TOKENS,
         Permission.MANAGE_CREDIT,
+        Permission.MANAGE_ALERTS,
     },
     Role.CUSTOMER: _READS | {Permission.MANAGE_KEYS, Permission.ISSUE_TOKENS},
     Role.INGEST: frozenset({Permission.PUSH_EVENTS}),

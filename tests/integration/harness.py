@@ -92,6 +92,8 @@ class System:
             "METERLINE_TOPIC_DEAD_LETTER": f"{tag}.deadletter",
             "METERLINE_TOPIC_CATALOG": f"{tag}.catalog",
             "METERLINE_TOPIC_STORED": f"{tag}.stored",
+            "METERLINE_TOPIC_ALERTS": f"{tag}.alerts",
+            "METERLINE_TOPIC_ENFORCEMENT": f"{tag}.enforcement",
             "METERLINE_TOPIC_PARTITIONS": "2",
             "METERLINE_SINK_FLUSH_INTERVAL_S": "0.1",
             "METERLINE_AUTO_CLOSE": "false",

@@ -40,7 +40,7 @@ def tenants(broker: Broker, tmp_path: Path) -> Iterator[System]:
     document["partners"].append({"id": "south", "name": "South IT", "invoice_prefix": "STH", "jurisdiction": "FR"})
     document["price_lists"].append({**document["price_lists"][1], "seller_id": "south"})
     document["customers"].append({"id": "southco", "name": "SouthCo", "partner_id": "south"})
-    running = system_with_catalog(broker, tmp_path, document).start_all()
+    running = system_with_catalog(broker, tmp_path, document, METERLINE_WEBHOOK_ALLOWED_HOSTS="127.0.0.1").start_all()
     try:
         events = [
             vm_sample(f"vm-{customer}", customer_id=customer, at=OCTOBER)
@@ -93,6 +93,17 @@ def grant_credit(system: System, holder_id: str) -> str:
     return str(response.json()["grant_id"])
 
 
+def alerting(client: httpx.Client, customer: str) -> tuple[str, str]:
+    """A rule and a webhook endpoint made with ``client``'s key."""
+    rule = client.post(
+        "/v1/alert-rules",
+        json={"target_kind": "customer", "target_id": customer, "condition": "cost_over", "threshold": "1"},
+    )
+    endpoint = client.post("/v1/webhook-endpoints", json={"url": "http://127.0.0.1:9/hook"})
+    assert rule.status_code == endpoint.status_code == 201, (rule.text, endpoint.text)
+    return rule.json()["rule_id"], endpoint.json()["endpoint_id"]
+
+
 def usage_line(system: System, invoice_id: str) -> str:
     """The number of an invoice's first usage line: the one with usage and events behind it."""
     lines = system.http.get(f"/v1/invoices/{invoice_id}").json()["lines"]
@@ -105,6 +116,8 @@ def principals(system: System) -> list[Principal]:
     resold = make_key(system, role="customer", party_id="resold")
     ingest = make_key(system, role="ingest", sources=["test://hv-*"], customers=["direct"])
     resold_grant, direct_grant = (grant_credit(system, holder) for holder in ("resold", "direct"))
+    provider_rule, provider_endpoint = alerting(system.http, "resold")
+    north_rule, north_endpoint = alerting(system.client(north["key"]), "resold")
     token = make_token(system, "resold")
     chart = make_token(system, "resold", meters=["vcpu_hours"])
     admin_token = make_token(system, "direct")
@@ -117,6 +130,9 @@ def principals(system: System) -> list[Principal]:
         "token_id": admin_token["token_id"],
         "holder_id": "direct",
         "grant_id": direct_grant,
+        "rule_id": provider_rule,
+        "endpoint_id": provider_endpoint,
+        "delivery_id": "none.yet@topic:alerts",
     }
     common = {"period": "2026-10", "line_no": usage_line(system, DIRECT_INVOICE)}
     resold_own = {
@@ -127,6 +143,9 @@ def principals(system: System) -> list[Principal]:
         "line_no": usage_line(system, RESOLD_INVOICE),
         "holder_id": "resold",
         "grant_id": resold_grant,
+        "rule_id": north_rule,
+        "endpoint_id": north_endpoint,
+        "delivery_id": "none.yet@topic:alerts",
     }
     north_own = resold_own
     tenant_others = frozenset({"direct", "southco", "south", DIRECT_INVOICE, SOUTHCO_INVOICE})
@@ -195,6 +214,14 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/catalog/{section}"): {"name": "New Co", "partner_id": "south"},  # another partner's customer
     ("POST", "/v1/credit/{holder_id}/grants"): {"amount": "1.00"},
     ("POST", "/v1/credit/{holder_id}/top-ups"): {"amount": "1.00"},
+    ("POST", "/v1/alert-rules"): {
+        "target_kind": "customer",
+        "target_id": "resold",
+        "condition": "cost_over",
+        "threshold": "5",
+    },
+    ("POST", "/v1/webhook-endpoints"): {"url": "http://127.0.0.1:9/other"},
+    ("POST", "/v1/webhook-endpoints/{endpoint_id}/rotate-secret"): {},
 }
 IDEMPOTENT = {("POST", "/v1/credit/{holder_id}/grants"), ("POST", "/v1/credit/{holder_id}/top-ups")}
 CHANGES_OWN_STATE = {
@@ -205,6 +232,9 @@ CHANGES_OWN_STATE = {
     ("POST", "/v1/invoices/{invoice_id}/issue"),
     ("POST", "/v1/invoices/{invoice_id}/pay"),
     ("POST", "/v1/invoices/{invoice_id}/void"),
+    ("DELETE", "/v1/alert-rules/{rule_id}"),
+    ("DELETE", "/v1/webhook-endpoints/{endpoint_id}"),
+    ("POST", "/v1/webhook-endpoints/{endpoint_id}/deliveries/{delivery_id}/resend"),  # none was sent yet
 }
 """Called on other tenants' objects only: on its own, each is a state change tested on its own."""
 NO_MAIL_SERVER = {
@@ -273,7 +303,16 @@ def judge(
         return f"server error {status}: {answer.text[:200]}"
     names_object = any(
         name in path
-        for name in ("{customer_id}", "{invoice_id}", "{entry_id}", "{key_id}", "{token_id}", "{holder_id}")
+        for name in (
+            "{customer_id}",
+            "{invoice_id}",
+            "{entry_id}",
+            "{key_id}",
+            "{token_id}",
+            "{holder_id}",
+            "{rule_id}",
+            "{endpoint_id}",
+        )
     )
     if whose == "other" and names_object and principal.role in (Role.PARTNER, Role.CUSTOMER):
         return None if status == 404 else f"another tenant's object answered {status}, not 404"

@@ -1,0 +1,196 @@
+"""Credit alerts end to end: a rule fires once per crossing, to a Kafka topic and to a webhook
+receiver that verifies signatures with the ``standardwebhooks`` package (as a real one would),
+fails at first, and rejects a replayed message; a pre-pay customer out of credit is suspended
+and a top-up lifts it."""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from decimal import Decimal
+from fractions import Fraction
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
+
+from meterline.brokers import Broker
+from tests.integration.harness import System, free_port, system_with_catalog, wait_for
+from tests.integration.test_exactly_once import events_of, ticks
+from tests.oracle import expected_amounts, to_cent
+
+pytestmark = pytest.mark.integration
+
+CUSTOMER = "cust-00001"
+
+
+class Receiver:
+    """An endpoint as a customer's system would run it: the first ``failures`` requests answer
+    500, then each verified message is processed once; a replayed id is refused (409)."""
+
+    def __init__(self, failures: int) -> None:
+        self.secret = ""
+        self.failures_left = failures
+        self.processed: list[dict[str, Any]] = []
+        self.refused: list[str] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:  # noqa: N802 - the standard library's name
+                body = self.rfile.read(int(self.headers.get("content-length", "0")))
+                status = receiver.handle(body, dict(self.headers))
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *_: object) -> None:
+                pass
+
+        self.port = free_port()
+        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self.lock = threading.Lock()
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def handle(self, body: bytes, headers: dict[str, str]) -> int:
+        with self.lock:
+            if self.failures_left > 0:
+                self.failures_left -= 1
+                return 500
+            try:
+                message = Webhook(self.secret).verify(body, headers)
+            except WebhookVerificationError as error:
+                self.refused.append(f"signature: {error}")
+                return 400
+            if any(seen["id"] == message["id"] for seen in self.processed):
+                self.refused.append(f"replay: {message['id']}")
+                return 409
+            self.processed.append(message)
+            return 204
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    running = Receiver(failures=2)
+    yield running
+    running.server.shutdown()
+
+
+def prepay_catalog() -> dict[str, Any]:
+    document: dict[str, Any] = yaml.safe_load(Path("billing/catalog.yaml").read_text())
+    for customer in document["customers"]:
+        if customer["id"] == CUSTOMER:
+            customer["billing"] = "prepay"
+    return document
+
+
+def test_an_alert_fires_once_per_crossing_and_a_top_up_lifts_a_suspension(broker: Broker, tmp_path, receiver: Receiver):
+    system = system_with_catalog(
+        broker,
+        tmp_path,
+        prepay_catalog(),
+        METERLINE_CREDIT_SETTLE_INTERVAL_S="0.5",
+        METERLINE_WEBHOOK_ALLOWED_HOSTS="127.0.0.1",
+    )
+    try:
+        system.start_all()
+        http = system.http
+        batches = ticks(0, 4)
+        cost = expected_amounts(events_of(batches))[CUSTOMER]
+        half = to_cent(cost / 2)  # the usage burns it all, and leaves the rest not covered
+        assert half > 0
+
+        made = http.post("/v1/webhook-endpoints", json={"url": f"http://127.0.0.1:{receiver.port}/hook"})
+        assert made.status_code == 201, made.text
+        receiver.secret = made.json()["secret"]
+        endpoint = made.json()["endpoint_id"]
+        rule = http.post(
+            "/v1/alert-rules",
+            json={
+                "target_kind": "customer",
+                "target_id": CUSTOMER,
+                "condition": "balance_below_percent",
+                "threshold": "25",
+            },
+        )
+        assert rule.status_code == 201, rule.text
+        rule_id = rule.json()["rule_id"]
+        credit = f"/v1/credit/{CUSTOMER}"
+        granted = http.post(
+            f"{credit}/grants",
+            json={"amount": str(half), "effective_at": "2026-11-01T00:00:00Z"},
+            headers={"Idempotency-Key": "first"},
+        )
+        assert granted.status_code == 201
+
+        for batch in batches:
+            system.publish(batch)
+
+        def alerts_received(count: int) -> bool:
+            return len([m for m in receiver.processed if m["type"] == "credit.alert"]) >= count
+
+        wait_for(lambda: alerts_received(1), 90, "the first alert, after the receiver recovers")
+        wait_for(lambda: http.get(f"{credit}/enforcement").json()["status"] == "suspended", 60, "the suspension")
+        first = http.get(f"/v1/webhook-endpoints/{endpoint}/deliveries").json()
+        assert [(d["status"], d["attempts"]) for d in first] == [("delivered", 3)], "two failures, then delivered"
+
+        top_up = http.post(f"{credit}/top-ups", json={"amount": "1000.00"}, headers={"Idempotency-Key": "rescue"})
+        assert top_up.status_code == 201
+        wait_for(lambda: http.get(f"{credit}/enforcement").json()["status"] == "active", 30, "the top-up to lift it")
+        voided = http.post(f"{credit}/grants/{top_up.json()['grant_id']}/void")
+        assert voided.status_code == 200
+        wait_for(lambda: alerts_received(2), 60, "the second crossing's alert")
+        wait_for(lambda: http.get(f"{credit}/enforcement").json()["status"] == "suspended", 30, "suspended again")
+
+        alerts = http.get(f"{credit}/alerts").json()
+        assert [a["alert_id"] for a in alerts] == [f"{rule_id}.{CUSTOMER}.2", f"{rule_id}.{CUSTOMER}.1"]
+        assert all("under 25%" in a["reason"] for a in alerts)
+        assert sorted(m["id"] for m in receiver.processed) == sorted(a["alert_id"] for a in alerts)
+
+        # sent again by hand: the same message id, which the receiver refuses as a replay
+        delivery = first[0]["delivery_id"]
+        again = http.post(f"/v1/webhook-endpoints/{endpoint}/deliveries/{delivery}/resend")
+        assert again.status_code == 200
+        wait_for(lambda: receiver.refused, 30, "the re-sent message")
+        assert receiver.refused == [f"replay: {rule_id}.{CUSTOMER}.1"]
+        assert len(receiver.processed) == 2
+
+        on_topic = {json.loads(m)["id"] for m in system.topic_messages(system.settings.topics.alerts)}
+        assert on_topic == {a["alert_id"] for a in alerts}
+        statuses = [json.loads(m)["status"] for m in system.topic_messages(system.settings.topics.enforcement)]
+        assert statuses == ["suspended", "active", "suspended"]
+        balance = http.get(f"{credit}/balance").json()["balances"]
+        assert [Decimal(b["balance"]) for b in balance] == [Decimal("0.00")]
+        assert Fraction(half) < cost
+    finally:
+        system.stop_all()
+
+
+def test_endpoints_outside_the_allowed_hosts_are_refused_and_nothing_is_stored(system: System):
+    system.start_api()
+    for url in ("http://169.254.169.254/latest", "https://u:p@127.0.0.1/", "file:///etc/passwd", "http://localhost/"):
+        answer = system.http.post("/v1/webhook-endpoints", json={"url": url})
+        assert answer.status_code == 400, (url, answer.text)
+        assert answer.json()["detail"]
+    assert system.http.get("/v1/webhook-endpoints").json() == []
+    bad_rules = [
+        ({"target_kind": "customer", "target_id": "nobody", "condition": "cost_over", "threshold": "1"}, 404),
+        ({"target_kind": "customer", "target_id": CUSTOMER, "condition": "nothing", "threshold": "1"}, 422),
+        ({"target_kind": "customer", "target_id": CUSTOMER, "condition": "cost_over", "threshold": "-1"}, 422),
+        (
+            {
+                "target_kind": "customer",
+                "target_id": CUSTOMER,
+                "condition": "balance_below_percent",
+                "threshold": "150",
+            },
+            400,
+        ),
+        ({"target_kind": "billing", "target_id": "sometimes", "condition": "cost_over", "threshold": "1"}, 404),
+    ]
+    for body, status in bad_rules:
+        answer = system.http.post("/v1/alert-rules", json=body)
+        assert answer.status_code == status, (body, answer.text)
+    assert system.http.get("/v1/alert-rules").json() == []
