@@ -16,22 +16,25 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
+from decimal import ROUND_UP, Decimal
 
 from starlette.concurrency import run_in_threadpool
 
-from api.credit_accounts import CreditAccounts, Settled
+from api.credit_accounts import CreditAccounts, GrantRequest, Settled
 from api.webhooks import PENDING, TOPIC_PREFIX
 from billing.alerts import AlertRule, Condition, Standing, TargetKind, crossing, suspended
 from billing.burn_rate import RecentCost, runs_out_at
 from billing.catalog import BillingMode, Catalog, Customer
 from billing.credits import EntryKind
+from billing.money import minor_unit
+from billing.periods import Period
 from billing.scope import EVERYTHING
 from storage.alert_store import AlertRow, AlertStore, DeliveryRow, EnforcementRow, RuleRow, RuleState
 from storage.dashboards import Dashboards
 
 log = logging.getLogger(__name__)
 ACTIVE, SUSPENDED = "active", "suspended"
+RECURRING, THRESHOLD = "recurring", "threshold"
 
 
 @dataclass(frozen=True)
@@ -51,10 +54,12 @@ class CreditWatch:
         self._dashboards = dashboards
         self._catalog = catalog
         self._rates: tuple[datetime, dict[tuple[str, str], RecentCost]] | None = None
+        self._granted_months: set[tuple[str, datetime]] = set()
 
     def run_pass(self, now: datetime) -> None:
-        settled = self._accounts.settle(now)
         catalog = self._catalog()
+        self._grant_recurring(catalog, now)
+        settled = self._accounts.settle(now)
         customers = {c.id: c for c in catalog.customers if c.id in settled.watched}
         if not customers:
             return
@@ -62,6 +67,7 @@ class CreditWatch:
         standings = self._standings(settled, customers, catalog, now, rules)
         messages = self._alerts(standings, customers, rules, now) + self._enforcement(standings, customers, now)
         self._store.save(self._outbox(messages, customers, catalog, now))
+        self._top_up(standings, now)
 
     def _standings(
         self, settled: Settled, customers: dict[str, Customer], catalog: Catalog, now: datetime, rules: list[AlertRule]
@@ -106,6 +112,70 @@ class CreditWatch:
                 )
             )
         return standings
+
+    def _grant_recurring(self, catalog: Catalog, now: datetime) -> None:
+        """Each recurring plan's grant of this month, once: its idempotency key names the month,
+        and a month's plans are looked at once per process."""
+        period = Period.containing(now.date())
+        month = period.start
+        for plan in self._store.top_up_plans():
+            if plan.kind != RECURRING or (plan.plan_id, month) in self._granted_months:
+                continue
+            request = GrantRequest(
+                holder_id=plan.holder_id,
+                currency=catalog.currency,
+                amount=plan.amount,
+                effective_at=max(
+                    month, plan.changed_at.replace(microsecond=plan.changed_at.microsecond // 1000 * 1000)
+                ),
+                expires_at=period.end,
+                priority=0,
+                scope=frozenset(),
+                paid=False,
+                paid_amount=None,
+                idempotency_key=f"{plan.plan_id}.{month:%Y-%m}",
+                asked=f"recurring {plan.plan_id} {month:%Y-%m}",
+            )
+            self._accounts.grant(request, EntryKind.GRANT, f"plan:{plan.plan_id}", now)
+            self._granted_months.add((plan.plan_id, month))
+
+    def _top_up(self, standings: list[Standing], now: datetime) -> None:
+        """Threshold plans: under the floor, top up to the target, once per crossing (the crossing's
+        number is in the top-up's idempotency key)."""
+        plans = [plan for plan in self._store.top_up_plans() if plan.kind == THRESHOLD]
+        if not plans:
+            return
+        by_holder = {standing.customer_id: standing for standing in standings}
+        states = {(s.rule_id, s.customer_id): s for s in self._store.states()}
+        changed = []
+        for plan in plans:
+            standing = by_holder.get(plan.holder_id)
+            if standing is None:
+                continue
+            state = states.get((plan.plan_id, plan.holder_id))
+            firing_before = state is not None and state.firing
+            under = standing.balance < plan.floor
+            if under == firing_before:
+                continue
+            crossings = (state.crossings if state else 0) + (1 if under else 0)
+            if under:
+                amount = (plan.target - standing.balance).quantize(minor_unit(standing.currency), ROUND_UP)
+                request = GrantRequest(
+                    holder_id=plan.holder_id,
+                    currency=standing.currency,
+                    amount=amount,
+                    effective_at=now.replace(microsecond=now.microsecond // 1000 * 1000),
+                    expires_at=None,
+                    priority=0,
+                    scope=frozenset(),
+                    paid=True,
+                    paid_amount=amount,
+                    idempotency_key=f"{plan.plan_id}.{crossings}",
+                    asked=f"threshold {plan.plan_id} {crossings}",
+                )
+                self._accounts.grant(request, EntryKind.TOP_UP, f"plan:{plan.plan_id}", now)
+            changed.append(RuleState(plan.plan_id, plan.holder_id, under, crossings, now))
+        self._store.save(changed)
 
     def _recent_rates(self, now: datetime) -> dict[tuple[str, str], RecentCost]:
         """Every customer's recent cost, read once an hour: the rate counts complete hours only."""

@@ -7,11 +7,13 @@ read their own.
 
 from __future__ import annotations
 
+import secrets
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
-from typing import Annotated
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.access.audit import note_change
@@ -23,12 +25,14 @@ from billing.catalog import Catalog, Customer, Partner
 from billing.credits import CreditEntry, EntryKind
 from billing.money import minor_unit, round_money
 from billing.scope import customer_scope
-from meterline.exceptions import InvalidQuery, UnknownCustomer
+from meterline.exceptions import InvalidQuery, UnknownCustomer, UnknownEntry
 from schemas.identifiers import IDENTIFIER_PATTERN
 from schemas.meters import Meter
+from storage.alert_store import TopUpPlanRow
 from storage.credit_store import StoredGrant
 
 router = APIRouter(prefix="/v1/credit", tags=["prepaid credit"])
+PlanId = Annotated[str, Path(pattern=r"^p-[0-9a-f]{20}$")]
 MAX_AMOUNT = Decimal("1e15")
 EXACT = Decimal("1e-12")
 METERED_PRODUCTS = ("vm", "vdc")
@@ -198,6 +202,75 @@ def balance(request: Request, caller: CreditReader, holder_id: CustomerId, at: d
             for figure in accounts.forecast(held, recent, now)
         ],
     )
+
+
+class TopUpPlanIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["recurring", "threshold"]
+    amount: Amount | None = Field(default=None, description="recurring: granted free each month, expiring with it")
+    floor: Decimal | None = Field(
+        default=None, ge=0, lt=MAX_AMOUNT, allow_inf_nan=False, description="threshold: top up when under it"
+    )
+    target: Amount | None = Field(default=None, description="threshold: top up to it (paid), above the floor")
+
+
+class TopUpPlanOut(BaseModel):
+    plan_id: str
+    holder_id: str
+    kind: str
+    amount: FixedPoint
+    floor: FixedPoint
+    target: FixedPoint
+    created_by: str
+    created_at: datetime
+
+
+@router.post("/{holder_id}/top-up-plans", response_model=TopUpPlanOut, status_code=201)
+def create_top_up_plan(
+    request: Request, caller: CreditManager, holder_id: CustomerId, body: TopUpPlanIn
+) -> TopUpPlanOut:
+    """A recurring grant each month (``amount``, free, expiring at the month's end), or a paid
+    top-up to ``target`` whenever the balance falls under ``floor``: each once per month or per
+    crossing."""
+    catalog = _manageable(request, caller, holder_id)
+    zero = Decimal(0)
+    if body.kind == "recurring":
+        if body.amount is None or body.floor is not None or body.target is not None:
+            raise InvalidQuery("a recurring plan takes an amount, and no floor or target")
+        figures = (body.amount, zero, zero)
+    else:
+        if body.floor is None or body.target is None or body.amount is not None or body.target <= body.floor:
+            raise InvalidQuery("a threshold plan takes a floor and a target above it, and no amount")
+        figures = (zero, body.floor, body.target)
+    _currency(catalog, None, *figures)
+    row = TopUpPlanRow(
+        "p-" + secrets.token_hex(10), holder_id, body.kind, *figures, False, caller.principal.key_id, datetime.now(UTC)
+    )
+    services_of(request).alert_store.save([row])
+    note_change(request, None, {"plan_id": row.plan_id})
+    return _plan_out(row)
+
+
+@router.get("/{holder_id}/top-up-plans", response_model=list[TopUpPlanOut])
+def list_top_up_plans(request: Request, caller: CreditReader, holder_id: CustomerId) -> list[TopUpPlanOut]:
+    _readable(request, caller, holder_id)
+    return [_plan_out(row) for row in services_of(request).alert_store.top_up_plans() if row.holder_id == holder_id]
+
+
+@router.delete("/{holder_id}/top-up-plans/{plan_id}", status_code=204)
+def delete_top_up_plan(request: Request, caller: CreditManager, holder_id: CustomerId, plan_id: PlanId) -> None:
+    _manageable(request, caller, holder_id)
+    store = services_of(request).alert_store
+    found = [row for row in store.top_up_plans() if row.holder_id == holder_id and row.plan_id == plan_id]
+    if not found:
+        raise UnknownEntry(f"no top-up plan {plan_id!r} of {holder_id!r}")
+    store.save([replace(found[0], deleted=True, changed_at=datetime.now(UTC))])
+    note_change(request, {"plan_id": plan_id}, None)
+
+
+def _plan_out(row: TopUpPlanRow) -> TopUpPlanOut:
+    return TopUpPlanOut(**{**vars(row), "created_at": row.changed_at})
 
 
 def _grant(

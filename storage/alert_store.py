@@ -14,7 +14,15 @@ from typing import Any, TypeVar
 from clickhouse_connect.driver.client import Client
 
 from storage.connection import as_utc
-from storage.tables import ALERT_RULES, ALERT_STATES, ALERTS, ENFORCEMENT, WEBHOOK_DELIVERIES, WEBHOOK_ENDPOINTS
+from storage.tables import (
+    ALERT_RULES,
+    ALERT_STATES,
+    ALERTS,
+    ENFORCEMENT,
+    TOP_UP_PLANS,
+    WEBHOOK_DELIVERIES,
+    WEBHOOK_ENDPOINTS,
+)
 
 
 @dataclass(frozen=True)
@@ -78,6 +86,20 @@ class DeliveryRow:
 
 
 @dataclass(frozen=True)
+class TopUpPlanRow:
+    plan_id: str
+    holder_id: str
+    kind: str
+    """``recurring`` (``amount`` each month) or ``threshold`` (up to ``target`` under ``floor``)."""
+    amount: Decimal
+    floor: Decimal
+    target: Decimal
+    deleted: bool
+    created_by: str
+    changed_at: datetime
+
+
+@dataclass(frozen=True)
 class EnforcementRow:
     customer_id: str
     status: str
@@ -85,7 +107,8 @@ class EnforcementRow:
     changed_at: datetime
 
 
-Row = TypeVar("Row", RuleRow, RuleState, AlertRow, EndpointRow, DeliveryRow, EnforcementRow)
+Row = TypeVar("Row", RuleRow, RuleState, AlertRow, EndpointRow, DeliveryRow, EnforcementRow, TopUpPlanRow)
+AnyRow = RuleRow | RuleState | AlertRow | EndpointRow | DeliveryRow | EnforcementRow | TopUpPlanRow
 TABLES: dict[type[Any], str] = {
     RuleRow: ALERT_RULES,
     RuleState: ALERT_STATES,
@@ -93,6 +116,7 @@ TABLES: dict[type[Any], str] = {
     EndpointRow: WEBHOOK_ENDPOINTS,
     DeliveryRow: WEBHOOK_DELIVERIES,
     EnforcementRow: ENFORCEMENT,
+    TopUpPlanRow: TOP_UP_PLANS,
 }
 
 
@@ -102,7 +126,7 @@ class AlertStore:
         self._database = database
         self._lock = threading.Lock()
 
-    def save(self, rows: Sequence[RuleRow | RuleState | AlertRow | EndpointRow | DeliveryRow | EnforcementRow]) -> None:
+    def save(self, rows: Sequence[AnyRow]) -> None:
         """Rows of one type, in one insert."""
         if not rows:
             return
@@ -144,6 +168,9 @@ class AlertStore:
             {"now": now},
         )
         return sorted(found, key=lambda delivery: delivery.next_attempt_at)
+
+    def top_up_plans(self) -> list[TopUpPlanRow]:
+        return self._read(TopUpPlanRow, "NOT deleted")
 
     def enforcement(self) -> list[EnforcementRow]:
         return self._read(EnforcementRow)

@@ -3,6 +3,7 @@ way, a balance follows usage within seconds, and bad requests store nothing."""
 
 from __future__ import annotations
 
+import time
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
@@ -127,3 +128,47 @@ def test_bad_grants_are_refused_with_a_reason_and_store_nothing(system: System):
     assert first.json() == again.json()
     assert grant(system, customer, "same", amount="6.00").status_code == 409
     assert [e["amount"] for e in system.http.get(f"/v1/credit/{customer}/ledger").json()] == ["5.000000000000"]
+
+
+def test_top_up_plans_grant_once_per_month_and_once_per_crossing(system: System):
+    """cust-00004 holds 0.01 from November and uses more: its balance is 0. A threshold plan
+    (under 5.00, up to 25.00) then tops it up by exactly 25.00, once; a recurring plan grants
+    7.00 this month, once, even across an API restart. Balance: 25.00 + 7.00 = 32.00."""
+    customer = "cust-00004"
+    system.start_all()
+    assert grant(system, customer, "tiny", amount="0.01", effective_at="2026-11-01T00:00:00Z").status_code == 201
+    batches = ticks(0, 2)
+    assert expected_amounts(events_of(batches))[customer] > Fraction(1, 100)
+    for batch in batches:
+        system.publish(batch)
+    assert_api_matches(system, events_of(batches))
+
+    def balance() -> Decimal:
+        return Decimal(system.http.get(f"/v1/credit/{customer}/balance").json()["balances"][0]["balance"])
+
+    wait_for(lambda: balance() == 0, 30, "the credit to be spent")
+    plans = f"/v1/credit/{customer}/top-up-plans"
+    assert system.http.post(plans, json={"kind": "threshold", "floor": "5.00", "target": "25.00"}).status_code == 201
+    wait_for(lambda: balance() == Decimal("25.00"), 30, "the threshold top-up")
+    assert system.http.post(plans, json={"kind": "recurring", "amount": "7.00"}).status_code == 201
+    wait_for(lambda: balance() == Decimal("32.00"), 30, "the recurring grant")
+    system.kill("api")
+    system.start_api()
+    time.sleep(3)  # several passes
+    assert balance() == Decimal("32.00")
+    kinds = sorted((e["kind"], e["amount"]) for e in system.http.get(f"/v1/credit/{customer}/ledger").json())
+    assert [k for k in kinds if k[0] in ("grant", "top_up")] == [
+        ("grant", "0.010000000000"),
+        ("grant", "7.000000000000"),
+        ("top_up", "25.000000000000"),
+    ]
+    refused = [
+        {"kind": "threshold", "floor": "30", "target": "20"},
+        {"kind": "recurring"},
+        {"kind": "recurring", "amount": "1", "floor": "2"},
+        {"kind": "monthly", "amount": "1"},
+        {"kind": "recurring", "amount": "0.001"},
+    ]
+    for body in refused:
+        assert system.http.post(plans, json=body).status_code in (400, 422), body
+    assert len(system.http.get(plans).json()) == 2
