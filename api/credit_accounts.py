@@ -168,6 +168,14 @@ class CreditAccounts:
                 given[grant.currency] = given.get(grant.currency, Decimal(0)) + grant.amount
         return Balance(when, wallet.balance(when), given)
 
+    def wallets(self, holders: set[str] | None, now: datetime) -> dict[str, Wallet]:
+        """The wallets of ``holders`` (None: of everyone holding credit), the hours under way burned."""
+        grants = self._store.grants(holders)
+        entries = self._store.entries(set(grants)) if grants else {}
+        wallets = {h: Wallet.of((g.grant for g in held), entries.get(h, [])) for h, held in grants.items()}
+        self._burn_unsettled(wallets, self._settled_until or _floor_hour(now - SETTLE_DELAY), now)
+        return wallets
+
     def forecast(self, balance: Balance, recent: dict[str, RecentCost], now: datetime) -> list[Forecast]:
         """When each currency's credit runs out at the holder's recent rate (``billing.burn_rate``)."""
         figures = []
@@ -187,14 +195,16 @@ class CreditAccounts:
             grants = self._store.grants()
             holders = list(grants)
             lookback = _months_before(now, self._late_usage_months)
+            dirty, self._dirty = self._dirty, set()
             if self._settled_until is None or since is None:
                 usage = self._store.rated_usage(holders, lookback, settle_until)
             else:
                 usage = self._store.rated_usage(holders, lookback, self._settled_until, stored_since=since)
                 usage |= self._store.rated_usage(holders, self._settled_until, settle_until)
+                # a new (perhaps backdated) grant may pay for usage stored long ago: all of it again
+                usage |= self._store.rated_usage(dirty & set(holders), lookback, settle_until)
             expiring = {h for h, held in grants.items() if any(_expires(g.grant, since, now) for g in held)}
-            changed = {key.customer_id for key in usage} | expiring
-            dirty, self._dirty = self._dirty, set()
+            changed = {key.customer_id for key in usage} | expiring | (dirty & set(holders))
             watched = (
                 changed
                 | dirty

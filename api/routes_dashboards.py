@@ -5,16 +5,18 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
+from fractions import Fraction
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.access.guard import OperationsReader, UsageReader
+from api.access.guard import CreditReader, OperationsReader, UsageReader
 from api.models import FixedPoint
 from api.services import services_of
-from billing.burn_rate import RECENT_HOURS
+from billing.burn_rate import RECENT_HOURS, runs_out_at
 from billing.money import round_money
+from billing.periods import bucket_ends
 from storage.dashboards import CostGroup, CostWindow, Dashboards
 from storage.usage_queries import Granularity
 
@@ -120,6 +122,83 @@ def month_to_date(request: Request, caller: UsageReader, top: Top = None) -> Mon
 def _cents(amount: Decimal, currency: str) -> Decimal:
     """An amount as dashboards show money: once, to the currency's minor unit (the cent)."""
     return round_money(amount, currency)
+
+
+class CreditNow(BaseModel):
+    customer_id: str
+    currency: str
+    balance: FixedPoint = Field(description="Now, rounded to the cent")
+    granted: FixedPoint = Field(description="What the grants in force gave")
+    burn_rate_per_hour: FixedPoint = Field(description="billing/burn_rate.py, rounded to the cent")
+    runs_out_at: datetime | None
+
+
+class BalancePoint(BaseModel):
+    at: datetime = Field(description="The end of a bucket (now for the last one)")
+    customer_id: str
+    currency: str
+    balance: FixedPoint = Field(description="As the ledger stood then, rounded to the cent")
+
+
+class CreditReport(BaseModel):
+    model_config = ConfigDict(populate_by_name=True)
+
+    start: datetime = Field(alias="from", description="Inclusive, UTC")
+    end: datetime = Field(alias="to", description="Exclusive, UTC")
+    granularity: str
+    as_of: datetime
+    customers: list[CreditNow] = Field(description="Lowest balance first")
+    series: list[BalancePoint] = Field(description="The burn-down: each customer's balance at each bucket's end")
+
+
+@router.get("/costs/credit", response_model=CreditReport, response_model_by_alias=True)
+def credit(
+    request: Request,
+    caller: CreditReader,
+    start: Annotated[
+        datetime | None, Query(alias="from", description="Inclusive; default: start of this month")
+    ] = None,
+    end: Annotated[datetime | None, Query(alias="to", description="Exclusive; default: now")] = None,
+    granularity: Granularity = Granularity.DAY,
+) -> CreditReport:
+    """Prepaid credit of every customer the caller sees that holds some: the balance now, the burn
+    rate and when it runs out, and the burn-down (the balance at each bucket's end)."""
+    now = datetime.now(UTC)
+    window = CostWindow(start or now.replace(day=1, hour=0, minute=0, second=0, microsecond=0), end or now, granularity)
+    visible = None if caller.scope.everything else set(caller.scope.customers or ())
+    wallets = services_of(request).credit.wallets(visible, now)
+    rates = services_of(request).dashboards.recent_costs(caller.scope, now)
+    boundaries = [*bucket_ends(window.start, min(window.end, now), granularity.value), min(window.end, now)]
+    customers, series = [], []
+    for customer_id, wallet in sorted(wallets.items()):
+        for currency, balance in sorted(wallet.balance(now).items()):
+            rate = rates[(customer_id, currency)].per_hour() if (customer_id, currency) in rates else Fraction(0)
+            granted = sum(
+                (g.amount for g in wallet.grants.values() if g.in_force(now) and g.currency == currency), Decimal(0)
+            )
+            customers.append(
+                CreditNow(
+                    customer_id=customer_id,
+                    currency=currency,
+                    balance=_cents(balance, currency),
+                    granted=_cents(granted, currency),
+                    burn_rate_per_hour=round_money(rate, currency),
+                    runs_out_at=runs_out_at(balance, rate, now),
+                )
+            )
+            series += [
+                BalancePoint(
+                    at=at,
+                    customer_id=customer_id,
+                    currency=currency,
+                    balance=_cents(wallet.balance(at).get(currency, Decimal(0)), currency),
+                )
+                for at in sorted(set(boundaries))
+            ]
+    customers.sort(key=lambda figure: (figure.balance, figure.customer_id))
+    return CreditReport(
+        start=window.start, end=window.end, granularity=granularity.value, as_of=now, customers=customers, series=series
+    )
 
 
 @router.get("/ingest", response_model=IngestReport)

@@ -47,6 +47,29 @@ def check_buckets(start: datetime, end: datetime, granularity: str) -> None:
         )
 
 
+MOST_POINTS = 1000
+
+
+def bucket_ends(start: datetime, end: datetime, granularity: str) -> list[datetime]:
+    """Where each hour, day or month (``granularity``) after ``start`` begins, up to ``end``
+    (exclusive): the instants a burn-down shows. At most ``MOST_POINTS``."""
+    step = {"hour": timedelta(hours=1), "day": timedelta(days=1)}.get(granularity)
+    at = start.replace(minute=0, second=0, microsecond=0)
+    if granularity != "hour":
+        at = at.replace(hour=0)
+    ends: list[datetime] = []
+    while True:
+        if step is not None:
+            at += step
+        else:
+            at = Period.containing(at.date()).end
+        if at >= end:
+            return ends
+        ends.append(at)
+        if len(ends) > MOST_POINTS:
+            raise InvalidRange(f"at most {MOST_POINTS} points: narrow the window or widen the granularity")
+
+
 @dataclass(frozen=True, order=True)
 class Period:
     first_day: date

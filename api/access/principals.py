@@ -65,8 +65,9 @@ PERMISSIONS: dict[Role, frozenset[Permission]] = {
     Role.CUSTOMER: _READS | {Permission.MANAGE_KEYS, Permission.ISSUE_TOKENS},
     Role.INGEST: frozenset({Permission.PUSH_EVENTS}),
 }
-TOKEN_PERMISSIONS = frozenset({Permission.READ_USAGE, Permission.READ_INVOICES})
-"""What a signed read token allows, at most (one limited to some meters: usage only)."""
+TOKEN_PERMISSIONS = frozenset({Permission.READ_USAGE, Permission.READ_INVOICES, Permission.READ_CREDIT})
+"""What a signed read token allows, at most (one limited to some meters: usage only): what a
+portal session shows its customer."""
 
 
 @dataclass(frozen=True)

@@ -93,6 +93,14 @@ def grant_credit(system: System, holder_id: str) -> str:
     return str(response.json()["grant_id"])
 
 
+def top_up_plan(system: System, holder_id: str) -> str:
+    response = system.http.post(
+        f"/v1/credit/{holder_id}/top-up-plans", json={"kind": "threshold", "floor": "1.00", "target": "2.00"}
+    )
+    assert response.status_code == 201, response.text
+    return str(response.json()["plan_id"])
+
+
 def alerting(client: httpx.Client, customer: str) -> tuple[str, str]:
     """A rule and a webhook endpoint made with ``client``'s key."""
     rule = client.post(
@@ -116,6 +124,7 @@ def principals(system: System) -> list[Principal]:
     resold = make_key(system, role="customer", party_id="resold")
     ingest = make_key(system, role="ingest", sources=["test://hv-*"], customers=["direct"])
     resold_grant, direct_grant = (grant_credit(system, holder) for holder in ("resold", "direct"))
+    resold_plan, direct_plan = (top_up_plan(system, holder) for holder in ("resold", "direct"))
     provider_rule, provider_endpoint = alerting(system.http, "resold")
     north_rule, north_endpoint = alerting(system.client(north["key"]), "resold")
     token = make_token(system, "resold")
@@ -130,6 +139,7 @@ def principals(system: System) -> list[Principal]:
         "token_id": admin_token["token_id"],
         "holder_id": "direct",
         "grant_id": direct_grant,
+        "plan_id": direct_plan,
         "rule_id": provider_rule,
         "endpoint_id": provider_endpoint,
         "delivery_id": "none.yet@topic:alerts",
@@ -143,6 +153,7 @@ def principals(system: System) -> list[Principal]:
         "line_no": usage_line(system, RESOLD_INVOICE),
         "holder_id": "resold",
         "grant_id": resold_grant,
+        "plan_id": resold_plan,
         "rule_id": north_rule,
         "endpoint_id": north_endpoint,
         "delivery_id": "none.yet@topic:alerts",
@@ -221,6 +232,7 @@ BODIES: dict[tuple[str, str], Any] = {
         "threshold": "5",
     },
     ("POST", "/v1/webhook-endpoints"): {"url": "http://127.0.0.1:9/other"},
+    ("POST", "/v1/credit/{holder_id}/top-up-plans"): {"kind": "recurring", "amount": "1.00"},
     ("POST", "/v1/webhook-endpoints/{endpoint_id}/rotate-secret"): {},
 }
 IDEMPOTENT = {("POST", "/v1/credit/{holder_id}/grants"), ("POST", "/v1/credit/{holder_id}/top-ups")}
@@ -233,6 +245,7 @@ CHANGES_OWN_STATE = {
     ("POST", "/v1/invoices/{invoice_id}/pay"),
     ("POST", "/v1/invoices/{invoice_id}/void"),
     ("DELETE", "/v1/alert-rules/{rule_id}"),
+    ("DELETE", "/v1/credit/{holder_id}/top-up-plans/{plan_id}"),
     ("DELETE", "/v1/webhook-endpoints/{endpoint_id}"),
     ("POST", "/v1/webhook-endpoints/{endpoint_id}/deliveries/{delivery_id}/resend"),  # none was sent yet
 }

@@ -33,6 +33,7 @@ import api.metrics  # noqa: F401 - registers the API's metrics
 import pipeline.metrics  # noqa: F401
 import sinks.metrics  # noqa: F401
 from agents.cloudevents import usage_event
+from billing.periods import bucket_ends
 from meterline.brokers import Broker
 from schemas.events import Event, EventType, encode_batch
 from tests.factories import catalog_document, vm_sample
@@ -93,6 +94,10 @@ class Usage:
     amount: Decimal
 
 
+CREDIT = {"direct": Decimal("1.00"), "resold": Decimal("5.00")}
+"""Prepaid credit granted 40 days before the usage is sent: direct uses more than it holds."""
+
+
 @dataclass(frozen=True)
 class Sent:
     """A meterline that stored the usage sent, a reader key, and when it was sent and seen stored."""
@@ -148,6 +153,17 @@ def sent(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
             what="the events to be stored",
         )
         wait_for(lambda: system.http.get("/v1/ingest").json()["last_stored"], what="the message to be recorded")
+        for customer, amount in CREDIT.items():
+            granted = system.http.post(
+                f"/v1/credit/{customer}/grants",
+                json={"amount": str(amount), "effective_at": (sent_at - timedelta(days=40)).isoformat()},
+                headers={"Idempotency-Key": "grafana"},
+            )
+            assert granted.status_code == 201, granted.text
+        wait_for(
+            lambda: system.http.get("/v1/credit/direct/balance").json()["balances"][0]["balance"] == "0.00",
+            what="the credit to be settled with the usage stored before it was granted",
+        )
         reader = system.http.post("/v1/keys", json={"name": "grafana", "role": "reader"}).json()["key"]
         yield Sent(system, reader, usage, len(events), sent_at, datetime.now(UTC))
     finally:
@@ -414,6 +430,25 @@ def forecasts(usage: list[Usage], as_of: datetime) -> dict[str, Fraction]:
     return dict(figures)
 
 
+def burned_by(usage: list[Usage], at: datetime, as_of: datetime) -> Decimal:
+    """The rated cost the credit ledger holds at ``at``: an hour's usage is charged at its last
+    instant once it has ended, the hour under way at ``as_of``."""
+    total = Decimal(0)
+    for u in usage:
+        hour_end = u.start.replace(minute=0, second=0, microsecond=0) + HOUR
+        charged = hour_end - timedelta(milliseconds=1) if hour_end <= as_of else as_of
+        total += u.amount if charged <= at else 0
+    return total
+
+
+def hourly_rate(usage: list[Usage], as_of: datetime) -> Fraction:
+    """The cost of the last 168 complete hours over the hours since the first usage in them."""
+    rate_end = as_of.replace(minute=0, second=0, microsecond=0)
+    recent = [u for u in usage if rate_end - RUN_RATE_HOURS * HOUR <= u.start < rate_end]
+    first = min(u.start.replace(minute=0, second=0, microsecond=0) for u in recent)
+    return sum((Fraction(u.amount) for u in recent), Fraction(0)) / ((rate_end - first) // HOUR)
+
+
 def summed(usage: list[Usage], key: Callable[[Usage], Any], figure: str = "amount") -> dict[Any, Decimal]:
     totals: dict[Any, Decimal] = defaultdict(Decimal)
     for u in usage:
@@ -477,6 +512,27 @@ def check(sent: Sent, panel: Shown, title: str, usage: list[Usage]) -> None:
         expected = forecasts(usage, datetime.fromisoformat(panel.body["as_of"]))
         # each customer's forecast is rounded to the cent: the sum is within half a cent each
         assert abs(Fraction(figures) - sum(expected.values())) <= Fraction(len(expected), 200), title
+    elif title == "Credit balance":  # the picked customer's
+        [customer] = {u.customer for u in usage}
+        assert figures == cents(max(CREDIT[customer] - sum(u.amount for u in usage), Decimal(0))), title
+    elif title == "Credit burn-down":
+        as_of = datetime.fromisoformat(panel.body["as_of"])
+        [customer] = {u.customer for u in usage}
+        points = [*bucket_ends(span.start, min(span.end, as_of), granularity), min(span.end, as_of)]
+        expected = {
+            (at, customer): cents(max(CREDIT[customer] - burned_by(usage, at, as_of), Decimal(0))) for at in points
+        }
+        assert figures == expected, title
+    elif title == "Prepaid credit, lowest balances first":
+        as_of = datetime.fromisoformat(panel.body["as_of"])
+        rows = []
+        for customer, granted in CREDIT.items():
+            own = [u for u in usage if u.customer == customer]
+            balance = max(granted - sum(u.amount for u in own), Decimal(0))
+            rate = hourly_rate(own, as_of)
+            runs_out = as_of if balance <= 0 else as_of + timedelta(seconds=int(Fraction(balance) / rate * 3600))
+            rows.append((customer, cents(balance), cents(Decimal(rate.numerator) / rate.denominator), runs_out))
+        assert figures == sorted(rows, key=lambda row: (row[1], row[0])), title
     elif title == "Events stored / s":
         assert figures <= Decimal(sent.events) / 300
         if panel.answered - sent.sent_at < INGEST_WINDOW:  # every event was stored in the last 5 minutes
@@ -549,6 +605,8 @@ def test_the_customer_dashboard_shows_a_month_of_direct_worked_out_by_hand(sent:
     board = dict(boards())["customer-usage"]
     panel = {panel["title"]: panel for panel in board["panels"]}
     assert run(sent, sent.reader, board, panel["Cost in the time range"], "direct").figures == Decimal("1.971")
+    # 1.00 of credit, 1.971 used: none left
+    assert run(sent, sent.reader, board, panel["Credit balance"], "direct").figures == Decimal("0.00")
     assert run(sent, sent.reader, board, panel["Resources by cost in the time range"], "direct").figures == [
         ("bk-1", "restore_gb", Decimal("1.125")),
         ("vm-a", "vm", Decimal("0.564")),
