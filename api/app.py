@@ -91,6 +91,7 @@ def create_app(settings: Settings, *, run_sink: bool | None = None) -> FastAPI:
                 timedelta(hours=settings.close_grace_h),
                 settings.close_check_interval_s,
                 services.completeness.gaps,
+                services.credit.apply_to_invoices,
             )
             tasks.append(asyncio.create_task(closing))
         if services.deliveries is not None:

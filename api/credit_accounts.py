@@ -19,14 +19,19 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 
 from billing.burn_rate import RecentCost, runs_out_at
-from billing.credits import Charge, CreditEntry, CreditGrant, EntryKind, Wallet, granted
+from billing.credits import Charge, CreditEntry, CreditGrant, EntryKind, Wallet, granted, invoice_charges
+from billing.invoices import DocumentType
+from billing.money import round_money
+from billing.periods import Period
+from billing.records import InvoiceRecord
 from meterline.exceptions import IdempotencyConflict, UnknownGrant
+from schemas.meters import Meter
 from storage.credit_store import CreditStore, StoredGrant, UsageKey
 
 log = logging.getLogger(__name__)
@@ -176,6 +181,39 @@ class CreditAccounts:
         self._burn_unsettled(wallets, self._settled_until or _floor_hour(now - SETTLE_DELAY), now)
         return wallets
 
+    def apply_to_invoices(self, records: list[InvoiceRecord], now: datetime) -> list[InvoiceRecord]:
+        """Each draft invoice whose buyer holds credit, paid from it as far as it goes: the
+        period's hourly usage burns are given back and the invoice's own charges burn instead
+        (``billing.credits.invoice_charges``); a re-closed draft burns only the difference."""
+        applied = []
+        with self._writing:
+            holders = {r.buyer_id for r in records if r.document_type is DocumentType.INVOICE}
+            grants = self._store.grants(holders) if holders else {}
+            ledgers = self._store.entries(set(grants)) if grants else {}
+            written: dict[str, list[CreditEntry]] = {}
+            for record in records:
+                if record.buyer_id not in grants or record.document_type is not DocumentType.INVOICE:
+                    applied.append(record)
+                    continue
+                wallet = Wallet.of((g.grant for g in grants[record.buyer_id]), ledgers.get(record.buyer_id, []))
+                before = len(wallet.entries)
+                paid = _pay_invoice(wallet, record)
+                written.setdefault(record.buyer_id, []).extend(wallet.entries[before:])
+                ledgers[record.buyer_id] = wallet.entries
+                applied.append(replace(record, credit_applied=min(round_money(paid, record.currency), record.total)))
+            self._store.append(written, now)
+        return applied
+
+    def release_invoice(self, record: InvoiceRecord, now: datetime) -> None:
+        """Give back what an invoice took from credit (it is voided by a credit note)."""
+        with self._writing:
+            wallet, _ = self._wallet(record.buyer_id)
+            before = len(wallet.entries)
+            prefix = f"invoice/{record.invoice_id}/"
+            for reference in sorted({e.reference for e in wallet.entries if e.reference.startswith(prefix)}):
+                wallet.burn(Charge(reference, record.currency, Decimal(0), now))
+            self._store.append({record.buyer_id: wallet.entries[before:]}, now)
+
     def forecast(self, balance: Balance, recent: dict[str, RecentCost], now: datetime) -> list[Forecast]:
         """When each currency's credit runs out at the holder's recent rate (``billing.burn_rate``)."""
         figures = []
@@ -219,8 +257,9 @@ class CreditAccounts:
                 wallet = wallets[holder]
                 before = len(wallet.entries)
                 prepaid_from = min(g.grant.effective_at for g in grants[holder])
+                invoiced = _invoiced_months(wallet)
                 for key, amount in sorted(usage.items(), key=_by_hour):
-                    if key.customer_id == holder and key.hour + HOUR > prepaid_from:
+                    if key.customer_id == holder and key.hour + HOUR > prepaid_from and _month(key) not in invoiced:
                         wallet.burn(_charge(key, amount, key.hour + HOUR - LAST_INSTANT))
                 wallet.expire(now)
                 if len(wallet.entries) > before:
@@ -237,12 +276,70 @@ class CreditAccounts:
         unsettled = self._store.rated_usage(list(wallets), settled, _floor_hour(now) + HOUR) if wallets else {}
         for key, amount in sorted(unsettled.items(), key=_by_hour):
             wallet = wallets[key.customer_id]
-            if wallet.grants and key.hour + HOUR > min(grant.effective_at for grant in wallet.grants.values()):
+            if not wallet.grants or _month(key) in _invoiced_months(wallet):
+                continue
+            if key.hour + HOUR > min(grant.effective_at for grant in wallet.grants.values()):
                 wallet.burn(_charge(key, amount, min(now, key.hour + HOUR - LAST_INSTANT)))
 
     def _wallet(self, holder_id: str) -> tuple[Wallet, dict[str, StoredGrant]]:
         stored = {g.grant.grant_id: g for g in self.grants(holder_id)}
         return Wallet.of((g.grant for g in stored.values()), self.ledger(holder_id)), stored
+
+
+def _pay_invoice(wallet: Wallet, record: InvoiceRecord) -> Decimal:
+    """Burn ``record``'s charges on ``wallet`` in place of its period's hourly usage burns;
+    what credit paid of it, exact."""
+    period = Period.parse(record.period)
+    at = period.end - LAST_INSTANT
+    hourly = {
+        e.reference
+        for e in wallet.entries
+        if e.reference.startswith("usage/") and period.start <= _hour_of(e.reference) < period.end
+    }
+    for reference in sorted(hourly):
+        wallet.burn(Charge(reference, record.currency, Decimal(0), at))
+    lines = [(_product_of(line.meter, line.dimension), line.meter, line.amount) for line in record.lines]
+    charges = invoice_charges(
+        record.invoice_id,
+        record.currency,
+        lines,
+        record.discount_percent,
+        record.tax_rate_percent,
+        record.tax_inclusive,
+        at,
+    )
+    stale = {e.reference for e in wallet.entries if e.reference.startswith(f"invoice/{record.invoice_id}/")}
+    for reference in sorted(stale - {charge.charge_id for charge in charges}):
+        wallet.burn(Charge(reference, record.currency, Decimal(0), at))
+    for charge in charges:
+        wallet.burn(charge)
+    taken = [e for e in wallet.entries if e.reference.startswith(f"invoice/{record.invoice_id}/") and e.grant_id]
+    return -sum((e.amount for e in taken), Decimal(0))
+
+
+def _invoiced_months(wallet: Wallet) -> set[str]:
+    """The periods an invoice charged on the wallet: their usage is paid through the invoice,
+    not by the hour (an invoice id starts with its period)."""
+    return {e.reference.split("/")[1].split(".")[0] for e in wallet.entries if e.reference.startswith("invoice/")}
+
+
+def _month(key: UsageKey) -> str:
+    return f"{key.hour:%Y-%m}"
+
+
+def _hour_of(reference: str) -> datetime:
+    """The hour a ``usage/<currency>/<hour>/…`` reference charges."""
+    return datetime.strptime(reference.split("/")[2], "%Y-%m-%dT%H").replace(tzinfo=UTC)
+
+
+def _product_of(meter: str, dimension: str) -> str:
+    """The product an invoice line's usage is of, as the stream names it: a VM's, a vDC's, or
+    an XaaS item's sku (the line's dimension)."""
+    if not meter:
+        return ""
+    if Meter(meter).is_xaas:
+        return dimension
+    return "vdc" if meter.startswith("vdc_") else "vm"
 
 
 def _charge(key: UsageKey, amount: Decimal, at: datetime) -> Charge:

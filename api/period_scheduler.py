@@ -19,6 +19,7 @@ from billing.catalog import Catalog
 from billing.completeness import Gap
 from billing.period_close import close_period
 from billing.periods import Period
+from billing.records import InvoiceRecord
 from billing.scope import EVERYTHING
 from storage.billed_usage import PeriodUsage
 from storage.clock import StoredThrough
@@ -33,6 +34,12 @@ def period_due(now: datetime, grace: timedelta) -> Period | None:
     return last_month if now >= last_month.end + grace else None
 
 
+def _paying(
+    pay_from_credit: Callable[[list[InvoiceRecord], datetime], list[InvoiceRecord]], now: datetime
+) -> Callable[[list[InvoiceRecord]], list[InvoiceRecord]]:
+    return lambda drafts: pay_from_credit(drafts, now)
+
+
 async def close_periods_when_due(
     ledger: Ledger,
     usage: PeriodUsage,
@@ -42,6 +49,7 @@ async def close_periods_when_due(
     grace: timedelta,
     check_every_s: float,
     gaps: Callable[[], list[Gap]],
+    pay_from_credit: Callable[[list[InvoiceRecord], datetime], list[InvoiceRecord]],
 ) -> None:
     """A month with gaps in the usage received is not closed until they are filled (or someone
     closes it by force)."""
@@ -52,8 +60,18 @@ async def close_periods_when_due(
             try:
                 if not await run_in_threadpool(ledger.headers, EVERYTHING, period=period.name):
                     missing = await run_in_threadpool(gaps)
+                    now = clock.now()
                     result = await run_in_threadpool(
-                        close_period, ledger, usage, current_catalog(), period, clock.now(), lookback_periods, missing
+                        close_period,
+                        ledger,
+                        usage,
+                        current_catalog(),
+                        period,
+                        now,
+                        lookback_periods,
+                        missing,
+                        False,
+                        _paying(pay_from_credit, now),
                     )
                     log.info(
                         "closed %s on its own, %.0f h after it ended (METERLINE_AUTO_CLOSE, METERLINE_CLOSE_GRACE_H): "

@@ -342,7 +342,12 @@ def _currency(catalog: Catalog, currency: str | None, *amounts: Decimal | None) 
 
 
 def _scope(catalog: Catalog, scope: list[str]) -> frozenset[str]:
-    known = {product.id for product in catalog.products} | set(METERED_PRODUCTS) | {meter.value for meter in Meter}
+    skus = {plan.dimension for prices in catalog.price_lists for plan in prices.plans if Meter(plan.meter).is_xaas} - {
+        "*"
+    }
+    known = (
+        {product.id for product in catalog.products} | skus | set(METERED_PRODUCTS) | {meter.value for meter in Meter}
+    )
     unknown = sorted(set(scope) - known)
     if unknown:
         raise InvalidQuery(f"scope names no product or meter: {', '.join(unknown)}")

@@ -76,7 +76,18 @@ def close(request: Request, _caller: PeriodCloser, period: PeriodName, force: bo
     catalog, month, now = _catalog(request), Period.parse(period), clock.now()
     check_billable(catalog, month, now.date())
     gaps = services_of(request).completeness.gaps()
-    result = close_period(_ledger(request), usage, catalog, month, now, lookback, gaps, force)
+    credit = services_of(request).credit
+    result = close_period(
+        _ledger(request),
+        usage,
+        catalog,
+        month,
+        now,
+        lookback,
+        gaps,
+        force,
+        lambda drafts: credit.apply_to_invoices(drafts, now),
+    )
     note_change(request, None, {"period": period, "force": force, **vars(result)})
     return CloseOut(**vars(result))
 
@@ -148,6 +159,8 @@ def _change(request: Request, caller: Caller, invoice_id: str, target: InvoiceSt
     ledger, catalog, now = _ledger(request), _catalog(request), datetime.now(UTC)
     before, changed = ledger.change_status(caller.scope, invoice_id, target, now, catalog.invoice_prefixes())
     note_change(request, {"status": before.value}, {"status": changed.status.value, "number": changed.number})
+    if changed.status is InvoiceStatus.VOID and before is not InvoiceStatus.VOID:
+        services_of(request).credit.release_invoice(changed, now)  # the credit it took is given back
     deliveries: Deliveries | None = services_of(request).deliveries
     if deliveries is not None:
         documents = documents_to_email(invoice_id, before, changed.status)

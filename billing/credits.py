@@ -271,3 +271,34 @@ def granted(grant: CreditGrant, kind: EntryKind = EntryKind.GRANT) -> CreditEntr
     """The entry that puts a grant's amount in the ledger when it takes effect (a grant, or a
     top-up)."""
     return CreditEntry(grant.grant_id, kind, grant.amount, grant.effective_at, kind.value)
+
+
+def invoice_charges(
+    invoice_id: str,
+    currency: str,
+    lines: Iterable[tuple[str, str, Decimal]],
+    discount_percent: Decimal,
+    tax_rate_percent: Decimal,
+    tax_inclusive: bool,
+    at: datetime,
+) -> list[Charge]:
+    """What an invoice charges on credit: per product and meter of its lines (``(product, meter,
+    amount)``), what the buyer pays for them, the discount taken off and the tax added (credit is
+    a means of payment: it pays the amount due, tax included). A group whose lines add up to
+    nothing or less is charged nothing."""
+    grouped: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    for product, meter, amount in lines:
+        grouped[(product, meter)] += amount
+    kept = (100 - discount_percent) / 100
+    taxed = Decimal(1) if tax_inclusive else (100 + tax_rate_percent) / 100
+    return [
+        Charge(
+            f"invoice/{invoice_id}/{product or '-'}/{meter or '-'}",
+            currency,
+            max(amount * kept * taxed, ZERO),
+            at,
+            product,
+            meter,
+        )
+        for (product, meter), amount in sorted(grouped.items())
+    ]

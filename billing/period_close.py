@@ -17,7 +17,7 @@ invoice shows exactly those events, and whatever is stored later is late usage.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
@@ -116,9 +116,11 @@ def close_period(
     lookback_periods: int = LOOKBACK_PERIODS,
     gaps: Sequence[Gap] = (),
     force: bool = False,
+    pay_from_credit: Callable[[list[InvoiceRecord]], list[InvoiceRecord]] = list,
 ) -> CloseResult:
     """Draft the period's invoices, refusing while ``gaps`` (of every producer) may hold some of
-    its usage, unless ``force``d: then each draft's notes name the gaps."""
+    its usage, unless ``force``d: then each draft's notes name the gaps. ``pay_from_credit``
+    pays each draft from its buyer's prepaid credit, as far as it goes."""
     missing = gaps_touching(gaps, period)
     if missing and not force:
         listed = "; ".join(gap.describe() for gap in missing[:20])
@@ -149,7 +151,7 @@ def close_period(
         elif latest.status is InvoiceStatus.VOID:
             again = invoice_id_for(period, invoice.issuer.id, invoice.buyer_id, billing=len(billed) + 1)
             drafts.append(InvoiceRecord.draft(replace(invoice, invoice_id=again), 1, now, notes))
-    ledger.save(drafts)
+    ledger.save(pay_from_credit(drafts))
     return CloseResult(
         period=period.name,
         drafted=len(drafts),

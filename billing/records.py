@@ -71,6 +71,8 @@ class InvoiceRecord:
     """How many lines the revision has: lines beyond it were left by a write cut short."""
     notes: str = ""
     """Said by the close, e.g. that it was forced while some usage was missing."""
+    credit_applied: Decimal = Decimal(0)
+    """What the buyer's prepaid credit paid of ``total`` (rounded to the cent)."""
     lines: tuple[InvoiceLine, ...] = field(default=(), compare=False)
 
     @classmethod
@@ -105,6 +107,11 @@ class InvoiceRecord:
             notes=notes,
             lines=invoice.lines,
         )
+
+    @property
+    def amount_due(self) -> Decimal:
+        """What the buyer still owes: the total less what its prepaid credit paid."""
+        return self.total - self.credit_applied
 
     def becoming(self, target: InvoiceStatus, now: datetime) -> InvoiceRecord:
         """The record moved to ``target``, or InvoiceStateError saying why it cannot move.
@@ -144,6 +151,7 @@ class InvoiceRecord:
             net=-self.net,
             tax_amount=-self.tax_amount,
             total=-self.total,
+            credit_applied=-self.credit_applied,
             closed_at=now,
             updated_at=now,
             lines=tuple(replace(line, quantity=-line.quantity, amount=-line.amount) for line in self.lines),

@@ -77,7 +77,7 @@ def _business_terms(view: InvoiceView) -> dict[str, Any]:
         "BT-109": view.money(sign * record.net),
         "BT-110": view.money(sign * record.tax_amount),
         "BT-112": view.money(sign * record.total),
-        "BT-115": view.money(sign * record.total),
+        "BT-115": view.money(sign * record.amount_due),
         "BG-23": [
             {
                 "BT-116": view.money(sign * record.net),
@@ -113,6 +113,8 @@ def _business_terms(view: InvoiceView) -> dict[str, Any]:
         ]
     if credit:
         terms["BG-3"] = [{"BT-25": record.credits_number}]
+    if record.credit_applied:  # what prepaid credit paid: EN 16931's paid amount
+        terms["BT-113"] = view.money(sign * record.credit_applied)
     return {key: value for key, value in terms.items() if value not in (None, "")}
 
 

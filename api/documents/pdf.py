@@ -163,6 +163,15 @@ def _totals(pdf: _Document, view: InvoiceView) -> None:
     pdf.set_draw_color(*view.colour)
     pdf.cell(96, 8, f"Total {record.currency}", align="R", border="T")
     pdf.cell(24, 8, view.money(record.total), align="R", border="T", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+    if record.credit_applied:
+        pdf.set_font(FONT, size=9)
+        pdf.set_x(MARGIN + 60)
+        pdf.cell(96, 6, "Paid from prepaid credit", align="R")
+        pdf.cell(24, 6, view.money(-record.credit_applied), align="R", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
+        pdf.set_font(FONT, "B", 11)
+        pdf.set_x(MARGIN + 60)
+        pdf.cell(96, 8, f"Amount due {record.currency}", align="R", border="T")
+        pdf.cell(24, 8, view.money(record.amount_due), align="R", border="T", new_x=XPos.LMARGIN, new_y=YPos.NEXT)
     pdf.ln(6)
 
 

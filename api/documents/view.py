@@ -94,7 +94,7 @@ class InvoiceView:
         if self.is_credit_note:
             return [f"This credit note cancels invoice {self.record.credits_number}."]
         payment = self.issuer.payment
-        lines = [f"Please pay {self.money(self.record.total)} {self.record.currency} by {self.due_date:%d %B %Y}."]
+        lines = [f"Please pay {self.money(self.record.amount_due)} {self.record.currency} by {self.due_date:%d %B %Y}."]
         if payment.iban:
             bank = f" ({payment.bank})" if payment.bank else ""
             lines.append(f"Bank transfer to IBAN {payment.iban}{f', BIC {payment.bic}' if payment.bic else ''}{bank}.")

@@ -13,29 +13,31 @@ from meterline.kafka_config import producer_config
 from meterline.settings import Settings
 
 
-class TopicNotReached(Exception):
-    """The broker did not acknowledge the message; the outbox sends it again."""
-
-
 class AlertTopics:
     def __init__(self, settings: Settings) -> None:
         self._config = {**producer_config(settings), "enable.idempotence": False}
         self._producer = Producer(self._config)
         self.names = {"alerts": settings.topics.alerts, "enforcement": settings.topics.enforcement}
 
-    def publish(self, topic: str, key: str, body: bytes, timeout_s: float = 10) -> None:
-        """Send and wait for the broker's acknowledgement."""
-        failures: list[str] = []
+    def publish(self, messages: list[tuple[str, str, bytes]], timeout_s: float = 10) -> set[int]:
+        """Send ``(topic, key, body)`` messages at once and wait for the broker; the positions
+        of those it did not acknowledge."""
+        failed: set[int] = set()
 
-        def delivered(error: KafkaError | None, _message: Any) -> None:
-            if error is not None:
-                failures.append(str(error))
+        def delivered_as(position: int) -> Any:
+            def delivered(error: KafkaError | None, _message: Any) -> None:
+                if error is not None:
+                    failed.add(position)
 
-        try:
-            self._producer.produce(self.names[topic], body, key=key.encode(), on_delivery=delivered)
-        except (KafkaException, BufferError) as error:
-            self._producer = Producer(self._config)
-            raise TopicNotReached(str(error)) from error
-        if self._producer.flush(timeout_s) or failures:
-            self._producer = Producer(self._config)
-            raise TopicNotReached(f"{failures[:1] or 'timed out'}")
+            return delivered
+
+        for position, (topic, key, body) in enumerate(messages):
+            try:
+                self._producer.produce(self.names[topic], body, key=key.encode(), on_delivery=delivered_as(position))
+                self._producer.poll(0)
+            except (KafkaException, BufferError):
+                failed.add(position)
+        if self._producer.flush(timeout_s):
+            self._producer = Producer(self._config)  # what it still holds counts as not sent
+            return set(range(len(messages)))
+        return failed

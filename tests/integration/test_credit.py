@@ -12,8 +12,10 @@ from typing import Any
 import pytest
 
 from meterline.brokers import Broker
+from tests.factories import vm_sample, xaas_usage
 from tests.integration.harness import System, wait_for
 from tests.integration.test_exactly_once import FLEET, assert_api_matches, events_of, ticks
+from tests.integration.test_invoicing import BIG_VM, OCTOBER, push, rated_rows
 from tests.oracle import expected_amounts, to_cent
 
 pytestmark = pytest.mark.integration
@@ -172,3 +174,41 @@ def test_top_up_plans_grant_once_per_month_and_once_per_crossing(system: System)
     for body in refused:
         assert system.http.post(plans, json=body).status_code in (400, 422), body
     assert len(system.http.get(plans).json()) == 2
+
+
+def test_the_close_pays_the_invoice_from_credit_respecting_scopes_and_a_credit_note_gives_it_back(billing: System):
+    """Direct's October invoice totals 23.83 (test_invoicing works it out). Direct holds 10.00
+    for anything and 3.00 for restores only. Credit pays what the buyer pays per product and
+    meter: lines x 0.9 (10 % off) x 1.2 (VAT 20 %) = x 1.08. In charge order: the one-time 1.00
+    -> 1.08 from the 10.00 (8.92 left); restores 4.50 -> 4.86: 3.00 from the restores grant (its
+    scope first), 1.86 from the other (7.06); disk 0.60 -> 0.648 (6.412); net tx 14.00 -> 15.12:
+    the last 6.412, 8.708 not covered. Paid from credit 13.00; amount due 23.83 - 13.00 = 10.83.
+    The credit note voiding it gives the 13.00 back."""
+    direct = [vm_sample(f"vm-{n}", customer_id="direct", at=OCTOBER, **BIG_VM) for n in range(3)]
+    direct.append(xaas_usage(quantity="100", customer_id="direct", at=OCTOBER))
+    october = "2026-10-01T00:00:00Z"
+    assert grant(billing, "direct", "any", amount="10.00", effective_at=october).status_code == 201
+    scoped = grant(billing, "direct", "restores", amount="3.00", effective_at=october, scope=["restore_gb"])
+    assert scoped.status_code == 201, scoped.text
+    push(billing, direct)
+    wait_for(lambda: rated_rows(billing, "direct") == 13, what="usage")
+
+    closed = billing.http.post("/v1/periods/2026-10/close")
+    assert closed.status_code == 200, closed.text
+    invoice = billing.http.get("/v1/invoices/2026-10.acme.direct").json()
+    assert (invoice["total"], invoice["credit_applied"], invoice["amount_due"]) == ("23.83", "13.00", "10.83")
+    balance = billing.http.get("/v1/credit/direct/balance").json()["balances"]
+    assert [b["balance"] for b in balance] == ["0.00"]
+    closed_again = billing.http.post("/v1/periods/2026-10/close")  # a new draft revision burns nothing more
+    assert closed_again.status_code == 200
+    assert billing.http.get("/v1/invoices/2026-10.acme.direct").json()["credit_applied"] == "13.00"
+    assert "Paid from prepaid credit" in billing.http.get("/v1/invoices/2026-10.acme.direct/html").text
+
+    assert billing.http.post("/v1/invoices/2026-10.acme.direct/issue").status_code == 200
+    ubl = billing.http.get("/v1/invoices/2026-10.acme.direct/ubl").text
+    assert "PrepaidAmount" in ubl and "10.83" in ubl
+    assert billing.http.post("/v1/invoices/2026-10.acme.direct/void").status_code == 200
+    note = billing.http.get("/v1/invoices/2026-10.acme.direct.credit").json()
+    assert (note["total"], note["credit_applied"], note["amount_due"]) == ("-23.83", "-13.00", "-10.83")
+    balance = billing.http.get("/v1/credit/direct/balance").json()["balances"]
+    assert [b["balance"] for b in balance] == ["13.00"]
