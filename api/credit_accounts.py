@@ -43,6 +43,7 @@ RESETTLE_MARGIN = timedelta(minutes=1)
 """Hours given usage this long before a pass started are looked at again by the next one (the
 sinks' clocks stamp ``stored_until``)."""
 LAST_INSTANT = timedelta(milliseconds=1)
+GRANTS_REREAD = timedelta(seconds=30)
 
 
 @dataclass(frozen=True)
@@ -107,6 +108,8 @@ class CreditAccounts:
         self._settled_until: datetime | None = None
         self._last_pass: datetime | None = None
         self._dirty: set[str] = set()
+        self._grants: dict[str, list[StoredGrant]] | None = None
+        self._grants_read_at = datetime.min.replace(tzinfo=UTC)
         """Holders whose credit the API changed since the last pass (a top-up re-arms alerts)."""
 
     def grant(self, request: GrantRequest, origin: EntryKind, created_by: str, now: datetime) -> StoredGrant:
@@ -135,6 +138,8 @@ class CreditAccounts:
             wallet.grants[grant.grant_id] = grant
             (entry,) = wallet.record([granted(grant, origin)])
             self._store.save_grant(made, entry)
+            if self._grants is not None:
+                self._grants.setdefault(request.holder_id, []).append(made)
             self._dirty.add(request.holder_id)
             return made
 
@@ -230,7 +235,7 @@ class CreditAccounts:
         settle_until = _floor_hour(now - SETTLE_DELAY)
         since = None if self._last_pass is None else self._last_pass - RESETTLE_MARGIN
         with self._writing:
-            grants = self._store.grants()
+            grants = self._every_grant(now)
             holders = list(grants)
             lookback = _months_before(now, self._late_usage_months)
             dirty, self._dirty = self._dirty, set()
@@ -253,13 +258,14 @@ class CreditAccounts:
             ledgers = self._store.entries(wanted) if wanted else {}
             wallets = {h: Wallet.of((g.grant for g in grants[h]), ledgers.get(h, [])) for h in wanted}
             written: dict[str, list[CreditEntry]] = {}
+            by_holder = _by_customer(usage)
             for holder in changed & set(grants):
                 wallet = wallets[holder]
                 before = len(wallet.entries)
                 prepaid_from = min(g.grant.effective_at for g in grants[holder])
                 invoiced = _invoiced_months(wallet)
-                for key, amount in sorted(usage.items(), key=_by_hour):
-                    if key.customer_id == holder and key.hour + HOUR > prepaid_from and _month(key) not in invoiced:
+                for key, amount in by_holder.get(holder, []):
+                    if key.hour + HOUR > prepaid_from and _month(key) not in invoiced:
                         wallet.burn(_charge(key, amount, key.hour + HOUR - LAST_INSTANT))
                 wallet.expire(now)
                 if len(wallet.entries) > before:
@@ -269,6 +275,13 @@ class CreditAccounts:
         live = {h: wallets[h] for h in watched & set(grants)}
         self._burn_unsettled(live, settle_until, now)
         return Settled(sum(len(entries) for entries in written.values()), watched, live)
+
+    def _every_grant(self, now: datetime) -> dict[str, list[StoredGrant]]:
+        """Every holder's grants: kept in memory (this process adds the grants it makes) and read
+        again every ``GRANTS_REREAD`` for those another API replica made."""
+        if self._grants is None or now - self._grants_read_at >= GRANTS_REREAD:
+            self._grants, self._grants_read_at = self._store.grants(), now
+        return self._grants
 
     def _burn_unsettled(self, wallets: dict[str, Wallet], settled: datetime, now: datetime) -> None:
         """Burn the usage of the hours not settled yet (from ``settled``), as the next
@@ -342,12 +355,25 @@ def _product_of(meter: str, dimension: str) -> str:
     return "vdc" if meter.startswith("vdc_") else "vm"
 
 
+def whole_ms(at: datetime) -> datetime:
+    """``at`` to the millisecond storage keeps: a grant read back equals the one returned."""
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)
+
+
 def _charge(key: UsageKey, amount: Decimal, at: datetime) -> Charge:
     return Charge(key.reference, key.currency, max(amount, Decimal(0)), at, key.product, key.meter)
 
 
 def _by_hour(item: tuple[UsageKey, Decimal]) -> datetime:
     return item[0].hour
+
+
+def _by_customer(usage: dict[UsageKey, Decimal]) -> dict[str, list[tuple[UsageKey, Decimal]]]:
+    """Each customer's charges, oldest hour first."""
+    grouped: dict[str, list[tuple[UsageKey, Decimal]]] = {}
+    for key, amount in sorted(usage.items(), key=_by_hour):
+        grouped.setdefault(key.customer_id, []).append((key, amount))
+    return grouped
 
 
 def _expires(grant: CreditGrant, since: datetime | None, now: datetime) -> bool:

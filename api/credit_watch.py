@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -20,7 +21,8 @@ from decimal import ROUND_UP, Decimal
 
 from starlette.concurrency import run_in_threadpool
 
-from api.credit_accounts import CreditAccounts, GrantRequest, Settled
+from api import metrics
+from api.credit_accounts import CreditAccounts, GrantRequest, Settled, whole_ms
 from api.webhooks import PENDING, TOPIC_PREFIX
 from billing.alerts import AlertRule, Condition, Standing, TargetKind, crossing, suspended
 from billing.burn_rate import RecentCost, runs_out_at
@@ -29,7 +31,7 @@ from billing.credits import EntryKind
 from billing.money import minor_unit
 from billing.periods import Period
 from billing.scope import EVERYTHING
-from storage.alert_store import AlertRow, AlertStore, DeliveryRow, EnforcementRow, RuleRow, RuleState
+from storage.alert_store import AlertRow, AlertStore, DeliveryRow, EnforcementRow, RuleRow, RuleState, TopUpPlanRow
 from storage.dashboards import Dashboards
 
 log = logging.getLogger(__name__)
@@ -121,21 +123,9 @@ class CreditWatch:
         for plan in self._store.top_up_plans():
             if plan.kind != RECURRING or (plan.plan_id, month) in self._granted_months:
                 continue
-            request = GrantRequest(
-                holder_id=plan.holder_id,
-                currency=catalog.currency,
-                amount=plan.amount,
-                effective_at=max(
-                    month, plan.changed_at.replace(microsecond=plan.changed_at.microsecond // 1000 * 1000)
-                ),
-                expires_at=period.end,
-                priority=0,
-                scope=frozenset(),
-                paid=False,
-                paid_amount=None,
-                idempotency_key=f"{plan.plan_id}.{month:%Y-%m}",
-                asked=f"recurring {plan.plan_id} {month:%Y-%m}",
-            )
+            effective_at = max(month, whole_ms(plan.changed_at))
+            key = f"{plan.plan_id}.{month:%Y-%m}"
+            request = _plan_grant(plan, catalog.currency, plan.amount, effective_at, period.end, key, paid=False)
             self._accounts.grant(request, EntryKind.GRANT, f"plan:{plan.plan_id}", now)
             self._granted_months.add((plan.plan_id, month))
 
@@ -160,19 +150,8 @@ class CreditWatch:
             crossings = (state.crossings if state else 0) + (1 if under else 0)
             if under:
                 amount = (plan.target - standing.balance).quantize(minor_unit(standing.currency), ROUND_UP)
-                request = GrantRequest(
-                    holder_id=plan.holder_id,
-                    currency=standing.currency,
-                    amount=amount,
-                    effective_at=now.replace(microsecond=now.microsecond // 1000 * 1000),
-                    expires_at=None,
-                    priority=0,
-                    scope=frozenset(),
-                    paid=True,
-                    paid_amount=amount,
-                    idempotency_key=f"{plan.plan_id}.{crossings}",
-                    asked=f"threshold {plan.plan_id} {crossings}",
-                )
+                key = f"{plan.plan_id}.{crossings}"
+                request = _plan_grant(plan, standing.currency, amount, whole_ms(now), None, key, paid=True)
                 self._accounts.grant(request, EntryKind.TOP_UP, f"plan:{plan.plan_id}", now)
             changed.append(RuleState(plan.plan_id, plan.holder_id, under, crossings, now))
         self._store.save(changed)
@@ -207,6 +186,7 @@ class CreditWatch:
         known = self._store.known_alerts([row.alert_id for row, _ in fired])
         self._store.save([row for row, _ in fired])
         self._store.save(changed)
+        metrics.ALERTS_FIRED.inc(len(fired) - len(known))
         return [message for row, message in fired if row.alert_id not in known]
 
     def _enforcement(self, standings: list[Standing], customers: dict[str, Customer], now: datetime) -> list[Message]:
@@ -253,6 +233,32 @@ class CreditWatch:
         return rows
 
 
+def _plan_grant(
+    plan: TopUpPlanRow,
+    currency: str,
+    amount: Decimal,
+    effective_at: datetime,
+    expires_at: datetime | None,
+    key: str,
+    *,
+    paid: bool,
+) -> GrantRequest:
+    """What a top-up plan grants, under ``key``: the same key again grants nothing more."""
+    return GrantRequest(
+        holder_id=plan.holder_id,
+        currency=currency,
+        amount=amount,
+        effective_at=effective_at,
+        expires_at=expires_at,
+        priority=0,
+        scope=frozenset(),
+        paid=paid,
+        paid_amount=amount if paid else None,
+        idempotency_key=key,
+        asked=f"{plan.kind} {key}",
+    )
+
+
 def applies(rule: AlertRule, customer: Customer) -> bool:
     match rule.target_kind:
         case TargetKind.CUSTOMER:
@@ -294,10 +300,14 @@ def _iso(at: datetime) -> str:
 
 
 async def watch_continuously(watch: CreditWatch, interval_s: float) -> None:
-    """The API's loop over prepaid credit: a failed pass is logged and the next one redoes it."""
+    """The API's loop over prepaid credit, a pass every ``interval_s`` (at once after a longer
+    pass): a failed pass is logged and the next one redoes it."""
     while True:
+        started = time.monotonic()
         try:
-            await run_in_threadpool(watch.run_pass, datetime.now(UTC))
+            with metrics.CREDIT_PASS_SECONDS.time():
+                await run_in_threadpool(watch.run_pass, datetime.now(UTC))
         except Exception as error:  # storage hiccup: the next pass starts from what is stored
             log.warning("could not settle and watch prepaid credit: %s", error)
-        await asyncio.sleep(interval_s)
+        # at least a quarter of the interval between passes: the API's requests get their turn
+        await asyncio.sleep(max(interval_s / 4, interval_s - (time.monotonic() - started)))

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.access.audit import note_change
 from api.access.guard import Caller, CreditManager, CreditReader
-from api.credit_accounts import CreditAccounts, GrantRequest
+from api.credit_accounts import CreditAccounts, GrantRequest, whole_ms
 from api.models import CustomerId, FixedPoint
 from api.services import services_of
 from billing.catalog import Catalog, Customer, Partner
@@ -277,7 +277,7 @@ def _grant(
     request: Request, caller: Caller, holder_id: str, body: GrantIn, idempotency_key: str, origin: EntryKind
 ) -> GrantOut:
     catalog = _manageable(request, caller, holder_id)
-    now = _now_ms()
+    now = whole_ms(datetime.now(UTC))
     grant_request = GrantRequest(
         holder_id=holder_id,
         currency=_currency(catalog, body.currency, body.amount, body.paid_amount),
@@ -294,12 +294,6 @@ def _grant(
     made = _accounts(request).grant(grant_request, origin, caller.principal.key_id, now)
     note_change(request, None, {"holder_id": holder_id, "grant_id": made.grant.grant_id})
     return GrantOut.of(made)
-
-
-def _now_ms() -> datetime:
-    """Now, to the millisecond storage keeps: a grant read back equals the one returned."""
-    now = datetime.now(UTC)
-    return now.replace(microsecond=now.microsecond // 1000 * 1000)
 
 
 def _accounts(request: Request) -> CreditAccounts:

@@ -25,6 +25,7 @@ import httpx
 from standardwebhooks.webhooks import Webhook
 from starlette.concurrency import run_in_threadpool
 
+from api import metrics
 from billing.adapters.kafka_alerts import AlertTopics
 from meterline.exceptions import InvalidQuery
 from storage.alert_store import AlertStore, DeliveryRow, EndpointRow
@@ -122,6 +123,9 @@ class Outbox:
         to_endpoints = [d for d in due if not d.endpoint_id.startswith(TOPIC_PREFIX)]
         outcomes += list(self._pool.map(lambda d: self._post(d, endpoints.get(d.endpoint_id), now), to_endpoints))
         self._store.save(outcomes)
+        for outcome in outcomes:
+            destination = "topic" if outcome.endpoint_id.startswith(TOPIC_PREFIX) else "webhook"
+            metrics.ALERT_DELIVERIES.labels(destination, outcome.status).inc()
         return len(outcomes)
 
     def _post(self, delivery: DeliveryRow, endpoint: EndpointRow | None, now: datetime) -> DeliveryRow:

@@ -1,14 +1,18 @@
 """Prepaid credit under load on the embedded default: 10,000 pre-pay customers burning at once.
 
-Each customer holds 10.00 and a provider rule alerts under 5.00 to a webhook receiver here.
-Usage is pushed for every customer in two rounds: the first leaves 7.75 each, the second crosses
-the threshold for all of them at once.
+A provider rule alerts under 5.00 to a webhook receiver here. Every customer burns 0.45 a round
+(10 GB restored at 0.045), a round every ``--round-s`` seconds; customer ``i`` holds
+5.20 + 0.45 x (i mod rounds), so it crosses 5.00 in round ``(i mod rounds) + 1``: a tenth of the
+customers cross in each of the 10 rounds while all of them keep burning.
 
 Prints one JSON line:
-- ``balance_lag_p50_s`` / ``balance_lag_p99_s``: for sampled customers in the first round, from
-  the moment the usage API shows the round's usage to the moment the balance reflects it;
+- ``balance_lag_p50_s`` / ``balance_lag_p99_s``: for sampled customers in the first round (every
+  customer burning), from the moment the usage API shows the round's usage to the moment the
+  balance reflects it;
 - ``alert_p50_s`` / ``alert_p99_s``: from the POST of the batch holding the usage event that
   crosses a customer's threshold to its signed webhook received, over every customer;
+- ``posted_to_fired_p99_s`` / ``fired_to_received_p99_s``: the same, cut where the pass fired
+  the alert (storing the usage, waiting for and running the pass; then the outbox);
 - ``alerts``: how many customers' alerts arrived (each once: a repeat is counted apart).
 
 Run: ``make bench-credits`` (``python bench/credits.py --help`` for sizes). Figures on the 2-core
@@ -35,16 +39,22 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.pipeline import start_embedded  # noqa: E402
+from bench.pipeline import metric_value, start_embedded  # noqa: E402
 from schemas.events import encode_batch  # noqa: E402
 from tests.factories import catalog_document, xaas_usage  # noqa: E402
 from tests.integration.harness import free_port, wait_for  # noqa: E402
 
-GRANT, THRESHOLD = Decimal("10.00"), Decimal("5.00")
+THRESHOLD = Decimal("5.00")
 RESTORE_PRICE = Decimal("0.045")
-ROUNDS = (Decimal(50), Decimal(100))
-"""GB restored per customer in each round: 2.25 leaves 7.75, then 4.50 leaves 3.25 (under 5.00)."""
+RESTORED_GB = Decimal(10)
+BURN = RESTORED_GB * RESTORE_PRICE
+"""What each customer burns a round: 0.45."""
 BATCH = 1000
+
+
+def granted(index: int, rounds: int) -> Decimal:
+    """5.20 + 0.45 x (index mod rounds): above 5.00 until round (index mod rounds) + 1."""
+    return THRESHOLD + Decimal("0.20") + BURN * (index % rounds)
 
 
 class Receiver:
@@ -52,6 +62,7 @@ class Receiver:
 
     def __init__(self) -> None:
         self.arrived: dict[str, float] = {}
+        self.fired: dict[str, float] = {}
         self.repeats = 0
         self.lock = threading.Lock()
         receiver = self
@@ -66,6 +77,8 @@ class Receiver:
                         receiver.repeats += 1
                     else:
                         receiver.arrived[body["customer_id"]] = time.time()
+                        fired_at = datetime.fromisoformat(body["fired_at"].replace("Z", "+00:00"))
+                        receiver.fired[body["customer_id"]] = fired_at.timestamp()
                 self.send_response(204)
                 self.send_header("content-length", "0")
                 self.end_headers()
@@ -94,6 +107,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--customers", type=int, default=10_000)
     parser.add_argument("--sampled", type=int, default=200, help="customers whose balance lag is measured")
+    parser.add_argument("--rounds", type=int, default=10)
+    parser.add_argument("--round-s", type=float, default=3.0, help="seconds from one round's start to the next")
     args = parser.parse_args()
     customers = [f"c-{n:05d}" for n in range(args.customers)]
     receiver = Receiver()
@@ -108,25 +123,33 @@ def main() -> None:
         "METERLINE_INGEST_RATE_LIMIT_BURST": "1000000",
     }
     with start_embedded("meterline-bench-credits-", 2, **environment) as system:
-        http = httpx.Client(base_url=system.url, timeout=60, headers={"Authorization": f"Bearer {system.admin_key}"})
+        headers = {"Authorization": f"Bearer {system.admin_key}", "Content-Type": "application/json"}
+        http = httpx.Client(base_url=system.url, timeout=60, headers=headers)
         began = datetime.now(UTC) - timedelta(hours=2)
         with ThreadPoolExecutor(8) as pool:
-            list(pool.map(lambda c: _grant(http, c, began), customers))
+            list(pool.map(lambda n: _grant(http, customers[n], granted(n, args.rounds), began), range(len(customers))))
         _created(http.post("/v1/webhook-endpoints", json={"url": f"http://127.0.0.1:{receiver.port}/hook"}))
         rule = {"target_kind": "billing", "target_id": "prepay", "condition": "balance_below", "threshold": "5"}
         _created(http.post("/v1/alert-rules", json=rule))
 
-        posted = _push(http, customers, ROUNDS[0])
+        crossing: dict[str, float] = {}
+        lags: list[float] = []
         sampled = customers[:: max(1, len(customers) // args.sampled)][: args.sampled]
-        after_first = GRANT - ROUNDS[0] * RESTORE_PRICE
-        with ThreadPoolExecutor(8) as pool:
-            lags = [lag for lag in pool.map(lambda c: _balance_lag(http, c, after_first), sampled) if lag is not None]
-        first_round_s = time.time() - min(posted.values())
-
-        crossing = _push(http, customers, ROUNDS[1])
+        expected = {c: granted(n, args.rounds) - BURN for n, c in enumerate(customers)}
+        for number in range(1, args.rounds + 1):
+            started = time.time()
+            posted = _push(http, customers)
+            crossing |= {c: posted[c] for n, c in enumerate(customers) if n % args.rounds + 1 == number}
+            if number == 1:  # the balance lag, while every customer burns
+                with ThreadPoolExecutor(8) as pool:
+                    found = pool.map(lambda c: _balance_lag(http, c, expected[c]), sampled)
+                    lags = [lag for lag in found if lag is not None]
+            time.sleep(max(0.0, started + args.round_s - time.time()))
         wait_for(lambda: len(receiver.arrived) >= len(customers), 600, "every customer's alert")
         time.sleep(5)  # any repeat would come now
         latencies = [receiver.arrived[c] - crossing[c] for c in customers if c in receiver.arrived]
+        to_fired = [receiver.fired[c] - crossing[c] for c in customers if c in receiver.fired]
+        to_sent = [receiver.arrived[c] - receiver.fired[c] for c in customers if c in receiver.fired]
         print(
             json.dumps(
                 {
@@ -134,19 +157,26 @@ def main() -> None:
                     "balance_lag_p50_s": percentile(lags, 0.5),
                     "balance_lag_p99_s": percentile(lags, 0.99),
                     "balances_measured": len(lags),
-                    "first_round_visible_s": round(first_round_s, 1),
                     "alert_p50_s": percentile(latencies, 0.5),
                     "alert_p99_s": percentile(latencies, 0.99),
                     "alert_max_s": percentile(latencies, 1.0),
+                    "posted_to_fired_p99_s": percentile(to_fired, 0.99),
+                    "fired_to_received_p99_s": percentile(to_sent, 0.99),
                     "alerts": len(receiver.arrived),
                     "alert_repeats": receiver.repeats,
+                    "credit_passes": int(metric_value(system.url, "meterline_credit_pass_seconds_count")),
+                    "credit_pass_mean_s": round(
+                        metric_value(system.url, "meterline_credit_pass_seconds_sum")
+                        / max(1.0, metric_value(system.url, "meterline_credit_pass_seconds_count")),
+                        3,
+                    ),
                 }
             )
         )
 
 
-def _grant(http: httpx.Client, customer: str, effective_at: datetime) -> None:
-    body = {"amount": str(GRANT), "effective_at": effective_at.isoformat()}
+def _grant(http: httpx.Client, customer: str, amount: Decimal, effective_at: datetime) -> None:
+    body = {"amount": str(amount), "effective_at": effective_at.isoformat()}
     _created(http.post(f"/v1/credit/{customer}/grants", json=body, headers={"Idempotency-Key": "bench"}))
 
 
@@ -155,12 +185,12 @@ def _created(answer: httpx.Response) -> None:
         raise RuntimeError(answer.text)
 
 
-def _push(http: httpx.Client, customers: list[str], quantity: Decimal) -> dict[str, float]:
+def _push(http: httpx.Client, customers: list[str]) -> dict[str, float]:
     """One restore per customer, in batches; when each customer's batch was posted."""
     at, posted = datetime.now(UTC), dict[str, float]()
     for start in range(0, len(customers), BATCH):
         chunk = customers[start : start + BATCH]
-        events = [xaas_usage(quantity=str(quantity), customer_id=c, at=at, resource_id=f"bk-{c}") for c in chunk]
+        events = [xaas_usage(quantity=str(RESTORED_GB), customer_id=c, at=at, resource_id=f"bk-{c}") for c in chunk]
         sent = time.time()
         answer = http.post("/v1/events", content=encode_batch(events))
         if answer.status_code != 202 or answer.json()["rejected"]:
@@ -174,7 +204,7 @@ def _balance_lag(http: httpx.Client, customer: str, expected: Decimal) -> float 
     deadline = time.time() + 120
     while time.time() < deadline:
         shown = Decimal(http.get(f"/v1/customers/{customer}/usage").json()["totals_exact"].get("EUR", "0"))
-        if shown >= ROUNDS[0] * RESTORE_PRICE:
+        if shown >= BURN:
             visible = time.time()
             while time.time() < deadline:
                 balance = Decimal(http.get(f"/v1/credit/{customer}/balance").json()["balances"][0]["balance"])
