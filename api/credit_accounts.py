@@ -30,7 +30,7 @@ from billing.invoices import DocumentType
 from billing.money import round_money
 from billing.periods import Period
 from billing.records import InvoiceRecord
-from meterline.exceptions import IdempotencyConflict, UnknownGrant
+from meterline.exceptions import IdempotencyConflict, MeterlineError, UnknownGrant
 from schemas.meters import Meter
 from storage.credit_store import CreditStore, StoredGrant, UsageKey
 
@@ -48,7 +48,8 @@ GRANTS_REREAD = timedelta(seconds=30)
 
 @dataclass(frozen=True)
 class GrantRequest:
-    """What a caller asks to grant: the grant's id is derived from the holder and its key."""
+    """What a caller asks to grant: the grant's id is derived from the holder and its key. A
+    caller's key cannot hold a "/" (the header's pattern): keys with one are the top-up plans'."""
 
     holder_id: str
     currency: str
@@ -172,11 +173,7 @@ class CreditAccounts:
         when = now if at is None or at >= now else at
         if when == now:
             self._burn_unsettled({holder_id: wallet}, self._settled_until or _floor_hour(now - SETTLE_DELAY), now)
-        given: dict[str, Decimal] = {}
-        for grant in wallet.grants.values():
-            if grant.in_force(when):
-                given[grant.currency] = given.get(grant.currency, Decimal(0)) + grant.amount
-        return Balance(when, wallet.balance(when), given)
+        return Balance(when, wallet.balance(when), wallet.granted(when))
 
     def wallets(self, holders: set[str] | None, now: datetime) -> dict[str, Wallet]:
         """The wallets of ``holders`` (None: of everyone holding credit), the hours under way burned."""
@@ -197,7 +194,8 @@ class CreditAccounts:
             ledgers = self._store.entries(set(grants)) if grants else {}
             written: dict[str, list[CreditEntry]] = {}
             for record in records:
-                if record.buyer_id not in grants or record.document_type is not DocumentType.INVOICE:
+                ended = Period.parse(record.period).end <= now  # a month under way's draft is a preview
+                if record.buyer_id not in grants or record.document_type is not DocumentType.INVOICE or not ended:
                     applied.append(record)
                     continue
                 wallet = Wallet.of((g.grant for g in grants[record.buyer_id]), ledgers.get(record.buyer_id, []))
@@ -256,11 +254,13 @@ class CreditAccounts:
             )
             wanted = (changed | watched) & set(grants)
             ledgers = self._store.entries(wanted) if wanted else {}
-            wallets = {h: Wallet.of((g.grant for g in grants[h]), ledgers.get(h, [])) for h in wanted}
+            wallets = {h: _wallet_of(h, grants[h], ledgers.get(h, [])) for h in wanted}
             written: dict[str, list[CreditEntry]] = {}
             by_holder = _by_customer(usage)
             for holder in changed & set(grants):
                 wallet = wallets[holder]
+                if wallet is None:
+                    continue
                 before = len(wallet.entries)
                 prepaid_from = min(g.grant.effective_at for g in grants[holder])
                 invoiced = _invoiced_months(wallet)
@@ -272,7 +272,7 @@ class CreditAccounts:
                     written[holder] = wallet.entries[before:]
             self._store.append(written, now)
             self._settled_until, self._last_pass = settle_until, now
-        live = {h: wallets[h] for h in watched & set(grants)}
+        live = {h: wallet for h in watched & set(grants) if (wallet := wallets[h]) is not None}
         self._burn_unsettled(live, settle_until, now)
         return Settled(sum(len(entries) for entries in written.values()), watched, live)
 
@@ -353,6 +353,16 @@ def _product_of(meter: str, dimension: str) -> str:
     if Meter(meter).is_xaas:
         return dimension
     return "vdc" if meter.startswith("vdc_") else "vm"
+
+
+def _wallet_of(holder: str, grants: list[StoredGrant], entries: list[CreditEntry]) -> Wallet | None:
+    """The holder's wallet; None (logged) if its stored figures cannot make one: one holder's
+    trouble does not stop the others' settlement."""
+    try:
+        return Wallet.of((g.grant for g in grants), entries)
+    except MeterlineError as error:
+        log.error("the credit of %s cannot be settled: %s", holder, error)
+        return None
 
 
 def whole_ms(at: datetime) -> datetime:

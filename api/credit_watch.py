@@ -31,6 +31,7 @@ from billing.credits import EntryKind
 from billing.money import minor_unit
 from billing.periods import Period
 from billing.scope import EVERYTHING
+from meterline.exceptions import MeterlineError
 from storage.alert_store import AlertRow, AlertStore, DeliveryRow, EnforcementRow, RuleRow, RuleState, TopUpPlanRow
 from storage.dashboards import Dashboards
 
@@ -83,13 +84,7 @@ class CreditWatch:
         for customer_id in sorted(customers):
             wallet = settled.wallets.get(customer_id)
             balance = wallet.balance(now).get(currency, Decimal(0)) if wallet else Decimal(0)
-            granted = (
-                sum(
-                    (g.amount for g in wallet.grants.values() if g.in_force(now) and g.currency == currency), Decimal(0)
-                )
-                if wallet
-                else Decimal(0)
-            )
+            granted = wallet.granted(now).get(currency, Decimal(0)) if wallet else Decimal(0)
             uncovered = (
                 -sum(
                     (e.amount for e in wallet.entries if e.kind is EntryKind.UNCOVERED),
@@ -124,9 +119,13 @@ class CreditWatch:
             if plan.kind != RECURRING or (plan.plan_id, month) in self._granted_months:
                 continue
             effective_at = max(month, whole_ms(plan.changed_at))
-            key = f"{plan.plan_id}.{month:%Y-%m}"
+            key = f"plan/{plan.plan_id}/{month:%Y-%m}"
             request = _plan_grant(plan, catalog.currency, plan.amount, effective_at, period.end, key, paid=False)
-            self._accounts.grant(request, EntryKind.GRANT, f"plan:{plan.plan_id}", now)
+            try:
+                self._accounts.grant(request, EntryKind.GRANT, f"plan:{plan.plan_id}", now)
+            except MeterlineError as error:  # this plan's trouble stays this plan's
+                log.warning("top-up plan %s could not grant: %s", plan.plan_id, error)
+                continue
             self._granted_months.add((plan.plan_id, month))
 
     def _top_up(self, standings: list[Standing], now: datetime) -> None:
@@ -150,9 +149,13 @@ class CreditWatch:
             crossings = (state.crossings if state else 0) + (1 if under else 0)
             if under:
                 amount = (plan.target - standing.balance).quantize(minor_unit(standing.currency), ROUND_UP)
-                key = f"{plan.plan_id}.{crossings}"
+                key = f"plan/{plan.plan_id}/crossing/{crossings}"
                 request = _plan_grant(plan, standing.currency, amount, whole_ms(now), None, key, paid=True)
-                self._accounts.grant(request, EntryKind.TOP_UP, f"plan:{plan.plan_id}", now)
+                try:
+                    self._accounts.grant(request, EntryKind.TOP_UP, f"plan:{plan.plan_id}", now)
+                except MeterlineError as error:  # this plan's trouble stays this plan's
+                    log.warning("top-up plan %s could not top up: %s", plan.plan_id, error)
+                    continue
             changed.append(RuleState(plan.plan_id, plan.holder_id, under, crossings, now))
         self._store.save(changed)
 

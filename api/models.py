@@ -5,17 +5,33 @@ Money and quantities are decimal strings in fixed-point notation: no float ever 
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated
 
 from fastapi import Path
-from pydantic import BaseModel, ConfigDict, Field, PlainSerializer
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer
 
 from billing.periods import PERIOD_PATTERN
 from schemas.identifiers import IDENTIFIER_PATTERN
 
 FixedPoint = Annotated[Decimal, PlainSerializer(lambda value: format(value, "f"), return_type=str)]
+DECIMAL_TEXT = re.compile(r"[0-9]{1,15}(\.[0-9]{1,12})?")
+
+
+def _decimal_text(value: object) -> Decimal:
+    """Money and thresholds come as decimal strings of ASCII digits ("12.50"): no float, no
+    exponent, no sign, no full-width digits, no underscores. (A ``Decimal`` is the code's own.)"""
+    if isinstance(value, Decimal):
+        return value
+    if not isinstance(value, str) or not DECIMAL_TEXT.fullmatch(value):
+        raise ValueError('a decimal string of ASCII digits such as "12.50", up to 15 digits and 12 places')
+    return Decimal(value)
+
+
+DecimalText = Annotated[Decimal, BeforeValidator(_decimal_text)]
+"""A non-negative decimal sent as a string, parsed strictly."""
 
 
 class UsageRow(BaseModel):

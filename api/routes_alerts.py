@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.access.audit import note_change
 from api.access.guard import AlertManager, Caller, CreditReader
-from api.models import CustomerId, FixedPoint
+from api.models import CustomerId, DecimalText, FixedPoint
 from api.services import services_of
 from api.webhooks import PENDING, checked_url, new_secret
 from billing.alerts import AlertRule, Condition, TargetKind
@@ -41,7 +41,7 @@ class RuleIn(BaseModel):
     target_kind: TargetKind = Field(description="customer, partner (its customers) or billing (prepay/postpay)")
     target_id: str = Field(pattern=IDENTIFIER_PATTERN)
     condition: Condition
-    threshold: Decimal = Field(ge=0, lt=Decimal("1e15"), allow_inf_nan=False, decimal_places=12)
+    threshold: DecimalText = Field(lt=Decimal("1e15"), description="A decimal string")
 
 
 class RuleOut(BaseModel):
@@ -141,8 +141,8 @@ def create_rule(request: Request, caller: AlertManager, body: RuleIn) -> RuleOut
 
 
 @router.get("/alert-rules", response_model=list[RuleOut])
-def list_rules(request: Request, caller: AlertManager) -> list[RuleOut]:
-    """The rules the caller made (the provider: every rule)."""
+def list_rules(request: Request, caller: CreditReader) -> list[RuleOut]:
+    """The rules the caller's party made (the provider's keys: every rule)."""
     return [RuleOut.of(row) for row in _own_rules(request, caller)]
 
 
@@ -194,7 +194,7 @@ def create_endpoint(request: Request, caller: AlertManager, body: EndpointIn) ->
 
 
 @router.get("/webhook-endpoints", response_model=list[EndpointOut])
-def list_endpoints(request: Request, caller: AlertManager) -> list[EndpointOut]:
+def list_endpoints(request: Request, caller: CreditReader) -> list[EndpointOut]:
     now = datetime.now(UTC)
     return [_endpoint_out(row, now) for row in _own_endpoints(request, caller)]
 
@@ -277,9 +277,9 @@ def _check_target(catalog: Catalog, caller: Caller, kind: TargetKind, target_id:
 
 
 def _visible(request: Request, caller: Caller, holder_id: str) -> None:
-    if not caller.scope.sees_party(holder_id):
+    party = _catalog(request).party(holder_id) if caller.scope.sees_party(holder_id) else None
+    if not isinstance(party, Customer | Partner):
         raise UnknownCustomer(f"no customer or partner {holder_id!r}")
-    _catalog(request).party(holder_id)
 
 
 def _own_rules(request: Request, caller: Caller) -> list[RuleRow]:

@@ -7,6 +7,7 @@ read their own.
 
 from __future__ import annotations
 
+import json
 import secrets
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -14,18 +15,19 @@ from decimal import Decimal
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Header, Path, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from api.access.audit import note_change
 from api.access.guard import Caller, CreditManager, CreditReader
 from api.credit_accounts import CreditAccounts, GrantRequest, whole_ms
-from api.models import CustomerId, FixedPoint
+from api.models import CustomerId, DecimalText, FixedPoint
 from api.services import services_of
 from billing.catalog import Catalog, Customer, Partner
 from billing.credits import CreditEntry, EntryKind
 from billing.money import minor_unit, round_money
+from billing.periods import check_storable
 from billing.scope import customer_scope
-from meterline.exceptions import InvalidQuery, UnknownCustomer, UnknownEntry
+from meterline.exceptions import InvalidQuery, InvalidRange, UnknownCustomer, UnknownEntry
 from schemas.identifiers import IDENTIFIER_PATTERN
 from schemas.meters import Meter
 from storage.alert_store import TopUpPlanRow
@@ -46,7 +48,7 @@ IdempotencyKey = Annotated[
         description="The same key again returns the same grant; with another request, 409",
     ),
 ]
-Amount = Annotated[Decimal, Field(gt=0, lt=MAX_AMOUNT, allow_inf_nan=False, description="In the currency's unit")]
+Amount = Annotated[DecimalText, Field(gt=0, lt=MAX_AMOUNT, description="A decimal string in the currency's unit")]
 
 
 class GrantIn(BaseModel):
@@ -56,11 +58,11 @@ class GrantIn(BaseModel):
     currency: str | None = Field(default=None, description="Default: the catalog's currency")
     effective_at: datetime | None = Field(default=None, description="UTC; default: now")
     expires_at: datetime | None = Field(default=None, description="UTC, exclusive; default: never")
-    priority: int = Field(default=0, ge=0, le=1000, description="Lower burns first (after scope)")
+    priority: StrictInt = Field(default=0, ge=0, le=1000, description="Lower burns first (after scope)")
     scope: list[Annotated[str, Field(pattern=IDENTIFIER_PATTERN)]] = Field(
         default=[], max_length=100, description="Products or meters it pays for; empty: anything"
     )
-    paid: bool = False
+    paid: StrictBool = False
     paid_amount: Amount | None = Field(default=None, description="What was paid for a paid grant")
 
 
@@ -209,9 +211,7 @@ class TopUpPlanIn(BaseModel):
 
     kind: Literal["recurring", "threshold"]
     amount: Amount | None = Field(default=None, description="recurring: granted free each month, expiring with it")
-    floor: Decimal | None = Field(
-        default=None, ge=0, lt=MAX_AMOUNT, allow_inf_nan=False, description="threshold: top up when under it"
-    )
+    floor: DecimalText | None = Field(default=None, lt=MAX_AMOUNT, description="threshold: top up when under it")
     target: Amount | None = Field(default=None, description="threshold: top up to it (paid), above the floor")
 
 
@@ -289,11 +289,26 @@ def _grant(
         paid=body.paid,
         paid_amount=body.paid_amount,
         idempotency_key=idempotency_key,
-        asked=f"{origin.value} {body.model_dump_json()}",
+        asked=_asked(origin, body),
     )
     made = _accounts(request).grant(grant_request, origin, caller.principal.key_id, now)
     note_change(request, None, {"holder_id": holder_id, "grant_id": made.grant.grant_id})
     return GrantOut.of(made)
+
+
+def _asked(origin: EntryKind, body: GrantIn) -> str:
+    """What the caller asked, written one way: "5.0" and "5.00", or Z and +00:00, are the same ask."""
+    fields = {
+        name: format(value.normalize(), "f")
+        if isinstance(value, Decimal)
+        else _utc(value, name).isoformat()  # type: ignore[union-attr]
+        if isinstance(value, datetime)
+        else sorted(value)
+        if isinstance(value, list)
+        else value
+        for name, value in body.model_dump().items()
+    }
+    return f"{origin.value} {json.dumps(fields, sort_keys=True)}"
 
 
 def _accounts(request: Request) -> CreditAccounts:
@@ -349,8 +364,15 @@ def _scope(catalog: Catalog, scope: list[str]) -> frozenset[str]:
 
 
 def _utc(at: datetime | None, name: str) -> datetime | None:
+    """``at`` in UTC to the millisecond storage keeps (so what is checked is what is stored),
+    within the years storage holds."""
     if at is None:
         return None
     if at.tzinfo is None or at.utcoffset() is None:
         raise InvalidQuery(f"{name} needs its time zone (UTC: a trailing Z)")
-    return at.astimezone(UTC)
+    try:
+        utc = at.astimezone(UTC)
+    except OverflowError:
+        raise InvalidRange(f"{name} {at.isoformat()} is outside what storage holds") from None
+    check_storable(name, utc)
+    return whole_ms(utc)

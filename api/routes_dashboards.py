@@ -173,9 +173,7 @@ def credit(
     for customer_id, wallet in sorted(wallets.items()):
         for currency, balance in sorted(wallet.balance(now).items()):
             rate = rates[(customer_id, currency)].per_hour() if (customer_id, currency) in rates else Fraction(0)
-            granted = sum(
-                (g.amount for g in wallet.grants.values() if g.in_force(now) and g.currency == currency), Decimal(0)
-            )
+            granted = wallet.granted(now).get(currency, Decimal(0))
             customers.append(
                 CreditNow(
                     customer_id=customer_id,

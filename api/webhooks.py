@@ -38,6 +38,7 @@ TIMEOUT_S = 5.0
 SENDERS = 16
 """Endpoints called side by side: one slow endpoint does not hold the others' alerts back."""
 PENDING, RETRYING, DELIVERED, DEAD = "pending", "retrying", "delivered", "dead"
+DEFAULT_PORTS = {"https": 443, "http": 80}
 
 
 def backoff(attempts: int) -> timedelta:
@@ -53,19 +54,24 @@ def checked_url(url: str, allowed: frozenset[str]) -> str:
     """``url`` rebuilt from its parsed parts, or InvalidQuery saying why it may not be called."""
     if len(url) > 2000:
         raise InvalidQuery("a webhook URL is at most 2,000 characters")
+    if any(not 0x21 <= ord(char) <= 0x7E for char in url):
+        raise InvalidQuery("a webhook URL is printable ASCII, without spaces (percent-encode the rest)")
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as error:
         raise InvalidQuery(f"not a URL: {error}") from None
     host = (parts.hostname or "").lower()
-    if parts.scheme not in ("https", "http"):
+    if parts.scheme not in DEFAULT_PORTS:
         raise InvalidQuery("a webhook URL is http or https")
     if parts.username is not None or parts.password is not None:
         raise InvalidQuery("a webhook URL carries no credentials: the signature authenticates meterline")
-    if not host or not _allowed(host, allowed):
+    if port == 0:
+        raise InvalidQuery("port 0 cannot be called")
+    if not host or not _allowed(host, port or DEFAULT_PORTS[parts.scheme], parts.scheme, allowed):
         raise InvalidQuery(
-            f"host {host or '(none)'!r} is not among the hosts webhooks may call (METERLINE_WEBHOOK_ALLOWED_HOSTS)"
+            f"{host or '(no host)'}:{port or DEFAULT_PORTS[parts.scheme]} is not among the hosts and ports "
+            "webhooks may call (METERLINE_WEBHOOK_ALLOWED_HOSTS)"
         )
     if parts.fragment:
         raise InvalidQuery("a webhook URL has no fragment")
@@ -73,8 +79,17 @@ def checked_url(url: str, allowed: frozenset[str]) -> str:
     return urlunsplit((parts.scheme, f"{netloc}:{port}" if port else netloc, parts.path or "/", parts.query, ""))
 
 
-def _allowed(host: str, allowed: frozenset[str]) -> bool:
-    return host in allowed or any(entry.startswith("*.") and host.endswith(entry[1:]) for entry in allowed)
+def _allowed(host: str, port: int, scheme: str, allowed: frozenset[str]) -> bool:
+    """An entry is a host (``*.example.com``: its subdomains) with, optionally, ``:port`` or
+    ``:*``; without a port only the scheme's own (80, 443) may be called."""
+    for entry in allowed:
+        name, _, entry_port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
+        wanted = name == host or (name.startswith("*.") and host.endswith(name[1:]))
+        if wanted and (
+            entry_port == "*" or entry_port == str(port) or (not entry_port and port == DEFAULT_PORTS[scheme])
+        ):
+            return True
+    return False
 
 
 def new_secret() -> str:

@@ -116,7 +116,7 @@ def main() -> None:
     path.write_text(yaml.safe_dump(catalog(customers)))
     environment = {
         "METERLINE_CATALOG": str(path),
-        "METERLINE_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1",
+        "METERLINE_WEBHOOK_ALLOWED_HOSTS": "127.0.0.1:*",
         "METERLINE_RATE_LIMIT_PER_S": "1000000",
         "METERLINE_RATE_LIMIT_BURST": "1000000",
         "METERLINE_INGEST_RATE_LIMIT_PER_S": "1000000",

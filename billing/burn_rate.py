@@ -51,12 +51,18 @@ def forecast(so_far: Decimal, rate_per_hour: Fraction, now: datetime, until: dat
     return Fraction(so_far) + rate_per_hour * max(hours_left, Fraction(0))
 
 
+FORESEEABLE = timedelta(days=100 * 366)
+"""Beyond this a run-out time is none at all: the credit outlasts any forecast."""
+
+
 def runs_out_at(balance: Decimal, rate_per_hour: Fraction, now: datetime) -> datetime | None:
     """When ``balance`` reaches zero at ``rate_per_hour`` from ``now`` (now if it is not above
-    zero; None if nothing is spent), to the second."""
+    zero; None if nothing is spent, or not within ``FORESEEABLE``), to the second."""
     if balance <= 0:
         return now
     if rate_per_hour <= 0:
         return None
     seconds = Fraction(balance) / rate_per_hour * 3600
+    if seconds > FORESEEABLE.total_seconds():
+        return None
     return now + timedelta(seconds=int(seconds))

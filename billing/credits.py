@@ -161,6 +161,23 @@ class Wallet:
             if grant.effective_at <= at
         }
 
+    def _held_overall(self) -> dict[str, Decimal]:
+        """What each grant holds counting every entry, whenever dated."""
+        held: dict[str, Decimal] = defaultdict(Decimal)
+        for entry in self.entries:
+            held[entry.grant_id] += entry.amount
+        return held
+
+    def granted(self, at: datetime) -> dict[str, Decimal]:
+        """What the grants in force at ``at`` and not voided gave, per currency: the base of a
+        percentage alert."""
+        voided = {entry.grant_id for entry in self.entries if entry.kind is EntryKind.VOID}
+        given: dict[str, Decimal] = defaultdict(Decimal)
+        for grant in self.grants.values():
+            if grant.in_force(at) and grant.grant_id not in voided:
+                given[grant.currency] += grant.amount
+        return dict(given)
+
     def balance(self, at: datetime) -> dict[str, Decimal]:
         """What the holder may spend at ``at``, per currency."""
         per_currency: dict[str, Decimal] = defaultdict(Decimal)
@@ -188,7 +205,12 @@ class Wallet:
         return Burn(tuple(recorded), uncovered)
 
     def _take(self, charge: Charge, amount: Decimal, kind: EntryKind) -> list[CreditEntry]:
-        held = self.remaining(charge.at)
+        # a grant pays what it held when the charge was made, and never more than it holds now:
+        # a late charge for a past hour cannot spend what later burns, a void or an expiry took
+        ever = self._held_overall()
+        held = {
+            grant_id: min(amount_then, ever[grant_id]) for grant_id, amount_then in self.remaining(charge.at).items()
+        }
         covering = sorted(
             (
                 grant
@@ -224,9 +246,11 @@ class Wallet:
         return self.record(recorded)
 
     def void(self, grant_id: str, at: datetime) -> list[CreditEntry]:
-        """Take away what a grant holds at ``at``: it pays nothing after."""
-        held = self.remaining(at).get(grant_id, ZERO)
-        return self.record([CreditEntry(grant_id, EntryKind.VOID, -held, at, "void")] if held > ZERO else [])
+        """Take away what a grant still holds: it pays nothing after ``at`` (or, for a grant not in
+        effect yet, ever)."""
+        held = self._held_overall().get(grant_id, ZERO)
+        when = max(at, self.grants[grant_id].effective_at)
+        return self.record([CreditEntry(grant_id, EntryKind.VOID, -held, when, "void")] if held > ZERO else [])
 
     def record(self, entries: Iterable[CreditEntry]) -> list[CreditEntry]:
         """Add ``entries`` to the ledger, each given its id."""

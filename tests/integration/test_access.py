@@ -40,7 +40,7 @@ def tenants(broker: Broker, tmp_path: Path) -> Iterator[System]:
     document["partners"].append({"id": "south", "name": "South IT", "invoice_prefix": "STH", "jurisdiction": "FR"})
     document["price_lists"].append({**document["price_lists"][1], "seller_id": "south"})
     document["customers"].append({"id": "southco", "name": "SouthCo", "partner_id": "south"})
-    running = system_with_catalog(broker, tmp_path, document, METERLINE_WEBHOOK_ALLOWED_HOSTS="127.0.0.1").start_all()
+    running = system_with_catalog(broker, tmp_path, document, METERLINE_WEBHOOK_ALLOWED_HOSTS="127.0.0.1:*").start_all()
     try:
         events = [
             vm_sample(f"vm-{customer}", customer_id=customer, at=OCTOBER)

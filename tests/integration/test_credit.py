@@ -113,6 +113,12 @@ def test_bad_grants_are_refused_with_a_reason_and_store_nothing(system: System):
         ({"amount": "5", "scope": ["'; DROP TABLE x"]}, 422),
         ({"amount": "5", "paid_amount": "4"}, 400),  # a free grant has nothing paid
         ({"amount": "5", "surprise": True}, 422),
+        ({"amount": 1.5}, 422),  # money is a decimal string, never a float
+        ({"amount": "１２"}, 422),
+        ({"amount": "1_000"}, 422),
+        ({"amount": "5", "paid": "yes"}, 422),
+        ({"amount": "5", "effective_at": "9999-12-31T23:59:59-01:00"}, 422),
+        ({"amount": "5", "effective_at": "2026-12-06T00:00:00.0001Z", "expires_at": "2026-12-06T00:00:00.0009Z"}, 400),
     ]
     for body, status in refused:
         answer = grant(system, customer, "bad", **body)
@@ -123,9 +129,12 @@ def test_bad_grants_are_refused_with_a_reason_and_store_nothing(system: System):
     assert grant(system, "nobody", "k", amount="5").status_code == 404
     assert system.http.get(f"/v1/credit/{customer}/grants").json() == []
     assert system.http.get(f"/v1/credit/{customer}/ledger").json() == []
+    assert (
+        system.http.get(f"/v1/credit/{customer}/balance", params={"at": "0001-01-01T00:00:00+01:00"}).status_code == 422
+    )
 
     first = grant(system, customer, "same", amount="5.00")
-    again = grant(system, customer, "same", amount="5.00")
+    again = grant(system, customer, "same", amount="5.0")  # the same amount, written another way
     assert first.status_code == again.status_code == 201
     assert first.json() == again.json()
     assert grant(system, customer, "same", amount="6.00").status_code == 409

@@ -92,7 +92,7 @@ def test_an_alert_fires_once_per_crossing_and_a_top_up_lifts_a_suspension(broker
         tmp_path,
         prepay_catalog(),
         METERLINE_CREDIT_SETTLE_INTERVAL_S="0.5",
-        METERLINE_WEBHOOK_ALLOWED_HOSTS="127.0.0.1",
+        METERLINE_WEBHOOK_ALLOWED_HOSTS="127.0.0.1:*",
     )
     try:
         system.start_all()

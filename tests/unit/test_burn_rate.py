@@ -37,3 +37,8 @@ def test_credit_runs_out_when_the_rate_has_spent_the_balance():
     assert runs_out_at(Decimal("100.00"), Fraction(4), NOW) == NOW + timedelta(hours=25)
     assert runs_out_at(Decimal("0"), Fraction(4), NOW) == NOW
     assert runs_out_at(Decimal("1"), Fraction(0), NOW) is None
+
+
+def test_credit_that_outlasts_any_forecast_runs_out_never():
+    # 10^15 at 0.001 an hour: 10^18 hours, past the calendar
+    assert runs_out_at(Decimal("1e15"), Fraction(1, 1000), NOW) is None

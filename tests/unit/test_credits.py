@@ -143,3 +143,33 @@ def test_a_charge_that_grows_or_shrinks_records_only_the_difference():
     assert corrected.uncovered == Decimal("-1.50")
     assert credit.balance(NOV_10) == {EUR: Decimal("4.00")}
     assert credit.burn(Charge("hour-10", EUR, Decimal("9.00"), NOV_10)).entries == ()
+
+
+def test_a_late_charge_never_spends_what_later_burns_a_void_or_an_expiry_took():
+    """a holds 10. Nov 10 burns 8 (2 left); a late charge dated Nov 5 of 5.00 finds 10 then but
+    only 2 now: it takes 2, 3.00 left to bill. b (5) is voided on Nov 10: a late Nov 5 charge
+    takes nothing from it. c (4, expiring Nov 20) had its 4 recorded as expired: a late charge
+    dated Nov 19 takes nothing. No grant goes below zero."""
+    credit = wallet(grant("a", "10"))
+    credit.burn(Charge("nov-10", EUR, Decimal("8"), NOV_10))
+    assert credit.burn(Charge("late", EUR, Decimal("5.00"), NOV_5)).uncovered == Decimal("3.00")
+    assert credit.balance(NOV_20) == {EUR: Decimal("0")}
+
+    voided = wallet(grant("b", "5"))
+    assert [e.amount for e in voided.void("b", NOV_10)] == [Decimal("-5")]
+    assert voided.burn(Charge("late", EUR, Decimal("1"), NOV_5)).uncovered == 1
+    assert voided.granted(NOV_19) == {}, "a voided grant no longer counts as granted"
+
+    expiring = wallet(grant("c", "4", expires_at=NOV_20))
+    expiring.expire(NOV_21)
+    assert expiring.burn(Charge("late", EUR, Decimal("1"), NOV_19)).uncovered == 1
+    assert all(
+        sum(e.amount for e in w.entries if e.grant_id == g) >= 0 for w in (credit, voided, expiring) for g in w.grants
+    )
+
+
+def test_voiding_a_grant_before_it_takes_effect_takes_all_of_it():
+    credit = wallet(grant("future", "10", effective_at=NOV_20))
+    [entry] = credit.void("future", NOV_10)
+    assert (entry.amount, entry.at) == (Decimal("-10"), NOV_20)
+    assert credit.balance(NOV_21) == {EUR: Decimal("0")}

@@ -11,7 +11,7 @@ from api.webhooks import allowed_hosts, backoff, checked_url, new_secret, signed
 from meterline.exceptions import InvalidQuery
 from storage.alert_store import EndpointRow
 
-ALLOWED = allowed_hosts("hooks.example.com, *.partner.example, 127.0.0.1")
+ALLOWED = allowed_hosts("hooks.example.com, *.partner.example, 127.0.0.1:8080, relay.example:*")
 NOW = datetime.now(UTC)
 
 
@@ -22,6 +22,8 @@ NOW = datetime.now(UTC)
         ("https://HOOKS.example.com", "https://hooks.example.com/"),
         ("http://127.0.0.1:8080/cb", "http://127.0.0.1:8080/cb"),
         ("https://eu.partner.example/a", "https://eu.partner.example/a"),
+        ("https://relay.example:9443/in", "https://relay.example:9443/in"),
+        ("http://hooks.example.com:80/", "http://hooks.example.com:80/"),
     ],
 )
 def test_an_allowed_url_is_stored_as_rebuilt_from_its_parts(url, stored):
@@ -44,6 +46,12 @@ def test_an_allowed_url_is_stored_as_rebuilt_from_its_parts(url, stored):
         "https://hooks.example.com/#frag",
         "not a url",
         "",
+        "http://127.0.0.1:9000/",  # a port the setting does not list
+        "https://hooks.example.com:8443/",  # no port listed: only the scheme's own
+        "http://127.0.0.1:0/",
+        "https://hooks.example.com/a b",
+        "https://hooks.example.com/\x00",
+        "https://hooks.example.com/\u202e",
     ],
 )
 def test_a_url_outside_the_allowed_hosts_or_with_credentials_is_refused(url):
