@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -31,8 +32,10 @@ from billing.money import round_money
 from billing.periods import Period
 from billing.records import InvoiceRecord
 from meterline.exceptions import IdempotencyConflict, MeterlineError, UnknownGrant
+from meterline.late_usage import earliest_accepted
 from schemas.meters import Meter
 from storage.credit_store import CreditStore, StoredGrant, UsageKey
+from storage.usage_read import floor_hour
 
 log = logging.getLogger(__name__)
 HOUR = timedelta(hours=1)
@@ -109,9 +112,9 @@ class CreditAccounts:
         self._settled_until: datetime | None = None
         self._last_pass: datetime | None = None
         self._dirty: set[str] = set()
+        """Holders whose credit the API changed since the last pass (a top-up re-arms alerts)."""
         self._grants: dict[str, list[StoredGrant]] | None = None
         self._grants_read_at = datetime.min.replace(tzinfo=UTC)
-        """Holders whose credit the API changed since the last pass (a top-up re-arms alerts)."""
 
     def grant(self, request: GrantRequest, origin: EntryKind, created_by: str, now: datetime) -> StoredGrant:
         """The grant ``request`` asks for, made once: the same key again returns it (and writes
@@ -172,7 +175,7 @@ class CreditAccounts:
         wallet, _ = self._wallet(holder_id)
         when = now if at is None or at >= now else at
         if when == now:
-            self._burn_unsettled({holder_id: wallet}, self._settled_until or _floor_hour(now - SETTLE_DELAY), now)
+            self._burn_unsettled({holder_id: wallet}, self._settled_until or floor_hour(now - SETTLE_DELAY), now)
         return Balance(when, wallet.balance(when), wallet.granted(when))
 
     def wallets(self, holders: set[str] | None, now: datetime) -> dict[str, Wallet]:
@@ -180,7 +183,7 @@ class CreditAccounts:
         grants = self._store.grants(holders)
         entries = self._store.entries(set(grants)) if grants else {}
         wallets = {h: Wallet.of((g.grant for g in held), entries.get(h, [])) for h, held in grants.items()}
-        self._burn_unsettled(wallets, self._settled_until or _floor_hour(now - SETTLE_DELAY), now)
+        self._burn_unsettled(wallets, self._settled_until or floor_hour(now - SETTLE_DELAY), now)
         return wallets
 
     def apply_to_invoices(self, records: list[InvoiceRecord], now: datetime) -> list[InvoiceRecord]:
@@ -230,12 +233,12 @@ class CreditAccounts:
         and record the expiries due; then the live wallets (the hours under way burned on a copy)
         of every customer whose usage or credit changed since the last pass (every one, the first
         time), which alerts and enforcement watch."""
-        settle_until = _floor_hour(now - SETTLE_DELAY)
+        settle_until = floor_hour(now - SETTLE_DELAY)
         since = None if self._last_pass is None else self._last_pass - RESETTLE_MARGIN
         with self._writing:
             grants = self._every_grant(now)
             holders = list(grants)
-            lookback = _months_before(now, self._late_usage_months)
+            lookback = earliest_accepted(now, self._late_usage_months)
             dirty, self._dirty = self._dirty, set()
             if self._settled_until is None or since is None:
                 usage = self._store.rated_usage(holders, lookback, settle_until)
@@ -249,7 +252,7 @@ class CreditAccounts:
             watched = (
                 changed
                 | dirty
-                | self._store.customers_with_usage(settle_until, _floor_hour(now) + HOUR, stored_since=since)
+                | self._store.customers_with_usage(settle_until, floor_hour(now) + HOUR, stored_since=since)
                 | (set(holders) if since is None else set())
             )
             wanted = (changed | watched) & set(grants)
@@ -262,11 +265,7 @@ class CreditAccounts:
                 if wallet is None:
                     continue
                 before = len(wallet.entries)
-                prepaid_from = min(g.grant.effective_at for g in grants[holder])
-                invoiced = _invoiced_months(wallet)
-                for key, amount in by_holder.get(holder, []):
-                    if key.hour + HOUR > prepaid_from and _month(key) not in invoiced:
-                        wallet.burn(_charge(key, amount, key.hour + HOUR - LAST_INSTANT))
+                _burn_hours(wallet, by_holder.get(holder, []), lambda key: key.hour + HOUR - LAST_INSTANT)
                 wallet.expire(now)
                 if len(wallet.entries) > before:
                     written[holder] = wallet.entries[before:]
@@ -286,13 +285,9 @@ class CreditAccounts:
     def _burn_unsettled(self, wallets: dict[str, Wallet], settled: datetime, now: datetime) -> None:
         """Burn the usage of the hours not settled yet (from ``settled``), as the next
         settlements will, on the wallets given."""
-        unsettled = self._store.rated_usage(list(wallets), settled, _floor_hour(now) + HOUR) if wallets else {}
-        for key, amount in sorted(unsettled.items(), key=_by_hour):
-            wallet = wallets[key.customer_id]
-            if not wallet.grants or _month(key) in _invoiced_months(wallet):
-                continue
-            if key.hour + HOUR > min(grant.effective_at for grant in wallet.grants.values()):
-                wallet.burn(_charge(key, amount, min(now, key.hour + HOUR - LAST_INSTANT)))
+        unsettled = self._store.rated_usage(list(wallets), settled, floor_hour(now) + HOUR) if wallets else {}
+        for holder, charges in _by_customer(unsettled).items():
+            _burn_hours(wallets[holder], charges, lambda key: min(now, key.hour + HOUR - LAST_INSTANT))
 
     def _wallet(self, holder_id: str) -> tuple[Wallet, dict[str, StoredGrant]]:
         stored = {g.grant.grant_id: g for g in self.grants(holder_id)}
@@ -330,6 +325,20 @@ def _pay_invoice(wallet: Wallet, record: InvoiceRecord) -> Decimal:
     return -sum((e.amount for e in taken), Decimal(0))
 
 
+def _burn_hours(
+    wallet: Wallet, charges: list[tuple[UsageKey, Decimal]], charged_at: Callable[[UsageKey], datetime]
+) -> None:
+    """Burn each hour's rated usage on ``wallet``, oldest first: the hours that end after its
+    first grant took effect, of months no invoice has paid from credit."""
+    if not wallet.grants:
+        return
+    prepaid_from = min(grant.effective_at for grant in wallet.grants.values())
+    invoiced = _invoiced_months(wallet)
+    for key, amount in charges:
+        if key.hour + HOUR > prepaid_from and _month(key) not in invoiced:
+            wallet.burn(_charge(key, amount, charged_at(key)))
+
+
 def _invoiced_months(wallet: Wallet) -> set[str]:
     """The periods an invoice charged on the wallet: their usage is paid through the invoice,
     not by the hour (an invoice id starts with its period)."""
@@ -365,11 +374,6 @@ def _wallet_of(holder: str, grants: list[StoredGrant], entries: list[CreditEntry
         return None
 
 
-def whole_ms(at: datetime) -> datetime:
-    """``at`` to the millisecond storage keeps: a grant read back equals the one returned."""
-    return at.replace(microsecond=at.microsecond // 1000 * 1000)
-
-
 def _charge(key: UsageKey, amount: Decimal, at: datetime) -> Charge:
     return Charge(key.reference, key.currency, max(amount, Decimal(0)), at, key.product, key.meter)
 
@@ -389,13 +393,3 @@ def _by_customer(usage: dict[UsageKey, Decimal]) -> dict[str, list[tuple[UsageKe
 def _expires(grant: CreditGrant, since: datetime | None, now: datetime) -> bool:
     """Whether ``grant`` expired in ``(since, now]`` (since None: by ``now``)."""
     return grant.expires_at is not None and (since is None or since < grant.expires_at) and grant.expires_at <= now
-
-
-def _floor_hour(at: datetime) -> datetime:
-    return at.replace(minute=0, second=0, microsecond=0)
-
-
-def _months_before(now: datetime, months: int) -> datetime:
-    """The start of the month ``months`` before ``now``'s: the oldest usage still accepted."""
-    index = now.year * 12 + now.month - 1 - months
-    return datetime(index // 12, index % 12 + 1, 1, tzinfo=UTC)

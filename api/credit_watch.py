@@ -22,7 +22,7 @@ from decimal import ROUND_UP, Decimal
 from starlette.concurrency import run_in_threadpool
 
 from api import metrics
-from api.credit_accounts import CreditAccounts, GrantRequest, Settled, whole_ms
+from api.credit_accounts import CreditAccounts, GrantRequest, Settled
 from api.webhooks import PENDING, TOPIC_PREFIX
 from billing.alerts import AlertRule, Condition, Standing, TargetKind, crossing, suspended
 from billing.burn_rate import RecentCost, runs_out_at
@@ -33,7 +33,9 @@ from billing.periods import Period
 from billing.scope import EVERYTHING
 from meterline.exceptions import MeterlineError
 from storage.alert_store import AlertRow, AlertStore, DeliveryRow, EnforcementRow, RuleRow, RuleState, TopUpPlanRow
+from storage.connection import to_the_millisecond
 from storage.dashboards import Dashboards
+from storage.usage_read import floor_hour
 
 log = logging.getLogger(__name__)
 ACTIVE, SUSPENDED = "active", "suspended"
@@ -118,7 +120,7 @@ class CreditWatch:
         for plan in self._store.top_up_plans():
             if plan.kind != RECURRING or (plan.plan_id, month) in self._granted_months:
                 continue
-            effective_at = max(month, whole_ms(plan.changed_at))
+            effective_at = max(month, to_the_millisecond(plan.changed_at))
             key = f"plan/{plan.plan_id}/{month:%Y-%m}"
             request = _plan_grant(plan, catalog.currency, plan.amount, effective_at, period.end, key, paid=False)
             try:
@@ -150,7 +152,7 @@ class CreditWatch:
             if under:
                 amount = (plan.target - standing.balance).quantize(minor_unit(standing.currency), ROUND_UP)
                 key = f"plan/{plan.plan_id}/crossing/{crossings}"
-                request = _plan_grant(plan, standing.currency, amount, whole_ms(now), None, key, paid=True)
+                request = _plan_grant(plan, standing.currency, amount, to_the_millisecond(now), None, key, paid=True)
                 try:
                     self._accounts.grant(request, EntryKind.TOP_UP, f"plan:{plan.plan_id}", now)
                 except MeterlineError as error:  # this plan's trouble stays this plan's
@@ -161,7 +163,7 @@ class CreditWatch:
 
     def _recent_rates(self, now: datetime) -> dict[tuple[str, str], RecentCost]:
         """Every customer's recent cost, read once an hour: the rate counts complete hours only."""
-        hour = now.replace(minute=0, second=0, microsecond=0)
+        hour = floor_hour(now)
         if self._rates is None or self._rates[0] != hour:
             self._rates = (hour, self._dashboards.recent_costs(EVERYTHING, now))
         return self._rates[1]

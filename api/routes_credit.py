@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from api.access.audit import note_change
 from api.access.guard import Caller, CreditManager, CreditReader
-from api.credit_accounts import CreditAccounts, GrantRequest, whole_ms
+from api.credit_accounts import CreditAccounts, GrantRequest
 from api.models import CustomerId, DecimalText, FixedPoint
 from api.services import services_of
 from billing.catalog import Catalog, Customer, Partner
@@ -31,6 +31,7 @@ from meterline.exceptions import InvalidQuery, InvalidRange, UnknownCustomer, Un
 from schemas.identifiers import IDENTIFIER_PATTERN
 from schemas.meters import Meter
 from storage.alert_store import TopUpPlanRow
+from storage.connection import to_the_millisecond
 from storage.credit_store import StoredGrant
 
 router = APIRouter(prefix="/v1/credit", tags=["prepaid credit"])
@@ -277,7 +278,7 @@ def _grant(
     request: Request, caller: Caller, holder_id: str, body: GrantIn, idempotency_key: str, origin: EntryKind
 ) -> GrantOut:
     catalog = _manageable(request, caller, holder_id)
-    now = whole_ms(datetime.now(UTC))
+    now = to_the_millisecond(datetime.now(UTC))
     grant_request = GrantRequest(
         holder_id=holder_id,
         currency=_currency(catalog, body.currency, body.amount, body.paid_amount),
@@ -375,4 +376,4 @@ def _utc(at: datetime | None, name: str) -> datetime | None:
     except OverflowError:
         raise InvalidRange(f"{name} {at.isoformat()} is outside what storage holds") from None
     check_storable(name, utc)
-    return whole_ms(utc)
+    return to_the_millisecond(utc)

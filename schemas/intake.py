@@ -20,7 +20,7 @@ from typing import Any
 import orjson
 
 from meterline.exceptions import InvalidEvent
-from meterline.late_usage import LATE_USAGE_MONTHS
+from meterline.late_usage import LATE_USAGE_MONTHS, earliest_accepted
 from meterline.settings import Settings
 from schemas.events import (
     UsageEvent,
@@ -141,9 +141,7 @@ class Acceptance:
     def window(self) -> tuple[datetime, datetime]:
         """[earliest, latest] event time accepted now."""
         now = self.now()
-        months_back = now.year * 12 + now.month - 1 - self.late_periods
-        earliest = datetime(months_back // 12, months_back % 12 + 1, 1, tzinfo=UTC)
-        return earliest, now + self.clock_skew
+        return earliest_accepted(now, self.late_periods), now + self.clock_skew
 
     def refusal(self, event: UsageEvent, window: tuple[datetime, datetime]) -> str | None:
         """Why the event is refused, or None."""

@@ -20,7 +20,7 @@ from datetime import UTC, datetime, timedelta
 
 from clickhouse_connect.driver.client import Client
 
-from storage.connection import as_utc
+from storage.connection import as_utc, to_the_millisecond
 from storage.tables import STORED_THROUGH
 
 GONE_AFTER = timedelta(minutes=10)
@@ -41,14 +41,14 @@ class StoredThrough:
     def writing(self) -> Iterator[datetime]:
         """A write's stamp, to the millisecond as stored; recorded as stored through once the write
         is done (not if it fails)."""
-        stamp = _to_the_millisecond(datetime.now(UTC))
+        stamp = to_the_millisecond(datetime.now(UTC))
         yield stamp
         self._mark(stamp)
 
     def idle(self) -> None:
         """Nothing is being written: stored through now (recorded once a second at most)."""
         if time.monotonic() - self._last_mark >= IDLE_MARK_EVERY_S:
-            self._mark(_to_the_millisecond(datetime.now(UTC)))
+            self._mark(to_the_millisecond(datetime.now(UTC)))
 
     def now(self) -> datetime:
         """The cutoff: every event stamped at or before it is visible (the present, if no sink
@@ -72,7 +72,3 @@ class StoredThrough:
                 column_names=["writer", "stored_through", "recorded_at"],
             )
         self._last_mark = time.monotonic()
-
-
-def _to_the_millisecond(at: datetime) -> datetime:
-    return at.replace(microsecond=at.microsecond // 1000 * 1000)

@@ -66,6 +66,11 @@ class ClientPool:
             return client.query(query, parameters=parameters)
 
 
+def to_the_millisecond(at: datetime) -> datetime:
+    """``at`` as storage keeps it (DateTime64(3)): what is checked before a write is what is read back."""
+    return at.replace(microsecond=at.microsecond // 1000 * 1000)
+
+
 def as_utc(value: datetime) -> datetime:
     """ClickHouse (chDB at least) hands back naive UTC timestamps; say so explicitly."""
     return value if value.tzinfo else value.replace(tzinfo=UTC)
