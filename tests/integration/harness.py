@@ -52,7 +52,9 @@ def free_port(pair: bool = False) -> int:
                 continue
 
 
-def wait_for(check: Callable[[], T | None], timeout_s: float = 90, what: str = "condition") -> T:
+def wait_for(check: Callable[[], T | None], timeout_s: float = 90, what: str = "condition", seen: object = None) -> T:
+    """``check``'s first truthy result within ``timeout_s``; on timeout, the failure names
+    ``what`` and shows ``seen`` (what the check last observed, if it records it there)."""
     deadline = time.monotonic() + timeout_s
     last: Exception | None = None
     while time.monotonic() < deadline:
@@ -63,7 +65,9 @@ def wait_for(check: Callable[[], T | None], timeout_s: float = 90, what: str = "
         except (httpx.HTTPError, OSError) as error:
             last = error
         time.sleep(0.3)
-    raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}; last error: {last!r}")
+    raise AssertionError(
+        f"timed out after {timeout_s:.0f} s waiting for {what}; last error: {last!r}; last seen: {seen!r}"
+    )
 
 
 @dataclass

@@ -12,7 +12,6 @@ from meterline.exceptions import InvalidQuery
 from storage.alert_store import EndpointRow
 
 ALLOWED = allowed_hosts("hooks.example.com, *.partner.example, 127.0.0.1:8080, relay.example:*")
-NOW = datetime.now(UTC)
 
 
 @pytest.mark.parametrize(
@@ -65,15 +64,18 @@ def test_no_host_is_allowed_by_default():
 
 
 def endpoint(*secrets: tuple[str, datetime | None]) -> EndpointRow:
+    made = datetime(2026, 1, 1, tzinfo=UTC)
     return EndpointRow(
-        "e-1", "acme", "https://hooks.example.com/", [s for s, _ in secrets], [u for _, u in secrets], False, "k", NOW
+        "e-1", "acme", "https://hooks.example.com/", [s for s, _ in secrets], [u for _, u in secrets], False, "k", made
     )
 
 
 def test_a_message_verifies_with_the_endpoint_secret_and_not_another():
+    # The verifier refuses a timestamp five minutes from its own clock, so sign at the test's now.
+    now = datetime.now(UTC)
     secret = new_secret()
     body = b'{"type": "credit.alert"}'
-    headers = signed_headers(endpoint((secret, None)), "r-1.cust-1.1", body, NOW)
+    headers = signed_headers(endpoint((secret, None)), "r-1.cust-1.1", body, now)
     assert Webhook(secret).verify(body, headers) == {"type": "credit.alert"}
     with pytest.raises(WebhookVerificationError):
         Webhook(new_secret()).verify(body, headers)
@@ -82,14 +84,15 @@ def test_a_message_verifies_with_the_endpoint_secret_and_not_another():
 
 
 def test_during_a_rotation_both_secrets_sign_and_after_it_only_the_new_one():
+    now = datetime.now(UTC)
     old, new = new_secret(), new_secret()
-    rotating = endpoint((old, NOW + timedelta(hours=1)), (new, None))
+    rotating = endpoint((old, now + timedelta(hours=1)), (new, None))
     body = b"{}"
-    headers = signed_headers(rotating, "m", body, NOW)
+    headers = signed_headers(rotating, "m", body, now)
     assert len(headers["webhook-signature"].split(" ")) == 2
     Webhook(old).verify(body, headers)
     Webhook(new).verify(body, headers)
-    later = signed_headers(rotating, "m", body, NOW + timedelta(hours=2))
+    later = signed_headers(rotating, "m", body, now + timedelta(hours=2))
     assert len(later["webhook-signature"].split(" ")) == 1
 
 
