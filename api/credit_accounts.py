@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import threading
+from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
@@ -46,7 +47,10 @@ RESETTLE_MARGIN = timedelta(minutes=1)
 """Hours given usage this long before a pass started are looked at again by the next one (the
 sinks' clocks stamp ``stored_until``)."""
 LAST_INSTANT = timedelta(milliseconds=1)
-GRANTS_REREAD = timedelta(seconds=30)
+REREAD = timedelta(seconds=30)
+EVERY_HOLDER = None
+MANY_HOLDERS = 100
+"""Past this many holders, a pass reads every holder's usage and keeps what it needs."""
 
 
 @dataclass(frozen=True)
@@ -95,6 +99,12 @@ class Settled:
 
 
 @dataclass(frozen=True)
+class Holdings:
+    grants: dict[str, list[StoredGrant]]
+    ledgers: dict[str, list[CreditEntry]]
+
+
+@dataclass(frozen=True)
 class Forecast:
     currency: str
     balance: Decimal
@@ -113,8 +123,8 @@ class CreditAccounts:
         self._last_pass: datetime | None = None
         self._dirty: set[str] = set()
         """Holders whose credit the API changed since the last pass (a top-up re-arms alerts)."""
-        self._grants: dict[str, list[StoredGrant]] | None = None
-        self._grants_read_at = datetime.min.replace(tzinfo=UTC)
+        self._held: Holdings | None = None
+        self._held_read_at = datetime.min.replace(tzinfo=UTC)
 
     def grant(self, request: GrantRequest, origin: EntryKind, created_by: str, now: datetime) -> StoredGrant:
         """The grant ``request`` asks for, made once: the same key again returns it (and writes
@@ -142,8 +152,10 @@ class CreditAccounts:
             wallet.grants[grant.grant_id] = grant
             (entry,) = wallet.record([granted(grant, origin)])
             self._store.save_grant(made, entry)
-            if self._grants is not None:
-                self._grants.setdefault(request.holder_id, []).append(made)
+            if self._held is not None:
+                if existing is None:
+                    self._held.grants.setdefault(request.holder_id, []).append(made)
+                self._held.ledgers.setdefault(request.holder_id, []).append(entry)
             self._dirty.add(request.holder_id)
             return made
 
@@ -154,7 +166,7 @@ class CreditAccounts:
             if grant_id not in stored:
                 raise UnknownGrant(f"no grant {grant_id!r} of {holder_id!r}")
             entries = wallet.void(grant_id, now)
-            self._store.append({holder_id: entries}, now)
+            self._append({holder_id: entries}, now)
             self._dirty.add(holder_id)
             return entries
 
@@ -207,7 +219,7 @@ class CreditAccounts:
                 written.setdefault(record.buyer_id, []).extend(wallet.entries[before:])
                 ledgers[record.buyer_id] = wallet.entries
                 applied.append(replace(record, credit_applied=min(round_money(paid, record.currency), record.total)))
-            self._store.append(written, now)
+            self._append(written, now)
         return applied
 
     def release_invoice(self, record: InvoiceRecord, now: datetime) -> None:
@@ -218,7 +230,7 @@ class CreditAccounts:
             prefix = f"invoice/{record.invoice_id}/"
             for reference in sorted({e.reference for e in wallet.entries if e.reference.startswith(prefix)}):
                 wallet.burn(Charge(reference, record.currency, Decimal(0), now))
-            self._store.append({record.buyer_id: wallet.entries[before:]}, now)
+            self._append({record.buyer_id: wallet.entries[before:]}, now)
 
     def forecast(self, balance: Balance, recent: dict[str, RecentCost], now: datetime) -> list[Forecast]:
         """When each currency's credit runs out at the holder's recent rate (``billing.burn_rate``)."""
@@ -236,31 +248,31 @@ class CreditAccounts:
         settle_until = floor_hour(now - SETTLE_DELAY)
         since = None if self._last_pass is None else self._last_pass - RESETTLE_MARGIN
         with self._writing:
-            grants = self._every_grant(now)
-            holders = list(grants)
+            holdings = self._holdings(now)
+            grants = holdings.grants
+            holders = set(grants)
             lookback = earliest_accepted(now, self._late_usage_months)
             dirty, self._dirty = self._dirty, set()
             if self._settled_until is None or since is None:
-                usage = self._store.rated_usage(holders, lookback, settle_until)
+                usage = self._store.rated_usage(EVERY_HOLDER, lookback, settle_until)
             else:
-                usage = self._store.rated_usage(holders, lookback, self._settled_until, stored_since=since)
-                usage |= self._store.rated_usage(holders, self._settled_until, settle_until)
+                usage = self._store.rated_usage(EVERY_HOLDER, lookback, self._settled_until, stored_since=since)
+                usage |= self._store.rated_usage(EVERY_HOLDER, self._settled_until, settle_until)
                 # a new (perhaps backdated) grant may pay for usage stored long ago: all of it again
-                usage |= self._store.rated_usage(dirty & set(holders), lookback, settle_until)
+                usage |= self._store.rated_usage(dirty & holders, lookback, settle_until)
             expiring = {h for h, held in grants.items() if any(_expires(g.grant, since, now) for g in held)}
-            changed = {key.customer_id for key in usage} | expiring | (dirty & set(holders))
+            changed = {key.customer_id for key in usage} | expiring | (dirty & holders)
             watched = (
                 changed
                 | dirty
                 | self._store.customers_with_usage(settle_until, floor_hour(now) + HOUR, stored_since=since)
-                | (set(holders) if since is None else set())
+                | (holders if since is None else set())
             )
-            wanted = (changed | watched) & set(grants)
-            ledgers = self._store.entries(wanted) if wanted else {}
-            wallets = {h: _wallet_of(h, grants[h], ledgers.get(h, [])) for h in wanted}
+            wanted = (changed | watched) & holders
+            wallets = {h: _wallet_of(h, grants[h], holdings.ledgers.get(h, [])) for h in wanted}
             written: dict[str, list[CreditEntry]] = {}
             by_holder = _by_customer(usage)
-            for holder in changed & set(grants):
+            for holder in changed & holders:
                 wallet = wallets[holder]
                 if wallet is None:
                     continue
@@ -269,25 +281,38 @@ class CreditAccounts:
                 wallet.expire(now)
                 if len(wallet.entries) > before:
                     written[holder] = wallet.entries[before:]
-            self._store.append(written, now)
+            self._append(written, now)
             self._settled_until, self._last_pass = settle_until, now
-        live = {h: wallet for h in watched & set(grants) if (wallet := wallets[h]) is not None}
+        live = {h: wallet for h in watched & holders if (wallet := wallets[h]) is not None}
         self._burn_unsettled(live, settle_until, now)
         return Settled(sum(len(entries) for entries in written.values()), watched, live)
 
-    def _every_grant(self, now: datetime) -> dict[str, list[StoredGrant]]:
-        """Every holder's grants: kept in memory (this process adds the grants it makes) and read
-        again every ``GRANTS_REREAD`` for those another API replica made."""
-        if self._grants is None or now - self._grants_read_at >= GRANTS_REREAD:
-            self._grants, self._grants_read_at = self._store.grants(), now
-        return self._grants
+    def _holdings(self, now: datetime) -> Holdings:
+        """Every holder's grants and ledger: kept in memory, where this process adds what it
+        writes, and read again every ``REREAD`` for what another API replica wrote. A pass then
+        reads only usage: reading 10,000 ledgers took as long as the rest of it."""
+        if self._held is None or now - self._held_read_at >= REREAD:
+            grants = self._store.grants()
+            self._held, self._held_read_at = Holdings(grants, self._store.entries(set(grants))), now
+        return self._held
+
+    def _append(self, written: dict[str, list[CreditEntry]], now: datetime) -> None:
+        """Store ``written`` (under ``_writing``), and keep the ledgers held in memory in step."""
+        self._store.append(written, now)
+        if self._held is not None:
+            for holder, entries in written.items():
+                self._held.ledgers.setdefault(holder, []).extend(entries)
 
     def _burn_unsettled(self, wallets: dict[str, Wallet], settled: datetime, now: datetime) -> None:
         """Burn the usage of the hours not settled yet (from ``settled``), as the next
         settlements will, on the wallets given."""
-        unsettled = self._store.rated_usage(list(wallets), settled, floor_hour(now) + HOUR) if wallets else {}
+        if not wallets:
+            return
+        whose = EVERY_HOLDER if len(wallets) > MANY_HOLDERS else list(wallets)
+        unsettled = self._store.rated_usage(whose, settled, floor_hour(now) + HOUR)
         for holder, charges in _by_customer(unsettled).items():
-            _burn_hours(wallets[holder], charges, lambda key: min(now, key.hour + HOUR - LAST_INSTANT))
+            if holder in wallets:
+                _burn_hours(wallets[holder], charges, lambda key: min(now, key.hour + HOUR - LAST_INSTANT))
 
     def _wallet(self, holder_id: str) -> tuple[Wallet, dict[str, StoredGrant]]:
         stored = {g.grant.grant_id: g for g in self.grants(holder_id)}
@@ -335,7 +360,7 @@ def _burn_hours(
     prepaid_from = min(grant.effective_at for grant in wallet.grants.values())
     invoiced = _invoiced_months(wallet)
     for key, amount in charges:
-        if key.hour + HOUR > prepaid_from and _month(key) not in invoiced:
+        if key.hour + HOUR > prepaid_from and not (invoiced and _month(key) in invoiced):
             wallet.burn(_charge(key, amount, charged_at(key)))
 
 
@@ -384,10 +409,12 @@ def _by_hour(item: tuple[UsageKey, Decimal]) -> datetime:
 
 def _by_customer(usage: dict[UsageKey, Decimal]) -> dict[str, list[tuple[UsageKey, Decimal]]]:
     """Each customer's charges, oldest hour first."""
-    grouped: dict[str, list[tuple[UsageKey, Decimal]]] = {}
-    for key, amount in sorted(usage.items(), key=_by_hour):
-        grouped.setdefault(key.customer_id, []).append((key, amount))
-    return grouped
+    grouped: dict[str, list[tuple[UsageKey, Decimal]]] = defaultdict(list)
+    for key, amount in usage.items():
+        grouped[key.customer_id].append((key, amount))
+    for charges in grouped.values():
+        charges.sort(key=_by_hour)
+    return dict(grouped)
 
 
 def _expires(grant: CreditGrant, since: datetime | None, now: datetime) -> bool:

@@ -254,6 +254,9 @@ class Wallet:
 
     def record(self, entries: Iterable[CreditEntry]) -> list[CreditEntry]:
         """Add ``entries`` to the ledger, each given its id."""
+        entries = list(entries)
+        if not entries:  # the common case of a charge burned again unchanged: no need to count
+            return []
         seen: dict[str, int] = defaultdict(int)
         for entry in self.entries:
             seen[_id_base(entry)] += 1
