@@ -74,12 +74,13 @@ def create_app(settings: Settings, *, run_sink: bool | None = None) -> FastAPI:
         if services.sink is not None:
             services.sink.start()
         current_catalog = lambda: services.catalog_admin.catalog  # noqa: E731 - read at each use
+        passed = asyncio.Event()  # a credit pass ended: the outbox sends what it fired
         tasks = [
             asyncio.create_task(routes_completeness.count_sources_with_gaps(services.completeness)),
             asyncio.create_task(_refresh_keys(services.authenticator.keys)),
             asyncio.create_task(_publish_catalog_when_pending(services.catalog_admin)),
-            asyncio.create_task(watch_continuously(services.credit_watch, settings.credit_settle_interval_s)),
-            asyncio.create_task(send_continuously(services.outbox)),
+            asyncio.create_task(watch_continuously(services.credit_watch, settings.credit_settle_interval_s, passed)),
+            asyncio.create_task(send_continuously(services.outbox, passed)),
         ]
         if settings.auto_close:
             closing = close_periods_when_due(

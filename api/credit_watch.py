@@ -304,14 +304,16 @@ def _iso(at: datetime) -> str:
     return at.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
-async def watch_continuously(watch: CreditWatch, interval_s: float) -> None:
+async def watch_continuously(watch: CreditWatch, interval_s: float, passed: asyncio.Event) -> None:
     """The API's loop over prepaid credit, a pass every ``interval_s`` (at once after a longer
-    pass): a failed pass is logged and the next one redoes it."""
+    pass), each one setting ``passed`` so the outbox sends what it fired at once: a failed pass
+    is logged and the next one redoes it."""
     while True:
         started = time.monotonic()
         try:
             with metrics.CREDIT_PASS_SECONDS.time():
                 await run_in_threadpool(watch.run_pass, datetime.now(UTC))
+            passed.set()
         except Exception as error:  # storage hiccup: the next pass starts from what is stored
             log.warning("could not settle and watch prepaid credit: %s", error)
         # at least a quarter of the interval between passes: the API's requests get their turn

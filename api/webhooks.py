@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 import secrets
 from dataclasses import replace
@@ -185,13 +186,17 @@ def _failed(delivery: DeliveryRow, error: str, now: datetime) -> DeliveryRow:
     )
 
 
-async def send_continuously(outbox: Outbox, interval_s: float = 0.25) -> None:
+async def send_continuously(outbox: Outbox, passed: asyncio.Event, interval_s: float = 0.25) -> None:
+    """Send what is due whenever a credit pass has ``passed`` (it may have fired alerts), and
+    every ``interval_s`` for the retries."""
     connections = aiohttp.TCPConnector(limit=4 * SENDERS, limit_per_host=SENDERS)
     timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
     async with aiohttp.ClientSession(connector=connections, timeout=timeout, trust_env=False) as http:
         while True:
+            passed.clear()
             try:
                 await outbox.send_due(http, datetime.now(UTC))
             except Exception as error:  # storage hiccup: the rows are still due
                 log.warning("could not send due alerts: %s", error)
-            await asyncio.sleep(interval_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(passed.wait(), interval_s)
