@@ -12,7 +12,7 @@ import secrets
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Path, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,13 +20,16 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.access.audit import note_change
 from api.access.guard import AlertManager, Caller, CreditReader
 from api.models import CustomerId, DecimalText, FixedPoint
+from api.routes_credit import readable_holder
 from api.services import services_of
-from api.webhooks import PENDING, checked_url, new_secret
+from api.webhooks import PENDING, checked_url, new_secret, secrets_in_force
 from billing.alerts import AlertRule, Condition, TargetKind
 from billing.catalog import BillingMode, Catalog, Customer, Partner
 from meterline.exceptions import UnknownCustomer, UnknownEntry
 from schemas.identifiers import IDENTIFIER_PATTERN
 from storage.alert_store import AlertStore, DeliveryRow, EndpointRow, RuleRow
+
+Owned = TypeVar("Owned", RuleRow, EndpointRow)
 
 router = APIRouter(prefix="/v1", tags=["credit alerts"])
 RuleId = Annotated[str, Path(pattern=r"^r-[0-9a-f]{20}$")]
@@ -158,14 +161,14 @@ def delete_rule(request: Request, caller: AlertManager, rule_id: RuleId) -> None
 @router.get("/credit/{holder_id}/alerts", response_model=list[AlertOut])
 def customer_alerts(request: Request, caller: CreditReader, holder_id: CustomerId) -> list[AlertOut]:
     """Every alert fired for the customer, the newest first, with when and why."""
-    _visible(request, caller, holder_id)
+    readable_holder(request, caller, holder_id)
     return [AlertOut(**{**vars(a), "message": json.loads(a.payload)}) for a in _store(request).alerts(holder_id)]
 
 
 @router.get("/credit/{holder_id}/enforcement", response_model=EnforcementOut)
 def enforcement(request: Request, caller: CreditReader, holder_id: CustomerId) -> EnforcementOut:
     """Whether the customer is suspended (a pre-pay customer out of credit beyond its grace)."""
-    _visible(request, caller, holder_id)
+    readable_holder(request, caller, holder_id)
     rows = [row for row in _store(request).enforcement() if row.customer_id == holder_id]
     if not rows:
         return EnforcementOut(customer_id=holder_id, status="active", reason="never suspended", since=None)
@@ -205,7 +208,7 @@ def rotate_secret(request: Request, caller: AlertManager, endpoint_id: EndpointI
     row = _own_endpoint(request, caller, endpoint_id)
     now, secret = datetime.now(UTC), new_secret()
     ends = now + timedelta(seconds=body.overlap_s)
-    kept = [(s, u) for s, u in zip(row.secrets, row.secrets_until, strict=True) if u is None or u > now]
+    kept = secrets_in_force(row, now)
     rotated = replace(
         row,
         secrets=[*(s for s, _ in kept), secret],
@@ -276,21 +279,16 @@ def _check_target(catalog: Catalog, caller: Caller, kind: TargetKind, target_id:
         raise UnknownCustomer(f"no {kind.value} {target_id!r}")
 
 
-def _visible(request: Request, caller: Caller, holder_id: str) -> None:
-    party = _catalog(request).party(holder_id) if caller.scope.sees_party(holder_id) else None
-    if not isinstance(party, Customer | Partner):
-        raise UnknownCustomer(f"no customer or partner {holder_id!r}")
-
-
 def _own_rules(request: Request, caller: Caller) -> list[RuleRow]:
-    rows = _store(request).rules()
-    if caller.scope.everything:
-        return rows
-    return [row for row in rows if row.owner_id == caller.principal.party_id]
+    return _owned(_store(request).rules(), caller)
 
 
 def _own_endpoints(request: Request, caller: Caller) -> list[EndpointRow]:
-    rows = _store(request).endpoints()
+    return _owned(_store(request).endpoints(), caller)
+
+
+def _owned(rows: list[Owned], caller: Caller) -> list[Owned]:
+    """The rows the caller made (or, for the provider, every row)."""
     if caller.scope.everything:
         return rows
     return [row for row in rows if row.owner_id == caller.principal.party_id]
@@ -304,12 +302,11 @@ def _own_endpoint(request: Request, caller: Caller, endpoint_id: str) -> Endpoin
 
 
 def _endpoint_out(row: EndpointRow, now: datetime, secret: str | None = None) -> EndpointOut:
-    in_force = sum(1 for until in row.secrets_until if until is None or until > now)
     return EndpointOut(
         endpoint_id=row.endpoint_id,
         owner_id=row.owner_id,
         url=row.url,
-        secrets_in_force=in_force,
+        secrets_in_force=len(secrets_in_force(row, now)),
         created_by=row.created_by,
         changed_at=row.changed_at,
         secret=secret,

@@ -159,7 +159,7 @@ def top_up(
 
 @router.get("/{holder_id}/grants", response_model=list[GrantOut])
 def list_grants(request: Request, caller: CreditReader, holder_id: CustomerId) -> list[GrantOut]:
-    _readable(request, caller, holder_id)
+    readable_holder(request, caller, holder_id)
     return [GrantOut.of(stored) for stored in _accounts(request).grants(holder_id)]
 
 
@@ -177,7 +177,7 @@ def ledger(request: Request, caller: CreditReader, holder_id: CustomerId) -> lis
     """Every change to what the holder's grants hold, in the order they apply: grants, top-ups,
     burns (one per grant an hour of a meter's usage took from), adjustments, expiries, voids,
     and what no grant covered."""
-    _readable(request, caller, holder_id)
+    readable_holder(request, caller, holder_id)
     return [EntryOut.of(entry) for entry in _accounts(request).ledger(holder_id)]
 
 
@@ -185,7 +185,7 @@ def ledger(request: Request, caller: CreditReader, holder_id: CustomerId) -> lis
 def balance(request: Request, caller: CreditReader, holder_id: CustomerId, at: datetime | None = None) -> BalanceOut:
     """What the holder may spend now (usage burns it within seconds of being stored), or as the
     ledger stood at ``at``; with the recent burn rate and when the credit runs out at it."""
-    _readable(request, caller, holder_id)
+    readable_holder(request, caller, holder_id)
     now = datetime.now(UTC)
     accounts = _accounts(request)
     held = accounts.balance(holder_id, now, _utc(at, "at"))
@@ -255,7 +255,7 @@ def create_top_up_plan(
 
 @router.get("/{holder_id}/top-up-plans", response_model=list[TopUpPlanOut])
 def list_top_up_plans(request: Request, caller: CreditReader, holder_id: CustomerId) -> list[TopUpPlanOut]:
-    _readable(request, caller, holder_id)
+    readable_holder(request, caller, holder_id)
     return [_plan_out(row) for row in services_of(request).alert_store.top_up_plans() if row.holder_id == holder_id]
 
 
@@ -324,7 +324,8 @@ def _holder(catalog: Catalog, holder_id: str) -> Customer | Partner:
     return party
 
 
-def _readable(request: Request, caller: Caller, holder_id: str) -> Catalog:
+def readable_holder(request: Request, caller: Caller, holder_id: str) -> Catalog:
+    """The catalog, once ``holder_id`` is a customer or partner the caller sees (404 otherwise)."""
     catalog: Catalog = services_of(request).catalog_admin.catalog
     if not caller.scope.sees_party(holder_id):
         raise UnknownCustomer(f"no customer or partner {holder_id!r}")
@@ -334,7 +335,7 @@ def _readable(request: Request, caller: Caller, holder_id: str) -> Catalog:
 
 def _manageable(request: Request, caller: Caller, holder_id: str) -> Catalog:
     """The provider manages anyone's credit; a partner its customers', not its own."""
-    catalog = _readable(request, caller, holder_id)
+    catalog = readable_holder(request, caller, holder_id)
     if not caller.scope.sees_customer(holder_id):
         raise UnknownCustomer(f"no customer {holder_id!r} whose credit this key manages")
     return catalog

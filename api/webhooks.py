@@ -98,11 +98,14 @@ def new_secret() -> str:
     return "whsec_" + base64.b64encode(secrets.token_bytes(32)).decode()
 
 
+def secrets_in_force(endpoint: EndpointRow, now: datetime) -> list[tuple[str, datetime | None]]:
+    """The endpoint's secrets that sign at ``now``, each with the end of its overlap (None: none)."""
+    pairs = zip(endpoint.secrets, endpoint.secrets_until, strict=True)
+    return [(secret, until) for secret, until in pairs if until is None or until > now]
+
+
 def signed_headers(endpoint: EndpointRow, message_id: str, body: bytes, now: datetime) -> dict[str, str]:
-    in_force = [
-        s for s, until in zip(endpoint.secrets, endpoint.secrets_until, strict=True) if until is None or until > now
-    ]
-    signatures = " ".join(Webhook(secret).sign(message_id, now, body) for secret in in_force)
+    signatures = " ".join(Webhook(secret).sign(message_id, now, body) for secret, _ in secrets_in_force(endpoint, now))
     return {
         "webhook-id": message_id,
         "webhook-timestamp": str(int(now.timestamp())),
