@@ -39,6 +39,8 @@ from storage.usage_read import floor_hour
 
 log = logging.getLogger(__name__)
 ACTIVE, SUSPENDED = "active", "suspended"
+States = dict[tuple[str, str], RuleState]
+"""Each rule's (and threshold plan's) state per customer: by (rule or plan id, customer id)."""
 RECURRING, THRESHOLD = "recurring", "threshold"
 
 
@@ -63,16 +65,19 @@ class CreditWatch:
 
     def run_pass(self, now: datetime) -> None:
         catalog = self._catalog()
-        self._grant_recurring(catalog, now)
+        plans = self._store.top_up_plans()
+        self._grant_recurring([p for p in plans if p.kind == RECURRING], catalog, now)
         settled = self._accounts.settle(now)
         customers = {c.id: c for c in catalog.customers if c.id in settled.watched}
         if not customers:
             return
         rules = [rule_of(row) for row in self._store.rules()]
+        # rules and plans have ids of their own kinds: one read holds the states of both
+        states = {(s.rule_id, s.customer_id): s for s in self._store.states()}
         standings = self._standings(settled, customers, catalog, now, rules)
-        messages = self._alerts(standings, customers, rules, now) + self._enforcement(standings, customers, now)
+        messages = self._alerts(standings, customers, rules, states, now) + self._enforcement(standings, customers, now)
         self._store.save(self._outbox(messages, customers, catalog, now))
-        self._top_up(standings, now)
+        self._top_up([p for p in plans if p.kind == THRESHOLD], standings, states, now)
 
     def _standings(
         self, settled: Settled, customers: dict[str, Customer], catalog: Catalog, now: datetime, rules: list[AlertRule]
@@ -112,13 +117,13 @@ class CreditWatch:
             )
         return standings
 
-    def _grant_recurring(self, catalog: Catalog, now: datetime) -> None:
+    def _grant_recurring(self, plans: list[TopUpPlanRow], catalog: Catalog, now: datetime) -> None:
         """Each recurring plan's grant of this month, once: its idempotency key names the month,
         and a month's plans are looked at once per process."""
         period = Period.containing(now.date())
         month = period.start
-        for plan in self._store.top_up_plans():
-            if plan.kind != RECURRING or (plan.plan_id, month) in self._granted_months:
+        for plan in plans:
+            if (plan.plan_id, month) in self._granted_months:
                 continue
             effective_at = max(month, to_the_millisecond(plan.changed_at))
             key = f"plan/{plan.plan_id}/{month:%Y-%m}"
@@ -130,35 +135,31 @@ class CreditWatch:
                 continue
             self._granted_months.add((plan.plan_id, month))
 
-    def _top_up(self, standings: list[Standing], now: datetime) -> None:
+    def _top_up(self, plans: list[TopUpPlanRow], standings: list[Standing], states: States, now: datetime) -> None:
         """Threshold plans: under the floor, top up to the target, once per crossing (the crossing's
         number is in the top-up's idempotency key)."""
-        plans = [plan for plan in self._store.top_up_plans() if plan.kind == THRESHOLD]
         if not plans:
             return
         by_holder = {standing.customer_id: standing for standing in standings}
-        states = {(s.rule_id, s.customer_id): s for s in self._store.states()}
         changed = []
         for plan in plans:
             standing = by_holder.get(plan.holder_id)
             if standing is None:
                 continue
-            state = states.get((plan.plan_id, plan.holder_id))
-            firing_before = state is not None and state.firing
             under = standing.balance < plan.floor
-            if under == firing_before:
+            moved = _moved(states.get((plan.plan_id, plan.holder_id)), plan.plan_id, plan.holder_id, under, now)
+            if moved is None:
                 continue
-            crossings = (state.crossings if state else 0) + (1 if under else 0)
             if under:
                 amount = (plan.target - standing.balance).quantize(minor_unit(standing.currency), ROUND_UP)
-                key = f"plan/{plan.plan_id}/crossing/{crossings}"
+                key = f"plan/{plan.plan_id}/crossing/{moved.crossings}"
                 request = _plan_grant(plan, standing.currency, amount, to_the_millisecond(now), None, key, paid=True)
                 try:
                     self._accounts.grant(request, EntryKind.TOP_UP, f"plan:{plan.plan_id}", now)
                 except MeterlineError as error:  # this plan's trouble stays this plan's
                     log.warning("top-up plan %s could not top up: %s", plan.plan_id, error)
                     continue
-            changed.append(RuleState(plan.plan_id, plan.holder_id, under, crossings, now))
+            changed.append(moved)
         self._store.save(changed)
 
     def _recent_rates(self, now: datetime) -> dict[tuple[str, str], RecentCost]:
@@ -169,9 +170,13 @@ class CreditWatch:
         return self._rates[1]
 
     def _alerts(
-        self, standings: list[Standing], customers: dict[str, Customer], rules: list[AlertRule], now: datetime
+        self,
+        standings: list[Standing],
+        customers: dict[str, Customer],
+        rules: list[AlertRule],
+        states: States,
+        now: datetime,
     ) -> list[Message]:
-        states = {(s.rule_id, s.customer_id): s for s in self._store.states()}
         fired: list[tuple[AlertRow, Message]] = []
         changed: list[RuleState] = []
         for standing in standings:
@@ -180,14 +185,13 @@ class CreditWatch:
                 if not applies(rule, customer):
                     continue
                 state = states.get((rule.rule_id, customer.id))
-                firing_before = state is not None and state.firing
-                reason, firing = crossing(rule, standing, firing_before)
-                if firing == firing_before:
+                reason, firing = crossing(rule, standing, state is not None and state.firing)
+                moved = _moved(state, rule.rule_id, customer.id, firing, now)
+                if moved is None:
                     continue
-                crossings = (state.crossings if state else 0) + (1 if reason else 0)
-                changed.append(RuleState(rule.rule_id, customer.id, firing, crossings, now))
+                changed.append(moved)
                 if reason:
-                    fired.append(_alert(rule, standing, reason, crossings, now))
+                    fired.append(_alert(rule, standing, reason, moved.crossings, now))
         known = self._store.known_alerts([row.alert_id for row, _ in fired])
         self._store.save([row for row, _ in fired])
         self._store.save(changed)
@@ -236,6 +240,15 @@ class CreditWatch:
                 for d in destinations
             ]
         return rows
+
+
+def _moved(state: RuleState | None, rule_id: str, customer_id: str, firing: bool, now: datetime) -> RuleState | None:
+    """A rule's (or a threshold plan's) new state if it starts or stops ``firing`` (a start is a
+    new crossing, numbered); None if it stays as it was."""
+    if firing == (state is not None and state.firing):
+        return None
+    crossings = (state.crossings if state else 0) + (1 if firing else 0)
+    return RuleState(rule_id, customer_id, firing, crossings, now)
 
 
 def _plan_grant(
