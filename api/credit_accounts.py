@@ -26,7 +26,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 
-from billing.burn_rate import RecentCost, runs_out_at
+from billing.burn_rate import RecentCost, rate_of, runs_out_at
 from billing.credits import Charge, CreditEntry, CreditGrant, EntryKind, Wallet, granted, invoice_charges
 from billing.invoices import DocumentType
 from billing.money import round_money
@@ -236,7 +236,7 @@ class CreditAccounts:
         """When each currency's credit runs out at the holder's recent rate (``billing.burn_rate``)."""
         figures = []
         for currency, held in sorted(balance.per_currency.items()):
-            rate = recent[currency].per_hour() if currency in recent else Fraction(0)
+            rate = rate_of(recent, currency)
             figures.append(Forecast(currency, held, rate, runs_out_at(held, rate, now)))
         return figures
 
@@ -270,14 +270,19 @@ class CreditAccounts:
             )
             wanted = (changed | watched) & holders
             wallets = {h: _wallet_of(h, grants[h], holdings.ledgers.get(h, [])) for h in wanted}
+            # a holder whose stored credit cannot be read is neither settled nor watched: it would
+            # look like a customer without credit (logged where it was found)
+            watched -= self._store.unreadable | {h for h, wallet in wallets.items() if wallet is None}
             written: dict[str, list[CreditEntry]] = {}
             by_holder = _by_customer(usage)
+            invoiced = self._store.invoiced_periods() if changed & holders else {}
             for holder in changed & holders:
                 wallet = wallets[holder]
                 if wallet is None:
                     continue
                 before = len(wallet.entries)
-                _burn_hours(wallet, by_holder.get(holder, []), lambda key: key.hour + HOUR - LAST_INSTANT)
+                charges = by_holder.get(holder, [])
+                _burn_hours(wallet, charges, lambda key: key.hour + HOUR - LAST_INSTANT, invoiced.get(holder, set()))
                 wallet.expire(now)
                 if len(wallet.entries) > before:
                     written[holder] = wallet.entries[before:]
@@ -312,7 +317,8 @@ class CreditAccounts:
         unsettled = self._store.rated_usage(whose, settled, floor_hour(now) + HOUR)
         for holder, charges in _by_customer(unsettled).items():
             if holder in wallets:
-                _burn_hours(wallets[holder], charges, lambda key: min(now, key.hour + HOUR - LAST_INSTANT))
+                # the hours under way are of a month not invoiced yet
+                _burn_hours(wallets[holder], charges, lambda key: min(now, key.hour + HOUR - LAST_INSTANT), set())
 
     def _wallet(self, holder_id: str) -> tuple[Wallet, dict[str, StoredGrant]]:
         stored = {g.grant.grant_id: g for g in self.grants(holder_id)}
@@ -351,20 +357,25 @@ def _pay_invoice(wallet: Wallet, record: InvoiceRecord) -> Decimal:
 
 
 def _burn_hours(
-    wallet: Wallet, charges: list[tuple[UsageKey, Decimal]], charged_at: Callable[[UsageKey], datetime]
+    wallet: Wallet,
+    charges: list[tuple[UsageKey, Decimal]],
+    charged_at: Callable[[UsageKey], datetime],
+    invoiced: set[str],
 ) -> None:
     """Burn each hour's rated usage on ``wallet``, oldest first: the hours that end after its
-    first grant took effect, of months no invoice has paid from credit."""
+    first grant took effect, of months not ``invoiced`` (issued) and that no invoice has paid
+    from credit. An issued month's usage is billed by its invoice: a grant made later, even
+    backdated, does not pay it a second time."""
     if not wallet.grants:
         return
     prepaid_from = min(grant.effective_at for grant in wallet.grants.values())
-    invoiced = _invoiced_months(wallet)
+    billed = invoiced | _paid_months(wallet)
     for key, amount in charges:
-        if key.hour + HOUR > prepaid_from and not (invoiced and _month(key) in invoiced):
+        if key.hour + HOUR > prepaid_from and not (billed and _month(key) in billed):
             wallet.burn(_charge(key, amount, charged_at(key)))
 
 
-def _invoiced_months(wallet: Wallet) -> set[str]:
+def _paid_months(wallet: Wallet) -> set[str]:
     """The periods an invoice charged on the wallet: their usage is paid through the invoice,
     not by the hour (an invoice id starts with its period)."""
     return {e.reference.split("/")[1].split(".")[0] for e in wallet.entries if e.reference.startswith("invoice/")}

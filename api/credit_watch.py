@@ -3,9 +3,11 @@ credit changed: fire the alert rules that cross (``billing.alerts``) and mark cu
 suspended or active, each message put in the outbox (``api.webhooks``) for Kafka and the
 endpoints that may see the customer.
 
-Alerts are written before the rule states that remember them, under ids derived from the rule,
-the customer and the crossing's number: a pass cut short is redone with the same ids, and an
-alert already written is not put in the outbox again.
+What a pass decides is written outbox first: the messages, then the alerts and enforcement
+statuses, then the rule states that remember them. Alerts have ids derived from the rule, the
+customer and the crossing's number, so a pass cut short anywhere is redone with the same ids by
+the next one, and a message already in the outbox is not put there again; a pass that dies
+before its outbox rows are stored has stored nothing that would make the next one skip them.
 """
 
 from __future__ import annotations
@@ -24,11 +26,11 @@ from starlette.concurrency import run_in_threadpool
 from api import metrics
 from api.credit_accounts import CreditAccounts, GrantRequest, Settled
 from api.webhooks import PENDING, TOPIC_PREFIX
-from billing.alerts import AlertRule, Condition, Standing, TargetKind, crossing, suspended
+from billing.alerts import AlertRule, Condition, Standing, TargetKind, crossing, shown, suspended
 from billing.burn_rate import RecentCost, runs_out_at
 from billing.catalog import BillingMode, Catalog, Customer
-from billing.credits import EntryKind
-from billing.money import minor_unit
+from billing.credits import EntryKind, Wallet
+from billing.money import minor_unit, round_money
 from billing.periods import Period
 from billing.scope import EVERYTHING
 from meterline.exceptions import MeterlineError
@@ -75,16 +77,29 @@ class CreditWatch:
         # rules and plans have ids of their own kinds: one read holds the states of both
         states = {(s.rule_id, s.customer_id): s for s in self._store.states()}
         standings = self._standings(settled, customers, catalog, now, rules)
-        messages = self._alerts(standings, customers, rules, states, now) + self._enforcement(standings, customers, now)
+        fired, changed = self._alerts(standings, customers, rules, states, catalog.provider.id, now)
+        enforced, enforcing = self._enforcement(standings, customers, now)
+        queued = self._store.queued_messages([row.alert_id for row, _ in fired])
+        messages = [message for row, message in fired if row.alert_id not in queued] + enforcing
         self._store.save(self._outbox(messages, customers, catalog, now))
+        self._store.save([row for row, _ in fired])
+        self._store.save(enforced)
+        self._store.save(changed)
+        metrics.ALERTS_FIRED.inc(len(fired) - len(queued))
         self._top_up([p for p in plans if p.kind == THRESHOLD], standings, states, now)
 
     def _standings(
         self, settled: Settled, customers: dict[str, Customer], catalog: Catalog, now: datetime, rules: list[AlertRule]
     ) -> list[Standing]:
         month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-        wants_cost = any(rule.condition is Condition.COST_OVER for rule in rules)
-        costs = self._dashboards.costs_since(set(customers), month_start, now) if wants_cost else {}
+        # a pre-pay customer whose credit has not started pays for none of this month's usage
+        unfunded = {
+            c.id
+            for c in customers.values()
+            if c.billing is BillingMode.PREPAY and not _funded(settled.wallets.get(c.id), now)
+        }
+        wanted = set(customers) if any(rule.condition is Condition.COST_OVER for rule in rules) else unfunded
+        costs = self._dashboards.costs_since(wanted, month_start, now) if wanted else {}
         rates = self._recent_rates(now)
         standings = []
         currency = catalog.currency
@@ -92,14 +107,11 @@ class CreditWatch:
             wallet = settled.wallets.get(customer_id)
             balance = wallet.balance(now).get(currency, Decimal(0)) if wallet else Decimal(0)
             granted = wallet.granted(now).get(currency, Decimal(0)) if wallet else Decimal(0)
-            uncovered = (
-                -sum(
-                    (e.amount for e in wallet.entries if e.kind is EntryKind.UNCOVERED),
-                    Decimal(0),
-                )
-                if wallet
-                else Decimal(0)
-            )
+            month_cost = costs.get((customer_id, currency), Decimal(0))
+            if wallet is None or customer_id in unfunded:
+                uncovered = month_cost
+            else:
+                uncovered = -sum((e.amount for e in wallet.entries if e.kind is EntryKind.UNCOVERED), Decimal(0))
             rate = rates.get((customer_id, currency))
             standings.append(
                 Standing(
@@ -108,7 +120,7 @@ class CreditWatch:
                     at=now,
                     balance=balance,
                     granted=granted,
-                    month_cost=costs.get((customer_id, currency), Decimal(0)),
+                    month_cost=month_cost,
                     runs_out_at=runs_out_at(balance, rate.per_hour(), now) if rate and wallet else None,
                     uncovered=uncovered,
                     holds_credit=wallet is not None,
@@ -175,14 +187,16 @@ class CreditWatch:
         customers: dict[str, Customer],
         rules: list[AlertRule],
         states: States,
+        provider_id: str,
         now: datetime,
-    ) -> list[Message]:
+    ) -> tuple[list[tuple[AlertRow, Message]], list[RuleState]]:
+        """The alerts that fire, each with its message, and the rule states that change."""
         fired: list[tuple[AlertRow, Message]] = []
         changed: list[RuleState] = []
         for standing in standings:
             customer = customers[standing.customer_id]
             for rule in rules:
-                if not applies(rule, customer):
+                if not applies(rule, customer, provider_id):
                     continue
                 state = states.get((rule.rule_id, customer.id))
                 reason, firing = crossing(rule, standing, state is not None and state.firing)
@@ -192,13 +206,12 @@ class CreditWatch:
                 changed.append(moved)
                 if reason:
                     fired.append(_alert(rule, standing, reason, moved.crossings, now))
-        known = self._store.known_alerts([row.alert_id for row, _ in fired])
-        self._store.save([row for row, _ in fired])
-        self._store.save(changed)
-        metrics.ALERTS_FIRED.inc(len(fired) - len(known))
-        return [message for row, message in fired if row.alert_id not in known]
+        return fired, changed
 
-    def _enforcement(self, standings: list[Standing], customers: dict[str, Customer], now: datetime) -> list[Message]:
+    def _enforcement(
+        self, standings: list[Standing], customers: dict[str, Customer], now: datetime
+    ) -> tuple[list[EnforcementRow], list[Message]]:
+        """The customers whose status changes, and a message for each."""
         current = {row.customer_id: row.status for row in self._store.enforcement()}
         changes, messages = [], []
         for standing in standings:
@@ -206,11 +219,12 @@ class CreditWatch:
             status = SUSPENDED if suspended(standing, customer.credit_grace) else ACTIVE
             if status == current.get(customer.id, ACTIVE):
                 continue
+            money = standing.currency
             reason = (
-                f"no credit left and {standing.uncovered} {standing.currency} of usage not covered "
-                f"(grace {customer.credit_grace})"
+                f"no credit left and {round_money(standing.uncovered, money)} {money} of usage not covered "
+                f"(grace {round_money(customer.credit_grace, money)} {money})"
                 if status == SUSPENDED
-                else f"credit available: {standing.balance} {standing.currency}"
+                else f"credit available: {round_money(standing.balance, money)} {money}"
             )
             changes.append(EnforcementRow(customer.id, status, reason, now))
             message_id = f"enforcement.{customer.id}.{now:%Y%m%dT%H%M%S%f}"
@@ -218,8 +232,7 @@ class CreditWatch:
             messages.append(
                 Message(message_id, customer.id, "enforcement", {**body, "reason": reason, "at": _iso(now)})
             )
-        self._store.save(changes)
-        return messages
+        return changes, messages
 
     def _outbox(
         self, messages: list[Message], customers: dict[str, Customer], catalog: Catalog, now: datetime
@@ -240,6 +253,12 @@ class CreditWatch:
                 for d in destinations
             ]
         return rows
+
+
+def _funded(wallet: Wallet | None, now: datetime) -> bool:
+    """Whether a grant of the wallet has taken effect by ``now``: from then on, what its credit
+    does not cover is in its ledger (``uncovered`` entries)."""
+    return wallet is not None and any(grant.effective_at <= now for grant in wallet.grants.values())
 
 
 def _moved(state: RuleState | None, rule_id: str, customer_id: str, firing: bool, now: datetime) -> RuleState | None:
@@ -277,7 +296,11 @@ def _plan_grant(
     )
 
 
-def applies(rule: AlertRule, customer: Customer) -> bool:
+def applies(rule: AlertRule, customer: Customer, provider_id: str) -> bool:
+    """Whether ``rule`` watches ``customer``: it targets it, and its owner still sees it (a
+    partner's rules stop watching a customer that moved to another partner)."""
+    if rule.owner_id not in (provider_id, customer.id, customer.partner_id):
+        return False
     match rule.target_kind:
         case TargetKind.CUSTOMER:
             return rule.target_id == customer.id
@@ -302,7 +325,7 @@ def _alert(rule: AlertRule, standing: Standing, reason: str, crossings: int, now
         "rule_id": rule.rule_id,
         "customer_id": standing.customer_id,
         "condition": rule.condition.value,
-        "threshold": str(rule.threshold),
+        "threshold": shown(rule.threshold),
         "reason": reason,
         "currency": standing.currency,
         "balance": str(standing.balance.quantize(Decimal("0.01"))),

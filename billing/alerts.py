@@ -14,7 +14,8 @@ fires again at the next crossing.
 
 A customer billed pre-pay is suspended when its balance is zero and the usage its credit did not
 cover exceeds its grace amount (``credit_grace`` in the catalog, default 0); any credit (a top-up)
-lifts it.
+lifts it. Before its first grant takes effect (or with none at all), none of its usage is covered:
+the current month's cost counts.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ class Standing:
 
 def breach(rule: AlertRule, standing: Standing) -> str | None:
     """Why ``rule``'s condition holds for ``standing`` (None: it does not)."""
-    money, threshold = standing.currency, _shown(rule.threshold)
+    money, threshold = standing.currency, shown(rule.threshold)
     balance, granted = round_money(standing.balance, money), round_money(standing.granted, money)
     match rule.condition:
         case Condition.BALANCE_BELOW if standing.holds_credit and standing.balance < rule.threshold:
@@ -102,7 +103,7 @@ def breach(rule: AlertRule, standing: Standing) -> str | None:
     return None
 
 
-def _shown(figure: Decimal) -> str:
+def shown(figure: Decimal) -> str:
     """A threshold as its owner wrote it: 25, not 25.000000000000."""
     return format(figure.normalize(), "f")
 

@@ -149,9 +149,14 @@ class AlertStore:
             found = self._read(AlertRow, "customer_id = {customer:String}", {"customer": customer_id})
         return sorted(found, key=lambda alert: (alert.fired_at, alert.alert_id), reverse=True)
 
-    def known_alerts(self, alert_ids: list[str]) -> set[str]:
-        found = self._read(AlertRow, "alert_id IN {ids:Array(String)}", {"ids": alert_ids}) if alert_ids else []
-        return {alert.alert_id for alert in found}
+    def queued_messages(self, message_ids: list[str]) -> set[str]:
+        """Those of ``message_ids`` already in the outbox (for some destination)."""
+        if not message_ids:
+            return set()
+        query = f"SELECT DISTINCT message_id FROM {self._table(DeliveryRow)} WHERE message_id IN {{ids:Array(String)}}"
+        with self._lock:
+            rows = self._client.query(query, parameters={"ids": message_ids}).result_rows
+        return {row[0] for row in rows}
 
     def endpoints(self) -> list[EndpointRow]:
         return self._read(EndpointRow, "NOT deleted")

@@ -6,6 +6,7 @@ and reads keep one row of each (``FINAL``).
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections import defaultdict
 from collections.abc import Collection
@@ -17,10 +18,12 @@ from typing import Any
 from clickhouse_connect.driver.client import Client
 
 from billing.credits import CreditEntry, CreditGrant, EntryKind
+from meterline.exceptions import MeterlineError
 from storage.connection import as_utc
-from storage.tables import CREDIT_ENTRIES, CREDIT_GRANTS, USAGE_BY_HOUR
+from storage.tables import CREDIT_ENTRIES, CREDIT_GRANTS, INVOICES, USAGE_BY_HOUR
 from storage.usage_read import AMOUNT
 
+log = logging.getLogger(__name__)
 AMOUNT_PLACES = Decimal("1e-12")
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -59,7 +62,10 @@ class CreditStore:
         self._grants = f"{database}.{CREDIT_GRANTS}"
         self._entries = f"{database}.{CREDIT_ENTRIES}"
         self._hours = f"{database}.{USAGE_BY_HOUR}"
+        self._invoices = f"{database}.{INVOICES}"
         self._lock = threading.Lock()
+        self.unreadable: set[str] = set()
+        """The holders the last read of every grant left out (a stored grant is not valid)."""
 
     def save_grant(self, stored: StoredGrant, entry: CreditEntry) -> None:
         """The grant, then the entry that puts its amount in the ledger: a grant without its entry
@@ -98,15 +104,24 @@ class CreditStore:
                 self._client.insert(self._entries, rows, column_names=_ENTRY_COLUMNS)
 
     def grants(self, holders: Collection[str] | None = None) -> dict[str, list[StoredGrant]]:
-        """Every grant of ``holders`` (None: of everyone), per holder, oldest first."""
+        """Every grant of ``holders`` (None: of everyone), per holder, oldest first. A holder with
+        a stored grant that is not a valid one is left out (logged, and in ``unreadable``): its
+        credit is not settled until the row is mended, and the others' is."""
         where, parameters = _holders(holders)
         query = f"SELECT {', '.join(_GRANT_COLUMNS)} FROM {self._grants} FINAL WHERE {where} ORDER BY created_at"
         found: dict[str, list[StoredGrant]] = defaultdict(list)
+        unreadable = set()
         with self._lock:
             rows = self._client.query(query, parameters=parameters).named_results()
             for row in rows:
-                found[row["holder_id"]].append(_stored_grant(row))
-        return dict(found)
+                try:
+                    found[row["holder_id"]].append(_stored_grant(row))
+                except (MeterlineError, ValueError) as error:
+                    log.error("grant %s of %s cannot be read: %s", row["grant_id"], row["holder_id"], error)
+                    unreadable.add(row["holder_id"])
+        if holders is None:
+            self.unreadable = unreadable
+        return {holder: held for holder, held in found.items() if holder not in unreadable}
 
     def entries(self, holders: Collection[str] | None = None) -> dict[str, list[CreditEntry]]:
         """Every entry of ``holders`` (None: of everyone), per holder, in the order they apply."""
@@ -121,6 +136,17 @@ class CreditStore:
         for holder, grant_id, kind, amount, at, reference, entry_id in rows:
             found[holder].append(CreditEntry(grant_id, EntryKind(kind), amount, as_utc(at), reference, entry_id))
         return dict(found)
+
+    def invoiced_periods(self) -> dict[str, set[str]]:
+        """The months each holder of credit was issued an invoice for: their usage is billed, and
+        credit granted later does not pay it by the hour."""
+        query = (
+            f"SELECT buyer_id, groupUniqArray(period) FROM {self._invoices} FINAL WHERE number != '' "
+            f"AND document_type = 'invoice' AND buyer_id IN (SELECT holder_id FROM {self._grants}) GROUP BY buyer_id"
+        )
+        with self._lock:
+            rows = self._client.query(query).result_rows
+        return {buyer: set(periods) for buyer, periods in rows}
 
     def customers_with_usage(
         self, hour_lo: datetime, hour_hi: datetime, stored_since: datetime | None = None

@@ -7,7 +7,9 @@ from decimal import Decimal
 
 import pytest
 
+from api.credit_watch import applies
 from billing.alerts import AlertRule, Condition, Standing, TargetKind, crossing, suspended
+from billing.catalog import Customer
 from meterline.exceptions import InvalidQuery
 
 NOW = datetime(2026, 11, 10, 12, tzinfo=UTC)
@@ -81,3 +83,15 @@ def test_a_prepay_customer_is_suspended_past_its_grace_and_a_top_up_lifts_it():
 def test_a_threshold_that_cannot_be_is_refused(condition, threshold):
     with pytest.raises(InvalidQuery):
         rule(condition, threshold)
+
+
+def test_a_partners_rules_stop_watching_a_customer_that_moved_to_another_partner():
+    """``applies`` is the watch's: a rule watches a customer its owner still sees."""
+    rule = AlertRule("r-1", "north", TargetKind.CUSTOMER, "cust-1", Condition.COST_OVER, Decimal(1))
+    by_partner = AlertRule("r-2", "north", TargetKind.PARTNER, "north", Condition.COST_OVER, Decimal(1))
+    provider = AlertRule("r-3", "acme", TargetKind.CUSTOMER, "cust-1", Condition.COST_OVER, Decimal(1))
+    with_north = Customer(id="cust-1", name="One", partner_id="north")
+    moved = Customer(id="cust-1", name="One", partner_id="south")
+    assert applies(rule, with_north, "acme") and applies(by_partner, with_north, "acme")
+    assert not applies(rule, moved, "acme") and not applies(by_partner, moved, "acme")
+    assert applies(provider, moved, "acme")
