@@ -17,6 +17,7 @@ import base64
 import contextlib
 import logging
 import secrets
+from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit, urlunsplit
@@ -37,8 +38,9 @@ MAX_ATTEMPTS = 8
 """Then the delivery is dead (listed, and sent again only by hand)."""
 TIMEOUT_S = 5.0
 SENDERS = 16
-"""Connections to one endpoint at once (four times as many in all): one slow endpoint does not
-hold the others' alerts back."""
+"""Posts to one endpoint under way at once."""
+MAX_IN_FLIGHT = 512
+"""Posts under way at once, to every endpoint."""
 PENDING, RETRYING, DELIVERED, DEAD = "pending", "retrying", "delivered", "dead"
 DEFAULT_PORTS = {"https": 443, "http": 80}
 
@@ -85,13 +87,25 @@ def _allowed(host: str, port: int, scheme: str, allowed: frozenset[str]) -> bool
     """An entry is a host (``*.example.com``: its subdomains) with, optionally, ``:port`` or
     ``:*``; without a port only the scheme's own (80, 443) may be called."""
     for entry in allowed:
-        name, _, entry_port = entry.rpartition(":") if entry.count(":") == 1 else (entry, "", "")
+        name, entry_port = _host_and_port(entry)
         wanted = name == host or (name.startswith("*.") and host.endswith(name[1:]))
         if wanted and (
             entry_port == "*" or entry_port == str(port) or (not entry_port and port == DEFAULT_PORTS[scheme])
         ):
             return True
     return False
+
+
+def _host_and_port(entry: str) -> tuple[str, str]:
+    """An allowed-hosts entry's host and port ("" if none): ``host:port``, ``[v6]:port``, a bare
+    IPv6 address."""
+    if entry.startswith("["):
+        host, _, rest = entry[1:].partition("]")
+        return host, rest.removeprefix(":")
+    if entry.count(":") == 1:
+        host, _, port = entry.partition(":")
+        return host, port
+    return entry, ""
 
 
 def new_secret() -> str:
@@ -118,35 +132,98 @@ class Outbox:
     """Sends due deliveries: to Kafka for ``topic:`` destinations, to endpoints over HTTP.
 
     Endpoints are called from the event loop with aiohttp: a post costs a fifth of the CPU of
-    a thread-pooled synchronous client, which matters when a thousand alerts fire at once.
+    a thread-pooled synchronous client, which matters when a thousand alerts fire at once. Each
+    post runs on its own and nothing waits for it: its outcome is stored with the next round's,
+    so an endpoint that answers in five seconds delays only its own messages. An endpoint has at
+    most ``SENDERS`` posts under way, and all of them at most ``MAX_IN_FLIGHT``.
     """
 
     def __init__(self, store: AlertStore, topics: AlertTopics, allowed: frozenset[str]) -> None:
         self._store = store
         self._topics = topics
         self._allowed = allowed
+        self._sending: dict[str, str] = {}
+        """The endpoint of each delivery posted whose outcome is not stored yet: not sent again."""
+        self._outcomes: list[DeliveryRow] = []
+        self._posts: set[asyncio.Task[None]] = set()
 
     async def send_due(self, http: aiohttp.ClientSession, now: datetime) -> int:
-        """Every delivery due by ``now``: the topics' in one batch, the endpoints' side by side."""
-        due = await run_in_threadpool(self._store.due_deliveries, now)
-        if not due:
-            return 0
-        endpoints = {endpoint.endpoint_id: endpoint for endpoint in await run_in_threadpool(self._store.endpoints)}
-        to_topics = [d for d in due if d.endpoint_id.startswith(TOPIC_PREFIX)]
-        failed = await run_in_threadpool(
-            self._topics.publish,
-            [(d.endpoint_id.removeprefix(TOPIC_PREFIX), d.customer_id, d.body.encode()) for d in to_topics],
-        )
-        outcomes = [
-            _failed(d, "the broker did not acknowledge it", now) if n in failed else _delivered(d, now)
-            for n, d in enumerate(to_topics)
+        """Store the outcomes of the posts that ended, then send every delivery due by ``now``:
+        the topics' in one batch, waited for; each endpoint's as a post of its own. The number of
+        outcomes stored."""
+        stored = await self._store_outcomes(self._take_outcomes())
+        due = [
+            d for d in await run_in_threadpool(self._store.due_deliveries, now) if d.delivery_id not in self._sending
         ]
+        if not due:
+            return stored
+        to_topics = [d for d in due if d.endpoint_id.startswith(TOPIC_PREFIX)]
+        if to_topics:
+            failed = await run_in_threadpool(
+                self._topics.publish,
+                [(d.endpoint_id.removeprefix(TOPIC_PREFIX), d.customer_id, d.body.encode()) for d in to_topics],
+            )
+            outcomes = [
+                _failed(d, "the broker did not acknowledge it", now) if n in failed else _delivered(d, now)
+                for n, d in enumerate(to_topics)
+            ]
+            stored += await self._store_outcomes(outcomes)
         to_endpoints = [d for d in due if not d.endpoint_id.startswith(TOPIC_PREFIX)]
-        outcomes += await asyncio.gather(
-            *(self._post(http, d, endpoints.get(d.endpoint_id), now) for d in to_endpoints)
-        )
-        await run_in_threadpool(self._store.save, outcomes)
+        if to_endpoints:
+            endpoints = {endpoint.endpoint_id: endpoint for endpoint in await run_in_threadpool(self._store.endpoints)}
+            self._start_posts(http, to_endpoints, endpoints, now)
+        return stored
+
+    async def drain(self) -> int:
+        """Wait for the posts under way and store their outcomes (a test, or a shutdown)."""
+        if self._posts:
+            await asyncio.gather(*self._posts)
+        return await self._store_outcomes(self._take_outcomes())
+
+    def _start_posts(
+        self,
+        http: aiohttp.ClientSession,
+        deliveries: list[DeliveryRow],
+        endpoints: dict[str, EndpointRow],
+        now: datetime,
+    ) -> None:
+        busy = Counter(self._sending.values())
+        for delivery in deliveries:
+            if len(self._sending) >= MAX_IN_FLIGHT:
+                return
+            if busy[delivery.endpoint_id] >= SENDERS:
+                continue
+            busy[delivery.endpoint_id] += 1
+            self._sending[delivery.delivery_id] = delivery.endpoint_id
+            post = asyncio.create_task(self._post_and_keep(http, delivery, endpoints.get(delivery.endpoint_id), now))
+            self._posts.add(post)
+            post.add_done_callback(self._posts.discard)
+
+    async def _post_and_keep(
+        self, http: aiohttp.ClientSession, delivery: DeliveryRow, endpoint: EndpointRow | None, now: datetime
+    ) -> None:
+        try:
+            outcome = await self._post(http, delivery, endpoint, now)
+        except Exception as error:  # whatever it was, the delivery is tried again, not forgotten
+            log.warning("posting %s failed unexpectedly: %r", delivery.delivery_id, error)
+            outcome = _failed(delivery, f"{type(error).__name__}: {error}"[:500], now)
+        self._outcomes.append(outcome)
+
+    def _take_outcomes(self) -> list[DeliveryRow]:
+        taken, self._outcomes = self._outcomes, []
+        return taken
+
+    async def _store_outcomes(self, outcomes: list[DeliveryRow]) -> int:
+        if not outcomes:
+            return 0
+        try:
+            await run_in_threadpool(self._store.save, outcomes)
+        except Exception:
+            # kept (and their deliveries not sent again) until a later round stores them
+            self._outcomes = [o for o in outcomes if o.delivery_id in self._sending] + self._outcomes
+            raise
         for outcome in outcomes:
+            self._sending.pop(outcome.delivery_id, None)
             destination = "topic" if outcome.endpoint_id.startswith(TOPIC_PREFIX) else "webhook"
             metrics.ALERT_DELIVERIES.labels(destination, outcome.status).inc()
         return len(outcomes)
@@ -162,7 +239,7 @@ class Outbox:
             headers = signed_headers(endpoint, delivery.message_id, body, now)
             # encoded: call exactly the URL rebuilt from its parsed parts, not a re-quoted one
             async with http.post(URL(url, encoded=True), data=body, headers=headers, allow_redirects=False) as answer:
-                await answer.read()
+                # the status is the answer: its body is never read (an endpoint could send gigabytes)
                 if not 200 <= answer.status < 300:
                     return _failed(delivery, f"answered {answer.status}", now)
         except TimeoutError:
@@ -192,7 +269,7 @@ def _failed(delivery: DeliveryRow, error: str, now: datetime) -> DeliveryRow:
 async def send_continuously(outbox: Outbox, passed: asyncio.Event, interval_s: float = 0.25) -> None:
     """Send what is due whenever a credit pass has ``passed`` (it may have fired alerts), and
     every ``interval_s`` for the retries."""
-    connections = aiohttp.TCPConnector(limit=4 * SENDERS, limit_per_host=SENDERS)
+    connections = aiohttp.TCPConnector(limit=MAX_IN_FLIGHT, limit_per_host=SENDERS)
     timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
     async with aiohttp.ClientSession(connector=connections, timeout=timeout, trust_env=False) as http:
         while True:

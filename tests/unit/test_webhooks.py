@@ -11,7 +11,7 @@ from api.webhooks import allowed_hosts, backoff, checked_url, new_secret, signed
 from meterline.exceptions import InvalidQuery
 from storage.alert_store import EndpointRow
 
-ALLOWED = allowed_hosts("hooks.example.com, *.partner.example, 127.0.0.1:8080, relay.example:*")
+ALLOWED = allowed_hosts("hooks.example.com, *.partner.example, 127.0.0.1:8080, relay.example:*, [fd00::7]:9443")
 
 
 @pytest.mark.parametrize(
@@ -23,6 +23,7 @@ ALLOWED = allowed_hosts("hooks.example.com, *.partner.example, 127.0.0.1:8080, r
         ("https://eu.partner.example/a", "https://eu.partner.example/a"),
         ("https://relay.example:9443/in", "https://relay.example:9443/in"),
         ("http://hooks.example.com:80/", "http://hooks.example.com:80/"),
+        ("https://[FD00::7]:9443/in", "https://[fd00::7]:9443/in"),
     ],
 )
 def test_an_allowed_url_is_stored_as_rebuilt_from_its_parts(url, stored):
@@ -48,6 +49,8 @@ def test_an_allowed_url_is_stored_as_rebuilt_from_its_parts(url, stored):
         "http://127.0.0.1:9000/",  # a port the setting does not list
         "https://hooks.example.com:8443/",  # no port listed: only the scheme's own
         "http://127.0.0.1:0/",
+        "https://[fd00::7]/",  # the entry names port 9443 only
+        "https://[fd00::8]:9443/",
         "https://hooks.example.com/a b",
         "https://hooks.example.com/\x00",
         "https://hooks.example.com/\u202e",

@@ -1,0 +1,243 @@
+"""A credit pass and the webhook outbox on the real engine (chDB), without a broker: what a pass
+stores when it dies half-way, which months credit pays, who is suspended, and how the outbox
+copes with endpoints that are slow or answer without end."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from api.credit_accounts import CreditAccounts, GrantRequest
+from api.credit_watch import CreditWatch
+from api.webhooks import Outbox, allowed_hosts
+from billing.adapters.kafka_alerts import AlertTopics
+from billing.catalog import Catalog
+from billing.credits import EntryKind
+from billing.pricing import price_book
+from meterline.settings import Settings
+from storage.alert_store import AlertRow, AlertStore, AnyRow, DeliveryRow, EndpointRow, RuleRow
+from storage.connection import ClientPool
+from storage.credit_store import CreditStore
+from storage.dashboards import Dashboards
+from storage.usage_store import UsageStore
+from tests.factories import catalog_document, xaas_usage
+from tests.integration.harness import free_port
+from tests.integration.test_identities import DB, frame
+
+pytestmark = pytest.mark.integration
+
+NOW = datetime(2026, 11, 10, 12, 30, tzinfo=UTC)
+RESTORE_GB_PRICE = Decimal("0.045")
+
+
+class Faulty(AlertStore):
+    """The real store, whose inserts of one row type fail while ``failing`` names it: a pass
+    that dies between two of its writes."""
+
+    failing: type[Any] | None = None
+
+    def save(self, rows: Any) -> None:
+        if rows and type(rows[0]) is self.failing:
+            raise ConnectionError("the engine went away")
+        super().save(rows)
+
+
+@dataclass
+class Credit:
+    engine: Any
+    catalog: Catalog
+    accounts: CreditAccounts
+    store: Faulty
+    watch: CreditWatch
+
+    def use(self, customer: str, gigabytes: str, at: datetime) -> None:
+        """A restore of ``gigabytes`` in the hour before ``at``, rated and stored at ``NOW``."""
+        event = xaas_usage("restore_gb", gigabytes, customer, at, resource_id=f"backup-of-{customer}")
+        UsageStore(self.engine, DB).write(frame([event], price_book(self.catalog)), NOW)
+
+    def grant(self, holder: str, amount: str, effective_at: datetime, key: str = "g1") -> None:
+        request = GrantRequest(
+            holder, "EUR", Decimal(amount), effective_at, None, 0, frozenset(), False, None, key, key
+        )
+        self.accounts.grant(request, EntryKind.GRANT, "test", NOW)
+
+    def balance(self, holder: str) -> Decimal:
+        return self.accounts.balance(holder, NOW).per_currency.get("EUR", Decimal(0))
+
+
+@pytest.fixture
+def credit(engine: Any) -> Iterator[Credit]:
+    document = catalog_document()
+    document["customers"][0] |= {"billing": "prepay", "credit_grace": "1.00"}  # "direct"
+    catalog = Catalog.model_validate(document)
+    accounts = CreditAccounts(CreditStore(engine, DB), late_usage_months=3)
+    store = Faulty(engine, DB)
+    dashboards = Dashboards(ClientPool(lambda: engine, 1), DB)
+    yield Credit(engine, catalog, accounts, store, CreditWatch(accounts, store, dashboards, lambda: catalog))
+
+
+def rule(rule_id: str, owner: str, customer: str, under: str) -> RuleRow:
+    return RuleRow(rule_id, owner, "customer", customer, "balance_below", Decimal(under), False, "test", NOW)
+
+
+def test_a_pass_that_dies_before_its_outbox_is_stored_is_redone_and_one_that_dies_after_is_not_repeated(
+    credit: Credit,
+):
+    """ "resold" holds 5.00, under its rule's 10.00: the alert fires. The first pass dies storing
+    its outbox: nothing of it may be kept, or the next pass would take the alert as sent. The
+    second dies just after the outbox: the third stores the alert without queueing it twice."""
+    credit.grant("resold", "5.00", NOW - timedelta(days=1))
+    credit.store.save([rule("r-1", "acme", "resold", "10")])
+    credit.store.failing = DeliveryRow
+    with pytest.raises(ConnectionError):
+        credit.watch.run_pass(NOW)
+    assert credit.store.alerts() == [] and credit.store.states() == []
+
+    credit.store.failing = AlertRow
+    credit.accounts.watch_again({"resold"})
+    with pytest.raises(ConnectionError):
+        credit.watch.run_pass(NOW + timedelta(seconds=1))
+    credit.store.failing = None
+    credit.accounts.watch_again({"resold"})
+    credit.watch.run_pass(NOW + timedelta(seconds=2))
+
+    queued = credit.store.due_deliveries(NOW + timedelta(seconds=3))
+    assert [(d.message_id, d.endpoint_id) for d in queued] == [("r-1.resold.1", "topic:alerts")]
+    assert [alert.alert_id for alert in credit.store.alerts()] == ["r-1.resold.1"]
+    assert [(s.rule_id, s.firing, s.crossings) for s in credit.store.states()] == [("r-1", True, 1)]
+
+
+def test_credit_granted_after_a_month_was_invoiced_does_not_pay_that_month_again(credit: Credit):
+    """October: "direct" used 100 GB of restores (100 x 0.045 = 4.50) and was invoiced for it,
+    without credit; "resold" used 20 GB (0.90) and was not invoiced yet. Both are granted 10.00
+    in November, backdated to 1 October. "direct" keeps 10.00 (its October is paid by its
+    invoice); "resold" has 10.00 - 0.90 = 9.10."""
+    credit.use("direct", "100", datetime(2026, 10, 15, 10, tzinfo=UTC))
+    credit.use("resold", "20", datetime(2026, 10, 15, 10, tzinfo=UTC))
+    credit.engine.command(
+        f"INSERT INTO {DB}.invoices (invoice_id, document_type, status, period, issuer_id, buyer_id, number, "
+        "updated_at) VALUES ('2026-10.direct', 'invoice', 'issued', '2026-10', 'acme', 'direct', 'ACME-1', now64(3))"
+    )
+    october = datetime(2026, 10, 1, tzinfo=UTC)
+    credit.grant("direct", "10.00", october)
+    credit.grant("resold", "10.00", october)
+    credit.accounts.settle(NOW)
+    assert credit.balance("direct") == Decimal("10.00")
+    assert credit.balance("resold") == Decimal("9.10")
+    burned = [e for e in credit.accounts.ledger("direct") if e.kind is not EntryKind.GRANT]
+    assert burned == []
+
+
+def test_a_prepay_customer_without_credit_is_suspended_once_its_usage_passes_its_grace(credit: Credit):
+    """ "direct" is pre-pay with a grace of 1.00 and holds no credit. 20 GB (0.90) is within the
+    grace: active. 20 GB more (1.80 in all) passes it: suspended. A grant of 5.00, in effect
+    before that usage, pays for it and lifts the suspension: 5.00 - 1.80 = 3.20."""
+    credit.use("direct", "20", NOW)
+    credit.watch.run_pass(NOW)
+    assert [row.status for row in credit.store.enforcement()] == []
+    credit.use("direct", "20", NOW + timedelta(minutes=5))
+    credit.watch.run_pass(NOW + timedelta(seconds=1))
+    (suspension,) = credit.store.enforcement()
+    assert suspension.status == "suspended"
+    assert "1.80 EUR of usage not covered (grace 1.00 EUR)" in suspension.reason
+    credit.grant("direct", "5.00", NOW - timedelta(hours=3))
+    credit.watch.run_pass(NOW + timedelta(seconds=2))
+    (lifted,) = credit.store.enforcement()
+    assert (lifted.status, lifted.reason) == ("active", "credit available: 3.20 EUR")
+
+
+def test_one_holder_with_an_unreadable_grant_does_not_stop_the_others_settlement(credit: Credit):
+    credit.use("resold", "20", NOW - timedelta(hours=2))
+    credit.grant("resold", "10.00", NOW - timedelta(days=1))
+    credit.engine.command(  # an amount of zero: no grant could have been made with it
+        f"INSERT INTO {DB}.credit_grants (holder_id, grant_id, origin, currency, amount, effective_at, created_at) "
+        "VALUES ('direct', 'g-broken', 'grant', 'EUR', 0, now64(3), now64(3))"
+    )
+    credit.watch.run_pass(NOW)
+    assert credit.balance("resold") == Decimal("9.10")
+    assert credit.store.enforcement() == []  # "direct" is neither settled nor taken for creditless
+
+
+class Endpoints:
+    """Three endpoints on one server: ``slow`` answers only once released, ``fast`` at once,
+    ``endless`` at once with a body that never ends."""
+
+    def __init__(self) -> None:
+        self.release = asyncio.Event()
+        self.calls: dict[str, int] = {"slow": 0, "fast": 0, "endless": 0}
+        self.port = free_port()
+
+    async def slow(self, _: web.Request) -> web.Response:
+        self.calls["slow"] += 1
+        await self.release.wait()
+        return web.Response(status=204)
+
+    async def fast(self, _: web.Request) -> web.Response:
+        self.calls["fast"] += 1
+        return web.Response(status=204)
+
+    async def endless(self, request: web.Request) -> web.StreamResponse:
+        self.calls["endless"] += 1
+        answer = web.StreamResponse(status=200)
+        await answer.prepare(request)
+        with contextlib.suppress(ConnectionError):  # the outbox hangs up without reading
+            while not self.release.is_set():
+                await answer.write(b"x" * 65536)
+                await asyncio.sleep(0.01)
+        return answer
+
+
+def test_a_slow_endpoint_holds_back_only_its_own_messages_and_no_answer_is_read(engine: Any):
+    store = AlertStore(engine, DB)
+    servers = Endpoints()
+    rows: list[AnyRow] = []
+    for name in servers.calls:
+        url = f"http://127.0.0.1:{servers.port}/{name}"
+        rows.append(EndpointRow(f"e-{name}", "acme", url, ["whsec_" + "A" * 44], [None], False, "test", NOW))
+    store.save(rows)
+    queued = NOW - timedelta(seconds=1)
+    store.save(
+        [
+            DeliveryRow(f"m1@e-{n}", f"e-{n}", "m1", "direct", "{}", "pending", 0, queued, "", queued)
+            for n in servers.calls
+        ]
+    )
+    outbox = Outbox(store, AlertTopics(Settings()), allowed_hosts("127.0.0.1:*"))
+
+    def statuses() -> dict[str, str]:
+        return {row.endpoint_id: row.status for name in servers.calls for row in store.deliveries(f"e-{name}")}
+
+    async def run() -> dict[str, str]:
+        app = web.Application()
+        app.add_routes([web.post(f"/{name}", getattr(servers, name)) for name in servers.calls])
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", servers.port).start()
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+                for _ in range(200):  # rounds, as the outbox's loop runs them
+                    await outbox.send_due(http, NOW)
+                    if statuses().get("e-fast") == "delivered" and statuses().get("e-endless") == "delivered":
+                        break
+                    await asyncio.sleep(0.05)
+                while_slow = statuses()
+                servers.release.set()
+                await outbox.drain()
+        finally:
+            servers.release.set()
+            await runner.cleanup()
+        return while_slow
+
+    while_slow = asyncio.run(run())
+    assert while_slow == {"e-slow": "pending", "e-fast": "delivered", "e-endless": "delivered"}
+    assert statuses()["e-slow"] == "delivered"
+    assert servers.calls == {"slow": 1, "fast": 1, "endless": 1}, "a post under way is not sent again"
