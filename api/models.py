@@ -32,6 +32,21 @@ def _decimal_text(value: object) -> Decimal:
 
 DecimalText = Annotated[Decimal, BeforeValidator(_decimal_text)]
 """A non-negative decimal sent as a string, parsed strictly."""
+TIME_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9:.]+(Z|[+-][0-9]{2}:[0-9]{2})")
+
+
+def _time_text(value: object) -> datetime:
+    """An instant is an ISO 8601 string with its offset ("2026-11-01T00:00:00Z"): a bare number
+    would be read as Unix seconds, which a caller rarely means."""
+    if isinstance(value, datetime):
+        return value
+    if not isinstance(value, str) or not TIME_TEXT.fullmatch(value):
+        raise ValueError('an ISO 8601 time with its offset, such as "2026-11-01T00:00:00Z"')
+    return datetime.fromisoformat(value)
+
+
+TimeText = Annotated[datetime, BeforeValidator(_time_text)]
+"""An instant sent as an ISO 8601 string with its offset, parsed strictly."""
 
 
 class UsageRow(BaseModel):

@@ -2,7 +2,8 @@
 alerts are sent to with every delivery's fate.
 
 The provider's admins manage rules and endpoints for anyone; a partner for its customers and
-itself. A customer reads its own alerts and status.
+itself; a customer for itself, if the catalog lets it (``manages_alerts``). A customer reads its
+own alerts and status.
 """
 
 from __future__ import annotations
@@ -12,20 +13,21 @@ import secrets
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Path, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
 
 from api.access.audit import note_change
 from api.access.guard import AlertManager, Caller, CreditReader
+from api.access.principals import Role
 from api.models import CustomerId, DecimalText, FixedPoint
 from api.routes_credit import readable_holder
 from api.services import services_of
 from api.webhooks import PENDING, checked_url, new_secret, secrets_in_force
 from billing.alerts import AlertRule, Condition, TargetKind
 from billing.catalog import BillingMode, Catalog, Customer, Partner
-from meterline.exceptions import UnknownCustomer, UnknownEntry
+from meterline.exceptions import Forbidden, LimitReached, UnknownCustomer, UnknownEntry
 from schemas.identifiers import IDENTIFIER_PATTERN
 from storage.alert_store import AlertStore, DeliveryRow, EndpointRow, RuleRow
 
@@ -36,6 +38,13 @@ RuleId = Annotated[str, Path(pattern=r"^r-[0-9a-f]{20}$")]
 EndpointId = Annotated[str, Path(pattern=r"^e-[0-9a-f]{20}$")]
 DeliveryId = Annotated[str, Path(pattern=r"^[A-Za-z0-9._-]{1,300}@[A-Za-z0-9:_-]{1,64}$")]
 MAX_OVERLAP = timedelta(days=7)
+MAX_RULES = 100
+"""Alert rules one owner keeps: each is looked at for every customer it targets on every pass."""
+MAX_ENDPOINTS = 10
+"""Webhook endpoints one owner keeps: each alert is posted to every one of them."""
+MAX_SECRETS = 3
+"""Secrets signing an endpoint's messages at once: the newest and two whose overlap runs."""
+DeliveryStatus = Literal["pending", "retrying", "delivered", "dead"]
 
 
 class RuleIn(BaseModel):
@@ -88,7 +97,7 @@ class EndpointIn(BaseModel):
 class RotateIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    overlap_s: int = Field(default=86400, ge=0, le=int(MAX_OVERLAP.total_seconds()))
+    overlap_s: StrictInt = Field(default=86400, ge=0, le=int(MAX_OVERLAP.total_seconds()))
 
 
 class EndpointOut(BaseModel):
@@ -116,16 +125,23 @@ class DeliveryOut(BaseModel):
 def create_rule(request: Request, caller: AlertManager, body: RuleIn) -> RuleOut:
     """A rule firing once per crossing for one customer, a partner's customers, or every
     customer billed pre-pay or post-pay (the provider only)."""
-    catalog = _catalog(request)
+    catalog = _managing(request, caller)
     _check_target(catalog, caller, body.target_kind, body.target_id)
+    owner = _owner(catalog, caller)
     rule = AlertRule(
-        "r-" + secrets.token_hex(10),
-        _owner(catalog, caller),
-        body.target_kind,
-        body.target_id,
-        body.condition,
-        body.threshold,
+        "r-" + secrets.token_hex(10), owner, body.target_kind, body.target_id, body.condition, body.threshold
     )
+    kept = [row for row in _store(request).rules() if row.owner_id == owner]
+    for row in kept:
+        if (row.target_kind, row.target_id, row.condition, row.threshold) == (
+            rule.target_kind.value,
+            rule.target_id,
+            rule.condition.value,
+            rule.threshold,
+        ):
+            raise LimitReached(f"alert rule {row.rule_id} already watches this")
+    if len(kept) >= MAX_RULES:
+        raise LimitReached(f"{owner} keeps {MAX_RULES} alert rules, the most it may: delete one first")
     row = RuleRow(
         rule.rule_id,
         rule.owner_id,
@@ -151,6 +167,7 @@ def list_rules(request: Request, caller: CreditReader) -> list[RuleOut]:
 
 @router.delete("/alert-rules/{rule_id}", status_code=204)
 def delete_rule(request: Request, caller: AlertManager, rule_id: RuleId) -> None:
+    _managing(request, caller)
     found = [row for row in _own_rules(request, caller) if row.rule_id == rule_id]
     if not found:
         raise UnknownEntry(f"no alert rule {rule_id!r}")
@@ -179,11 +196,19 @@ def enforcement(request: Request, caller: CreditReader, holder_id: CustomerId) -
 def create_endpoint(request: Request, caller: AlertManager, body: EndpointIn) -> EndpointOut:
     """An endpoint receiving the alerts of every customer its owner sees, signed with the secret
     returned here (once)."""
+    catalog = _managing(request, caller)
     url = checked_url(body.url, services_of(request).webhook_hosts)
+    owner = _owner(catalog, caller)
+    kept = [row for row in _store(request).endpoints() if row.owner_id == owner]
+    for row in kept:
+        if row.url == url:
+            raise LimitReached(f"webhook endpoint {row.endpoint_id} already calls {url}")
+    if len(kept) >= MAX_ENDPOINTS:
+        raise LimitReached(f"{owner} keeps {MAX_ENDPOINTS} webhook endpoints, the most it may: delete one first")
     secret, now = new_secret(), datetime.now(UTC)
     row = EndpointRow(
         "e-" + secrets.token_hex(10),
-        _owner(_catalog(request), caller),
+        owner,
         url,
         [secret],
         [None],
@@ -204,11 +229,17 @@ def list_endpoints(request: Request, caller: CreditReader) -> list[EndpointOut]:
 
 @router.post("/webhook-endpoints/{endpoint_id}/rotate-secret", response_model=EndpointOut)
 def rotate_secret(request: Request, caller: AlertManager, endpoint_id: EndpointId, body: RotateIn) -> EndpointOut:
-    """A new secret signs from now on; the ones in force keep signing for ``overlap_s`` more."""
+    """A new secret signs from now on; the ones in force keep signing for ``overlap_s`` more (0:
+    they stop now). At most ``MAX_SECRETS`` sign at once."""
     row = _own_endpoint(request, caller, endpoint_id)
     now, secret = datetime.now(UTC), new_secret()
     ends = now + timedelta(seconds=body.overlap_s)
-    kept = secrets_in_force(row, now)
+    kept = secrets_in_force(row, now) if body.overlap_s else []
+    if len(kept) >= MAX_SECRETS:
+        last = min(until for _, until in kept if until is not None)
+        raise LimitReached(
+            f"{len(kept)} secrets sign already: rotate again after {last:%Y-%m-%dT%H:%M:%SZ}, or with overlap_s 0"
+        )
     rotated = replace(
         row,
         secrets=[*(s for s, _ in kept), secret],
@@ -229,7 +260,7 @@ def delete_endpoint(request: Request, caller: AlertManager, endpoint_id: Endpoin
 
 @router.get("/webhook-endpoints/{endpoint_id}/deliveries", response_model=list[DeliveryOut])
 def deliveries(
-    request: Request, caller: AlertManager, endpoint_id: EndpointId, status: str | None = None
+    request: Request, caller: AlertManager, endpoint_id: EndpointId, status: DeliveryStatus | None = None
 ) -> list[DeliveryOut]:
     """What was sent to the endpoint, the newest first; ``status=dead``: the dead-letter list."""
     _own_endpoint(request, caller, endpoint_id)
@@ -258,6 +289,17 @@ def _store(request: Request) -> AlertStore:
 
 def _catalog(request: Request) -> Catalog:
     catalog: Catalog = services_of(request).catalog_admin.catalog
+    return catalog
+
+
+def _managing(request: Request, caller: Caller) -> Catalog:
+    """The catalog, once the caller may manage alerts: a customer's key only if the catalog
+    lets that customer (``manages_alerts``)."""
+    catalog = _catalog(request)
+    if caller.principal.role is Role.CUSTOMER:
+        customer = catalog.party(caller.principal.party_id or "")
+        if not isinstance(customer, Customer) or not customer.manages_alerts:
+            raise Forbidden(f"{caller.principal.party_id} does not manage its own alerts (catalog: manages_alerts)")
     return catalog
 
 
@@ -295,6 +337,7 @@ def _owned(rows: list[Owned], caller: Caller) -> list[Owned]:
 
 
 def _own_endpoint(request: Request, caller: Caller, endpoint_id: str) -> EndpointRow:
+    _managing(request, caller)
     found = [row for row in _own_endpoints(request, caller) if row.endpoint_id == endpoint_id]
     if not found:
         raise UnknownEntry(f"no webhook endpoint {endpoint_id!r}")

@@ -7,6 +7,7 @@ read their own.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import secrets
 from dataclasses import replace
@@ -20,14 +21,22 @@ from pydantic import BaseModel, ConfigDict, Field, StrictBool, StrictInt
 from api.access.audit import note_change
 from api.access.guard import Caller, CreditManager, CreditReader
 from api.credit_accounts import CreditAccounts, GrantRequest
-from api.models import CustomerId, DecimalText, FixedPoint
+from api.models import CustomerId, DecimalText, FixedPoint, TimeText
 from api.services import services_of
+from billing.burn_rate import shown_rate
 from billing.catalog import Catalog, Customer, Partner
 from billing.credits import CreditEntry, EntryKind
 from billing.money import minor_unit, round_money
 from billing.periods import check_storable
 from billing.scope import customer_scope
-from meterline.exceptions import InvalidQuery, InvalidRange, UnknownCustomer, UnknownEntry
+from meterline.exceptions import (
+    IdempotencyConflict,
+    InvalidQuery,
+    InvalidRange,
+    LimitReached,
+    UnknownCustomer,
+    UnknownEntry,
+)
 from schemas.identifiers import IDENTIFIER_PATTERN
 from schemas.meters import Meter
 from storage.alert_store import TopUpPlanRow
@@ -41,14 +50,12 @@ EXACT = Decimal("1e-12")
 METERED_PRODUCTS = ("vm", "vdc")
 """What the stream names the usage of VMs and vDCs (``pipeline/metering.py``); an XaaS item's
 product is its sku, a catalog product."""
-IdempotencyKey = Annotated[
-    str,
-    Header(
-        alias="Idempotency-Key",
-        pattern=r"^[A-Za-z0-9][A-Za-z0-9._:~-]{0,127}$",
-        description="The same key again returns the same grant; with another request, 409",
-    ),
-]
+IdempotencyHeader = Header(
+    alias="Idempotency-Key",
+    pattern=r"^[A-Za-z0-9][A-Za-z0-9._:~-]{0,127}$",
+    description="The same key again returns what the first request made; with another request, 409",
+)
+IdempotencyKey = Annotated[str, IdempotencyHeader]
 Amount = Annotated[DecimalText, Field(gt=0, lt=MAX_AMOUNT, description="A decimal string in the currency's unit")]
 
 
@@ -57,8 +64,8 @@ class GrantIn(BaseModel):
 
     amount: Amount
     currency: str | None = Field(default=None, description="Default: the catalog's currency")
-    effective_at: datetime | None = Field(default=None, description="UTC; default: now")
-    expires_at: datetime | None = Field(default=None, description="UTC, exclusive; default: never")
+    effective_at: TimeText | None = Field(default=None, description="UTC; default: now")
+    expires_at: TimeText | None = Field(default=None, description="UTC, exclusive; default: never")
     priority: StrictInt = Field(default=0, ge=0, le=1000, description="Lower burns first (after scope)")
     scope: list[Annotated[str, Field(pattern=IDENTIFIER_PATTERN)]] = Field(
         default=[], max_length=100, description="Products or meters it pays for; empty: anything"
@@ -73,7 +80,7 @@ class TopUpIn(BaseModel):
     amount: Amount
     currency: str | None = None
     paid_amount: Amount | None = Field(default=None, description="Default: the amount")
-    expires_at: datetime | None = None
+    expires_at: TimeText | None = None
 
 
 class GrantOut(BaseModel):
@@ -88,11 +95,11 @@ class GrantOut(BaseModel):
     scope: list[str]
     paid: bool
     paid_amount: FixedPoint | None
-    created_by: str
+    created_by: str | None = Field(description="The key that made it: shown to the provider only")
     created_at: datetime
 
     @classmethod
-    def of(cls, stored: StoredGrant) -> GrantOut:
+    def of(cls, stored: StoredGrant, caller: Caller) -> GrantOut:
         grant = stored.grant
         return cls(
             **{name: getattr(grant, name) for name in ("grant_id", "holder_id", "currency", "priority")},
@@ -103,7 +110,7 @@ class GrantOut(BaseModel):
             scope=sorted(grant.scope),
             paid=grant.paid,
             paid_amount=None if grant.paid_amount is None else round_money(grant.paid_amount, grant.currency),
-            created_by=stored.created_by,
+            created_by=creator(stored.created_by, caller),
             created_at=stored.created_at,
         )
 
@@ -125,7 +132,9 @@ class CurrencyBalance(BaseModel):
     currency: str
     balance: FixedPoint = Field(description="Rounded to the currency's minor unit")
     granted: FixedPoint = Field(description="What the grants in force gave")
-    burn_rate_per_hour: FixedPoint = Field(description="billing/burn_rate.py: the recent hours' cost per hour")
+    burn_rate_per_hour: FixedPoint = Field(
+        description="billing/burn_rate.py: the recent hours' cost per hour, to 6 places"
+    )
     runs_out_at: datetime | None = Field(description="At that rate; null if nothing is spent")
 
 
@@ -160,7 +169,7 @@ def top_up(
 @router.get("/{holder_id}/grants", response_model=list[GrantOut])
 def list_grants(request: Request, caller: CreditReader, holder_id: CustomerId) -> list[GrantOut]:
     readable_holder(request, caller, holder_id)
-    return [GrantOut.of(stored) for stored in _accounts(request).grants(holder_id)]
+    return [GrantOut.of(stored, caller) for stored in _accounts(request).grants(holder_id)]
 
 
 @router.post("/{holder_id}/grants/{grant_id}/void", response_model=list[EntryOut])
@@ -182,13 +191,16 @@ def ledger(request: Request, caller: CreditReader, holder_id: CustomerId) -> lis
 
 
 @router.get("/{holder_id}/balance", response_model=BalanceOut)
-def balance(request: Request, caller: CreditReader, holder_id: CustomerId, at: datetime | None = None) -> BalanceOut:
+def balance(request: Request, caller: CreditReader, holder_id: CustomerId, at: TimeText | None = None) -> BalanceOut:
     """What the holder may spend now (usage burns it within seconds of being stored), or as the
     ledger stood at ``at``; with the recent burn rate and when the credit runs out at it."""
     readable_holder(request, caller, holder_id)
     now = datetime.now(UTC)
     accounts = _accounts(request)
-    held = accounts.balance(holder_id, now, _utc(at, "at"))
+    asked = _utc(at, "at")
+    if asked is not None and asked > now:
+        raise InvalidQuery(f"at {asked.isoformat()} is to come: a balance is known up to now")
+    held = accounts.balance(holder_id, now, asked)
     dashboards = services_of(request).dashboards
     recent = {currency: cost for (_, currency), cost in dashboards.recent_costs(customer_scope(holder_id), now).items()}
     return BalanceOut(
@@ -199,7 +211,7 @@ def balance(request: Request, caller: CreditReader, holder_id: CustomerId, at: d
                 currency=figure.currency,
                 balance=round_money(figure.balance, figure.currency),
                 granted=round_money(held.granted.get(figure.currency, Decimal(0)), figure.currency),
-                burn_rate_per_hour=round(Decimal(figure.rate_per_hour.numerator) / figure.rate_per_hour.denominator, 6),
+                burn_rate_per_hour=shown_rate(figure.rate_per_hour),
                 runs_out_at=figure.runs_out_at,
             )
             for figure in accounts.forecast(held, recent, now)
@@ -223,17 +235,22 @@ class TopUpPlanOut(BaseModel):
     amount: FixedPoint
     floor: FixedPoint
     target: FixedPoint
-    created_by: str
+    created_by: str | None = Field(description="The key that made it: shown to the provider only")
     created_at: datetime
 
 
 @router.post("/{holder_id}/top-up-plans", response_model=TopUpPlanOut, status_code=201)
 def create_top_up_plan(
-    request: Request, caller: CreditManager, holder_id: CustomerId, body: TopUpPlanIn
+    request: Request,
+    caller: CreditManager,
+    holder_id: CustomerId,
+    body: TopUpPlanIn,
+    idempotency_key: Annotated[str | None, IdempotencyHeader] = None,
 ) -> TopUpPlanOut:
     """A recurring grant each month (``amount``, free, expiring at the month's end), or a paid
     top-up to ``target`` whenever the balance falls under ``floor``: each once per month or per
-    crossing."""
+    crossing. A holder has at most one plan of each kind; the same ``Idempotency-Key`` again
+    returns the plan made the first time."""
     catalog = _manageable(request, caller, holder_id)
     zero = Decimal(0)
     if body.kind == "recurring":
@@ -245,18 +262,31 @@ def create_top_up_plan(
             raise InvalidQuery("a threshold plan takes a floor and a target above it, and no amount")
         figures = (zero, body.floor, body.target)
     _currency(catalog, None, *figures)
-    row = TopUpPlanRow(
-        "p-" + secrets.token_hex(10), holder_id, body.kind, *figures, False, caller.principal.key_id, datetime.now(UTC)
+    plan_id = "p-" + (
+        hashlib.sha256(f"{holder_id}\n{idempotency_key}".encode()).hexdigest()[:20]
+        if idempotency_key
+        else secrets.token_hex(10)
     )
-    services_of(request).alert_store.save([row])
+    store = services_of(request).alert_store
+    for kept in store.top_up_plans():
+        if kept.holder_id != holder_id or kept.kind != body.kind:
+            continue
+        if kept.plan_id == plan_id and (kept.amount, kept.floor, kept.target) == figures:
+            return _plan_out(kept, caller, catalog.currency)
+        raise (IdempotencyConflict if kept.plan_id == plan_id else LimitReached)(
+            f"{holder_id} has {body.kind} top-up plan {kept.plan_id}: delete it to make another"
+        )
+    row = TopUpPlanRow(plan_id, holder_id, body.kind, *figures, False, caller.principal.key_id, datetime.now(UTC))
+    store.save([row])
     note_change(request, None, {"plan_id": row.plan_id})
-    return _plan_out(row)
+    return _plan_out(row, caller, catalog.currency)
 
 
 @router.get("/{holder_id}/top-up-plans", response_model=list[TopUpPlanOut])
 def list_top_up_plans(request: Request, caller: CreditReader, holder_id: CustomerId) -> list[TopUpPlanOut]:
-    readable_holder(request, caller, holder_id)
-    return [_plan_out(row) for row in services_of(request).alert_store.top_up_plans() if row.holder_id == holder_id]
+    catalog = readable_holder(request, caller, holder_id)
+    plans = services_of(request).alert_store.top_up_plans()
+    return [_plan_out(row, caller, catalog.currency) for row in plans if row.holder_id == holder_id]
 
 
 @router.delete("/{holder_id}/top-up-plans/{plan_id}", status_code=204)
@@ -270,8 +300,17 @@ def delete_top_up_plan(request: Request, caller: CreditManager, holder_id: Custo
     note_change(request, {"plan_id": plan_id}, None)
 
 
-def _plan_out(row: TopUpPlanRow) -> TopUpPlanOut:
-    return TopUpPlanOut(**{**vars(row), "created_at": row.changed_at})
+def _plan_out(row: TopUpPlanRow, caller: Caller, currency: str) -> TopUpPlanOut:
+    figures = {name: round_money(getattr(row, name), currency) for name in ("amount", "floor", "target")}
+    return TopUpPlanOut(
+        **{**vars(row), **figures, "created_by": creator(row.created_by, caller), "created_at": row.changed_at}
+    )
+
+
+def creator(key_id: str, caller: Caller) -> str | None:
+    """Which key made something: the provider's to know (another tenant's key ids are not
+    shown, nor the provider's to its tenants)."""
+    return key_id if caller.scope.everything else None
 
 
 def _grant(
@@ -294,7 +333,7 @@ def _grant(
     )
     made = _accounts(request).grant(grant_request, origin, caller.principal.key_id, now)
     note_change(request, None, {"holder_id": holder_id, "grant_id": made.grant.grant_id})
-    return GrantOut.of(made)
+    return GrantOut.of(made, caller)
 
 
 def _asked(origin: EntryKind, body: GrantIn) -> str:

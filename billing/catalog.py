@@ -107,6 +107,8 @@ class Customer(Party):
     credit_grace: Amount = Decimal(0)
     """For a pre-pay customer: how much usage credit may leave uncovered in a month before it is
     suspended."""
+    manages_alerts: bool = False
+    """Whether its own keys may make credit alert rules (on itself) and webhook endpoints."""
 
 
 class Interval(StrEnum):

@@ -61,6 +61,11 @@ class IdempotencyConflict(MeterlineError):
     """An idempotency key used again for a request that asks something else."""
 
 
+class LimitReached(MeterlineError):
+    """Making one more would pass a limit on how many an owner keeps (rules, endpoints, secrets),
+    or repeat one it has."""
+
+
 class Unauthenticated(MeterlineError):
     """No credentials, or a key or token that is unknown, expired or revoked."""
 

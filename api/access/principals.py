@@ -46,7 +46,8 @@ class Permission(StrEnum):
     MANAGE_CREDIT = "manage_credit"
     """Grant, top up and void credit (a partner: its customers')."""
     MANAGE_ALERTS = "manage_alerts"
-    """Credit alert rules and webhook endpoints (a partner: for its customers and itself)."""
+    """Credit alert rules and webhook endpoints (a partner: for its customers and itself; a
+    customer the catalog lets: for itself)."""
 
 
 _READS = frozenset({Permission.READ_USAGE, Permission.READ_INVOICES, Permission.READ_CATALOG, Permission.READ_CREDIT})
@@ -62,7 +63,8 @@ PERMISSIONS: dict[Role, frozenset[Permission]] = {
         Permission.MANAGE_CREDIT,
         Permission.MANAGE_ALERTS,
     },
-    Role.CUSTOMER: _READS | {Permission.MANAGE_KEYS, Permission.ISSUE_TOKENS},
+    # managing alerts: only a customer the catalog lets (``manages_alerts``), checked by the routes
+    Role.CUSTOMER: _READS | {Permission.MANAGE_KEYS, Permission.ISSUE_TOKENS, Permission.MANAGE_ALERTS},
     Role.INGEST: frozenset({Permission.PUSH_EVENTS}),
 }
 TOKEN_PERMISSIONS = frozenset({Permission.READ_USAGE, Permission.READ_INVOICES, Permission.READ_CREDIT})

@@ -40,6 +40,7 @@ def tenants(broker: Broker, tmp_path: Path) -> Iterator[System]:
     document["partners"].append({"id": "south", "name": "South IT", "invoice_prefix": "STH", "jurisdiction": "FR"})
     document["price_lists"].append({**document["price_lists"][1], "seller_id": "south"})
     document["customers"].append({"id": "southco", "name": "SouthCo", "partner_id": "south"})
+    document["customers"][1]["manages_alerts"] = True  # resold; southco does not
     running = system_with_catalog(broker, tmp_path, document, METERLINE_WEBHOOK_ALLOWED_HOSTS="127.0.0.1:*").start_all()
     try:
         events = [
@@ -127,6 +128,7 @@ def principals(system: System) -> list[Principal]:
     resold_plan, direct_plan = (top_up_plan(system, holder) for holder in ("resold", "direct"))
     provider_rule, provider_endpoint = alerting(system.http, "resold")
     north_rule, north_endpoint = alerting(system.client(north["key"]), "resold")
+    resold_rule, resold_endpoint = alerting(system.client(resold["key"]), "resold")
     token = make_token(system, "resold")
     chart = make_token(system, "resold", meters=["vcpu_hours"])
     admin_token = make_token(system, "direct")
@@ -154,11 +156,11 @@ def principals(system: System) -> list[Principal]:
         "holder_id": "resold",
         "grant_id": resold_grant,
         "plan_id": resold_plan,
-        "rule_id": north_rule,
-        "endpoint_id": north_endpoint,
+        "rule_id": resold_rule,
+        "endpoint_id": resold_endpoint,
         "delivery_id": "none.yet@topic:alerts",
     }
-    north_own = resold_own
+    north_own = {**resold_own, "rule_id": north_rule, "endpoint_id": north_endpoint}
     tenant_others = frozenset({"direct", "southco", "south", DIRECT_INVOICE, SOUTHCO_INVOICE})
     return [
         Principal("anonymous", None, system.client(None), frozenset(), {**common, **other}, {**common, **other}),
@@ -282,6 +284,13 @@ def test_every_route_answers_each_principal_with_only_what_is_its_own(tenants: S
     assert tenants.http.get("/v1/catalog").json() == catalog_before, "no refused call changed the catalog"
     invoices_after = {i["invoice_id"]: i["status"] for i in tenants.http.get("/v1/invoices").json()}
     assert invoices_after == invoices_before, "no refused call changed an invoice"
+    north = tenants.client(make_key(tenants, role="partner", party_id="north")["key"])
+    makers = {grant["created_by"] for grant in north.get("/v1/credit/resold/grants").json()}
+    assert makers == {None}, "which key made a grant is the provider's to know"
+    assert {grant["created_by"] for grant in tenants.http.get("/v1/credit/resold/grants").json()} != {None}
+    southco = tenants.client(make_key(tenants, role="customer", party_id="southco")["key"])
+    refused = southco.post("/v1/webhook-endpoints", json={"url": "http://127.0.0.1:9/southco"})
+    assert refused.status_code == 403 and "manages_alerts" in refused.text, "a customer the catalog does not let"
 
 
 def call(system: System, principal: Principal, method: str, path: str, whose: str) -> httpx.Response:

@@ -194,3 +194,47 @@ def test_endpoints_outside_the_allowed_hosts_are_refused_and_nothing_is_stored(s
         answer = system.http.post("/v1/alert-rules", json=body)
         assert answer.status_code == status, (body, answer.text)
     assert system.http.get("/v1/alert-rules").json() == []
+
+
+def test_an_owner_keeps_a_bounded_number_of_rules_endpoints_secrets_and_plans(broker: Broker, tmp_path):
+    system = system_with_catalog(broker, tmp_path, prepay_catalog(), METERLINE_WEBHOOK_ALLOWED_HOSTS="127.0.0.1:*")
+    system.start_api()
+    try:
+        owned_within_bounds(system)
+    finally:
+        system.stop_all()
+
+
+def owned_within_bounds(system: System) -> None:
+    rule = {"target_kind": "customer", "target_id": CUSTOMER, "condition": "balance_below"}
+    assert system.http.post("/v1/alert-rules", json={**rule, "threshold": "0"}).status_code == 201
+    again = system.http.post("/v1/alert-rules", json={**rule, "threshold": "0.00"})
+    assert again.status_code == 409 and "already watches" in again.json()["detail"]
+    for threshold in range(1, 100):
+        assert system.http.post("/v1/alert-rules", json={**rule, "threshold": str(threshold)}).status_code == 201
+    assert system.http.post("/v1/alert-rules", json={**rule, "threshold": "100"}).status_code == 409
+    assert len(system.http.get("/v1/alert-rules").json()) == 100
+
+    made = [system.http.post("/v1/webhook-endpoints", json={"url": f"http://127.0.0.1:9/{n}"}) for n in range(10)]
+    assert [answer.status_code for answer in made] == [201] * 10
+    assert system.http.post("/v1/webhook-endpoints", json={"url": "http://127.0.0.1:9/0"}).status_code == 409
+    assert system.http.post("/v1/webhook-endpoints", json={"url": "http://127.0.0.1:9/10"}).status_code == 409
+
+    rotate = f"/v1/webhook-endpoints/{made[0].json()['endpoint_id']}/rotate-secret"
+    assert [system.http.post(rotate, json={"overlap_s": 60}).json()["secrets_in_force"] for _ in range(2)] == [2, 3]
+    assert system.http.post(rotate, json={"overlap_s": 60}).status_code == 409
+    assert system.http.post(rotate, json={"overlap_s": "60"}).status_code == 422
+    assert system.http.post(rotate, json={"overlap_s": 0}).json()["secrets_in_force"] == 1
+    deliveries = f"/v1/webhook-endpoints/{made[0].json()['endpoint_id']}/deliveries"
+    assert system.http.get(deliveries, params={"status": "bogus"}).status_code == 422
+
+    plans = f"/v1/credit/{CUSTOMER}/top-up-plans"
+    plan = {"kind": "threshold", "floor": "5.00", "target": "25.00"}
+    key = {"Idempotency-Key": "first-plan"}
+    first, retried = (system.http.post(plans, json=plan, headers=key) for _ in range(2))
+    assert first.status_code == retried.status_code == 201
+    assert first.json()["plan_id"] == retried.json()["plan_id"]
+    assert (first.json()["floor"], first.json()["target"]) == ("5.00", "25.00")
+    assert system.http.post(plans, json={**plan, "target": "30.00"}, headers=key).status_code == 409
+    assert system.http.post(plans, json=plan).status_code == 409  # one threshold plan per holder
+    assert len(system.http.get(plans).json()) == 1
