@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from decimal import Decimal
-from fractions import Fraction
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -14,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.access.guard import CreditReader, OperationsReader, UsageReader
 from api.models import FixedPoint
 from api.services import services_of
-from billing.burn_rate import RECENT_HOURS, runs_out_at
+from billing.burn_rate import RECENT_HOURS, rate_of, runs_out_at, shown_rate
 from billing.money import round_money
 from billing.periods import bucket_ends
 from storage.dashboards import CostGroup, CostWindow, Dashboards
@@ -129,7 +128,7 @@ class CreditNow(BaseModel):
     currency: str
     balance: FixedPoint = Field(description="Now, rounded to the cent")
     granted: FixedPoint = Field(description="What the grants in force gave")
-    burn_rate_per_hour: FixedPoint = Field(description="billing/burn_rate.py, rounded to the cent")
+    burn_rate_per_hour: FixedPoint = Field(description="billing/burn_rate.py, to 6 places")
     runs_out_at: datetime | None
 
 
@@ -172,7 +171,7 @@ def credit(
     customers, series = [], []
     for customer_id, wallet in sorted(wallets.items()):
         for currency, balance in sorted(wallet.balance(now).items()):
-            rate = rates[(customer_id, currency)].per_hour() if (customer_id, currency) in rates else Fraction(0)
+            rate = rate_of(rates, (customer_id, currency))
             granted = wallet.granted(now).get(currency, Decimal(0))
             customers.append(
                 CreditNow(
@@ -180,7 +179,7 @@ def credit(
                     currency=currency,
                     balance=_cents(balance, currency),
                     granted=_cents(granted, currency),
-                    burn_rate_per_hour=round_money(rate, currency),
+                    burn_rate_per_hour=shown_rate(rate),
                     runs_out_at=runs_out_at(balance, rate, now),
                 )
             )

@@ -10,13 +10,20 @@ moment prepaid credit runs out use it.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
+from typing import TypeVar
+
+from billing.money import round_exact
 
 RECENT_HOURS = 168
 HOUR = timedelta(hours=1)
+RATE_STEP = Decimal("0.000001")
+"""A rate per hour is shown to 6 places: 0.004 an hour shown as 0.00 would read as nothing."""
+Key = TypeVar("Key")
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,16 @@ class RecentCost:
 
     def per_hour(self) -> Fraction:
         return Fraction(self.cost) / self.hours if self.hours else Fraction(0)
+
+
+def rate_of(recent: Mapping[Key, RecentCost], key: Key) -> Fraction:
+    """The rate per hour of ``key``'s recent cost (0: no recent cost)."""
+    return recent[key].per_hour() if key in recent else Fraction(0)
+
+
+def shown_rate(rate_per_hour: Fraction) -> Decimal:
+    """A rate per hour as every report shows it: to ``RATE_STEP``, rounded once."""
+    return round_exact(rate_per_hour, RATE_STEP)
 
 
 def recent_window(now: datetime) -> tuple[datetime, datetime]:

@@ -15,7 +15,7 @@ from enum import StrEnum
 from fractions import Fraction
 from typing import Any
 
-from billing.burn_rate import RecentCost, forecast, recent_window
+from billing.burn_rate import RecentCost, forecast, rate_of, recent_window, shown_rate
 from billing.catalog import Catalog
 from billing.money import round_money, shown_quantity
 from billing.periods import check_buckets, check_window
@@ -132,14 +132,14 @@ class Dashboards:
         recent = self.recent_costs(scope, now)
         figures = []
         for customer, currency in sorted(set(to_date) | set(recent)):
-            rate = recent[(customer, currency)].per_hour() if (customer, currency) in recent else Fraction(0)
+            rate = rate_of(recent, (customer, currency))
             so_far = to_date.get((customer, currency), Decimal(0))
             figures.append(
                 MonthToDate(
                     customer,
                     currency,
                     so_far,
-                    shown_quantity(rate),
+                    shown_rate(rate),
                     round_money(forecast(so_far, rate, now, month_end), currency),
                 )
             )

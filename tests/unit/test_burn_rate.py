@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 
-from billing.burn_rate import RecentCost, forecast, recent_window, runs_out_at
+from billing.burn_rate import RecentCost, forecast, rate_of, recent_window, runs_out_at, shown_rate
 from billing.money import round_money
 
 NOW = datetime(2026, 11, 10, 11, 30, tzinfo=UTC)
@@ -42,3 +42,11 @@ def test_credit_runs_out_when_the_rate_has_spent_the_balance():
 def test_credit_that_outlasts_any_forecast_runs_out_never():
     # 10^15 at 0.001 an hour: 10^18 hours, past the calendar
     assert runs_out_at(Decimal("1e15"), Fraction(1, 1000), NOW) is None
+
+
+def test_a_small_rate_is_shown_to_six_places_not_as_nothing():
+    """0.10 over 24 hours: 0.0041666… an hour, shown 0.004167 (to the cent it would read 0.00)."""
+    _, end = recent_window(NOW)
+    recent = {("cust-1", "EUR"): RecentCost(Decimal("0.10"), end - timedelta(hours=24), end)}
+    assert shown_rate(rate_of(recent, ("cust-1", "EUR"))) == Decimal("0.004167")
+    assert rate_of(recent, ("cust-2", "EUR")) == 0
