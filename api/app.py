@@ -147,6 +147,7 @@ def _services(settings: Settings, run_sink: bool) -> Services:
     credit = CreditAccounts(CreditStore(another_client(), database), settings.late_usage_months)
     alert_store = AlertStore(another_client(), database)
     hosts = allowed_hosts(settings.webhook_allowed_hosts)
+    outbox = Outbox(AlertStore(another_client(), database), AlertTopics(settings), hosts)
     return Services(
         queries=UsageQueries(pool, database),
         dashboards=dashboards,
@@ -169,8 +170,8 @@ def _services(settings: Settings, run_sink: bool) -> Services:
         late_usage_months=settings.late_usage_months,
         credit=credit,
         alert_store=alert_store,
-        credit_watch=CreditWatch(credit, alert_store, dashboards, lambda: catalog_admin.catalog),
-        outbox=Outbox(AlertStore(another_client(), database), AlertTopics(settings), hosts),
+        credit_watch=CreditWatch(credit, alert_store, dashboards, lambda: catalog_admin.catalog, outbox.hand_over),
+        outbox=outbox,
         webhook_hosts=hosts,
     )
 

@@ -56,9 +56,16 @@ class Message:
 
 class CreditWatch:
     def __init__(
-        self, accounts: CreditAccounts, store: AlertStore, dashboards: Dashboards, catalog: Callable[[], Catalog]
+        self,
+        accounts: CreditAccounts,
+        store: AlertStore,
+        dashboards: Dashboards,
+        catalog: Callable[[], Catalog],
+        hand_over: Callable[[list[DeliveryRow]], None] = lambda rows: None,
     ) -> None:
+        """``hand_over`` takes the outbox rows a pass stored, to send them without reading them back."""
         self._accounts = accounts
+        self._hand_over = hand_over
         self._store = store
         self._dashboards = dashboards
         self._catalog = catalog
@@ -81,10 +88,12 @@ class CreditWatch:
         enforced, enforcing = self._enforcement(standings, customers, now)
         queued = self._store.queued_messages([row.alert_id for row, _ in fired])
         messages = [message for row, message in fired if row.alert_id not in queued] + enforcing
-        self._store.save(self._outbox(messages, customers, catalog, now))
+        outbox = self._outbox(messages, customers, catalog, now)
+        self._store.save(outbox)
         self._store.save([row for row, _ in fired])
         self._store.save(enforced)
         self._store.save(changed)
+        self._hand_over(outbox)
         metrics.ALERTS_FIRED.inc(len(fired) - len(queued))
         self._top_up([p for p in plans if p.kind == THRESHOLD], standings, states, now)
 

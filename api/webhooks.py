@@ -17,7 +17,7 @@ import base64
 import contextlib
 import logging
 import secrets
-from collections import Counter
+from collections import Counter, defaultdict, deque
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit, urlunsplit
@@ -38,9 +38,11 @@ MAX_ATTEMPTS = 8
 """Then the delivery is dead (listed, and sent again only by hand)."""
 TIMEOUT_S = 5.0
 SENDERS = 16
-"""Posts to one endpoint under way at once."""
+"""Posts to one endpoint under way at once (one queue of its messages, this many senders)."""
 MAX_IN_FLIGHT = 512
 """Posts under way at once, to every endpoint."""
+RESCAN = timedelta(seconds=2)
+"""How often the outbox table is read for due deliveries when no retry falls due sooner."""
 PENDING, RETRYING, DELIVERED, DEAD = "pending", "retrying", "delivered", "dead"
 DEFAULT_PORTS = {"https": 443, "http": 80}
 
@@ -132,31 +134,47 @@ class Outbox:
     """Sends due deliveries: to Kafka for ``topic:`` destinations, to endpoints over HTTP.
 
     Endpoints are called from the event loop with aiohttp: a post costs a fifth of the CPU of
-    a thread-pooled synchronous client, which matters when a thousand alerts fire at once. Each
-    post runs on its own and nothing waits for it: its outcome is stored with the next round's,
-    so an endpoint that answers in five seconds delays only its own messages. An endpoint has at
-    most ``SENDERS`` posts under way, and all of them at most ``MAX_IN_FLIGHT``.
+    a thread-pooled synchronous client, which matters when a thousand alerts fire at once. An
+    endpoint's deliveries wait in a queue of its own, which at most ``SENDERS`` senders post one
+    after another (``MAX_IN_FLIGHT`` posts under way in all), and nothing waits for them: each
+    outcome is stored with a later round's. An endpoint that answers in five seconds delays only
+    its own messages.
+
+    What a credit pass queues it also hands over in memory (``hand_over``), so a fresh alert is
+    sent without reading the outbox table; the table is read for what is due when a retry falls
+    due, and every ``RESCAN`` for what a pass stored but could not hand over (it died between).
     """
 
     def __init__(self, store: AlertStore, topics: AlertTopics, allowed: frozenset[str]) -> None:
         self._store = store
         self._topics = topics
         self._allowed = allowed
+        self._handed: deque[DeliveryRow] = deque()
+        """Rows a pass stored and handed over, from its thread: deque appends are atomic."""
+        self._next_read = datetime.min.replace(tzinfo=UTC)
+        """When the table is read again for what is due (a retry's time, or ``RESCAN``)."""
         self._sending: dict[str, str] = {}
-        """The endpoint of each delivery posted whose outcome is not stored yet: not sent again."""
+        """The endpoint of each delivery queued or posted whose outcome is not stored yet: it is
+        not read as due again."""
+        self._waiting: dict[str, deque[tuple[DeliveryRow, EndpointRow | None]]] = defaultdict(deque)
+        self._senders: Counter[str] = Counter()
         self._outcomes: list[DeliveryRow] = []
         self._posts: set[asyncio.Task[None]] = set()
 
+    def hand_over(self, rows: list[DeliveryRow]) -> None:
+        """Rows just stored in the outbox, to send without reading them back (any thread)."""
+        self._handed.extend(rows)
+
     async def send_due(self, http: aiohttp.ClientSession, now: datetime) -> int:
-        """Store the outcomes of the posts that ended, then send every delivery due by ``now``:
-        the topics' in one batch, waited for; each endpoint's as a post of its own. The number of
-        outcomes stored."""
+        """Store the outcomes of the posts that ended, then send what was handed over and, when
+        the table is to be read, every delivery due by ``now``: the topics' in one batch, waited
+        for; the endpoints' to their queues. The number of outcomes stored."""
         stored = await self._store_outcomes(self._take_outcomes())
-        due = [
-            d for d in await run_in_threadpool(self._store.due_deliveries, now) if d.delivery_id not in self._sending
-        ]
-        if not due:
-            return stored
+        due = [self._handed.popleft() for _ in range(len(self._handed))]
+        if now >= self._next_read:
+            self._next_read = now + RESCAN
+            due += await run_in_threadpool(self._store.due_deliveries, now)
+        due = list({d.delivery_id: d for d in due if d.delivery_id not in self._sending}.values())
         to_topics = [d for d in due if d.endpoint_id.startswith(TOPIC_PREFIX)]
         if to_topics:
             failed = await run_in_threadpool(
@@ -171,43 +189,43 @@ class Outbox:
         to_endpoints = [d for d in due if not d.endpoint_id.startswith(TOPIC_PREFIX)]
         if to_endpoints:
             endpoints = {endpoint.endpoint_id: endpoint for endpoint in await run_in_threadpool(self._store.endpoints)}
-            self._start_posts(http, to_endpoints, endpoints, now)
+            for delivery in to_endpoints:
+                self._sending[delivery.delivery_id] = delivery.endpoint_id
+                self._waiting[delivery.endpoint_id].append((delivery, endpoints.get(delivery.endpoint_id)))
+        self._start_senders(http)
         return stored
 
     async def drain(self) -> int:
-        """Wait for the posts under way and store their outcomes (a test, or a shutdown)."""
-        if self._posts:
+        """Wait for the posts queued and under way and store their outcomes (a test, a shutdown)."""
+        while self._posts:
             await asyncio.gather(*self._posts)
         return await self._store_outcomes(self._take_outcomes())
 
-    def _start_posts(
-        self,
-        http: aiohttp.ClientSession,
-        deliveries: list[DeliveryRow],
-        endpoints: dict[str, EndpointRow],
-        now: datetime,
-    ) -> None:
-        busy = Counter(self._sending.values())
-        for delivery in deliveries:
-            if len(self._sending) >= MAX_IN_FLIGHT:
-                return
-            if busy[delivery.endpoint_id] >= SENDERS:
-                continue
-            busy[delivery.endpoint_id] += 1
-            self._sending[delivery.delivery_id] = delivery.endpoint_id
-            post = asyncio.create_task(self._post_and_keep(http, delivery, endpoints.get(delivery.endpoint_id), now))
-            self._posts.add(post)
-            post.add_done_callback(self._posts.discard)
+    def _start_senders(self, http: aiohttp.ClientSession) -> None:
+        for endpoint_id, waiting in self._waiting.items():
+            for _ in range(min(SENDERS, len(waiting)) - self._senders[endpoint_id]):
+                if self._senders.total() >= MAX_IN_FLIGHT:
+                    return  # the next round starts the rest
+                self._senders[endpoint_id] += 1
+                sender = asyncio.create_task(self._send_queue(http, endpoint_id))
+                self._posts.add(sender)
+                sender.add_done_callback(self._posts.discard)
 
-    async def _post_and_keep(
-        self, http: aiohttp.ClientSession, delivery: DeliveryRow, endpoint: EndpointRow | None, now: datetime
-    ) -> None:
+    async def _send_queue(self, http: aiohttp.ClientSession, endpoint_id: str) -> None:
+        """One of an endpoint's senders: post its waiting deliveries, one after another."""
+        waiting = self._waiting[endpoint_id]
         try:
-            outcome = await self._post(http, delivery, endpoint, now)
-        except Exception as error:  # whatever it was, the delivery is tried again, not forgotten
-            log.warning("posting %s failed unexpectedly: %r", delivery.delivery_id, error)
-            outcome = _failed(delivery, f"{type(error).__name__}: {error}"[:500], now)
-        self._outcomes.append(outcome)
+            while waiting:
+                delivery, endpoint = waiting.popleft()
+                now = datetime.now(UTC)
+                try:
+                    outcome = await self._post(http, delivery, endpoint, now)
+                except Exception as error:  # whatever it was, the delivery is tried again, not forgotten
+                    log.warning("posting %s failed unexpectedly: %r", delivery.delivery_id, error)
+                    outcome = _failed(delivery, f"{type(error).__name__}: {error}"[:500], now)
+                self._outcomes.append(outcome)
+        finally:
+            self._senders[endpoint_id] -= 1
 
     def _take_outcomes(self) -> list[DeliveryRow]:
         taken, self._outcomes = self._outcomes, []
@@ -224,6 +242,8 @@ class Outbox:
             raise
         for outcome in outcomes:
             self._sending.pop(outcome.delivery_id, None)
+            if outcome.status == RETRYING:
+                self._next_read = min(self._next_read, outcome.next_attempt_at)
             destination = "topic" if outcome.endpoint_id.startswith(TOPIC_PREFIX) else "webhook"
             metrics.ALERT_DELIVERIES.labels(destination, outcome.status).inc()
         return len(outcomes)

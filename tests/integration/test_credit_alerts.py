@@ -133,8 +133,15 @@ def test_an_alert_fires_once_per_crossing_and_a_top_up_lifts_a_suspension(broker
 
         wait_for(lambda: alerts_received(1), 90, "the first alert, after the receiver recovers")
         wait_for(lambda: http.get(f"{credit}/enforcement").json()["status"] == "suspended", 60, "the suspension")
-        first = http.get(f"/v1/webhook-endpoints/{endpoint}/deliveries").json()
-        assert [(d["status"], d["attempts"]) for d in first] == [("delivered", 3)], "two failures, then delivered"
+        seen: list[tuple[str, int]] = []
+
+        def delivered_at_the_third_attempt() -> bool:
+            listed = http.get(f"/v1/webhook-endpoints/{endpoint}/deliveries").json()
+            seen[:] = [(d["status"], d["attempts"]) for d in listed]
+            return seen == [("delivered", 3)]
+
+        # an outcome is stored with the outbox's next round, a moment after the receiver has it
+        wait_for(delivered_at_the_third_attempt, 10, "two failures, then delivered", seen)
 
         top_up = http.post(f"{credit}/top-ups", json={"amount": "1000.00"}, headers={"Idempotency-Key": "rescue"})
         assert top_up.status_code == 201
@@ -150,7 +157,7 @@ def test_an_alert_fires_once_per_crossing_and_a_top_up_lifts_a_suspension(broker
         assert sorted(m["id"] for m in receiver.processed) == sorted(a["alert_id"] for a in alerts)
 
         # sent again by hand: the same message id, which the receiver refuses as a replay
-        delivery = first[0]["delivery_id"]
+        delivery = f"{rule_id}.{CUSTOMER}.1@{endpoint}"
         again = http.post(f"/v1/webhook-endpoints/{endpoint}/deliveries/{delivery}/resend")
         assert again.status_code == 200
         wait_for(lambda: receiver.refused, 30, "the re-sent message")
