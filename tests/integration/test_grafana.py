@@ -456,6 +456,11 @@ def summed(usage: list[Usage], key: Callable[[Usage], Any], figure: str = "amoun
     return dict(totals)
 
 
+def six_places(rate: Fraction) -> Decimal:
+    """A rate per hour as every report shows it: to 6 places, half away from zero."""
+    return (Decimal(rate.numerator) / Decimal(rate.denominator)).quantize(Decimal("0.000001"), ROUND_HALF_UP)
+
+
 def cents(amount: Decimal) -> Decimal:
     """Money as ``/v1/costs`` and the month to date show it: summed exactly, rounded once to the
     cent, half away from zero."""
@@ -531,7 +536,7 @@ def check(sent: Sent, panel: Shown, title: str, usage: list[Usage]) -> None:
             balance = max(granted - sum(u.amount for u in own), Decimal(0))
             rate = hourly_rate(own, as_of)
             runs_out = as_of if balance <= 0 else as_of + timedelta(seconds=int(Fraction(balance) / rate * 3600))
-            rows.append((customer, cents(balance), cents(Decimal(rate.numerator) / rate.denominator), runs_out))
+            rows.append((customer, cents(balance), six_places(rate), runs_out))
         assert figures == sorted(rows, key=lambda row: (row[1], row[0])), title
     elif title == "Events stored / s":
         assert figures <= Decimal(sent.events) / 300
