@@ -147,7 +147,8 @@ def _services(settings: Settings, run_sink: bool) -> Services:
     credit = CreditAccounts(CreditStore(another_client(), database), settings.late_usage_months)
     alert_store = AlertStore(another_client(), database)
     hosts = allowed_hosts(settings.webhook_allowed_hosts)
-    outbox = Outbox(AlertStore(another_client(), database), AlertTopics(settings), hosts)
+    tenant_of = lambda owner: catalog_admin.catalog.tenant_of(owner)  # noqa: E731 - the catalog of the moment
+    outbox = Outbox(AlertStore(another_client(), database), AlertTopics(settings), hosts, tenant_of)
     return Services(
         queries=UsageQueries(pool, database),
         dashboards=dashboards,

@@ -239,7 +239,12 @@ class CreditWatch:
             message_id = f"enforcement.{customer.id}.{now:%Y%m%dT%H%M%S%f}"
             body = {"type": "credit.enforcement", "id": message_id, "customer_id": customer.id, "status": status}
             messages.append(
-                Message(message_id, customer.id, "enforcement", {**body, "reason": reason, "at": _iso(now)})
+                Message(
+                    message_id,
+                    customer.id,
+                    "enforcement",
+                    {**body, "reason": reason, "at": _iso(to_the_millisecond(now))},
+                )
             )
         return changes, messages
 
@@ -338,7 +343,7 @@ def _alert(rule: AlertRule, standing: Standing, reason: str, crossings: int, now
         "reason": reason,
         "currency": standing.currency,
         "balance": str(standing.balance.quantize(Decimal("0.01"))),
-        "fired_at": _iso(now),
+        "fired_at": _iso(to_the_millisecond(now)),  # as the alert is stored
     }
     payload = json.dumps(body, sort_keys=True)
     row = AlertRow(alert_id, rule.rule_id, standing.customer_id, rule.condition.value, reason, payload, now)

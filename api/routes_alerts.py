@@ -131,17 +131,6 @@ def create_rule(request: Request, caller: AlertManager, body: RuleIn) -> RuleOut
     rule = AlertRule(
         "r-" + secrets.token_hex(10), owner, body.target_kind, body.target_id, body.condition, body.threshold
     )
-    kept = [row for row in _store(request).rules() if row.owner_id == owner]
-    for row in kept:
-        if (row.target_kind, row.target_id, row.condition, row.threshold) == (
-            rule.target_kind.value,
-            rule.target_id,
-            rule.condition.value,
-            rule.threshold,
-        ):
-            raise LimitReached(f"alert rule {row.rule_id} already watches this")
-    if len(kept) >= MAX_RULES:
-        raise LimitReached(f"{owner} keeps {MAX_RULES} alert rules, the most it may: delete one first")
     row = RuleRow(
         rule.rule_id,
         rule.owner_id,
@@ -153,7 +142,19 @@ def create_rule(request: Request, caller: AlertManager, body: RuleIn) -> RuleOut
         caller.principal.key_id,
         datetime.now(UTC),
     )
-    _store(request).save([row])
+    with _store(request).changing:
+        kept = [row for row in _store(request).rules() if row.owner_id == owner]
+        for kept_row in kept:
+            if (kept_row.target_kind, kept_row.target_id, kept_row.condition, kept_row.threshold) == (
+                row.target_kind,
+                row.target_id,
+                row.condition,
+                row.threshold,
+            ):
+                raise LimitReached(f"alert rule {kept_row.rule_id} already watches this")
+        if len(kept) >= MAX_RULES:
+            raise LimitReached(f"{owner} keeps {MAX_RULES} alert rules, the most it may: delete one first")
+        _store(request).save([row])
     services_of(request).credit.watch_again({c.id for c in catalog.customers})
     note_change(request, None, {"rule_id": row.rule_id})
     return RuleOut.of(row)
@@ -199,24 +200,18 @@ def create_endpoint(request: Request, caller: AlertManager, body: EndpointIn) ->
     catalog = _managing(request, caller)
     url = checked_url(body.url, services_of(request).webhook_hosts)
     owner = _owner(catalog, caller)
-    kept = [row for row in _store(request).endpoints() if row.owner_id == owner]
-    for row in kept:
-        if row.url == url:
-            raise LimitReached(f"webhook endpoint {row.endpoint_id} already calls {url}")
-    if len(kept) >= MAX_ENDPOINTS:
-        raise LimitReached(f"{owner} keeps {MAX_ENDPOINTS} webhook endpoints, the most it may: delete one first")
-    secret, now = new_secret(), datetime.now(UTC)
-    row = EndpointRow(
-        "e-" + secrets.token_hex(10),
-        owner,
-        url,
-        [secret],
-        [None],
-        False,
-        caller.principal.key_id,
-        now,
-    )
-    _store(request).save([row])
+    with _store(request).changing:
+        kept = [row for row in _store(request).endpoints() if row.owner_id == owner]
+        for row in kept:
+            if row.url == url:
+                raise LimitReached(f"webhook endpoint {row.endpoint_id} already calls {url}")
+        if len(kept) >= MAX_ENDPOINTS:
+            raise LimitReached(f"{owner} keeps {MAX_ENDPOINTS} webhook endpoints, the most it may: delete one first")
+        secret, now = new_secret(), datetime.now(UTC)
+        row = EndpointRow(
+            "e-" + secrets.token_hex(10), owner, url, [secret], [None], False, caller.principal.key_id, now
+        )
+        _store(request).save([row])
     note_change(request, None, {"endpoint_id": row.endpoint_id, "url": url})
     return _endpoint_out(row, now, secret)
 
@@ -231,22 +226,23 @@ def list_endpoints(request: Request, caller: CreditReader) -> list[EndpointOut]:
 def rotate_secret(request: Request, caller: AlertManager, endpoint_id: EndpointId, body: RotateIn) -> EndpointOut:
     """A new secret signs from now on; the ones in force keep signing for ``overlap_s`` more (0:
     they stop now). At most ``MAX_SECRETS`` sign at once."""
-    row = _own_endpoint(request, caller, endpoint_id)
-    now, secret = datetime.now(UTC), new_secret()
-    ends = now + timedelta(seconds=body.overlap_s)
-    kept = secrets_in_force(row, now) if body.overlap_s else []
-    if len(kept) >= MAX_SECRETS:
-        last = min(until for _, until in kept if until is not None)
-        raise LimitReached(
-            f"{len(kept)} secrets sign already: rotate again after {last:%Y-%m-%dT%H:%M:%SZ}, or with overlap_s 0"
+    with _store(request).changing:  # a rotation starts from the one before it
+        row = _own_endpoint(request, caller, endpoint_id)
+        now, secret = datetime.now(UTC), new_secret()
+        ends = now + timedelta(seconds=body.overlap_s)
+        kept = secrets_in_force(row, now) if body.overlap_s else []
+        if len(kept) >= MAX_SECRETS:
+            last = min(until for _, until in kept if until is not None)
+            raise LimitReached(
+                f"{len(kept)} secrets sign already: rotate again after {last:%Y-%m-%dT%H:%M:%SZ}, or with overlap_s 0"
+            )
+        rotated = replace(
+            row,
+            secrets=[*(s for s, _ in kept), secret],
+            secrets_until=[*(min(u, ends) if u else ends for _, u in kept), None],
+            changed_at=now,
         )
-    rotated = replace(
-        row,
-        secrets=[*(s for s, _ in kept), secret],
-        secrets_until=[*(min(u, ends) if u else ends for _, u in kept), None],
-        changed_at=now,
-    )
-    _store(request).save([rotated])
+        _store(request).save([rotated])
     note_change(request, None, {"endpoint_id": endpoint_id, "rotated": True})
     return _endpoint_out(rotated, now, secret)
 

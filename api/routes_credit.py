@@ -268,16 +268,17 @@ def create_top_up_plan(
         else secrets.token_hex(10)
     )
     store = services_of(request).alert_store
-    for kept in store.top_up_plans():
-        if kept.holder_id != holder_id or kept.kind != body.kind:
-            continue
-        if kept.plan_id == plan_id and (kept.amount, kept.floor, kept.target) == figures:
-            return _plan_out(kept, caller, catalog.currency)
-        raise (IdempotencyConflict if kept.plan_id == plan_id else LimitReached)(
-            f"{holder_id} has {body.kind} top-up plan {kept.plan_id}: delete it to make another"
-        )
-    row = TopUpPlanRow(plan_id, holder_id, body.kind, *figures, False, caller.principal.key_id, datetime.now(UTC))
-    store.save([row])
+    with store.changing:
+        for kept in store.top_up_plans():
+            if kept.holder_id != holder_id or kept.kind != body.kind:
+                continue
+            if kept.plan_id == plan_id and (kept.amount, kept.floor, kept.target) == figures:
+                return _plan_out(kept, caller, catalog.currency)
+            raise (IdempotencyConflict if kept.plan_id == plan_id else LimitReached)(
+                f"{holder_id} has {body.kind} top-up plan {kept.plan_id}: delete it to make another"
+            )
+        row = TopUpPlanRow(plan_id, holder_id, body.kind, *figures, False, caller.principal.key_id, datetime.now(UTC))
+        store.save([row])
     note_change(request, None, {"plan_id": row.plan_id})
     return _plan_out(row, caller, catalog.currency)
 

@@ -18,6 +18,7 @@ import contextlib
 import logging
 import secrets
 from collections import Counter, defaultdict, deque
+from collections.abc import Callable
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlsplit, urlunsplit
@@ -39,8 +40,11 @@ MAX_ATTEMPTS = 8
 TIMEOUT_S = 5.0
 SENDERS = 16
 """Posts to one endpoint under way at once (one queue of its messages, this many senders)."""
-MAX_IN_FLIGHT = 512
+MAX_IN_FLIGHT = 1024
 """Posts under way at once, to every endpoint."""
+TENANT_SENDERS = 64
+"""Posts under way at once to one tenant's endpoints (a partner's and its customers'; the
+provider's): one tenant's slow endpoints cannot take every sender from the others."""
 RESCAN = timedelta(seconds=2)
 """How often the outbox table is read for due deliveries when no retry falls due sooner."""
 PENDING, RETRYING, DELIVERED, DEAD = "pending", "retrying", "delivered", "dead"
@@ -145,10 +149,19 @@ class Outbox:
     due, and every ``RESCAN`` for what a pass stored but could not hand over (it died between).
     """
 
-    def __init__(self, store: AlertStore, topics: AlertTopics, allowed: frozenset[str]) -> None:
+    def __init__(
+        self,
+        store: AlertStore,
+        topics: AlertTopics,
+        allowed: frozenset[str],
+        tenant_of: Callable[[str], str] = lambda owner: owner,
+    ) -> None:
+        """``tenant_of`` names the tenant of an endpoint's owner (a customer's partner, if it has one)."""
         self._store = store
         self._topics = topics
         self._allowed = allowed
+        self._tenant_of = tenant_of
+        self._tenant_senders: Counter[str] = Counter()
         self._handed: deque[DeliveryRow] = deque()
         """Rows a pass stored and handed over, from its thread: deque appends are atomic."""
         self._next_read = datetime.min.replace(tzinfo=UTC)
@@ -203,15 +216,22 @@ class Outbox:
 
     def _start_senders(self, http: aiohttp.ClientSession) -> None:
         for endpoint_id, waiting in self._waiting.items():
+            if not waiting:
+                continue
+            endpoint = waiting[0][1]
+            tenant = self._tenant_of(endpoint.owner_id) if endpoint else ""
             for _ in range(min(SENDERS, len(waiting)) - self._senders[endpoint_id]):
                 if self._senders.total() >= MAX_IN_FLIGHT:
                     return  # the next round starts the rest
+                if self._tenant_senders[tenant] >= TENANT_SENDERS:
+                    break
                 self._senders[endpoint_id] += 1
-                sender = asyncio.create_task(self._send_queue(http, endpoint_id))
+                self._tenant_senders[tenant] += 1
+                sender = asyncio.create_task(self._send_queue(http, endpoint_id, tenant))
                 self._posts.add(sender)
                 sender.add_done_callback(self._posts.discard)
 
-    async def _send_queue(self, http: aiohttp.ClientSession, endpoint_id: str) -> None:
+    async def _send_queue(self, http: aiohttp.ClientSession, endpoint_id: str, tenant: str) -> None:
         """One of an endpoint's senders: post its waiting deliveries, one after another."""
         waiting = self._waiting[endpoint_id]
         try:
@@ -226,6 +246,7 @@ class Outbox:
                 self._outcomes.append(outcome)
         finally:
             self._senders[endpoint_id] -= 1
+            self._tenant_senders[tenant] -= 1
 
     def _take_outcomes(self) -> list[DeliveryRow]:
         taken, self._outcomes = self._outcomes, []
@@ -289,7 +310,8 @@ def _failed(delivery: DeliveryRow, error: str, now: datetime) -> DeliveryRow:
 async def send_continuously(outbox: Outbox, passed: asyncio.Event, interval_s: float = 0.25) -> None:
     """Send what is due whenever a credit pass has ``passed`` (it may have fired alerts), and
     every ``interval_s`` for the retries."""
-    connections = aiohttp.TCPConnector(limit=MAX_IN_FLIGHT, limit_per_host=SENDERS)
+    # no limit per host: endpoints of several tenants on one relay host are limited apart
+    connections = aiohttp.TCPConnector(limit=MAX_IN_FLIGHT, limit_per_host=0)
     timeout = aiohttp.ClientTimeout(total=TIMEOUT_S)
     async with aiohttp.ClientSession(connector=connections, timeout=timeout, trust_env=False) as http:
         while True:

@@ -272,6 +272,12 @@ class Catalog(_Entry):
             raise UnknownCustomer(f"no party {party_id!r} in the catalog")
         return found
 
+    def tenant_of(self, party_id: str) -> str:
+        """The tenant a party belongs to: a partner's customer the partner's, anyone else its own
+        (one no longer in the catalog too)."""
+        found = self._parties.get(party_id)
+        return found.partner_id if isinstance(found, Customer) and found.partner_id else party_id
+
     @cached_property
     def _parties(self) -> dict[str, Party]:
         """Every party by id: each request of a partner's or customer's key looks its own up."""

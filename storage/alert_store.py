@@ -125,6 +125,9 @@ class AlertStore:
         self._client = client
         self._database = database
         self._lock = threading.Lock()
+        self.changing = threading.Lock()
+        """Held while a change is checked against what is stored and written (a limit, a
+        duplicate, a rotation): concurrent requests to this process take turns."""
 
     def save(self, rows: Sequence[AnyRow]) -> None:
         """Rows of one type, in one insert."""

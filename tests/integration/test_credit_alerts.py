@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from fractions import Fraction
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -245,3 +246,17 @@ def owned_within_bounds(system: System) -> None:
     assert system.http.post(plans, json={**plan, "target": "30.00"}, headers=key).status_code == 409
     assert system.http.post(plans, json=plan).status_code == 409  # one threshold plan per holder
     assert len(system.http.get(plans).json()) == 1
+
+    # requests at once take turns: one plan, not several; rotations one after another
+    def threshold_plan(target: int) -> int:
+        body = {"kind": "threshold", "floor": "2.00", "target": f"{target}.00"}
+        return system.http.post("/v1/credit/cust-00002/top-up-plans", json=body).status_code
+
+    with ThreadPoolExecutor(12) as pool:
+        assert sorted(pool.map(threshold_plan, range(10, 22))) == [201] + [409] * 11
+    fresh = system.http.post("/v1/webhook-endpoints", json={"url": "http://127.0.0.1:9/fresh"})
+    assert fresh.status_code == 409, "the owner's ten endpoints are made"
+    rotate = f"/v1/webhook-endpoints/{made[1].json()['endpoint_id']}/rotate-secret"
+    with ThreadPoolExecutor(8) as pool:
+        statuses = sorted(pool.map(lambda _: system.http.post(rotate, json={"overlap_s": 60}).status_code, range(8)))
+    assert statuses == [200, 200] + [409] * 6, "from one secret to three, then refused"

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from api.credit_accounts import CreditAccounts, GrantRequest
 from api.credit_watch import CreditWatch
-from api.webhooks import RESCAN, Outbox, allowed_hosts
+from api.webhooks import RESCAN, SENDERS, TENANT_SENDERS, Outbox, allowed_hosts
 from billing.adapters.kafka_alerts import AlertTopics
 from billing.catalog import Catalog
 from billing.credits import EntryKind
@@ -285,3 +285,58 @@ def test_what_a_pass_hands_over_is_sent_at_once_and_what_it_could_not_at_the_nex
 
     assert asyncio.run(run()) == [1, 2]
     assert {row.status for row in store.deliveries("e-fast")} == {"delivered"}
+
+
+def test_one_tenants_slow_endpoints_take_at_most_its_share_of_the_senders(engine: Any):
+    """Five slow endpoints of one tenant, 16 messages each: 80 could be posted at once, but a
+    tenant has ``TENANT_SENDERS`` (64) under way at most; another tenant's message goes out."""
+    store = AlertStore(engine, DB)
+    servers = Endpoints()
+    slow = [f"e-slow{n}" for n in range(5)]
+    url = f"http://127.0.0.1:{servers.port}"
+    secret = ["whsec_" + "A" * 44]
+    store.save(
+        [EndpointRow(e, "slowco", f"{url}/slow", secret, [None], False, "t", NOW) for e in slow]
+        + [EndpointRow("e-fast", "acme", f"{url}/fast", secret, [None], False, "t", NOW)]
+    )
+    queued = NOW - timedelta(seconds=1)
+    store.save(
+        [
+            DeliveryRow(f"m{n}@{e}", e, f"m{n}", "c", "{}", "pending", 0, queued, "", queued)
+            for e in slow
+            for n in range(SENDERS)
+        ]
+        + [DeliveryRow("m0@e-fast", "e-fast", "m0", "c", "{}", "pending", 0, queued, "", queued)]
+    )
+    outbox = Outbox(store, AlertTopics(Settings()), allowed_hosts("127.0.0.1:*"))
+
+    async def run() -> dict[str, int]:
+        app = web.Application()
+        app.add_routes([web.post("/slow", servers.slow), web.post("/fast", servers.fast)])
+        runner = web.AppRunner(app)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", servers.port).start()
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http:
+                await outbox.send_due(http, NOW)
+                for _ in range(200):
+                    if servers.calls["slow"] == TENANT_SENDERS and servers.calls["fast"] == 1:
+                        break
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(0.2)  # had the cap not held, more slow posts would have started
+                while_slow = dict(servers.calls)
+                servers.release.set()
+                for _ in range(200):  # later rounds start the senders the cap held back
+                    await outbox.send_due(http, NOW)
+                    if servers.calls["slow"] == 5 * SENDERS:
+                        break
+                    await asyncio.sleep(0.05)
+                await outbox.drain()
+        finally:
+            servers.release.set()
+            await runner.cleanup()
+        return while_slow
+
+    assert asyncio.run(run()) == {"slow": TENANT_SENDERS, "fast": 1, "endless": 0}
+    assert servers.calls["slow"] == 5 * SENDERS
+    assert {row.status for e in slow for row in store.deliveries(e)} == {"delivered"}
