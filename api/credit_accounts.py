@@ -275,7 +275,10 @@ class CreditAccounts:
             watched -= self._store.unreadable | {h for h, wallet in wallets.items() if wallet is None}
             written: dict[str, list[CreditEntry]] = {}
             by_holder = _by_customer(usage)
-            invoiced = self._store.invoiced_periods() if changed & holders else {}
+            # only an ended month can have been invoiced: most passes burn none and need not ask
+            month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+            ended = changed & holders and any(key.hour < month_start for key in usage)
+            invoiced = self._store.invoiced_periods() if ended else {}
             for holder in changed & holders:
                 wallet = wallets[holder]
                 if wallet is None:
