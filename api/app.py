@@ -38,6 +38,7 @@ from api.credit_watch import CreditWatch, watch_continuously
 from api.delivery import Deliveries, deliver_when_due
 from api.errors import GUARDED_RESPONSES, install_error_handlers
 from api.event_intake import EventIntake
+from api.partner_credit import PartnerCredit
 from api.period_scheduler import close_periods_when_due
 from api.services import Services
 from api.webhooks import Outbox, allowed_hosts, send_continuously
@@ -145,6 +146,7 @@ def _services(settings: Settings, run_sink: bool) -> Services:
     )
     dashboards = Dashboards(pool, database)
     credit = CreditAccounts(CreditStore(another_client(), database), settings.late_usage_months)
+    partner_credit = PartnerCredit(credit, PeriodUsage(another_client(), database))
     alert_store = AlertStore(another_client(), database)
     hosts = allowed_hosts(settings.webhook_allowed_hosts)
     tenant_of = lambda owner: catalog_admin.catalog.tenant_of(owner)  # noqa: E731 - the catalog of the moment
@@ -170,8 +172,11 @@ def _services(settings: Settings, run_sink: bool) -> Services:
         late_after=timedelta(seconds=settings.late_after_s),
         late_usage_months=settings.late_usage_months,
         credit=credit,
+        partner_credit=partner_credit,
         alert_store=alert_store,
-        credit_watch=CreditWatch(credit, alert_store, dashboards, lambda: catalog_admin.catalog, outbox.hand_over),
+        credit_watch=CreditWatch(
+            credit, alert_store, dashboards, lambda: catalog_admin.catalog, partner_credit, outbox.hand_over
+        ),
         outbox=outbox,
         webhook_hosts=hosts,
     )

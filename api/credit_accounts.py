@@ -104,6 +104,10 @@ class Holdings:
     ledgers: dict[str, list[CreditEntry]]
 
 
+Pricing = Callable[[Period, set[str], datetime], dict[str, list[Charge]]]
+"""(month, holders, at) -> what each of the holders owes so far in the month, as charges at ``at``."""
+
+
 @dataclass(frozen=True)
 class Forecast:
     currency: str
@@ -240,6 +244,39 @@ class CreditAccounts:
             figures.append(Forecast(currency, held, rate, runs_out_at(held, rate, now)))
         return figures
 
+    def burn_so_far(self, holders: set[str], months: list[Period], price: Pricing, now: datetime) -> int:
+        """Burn what ``holders`` owe so far in ``months`` on invoices no close has drafted yet
+        (a partner's: ``api.partner_credit``), as ``price`` says; how many entries that wrote.
+        Each charge is dated ``now``, or the last instant of a month that has ended, and a month
+        ending before a holder's first grant took effect is not its credit's to pay. A month a
+        close drafted an invoice for is paid by the close alone (``apply_to_invoices``): asking
+        under the lock the close takes keeps a pass from undoing what a close just paid."""
+        with self._writing:
+            holdings = self._holdings(now)
+            wallets = {
+                holder: wallet
+                for holder in holders & set(holdings.grants)
+                if (wallet := _wallet_of(holder, holdings.grants[holder], holdings.ledgers.get(holder, [])))
+                and wallet.grants
+            }
+            this_month = Period.containing(now.date()).name
+            ended = wallets and any(month.end <= now for month in months)
+            closed = self._store.closed_periods(this_month, set(wallets)) if ended else {}
+            written: dict[str, list[CreditEntry]] = defaultdict(list)
+            for month in months:
+                at = min(now, month.end - LAST_INSTANT)
+                payers = {
+                    h for h, w in wallets.items() if month.name not in closed.get(h, ()) and _prepaid_from(w) <= at
+                }
+                for holder, charges in (price(month, payers, at) if payers else {}).items():
+                    wallet = wallets[holder]
+                    before = len(wallet.entries)
+                    for charge in charges:
+                        wallet.burn(charge)
+                    written[holder] += wallet.entries[before:]
+            self._append({holder: entries for holder, entries in written.items() if entries}, now)
+        return sum(len(entries) for entries in written.values())
+
     def settle(self, now: datetime) -> Settled:
         """Bring the ledger of every holder to the stored usage of the hours settled by ``now``
         and record the expiries due; then the live wallets (the hours under way burned on a copy)
@@ -275,17 +312,17 @@ class CreditAccounts:
             watched -= self._store.unreadable | {h for h, wallet in wallets.items() if wallet is None}
             written: dict[str, list[CreditEntry]] = {}
             by_holder = _by_customer(usage)
-            # only an ended month can have been invoiced: most passes burn none and need not ask
-            month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-            ended = changed & holders and any(key.hour < month_start for key in usage)
-            invoiced = self._store.invoiced_periods() if ended else {}
+            # only an ended month can have been closed: most passes burn none and need not ask
+            this_month = Period.containing(now.date())
+            ended = changed & holders and any(key.hour < this_month.start for key in usage)
+            closed = self._store.closed_periods(this_month.name) if ended else {}
             for holder in changed & holders:
                 wallet = wallets[holder]
                 if wallet is None:
                     continue
                 before = len(wallet.entries)
                 charges = by_holder.get(holder, [])
-                _burn_hours(wallet, charges, lambda key: key.hour + HOUR - LAST_INSTANT, invoiced.get(holder, set()))
+                _burn_hours(wallet, charges, lambda key: key.hour + HOUR - LAST_INSTANT, closed.get(holder, set()))
                 wallet.expire(now)
                 if len(wallet.entries) > before:
                     written[holder] = wallet.entries[before:]
@@ -340,16 +377,7 @@ def _pay_invoice(wallet: Wallet, record: InvoiceRecord) -> Decimal:
     }
     for reference in sorted(hourly):
         wallet.burn(Charge(reference, record.currency, Decimal(0), at))
-    lines = [(_product_of(line.meter, line.dimension), line.meter, line.amount) for line in record.lines]
-    charges = invoice_charges(
-        record.invoice_id,
-        record.currency,
-        lines,
-        record.discount_percent,
-        record.tax_rate_percent,
-        record.tax_inclusive,
-        at,
-    )
+    charges = invoice_record_charges(record, at)
     stale = {e.reference for e in wallet.entries if e.reference.startswith(f"invoice/{record.invoice_id}/")}
     for reference in sorted(stale - {charge.charge_id for charge in charges}):
         wallet.burn(Charge(reference, record.currency, Decimal(0), at))
@@ -359,23 +387,42 @@ def _pay_invoice(wallet: Wallet, record: InvoiceRecord) -> Decimal:
     return -sum((e.amount for e in taken), Decimal(0))
 
 
+def invoice_record_charges(record: InvoiceRecord, at: datetime) -> list[Charge]:
+    """What ``record`` charges on its buyer's credit at ``at`` (``billing.credits.invoice_charges``)."""
+    lines = [(_product_of(line.meter, line.dimension), line.meter, line.amount) for line in record.lines]
+    return invoice_charges(
+        record.invoice_id,
+        record.currency,
+        lines,
+        record.discount_percent,
+        record.tax_rate_percent,
+        record.tax_inclusive,
+        at,
+    )
+
+
 def _burn_hours(
     wallet: Wallet,
     charges: list[tuple[UsageKey, Decimal]],
     charged_at: Callable[[UsageKey], datetime],
-    invoiced: set[str],
+    closed: set[str],
 ) -> None:
     """Burn each hour's rated usage on ``wallet``, oldest first: the hours that end after its
-    first grant took effect, of months not ``invoiced`` (issued) and that no invoice has paid
-    from credit. An issued month's usage is billed by its invoice: a grant made later, even
-    backdated, does not pay it a second time."""
+    first grant took effect, of months not ``closed`` (a close drafted their invoice) and that
+    no invoice has paid from credit. A closed month's usage is billed by its invoice, which the
+    close pays from credit: a grant made later, even backdated, does not pay it a second time."""
     if not wallet.grants:
         return
-    prepaid_from = min(grant.effective_at for grant in wallet.grants.values())
-    billed = invoiced | _paid_months(wallet)
+    prepaid_from = _prepaid_from(wallet)
+    billed = closed | _paid_months(wallet)
     for key, amount in charges:
         if key.hour + HOUR > prepaid_from and not (billed and _month(key) in billed):
             wallet.burn(_charge(key, amount, charged_at(key)))
+
+
+def _prepaid_from(wallet: Wallet) -> datetime:
+    """When the first of a wallet's grants took effect (it holds one at least)."""
+    return min(grant.effective_at for grant in wallet.grants.values())
 
 
 def _paid_months(wallet: Wallet) -> set[str]:

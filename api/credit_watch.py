@@ -25,6 +25,7 @@ from starlette.concurrency import run_in_threadpool
 
 from api import metrics
 from api.credit_accounts import CreditAccounts, GrantRequest, Settled
+from api.partner_credit import PartnerCredit
 from api.webhooks import PENDING, TOPIC_PREFIX
 from billing.alerts import AlertRule, Condition, Standing, TargetKind, crossing, shown, suspended
 from billing.burn_rate import RecentCost, runs_out_at
@@ -61,10 +62,12 @@ class CreditWatch:
         store: AlertStore,
         dashboards: Dashboards,
         catalog: Callable[[], Catalog],
+        partners: PartnerCredit,
         hand_over: Callable[[list[DeliveryRow]], None] = lambda rows: None,
     ) -> None:
         """``hand_over`` takes the outbox rows a pass stored, to send them without reading them back."""
         self._accounts = accounts
+        self._partners = partners
         self._hand_over = hand_over
         self._store = store
         self._dashboards = dashboards
@@ -77,6 +80,7 @@ class CreditWatch:
         plans = self._store.top_up_plans()
         self._grant_recurring([p for p in plans if p.kind == RECURRING], catalog, now)
         settled = self._accounts.settle(now)
+        self._partners.burn(catalog, settled.watched, now)
         customers = {c.id: c for c in catalog.customers if c.id in settled.watched}
         if not customers:
             return

@@ -194,15 +194,19 @@ def ledger(request: Request, caller: CreditReader, holder_id: CustomerId) -> lis
 def balance(request: Request, caller: CreditReader, holder_id: CustomerId, at: TimeText | None = None) -> BalanceOut:
     """What the holder may spend now (usage burns it within seconds of being stored), or as the
     ledger stood at ``at``; with the recent burn rate and when the credit runs out at it."""
-    readable_holder(request, caller, holder_id)
+    catalog = readable_holder(request, caller, holder_id)
     now = datetime.now(UTC)
     accounts = _accounts(request)
     asked = _utc(at, "at")
     if asked is not None and asked > now:
         raise InvalidQuery(f"at {asked.isoformat()} is to come: a balance is known up to now")
     held = accounts.balance(holder_id, now, asked)
-    dashboards = services_of(request).dashboards
-    recent = {currency: cost for (_, currency), cost in dashboards.recent_costs(customer_scope(holder_id), now).items()}
+    services = services_of(request)
+    if isinstance(_holder(catalog, holder_id), Partner):
+        recent = services.partner_credit.recent_cost(catalog, holder_id, now)
+    else:
+        costs = services.dashboards.recent_costs(customer_scope(holder_id), now)
+        recent = {currency: cost for (_, currency), cost in costs.items()}
     return BalanceOut(
         holder_id=holder_id,
         at=held.at,

@@ -15,6 +15,7 @@ from api.credit_accounts import CreditAccounts
 from api.credit_watch import CreditWatch
 from api.delivery import Deliveries
 from api.event_intake import EventIntake
+from api.partner_credit import PartnerCredit
 from api.webhooks import Outbox
 from sinks.runner import SinkRunner
 from storage.alert_store import AlertStore
@@ -55,6 +56,7 @@ class Services:
     late_usage_months: int
     credit: CreditAccounts
     alert_store: AlertStore
+    partner_credit: PartnerCredit
     credit_watch: CreditWatch
     outbox: Outbox
     webhook_hosts: frozenset[str]

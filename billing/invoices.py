@@ -251,6 +251,26 @@ def _partner_invoice(
     )
 
 
+def partner_usage_so_far(catalog: Catalog, period: Period, partner_id: str, usage: Iterable[UsageTotal]) -> Invoice:
+    """The part of a partner's invoice that its customers' ``usage`` so far bills: its usage
+    lines, priced at the provider's list as the close prices them, less the partner's discount,
+    with its tax. Fees, one-time charges and commitments are owed for the whole period and left
+    to the close. What a partner's prepaid credit burns before the close."""
+    partner = catalog.partner(partner_id)
+    return Invoice(
+        invoice_id=invoice_id_for(period, catalog.provider.id, partner.id),
+        period=period,
+        issuer=catalog.provider,
+        buyer_id=partner.id,
+        buyer_name=partner.name,
+        currency=catalog.currency,
+        lines=tuple(_usage_lines(catalog, period, None, usage, commitments=False)),
+        covered_customers=tuple(sorted(c.id for c in catalog.customers if c.partner_id == partner.id)),
+        discount_percent=partner.discount_percent,
+        tax=catalog.tax_rate(partner.jurisdiction),
+    )
+
+
 def _one_time_lines(period: Period, charges: list[OneTimeCharge]) -> list[InvoiceLine]:
     return [
         InvoiceLine(LineKind.ONE_TIME, charge.description, Decimal(1), "unit", charge.amount, charge.amount)
@@ -321,21 +341,30 @@ class _PlanUse:
 
 
 def _usage_lines(
-    catalog: Catalog, period: Period, buyer: Customer | None, usage: Iterable[UsageTotal]
+    catalog: Catalog,
+    period: Period,
+    buyer: Customer | None,
+    usage: Iterable[UsageTotal],
+    commitments: bool = True,
 ) -> list[InvoiceLine]:
     """The lines of each plan that priced some of the usage, applied once to what it priced, and
-    the top-up of each commitment in force without usage. ``buyer`` is whose plans the pricing
-    rule consults: a customer, or None for a partner at the provider's list."""
+    the top-up of each commitment in force without usage (without ``commitments``: no top-up at
+    all). ``buyer`` is whose plans the pricing rule consults: a customer, or None for a partner
+    at the provider's list."""
     priced: dict[int, tuple[PricePlan, list[UsageTotal]]] = {}
     for total in usage:
         if total.quantity:
             plan = catalog.plan_for(buyer, total.meter, total.dimension, total.start)
             priced.setdefault(id(plan), (plan, []))[1].append(total)
-    uses = [_PlanUse(plan, totals, _days_owed(catalog, period, buyer, plan)) for plan, totals in priced.values()]
+
+    def owed(plan: PricePlan) -> list[date]:
+        return _days_owed(catalog, period, buyer, plan) if commitments else []  # no day: no minimum
+
+    uses = [_PlanUse(plan, totals, owed(plan)) for plan, totals in priced.values()]
     uses += [
         _PlanUse(plan, [], days)
         for plan in catalog.candidate_plans(buyer)
-        if id(plan) not in priced and (days := _days_owed(catalog, period, buyer, plan))
+        if id(plan) not in priced and (days := owed(plan))
     ]
     return [line for use in sorted(uses, key=_PlanUse.order) for line in _plan_lines(catalog, period, use)]
 

@@ -17,7 +17,7 @@ invoice shows exactly those events, and whatever is stored later is late usage.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, datetime
 from decimal import Decimal
@@ -60,7 +60,13 @@ class Ledger(Protocol):
 class PeriodUsage(Protocol):
     """A period's exact usage (``storage.billed_usage``)."""
 
-    def totals(self, period: Period, price_changes: list[PriceChange], cutoff: datetime) -> list[UsageTotal]: ...
+    def totals(
+        self,
+        period: Period,
+        price_changes: list[PriceChange],
+        cutoff: datetime | None,
+        customers: Collection[str] | None = None,
+    ) -> list[UsageTotal]: ...
 
 
 SETTLED = {InvoiceStatus.ISSUED, InvoiceStatus.PAID}

@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from collections.abc import Collection
 from datetime import datetime
 from fractions import Fraction
+from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
@@ -30,17 +32,30 @@ class PeriodUsage:
         self._database = database
         self._lock = threading.Lock()
 
-    def totals(self, period: Period, price_changes: list[PriceChange], cutoff: datetime) -> list[UsageTotal]:
-        """Usage in the period of every event first stored by ``cutoff``, each event once, in
-        parts between the price changes that may reprice it."""
+    def totals(
+        self,
+        period: Period,
+        price_changes: list[PriceChange],
+        cutoff: datetime | None,
+        customers: Collection[str] | None = None,
+    ) -> list[UsageTotal]:
+        """Usage in the period of every event first stored by ``cutoff`` (None: stored so far),
+        of ``customers`` (None: of everyone), each event once, in parts between the price
+        changes that may reprice it."""
+        parameters: dict[str, Any] = {
+            "change_meters": [change.meter for change in price_changes],
+            "change_dimensions": [change.dimension for change in price_changes],
+            "changes": [change.at for change in price_changes],
+        }
+        whose = "1"
+        if customers is not None:
+            whose, parameters["customers"] = "customer_id IN {customers:Array(String)}", sorted(customers)
         read = UsageRead(
             period.start,
             period.end,
-            parameters={
-                "change_meters": [change.meter for change in price_changes],
-                "change_dimensions": [change.dimension for change in price_changes],
-                "changes": [change.at for change in price_changes],
-            },
+            whose,
+            parameters,
+            whose,
             cuts=tuple(change.at for change in price_changes),
             stored_by=cutoff,
         )

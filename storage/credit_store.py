@@ -137,15 +137,20 @@ class CreditStore:
             found[holder].append(CreditEntry(grant_id, EntryKind(kind), amount, as_utc(at), reference, entry_id))
         return dict(found)
 
-    def invoiced_periods(self) -> dict[str, set[str]]:
-        """The months each holder of credit was issued an invoice for: their usage is billed, and
-        credit granted later does not pay it by the hour."""
+    def closed_periods(self, until: str, holders: Collection[str] | None = None) -> dict[str, set[str]]:
+        """The months before ``until`` (a period's name) that a close drafted an invoice for, per
+        holder of credit (of ``holders`` only, unless None), whatever became of it. Such a month
+        is the close's to pay from credit: its usage does not burn by the hour (a grant made
+        after the close, even backdated, would pay it twice), nor a partner's by the month."""
+        parameters: dict[str, Any] = {"until": until, "holders": sorted(holders or ())}
+        whose = "" if holders is None else "AND buyer_id IN {holders:Array(String)} "
         query = (
-            f"SELECT buyer_id, groupUniqArray(period) FROM {self._invoices} FINAL WHERE number != '' "
-            f"AND document_type = 'invoice' AND buyer_id IN (SELECT holder_id FROM {self._grants}) GROUP BY buyer_id"
+            f"SELECT buyer_id, groupUniqArray(period) FROM {self._invoices} FINAL WHERE document_type = 'invoice' "
+            f"AND period < {{until:String}} AND buyer_id IN (SELECT holder_id FROM {self._grants}) {whose}"
+            "GROUP BY buyer_id"
         )
         with self._lock:
-            rows = self._client.query(query).result_rows
+            rows = self._client.query(query, parameters=parameters).result_rows
         return {buyer: set(periods) for buyer, periods in rows}
 
     def customers_with_usage(

@@ -18,16 +18,23 @@ from aiohttp import web
 
 from api.credit_accounts import CreditAccounts, GrantRequest
 from api.credit_watch import CreditWatch
+from api.partner_credit import PartnerCredit
 from api.webhooks import RESCAN, SENDERS, TENANT_SENDERS, Outbox, allowed_hosts
 from billing.adapters.kafka_alerts import AlertTopics
+from billing.burn_rate import rate_of, shown_rate
 from billing.catalog import Catalog
 from billing.credits import EntryKind
+from billing.period_close import close_period
+from billing.periods import Period
 from billing.pricing import price_book
+from billing.scope import EVERYTHING
 from meterline.settings import Settings
 from storage.alert_store import AlertRow, AlertStore, AnyRow, DeliveryRow, EndpointRow, RuleRow
+from storage.billed_usage import PeriodUsage
 from storage.connection import ClientPool
 from storage.credit_store import CreditStore
 from storage.dashboards import Dashboards
+from storage.ledger import Ledger
 from storage.usage_store import UsageStore
 from tests.factories import catalog_document, xaas_usage
 from tests.integration.harness import free_port
@@ -70,8 +77,8 @@ class Credit:
         )
         self.accounts.grant(request, EntryKind.GRANT, "test", NOW)
 
-    def balance(self, holder: str) -> Decimal:
-        return self.accounts.balance(holder, NOW).per_currency.get("EUR", Decimal(0))
+    def balance(self, holder: str, now: datetime = NOW) -> Decimal:
+        return self.accounts.balance(holder, now).per_currency.get("EUR", Decimal(0))
 
 
 @pytest.fixture
@@ -82,7 +89,8 @@ def credit(engine: Any) -> Iterator[Credit]:
     accounts = CreditAccounts(CreditStore(engine, DB), late_usage_months=3)
     store = Faulty(engine, DB)
     dashboards = Dashboards(ClientPool(lambda: engine, 1), DB)
-    yield Credit(engine, catalog, accounts, store, CreditWatch(accounts, store, dashboards, lambda: catalog))
+    partners = PartnerCredit(accounts, PeriodUsage(engine, DB))
+    yield Credit(engine, catalog, accounts, store, CreditWatch(accounts, store, dashboards, lambda: catalog, partners))
 
 
 def rule(rule_id: str, owner: str, customer: str, under: str) -> RuleRow:
@@ -137,6 +145,21 @@ def test_credit_granted_after_a_month_was_invoiced_does_not_pay_that_month_again
     assert burned == []
 
 
+def test_credit_granted_after_a_month_was_closed_leaves_its_usage_to_the_close(credit: Credit):
+    """October: "direct" used 100 GB of restores (4.50) and the close drafted its invoice, without
+    credit; the draft is not issued yet. 10.00 granted in November, backdated to 1 October, does
+    not pay October by the hour: the draft, issued as it is, bills those 4.50, and a close again
+    would pay them from credit. The balance stays 10.00."""
+    credit.use("direct", "100", datetime(2026, 10, 15, 10, tzinfo=UTC))
+    credit.engine.command(
+        f"INSERT INTO {DB}.invoices (invoice_id, document_type, status, period, issuer_id, buyer_id, number, "
+        "updated_at) VALUES ('2026-10.direct', 'invoice', 'draft', '2026-10', 'acme', 'direct', '', now64(3))"
+    )
+    credit.grant("direct", "10.00", datetime(2026, 10, 1, tzinfo=UTC))
+    credit.accounts.settle(NOW)
+    assert credit.balance("direct") == Decimal("10.00")
+
+
 def test_a_prepay_customer_without_credit_is_suspended_once_its_usage_passes_its_grace(credit: Credit):
     """ "direct" is pre-pay with a grace of 1.00 and holds no credit. 20 GB (0.90) is within the
     grace: active. 20 GB more (1.80 in all) passes it: suspended. A grant of 5.00, in effect
@@ -165,6 +188,44 @@ def test_one_holder_with_an_unreadable_grant_does_not_stop_the_others_settlement
     credit.watch.run_pass(NOW)
     assert credit.balance("resold") == Decimal("9.10")
     assert credit.store.enforcement() == []  # "direct" is neither settled nor taken for creditless
+
+
+def test_a_partners_credit_burns_its_customers_usage_as_it_comes_and_the_close_only_the_rest(credit: Credit):
+    """ "north" (20 % off, German VAT 19 %) holds 100.00 from 1 November; its customer "resold"
+    restores 200 GB: 200 x 0.045 = 9.00 at the provider's price, 7.20 after the discount, 8.568
+    with tax: 91.432 left, burned over the 228 whole hours of November so far: 0.037579 an hour.
+    A preview of November's invoices changes nothing. 100 GB more: 13.50,
+    10.80, 12.852: 87.148 left.
+
+    The close adds resold's support fee: 30.00, 24.00, 28.56, so 87.148 - 28.56 = 58.588 left.
+    The invoice: subtotal 30.00 + 13.50 = 43.50, discount 8.70, net 34.80, tax 6.612 -> 6.61,
+    total 41.41, all of it paid from credit. Usage of November stored after the close drafted
+    its invoice is the close's to bill (a re-close, or an adjustment): a pass burns none of it."""
+    november = Period.parse("2026-11")
+    credit.grant("north", "100.00", november.start)
+    credit.use("resold", "200", NOW - timedelta(hours=1))
+    credit.watch.run_pass(NOW)
+    assert credit.balance("north") == Decimal("91.432")
+    pace = PartnerCredit(credit.accounts, PeriodUsage(credit.engine, DB)).recent_cost(credit.catalog, "north", NOW)
+    assert shown_rate(rate_of(pace, "EUR")) == Decimal("0.037579")
+    ledger = Ledger(credit.engine, DB)
+    pay = lambda records: credit.accounts.apply_to_invoices(records, NOW)  # noqa: E731
+    close_period(ledger, PeriodUsage(credit.engine, DB), credit.catalog, november, NOW, pay_from_credit=pay)
+    credit.use("resold", "100", NOW)
+    credit.watch.run_pass(NOW + timedelta(seconds=1))
+    assert credit.balance("north", NOW + timedelta(seconds=1)) == Decimal("87.148")
+
+    closing = november.end + timedelta(minutes=5)
+    pay = lambda records: credit.accounts.apply_to_invoices(records, closing)  # noqa: E731
+    close_period(ledger, PeriodUsage(credit.engine, DB), credit.catalog, november, closing, pay_from_credit=pay)
+    (invoice,) = ledger.headers(EVERYTHING, period="2026-11", buyer_id="north")
+    assert (invoice.total, invoice.credit_applied) == (Decimal("41.41"), Decimal("41.41"))
+    assert credit.balance("north", closing) == Decimal("58.588")
+
+    credit.use("resold", "1000", november.end - timedelta(hours=2))
+    credit.accounts.watch_again({"north", "resold"})
+    credit.watch.run_pass(closing + timedelta(seconds=1))
+    assert credit.balance("north", closing + timedelta(seconds=2)) == Decimal("58.588")
 
 
 class Endpoints:

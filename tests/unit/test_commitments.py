@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from billing.catalog import Catalog
-from billing.invoices import Invoice, InvoiceLine, UsageScope, UsageTotal, build_invoices
+from billing.invoices import Invoice, InvoiceLine, UsageScope, UsageTotal, build_invoices, partner_usage_so_far
 from billing.periods import Period
 from tests.factories import FROM, catalog_document
 
@@ -218,3 +218,20 @@ def test_a_prorated_commitment_in_yen_is_rounded_once_to_the_yen(usage, expected
       together 3333."""
     catalog = committed_catalog([vdc_plan("1.5", "5000", "2026-11-11T00:00:00Z")], currency="JPY")
     assert billed(invoices(catalog, usage)["2026-11.acme.direct"]) == expected
+
+
+def test_a_partners_usage_so_far_leaves_the_commitment_to_the_close():
+    """The provider's list commits 100.00 a month on vDC CPU. North's customer used 1,000 GHz-hours
+    so far: 1,000 x 0.012 = 12.00 at the list, the only line of its usage so far (no top-up to
+    100.00 before the month is over); the close's invoice tops it up by 100.00 - 12.00 = 88.00.
+    So far: 12.00, 20 % off = 2.40, net 9.60, VAT 19 % = 1.824 -> 1.82, total 11.42."""
+    catalog = committed_catalog([], list_minimum="100")
+    usage = [vdc_usage("resold", "1000", november(1))]
+    so_far = partner_usage_so_far(catalog, NOVEMBER, "north", usage)
+    assert (so_far.invoice_id, billed(so_far)) == (
+        "2026-11.acme.north",
+        [(LABEL + " (allocation pool)", Decimal("12.00"))],
+    )
+    assert (so_far.net, so_far.tax_amount, so_far.total) == (Decimal("9.60"), Decimal("1.82"), Decimal("11.42"))
+    closed = invoices(catalog, usage)["2026-11.acme.north"]
+    assert [amount for _, amount in billed(closed)] == [Decimal("12.00"), Decimal("88.00")]
