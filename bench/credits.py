@@ -22,10 +22,9 @@ reference machine are in the README.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
+import multiprocessing
 import sys
-import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -59,38 +58,53 @@ def granted(index: int, rounds: int) -> Decimal:
 
 
 class Receiver:
-    """Records when each alert's message first arrived; a repeat is counted, not recorded.
-
-    It runs on an event loop of its own (aiohttp), as a receiver elsewhere would not share this
-    process's interpreter with the bench's own requests.
-    """
+    """A webhook receiver in a process of its own, as a real one would not share the bench's
+    interpreter (its pushes and polls would hold the receiver's arrivals back). It records when
+    each alert's message first arrived; a repeat is counted, not recorded. ``GET /arrivals``
+    gives what it recorded."""
 
     def __init__(self) -> None:
-        self.arrived: dict[str, float] = {}
-        self.fired: dict[str, float] = {}
-        self.repeats = 0
         self.port = free_port()
-        started = threading.Event()
-        threading.Thread(target=asyncio.run, args=(self._serve(started),), daemon=True).start()
-        started.wait(10)
+        multiprocessing.Process(target=_receive, args=(self.port,), daemon=True).start()
+        wait_for(lambda: self.count() >= 0, 30, "the webhook receiver")
 
-    async def _serve(self, started: threading.Event) -> None:
-        app = web.Application()
-        app.router.add_post("/hook", self._hook)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", self.port).start()
-        started.set()
-        await asyncio.Event().wait()
+    def count(self) -> int:
+        try:
+            return int(httpx.get(f"http://127.0.0.1:{self.port}/count", timeout=5).text)
+        except httpx.TransportError:
+            return -1
 
-    async def _hook(self, request: web.Request) -> web.Response:
+    def arrivals(self) -> dict[str, Any]:
+        answer: dict[str, Any] = httpx.get(f"http://127.0.0.1:{self.port}/arrivals", timeout=30).json()
+        return answer
+
+
+def _receive(port: int) -> None:
+    arrived: dict[str, float] = {}
+    fired: dict[str, float] = {}
+    repeats = 0
+
+    async def hook(request: web.Request) -> web.Response:
+        nonlocal repeats
         body = json.loads(await request.read())
-        if body["customer_id"] in self.arrived:  # one event loop: no lock needed
-            self.repeats += 1
+        if body["customer_id"] in arrived:  # one event loop: no lock needed
+            repeats += 1
         else:
-            self.arrived[body["customer_id"]] = time.time()
-            self.fired[body["customer_id"]] = datetime.fromisoformat(body["fired_at"]).timestamp()
+            arrived[body["customer_id"]] = time.time()
+            fired[body["customer_id"]] = datetime.fromisoformat(body["fired_at"]).timestamp()
         return web.Response(status=204)
+
+    async def count(_: web.Request) -> web.Response:
+        return web.Response(text=str(len(arrived)))
+
+    async def arrivals(_: web.Request) -> web.Response:
+        return web.json_response({"arrived": arrived, "fired": fired, "repeats": repeats})
+
+    app = web.Application()
+    app.router.add_post("/hook", hook)
+    app.router.add_get("/count", count)
+    app.router.add_get("/arrivals", arrivals)
+    web.run_app(app, host="127.0.0.1", port=port, access_log=None, print=None)
 
 
 def catalog(customers: list[str]) -> dict[str, Any]:
@@ -147,11 +161,13 @@ def main() -> None:
                     found = pool.map(lambda c: _balance_lag(http, c, expected[c]), sampled)
                     lags = [lag for lag in found if lag is not None]
             time.sleep(max(0.0, started + args.round_s - time.time()))
-        wait_for(lambda: len(receiver.arrived) >= len(customers), 600, "every customer's alert")
+        wait_for(lambda: receiver.count() >= len(customers), 600, "every customer's alert")
         time.sleep(5)  # any repeat would come now
-        latencies = [receiver.arrived[c] - crossing[c] for c in customers if c in receiver.arrived]
-        to_fired = [receiver.fired[c] - crossing[c] for c in customers if c in receiver.fired]
-        to_sent = [receiver.arrived[c] - receiver.fired[c] for c in customers if c in receiver.fired]
+        received = receiver.arrivals()
+        arrived, fired = received["arrived"], received["fired"]
+        latencies = [arrived[c] - crossing[c] for c in customers if c in arrived]
+        to_fired = [fired[c] - crossing[c] for c in customers if c in fired]
+        to_sent = [arrived[c] - fired[c] for c in customers if c in fired]
         print(
             json.dumps(
                 {
@@ -164,8 +180,8 @@ def main() -> None:
                     "alert_max_s": percentile(latencies, 1.0),
                     "posted_to_fired_p99_s": percentile(to_fired, 0.99),
                     "fired_to_received_p99_s": percentile(to_sent, 0.99),
-                    "alerts": len(receiver.arrived),
-                    "alert_repeats": receiver.repeats,
+                    "alerts": len(arrived),
+                    "alert_repeats": received["repeats"],
                     "credit_passes": int(metric_value(system.url, "meterline_credit_pass_seconds_count")),
                     "credit_pass_mean_s": round(
                         metric_value(system.url, "meterline_credit_pass_seconds_sum")
