@@ -145,8 +145,9 @@ def _services(settings: Settings, run_sink: bool) -> Services:
         catalog_store, CatalogPublisher(settings), settings.catalog, ledger.latest_issued_period
     )
     dashboards = Dashboards(pool, database)
-    credit = CreditAccounts(CreditStore(another_client(), database), settings.late_usage_months)
-    partner_credit = PartnerCredit(credit, PeriodUsage(another_client(), database))
+    credit_store = CreditStore(another_client(), database)
+    credit = CreditAccounts(credit_store, settings.late_usage_months)
+    partner_credit = PartnerCredit(credit, credit_store, PeriodUsage(another_client(), database))
     alert_store = AlertStore(another_client(), database)
     hosts = allowed_hosts(settings.webhook_allowed_hosts)
     tenant_of = lambda owner: catalog_admin.catalog.tenant_of(owner)  # noqa: E731 - the catalog of the moment

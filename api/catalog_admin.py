@@ -175,6 +175,8 @@ def _check_names_seen(scope: Scope, kind: EntryKind, document: dict[str, Any]) -
     """A new entry of a tenant names only parties it sees: any other is as if it did not exist."""
     if scope.everything:
         return
+    if kind is EntryKind.CUSTOMER and document.get("partner_id") is None:
+        raise InvalidCatalog("a customer made with a partner's key names that partner as its partner_id")
     if kind is EntryKind.CUSTOMER and document.get("partner_id") not in scope.sellers:
         raise UnknownEntry(f"no partner {document.get('partner_id')!r} in the catalog")
     if kind in (EntryKind.SUBSCRIPTION, EntryKind.ONE_TIME_CHARGE):

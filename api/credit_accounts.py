@@ -179,6 +179,11 @@ class CreditAccounts:
         with self._writing:
             self._dirty |= customer_ids
 
+    def holders(self, now: datetime) -> set[str]:
+        """Everyone holding a grant."""
+        with self._writing:
+            return set(self._holdings(now).grants)
+
     def grants(self, holder_id: str) -> list[StoredGrant]:
         return self._store.grants([holder_id]).get(holder_id, [])
 

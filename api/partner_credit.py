@@ -17,7 +17,7 @@ import logging
 from collections import defaultdict
 from datetime import datetime
 
-from api.credit_accounts import CreditAccounts, Pricing, invoice_record_charges
+from api.credit_accounts import RESETTLE_MARGIN, CreditAccounts, Pricing, invoice_record_charges
 from billing.burn_rate import RecentCost
 from billing.catalog import Catalog
 from billing.credits import CHARGING, ZERO, Charge
@@ -27,34 +27,54 @@ from billing.pricing import price_changes
 from billing.records import InvoiceRecord
 from meterline.exceptions import MeterlineError
 from storage.billed_usage import PeriodUsage
+from storage.credit_store import CreditStore
 
 log = logging.getLogger(__name__)
 
 
 class PartnerCredit:
-    def __init__(self, accounts: CreditAccounts, usage: PeriodUsage) -> None:
+    def __init__(self, accounts: CreditAccounts, store: CreditStore, usage: PeriodUsage) -> None:
         self._accounts = accounts
+        self._store = store
         self._usage = usage
+        self._last_pass: datetime | None = None
+        self._priced_with: Catalog | None = None
 
     def burn(self, catalog: Catalog, watched: set[str], now: datetime) -> int:
         """Burn the month so far (and the month before, until it is closed) of the partners
-        among ``watched`` or whose customers are; how many ledger entries that wrote."""
-        resold = {c.partner_id for c in catalog.customers if c.id in watched and c.partner_id}
-        partners = (resold | watched) & {partner.id for partner in catalog.partners}
-        if not partners:
-            return 0
+        holding credit whose customers' usage was stored since the last pass (of any hour of
+        those months), or among ``watched`` (a grant or void); of every one of them the first
+        time and whenever the catalog changed (a discount, a price). How many ledger entries
+        that wrote."""
         this_month = Period.containing(now.date())
-        return self._accounts.burn_so_far(partners, [this_month.previous(), this_month], self._pricing(catalog), now)
+        months = [this_month.previous(), this_month]
+        partners = {partner.id for partner in catalog.partners} & self._accounts.holders(now)
+        touched = partners
+        if partners and self._last_pass is not None and catalog is self._priced_with:
+            partner_of = {c.id: c.partner_id for c in catalog.customers if c.partner_id in partners}
+            since = self._last_pass - RESETTLE_MARGIN
+            used = (
+                self._store.customers_with_usage(months[0].start, this_month.end, since, set(partner_of))
+                if partner_of
+                else set()
+            )
+            touched = {partner_of[customer] for customer in used} | (watched & partners)
+        self._last_pass, self._priced_with = now, catalog
+        return self._accounts.burn_so_far(touched, months, self._pricing(catalog), now) if touched else 0
 
-    def recent_cost(self, catalog: Catalog, partner_id: str, now: datetime) -> dict[str, RecentCost]:
+    def recent_cost(
+        self, catalog: Catalog, partner_id: str, first_usage_hour: datetime | None, now: datetime
+    ) -> dict[str, RecentCost]:
         """A partner's pace of spending, for its burn rate (``billing.burn_rate``): what its credit
-        was charged for the month so far, over the month's hours so far. Its customers' usage is
-        priced on the month, not the hour, so there is no hourly cost to measure."""
+        was charged for the month so far, over the hours from its customers' first usage of the
+        month (``first_usage_hour``, of the recent hours; None: the month's start) to now. Its
+        customers' usage is priced on the month, not the hour, so there is no hourly cost."""
         month = Period.containing(now.date())
         prefix = f"invoice/{invoice_id_for(month, catalog.provider.id, partner_id)}/"
         ledger = self._accounts.ledger(partner_id)
         charged = -sum((e.amount for e in ledger if e.kind in CHARGING and e.reference.startswith(prefix)), ZERO)
-        return {catalog.currency: RecentCost(charged, month.start, now)} if charged else {}
+        since = max(month.start, first_usage_hour or month.start)
+        return {catalog.currency: RecentCost(charged, since, now)} if charged else {}
 
     def _pricing(self, catalog: Catalog) -> Pricing:
         def price(month: Period, partners: set[str], at: datetime) -> dict[str, list[Charge]]:

@@ -28,8 +28,9 @@ from billing.catalog import Catalog, Customer, Partner
 from billing.credits import CreditEntry, EntryKind
 from billing.money import minor_unit, round_money
 from billing.periods import check_storable
-from billing.scope import customer_scope
+from billing.scope import customer_scope, partner_scope
 from meterline.exceptions import (
+    Forbidden,
     IdempotencyConflict,
     InvalidQuery,
     InvalidRange,
@@ -203,7 +204,9 @@ def balance(request: Request, caller: CreditReader, holder_id: CustomerId, at: T
     held = accounts.balance(holder_id, now, asked)
     services = services_of(request)
     if isinstance(_holder(catalog, holder_id), Partner):
-        recent = services.partner_credit.recent_cost(catalog, holder_id, now)
+        customers = services.dashboards.recent_costs(partner_scope(catalog, holder_id), now).values()
+        first = min((cost.first_usage_hour for cost in customers if cost.first_usage_hour), default=None)
+        recent = services.partner_credit.recent_cost(catalog, holder_id, first, now)
     else:
         costs = services.dashboards.recent_costs(customer_scope(holder_id), now)
         recent = {currency: cost for (_, currency), cost in costs.items()}
@@ -380,8 +383,8 @@ def readable_holder(request: Request, caller: Caller, holder_id: str) -> Catalog
 def _manageable(request: Request, caller: Caller, holder_id: str) -> Catalog:
     """The provider manages anyone's credit; a partner its customers', not its own."""
     catalog = readable_holder(request, caller, holder_id)
-    if not caller.scope.sees_customer(holder_id):
-        raise UnknownCustomer(f"no customer {holder_id!r} whose credit this key manages")
+    if not caller.scope.sees_customer(holder_id):  # it may read its own credit, not grant it
+        raise Forbidden(f"this key does not manage the credit of {holder_id!r}: the provider does")
     return catalog
 
 

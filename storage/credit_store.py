@@ -154,13 +154,21 @@ class CreditStore:
         return {buyer: set(periods) for buyer, periods in rows}
 
     def customers_with_usage(
-        self, hour_lo: datetime, hour_hi: datetime, stored_since: datetime | None = None
+        self,
+        hour_lo: datetime,
+        hour_hi: datetime,
+        stored_since: datetime | None = None,
+        customers: Collection[str] | None = None,
     ) -> set[str]:
-        """Customers with usage in ``[hour_lo, hour_hi)`` (only usage stored since ``stored_since``)."""
+        """Customers (of ``customers`` only, unless None) with usage in ``[hour_lo, hour_hi)``
+        (only usage stored since ``stored_since``)."""
         parameters: dict[str, Any] = {"lo": hour_lo, "hi": hour_hi, "since": stored_since or EPOCH}
+        whose = ""
+        if customers is not None:
+            whose, parameters["customers"] = "AND customer_id IN {customers:Array(String)}", sorted(customers)
         query = (
             f"SELECT DISTINCT customer_id FROM {self._hours} WHERE hour >= {{lo:DateTime('UTC')}} "
-            "AND hour < {hi:DateTime('UTC')} AND stored_until >= {since:DateTime64(3, 'UTC')}"
+            f"AND hour < {{hi:DateTime('UTC')}} AND stored_until >= {{since:DateTime64(3, 'UTC')}} {whose}"
         )
         with self._lock:
             return {row[0] for row in self._client.query(query, parameters=parameters).result_rows}

@@ -288,6 +288,8 @@ def test_every_route_answers_each_principal_with_only_what_is_its_own(tenants: S
     makers = {grant["created_by"] for grant in north.get("/v1/credit/resold/grants").json()}
     assert makers == {None}, "which key made a grant is the provider's to know"
     assert {grant["created_by"] for grant in tenants.http.get("/v1/credit/resold/grants").json()} != {None}
+    own = north.post("/v1/credit/north/grants", json={"amount": "1.00"}, headers={"Idempotency-Key": "self"})
+    assert own.status_code == 403, "a partner reads its own credit; the provider grants it"
     southco = tenants.client(make_key(tenants, role="customer", party_id="southco")["key"])
     refused = southco.post("/v1/webhook-endpoints", json={"url": "http://127.0.0.1:9/southco"})
     assert refused.status_code == 403 and "manages_alerts" in refused.text, "a customer the catalog does not let"

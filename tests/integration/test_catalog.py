@@ -116,6 +116,8 @@ def test_a_partner_adds_customers_under_new_ids_and_names_nothing_it_does_not_se
     assert with_id.status_code == 422 and "leave 'id' out" in with_id.json()["detail"]
     elsewhere = north.post("/v1/catalog/customers", json={"name": "Theirs", "partner_id": "nobody"})
     assert elsewhere.status_code == 404
+    unnamed = north.post("/v1/catalog/customers", json={"name": "Whose"})
+    assert unnamed.status_code == 422 and "names that partner as its partner_id" in unnamed.json()["detail"]
     made = north.post("/v1/catalog/customers", json={"name": "New Client", "partner_id": "north"})
     assert made.status_code == 201, made.text
     new_id = made.json()["id"]

@@ -27,7 +27,7 @@ from billing.credits import EntryKind
 from billing.period_close import close_period
 from billing.periods import Period
 from billing.pricing import price_book
-from billing.scope import EVERYTHING
+from billing.scope import EVERYTHING, partner_scope
 from meterline.settings import Settings
 from storage.alert_store import AlertRow, AlertStore, AnyRow, DeliveryRow, EndpointRow, RuleRow
 from storage.billed_usage import PeriodUsage
@@ -89,8 +89,12 @@ def credit(engine: Any) -> Iterator[Credit]:
     accounts = CreditAccounts(CreditStore(engine, DB), late_usage_months=3)
     store = Faulty(engine, DB)
     dashboards = Dashboards(ClientPool(lambda: engine, 1), DB)
-    partners = PartnerCredit(accounts, PeriodUsage(engine, DB))
-    yield Credit(engine, catalog, accounts, store, CreditWatch(accounts, store, dashboards, lambda: catalog, partners))
+    partners = PartnerCredit(accounts, CreditStore(engine, DB), PeriodUsage(engine, DB))
+    # the watch reads the catalog of the moment: a test may change it
+    credit = Credit(
+        engine, catalog, accounts, store, CreditWatch(accounts, store, dashboards, lambda: credit.catalog, partners)
+    )
+    yield credit
 
 
 def rule(rule_id: str, owner: str, customer: str, under: str) -> RuleRow:
@@ -192,10 +196,10 @@ def test_one_holder_with_an_unreadable_grant_does_not_stop_the_others_settlement
 
 def test_a_partners_credit_burns_its_customers_usage_as_it_comes_and_the_close_only_the_rest(credit: Credit):
     """ "north" (20 % off, German VAT 19 %) holds 100.00 from 1 November; its customer "resold"
-    restores 200 GB: 200 x 0.045 = 9.00 at the provider's price, 7.20 after the discount, 8.568
-    with tax: 91.432 left, burned over the 228 whole hours of November so far: 0.037579 an hour.
-    A preview of November's invoices changes nothing. 100 GB more: 13.50,
-    10.80, 12.852: 87.148 left.
+    restores 200 GB from 10:30 to 11:30: 200 x 0.045 = 9.00 at the provider's price, 7.20 after
+    the discount, 8.568 with tax: 91.432 left, burned over the 2 whole hours since its first
+    usage (10:00 to 12:30): 4.284 an hour. A preview of November's invoices changes nothing.
+    100 GB more, of an hour already ended: 13.50, 10.80, 12.852: 87.148 left.
 
     The close adds resold's support fee: 30.00, 24.00, 28.56, so 87.148 - 28.56 = 58.588 left.
     The invoice: subtotal 30.00 + 13.50 = 43.50, discount 8.70, net 34.80, tax 6.612 -> 6.61,
@@ -206,12 +210,17 @@ def test_a_partners_credit_burns_its_customers_usage_as_it_comes_and_the_close_o
     credit.use("resold", "200", NOW - timedelta(hours=1))
     credit.watch.run_pass(NOW)
     assert credit.balance("north") == Decimal("91.432")
-    pace = PartnerCredit(credit.accounts, PeriodUsage(credit.engine, DB)).recent_cost(credit.catalog, "north", NOW)
-    assert shown_rate(rate_of(pace, "EUR")) == Decimal("0.037579")
+    recent = Dashboards(ClientPool(lambda: credit.engine, 1), DB).recent_costs(
+        partner_scope(credit.catalog, "north"), NOW
+    )
+    (first,) = {cost.first_usage_hour for cost in recent.values()}
+    partners = PartnerCredit(credit.accounts, CreditStore(credit.engine, DB), PeriodUsage(credit.engine, DB))
+    pace = partners.recent_cost(credit.catalog, "north", first, NOW)
+    assert shown_rate(rate_of(pace, "EUR")) == Decimal("4.284")
     ledger = Ledger(credit.engine, DB)
     pay = lambda records: credit.accounts.apply_to_invoices(records, NOW)  # noqa: E731
     close_period(ledger, PeriodUsage(credit.engine, DB), credit.catalog, november, NOW, pay_from_credit=pay)
-    credit.use("resold", "100", NOW)
+    credit.use("resold", "100", NOW - timedelta(hours=3))
     credit.watch.run_pass(NOW + timedelta(seconds=1))
     assert credit.balance("north", NOW + timedelta(seconds=1)) == Decimal("87.148")
 
@@ -226,6 +235,21 @@ def test_a_partners_credit_burns_its_customers_usage_as_it_comes_and_the_close_o
     credit.accounts.watch_again({"north", "resold"})
     credit.watch.run_pass(closing + timedelta(seconds=1))
     assert credit.balance("north", closing + timedelta(seconds=2)) == Decimal("58.588")
+
+
+def test_a_partners_credit_is_burned_again_at_its_new_discount(credit: Credit):
+    """ "north" holds 100.00; its customer restored 200 GB: 9.00, less 20 %, plus 19 % = 8.568,
+    91.432 left. Its discount becomes 50 %: 9.00 x 0.50 x 1.19 = 5.355, 94.645 left."""
+    credit.grant("north", "100.00", NOW - timedelta(days=1))
+    credit.use("resold", "200", NOW - timedelta(hours=1))
+    credit.watch.run_pass(NOW)
+    credit.watch.run_pass(NOW + timedelta(minutes=5))  # nothing stored since: nothing to price again
+    assert credit.balance("north", NOW + timedelta(minutes=5)) == Decimal("91.432")
+    document = catalog_document()
+    document["partners"][0]["discount_percent"] = "50"
+    credit.catalog = Catalog.model_validate(document)
+    credit.watch.run_pass(NOW + timedelta(minutes=10))
+    assert credit.balance("north", NOW + timedelta(minutes=10)) == Decimal("94.645")
 
 
 class Endpoints:
