@@ -224,19 +224,29 @@ def _customer_invoice(catalog: Catalog, period: Period, customer: Customer, usag
 
 
 def _partner_invoice(
-    catalog: Catalog, period: Period, partner_id: str, customers: list[Customer], usage: list[UsageTotal]
+    catalog: Catalog,
+    period: Period,
+    partner_id: str,
+    customers: list[Customer],
+    usage: list[UsageTotal],
+    whole_period: bool = True,
 ) -> Invoice:
+    """The provider's invoice to a partner; without ``whole_period``, only what its customers'
+    usage bills (no fee, one-time charge or commitment)."""
     partner = catalog.partner(partner_id)
     provider = catalog.provider.id
-    subscriptions = [s for customer in customers for s in catalog.subscriptions_of.get(customer.id, [])]
-    supplied = [
-        charge
-        for customer in customers
-        for charge in catalog.one_time_charges_of.get(customer.id, [])
-        if charge.supplier is Supplier.PROVIDER
-    ]
-    lines = _merge_alike(_fee_lines(catalog, period, provider, subscriptions)) + _one_time_lines(period, supplied)
-    lines += _usage_lines(catalog, period, None, usage)
+    if whole_period:
+        subscriptions = [s for customer in customers for s in catalog.subscriptions_of.get(customer.id, [])]
+        supplied = [
+            charge
+            for customer in customers
+            for charge in catalog.one_time_charges_of.get(customer.id, [])
+            if charge.supplier is Supplier.PROVIDER
+        ]
+        lines = _merge_alike(_fee_lines(catalog, period, provider, subscriptions)) + _one_time_lines(period, supplied)
+    else:
+        lines = []
+    lines += _usage_lines(catalog, period, None, usage, commitments=whole_period)
     return Invoice(
         invoice_id=invoice_id_for(period, provider, partner.id),
         period=period,
@@ -256,19 +266,8 @@ def partner_usage_so_far(catalog: Catalog, period: Period, partner_id: str, usag
     lines, priced at the provider's list as the close prices them, less the partner's discount,
     with its tax. Fees, one-time charges and commitments are owed for the whole period and left
     to the close. What a partner's prepaid credit burns before the close."""
-    partner = catalog.partner(partner_id)
-    return Invoice(
-        invoice_id=invoice_id_for(period, catalog.provider.id, partner.id),
-        period=period,
-        issuer=catalog.provider,
-        buyer_id=partner.id,
-        buyer_name=partner.name,
-        currency=catalog.currency,
-        lines=tuple(_usage_lines(catalog, period, None, usage, commitments=False)),
-        covered_customers=tuple(sorted(c.id for c in catalog.customers if c.partner_id == partner.id)),
-        discount_percent=partner.discount_percent,
-        tax=catalog.tax_rate(partner.jurisdiction),
-    )
+    customers = [c for c in catalog.customers if c.partner_id == partner_id]
+    return _partner_invoice(catalog, period, partner_id, customers, list(usage), whole_period=False)
 
 
 def _one_time_lines(period: Period, charges: list[OneTimeCharge]) -> list[InvoiceLine]:
