@@ -85,15 +85,15 @@ class Standing:
 def breach(rule: AlertRule, standing: Standing) -> str | None:
     """Why ``rule``'s condition holds for ``standing`` (None: it does not)."""
     money, threshold = standing.currency, shown(rule.threshold)
-    balance, granted = round_money(standing.balance, money), round_money(standing.granted, money)
     match rule.condition:
         case Condition.BALANCE_BELOW if standing.holds_credit and standing.balance < rule.threshold:
-            return f"balance {balance} {money} is under {threshold} {money}"
+            return f"balance {round_money(standing.balance, money)} {money} is under {threshold} {money}"
         case Condition.BALANCE_BELOW_PERCENT if standing.holds_credit and standing.granted > ZERO:
             percent = standing.balance * 100 / standing.granted
             if percent < rule.threshold:
                 # cut, not rounded: 24.995 % must not read as 25 % under a 25 % threshold
                 cut = percent.quantize(Decimal("0.001"), ROUND_DOWN)
+                balance, granted = round_money(standing.balance, money), round_money(standing.granted, money)
                 return f"balance {balance} {money} is {cut}% of {granted}, under {threshold}%"
         case Condition.COST_OVER if standing.month_cost > rule.threshold:
             return f"this month's cost {round_money(standing.month_cost, money)} {money} is over {threshold} {money}"

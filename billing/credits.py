@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Iterable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
@@ -137,41 +137,81 @@ class Burn:
     uncovered: Decimal
 
 
+class _Index:
+    """Sums and lookups over a ledger's entries, kept as entries are recorded: a burn then
+    costs the grants and the charge's own entries, not a walk over the whole ledger."""
+
+    def __init__(self, entries: Iterable[CreditEntry]) -> None:
+        self.held: dict[str, Decimal] = defaultdict(Decimal)
+        """What each grant holds counting every entry ("": what was left to bill, negative)."""
+        self.latest = datetime.min.replace(tzinfo=UTC)
+        self.charged: dict[str, list[CreditEntry]] = defaultdict(list)
+        """Each charge's entries, by its id."""
+        self.numbered: dict[str, int] = defaultdict(int)
+        """How many entries have each id base (``_id_base``)."""
+        self.closed: dict[EntryKind, set[str]] = {EntryKind.VOID: set(), EntryKind.EXPIRY: set()}
+        """The grants voided, and those whose expiry was recorded."""
+        for entry in entries:
+            self.add(entry)
+
+    def add(self, entry: CreditEntry) -> None:
+        self.held[entry.grant_id] += entry.amount
+        self.latest = max(self.latest, entry.at)
+        if entry.kind in CHARGING:
+            self.charged[entry.reference].append(entry)
+        elif entry.kind in self.closed:
+            self.closed[entry.kind].add(entry.grant_id)
+        self.numbered[_id_base(entry)] += 1
+
+
 @dataclass
 class Wallet:
-    """A holder's grants and ledger: every figure is derived from the entries."""
+    """A holder's grants and ledger: every figure is derived from the entries, which change
+    only through ``record``."""
 
     grants: dict[str, CreditGrant] = field(default_factory=dict)
     entries: list[CreditEntry] = field(default_factory=list)
+    _index: _Index | None = field(default=None, init=False, repr=False, compare=False)
 
     @classmethod
     def of(cls, grants: Iterable[CreditGrant], entries: Iterable[CreditEntry] = ()) -> Wallet:
         return cls({grant.grant_id: grant for grant in grants}, list(entries))
 
+    @property
+    def _indexed(self) -> _Index:
+        if self._index is None:
+            self._index = _Index(self.entries)
+        return self._index
+
     def remaining(self, at: datetime) -> dict[str, Decimal]:
         """What each grant holds at ``at``: its entries up to then, and nothing once expired
         (whether or not its expiry was recorded yet)."""
-        held: dict[str, Decimal] = defaultdict(Decimal)
-        for entry in self.entries:
-            if entry.at <= at:
-                held[entry.grant_id] += entry.amount
+        index = self._indexed
+        if at >= index.latest:  # the common case: every entry counts
+            held = index.held
+        else:
+            held = defaultdict(Decimal)
+            for entry in self.entries:
+                if entry.at <= at:
+                    held[entry.grant_id] += entry.amount
         return {
-            grant_id: held[grant_id] if grant.in_force(at) else ZERO
+            grant_id: held.get(grant_id, ZERO) if grant.in_force(at) else ZERO
             for grant_id, grant in self.grants.items()
             if grant.effective_at <= at
         }
 
-    def _held_overall(self) -> dict[str, Decimal]:
-        """What each grant holds counting every entry, whenever dated."""
-        held: dict[str, Decimal] = defaultdict(Decimal)
-        for entry in self.entries:
-            held[entry.grant_id] += entry.amount
-        return held
+    def uncovered(self) -> Decimal:
+        """What the charges left to bill, credit having covered none of it (zero or more)."""
+        return -self._indexed.held.get("", ZERO)
+
+    def charge_ids(self) -> set[str]:
+        """The charges it has recorded entries for."""
+        return set(self._indexed.charged)
 
     def granted(self, at: datetime) -> dict[str, Decimal]:
         """What the grants in force at ``at`` and not voided gave, per currency: the base of a
         percentage alert."""
-        voided = {entry.grant_id for entry in self.entries if entry.kind is EntryKind.VOID}
+        voided = self._indexed.closed[EntryKind.VOID]
         given: dict[str, Decimal] = defaultdict(Decimal)
         for grant in self.grants.values():
             if grant.in_force(at) and grant.grant_id not in voided:
@@ -191,7 +231,7 @@ class Wallet:
         nothing; with another amount, only the difference (``adjustment`` entries)."""
         if charge.amount < ZERO:
             raise InvalidQuery(f"charge {charge.charge_id}: a negative charge is a credit, not a burn")
-        before = [e for e in self.entries if e.reference == charge.charge_id and e.kind in CHARGING]
+        before = list(self._indexed.charged.get(charge.charge_id, ()))
         difference = charge.amount + sum((entry.amount for entry in before), ZERO)
         kind = EntryKind.ADJUSTMENT if before else EntryKind.BURN
         if difference > ZERO:
@@ -207,9 +247,10 @@ class Wallet:
     def _take(self, charge: Charge, amount: Decimal, kind: EntryKind) -> list[CreditEntry]:
         # a grant pays what it held when the charge was made, and never more than it holds now:
         # a late charge for a past hour cannot spend what later burns, a void or an expiry took
-        ever = self._held_overall()
+        ever = self._indexed.held
         held = {
-            grant_id: min(amount_then, ever[grant_id]) for grant_id, amount_then in self.remaining(charge.at).items()
+            grant_id: min(amount_then, ever.get(grant_id, ZERO))
+            for grant_id, amount_then in self.remaining(charge.at).items()
         }
         covering = sorted(
             (
@@ -233,7 +274,7 @@ class Wallet:
 
     def expire(self, until: datetime) -> list[CreditEntry]:
         """Record the expiry of what each grant expired by ``until`` still held then."""
-        expired = {entry.grant_id for entry in self.entries if entry.kind is EntryKind.EXPIRY}
+        expired = self._indexed.closed[EntryKind.EXPIRY]
         recorded = []
         for grant in self.grants.values():
             if grant.expires_at is None or grant.expires_at > until or grant.grant_id in expired:
@@ -248,24 +289,23 @@ class Wallet:
     def void(self, grant_id: str, at: datetime) -> list[CreditEntry]:
         """Take away what a grant still holds: it pays nothing after ``at`` (or, for a grant not in
         effect yet, ever)."""
-        held = self._held_overall().get(grant_id, ZERO)
+        held = self._indexed.held.get(grant_id, ZERO)
         when = max(at, self.grants[grant_id].effective_at)
         return self.record([CreditEntry(grant_id, EntryKind.VOID, -held, when, "void")] if held > ZERO else [])
 
     def record(self, entries: Iterable[CreditEntry]) -> list[CreditEntry]:
         """Add ``entries`` to the ledger, each given its id."""
-        entries = list(entries)
-        if not entries:  # the common case of a charge burned again unchanged: no need to count
-            return []
-        seen: dict[str, int] = defaultdict(int)
-        for entry in self.entries:
-            seen[_id_base(entry)] += 1
+        index = self._indexed
         recorded = []
         for entry in entries:
-            base = _id_base(entry)
-            recorded.append(replace(entry, entry_id=entry.entry_id or f"{base}/{seen[base]}"))
-            seen[base] += 1
-        self.entries.extend(recorded)
+            if not entry.entry_id:
+                number = index.numbered[_id_base(entry)]
+                entry = CreditEntry(
+                    entry.grant_id, entry.kind, entry.amount, entry.at, entry.reference, f"{_id_base(entry)}/{number}"
+                )
+            index.add(entry)
+            self.entries.append(entry)
+            recorded.append(entry)
         return recorded
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Sequence
-from dataclasses import astuple, dataclass, fields
+from dataclasses import dataclass, fields
 from datetime import datetime
 from decimal import Decimal
 from typing import Any, TypeVar
@@ -136,7 +136,9 @@ class AlertStore:
         kind = type(rows[0])
         columns = [f.name for f in fields(kind)]
         with self._lock:
-            self._client.insert(self._table(kind), [list(astuple(row)) for row in rows], column_names=columns)
+            # not astuple: it deep-copies every field of rows that are flat already
+            table = [[getattr(row, column) for column in columns] for row in rows]
+            self._client.insert(self._table(kind), table, column_names=columns)
 
     def rules(self) -> list[RuleRow]:
         return self._read(RuleRow, "NOT deleted")

@@ -173,3 +173,19 @@ def test_voiding_a_grant_before_it_takes_effect_takes_all_of_it():
     [entry] = credit.void("future", NOV_10)
     assert (entry.amount, entry.at) == (Decimal("-10"), NOV_20)
     assert credit.balance(NOV_21) == {EUR: Decimal("0")}
+
+
+def test_what_is_left_to_bill_and_held_follow_every_entry_recorded_after_a_first_look():
+    """10.00 granted. Charge x 3.00 on the 5th, then y 12.00 on the 10th: 7.00 paid, 5.00 left
+    to bill, 0 held. As of the 5th, 10.00 - 3.00 = 7.00 was held. y shrinks to 4.00: the 8.00
+    given back first clears what was left to bill (5.00), then returns 3.00 to the grant:
+    10.00 - 3.00 - 4.00 = 3.00 held, nothing to bill. Entries are numbered per charge."""
+    credit = wallet(grant("a", "10"))
+    assert credit.uncovered() == 0 and credit.balance(NOV_10) == {EUR: Decimal("10")}  # looked at once
+    credit.burn(Charge("x", EUR, Decimal("3.00"), NOV_5))
+    credit.burn(Charge("y", EUR, Decimal("12.00"), NOV_10))
+    assert (credit.uncovered(), credit.balance(NOV_10)[EUR]) == (Decimal("5.00"), Decimal("0.00"))
+    assert credit.balance(NOV_5) == {EUR: Decimal("7.00")}
+    credit.burn(Charge("y", EUR, Decimal("4.00"), NOV_10))
+    assert (credit.uncovered(), credit.balance(NOV_10)[EUR]) == (Decimal("0.00"), Decimal("3.00"))
+    assert [e.entry_id for e in credit.entries if e.reference == "y"] == ["y/0", "y/1", "y/2", "y/3"]
