@@ -127,6 +127,11 @@ class CreditAccounts:
         self._last_pass: datetime | None = None
         self._dirty: set[str] = set()
         """Holders whose credit the API changed since the last pass (a top-up re-arms alerts)."""
+        self._rewatch: set[str] = set()
+        """Customers the next pass watches whatever moved (a new rule, a pass that failed)."""
+        self._marks: dict[tuple[str, datetime], int] = {}
+        """What the last pass read of each customer's usage per hour (``CreditStore.usage_marks``):
+        an hour is burned again, and its customer watched, only when its mark moves."""
         self._held: Holdings | None = None
         self._held_read_at = datetime.min.replace(tzinfo=UTC)
 
@@ -175,9 +180,9 @@ class CreditAccounts:
             return entries
 
     def watch_again(self, customer_ids: set[str]) -> None:
-        """Have the next pass look at these customers (a new alert rule)."""
+        """Have the next pass look at these customers (a new alert rule, a pass that failed)."""
         with self._writing:
-            self._dirty |= customer_ids
+            self._rewatch |= customer_ids
 
     def holders(self, now: datetime) -> set[str]:
         """Everyone holding a grant."""
@@ -294,34 +299,36 @@ class CreditAccounts:
             grants = holdings.grants
             holders = set(grants)
             lookback = earliest_accepted(now, self._late_usage_months)
-            dirty, self._dirty = self._dirty, set()
+            dirty, rewatch = self._dirty, self._rewatch  # forgotten only once the pass is stored
+            # what was stored of each customer's hours since a little before the last pass, kept
+            # only where it moved: the margin's hours are read again, but burned and watched once
+            hi = floor_hour(now) + HOUR
+            marks = self._store.usage_marks(settle_until if since is None else lookback, hi, stored_since=since)
+            moved = {key for key, mark in marks.items() if self._marks.get(key) != mark}
             if self._settled_until is None or since is None:
                 usage = self._store.rated_usage(EVERY_HOLDER, lookback, settle_until)
             else:
-                usage = self._store.rated_usage(EVERY_HOLDER, lookback, self._settled_until, stored_since=since)
+                late = {customer for customer, hour in moved if hour < self._settled_until} & holders
+                usage = {
+                    key: amount
+                    for key, amount in self._store.rated_usage(
+                        late, lookback, self._settled_until, stored_since=since
+                    ).items()
+                    if (key.customer_id, key.hour) in moved
+                }
                 usage |= self._store.rated_usage(EVERY_HOLDER, self._settled_until, settle_until)
                 # a new (perhaps backdated) grant may pay for usage stored long ago: all of it again
                 usage |= self._store.rated_usage(dirty & holders, lookback, settle_until)
             expiring = {h for h, held in grants.items() if any(_expires(g.grant, since, now) for g in held)}
-            changed = {key.customer_id for key in usage} | expiring | (dirty & holders)
-            watched = (
-                changed
-                | dirty
-                | self._store.customers_with_usage(settle_until, floor_hour(now) + HOUR, stored_since=since)
-                | (holders if since is None else set())
-            )
-            wanted = (changed | watched) & holders
-            wallets = {h: _wallet_of(h, grants[h], holdings.ledgers.get(h, [])) for h in wanted}
-            # a holder whose stored credit cannot be read is neither settled nor watched: it would
-            # look like a customer without credit (logged where it was found)
-            watched -= self._store.unreadable | {h for h, wallet in wallets.items() if wallet is None}
+            settling = ({key.customer_id for key in usage} | expiring | dirty) & holders
+            wallets = {h: _wallet_of(h, grants[h], holdings.ledgers.get(h, [])) for h in settling}
             written: dict[str, list[CreditEntry]] = {}
             by_holder = _by_customer(usage)
             # only an ended month can have been closed: most passes burn none and need not ask
             this_month = Period.containing(now.date())
-            ended = changed & holders and any(key.hour < this_month.start for key in usage)
+            ended = settling and any(key.hour < this_month.start for key in usage)
             closed = self._store.closed_periods(this_month.name) if ended else {}
-            for holder in changed & holders:
+            for holder in settling:
                 wallet = wallets[holder]
                 if wallet is None:
                     continue
@@ -332,7 +339,17 @@ class CreditAccounts:
                 if len(wallet.entries) > before:
                     written[holder] = wallet.entries[before:]
             self._append(written, now)
+            unsettled = {customer for customer, hour in moved if hour >= settle_until}
+            watched = set(written) | expiring | dirty | rewatch | unsettled | (holders if since is None else set())
+            for holder in (watched & holders) - settling:
+                wallets[holder] = _wallet_of(holder, grants[holder], holdings.ledgers.get(holder, []))
+            # a holder whose stored credit cannot be read is neither settled nor watched: it would
+            # look like a customer without credit (logged where it was found)
+            watched -= self._store.unreadable | {h for h, wallet in wallets.items() if wallet is None}
             self._settled_until, self._last_pass = settle_until, now
+            self._dirty, self._rewatch = set(), set()
+            # a later read returns only what was stored since: what it leaves out did not move
+            self._marks = marks
         live = {h: wallet for h in watched & holders if (wallet := wallets[h]) is not None}
         self._burn_unsettled(live, settle_until, now)
         return Settled(sum(len(entries) for entries in written.values()), watched, live)
@@ -433,7 +450,7 @@ def _prepaid_from(wallet: Wallet) -> datetime:
 def _paid_months(wallet: Wallet) -> set[str]:
     """The periods an invoice charged on the wallet: their usage is paid through the invoice,
     not by the hour (an invoice id starts with its period)."""
-    return {e.reference.split("/")[1].split(".")[0] for e in wallet.entries if e.reference.startswith("invoice/")}
+    return {charge.split("/")[1].split(".")[0] for charge in wallet.charge_ids() if charge.startswith("invoice/")}
 
 
 def _month(key: UsageKey) -> str:

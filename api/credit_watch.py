@@ -74,12 +74,24 @@ class CreditWatch:
         self._catalog = catalog
         self._rates: tuple[datetime, dict[tuple[str, str], RecentCost]] | None = None
         self._granted_months: set[tuple[str, datetime]] = set()
+        self._watched_with: Catalog | None = None
 
     def run_pass(self, now: datetime) -> None:
         catalog = self._catalog()
+        if catalog is not self._watched_with:  # a billing mode, a grace, a partner may have changed
+            self._accounts.watch_again({customer.id for customer in catalog.customers})
+            self._watched_with = catalog
         plans = self._store.top_up_plans()
         self._grant_recurring([p for p in plans if p.kind == RECURRING], catalog, now)
         settled = self._accounts.settle(now)
+        try:
+            self._watch(settled, catalog, plans, now)
+        except BaseException:
+            # a customer is watched when its figures move: the next pass looks at these again
+            self._accounts.watch_again(settled.watched)
+            raise
+
+    def _watch(self, settled: Settled, catalog: Catalog, plans: list[TopUpPlanRow], now: datetime) -> None:
         self._partners.burn(catalog, settled.watched, now)
         customers = {c.id: c for c in catalog.customers if c.id in settled.watched}
         if not customers:
@@ -124,7 +136,7 @@ class CreditWatch:
             if wallet is None or customer_id in unfunded:
                 uncovered = month_cost
             else:
-                uncovered = -sum((e.amount for e in wallet.entries if e.kind is EntryKind.UNCOVERED), Decimal(0))
+                uncovered = wallet.uncovered()
             rate = rates.get((customer_id, currency))
             standings.append(
                 Standing(

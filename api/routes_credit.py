@@ -286,6 +286,7 @@ def create_top_up_plan(
             )
         row = TopUpPlanRow(plan_id, holder_id, body.kind, *figures, False, caller.principal.key_id, datetime.now(UTC))
         store.save([row])
+    services_of(request).credit.watch_again({holder_id})  # a threshold plan may be crossed already
     note_change(request, None, {"plan_id": row.plan_id})
     return _plan_out(row, caller, catalog.currency)
 

@@ -173,6 +173,25 @@ class CreditStore:
         with self._lock:
             return {row[0] for row in self._client.query(query, parameters=parameters).result_rows}
 
+    def usage_marks(
+        self, hour_lo: datetime, hour_hi: datetime, stored_since: datetime | None = None
+    ) -> dict[tuple[str, datetime], int]:
+        """A mark of what is stored of each customer's usage per hour in ``[hour_lo, hour_hi)``
+        (only the hours given usage since ``stored_since``): it changes whenever a write adds
+        to, or corrects, that hour. Comparing marks tells which customers' usage moved without
+        reading its amounts."""
+        parameters: dict[str, Any] = {"lo": hour_lo, "hi": hour_hi, "since": stored_since or EPOCH}
+        query = (
+            "SELECT customer_id, hour, cityHash64(sum(amount_base), sum(base_sum), sum(rated_rows), "
+            f"max(stored_until)) FROM {self._hours} WHERE hour >= {{lo:DateTime('UTC')}} "
+            "AND hour < {hi:DateTime('UTC')} AND (customer_id, hour) IN (SELECT customer_id, hour "
+            f"FROM {self._hours} WHERE hour >= {{lo:DateTime('UTC')}} AND hour < {{hi:DateTime('UTC')}} "
+            "AND stored_until >= {since:DateTime64(3, 'UTC')}) GROUP BY customer_id, hour"
+        )
+        with self._lock:
+            rows = self._client.query(query, parameters=parameters).result_rows
+        return {(customer, as_utc(hour)): mark for customer, hour, mark in rows}
+
     def rated_usage(
         self,
         customers: Collection[str] | None,

@@ -35,6 +35,7 @@ from storage.connection import ClientPool
 from storage.credit_store import CreditStore
 from storage.dashboards import Dashboards
 from storage.ledger import Ledger
+from storage.usage_read import floor_hour
 from storage.usage_store import UsageStore
 from tests.factories import catalog_document, xaas_usage
 from tests.integration.harness import free_port
@@ -66,9 +67,9 @@ class Credit:
     store: Faulty
     watch: CreditWatch
 
-    def use(self, customer: str, gigabytes: str, at: datetime) -> None:
+    def use(self, customer: str, gigabytes: str, at: datetime, backup: str = "") -> None:
         """A restore of ``gigabytes`` in the hour before ``at``, rated and stored at ``NOW``."""
-        event = xaas_usage("restore_gb", gigabytes, customer, at, resource_id=f"backup-of-{customer}")
+        event = xaas_usage("restore_gb", gigabytes, customer, at, resource_id=backup or f"backup-of-{customer}")
         UsageStore(self.engine, DB).write(frame([event], price_book(self.catalog)), NOW)
 
     def grant(self, holder: str, amount: str, effective_at: datetime, key: str = "g1") -> None:
@@ -114,18 +115,36 @@ def test_a_pass_that_dies_before_its_outbox_is_stored_is_redone_and_one_that_die
         credit.watch.run_pass(NOW)
     assert credit.store.alerts() == [] and credit.store.states() == []
 
+    # nothing moved since: a failed pass has the next one watch its customers again
     credit.store.failing = AlertRow
-    credit.accounts.watch_again({"resold"})
     with pytest.raises(ConnectionError):
         credit.watch.run_pass(NOW + timedelta(seconds=1))
     credit.store.failing = None
-    credit.accounts.watch_again({"resold"})
     credit.watch.run_pass(NOW + timedelta(seconds=2))
 
     queued = credit.store.due_deliveries(NOW + timedelta(seconds=3))
     assert [(d.message_id, d.endpoint_id) for d in queued] == [("r-1.resold.1", "topic:alerts")]
     assert [alert.alert_id for alert in credit.store.alerts()] == ["r-1.resold.1"]
     assert [(s.rule_id, s.firing, s.crossings) for s in credit.store.states()] == [("r-1", True, 1)]
+
+
+def test_a_customer_is_watched_each_time_its_usage_moves_and_not_while_it_stays(credit: Credit):
+    """ "resold" holds 10.00, its rule alerts under 9.00. 20 GB restored leave 10.00 - 0.90 = 9.10:
+    no alert. 10 GB more in that hour, still under way, leave 9.10 - 0.45 = 8.65: the alert fires, though the
+    hour was seen before. Once nothing moves, a pass no longer looks at the customer."""
+    credit.grant("resold", "10.00", NOW - timedelta(days=1))
+    credit.store.save([rule("r-1", "acme", "resold", "9")])
+    credit.watch.run_pass(NOW)
+    hour_under_way = floor_hour(NOW)
+    credit.use("resold", "20", hour_under_way + timedelta(hours=1))
+    credit.watch.run_pass(NOW + timedelta(seconds=1))
+    assert credit.balance("resold", NOW + timedelta(seconds=1)) == Decimal("9.10")
+    assert credit.store.alerts() == []
+
+    credit.use("resold", "10", hour_under_way + timedelta(hours=1), backup="another-backup")
+    credit.watch.run_pass(NOW + timedelta(seconds=2))
+    assert [alert.alert_id for alert in credit.store.alerts()] == ["r-1.resold.1"]
+    assert "resold" not in credit.accounts.settle(NOW + timedelta(seconds=3)).watched
 
 
 def test_credit_granted_after_a_month_was_invoiced_does_not_pay_that_month_again(credit: Credit):
