@@ -30,7 +30,7 @@ from api.webhooks import PENDING, TOPIC_PREFIX
 from billing.alerts import AlertRule, Condition, Standing, TargetKind, crossing, shown, suspended
 from billing.burn_rate import RecentCost, runs_out_at
 from billing.catalog import BillingMode, Catalog, Customer
-from billing.credits import EntryKind, Wallet
+from billing.credits import ZERO, EntryKind, Wallet
 from billing.money import minor_unit, round_money
 from billing.periods import Period
 from billing.scope import EVERYTHING
@@ -92,13 +92,22 @@ class CreditWatch:
             raise
 
     def _watch(self, settled: Settled, catalog: Catalog, plans: list[TopUpPlanRow], now: datetime) -> None:
-        self._partners.burn(catalog, settled.watched, now)
+        priced = self._partners.burn(catalog, settled.watched, now)
+        thresholds = [p for p in plans if p.kind == THRESHOLD]
         customers = {c.id: c for c in catalog.customers if c.id in settled.watched}
+        # a partner has no standing (rules watch customers): its balance is asked for its plans
+        partners = (priced | settled.watched) & ({p.holder_id for p in thresholds} - set(customers))
+        if not customers and not partners:
+            return
+        # rules and plans have ids of their own kinds: one read holds the states of both
+        states = {(s.rule_id, s.customer_id): s for s in self._store.states()}
+        if partners:
+            currency = catalog.currency
+            balances = {p: self._accounts.balance(p, now).per_currency.get(currency, ZERO) for p in partners}
+            self._top_up(thresholds, balances, currency, states, now)
         if not customers:
             return
         rules = [rule_of(row) for row in self._store.rules()]
-        # rules and plans have ids of their own kinds: one read holds the states of both
-        states = {(s.rule_id, s.customer_id): s for s in self._store.states()}
         standings = self._standings(settled, customers, catalog, now, rules)
         fired, changed = self._alerts(standings, customers, rules, states, catalog.provider.id, now)
         enforced, enforcing = self._enforcement(standings, customers, now)
@@ -111,7 +120,8 @@ class CreditWatch:
         self._store.save(changed)
         self._hand_over(outbox)
         metrics.ALERTS_FIRED.inc(len(fired) - len(queued))
-        self._top_up([p for p in plans if p.kind == THRESHOLD], standings, states, now)
+        balances = {standing.customer_id: standing.balance for standing in standings}
+        self._top_up(thresholds, balances, catalog.currency, states, now)
 
     def _standings(
         self, settled: Settled, customers: dict[str, Customer], catalog: Catalog, now: datetime, rules: list[AlertRule]
@@ -172,25 +182,24 @@ class CreditWatch:
                 continue
             self._granted_months.add((plan.plan_id, month))
 
-    def _top_up(self, plans: list[TopUpPlanRow], standings: list[Standing], states: States, now: datetime) -> None:
-        """Threshold plans: under the floor, top up to the target, once per crossing (the crossing's
-        number is in the top-up's idempotency key)."""
-        if not plans:
-            return
-        by_holder = {standing.customer_id: standing for standing in standings}
+    def _top_up(
+        self, plans: list[TopUpPlanRow], balances: dict[str, Decimal], currency: str, states: States, now: datetime
+    ) -> None:
+        """Threshold plans of the holders in ``balances``: under the floor, top up to the target,
+        once per crossing (the crossing's number is in the top-up's idempotency key)."""
         changed = []
         for plan in plans:
-            standing = by_holder.get(plan.holder_id)
-            if standing is None:
+            balance = balances.get(plan.holder_id)
+            if balance is None:
                 continue
-            under = standing.balance < plan.floor
+            under = balance < plan.floor
             moved = _moved(states.get((plan.plan_id, plan.holder_id)), plan.plan_id, plan.holder_id, under, now)
             if moved is None:
                 continue
             if under:
-                amount = (plan.target - standing.balance).quantize(minor_unit(standing.currency), ROUND_UP)
+                amount = (plan.target - balance).quantize(minor_unit(currency), ROUND_UP)
                 key = f"plan/{plan.plan_id}/crossing/{moved.crossings}"
-                request = _plan_grant(plan, standing.currency, amount, to_the_millisecond(now), None, key, paid=True)
+                request = _plan_grant(plan, currency, amount, to_the_millisecond(now), None, key, paid=True)
                 try:
                     self._accounts.grant(request, EntryKind.TOP_UP, f"plan:{plan.plan_id}", now)
                 except MeterlineError as error:  # this plan's trouble stays this plan's

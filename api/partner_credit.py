@@ -40,12 +40,11 @@ class PartnerCredit:
         self._last_pass: datetime | None = None
         self._priced_with: Catalog | None = None
 
-    def burn(self, catalog: Catalog, watched: set[str], now: datetime) -> int:
+    def burn(self, catalog: Catalog, watched: set[str], now: datetime) -> set[str]:
         """Burn the month so far (and the month before, until it is closed) of the partners
         holding credit whose customers' usage was stored since the last pass (of any hour of
         those months), or among ``watched`` (a grant or void); of every one of them the first
-        time and whenever the catalog changed (a discount, a price). How many ledger entries
-        that wrote."""
+        time and whenever the catalog changed (a discount, a price). The partners it priced."""
         this_month = Period.containing(now.date())
         months = [this_month.previous(), this_month]
         partners = {partner.id for partner in catalog.partners} & self._accounts.holders(now)
@@ -60,7 +59,9 @@ class PartnerCredit:
             )
             touched = {partner_of[customer] for customer in used} | (watched & partners)
         self._last_pass, self._priced_with = now, catalog
-        return self._accounts.burn_so_far(touched, months, self._pricing(catalog), now) if touched else 0
+        if touched:
+            self._accounts.burn_so_far(touched, months, self._pricing(catalog), now)
+        return touched
 
     def recent_cost(
         self, catalog: Catalog, partner_id: str, first_usage_hour: datetime | None, now: datetime

@@ -29,7 +29,7 @@ from billing.periods import Period
 from billing.pricing import price_book
 from billing.scope import EVERYTHING, partner_scope
 from meterline.settings import Settings
-from storage.alert_store import AlertRow, AlertStore, AnyRow, DeliveryRow, EndpointRow, RuleRow
+from storage.alert_store import AlertRow, AlertStore, AnyRow, DeliveryRow, EndpointRow, RuleRow, TopUpPlanRow
 from storage.billed_usage import PeriodUsage
 from storage.connection import ClientPool
 from storage.credit_store import CreditStore
@@ -254,6 +254,23 @@ def test_a_partners_credit_burns_its_customers_usage_as_it_comes_and_the_close_o
     credit.accounts.watch_again({"north", "resold"})
     credit.watch.run_pass(closing + timedelta(seconds=1))
     assert credit.balance("north", closing + timedelta(seconds=2)) == Decimal("58.588")
+
+
+def test_a_partners_threshold_plan_tops_it_up_once_its_customers_usage_takes_it_under_the_floor(credit: Credit):
+    """ "north" (20 % off, VAT 19 %) holds 10.00 and a plan: under 5.00, top up to 20.00. Its
+    customer restores 200 GB: 9.00 -> 7.20 -> 8.568, leaving 1.432. The top-up is 20.00 - 1.432
+    = 18.568, rounded up to the cent: 18.57, so 20.002 is held; a pass that sees nothing new
+    tops up nothing more."""
+    credit.grant("north", "10.00", NOW - timedelta(days=1))
+    plan = TopUpPlanRow("p-north", "north", "threshold", Decimal(0), Decimal(5), Decimal(20), False, "test", NOW)
+    credit.store.save([plan])
+    credit.watch.run_pass(NOW)
+    credit.use("resold", "200", NOW - timedelta(hours=1))
+    credit.watch.run_pass(NOW + timedelta(seconds=1))
+    credit.watch.run_pass(NOW + timedelta(seconds=2))
+    assert credit.balance("north", NOW + timedelta(seconds=2)) == Decimal("20.002")
+    top_ups = [e.amount for e in credit.accounts.ledger("north") if e.kind is EntryKind.TOP_UP]
+    assert top_ups == [Decimal("18.57")]
 
 
 def test_a_partners_credit_is_burned_again_at_its_new_discount(credit: Credit):
