@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 KAFKA_LIBS := .cache/kafka/libs
 UBL := .cache/ubl
 
-.PHONY: run test lint bench bench-worker bench-close bench-query bench-credits soak install system-deps kafka-jars ubl-schemas clean
+.PHONY: run test lint bench bench-worker bench-close bench-query bench-credits bench-credit-pass soak install system-deps kafka-jars ubl-schemas clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -72,6 +72,10 @@ bench-query: $(VENV)/.installed-test
 
 bench-credits: $(VENV)/.installed-test
 	$(BIN)/python bench/credits.py
+
+# one credit pass alone (no broker, no API): what the pass costs without the machine shared
+bench-credit-pass: $(VENV)/.installed-test
+	$(BIN)/python bench/credit_pass.py
 
 bench-close: $(VENV)/.installed-test
 	$(BIN)/python bench/period_close.py --issue
