@@ -149,8 +149,10 @@ class _Index:
         """Each charge's entries, by its id."""
         self.numbered: dict[str, int] = defaultdict(int)
         """How many entries have each id base (``_id_base``)."""
-        self.closed: dict[EntryKind, set[str]] = {EntryKind.VOID: set(), EntryKind.EXPIRY: set()}
-        """The grants voided, and those whose expiry was recorded."""
+        self.voided: set[str] = set()
+        """The grants voided."""
+        self.expired: set[str] = set()
+        """The grants whose expiry was recorded."""
         for entry in entries:
             self.add(entry)
 
@@ -159,8 +161,10 @@ class _Index:
         self.latest = max(self.latest, entry.at)
         if entry.kind in CHARGING:
             self.charged[entry.reference].append(entry)
-        elif entry.kind in self.closed:
-            self.closed[entry.kind].add(entry.grant_id)
+        elif entry.kind is EntryKind.VOID:
+            self.voided.add(entry.grant_id)
+        elif entry.kind is EntryKind.EXPIRY:
+            self.expired.add(entry.grant_id)
         self.numbered[_id_base(entry)] += 1
 
 
@@ -211,7 +215,7 @@ class Wallet:
     def granted(self, at: datetime) -> dict[str, Decimal]:
         """What the grants in force at ``at`` and not voided gave, per currency: the base of a
         percentage alert."""
-        voided = self._indexed.closed[EntryKind.VOID]
+        voided = self._indexed.voided
         given: dict[str, Decimal] = defaultdict(Decimal)
         for grant in self.grants.values():
             if grant.in_force(at) and grant.grant_id not in voided:
@@ -274,7 +278,7 @@ class Wallet:
 
     def expire(self, until: datetime) -> list[CreditEntry]:
         """Record the expiry of what each grant expired by ``until`` still held then."""
-        expired = self._indexed.closed[EntryKind.EXPIRY]
+        expired = self._indexed.expired
         recorded = []
         for grant in self.grants.values():
             if grant.expires_at is None or grant.expires_at > until or grant.grant_id in expired:
@@ -299,10 +303,9 @@ class Wallet:
         recorded = []
         for entry in entries:
             if not entry.entry_id:
-                number = index.numbered[_id_base(entry)]
-                entry = CreditEntry(
-                    entry.grant_id, entry.kind, entry.amount, entry.at, entry.reference, f"{_id_base(entry)}/{number}"
-                )
+                base = _id_base(entry)
+                numbered = f"{base}/{index.numbered[base]}"
+                entry = CreditEntry(entry.grant_id, entry.kind, entry.amount, entry.at, entry.reference, numbered)
             index.add(entry)
             self.entries.append(entry)
             recorded.append(entry)

@@ -181,12 +181,11 @@ class CreditStore:
         to, or corrects, that hour. Comparing marks tells which customers' usage moved without
         reading its amounts."""
         parameters: dict[str, Any] = {"lo": hour_lo, "hi": hour_hi, "since": stored_since or EPOCH}
+        window = "hour >= {lo:DateTime('UTC')} AND hour < {hi:DateTime('UTC')}"
         query = (
             "SELECT customer_id, hour, cityHash64(sum(amount_base), sum(base_sum), sum(rated_rows), "
-            f"max(stored_until)) FROM {self._hours} WHERE hour >= {{lo:DateTime('UTC')}} "
-            "AND hour < {hi:DateTime('UTC')} AND (customer_id, hour) IN (SELECT customer_id, hour "
-            f"FROM {self._hours} WHERE hour >= {{lo:DateTime('UTC')}} AND hour < {{hi:DateTime('UTC')}} "
-            "AND stored_until >= {since:DateTime64(3, 'UTC')}) GROUP BY customer_id, hour"
+            f"max(stored_until)) FROM {self._hours} WHERE {window} AND {self._written_since(window)} "
+            "GROUP BY customer_id, hour"
         )
         with self._lock:
             rows = self._client.query(query, parameters=parameters).result_rows
@@ -213,10 +212,7 @@ class CreditStore:
         changed = ""
         if stored_since is not None:
             parameters["since"] = stored_since
-            changed = (
-                f"AND (customer_id, hour) IN (SELECT customer_id, hour FROM {self._hours} WHERE {window} "
-                "AND stored_until >= {since:DateTime64(3, 'UTC')})"
-            )
+            changed = f"AND {self._written_since(window)}"
         query = (
             f"SELECT customer_id, currency, hour, product, meter, {AMOUNT} FROM {self._hours} "
             f"WHERE {window} {changed} GROUP BY customer_id, currency, hour, product, meter, base_divisor"
@@ -227,6 +223,14 @@ class CreditStore:
         for customer, currency, hour, product, meter, amount in rows:
             amounts[UsageKey(customer, currency, as_utc(hour), product, meter)] += amount
         return {key: amount.quantize(AMOUNT_PLACES) for key, amount in amounts.items()}
+
+    def _written_since(self, window: str) -> str:
+        """The condition that keeps the whole of each (customer, hour) in ``window`` given usage
+        since the bound ``since``: one hour's rows are read together, old and new."""
+        return (
+            f"(customer_id, hour) IN (SELECT customer_id, hour FROM {self._hours} WHERE {window} "
+            "AND stored_until >= {since:DateTime64(3, 'UTC')})"
+        )
 
 
 _GRANT_COLUMNS = [
