@@ -20,14 +20,25 @@ import hashlib
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Callable
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 
 from billing.burn_rate import RecentCost, rate_of, runs_out_at
-from billing.credits import Charge, CreditEntry, CreditGrant, EntryKind, Wallet, granted, invoice_charges
+from billing.credits import (
+    INVOICE_CHARGE,
+    ZERO,
+    Charge,
+    CreditEntry,
+    CreditGrant,
+    EntryKind,
+    Wallet,
+    granted,
+    invoice_charges,
+)
 from billing.invoices import DocumentType
 from billing.money import round_money
 from billing.periods import Period
@@ -102,6 +113,9 @@ class Settled:
 class Holdings:
     grants: dict[str, list[StoredGrant]]
     ledgers: dict[str, list[CreditEntry]]
+    wallets: dict[str, Wallet] = field(default_factory=dict)
+    """The wallets settlements burned, kept with their index between passes: built from
+    ``grants`` and ``ledgers`` when first needed, and again once something else wrote entries."""
 
 
 Pricing = Callable[[Period, set[str], datetime], dict[str, list[Charge]]]
@@ -165,6 +179,7 @@ class CreditAccounts:
                 if existing is None:
                     self._held.grants.setdefault(request.holder_id, []).append(made)
                 self._held.ledgers.setdefault(request.holder_id, []).append(entry)
+                self._held.wallets.pop(request.holder_id, None)
             self._dirty.add(request.holder_id)
             return made
 
@@ -241,7 +256,7 @@ class CreditAccounts:
         with self._writing:
             wallet, _ = self._wallet(record.buyer_id)
             before = len(wallet.entries)
-            prefix = f"invoice/{record.invoice_id}/"
+            prefix = f"{INVOICE_CHARGE}{record.invoice_id}/"
             for reference in sorted({e.reference for e in wallet.entries if e.reference.startswith(prefix)}):
                 wallet.burn(Charge(reference, record.currency, Decimal(0), now))
             self._append({record.buyer_id: wallet.entries[before:]}, now)
@@ -261,13 +276,12 @@ class CreditAccounts:
         ending before a holder's first grant took effect is not its credit's to pay. A month a
         close drafted an invoice for is paid by the close alone (``apply_to_invoices``): asking
         under the lock the close takes keeps a pass from undoing what a close just paid."""
-        with self._writing:
+        with self._writing, self._burning_held():
             holdings = self._holdings(now)
             wallets = {
                 holder: wallet
                 for holder in holders & set(holdings.grants)
-                if (wallet := _wallet_of(holder, holdings.grants[holder], holdings.ledgers.get(holder, [])))
-                and wallet.grants
+                if (wallet := self._held_wallet(holdings, holder)) and wallet.grants
             }
             this_month = Period.containing(now.date()).name
             ended = wallets and any(month.end <= now for month in months)
@@ -284,7 +298,7 @@ class CreditAccounts:
                     for charge in charges:
                         wallet.burn(charge)
                     written[holder] += wallet.entries[before:]
-            self._append({holder: entries for holder, entries in written.items() if entries}, now)
+            self._append({holder: entries for holder, entries in written.items() if entries}, now, wallets)
         return sum(len(entries) for entries in written.values())
 
     def settle(self, now: datetime) -> Settled:
@@ -294,7 +308,7 @@ class CreditAccounts:
         time), which alerts and enforcement watch."""
         settle_until = floor_hour(now - SETTLE_DELAY)
         since = None if self._last_pass is None else self._last_pass - RESETTLE_MARGIN
-        with self._writing:
+        with self._writing, self._burning_held():
             holdings = self._holdings(now)
             grants = holdings.grants
             holders = set(grants)
@@ -321,7 +335,7 @@ class CreditAccounts:
                 usage |= self._store.rated_usage(dirty & holders, lookback, settle_until)
             expiring = {h for h, held in grants.items() if any(_expires(g.grant, since, now) for g in held)}
             settling = ({key.customer_id for key in usage} | expiring | dirty) & holders
-            wallets = {h: _wallet_of(h, grants[h], holdings.ledgers.get(h, [])) for h in settling}
+            wallets = {h: self._held_wallet(holdings, h) for h in settling}
             written: dict[str, list[CreditEntry]] = {}
             by_holder = _by_customer(usage)
             # only an ended month can have been closed: most passes burn none and need not ask
@@ -338,11 +352,11 @@ class CreditAccounts:
                 wallet.expire(now)
                 if len(wallet.entries) > before:
                     written[holder] = wallet.entries[before:]
-            self._append(written, now)
+            self._append(written, now, wallets)
             unsettled = {customer for customer, hour in moved if hour >= settle_until}
             watched = set(written) | expiring | dirty | rewatch | unsettled | (holders if since is None else set())
             for holder in (watched & holders) - settling:
-                wallets[holder] = _wallet_of(holder, grants[holder], holdings.ledgers.get(holder, []))
+                wallets[holder] = self._held_wallet(holdings, holder)
             # a holder whose stored credit cannot be read is neither settled nor watched: it would
             # look like a customer without credit (logged where it was found)
             watched -= self._store.unreadable | {h for h, wallet in wallets.items() if wallet is None}
@@ -350,7 +364,7 @@ class CreditAccounts:
             self._dirty, self._rewatch = set(), set()
             # a later read returns only what was stored since: what it leaves out did not move
             self._marks = marks
-        live = {h: wallet for h in watched & holders if (wallet := wallets[h]) is not None}
+            live = {h: wallet.copy() for h in watched & holders if (wallet := wallets[h]) is not None}
         self._burn_unsettled(live, settle_until, now)
         return Settled(sum(len(entries) for entries in written.values()), watched, live)
 
@@ -360,15 +374,48 @@ class CreditAccounts:
         reads only usage: reading 10,000 ledgers took as long as the rest of it."""
         if self._held is None or now - self._held_read_at >= REREAD:
             grants = self._store.grants()
-            self._held, self._held_read_at = Holdings(grants, self._store.entries(set(grants))), now
+            ledgers = self._store.entries(set(grants))
+            kept = {}
+            if self._held is not None:  # a wallet nothing else wrote to is still right
+                kept = {
+                    holder: wallet
+                    for holder, wallet in self._held.wallets.items()
+                    if len(ledgers.get(holder, ())) == len(wallet.entries)
+                    and {g.grant.grant_id for g in grants.get(holder, ())} == set(wallet.grants)
+                }
+            self._held, self._held_read_at = Holdings(grants, ledgers, kept), now
         return self._held
 
-    def _append(self, written: dict[str, list[CreditEntry]], now: datetime) -> None:
-        """Store ``written`` (under ``_writing``), and keep the ledgers held in memory in step."""
+    def _held_wallet(self, holdings: Holdings, holder: str) -> Wallet | None:
+        """The wallet of ``holder`` (it holds a grant) that settlements burn on (under ``_writing``)."""
+        wallet = holdings.wallets.get(holder)
+        if wallet is None:
+            wallet = _wallet_of(holder, holdings.grants[holder], holdings.ledgers.get(holder, []))
+            if wallet is not None:
+                holdings.wallets[holder] = wallet
+        return wallet
+
+    @contextmanager
+    def _burning_held(self) -> Iterator[None]:
+        """Around burns on the held wallets: if their entries may not all be stored, forget every
+        held figure, so the next pass starts again from what is."""
+        try:
+            yield
+        except BaseException:
+            self._held = None
+            raise
+
+    def _append(
+        self, written: dict[str, list[CreditEntry]], now: datetime, recorded_on: Mapping[str, Wallet | None] = {}
+    ) -> None:
+        """Store ``written`` (under ``_writing``), and keep the ledgers held in memory in step; a
+        held wallet stays only if ``written`` was recorded on it (``recorded_on``)."""
         self._store.append(written, now)
         if self._held is not None:
             for holder, entries in written.items():
                 self._held.ledgers.setdefault(holder, []).extend(entries)
+                if self._held.wallets.get(holder) is not recorded_on.get(holder):
+                    self._held.wallets.pop(holder, None)
 
     def _burn_unsettled(self, wallets: dict[str, Wallet], settled: datetime, now: datetime) -> None:
         """Burn the usage of the hours not settled yet (from ``settled``), as the next
@@ -400,12 +447,13 @@ def _pay_invoice(wallet: Wallet, record: InvoiceRecord) -> Decimal:
     for reference in sorted(hourly):
         wallet.burn(Charge(reference, record.currency, Decimal(0), at))
     charges = invoice_record_charges(record, at)
-    stale = {e.reference for e in wallet.entries if e.reference.startswith(f"invoice/{record.invoice_id}/")}
+    own = f"{INVOICE_CHARGE}{record.invoice_id}/"
+    stale = {e.reference for e in wallet.entries if e.reference.startswith(own)}
     for reference in sorted(stale - {charge.charge_id for charge in charges}):
         wallet.burn(Charge(reference, record.currency, Decimal(0), at))
     for charge in charges:
         wallet.burn(charge)
-    taken = [e for e in wallet.entries if e.reference.startswith(f"invoice/{record.invoice_id}/") and e.grant_id]
+    taken = [e for e in wallet.entries if e.reference.startswith(own) and e.grant_id]
     return -sum((e.amount for e in taken), Decimal(0))
 
 
@@ -450,7 +498,7 @@ def _prepaid_from(wallet: Wallet) -> datetime:
 def _paid_months(wallet: Wallet) -> set[str]:
     """The periods an invoice charged on the wallet: their usage is paid through the invoice,
     not by the hour (an invoice id starts with its period)."""
-    return {charge.split("/")[1].split(".")[0] for charge in wallet.charge_ids() if charge.startswith("invoice/")}
+    return {charge.split("/")[1].split(".")[0] for charge in wallet.invoice_charge_ids()}
 
 
 def _month(key: UsageKey) -> str:
@@ -483,7 +531,7 @@ def _wallet_of(holder: str, grants: list[StoredGrant], entries: list[CreditEntry
 
 
 def _charge(key: UsageKey, amount: Decimal, at: datetime) -> Charge:
-    return Charge(key.reference, key.currency, max(amount, Decimal(0)), at, key.product, key.meter)
+    return Charge(key.reference, key.currency, max(amount, ZERO), at, key.product, key.meter)
 
 
 def _by_hour(item: tuple[UsageKey, Decimal]) -> datetime:
@@ -496,7 +544,8 @@ def _by_customer(usage: dict[UsageKey, Decimal]) -> dict[str, list[tuple[UsageKe
     for key, amount in usage.items():
         grouped[key.customer_id].append((key, amount))
     for charges in grouped.values():
-        charges.sort(key=_by_hour)
+        if len(charges) > 1:
+            charges.sort(key=_by_hour)
     return dict(grouped)
 
 

@@ -23,7 +23,7 @@ where it is shown.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -33,6 +33,10 @@ from meterline.exceptions import InvalidQuery
 
 ZERO = Decimal(0)
 NEVER = datetime.max.replace(tzinfo=UTC)
+EARLIEST = datetime.min.replace(tzinfo=UTC)
+
+INVOICE_CHARGE = "invoice/"
+"""How the id of an invoice's charge starts (``invoice_charges``): ``invoice/<invoice id>/…``."""
 
 BURN_ORDER = ("scope", "priority", "expiry", "free before paid", "oldest")
 """The order a charge burns the grants that may pay it (see the module's documentation)."""
@@ -137,30 +141,51 @@ class Burn:
     uncovered: Decimal
 
 
+@dataclass
 class _Index:
     """Sums and lookups over a ledger's entries, kept as entries are recorded: a burn then
     costs the grants and the charge's own entries, not a walk over the whole ledger."""
 
-    def __init__(self, entries: Iterable[CreditEntry]) -> None:
-        self.held: dict[str, Decimal] = defaultdict(Decimal)
-        """What each grant holds counting every entry ("": what was left to bill, negative)."""
-        self.latest = datetime.min.replace(tzinfo=UTC)
-        self.charged: dict[str, list[CreditEntry]] = defaultdict(list)
-        """Each charge's entries, by its id."""
-        self.numbered: dict[str, int] = defaultdict(int)
-        """How many entries have each id base (``_id_base``)."""
-        self.voided: set[str] = set()
-        """The grants voided."""
-        self.expired: set[str] = set()
-        """The grants whose expiry was recorded."""
+    held: defaultdict[str, Decimal] = field(default_factory=lambda: defaultdict(Decimal))
+    """What each grant holds counting every entry ("": what was left to bill, negative)."""
+    latest: datetime = EARLIEST
+    charged: dict[str, tuple[CreditEntry, ...]] = field(default_factory=dict)
+    """Each charge's entries, by its id."""
+    invoices: set[str] = field(default_factory=set)
+    """The charges of invoices (``INVOICE_CHARGE``)."""
+    numbered: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
+    """How many entries have each id base (``_id_base``)."""
+    voided: set[str] = field(default_factory=set)
+    """The grants voided."""
+    expired: set[str] = field(default_factory=set)
+    """The grants whose expiry was recorded."""
+
+    @classmethod
+    def of(cls, entries: Iterable[CreditEntry]) -> _Index:
+        index = cls()
         for entry in entries:
-            self.add(entry)
+            index.add(entry)
+        return index
+
+    def copy(self) -> _Index:
+        # a charge's entries are tuples: the copies share them, and ``add`` replaces them
+        return _Index(
+            self.held.copy(),
+            self.latest,
+            self.charged.copy(),
+            self.invoices.copy(),
+            self.numbered.copy(),
+            self.voided.copy(),
+            self.expired.copy(),
+        )
 
     def add(self, entry: CreditEntry) -> None:
         self.held[entry.grant_id] += entry.amount
         self.latest = max(self.latest, entry.at)
         if entry.kind in CHARGING:
-            self.charged[entry.reference].append(entry)
+            self.charged[entry.reference] = (*self.charged.get(entry.reference, ()), entry)
+            if entry.reference.startswith(INVOICE_CHARGE):
+                self.invoices.add(entry.reference)
         elif entry.kind is EntryKind.VOID:
             self.voided.add(entry.grant_id)
         elif entry.kind is EntryKind.EXPIRY:
@@ -181,36 +206,46 @@ class Wallet:
     def of(cls, grants: Iterable[CreditGrant], entries: Iterable[CreditEntry] = ()) -> Wallet:
         return cls({grant.grant_id: grant for grant in grants}, list(entries))
 
+    def copy(self) -> Wallet:
+        """A wallet to burn on without changing this one (what is not settled yet, say)."""
+        copied = Wallet(dict(self.grants), list(self.entries))
+        copied._index = self._indexed.copy()
+        return copied
+
     @property
     def _indexed(self) -> _Index:
         if self._index is None:
-            self._index = _Index(self.entries)
+            self._index = _Index.of(self.entries)
         return self._index
 
     def remaining(self, at: datetime) -> dict[str, Decimal]:
         """What each grant holds at ``at``: its entries up to then, and nothing once expired
         (whether or not its expiry was recorded yet)."""
-        index = self._indexed
-        if at >= index.latest:  # the common case: every entry counts
-            held = index.held
-        else:
-            held = defaultdict(Decimal)
-            for entry in self.entries:
-                if entry.at <= at:
-                    held[entry.grant_id] += entry.amount
+        held = self._held(at)
         return {
             grant_id: held.get(grant_id, ZERO) if grant.in_force(at) else ZERO
             for grant_id, grant in self.grants.items()
             if grant.effective_at <= at
         }
 
+    def _held(self, at: datetime) -> Mapping[str, Decimal]:
+        """What each grant's entries up to ``at`` add up to, expired or not."""
+        index = self._indexed
+        if at >= index.latest:  # the common case: every entry counts
+            return index.held
+        held: dict[str, Decimal] = defaultdict(Decimal)
+        for entry in self.entries:
+            if entry.at <= at:
+                held[entry.grant_id] += entry.amount
+        return held
+
     def uncovered(self) -> Decimal:
         """What the charges left to bill, credit having covered none of it (zero or more)."""
         return -self._indexed.held.get("", ZERO)
 
-    def charge_ids(self) -> set[str]:
-        """The charges it has recorded entries for."""
-        return set(self._indexed.charged)
+    def invoice_charge_ids(self) -> set[str]:
+        """The charges of invoices it has recorded entries for."""
+        return set(self._indexed.invoices)
 
     def granted(self, at: datetime) -> dict[str, Decimal]:
         """What the grants in force at ``at`` and not voided gave, per currency: the base of a
@@ -235,7 +270,7 @@ class Wallet:
         nothing; with another amount, only the difference (``adjustment`` entries)."""
         if charge.amount < ZERO:
             raise InvalidQuery(f"charge {charge.charge_id}: a negative charge is a credit, not a burn")
-        before = list(self._indexed.charged.get(charge.charge_id, ()))
+        before = self._indexed.charged.get(charge.charge_id, ())
         difference = charge.amount + sum((entry.amount for entry in before), ZERO)
         kind = EntryKind.ADJUSTMENT if before else EntryKind.BURN
         if difference > ZERO:
@@ -251,27 +286,17 @@ class Wallet:
     def _take(self, charge: Charge, amount: Decimal, kind: EntryKind) -> list[CreditEntry]:
         # a grant pays what it held when the charge was made, and never more than it holds now:
         # a late charge for a past hour cannot spend what later burns, a void or an expiry took
-        ever = self._indexed.held
-        held = {
-            grant_id: min(amount_then, ever.get(grant_id, ZERO))
-            for grant_id, amount_then in self.remaining(charge.at).items()
-        }
-        covering = sorted(
-            (
-                grant
-                for grant_id, held_amount in held.items()
-                if held_amount > ZERO and (grant := self.grants[grant_id]).covers(charge)
-            ),
-            key=CreditGrant.burn_rank,
-        )
+        ever, then = self._indexed.held, self._held(charge.at)
+        covering = sorted((grant for grant in self.grants.values() if grant.covers(charge)), key=CreditGrant.burn_rank)
         left = amount
         taken = []
         for grant in covering:
+            part = min(left, then.get(grant.grant_id, ZERO), ever.get(grant.grant_id, ZERO))
+            if part > ZERO:
+                taken.append(CreditEntry(grant.grant_id, kind, -part, charge.at, charge.charge_id))
+                left -= part
             if not left:
                 break
-            part = min(left, held[grant.grant_id])
-            taken.append(CreditEntry(grant.grant_id, kind, -part, charge.at, charge.charge_id))
-            left -= part
         if left:
             taken.append(CreditEntry("", EntryKind.UNCOVERED, -left, charge.at, charge.charge_id))
         return taken
@@ -313,7 +338,7 @@ class Wallet:
 
 
 def _give_back(
-    before: list[CreditEntry], amount: Decimal, at: datetime, grants: dict[str, CreditGrant]
+    before: Sequence[CreditEntry], amount: Decimal, at: datetime, grants: dict[str, CreditGrant]
 ) -> list[CreditEntry]:
     """Entries returning ``amount`` of what a charge took: what was left to bill first, then the
     grants it burned, the last in ``BURN_ORDER`` first (the reverse of how it took them)."""
@@ -363,7 +388,7 @@ def invoice_charges(
     taxed = Decimal(1) if tax_inclusive else (100 + tax_rate_percent) / 100
     return [
         Charge(
-            f"invoice/{invoice_id}/{product or '-'}/{meter or '-'}",
+            f"{INVOICE_CHARGE}{invoice_id}/{product or '-'}/{meter or '-'}",
             currency,
             max(amount * kept * taxed, ZERO),
             at,

@@ -6,6 +6,7 @@ and reads keep one row of each (``FINAL``).
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from collections import defaultdict
@@ -53,7 +54,13 @@ class UsageKey:
     @property
     def reference(self) -> str:
         # products and meters are identifiers (no "/"), so the reference reads back unambiguously
-        return f"usage/{self.currency}/{self.hour:%Y-%m-%dT%H}/{self.product}/{self.meter}"
+        return f"usage/{self.currency}/{_hour_label(self.hour)}/{self.product}/{self.meter}"
+
+
+@functools.lru_cache(maxsize=4096)
+def _hour_label(hour: datetime) -> str:
+    """A settlement names the same few hours thousands of times."""
+    return f"{hour:%Y-%m-%dT%H}"
 
 
 class CreditStore:

@@ -23,7 +23,7 @@ from api.webhooks import RESCAN, SENDERS, TENANT_SENDERS, Outbox, allowed_hosts
 from billing.adapters.kafka_alerts import AlertTopics
 from billing.burn_rate import rate_of, shown_rate
 from billing.catalog import Catalog
-from billing.credits import EntryKind
+from billing.credits import CreditEntry, EntryKind
 from billing.period_close import close_period
 from billing.periods import Period
 from billing.pricing import price_book
@@ -145,6 +145,55 @@ def test_a_customer_is_watched_each_time_its_usage_moves_and_not_while_it_stays(
     credit.watch.run_pass(NOW + timedelta(seconds=2))
     assert [alert.alert_id for alert in credit.store.alerts()] == ["r-1.resold.1"]
     assert "resold" not in credit.accounts.settle(NOW + timedelta(seconds=3)).watched
+
+
+class LosingLedger(CreditStore):
+    """The real store, whose next ``losing`` writes of ledger entries fail."""
+
+    losing = 0
+
+    def append(self, entries: dict[str, list[CreditEntry]], recorded_at: datetime) -> None:
+        if entries and self.losing:
+            self.losing -= 1
+            raise ConnectionError("the engine went away")
+        super().append(entries, recorded_at)
+
+
+def test_a_settlement_whose_entries_are_not_stored_is_burned_again_by_the_next_pass(engine: Any):
+    """ "resold" holds 10.00 and restores 20 GB in a settled hour: 0.90. The pass that burns it
+    cannot store its entries; the next one, a second later (before the held ledgers are read
+    again), burns it, once: 10.00 - 0.90 = 9.10."""
+    store = LosingLedger(engine, DB)
+    accounts = CreditAccounts(store, late_usage_months=3)
+    request = GrantRequest(
+        "resold", "EUR", Decimal("10.00"), NOW - timedelta(days=1), None, 0, frozenset(), False, None, "k", "k"
+    )
+    accounts.grant(request, EntryKind.GRANT, "test", NOW)
+    accounts.settle(NOW)
+    event = xaas_usage("restore_gb", "20", "resold", floor_hour(NOW))
+    UsageStore(engine, DB).write(frame([event], price_book(Catalog.model_validate(catalog_document()))), NOW)
+    store.losing = 1
+    with pytest.raises(ConnectionError):
+        accounts.settle(NOW + timedelta(seconds=1))
+    accounts.settle(NOW + timedelta(seconds=2))
+    burns = [e.amount for e in accounts.ledger("resold") if e.kind is EntryKind.BURN]
+    assert burns == [Decimal("-0.90")]
+    assert accounts.balance("resold", NOW + timedelta(seconds=2)).per_currency == {"EUR": Decimal("9.10")}
+
+
+def test_a_grant_voided_between_two_passes_pays_nothing_the_second_burns(credit: Credit):
+    """ "resold" holds 10.00, seen by a first pass; the grant is voided, then 20 GB restored in
+    a settled hour: the pass a second later (before the held ledgers are read again) leaves the
+    0.90 to bill and takes nothing from the voided grant."""
+    credit.grant("resold", "10.00", NOW - timedelta(days=1))
+    credit.watch.run_pass(NOW)
+    [grant] = credit.accounts.grants("resold")
+    credit.accounts.void("resold", grant.grant.grant_id, NOW)
+    credit.use("resold", "20", floor_hour(NOW))
+    credit.watch.run_pass(NOW + timedelta(seconds=1))
+    charged = [(e.kind, e.amount) for e in credit.accounts.ledger("resold") if e.reference.startswith("usage/")]
+    assert charged == [(EntryKind.UNCOVERED, Decimal("-0.90"))]
+    assert credit.balance("resold", NOW + timedelta(seconds=1)) == Decimal("0")
 
 
 def test_credit_granted_after_a_month_was_invoiced_does_not_pay_that_month_again(credit: Credit):

@@ -189,3 +189,21 @@ def test_what_is_left_to_bill_and_held_follow_every_entry_recorded_after_a_first
     credit.burn(Charge("y", EUR, Decimal("4.00"), NOV_10))
     assert (credit.uncovered(), credit.balance(NOV_10)[EUR]) == (Decimal("0.00"), Decimal("3.00"))
     assert [e.entry_id for e in credit.entries if e.reference == "y"] == ["y/0", "y/1", "y/2", "y/3"]
+
+
+def test_a_copy_burns_on_its_own_and_leaves_the_wallet_it_came_from_as_it_was():
+    """10.00 granted; x burns 3.00 on the wallet (7.00 held). On a copy, x grows to 5.00 (2.00
+    more: 5.00 held, entries x/0, x/1), y burns 4.00 (1.00 held). The wallet still holds 7.00,
+    has x/0 alone, and burning y on it numbers y/0 from scratch: 3.00 held."""
+    credit = wallet(grant("a", "10"))
+    credit.burn(Charge("x", EUR, Decimal("3.00"), NOV_5))
+    copied = credit.copy()
+    copied.burn(Charge("x", EUR, Decimal("5.00"), NOV_5))
+    assert copied.balance(NOV_10) == {EUR: Decimal("5.00")}
+    copied.burn(Charge("y", EUR, Decimal("4.00"), NOV_10))
+    assert copied.balance(NOV_10) == {EUR: Decimal("1.00")}
+    assert [e.entry_id for e in copied.entries if e.reference == "x"] == ["x/0", "x/1"]
+    assert credit.balance(NOV_10) == {EUR: Decimal("7.00")}
+    assert [e.entry_id for e in credit.entries if e.reference == "x"] == ["x/0"]
+    credit.burn(Charge("y", EUR, Decimal("4.00"), NOV_10))
+    assert credit.balance(NOV_10) == {EUR: Decimal("3.00")} and credit.entries[-1].entry_id == "y/0"
