@@ -144,6 +144,19 @@ class CreditStore:
             found[holder].append(CreditEntry(grant_id, EntryKind(kind), amount, as_utc(at), reference, entry_id))
         return dict(found)
 
+    def ledger_sizes(self) -> dict[str, tuple[int, int]]:
+        """How many grants and ledger entries each holder has stored: what another API replica
+        wrote shows as a size this one does not hold."""
+        counts = "SELECT holder_id, count() FROM {table} FINAL GROUP BY holder_id"
+        with self._lock:
+            grants: dict[str, int] = {
+                h: n for h, n in self._client.query(counts.format(table=self._grants)).result_rows
+            }
+            entries: dict[str, int] = {
+                h: n for h, n in self._client.query(counts.format(table=self._entries)).result_rows
+            }
+        return {holder: (grants.get(holder, 0), entries.get(holder, 0)) for holder in grants.keys() | entries.keys()}
+
     def closed_periods(self, until: str, holders: Collection[str] | None = None) -> dict[str, set[str]]:
         """The months before ``until`` (a period's name) that a close drafted an invoice for, per
         holder of credit (of ``holders`` only, unless None), whatever became of it. Such a month

@@ -16,7 +16,7 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from api.credit_accounts import CreditAccounts, GrantRequest
+from api.credit_accounts import REREAD, CreditAccounts, GrantRequest
 from api.credit_watch import CreditWatch
 from api.partner_credit import PartnerCredit
 from api.webhooks import RESCAN, SENDERS, TENANT_SENDERS, Outbox, allowed_hosts
@@ -194,6 +194,30 @@ def test_a_grant_voided_between_two_passes_pays_nothing_the_second_burns(credit:
     charged = [(e.kind, e.amount) for e in credit.accounts.ledger("resold") if e.reference.startswith("usage/")]
     assert charged == [(EntryKind.UNCOVERED, Decimal("-0.90"))]
     assert credit.balance("resold", NOW + timedelta(seconds=1)) == Decimal("0")
+
+
+def test_what_another_api_replica_wrote_counts_once_the_held_ledgers_are_compared_again(credit: Credit):
+    """ "resold" holds 10.00 and "direct" 5.00, both seen by a first pass. Another replica voids
+    "resold"'s grant and grants "direct" 2.00 more; then each restores 20 GB in a settled hour
+    (0.90). Past ``REREAD`` the pass reads both again: "resold" leaves the 0.90 to bill, and
+    "direct" holds 5.00 + 2.00 - 0.90 = 6.10."""
+    credit.grant("resold", "10.00", NOW - timedelta(days=1))
+    credit.grant("direct", "5.00", NOW - timedelta(days=1))
+    credit.watch.run_pass(NOW)
+    other = CreditAccounts(CreditStore(credit.engine, DB), late_usage_months=3)
+    [grant] = other.grants("resold")
+    other.void("resold", grant.grant.grant_id, NOW)
+    more = GrantRequest(
+        "direct", "EUR", Decimal("2.00"), NOW - timedelta(days=1), None, 0, frozenset(), False, None, "more", "more"
+    )
+    other.grant(more, EntryKind.GRANT, "test", NOW)
+    credit.use("resold", "20", floor_hour(NOW))
+    credit.use("direct", "20", floor_hour(NOW))
+    later = NOW + REREAD
+    credit.watch.run_pass(later)
+    charged = [(e.kind, e.amount) for e in credit.accounts.ledger("resold") if e.reference.startswith("usage/")]
+    assert charged == [(EntryKind.UNCOVERED, Decimal("-0.90"))]
+    assert credit.balance("direct", later) == Decimal("6.10")
 
 
 def test_credit_granted_after_a_month_was_invoiced_does_not_pay_that_month_again(credit: Credit):
