@@ -146,7 +146,7 @@ def _services(settings: Settings, run_sink: bool) -> Services:
     )
     dashboards = Dashboards(pool, database)
     credit_store = CreditStore(another_client(), database)
-    credit = CreditAccounts(credit_store, settings.late_usage_months)
+    credit = CreditAccounts(credit_store, settings.late_usage_months, CreditStore(another_client(), database))
     partner_credit = PartnerCredit(credit, credit_store, PeriodUsage(another_client(), database))
     alert_store = AlertStore(another_client(), database)
     hosts = allowed_hosts(settings.webhook_allowed_hosts)

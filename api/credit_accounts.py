@@ -4,8 +4,9 @@ Burning is a settlement, not a stream of its own: every ``credit_settle_interval
 brought to what storage holds. For each customer's meter and hour that has ended (plus
 ``SETTLE_DELAY``), the charge is the hour's rated amount as stored, and ``Wallet.burn`` records
 the difference from what the ledger already took for it (a first burn, or an adjustment when a
-late event or a correction changed the hour). Since each pass starts from the stored ledger and
-the stored usage, a pass cut short (kill -9, a lost answer) is redone by the next one, and usage
+late event or a correction changed the hour). Since each pass starts from the stored ledger (held
+in memory, and read again whenever a write may not have been stored) and the stored usage, a
+pass cut short (kill -9, a lost answer) is redone by the next one, and usage
 redelivered, replayed from a spool or stored twice by a broker restart is counted once because
 storage counts it once: what credit paid plus what was left to bill always equals the rated
 amount of the stored usage.
@@ -133,8 +134,11 @@ class Forecast:
 class CreditAccounts:
     """Grants, the ledger and balances of every holder; one settlement at a time writes burns."""
 
-    def __init__(self, store: CreditStore, late_usage_months: int) -> None:
+    def __init__(self, store: CreditStore, late_usage_months: int, reads: CreditStore | None = None) -> None:
+        """``reads`` (on a connection of its own) serves the API's reads of balances and ledgers,
+        so they do not queue behind a pass's queries, nor a pass behind them."""
         self._store = store
+        self._reads = reads or store
         self._late_usage_months = late_usage_months
         self._writing = threading.Lock()
         self._settled_until: datetime | None = None
@@ -205,10 +209,10 @@ class CreditAccounts:
             return set(self._holdings(now).grants)
 
     def grants(self, holder_id: str) -> list[StoredGrant]:
-        return self._store.grants([holder_id]).get(holder_id, [])
+        return self._reads.grants([holder_id]).get(holder_id, [])
 
     def ledger(self, holder_id: str) -> list[CreditEntry]:
-        return self._store.entries([holder_id]).get(holder_id, [])
+        return self._reads.entries([holder_id]).get(holder_id, [])
 
     def balance(self, holder_id: str, now: datetime, at: datetime | None = None) -> Balance:
         """What ``holder_id`` may spend: now, with the usage not settled yet burned on a copy of
@@ -216,15 +220,16 @@ class CreditAccounts:
         wallet, _ = self._wallet(holder_id)
         when = now if at is None or at >= now else at
         if when == now:
-            self._burn_unsettled({holder_id: wallet}, self._settled_until or floor_hour(now - SETTLE_DELAY), now)
+            settled = self._settled_until or floor_hour(now - SETTLE_DELAY)
+            self._burn_unsettled({holder_id: wallet}, settled, now, self._reads)
         return Balance(when, wallet.balance(when), wallet.granted(when))
 
     def wallets(self, holders: set[str] | None, now: datetime) -> dict[str, Wallet]:
         """The wallets of ``holders`` (None: of everyone holding credit), the hours under way burned."""
-        grants = self._store.grants(holders)
-        entries = self._store.entries(set(grants)) if grants else {}
+        grants = self._reads.grants(holders)
+        entries = self._reads.entries(set(grants)) if grants else {}
         wallets = {h: Wallet.of((g.grant for g in held), entries.get(h, [])) for h, held in grants.items()}
-        self._burn_unsettled(wallets, self._settled_until or floor_hour(now - SETTLE_DELAY), now)
+        self._burn_unsettled(wallets, self._settled_until or floor_hour(now - SETTLE_DELAY), now, self._reads)
         return wallets
 
     def apply_to_invoices(self, records: list[InvoiceRecord], now: datetime) -> list[InvoiceRecord]:
@@ -365,7 +370,7 @@ class CreditAccounts:
             # a later read returns only what was stored since: what it leaves out did not move
             self._marks = marks
             live = {h: wallet.copy() for h in watched & holders if (wallet := wallets[h]) is not None}
-        self._burn_unsettled(live, settle_until, now)
+        self._burn_unsettled(live, settle_until, now, self._store)
         return Settled(sum(len(entries) for entries in written.values()), watched, live)
 
     def _holdings(self, now: datetime) -> Holdings:
@@ -429,13 +434,13 @@ class CreditAccounts:
                 if self._held.wallets.get(holder) is not recorded_on.get(holder):
                     self._held.wallets.pop(holder, None)
 
-    def _burn_unsettled(self, wallets: dict[str, Wallet], settled: datetime, now: datetime) -> None:
+    def _burn_unsettled(self, wallets: dict[str, Wallet], settled: datetime, now: datetime, store: CreditStore) -> None:
         """Burn the usage of the hours not settled yet (from ``settled``), as the next
-        settlements will, on the wallets given."""
+        settlements will, on the wallets given (read from ``store``)."""
         if not wallets:
             return
         whose = EVERY_HOLDER if len(wallets) > MANY_HOLDERS else list(wallets)
-        unsettled = self._store.rated_usage(whose, settled, floor_hour(now) + HOUR)
+        unsettled = store.rated_usage(whose, settled, floor_hour(now) + HOUR)
         for holder, charges in _by_customer(unsettled).items():
             if holder in wallets:
                 # the hours under way are of a month not invoiced yet
