@@ -112,8 +112,8 @@ class CreditStore:
 
     def grants(self, holders: Collection[str] | None = None) -> dict[str, list[StoredGrant]]:
         """Every grant of ``holders`` (None: of everyone), per holder, oldest first. A holder with
-        a stored grant that is not a valid one is left out (logged, and in ``unreadable``): its
-        credit is not settled until the row is mended, and the others' is."""
+        a stored grant that is not a valid one is left out (logged, and in ``unreadable`` until a
+        read finds it mended): its credit is not settled until then, and the others' is."""
         where, parameters = _holders(holders)
         query = f"SELECT {', '.join(_GRANT_COLUMNS)} FROM {self._grants} FINAL WHERE {where} ORDER BY created_at"
         found: dict[str, list[StoredGrant]] = defaultdict(list)
@@ -126,8 +126,7 @@ class CreditStore:
                 except (MeterlineError, ValueError) as error:
                     log.error("grant %s of %s cannot be read: %s", row["grant_id"], row["holder_id"], error)
                     unreadable.add(row["holder_id"])
-        if holders is None:
-            self.unreadable = unreadable
+        self.unreadable = unreadable if holders is None else (self.unreadable - set(holders)) | unreadable
         return {holder: held for holder, held in found.items() if holder not in unreadable}
 
     def entries(self, holders: Collection[str] | None = None) -> dict[str, list[CreditEntry]]:

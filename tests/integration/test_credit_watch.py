@@ -286,6 +286,21 @@ def test_one_holder_with_an_unreadable_grant_does_not_stop_the_others_settlement
     assert credit.store.enforcement() == []  # "direct" is neither settled nor taken for creditless
 
 
+def test_a_grant_that_turns_unreadable_between_passes_does_not_make_its_holder_look_creditless(credit: Credit):
+    """ "direct" (pre-pay, grace 1.00) holds 5.00, seen by a first pass. Then a grant row no
+    grant could have made appears, and 50 GB are restored (2.25, past the grace): the pass that
+    compares the stored ledgers again leaves "direct" aside, unsuspended."""
+    credit.grant("direct", "5.00", NOW - timedelta(days=1))
+    credit.watch.run_pass(NOW)
+    credit.engine.command(  # an amount of zero: no grant could have been made with it
+        f"INSERT INTO {DB}.credit_grants (holder_id, grant_id, origin, currency, amount, effective_at, created_at) "
+        "VALUES ('direct', 'g-broken', 'grant', 'EUR', 0, now64(3), now64(3))"
+    )
+    credit.use("direct", "50", floor_hour(NOW) + timedelta(hours=1))  # in the hour under way
+    credit.watch.run_pass(NOW + REREAD)
+    assert credit.store.enforcement() == []
+
+
 def test_a_partners_credit_burns_its_customers_usage_as_it_comes_and_the_close_only_the_rest(credit: Credit):
     """ "north" (20 % off, German VAT 19 %) holds 100.00 from 1 November; its customer "resold"
     restores 200 GB from 10:30 to 11:30: 200 x 0.045 = 9.00 at the provider's price, 7.20 after
