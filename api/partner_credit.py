@@ -20,7 +20,7 @@ from datetime import datetime
 from api.credit_accounts import RESETTLE_MARGIN, CreditAccounts, Pricing, invoice_record_charges
 from billing.burn_rate import RecentCost
 from billing.catalog import Catalog
-from billing.credits import CHARGING, ZERO, Charge
+from billing.credits import CHARGING, INVOICE_CHARGE, ZERO, Charge
 from billing.invoices import UsageTotal, invoice_id_for, partner_usage_so_far
 from billing.periods import Period
 from billing.pricing import price_changes
@@ -71,7 +71,7 @@ class PartnerCredit:
         month (``first_usage_hour``, of the recent hours; None: the month's start) to now. Its
         customers' usage is priced on the month, not the hour, so there is no hourly cost."""
         month = Period.containing(now.date())
-        prefix = f"invoice/{invoice_id_for(month, catalog.provider.id, partner_id)}/"
+        prefix = f"{INVOICE_CHARGE}{invoice_id_for(month, catalog.provider.id, partner_id)}/"
         ledger = self._accounts.ledger(partner_id)
         charged = -sum((e.amount for e in ledger if e.kind in CHARGING and e.reference.startswith(prefix)), ZERO)
         since = max(month.start, first_usage_hour or month.start)

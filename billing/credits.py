@@ -139,6 +139,7 @@ class Burn:
 
     entries: tuple[CreditEntry, ...]
     uncovered: Decimal
+    """How much more it left to bill (less, when credit paid what an earlier burn left)."""
 
 
 @dataclass
@@ -266,8 +267,9 @@ class Wallet:
 
     def burn(self, charge: Charge) -> Burn:
         """The entries that bring what ``charge`` has taken to its amount: from credit in
-        ``BURN_ORDER``, the rest left to bill. Burning it again with the same amount records
-        nothing; with another amount, only the difference (``adjustment`` entries)."""
+        ``BURN_ORDER``, the rest left to bill. Burning it again with another amount records only
+        the difference (``adjustment`` entries); with any amount, credit that covers it now pays
+        what it had left to bill (a grant made since, backdated, or credit given back)."""
         if charge.amount < ZERO:
             raise InvalidQuery(f"charge {charge.charge_id}: a negative charge is a credit, not a burn")
         before = self._indexed.charged.get(charge.charge_id, ())
@@ -279,9 +281,21 @@ class Wallet:
             recorded = _give_back(before, -difference, charge.at, self.grants)
         else:
             recorded = []
-        self.record(recorded)
+        recorded = self.record(recorded) + self._pay_what_was_left(charge)
         uncovered = -sum((e.amount for e in recorded if e.kind is EntryKind.UNCOVERED), ZERO)
         return Burn(tuple(recorded), uncovered)
+
+    def _pay_what_was_left(self, charge: Charge) -> list[CreditEntry]:
+        """What ``charge`` left to bill, paid by the credit that covers it now, as ``_take`` would:
+        ``adjustment`` entries from the grants, and an ``uncovered`` entry giving as much back."""
+        owed = -sum((e.amount for e in self._indexed.charged.get(charge.charge_id, ()) if not e.grant_id), ZERO)
+        if owed <= ZERO:
+            return []
+        paid = [entry for entry in self._take(charge, owed, EntryKind.ADJUSTMENT) if entry.grant_id]
+        if not paid:
+            return []
+        back = CreditEntry("", EntryKind.UNCOVERED, -sum((e.amount for e in paid), ZERO), charge.at, charge.charge_id)
+        return self.record([*paid, back])
 
     def _take(self, charge: Charge, amount: Decimal, kind: EntryKind) -> list[CreditEntry]:
         # a grant pays what it held when the charge was made, and never more than it holds now:
@@ -317,9 +331,12 @@ class Wallet:
 
     def void(self, grant_id: str, at: datetime) -> list[CreditEntry]:
         """Take away what a grant still holds: it pays nothing after ``at`` (or, for a grant not in
-        effect yet, ever)."""
+        effect yet, ever). An expired grant holds nothing, its expiry recorded yet or not."""
+        grant = self.grants[grant_id]
+        if grant.expires_at is not None and grant.expires_at <= at:
+            return []
         held = self._indexed.held.get(grant_id, ZERO)
-        when = max(at, self.grants[grant_id].effective_at)
+        when = max(at, grant.effective_at)
         return self.record([CreditEntry(grant_id, EntryKind.VOID, -held, when, "void")] if held > ZERO else [])
 
     def record(self, entries: Iterable[CreditEntry]) -> list[CreditEntry]:

@@ -196,6 +196,26 @@ def test_a_grant_voided_between_two_passes_pays_nothing_the_second_burns(credit:
     assert credit.balance("resold", NOW + timedelta(seconds=1)) == Decimal("0")
 
 
+def test_a_backdated_grant_pays_what_a_settled_hour_had_left_to_bill(credit: Credit):
+    """ "resold" holds 0.50 and restores 20 GB in a settled hour: 0.90, of which 0.50 is paid and
+    0.40 left to bill. 5.00 granted later, backdated a day, pays the 0.40: nothing left to bill,
+    0.50 + 5.00 - 0.90 = 4.60 held, and the hour's entries still add up to -0.90."""
+    credit.grant("resold", "0.50", NOW - timedelta(days=1))
+    credit.use("resold", "20", floor_hour(NOW))
+    credit.watch.run_pass(NOW)
+    assert credit.balance("resold") == Decimal("0")
+    credit.grant("resold", "5.00", NOW - timedelta(days=1), key="later")
+    credit.watch.run_pass(NOW + timedelta(seconds=1))
+    hour = [e for e in credit.accounts.ledger("resold") if e.reference.startswith("usage/")]
+    assert sorted((e.kind.value, e.amount) for e in hour) == [
+        ("adjustment", Decimal("-0.40")),
+        ("burn", Decimal("-0.50")),
+        ("uncovered", Decimal("-0.40")),
+        ("uncovered", Decimal("0.40")),
+    ]
+    assert credit.balance("resold", NOW + timedelta(seconds=1)) == Decimal("4.60")
+
+
 def test_what_another_api_replica_wrote_counts_once_the_held_ledgers_are_compared_again(credit: Credit):
     """ "resold" holds 10.00 and "direct" 5.00, both seen by a first pass. Another replica voids
     "resold"'s grant and grants "direct" 2.00 more; then each restores 20 GB in a settled hour

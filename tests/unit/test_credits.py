@@ -207,3 +207,39 @@ def test_a_copy_burns_on_its_own_and_leaves_the_wallet_it_came_from_as_it_was():
     assert [e.entry_id for e in credit.entries if e.reference == "x"] == ["x/0"]
     credit.burn(Charge("y", EUR, Decimal("4.00"), NOV_10))
     assert credit.balance(NOV_10) == {EUR: Decimal("3.00")} and credit.entries[-1].entry_id == "y/0"
+
+
+def test_an_expired_grant_is_taken_once_whether_its_void_or_its_expiry_comes_first():
+    """1.00 in force from the 1st to the 5th, untouched: voided on the 10th it holds nothing, so
+    only its expiry takes the 1.00; the other way round, the void takes nothing either."""
+    voided_first = wallet(grant("a", "1.00", expires_at=NOV_5))
+    assert voided_first.void("a", NOV_10) == []
+    assert [e.amount for e in voided_first.expire(NOV_10)] == [Decimal("-1.00")]
+    expired_first = wallet(grant("a", "1.00", expires_at=NOV_5))
+    expired_first.expire(NOV_10)
+    assert expired_first.void("a", NOV_10) == []
+    for credit in (voided_first, expired_first):
+        assert sum(e.amount for e in credit.entries) == 0
+
+
+def test_what_a_charge_left_to_bill_is_paid_by_credit_granted_later_once():
+    """2.00 granted; x 5.00 on the 10th takes 2.00 and leaves 3.00 to bill. 10.00 granted later,
+    backdated to the 1st: burning x again (same amount) takes the 3.00 from it and gives the 3.00
+    left to bill back: nothing to bill, 7.00 held. Burning x once more records nothing."""
+    credit = wallet(grant("a", "2.00"))
+    credit.burn(Charge("x", EUR, Decimal("5.00"), NOV_10))
+    assert credit.uncovered() == Decimal("3.00")
+    later = grant("b", "10.00")
+    credit.grants[later.grant_id] = later
+    credit.record([granted(later)])
+    paid = credit.burn(Charge("x", EUR, Decimal("5.00"), NOV_10))
+    assert [(e.grant_id, e.kind, e.amount) for e in paid.entries] == [
+        ("b", EntryKind.ADJUSTMENT, Decimal("-3.00")),
+        ("", EntryKind.UNCOVERED, Decimal("3.00")),
+    ]
+    assert (paid.uncovered, credit.uncovered(), credit.balance(NOV_10)) == (
+        Decimal("-3.00"),
+        Decimal("0.00"),
+        {EUR: Decimal("7.00")},
+    )
+    assert credit.burn(Charge("x", EUR, Decimal("5.00"), NOV_10)).entries == ()
