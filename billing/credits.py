@@ -156,8 +156,8 @@ class _Index:
     """The charges of invoices (``INVOICE_CHARGE``)."""
     numbered: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     """How many entries have each id base (``_id_base``)."""
-    voided: set[str] = field(default_factory=set)
-    """The grants voided."""
+    voided: dict[str, datetime] = field(default_factory=dict)
+    """When each grant voided was voided."""
     expired: set[str] = field(default_factory=set)
     """The grants whose expiry was recorded."""
 
@@ -188,7 +188,7 @@ class _Index:
             if entry.reference.startswith(INVOICE_CHARGE):
                 self.invoices.add(entry.reference)
         elif entry.kind is EntryKind.VOID:
-            self.voided.add(entry.grant_id)
+            self.voided[entry.grant_id] = min(entry.at, self.voided.get(entry.grant_id, entry.at))
         elif entry.kind is EntryKind.EXPIRY:
             self.expired.add(entry.grant_id)
         self.numbered[_id_base(entry)] += 1
@@ -249,12 +249,12 @@ class Wallet:
         return set(self._indexed.invoices)
 
     def granted(self, at: datetime) -> dict[str, Decimal]:
-        """What the grants in force at ``at`` and not voided gave, per currency: the base of a
+        """What the grants in force at ``at`` and not voided by then gave, per currency: the base of a
         percentage alert."""
         voided = self._indexed.voided
         given: dict[str, Decimal] = defaultdict(Decimal)
         for grant in self.grants.values():
-            if grant.in_force(at) and grant.grant_id not in voided:
+            if grant.in_force(at) and voided.get(grant.grant_id, NEVER) > at:
                 given[grant.currency] += grant.amount
         return dict(given)
 

@@ -243,3 +243,12 @@ def test_what_a_charge_left_to_bill_is_paid_by_credit_granted_later_once():
         {EUR: Decimal("7.00")},
     )
     assert credit.burn(Charge("x", EUR, Decimal("5.00"), NOV_10)).entries == ()
+
+
+def test_what_was_granted_counts_a_voided_grant_until_its_void():
+    """10.00 and 4.00 granted from the 1st; the 10.00 is voided on the 10th. On the 5th the
+    grants in force had given 14.00; from the 10th, 4.00."""
+    credit = wallet(grant("a", "10.00"), grant("b", "4.00"))
+    credit.void("a", NOV_10)
+    assert credit.granted(NOV_5) == {EUR: Decimal("14.00")}
+    assert credit.granted(NOV_10) == {EUR: Decimal("4.00")}
