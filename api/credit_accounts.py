@@ -220,8 +220,7 @@ class CreditAccounts:
         wallet, _ = self._wallet(holder_id)
         when = now if at is None or at >= now else at
         if when == now:
-            settled = self._settled_until or floor_hour(now - SETTLE_DELAY)
-            self._burn_unsettled({holder_id: wallet}, settled, now, self._reads)
+            self._burn_not_settled({holder_id: wallet}, now)
         return Balance(when, wallet.balance(when), wallet.granted(when))
 
     def wallets(self, holders: set[str] | None, now: datetime) -> dict[str, Wallet]:
@@ -229,7 +228,7 @@ class CreditAccounts:
         grants = self._reads.grants(holders)
         entries = self._reads.entries(set(grants)) if grants else {}
         wallets = {h: Wallet.of((g.grant for g in held), entries.get(h, [])) for h, held in grants.items()}
-        self._burn_unsettled(wallets, self._settled_until or floor_hour(now - SETTLE_DELAY), now, self._reads)
+        self._burn_not_settled(wallets, now)
         return wallets
 
     def apply_to_invoices(self, records: list[InvoiceRecord], now: datetime) -> list[InvoiceRecord]:
@@ -353,7 +352,7 @@ class CreditAccounts:
                     continue
                 before = len(wallet.entries)
                 charges = by_holder.get(holder, [])
-                _burn_hours(wallet, charges, lambda key: key.hour + HOUR - LAST_INSTANT, closed.get(holder, set()))
+                _burn_hours(wallet, charges, _settled_at, closed.get(holder, set()))
                 wallet.expire(now)
                 if len(wallet.entries) > before:
                     written[holder] = wallet.entries[before:]
@@ -434,6 +433,24 @@ class CreditAccounts:
                 if self._held.wallets.get(holder) is not recorded_on.get(holder):
                     self._held.wallets.pop(holder, None)
 
+    def _burn_not_settled(self, wallets: dict[str, Wallet], now: datetime) -> None:
+        """Burn on ``wallets`` (read for the API, not held) what the next settlement will: the
+        settled hours given usage since a little before the last pass, then the hours not settled
+        yet. A balance then follows usage as soon as the usage API shows it, whether or not a
+        pass has settled it; what a pass already settled burns nothing more (the same amount)."""
+        settled, last = self._settled_until or floor_hour(now - SETTLE_DELAY), self._last_pass
+        if wallets and last is not None:
+            whose = EVERY_HOLDER if len(wallets) > MANY_HOLDERS else list(wallets)
+            lookback = earliest_accepted(now, self._late_usage_months)
+            late = self._reads.rated_usage(whose, lookback, settled, stored_since=last - RESETTLE_MARGIN)
+            this_month = Period.containing(now.date())
+            ended = any(key.hour < this_month.start for key in late)
+            closed = self._reads.closed_periods(this_month.name, set(wallets)) if ended else {}
+            for holder, charges in _by_customer(late).items():
+                if holder in wallets:
+                    _burn_hours(wallets[holder], charges, _settled_at, closed.get(holder, set()))
+        self._burn_unsettled(wallets, settled, now, self._reads)
+
     def _burn_unsettled(self, wallets: dict[str, Wallet], settled: datetime, now: datetime, store: CreditStore) -> None:
         """Burn the usage of the hours not settled yet (from ``settled``), as the next
         settlements will, on the wallets given (read from ``store``)."""
@@ -505,6 +522,11 @@ def _burn_hours(
     for key, amount in charges:
         if key.hour + HOUR > prepaid_from and not (billed and _month(key) in billed):
             wallet.burn(_charge(key, amount, charged_at(key)))
+
+
+def _settled_at(key: UsageKey) -> datetime:
+    """When a settlement charges an hour: its last instant, so the grants in force then pay it."""
+    return key.hour + HOUR - LAST_INSTANT
 
 
 def _prepaid_from(wallet: Wallet) -> datetime:

@@ -196,6 +196,18 @@ def test_a_grant_voided_between_two_passes_pays_nothing_the_second_burns(credit:
     assert credit.balance("resold", NOW + timedelta(seconds=1)) == Decimal("0")
 
 
+def test_a_balance_follows_usage_of_a_settled_hour_before_a_pass_settles_it_and_once_after(credit: Credit):
+    """ "resold" holds 10.00, seen by a pass. 20 GB restored in the hour before (settled): the
+    balance shows 10.00 - 0.90 = 9.10 at once, and still 9.10 once the next pass burned it."""
+    credit.grant("resold", "10.00", NOW - timedelta(days=1))
+    credit.watch.run_pass(NOW)
+    credit.use("resold", "20", floor_hour(NOW))
+    assert credit.balance("resold", NOW + timedelta(seconds=1)) == Decimal("9.10")
+    credit.watch.run_pass(NOW + timedelta(seconds=1))
+    assert [e.amount for e in credit.accounts.ledger("resold") if e.kind is EntryKind.BURN] == [Decimal("-0.90")]
+    assert credit.balance("resold", NOW + timedelta(seconds=2)) == Decimal("9.10")
+
+
 def test_a_backdated_grant_pays_what_a_settled_hour_had_left_to_bill(credit: Credit):
     """ "resold" holds 0.50 and restores 20 GB in a settled hour: 0.90, of which 0.50 is paid and
     0.40 left to bill. 5.00 granted later, backdated a day, pays the 0.40: nothing left to bill,
