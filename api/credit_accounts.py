@@ -21,7 +21,7 @@ import hashlib
 import logging
 import threading
 from collections import defaultdict
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -342,10 +342,7 @@ class CreditAccounts:
             wallets = {h: self._held_wallet(holdings, h) for h in settling}
             written: dict[str, list[CreditEntry]] = {}
             by_holder = _by_customer(usage)
-            # only an ended month can have been closed: most passes burn none and need not ask
-            this_month = Period.containing(now.date())
-            ended = settling and any(key.hour < this_month.start for key in usage)
-            closed = self._store.closed_periods(this_month.name) if ended else {}
+            closed = _closed_months(self._store, usage if settling else {}, now, EVERY_HOLDER)
             for holder in settling:
                 wallet = wallets[holder]
                 if wallet is None:
@@ -440,12 +437,9 @@ class CreditAccounts:
         pass has settled it; what a pass already settled burns nothing more (the same amount)."""
         settled, last = self._settled_until or floor_hour(now - SETTLE_DELAY), self._last_pass
         if wallets and last is not None:
-            whose = EVERY_HOLDER if len(wallets) > MANY_HOLDERS else list(wallets)
             lookback = earliest_accepted(now, self._late_usage_months)
-            late = self._reads.rated_usage(whose, lookback, settled, stored_since=last - RESETTLE_MARGIN)
-            this_month = Period.containing(now.date())
-            ended = any(key.hour < this_month.start for key in late)
-            closed = self._reads.closed_periods(this_month.name, set(wallets)) if ended else {}
+            late = self._reads.rated_usage(_whose(wallets), lookback, settled, stored_since=last - RESETTLE_MARGIN)
+            closed = _closed_months(self._reads, late, now, set(wallets))
             for holder, charges in _by_customer(late).items():
                 if holder in wallets:
                     _burn_hours(wallets[holder], charges, _settled_at, closed.get(holder, set()))
@@ -456,8 +450,7 @@ class CreditAccounts:
         settlements will, on the wallets given (read from ``store``)."""
         if not wallets:
             return
-        whose = EVERY_HOLDER if len(wallets) > MANY_HOLDERS else list(wallets)
-        unsettled = store.rated_usage(whose, settled, floor_hour(now) + HOUR)
+        unsettled = store.rated_usage(_whose(wallets), settled, floor_hour(now) + HOUR)
         for holder, charges in _by_customer(unsettled).items():
             if holder in wallets:
                 # the hours under way are of a month not invoiced yet
@@ -522,6 +515,22 @@ def _burn_hours(
     for key, amount in charges:
         if key.hour + HOUR > prepaid_from and not (billed and _month(key) in billed):
             wallet.burn(_charge(key, amount, charged_at(key)))
+
+
+def _whose(wallets: dict[str, Wallet]) -> list[str] | None:
+    """The holders to read usage of for ``wallets``: past ``MANY_HOLDERS``, every holder."""
+    return EVERY_HOLDER if len(wallets) > MANY_HOLDERS else list(wallets)
+
+
+def _closed_months(
+    store: CreditStore, usage: Collection[UsageKey], now: datetime, holders: set[str] | None
+) -> dict[str, set[str]]:
+    """The ended months a close drafted invoices for, per holder (of ``holders``; None: of
+    everyone), asked only when ``usage`` has an hour of an ended month: most passes have none."""
+    this_month = Period.containing(now.date())
+    if not any(key.hour < this_month.start for key in usage):
+        return {}
+    return store.closed_periods(this_month.name, holders)
 
 
 def _settled_at(key: UsageKey) -> datetime:
