@@ -73,6 +73,18 @@ def shown_quantity(quantity: Fraction) -> Decimal:
     return round_exact(quantity, QUANTITY_STEP)
 
 
+def decimal_places(value: Decimal) -> int:
+    """The places a figure was written with: 4 for a price list's 0.0200, 0 for 30 or 3E+1."""
+    exponent = value.as_tuple().exponent
+    return min(max(-exponent, 0), PLACES) if isinstance(exponent, int) else 0
+
+
+def with_places(value: Decimal, places: int) -> Decimal:
+    """A stored figure (storage keeps 12 places for all) back at the places it was written with;
+    with 0 (unknown, or a whole number), without trailing zeros."""
+    return value.quantize(Decimal(1).scaleb(-places)) if places else value.normalize()
+
+
 def percent_of(amount: Decimal, percent: Decimal) -> Decimal:
     return amount * percent / HUNDRED
 

@@ -24,6 +24,7 @@ import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 
 from billing.invoices import DocumentType, InvoiceLine, InvoiceStatus, LineKind, UsageScope
+from billing.money import decimal_places, with_places
 from billing.periods import Period
 from billing.records import InvoiceRecord, check_period_ended
 from billing.scope import EVERYTHING, Scope
@@ -48,6 +49,7 @@ LINE_SCHEMA = pa.schema(
         ("quantity", ARROW_MONEY),
         ("unit", pa.string()),
         ("unit_price", ARROW_MONEY),
+        ("unit_price_places", pa.uint8()),
         ("amount", ARROW_MONEY),
         ("meter", pa.string()),
         ("dimension", pa.string()),
@@ -95,7 +97,9 @@ def _line_columns(records: list[InvoiceRecord]) -> dict[str, list[Any]]:
         "line_no": [number for _, number, _ in numbered],
     }
     for name in LINE_SCHEMA.names[3:-3]:
-        columns[name] = [getattr(line, name) for _, _, line in numbered]
+        if name != "unit_price_places":
+            columns[name] = [getattr(line, name) for _, _, line in numbered]
+    columns["unit_price_places"] = [decimal_places(line.unit_price) for _, _, line in numbered]
     columns["kind"] = [line.kind.value for _, _, line in numbered]
     columns["scope.dimension"] = [[scope.dimension for scope in line.scopes] for _, _, line in numbered]
     columns["scope.start"] = [[scope.start for scope in line.scopes] for _, _, line in numbered]
@@ -208,7 +212,8 @@ class Ledger:
 
     def _load_lines(self, record: InvoiceRecord) -> Iterator[InvoiceLine]:
         result = self._query(
-            f"""SELECT kind, description, quantity, unit, unit_price, amount, meter, dimension, adjusts_period,
+            f"""SELECT kind, description, quantity, unit, unit_price, unit_price_places, amount, meter, dimension,
+                adjusts_period,
                 scope.dimension, scope.start, scope.end
             FROM {self._lines} FINAL WHERE invoice_id = {{id:String}} AND revision = {{revision:UInt32}}
                 AND ({{count:UInt32}} = 0 OR line_no <= {{count:UInt32}})
@@ -216,17 +221,17 @@ class Ledger:
             parameters={"id": record.invoice_id, "revision": record.revision, "count": record.line_count},
         )
         for row in result.result_rows:
-            kind, description, quantity, unit, unit_price, amount, meter, dimension, adjusts_period = row[:9]
+            kind, description, quantity, unit, unit_price, places, amount, meter, dimension, adjusts_period = row[:10]
             scopes = tuple(
                 UsageScope(scope_dimension, as_utc(start), as_utc(end))
-                for scope_dimension, start, end in zip(*row[9:], strict=True)
+                for scope_dimension, start, end in zip(*row[10:], strict=True)
             )
             yield InvoiceLine(
                 LineKind(kind),
                 description,
                 quantity,
                 unit,
-                unit_price,
+                with_places(unit_price, places),
                 amount,
                 meter,
                 dimension,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from dataclasses import replace
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import clickhouse_connect
 import pytest
@@ -73,3 +74,19 @@ def test_two_processes_issuing_at_once_never_give_a_number_twice(tmp_path):
     issued = [ledgers[0].get(EVERYTHING, draft.invoice_id) for draft in drafts]
     assert sorted(record.sequence for record in issued) == list(range(1, 13))
     assert len({record.number for record in issued}) == 12
+
+
+def test_a_stored_line_keeps_the_unit_price_as_the_price_list_wrote_it(tmp_path):
+    """Storage keeps 12 places for every price; a line priced 0.0200 (and one priced 0.0000)
+    comes back with 4, so that its invoice shows 0.0200, not 0.02. A whole price (30) comes back
+    without places (the invoice shows it at the currency's 2)."""
+    client = clickhouse_connect.get_client(dsn=f"chdb://{tmp_path}/clickhouse")
+    migrate(client, DB)
+    ledger = Ledger(client, DB)
+    invoice = next(i for i in build_invoices(catalog(), NOVEMBER, USAGE) if i.buyer_id == "direct")
+    prices = [Decimal("0.0200"), Decimal("0.0000"), Decimal("30")]
+    lines = tuple(replace(line, unit_price=price) for line, price in zip(invoice.lines, prices, strict=False))
+    ledger.save([InvoiceRecord.draft(replace(invoice, lines=lines), 1, datetime(2026, 12, 3, tzinfo=UTC))])
+
+    stored = ledger.get(EVERYTHING, invoice.invoice_id)
+    assert [str(line.unit_price) for line in stored.lines] == ["0.0200", "0.0000", "3E+1"]
