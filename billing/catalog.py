@@ -288,6 +288,9 @@ class Catalog(_Entry):
         """A product's display name; an XaaS sku without a product entry shows as itself."""
         return self._product_names.get(product_id, product_id)
 
+    def has_product(self, product_id: str) -> bool:
+        return product_id in self._product_names
+
     @cached_property
     def _product_names(self) -> dict[str, str]:
         return {product.id: product.name for product in self.products}

@@ -424,13 +424,15 @@ def _scopes(spans: Iterable[tuple[str, datetime, datetime]]) -> tuple[UsageScope
 
 
 def _usage_name(catalog: Catalog, plan: PricePlan, scopes: tuple[UsageScope, ...]) -> str:
-    """``Disk storage (ssd)``, a service's product name, and the dates when the plan priced only
-    part of the period."""
+    """``Disk storage (ssd)``, a service's product name (``Service usage (dbaas instance)`` for an
+    sku without a product), and the dates when the plan priced only part of the period."""
     dimensions = sorted({scope.dimension for scope in scopes} - {ANY_DIMENSION, ""})
-    if plan.meter.is_xaas:
-        name = ", ".join(catalog.product_name(dimension) for dimension in dimensions) or plan.meter.label
-    else:
-        shown = ", ".join(dimension.replace("_", " ") for dimension in dimensions)
+    named = [catalog.product_name(dimension) for dimension in dimensions if catalog.has_product(dimension)]
+    unnamed = [dimension.replace("_", " ") for dimension in dimensions if not catalog.has_product(dimension)]
+    if plan.meter.is_xaas and not unnamed:
+        name = ", ".join(named) or plan.meter.label
+    else:  # a resource's class (ssd), or an sku the catalog lists no product for
+        shown = ", ".join(named + unnamed)
         name = f"{plan.meter.label} ({shown})" if dimensions else plan.meter.label
     start, end = min(scope.start for scope in scopes), max(scope.end for scope in scopes)
     return name if _is_whole_period(start, end) else f"{name}, {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC"

@@ -235,3 +235,12 @@ def test_a_partners_usage_so_far_leaves_the_commitment_to_the_close():
     assert (so_far.net, so_far.tax_amount, so_far.total) == (Decimal("9.60"), Decimal("1.82"), Decimal("11.42"))
     closed = invoices(catalog, usage)["2026-11.acme.north"]
     assert [amount for _, amount in billed(closed)] == [Decimal("12.00"), Decimal("88.00")]
+
+
+def test_a_commitment_on_an_sku_without_a_product_reads_as_service_usage_not_as_its_id():
+    """Direct commits 50.00 a month on sku ``dbaas_instance_hours``, which the catalog lists no
+    product for, and used none: one top-up line of 50.00 x 30/30 = 50.00, named for people."""
+    plan = {"meter": "xaas_units", "dimension": "dbaas_instance_hours", "model": "per_unit", "unit_price": "0.15"}
+    catalog = committed_catalog([{**plan, "minimum_amount": "50.00", "effective_from": FROM}])
+    (line,) = invoices(catalog, [])["2026-11.acme.direct"].lines
+    assert (line.description, line.amount) == (f"Service usage (dbaas instance hours): {TOP_UP}", Decimal("50.00"))
