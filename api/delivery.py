@@ -42,7 +42,7 @@ def invoice_message(view: InvoiceView, sender: str, recipient: str, pdf: bytes) 
     message["Subject"] = f"{view.title} from {view.issuer.name}, period {view.record.period}"
     message.set_content(
         f"Please find attached {view.title.lower()} for {view.record.period}: "
-        f"{view.money(view.record.total)} {view.record.currency}, due {view.due_date}."
+        f"{view.shown_money(view.record.total)} {view.record.currency}, due {view.due_date}."
     )
     message.add_alternative(render_html(view), subtype="html")
     name = view.record.number or view.record.invoice_id

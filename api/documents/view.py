@@ -2,7 +2,8 @@
 
 The HTML page, the PDF and the e-mail read the same view, so they show the same figures: lines
 grouped by product family, quantities and unit prices at the precision the price list gives
-them, money in the currency's minor unit.
+them, money in the currency's minor unit. People read figures grouped by thousands
+(``shown_money``: 12,345.60); CSV and e-invoices take them plain (``money``: 12345.60).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from itertools import groupby
 
 from billing.catalog import Catalog, Issuer, Party
 from billing.invoices import DocumentType, InvoiceLine, InvoiceStatus, LineKind
-from billing.money import minor_unit, round_money
+from billing.money import decimal_places, minor_unit, round_money
 from billing.periods import Period
 from billing.records import InvoiceRecord
 from schemas.meters import Meter
@@ -86,22 +87,34 @@ class InvoiceView:
     def tax_label(self) -> str:
         record = self.record
         included = " (included)" if record.tax_inclusive else ""
-        return f"{record.tax_name} {self.number(record.tax_rate_percent)} % on {self.money(record.net)}{included}"
+        return f"{record.tax_name} {self.number(record.tax_rate_percent)} % on {self.shown_money(record.net)}{included}"
 
     @property
     def payment_lines(self) -> list[str]:
-        """How to pay, as the issuer's catalog entry says; nothing for a credit note."""
+        """How to pay, as the issuer's catalog entry says; for a credit note or a draft, why
+        there is nothing to pay."""
         if self.is_credit_note:
             return [f"This credit note cancels invoice {self.record.credits_number}."]
+        if self.is_draft:
+            return ["This preview is not an invoice: nothing is to be paid until the invoice is issued."]
         payment = self.issuer.payment
-        lines = [f"Please pay {self.money(self.record.amount_due)} {self.record.currency} by {self.due_date:%d %B %Y}."]
+        lines = [
+            f"Please pay {self.shown_money(self.record.amount_due)} {self.record.currency} by {self.due_date:%d %B %Y}."
+        ]
         if payment.iban:
             bank = f" ({payment.bank})" if payment.bank else ""
-            lines.append(f"Bank transfer to IBAN {payment.iban}{f', BIC {payment.bic}' if payment.bic else ''}{bank}.")
+            bic = f", BIC {payment.bic}" if payment.bic else ""
+            lines.append(f"Bank transfer to IBAN {grouped_iban(payment.iban)}{bic}{bank}.")
             lines.append(f"Reference: {self.record.number or self.record.invoice_id}.")
         if payment.link:
             lines.append(f"Pay online: {payment.link}")
         return lines
+
+    @property
+    def terms(self) -> str | None:
+        """The issuer's payment terms, on what is to be paid only: a credit note or a draft asks
+        for no payment, so no late-payment clause either."""
+        return None if self.is_credit_note or self.is_draft else self.issuer.branding.terms
 
     @property
     def logo(self) -> tuple[str, bytes] | None:
@@ -128,18 +141,32 @@ class InvoiceView:
         return [line for line in (party.street, town) if line]
 
     def money(self, amount: Decimal) -> str:
-        """An amount in the invoice currency's minor unit: 1234.5 EUR -> '1234.50'."""
+        """An amount in the invoice currency's minor unit, plain: 1234.5 EUR -> '1234.50'."""
         return f"{round_money(amount, self.record.currency):f}"
 
-    def unit_price(self, line: InvoiceLine) -> str:
-        """As precise as the price list (0.0002 per GiB-hour), at least to the minor unit (30.00)."""
-        places = max(_places(line.unit_price.normalize()), _places(minor_unit(self.record.currency)))
-        return f"{line.unit_price:.{places}f}"
+    def shown_money(self, amount: Decimal) -> str:
+        """An amount for people, grouped by thousands: 1234.5 EUR -> '1,234.50'."""
+        return f"{round_money(amount, self.record.currency):,f}"
+
+    def shown_unit_price(self, line: InvoiceLine) -> str:
+        """As precise as the price list wrote it (0.0200 per vCPU-hour, 0.0002 per GiB-hour), at
+        least to the minor unit (30.00), grouped by thousands."""
+        places = max(decimal_places(line.unit_price), decimal_places(minor_unit(self.record.currency)))
+        return f"{line.unit_price:,.{places}f}"
+
+    @classmethod
+    def shown_quantity(cls, value: Decimal) -> str:
+        """A quantity for people, grouped by thousands: 11,515 GiB-hours."""
+        return f"{cls._rounded_quantity(value):,f}"
+
+    @classmethod
+    def quantity(cls, value: Decimal) -> str:
+        """A quantity, plain: at most 4 places (hours of 5-minute samples carry 12)."""
+        return f"{cls._rounded_quantity(value):f}"
 
     @staticmethod
-    def quantity(value: Decimal) -> str:
-        """A quantity for people: at most 4 places (hours of 5-minute samples carry 12)."""
-        return f"{value.quantize(QUANTITY_PLACES).normalize():f}"
+    def _rounded_quantity(value: Decimal) -> Decimal:
+        return value.quantize(QUANTITY_PLACES).normalize()
 
     @staticmethod
     def number(value: Decimal) -> str:
@@ -147,9 +174,10 @@ class InvoiceView:
         return f"{value.normalize():f}"
 
 
-def _places(value: Decimal) -> int:
-    exponent = value.as_tuple().exponent
-    return max(-exponent, 0) if isinstance(exponent, int) else 0
+def grouped_iban(iban: str) -> str:
+    """An IBAN as printed for people, in groups of four: FR76 3000 6000 ..."""
+    compact = iban.replace(" ", "")
+    return " ".join(compact[start : start + 4] for start in range(0, len(compact), 4))
 
 
 def _family(line: InvoiceLine) -> str:

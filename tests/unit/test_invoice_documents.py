@@ -43,7 +43,7 @@ def view(status: InvoiceStatus = InvoiceStatus.ISSUED, number: str = "ACME-00000
 def test_html_escapes_catalog_text_and_shows_people_quantities():
     html = render_html(view())
     assert "<script>alert" not in html and "&lt;script&gt;" in html
-    assert "5757.5" in html and "Invoice ACME-000007" in html
+    assert "5,757.5" in html and "Invoice ACME-000007" in html
 
 
 def test_csv_has_one_row_per_line_with_rounded_amounts():

@@ -17,18 +17,33 @@ from fractions import Fraction
 from pathlib import Path
 
 import pytest
+import yaml
 
 from api.documents.einvoice import pdf_for_buyer
 from api.documents.pdf import render_pdf
 from api.documents.view import InvoiceView
-from billing.adapters.catalog_file import load_catalog
+from billing.catalog import Catalog
 from billing.invoices import DocumentType, Invoice, InvoiceStatus, UsageTotal, build_invoices
 from billing.periods import Period
 from billing.records import InvoiceRecord, credit_note_id
 from schemas.meters import Meter
 
 ARTIFACTS = Path("test-artifacts/invoices")
-CATALOG = load_catalog(Path("billing/catalog.yaml"))
+
+
+def _catalog() -> Catalog:
+    """The demo catalog, where Customer 00002 also pays 0.0200 per vCPU-hour and gets inbound
+    traffic priced 0.0000 (both prices to be shown as the price list writes them)."""
+    document = yaml.safe_load(Path("billing/catalog.yaml").read_text())
+    huge = next(customer for customer in document["customers"] if customer["id"] == "cust-00002")
+    huge["plans"] = [
+        {"meter": "vcpu_hours", "model": "per_unit", "unit_price": "0.0200", "effective_from": "2020-01-01T00:00:00Z"},
+        {"meter": "net_rx_gb", "model": "per_unit", "unit_price": "0.0000", "effective_from": "2020-01-01T00:00:00Z"},
+    ]
+    return Catalog.model_validate(document)
+
+
+CATALOG = _catalog()
 OCTOBER = Period.parse("2026-10")
 ISSUED_AT = datetime(2026, 11, 3, 9, 0, tzinfo=UTC)
 A4_POINTS = (595.28, 841.89)
@@ -60,9 +75,18 @@ def usage(customer_id: str) -> list[UsageTotal]:
     ]
 
 
+def huge_usage() -> list[UsageTotal]:
+    """A customer whose figures run to 11 digits: 600,000,000,000 vCPU-hours at 0.0200 =
+    12,000,000,000.00, and 1,234,567 GB in at 0.0000."""
+    return [
+        UsageTotal("cust-00002", "vcpu_hours", "", "vCPU-hour", Fraction(600_000_000_000), OCTOBER.start, OCTOBER.end),
+        UsageTotal("cust-00002", "net_rx_gb", "", "GB", Fraction(1_234_567), OCTOBER.start, OCTOBER.end),
+    ]
+
+
 def invoices() -> dict[str, Invoice]:
-    built = build_invoices(CATALOG, OCTOBER, [*usage("cust-00001"), *usage("cust-00003"), *usage("cust-00011")])
-    return {invoice.invoice_id: invoice for invoice in built}
+    everyone = [*usage("cust-00001"), *usage("cust-00003"), *usage("cust-00011"), *huge_usage()]
+    return {invoice.invoice_id: invoice for invoice in build_invoices(CATALOG, OCTOBER, everyone)}
 
 
 def issued(invoice: Invoice, number: str) -> InvoiceRecord:
@@ -88,8 +112,10 @@ def documents() -> dict[str, InvoiceView]:
         total=-direct.total,
     )
     resold = InvoiceRecord.draft(built["2026-10.northwind.cust-00003"], 1, ISSUED_AT)
+    huge = issued(built["2026-10.acme.cust-00002"], "ACME-000045")
     return {
         "invoice": InvoiceView.of(direct, CATALOG),
+        "huge-invoice": InvoiceView.of(huge, CATALOG),
         "partner-invoice": InvoiceView.of(partner, CATALOG),
         "credit-note": InvoiceView.of(credit, CATALOG),
         "draft-from-partner": InvoiceView.of(resold, CATALOG),
@@ -97,8 +123,12 @@ def documents() -> dict[str, InvoiceView]:
 
 
 def words(pdf: Path) -> list[tuple[int, float, float, float, float, str]]:
+    return words_of(pdf.read_bytes())
+
+
+def words_of(pdf: bytes) -> list[tuple[int, float, float, float, float, str]]:
     """(page, x_min, y_min, x_max, y_max, text) of every word, in points."""
-    html = subprocess.run(["pdftotext", "-bbox", str(pdf), "-"], check=True, capture_output=True, text=True).stdout
+    html = subprocess.run(["pdftotext", "-bbox", "-", "-"], input=pdf, check=True, capture_output=True).stdout.decode()
     found = []
     for page, content in enumerate(re.split(r"<page ", html)[1:], start=1):
         for box in re.finditer(
@@ -108,7 +138,7 @@ def words(pdf: Path) -> list[tuple[int, float, float, float, float, str]]:
     return found
 
 
-@pytest.mark.parametrize("kind", ["invoice", "partner-invoice", "credit-note", "draft-from-partner"])
+@pytest.mark.parametrize("kind", ["invoice", "huge-invoice", "partner-invoice", "credit-note", "draft-from-partner"])
 def test_each_document_kind_prints_within_its_page_with_embedded_fonts(kind, tmp_path):
     view = documents()[kind]
     pdf = tmp_path / f"{kind}.pdf"
@@ -127,7 +157,11 @@ def test_each_document_kind_prints_within_its_page_with_embedded_fonts(kind, tmp
     ]
     assert not overlapping, f"words drawn over each other: {overlapping[:5]}"
     text = " ".join(w[5] for w in placed)
-    assert view.money(view.record.total) in text and view.title.split()[-1] in text
+    assert view.shown_money(view.record.total) in text and view.title.split()[-1] in text
+    payment_page = next(page for page, *_box, word in placed if word == "Payment")
+    assert any(page == payment_page and word == "Description" for page, *_box, word in placed), (
+        "the payment block is on a page without the lines above it"
+    )
 
     fonts = subprocess.run(["pdffonts", str(pdf)], check=True, capture_output=True, text=True).stdout.splitlines()[2:]
     assert fonts and all(line.split()[-5] == "yes" for line in fonts), f"a font is not embedded: {fonts}"
@@ -150,14 +184,43 @@ def test_the_printed_invoice_shows_what_a_billing_user_expects():
         "Virtual machines",
         "Disk storage (ssd)",
         "0.0002",
-        "FR7630006000011234567890189",
+        "FR76 3000 6000 0112 3456 7890 189",
         "Due",
         "1 to 31 October 2026",
+        "Late payments bear interest",
     ):
         assert expected in invoice, expected
     assert "disk_gib_hours" not in invoice
-    assert "Cancels invoice" in pdf_text["credit-note"] and "ACME-000042" in pdf_text["credit-note"]
-    assert "DRAFT" in pdf_text["draft-from-partner"] and "Northwind IT GmbH" in pdf_text["draft-from-partner"]
+    credit_note = pdf_text["credit-note"]
+    assert "Cancels invoice" in credit_note and "ACME-000042" in credit_note
+    assert "Late payments" not in credit_note and "Please pay" not in credit_note
+    draft = pdf_text["draft-from-partner"]
+    assert "DRAFT" in draft and "Northwind IT GmbH" in draft
+    assert "Please pay" not in draft and "Reference:" not in draft and "IBAN" not in draft
+    assert "nothing is to be paid" in draft
+
+
+def test_the_huge_invoice_groups_figures_by_thousands_and_keeps_the_price_list_precision():
+    """600,000,000,000 vCPU-hours x 0.0200 = 12,000,000,000.00; 1,234,567 GB x 0.0000 = 0.00.
+    Customer 00002 has no discount and no fee in October (its firewall starts in November):
+    subtotal 12,000,000,000.00, VAT 20 % = 2,400,000,000.00, total 14,400,000,000.00."""
+    view = documents()["huge-invoice"]
+    text = _text(render_pdf(view))
+    for expected in ("600,000,000,000", "12,000,000,000.00", "1,234,567", "0.0200", "0.0000", "14,400,000,000.00"):
+        assert expected in text, expected
+
+
+@pytest.mark.parametrize("lines", range(24, 44))
+def test_the_payment_block_never_stands_alone_on_a_page(lines):
+    """Whatever the number of lines, the totals and the payment block share a page with lines."""
+    direct = documents()["invoice"]
+    line = direct.record.lines[0]
+    view = replace(direct, record=replace(direct.record, lines=(line,) * lines))
+    by_page: dict[int, set[str]] = {}
+    for page, *_box, word in words_of(render_pdf(view)):
+        by_page.setdefault(page, set()).add(word)
+    last = by_page[max(by_page)]
+    assert {"Payment", "Total", "Description"} <= last, f"{lines} lines: the last page holds only {sorted(last)[:12]}"
 
 
 def _text(pdf: bytes) -> str:
