@@ -15,7 +15,7 @@ from typing import Any
 
 from billing.catalog import Catalog
 from billing.catalog_entries import EntryKind
-from meterline.exceptions import Forbidden
+from meterline.exceptions import Forbidden, UnknownCustomer
 
 _PUBLIC_KINDS = frozenset({EntryKind.PRODUCT})
 """What every tenant may read of the catalog besides its own parties and items: the offering."""
@@ -98,6 +98,14 @@ class Scope:
             return self
         kept = frozenset(meters) if self.meters is None else self.meters & frozenset(meters)
         return Scope(self.customers, self.parties, self.sellers, kept)
+
+    def only_customer(self, customer_id: str) -> Scope:
+        """What it sees of one of its customers alone (a portal page about that customer); a
+        customer it does not see does not exist (``UnknownCustomer``)."""
+        if not self.sees_customer(customer_id):
+            raise UnknownCustomer(f"no customer {customer_id!r}")
+        only = frozenset({customer_id})
+        return Scope(only, only, self.sellers, self.meters)
 
 
 EVERYTHING = Scope()

@@ -15,7 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, cast
 
 from fastapi import Depends, Request
 from fastapi.dependencies.models import Dependant
@@ -23,7 +23,7 @@ from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from starlette.routing import BaseRoute
 
-from api.access import tokens
+from api.access import sessions, tokens
 from api.access.key_store import KeyStore
 from api.access.keys import digest, split_key
 from api.access.principals import Permission, Principal, Role
@@ -35,6 +35,8 @@ from meterline.exceptions import Forbidden, RateLimited, Unauthenticated, Unknow
 from meterline.settings import Settings
 
 BOOTSTRAP_KEY_ID = "bootstrap"
+DOCUMENTATION_PAGES = frozenset({"/docs", "/redoc", "/docs/oauth2-redirect"})
+"""The interactive documentation FastAPI serves: static pages, public, holding no data."""
 MIN_TOKEN_SECRET_CHARS = 32
 CHANGES_STATE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 bearer = HTTPBearer(
@@ -58,6 +60,7 @@ class Authenticator:
         admin = settings.admin_key.get_secret_value() if settings.admin_key else None
         self._admin_digest = digest(admin) if admin else None
         self.token_secret = _token_secret(settings)
+        self.session_key = sessions.session_key(self.token_secret)
         self._buckets = TokenBuckets(settings.rate_limit_per_s, settings.rate_limit_burst)
         self._ingest_buckets = TokenBuckets(settings.ingest_rate_limit_per_s, settings.ingest_rate_limit_burst)
         self._failures = TokenBuckets(settings.rate_limit_per_s, settings.rate_limit_burst)
@@ -78,6 +81,16 @@ class Authenticator:
             raise Unauthenticated("the API key is unknown, expired or revoked")
         return key.principal()
 
+    def session_principal(self, session: sessions.Session, now: datetime) -> Principal:
+        """Who a portal session is, checked again now: its read token (expiry, revocation), or
+        the API key it signed in with, still valid."""
+        if session.token is not None:
+            return self.principal(session.token, now)
+        key = self.keys.key(session.key_id or "")
+        if key is None or not key.valid_at(now):
+            raise Unauthenticated("the API key this session signed in with is expired or revoked")
+        return key.principal()
+
     def throttle_failure(self, address: str) -> None:
         """A caller that keeps presenting bad credentials is slowed like a key over its rate (429),
         per address: guessing keys costs it the rate limit on top of the keys' 256-bit secrets."""
@@ -92,33 +105,51 @@ class Authenticator:
             raise RateLimited(f"key {principal.key_id} is over its rate", retry_after_header(wait_s))
 
 
-class Requires:
+class Policy:
+    """Who may call a route: each route depends on exactly one (``route_policies`` checks)."""
+
+    permission: Permission | None
+
+
+class Requires(Policy):
     """A route's policy: the caller must hold ``permission``."""
 
     def __init__(self, permission: Permission) -> None:
-        self.permission = permission
+        self.permission = self.required = permission
 
     async def __call__(self, request: Request, credentials: Credentials) -> Caller:
         authenticator: Authenticator = services_of(request).authenticator
         try:
             principal = authenticator.principal(credentials.credentials if credentials else None, datetime.now(UTC))
         except Unauthenticated:
-            authenticator.throttle_failure(request.client.host if request.client else "")
+            authenticator.throttle_failure(client_address(request))
             raise
-        catalog: Catalog = services_of(request).catalog_admin.catalog
-        if principal.party_id is not None and not _in_catalog(catalog, principal.party_id):
-            # a deleted customer's keys and tokens go with it (its partner no longer sees them)
-            raise Unauthenticated(f"this credential's party {principal.party_id!r} is no longer in the catalog")
-        caller = Caller(principal, principal.scope(catalog))
-        request.state.caller = caller  # known from here on: the audit log names it, refused or not
-        authenticator.throttle(principal)
+        caller = admit(request, principal)
         _check_json_body(request)
-        if not principal.may(self.permission):
-            raise Forbidden(f"{principal.credential} may not {self.permission.value.replace('_', ' ')}")
+        if not principal.may(self.required):
+            raise Forbidden(f"{principal.credential} may not {self.required.value.replace('_', ' ')}")
         return caller
 
 
-class Public:
+def admit(request: Request, principal: Principal) -> Caller:
+    """An authenticated principal as a caller: its party still in the catalog, its scope under
+    the current catalog, within its rate. Named on the request from here on (the audit log)."""
+    authenticator: Authenticator = services_of(request).authenticator
+    catalog: Catalog = services_of(request).catalog_admin.catalog
+    if principal.party_id is not None and not _in_catalog(catalog, principal.party_id):
+        # a deleted customer's keys and tokens go with it (its partner no longer sees them)
+        raise Unauthenticated(f"this credential's party {principal.party_id!r} is no longer in the catalog")
+    caller = Caller(principal, principal.scope(catalog))
+    request.state.caller = caller  # known from here on: the audit log names it, refused or not
+    authenticator.throttle(principal)
+    return caller
+
+
+def client_address(request: Request) -> str:
+    return request.client.host if request.client else ""
+
+
+class Public(Policy):
     """A route's policy: anyone, unauthenticated (health, readiness, metrics, the API's docs)."""
 
     permission = None
@@ -183,13 +214,14 @@ def route_policies(routes: Iterable[BaseRoute]) -> dict[tuple[str, str], Permiss
     An operation declaring no policy, or two, is an error: every route must say who may call it."""
     policies: dict[tuple[str, str], Permission | None] = {}
     for route in api_routes(routes):
-        if not route.include_in_schema:
+        if route.path in DOCUMENTATION_PAGES:
             continue
-        declared = [d.call for d in _dependencies(route.dependant) if isinstance(d.call, Requires | Public)]
+        declared = [d.call for d in _dependencies(route.dependant) if isinstance(d.call, Policy)]
         methods = sorted(route.methods or ())
         if len(declared) != 1:
             raise ValueError(f"{methods} {route.path} declares {len(declared)} policies, not one")
-        policies |= {(method, route.path): declared[0].permission for method in methods}
+        policy = cast(Policy, declared[0])
+        policies |= {(method, route.path): policy.permission for method in methods}
     return policies
 
 
