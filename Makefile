@@ -18,11 +18,13 @@ $(VENV)/.installed: $(BIN)/python requirements.lock pyproject.toml
 
 install: $(VENV)/.installed
 
-# libvirt-python builds against libvirt's headers, and the invoice layout test reads PDFs back
-# with poppler: install them where missing (CI runs as root).
+# libvirt-python builds against libvirt's headers, the invoice layout test reads PDFs back
+# with poppler, and the portal's browser test drives Debian's Chromium through its ChromeDriver:
+# install them where missing (CI runs as root).
 system-deps:
 	@pkg-config --exists libvirt 2>/dev/null || (apt-get update -qq && apt-get install -y -qq libvirt-dev pkg-config)
 	@command -v pdftotext >/dev/null || (apt-get update -qq && apt-get install -y -qq poppler-utils)
+	@command -v chromedriver >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium chromium-driver)
 
 $(VENV)/.installed-test: $(VENV)/.installed requirements-test.lock
 	$(MAKE) system-deps

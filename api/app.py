@@ -40,6 +40,7 @@ from api.errors import GUARDED_RESPONSES, install_error_handlers
 from api.event_intake import EventIntake
 from api.partner_credit import PartnerCredit
 from api.period_scheduler import close_periods_when_due
+from api.portal import routes as portal
 from api.services import Services
 from api.webhooks import Outbox, allowed_hosts, send_continuously
 from billing.adapters.kafka_alerts import AlertTopics
@@ -129,6 +130,7 @@ def create_app(settings: Settings, *, run_sink: bool | None = None) -> FastAPI:
     ):
         app.include_router(guarded.router, responses=GUARDED_RESPONSES)
     app.include_router(routes_ops.router)
+    app.include_router(portal.router)
     return app
 
 

@@ -14,14 +14,16 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
 from starlette.status import HTTP_500_INTERNAL_SERVER_ERROR
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.event_intake import IntakeFull
+from api.portal.pages import error_page, is_portal
 from billing.adapters.kafka_catalog import CatalogNotPublished
+from billing.catalog import Catalog
 from meterline.exceptions import (
     Forbidden,
     IdempotencyConflict,
@@ -126,8 +128,10 @@ def kebab(name: str) -> str:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    async def meterline_error(_request: Request, error: Exception) -> JSONResponse:
+    async def meterline_error(request: Request, error: Exception) -> Response:
         status = next((code for kind, code in STATUS.items() if isinstance(error, kind)), 500)
+        if is_portal(request):
+            return error_page(request, _catalog(request), status, str(error))
         headers = None
         if status in (429, 503):
             headers = {"Retry-After": str(getattr(error, "retry_after_s", 5))}
@@ -135,22 +139,28 @@ def install_error_handlers(app: FastAPI) -> None:
             headers = {"WWW-Authenticate": "Bearer"}
         return problem(status, kebab(type(error).__name__), str(error), headers)
 
-    async def invalid_request(_request: Request, error: Exception) -> JSONResponse:
+    async def invalid_request(request: Request, error: Exception) -> Response:
         if not isinstance(error, RequestValidationError):
             raise error
         errors = [{"location": ".".join(str(part) for part in e["loc"]), "message": e["msg"]} for e in error.errors()]
         detail = "; ".join(f"{e['location']}: {e['message']}" for e in errors)
+        if is_portal(request):
+            return error_page(request, _catalog(request), 422, detail)
         return problem(422, "invalid-request", detail, errors=errors)
 
-    async def http_error(_request: Request, error: Exception) -> JSONResponse:
+    async def http_error(request: Request, error: Exception) -> Response:
         if not isinstance(error, HTTPException):
             raise error
+        if is_portal(request):
+            return error_page(request, _catalog(request), error.status_code, str(error.detail))
         kind = {404: "no-such-route", 405: "method-not-allowed"}.get(error.status_code, "http-error")
         return problem(error.status_code, kind, str(error.detail), dict(error.headers or {}))
 
-    async def storage_unavailable(_request: Request, error: Exception) -> JSONResponse:
+    async def storage_unavailable(request: Request, error: Exception) -> Response:
         log.warning("ClickHouse did not answer: %s", error)
         detail = "usage storage is not answering; retry shortly"
+        if is_portal(request):
+            return error_page(request, _catalog(request), 503, detail)
         return problem(503, "storage-unavailable", detail, {"Retry-After": "5"})
 
     app.add_exception_handler(MeterlineError, meterline_error)
@@ -158,6 +168,12 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(HTTPException, http_error)
     app.add_exception_handler(StoreUnavailable, storage_unavailable)
     app.add_middleware(UnexpectedErrors)
+
+
+def _catalog(request: Request) -> Catalog | None:
+    """The catalog a portal error page is branded from, if the API has one yet."""
+    services = getattr(request.app.state, "services", None)
+    return services.catalog_admin.catalog if services is not None else None
 
 
 class UnexpectedErrors:

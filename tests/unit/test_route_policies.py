@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from api.access.guard import api_routes, route_policies
+from api.access.guard import DOCUMENTATION_PAGES, api_routes, route_policies
 from api.access.principals import Permission
 from api.app import create_app
 from meterline.settings import Settings
@@ -10,21 +10,22 @@ from meterline.settings import Settings
 READS = {p for p in Permission if p.value.startswith("read_")}
 
 
-FASTAPI_PAGES = {"/docs", "/redoc", "/docs/oauth2-redirect"}
-"""The interactive documentation FastAPI serves: static pages, public, holding no data."""
-
-
 def test_every_operation_declares_one_policy_and_only_health_metrics_are_public():
     routes = create_app(Settings()).routes
     policies = route_policies(routes)
     served = {(method, route.path) for route in api_routes(routes) for method in route.methods}
-    served -= {("GET", path) for path in FASTAPI_PAGES}
+    served -= {("GET", path) for path in DOCUMENTATION_PAGES}
     assert served == set(policies), "each operation served has a policy, hidden from the docs or not"
     public = {path for (_, path), permission in policies.items() if permission is None}
-    assert public == {"/healthz", "/readyz", "/metrics"}
+    assert public == {"/healthz", "/readyz", "/metrics", "/portal/sign-in", "/portal/static/portal.css"}
+    portal = {key: permission for key, permission in policies.items() if key[1].startswith("/portal/")}
+    assert portal[("GET", "/portal/invoices/{invoice_id}")] is Permission.READ_INVOICES
+    assert portal[("GET", "/portal/credit/{holder_id}")] is Permission.READ_CREDIT
     assert policies[("POST", "/v1/periods/{period}/close")] is Permission.CLOSE_PERIODS
     assert policies[("GET", "/v1/customers/{customer_id}/usage")] is Permission.READ_USAGE
     assert policies[("GET", "/v1/costs")] is Permission.READ_USAGE
     assert policies[("GET", "/v1/ingest")] is Permission.READ_OPERATIONS
-    writes = {key: permission for key, permission in policies.items() if key[0] in {"POST", "PUT", "DELETE"}}
+    # signing out of the portal stores nothing: it clears the browser's own cookie
+    changes = {key: permission for key, permission in policies.items() if key != ("POST", "/portal/sign-out")}
+    writes = {key: permission for key, permission in changes.items() if key[0] in {"POST", "PUT", "DELETE"}}
     assert not {key for key, permission in writes.items() if permission in READS}, "no write with a read permission"

@@ -1,0 +1,292 @@
+"""The client portal: a customer's (or a partner's, for each of its customers) consumption,
+usage reports, invoices down to the hourly usage and raw events of each line, and credit.
+
+Each page reads through the API's own route functions, with the visitor's caller narrowed to
+the customer the page is about: what a page shows is what the API answers that caller, no more.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from datetime import UTC, date, datetime, time, timedelta
+from functools import partial
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from api import routes_alerts, routes_credit, routes_dashboards, routes_invoices, routes_usage
+from api.access import sessions, tokens
+from api.access.guard import Authenticator, client_address
+from api.access.principals import Permission, Principal, Role
+from api.documents.view import InvoiceView
+from api.models import CustomerId, InvoiceId
+from api.portal import consumption
+from api.portal.guard import CSRF_FIELD, SignedIn, SigningIn, Visitor, posted_form
+from api.portal.pages import PREFIX, STYLESHEET, Brand, render, security_headers
+from api.services import services_of
+from billing.invoices import LineKind
+from meterline.exceptions import InvalidQuery, Unauthenticated, UnknownCustomer
+from storage.usage_queries import Granularity, GroupBy
+
+router = APIRouter(prefix=PREFIX, include_in_schema=False)
+UsagePages = Annotated[Visitor, Depends(SignedIn(Permission.READ_USAGE))]
+InvoicePages = Annotated[Visitor, Depends(SignedIn(Permission.READ_INVOICES))]
+CreditPages = Annotated[Visitor, Depends(SignedIn(Permission.READ_CREDIT))]
+SHOWN_ROWS = 1000
+"""Rows a page shows at most; the CSV beside it has them all."""
+SHOWN_EVENTS = 20
+
+
+@router.get("/static/portal.css", dependencies=[Depends(SigningIn())])
+def stylesheet() -> Response:
+    return Response(STYLESHEET.read_bytes(), media_type="text/css", headers={"Cache-Control": "max-age=3600"})
+
+
+@router.get("/sign-in", response_class=HTMLResponse, dependencies=[Depends(SigningIn())])
+def sign_in_page(request: Request, token: Annotated[str | None, Query(max_length=2048)] = None) -> Response:
+    """The sign-in form; with a read token link's ``token``, a form to continue as its party."""
+    return _sign_in_form(request, token=token)
+
+
+@router.post("/sign-in", response_class=HTMLResponse, dependencies=[Depends(SigningIn())])
+async def sign_in(request: Request) -> Response:
+    """A customer's or partner's API key or read token, posted from the sign-in page, becomes a
+    session; anything else is refused on the same page (and slows its sender like a bad key)."""
+    fields = await posted_form(request, request.cookies.get(sessions.SIGN_IN_COOKIE, ""))
+    authenticator: Authenticator = services_of(request).authenticator
+    now = datetime.now(UTC)
+    presented = fields.get("credential", "").strip()
+    try:
+        principal = _portal_principal(request, presented, now)
+    except (Unauthenticated, UnknownCustomer) as refused:
+        authenticator.throttle_failure(client_address(request))
+        return _sign_in_form(request, error=str(refused), status=401)
+    token = tokens.verify(presented, authenticator.token_secret, now) if presented.startswith(tokens.PREFIX) else None
+    if token is None:
+        session = sessions.new_session(principal.key_id, None, now, None)
+    else:
+        session = sessions.new_session(None, presented, now, token.expires_at)
+    answer = RedirectResponse(f"{PREFIX}/", status_code=303, headers=security_headers(request))
+    signed = sessions.sign(session, authenticator.session_key)
+    _set_cookie(request, answer, sessions.SESSION_COOKIE, signed, session)
+    answer.delete_cookie(sessions.SIGN_IN_COOKIE, path=PREFIX)
+    return answer
+
+
+def _portal_principal(request: Request, presented: str, now: datetime) -> Principal:
+    """Who a credential is, if the portal is for it: a customer or partner still in the catalog."""
+    principal = services_of(request).authenticator.principal(presented, now)
+    if not principal.role.names_a_party or not principal.party_id:
+        raise Unauthenticated("the portal is for customers and partners: sign in with one of their keys or links")
+    services_of(request).catalog_admin.catalog.party(principal.party_id)
+    return principal
+
+
+@router.post("/sign-out")
+def sign_out(request: Request, _visitor: UsagePages) -> Response:
+    answer = RedirectResponse(f"{PREFIX}/sign-in", status_code=303, headers=security_headers(request))
+    answer.delete_cookie(sessions.SESSION_COOKIE, path=PREFIX)
+    return answer
+
+
+@router.get("/", response_class=HTMLResponse)
+def home(request: Request, visitor: UsagePages) -> Response:
+    """A customer's consumption; for a partner, its customers' month so far."""
+    if not visitor.is_partner:
+        return RedirectResponse(f"{PREFIX}/customers/{visitor.party_id}", status_code=303)
+    report = routes_dashboards.month_to_date(request, visitor.caller, None)
+    names = {c.id: c.name for c in visitor.catalog.customers if visitor.caller.scope.sees_customer(c.id)}
+    return _page(request, visitor, "customers.html", month=report, names=names)
+
+
+@router.get("/customers/{customer_id}", response_class=HTMLResponse)
+def customer_consumption(request: Request, visitor: UsagePages, customer_id: CustomerId) -> Response:
+    now = datetime.now(UTC)
+    figures = consumption.month_so_far(request, visitor.of_customer(customer_id), visitor.catalog, now)
+    return _page(request, visitor, "consumption.html", customer=_customer(visitor, customer_id), figures=figures)
+
+
+@router.get("/customers/{customer_id}/usage", response_class=HTMLResponse)
+def usage_report(
+    request: Request,
+    visitor: UsagePages,
+    customer_id: CustomerId,
+    first_day: Annotated[date | None, Query(alias="from")] = None,
+    last_day: Annotated[date | None, Query(alias="to")] = None,
+    granularity: Granularity = Granularity.DAY,
+    group_by: GroupBy = GroupBy.METER,
+) -> Response:
+    """Usage between two days, both included (UTC), grouped and bucketed as asked."""
+    caller = visitor.of_customer(customer_id)
+    start, end = _days(first_day, last_day)
+    window = routes_usage.window(customer_id, start, end)
+    rows = services_of(request).queries.usage(caller.scope, window, granularity, group_by).to_pylist()
+    totals = consumption.amounts_by_currency(rows)
+    rows.sort(key=lambda row: (row["period_start"], row.get("resource_id") or "", row["meter"], row["dimension"]))
+    return _page(
+        request,
+        visitor,
+        "usage.html",
+        customer=_customer(visitor, customer_id),
+        rows=rows[:SHOWN_ROWS],
+        row_count=len(rows),
+        totals=totals,
+        first_day=start.date(),
+        last_day=(end - timedelta(days=1)).date(),
+        granularity=granularity.value,
+        group_by=group_by.value,
+        product_name=partial(consumption.product_name, visitor.catalog),
+    )
+
+
+@router.get("/customers/{customer_id}/usage.csv")
+def usage_csv(
+    request: Request,
+    visitor: UsagePages,
+    customer_id: CustomerId,
+    first_day: Annotated[date | None, Query(alias="from")] = None,
+    last_day: Annotated[date | None, Query(alias="to")] = None,
+) -> Response:
+    """The hourly CSV export of the API, for the same days."""
+    start, end = _days(first_day, last_day)
+    return routes_usage.get_usage_csv(request, visitor.of_customer(customer_id), customer_id, start, end, None)
+
+
+@router.get("/invoices", response_class=HTMLResponse)
+def invoices(request: Request, visitor: InvoicePages) -> Response:
+    listed = routes_invoices.list_invoices(request, visitor.caller)
+    listed.sort(key=lambda invoice: (invoice.period, invoice.closed_at), reverse=True)
+    return _page(request, visitor, "invoices.html", invoices=listed)
+
+
+@router.get("/invoices/{invoice_id}", response_class=HTMLResponse)
+def invoice(request: Request, visitor: InvoicePages, invoice_id: InvoiceId) -> Response:
+    view = _invoice_view(request, visitor, invoice_id)
+    return _page(request, visitor, "invoice.html", view=view, usage_kind=LineKind.USAGE)
+
+
+@router.get("/invoices/{invoice_id}/pdf")
+def invoice_pdf(request: Request, visitor: InvoicePages, invoice_id: InvoiceId) -> Response:
+    return routes_invoices.invoice_pdf(request, visitor.caller, invoice_id)
+
+
+@router.get("/invoices/{invoice_id}/lines/{line_no}", response_class=HTMLResponse)
+def invoice_line(request: Request, visitor: InvoicePages, invoice_id: InvoiceId, line_no: int) -> Response:
+    """A line's hourly usage as billed, and the raw events behind it: what checks the line."""
+    view = _invoice_view(request, visitor, invoice_id)
+    usage = routes_invoices.line_usage(request, visitor.caller, invoice_id, line_no)
+    events = routes_invoices.line_events(request, visitor.caller, invoice_id, line_no, SHOWN_EVENTS, 0)
+    shown_events = [json.dumps(json.loads(text), indent=2) for text in bytes(events.body).decode().splitlines()]
+    return _page(
+        request,
+        visitor,
+        "line.html",
+        view=view,
+        line_no=line_no,
+        line=view.record.lines[line_no - 1],
+        usage=usage,
+        rows=usage.rows[:SHOWN_ROWS],
+        events=shown_events,
+    )
+
+
+@router.get("/invoices/{invoice_id}/lines/{line_no}/usage.csv")
+def invoice_line_csv(request: Request, visitor: InvoicePages, invoice_id: InvoiceId, line_no: int) -> Response:
+    return routes_invoices.line_usage_csv(request, visitor.caller, invoice_id, line_no)
+
+
+@router.get("/credit/{holder_id}", response_class=HTMLResponse)
+def credit(request: Request, visitor: CreditPages, holder_id: CustomerId) -> Response:
+    """A holder's balance, burn rate and run-out, its burn-down this month, grants and alerts."""
+    balance = routes_credit.balance(request, visitor.caller, holder_id, None)
+    grants = routes_credit.list_grants(request, visitor.caller, holder_id)
+    alerts = routes_alerts.customer_alerts(request, visitor.caller, holder_id)
+    burn_down = consumption.burn_down(request, visitor, holder_id)
+    return _page(
+        request,
+        visitor,
+        "credit.html",
+        holder_id=holder_id,
+        balance=balance,
+        grants=grants,
+        alerts=alerts,
+        burn_down=burn_down,
+    )
+
+
+def _page(request: Request, visitor: Visitor, template: str, **context: Any) -> HTMLResponse:
+    brand = Brand.of(visitor.catalog, visitor.caller.principal)
+    principal = visitor.caller.principal
+    return render(
+        request,
+        template,
+        brand,
+        signed_in=True,
+        csrf=visitor.session.csrf,
+        csrf_field=CSRF_FIELD,
+        party=visitor.catalog.party(principal.party_id or ""),
+        is_partner=principal.role is Role.PARTNER,
+        **context,
+    )
+
+
+def _customer(visitor: Visitor, customer_id: str) -> object:
+    return visitor.catalog.party(customer_id)
+
+
+def _invoice_view(request: Request, visitor: Visitor, invoice_id: str) -> InvoiceView:
+    record = services_of(request).ledger.get(visitor.caller.scope, invoice_id)
+    return InvoiceView.of(record, visitor.catalog)
+
+
+def _days(first_day: date | None, last_day: date | None) -> tuple[datetime, datetime]:
+    """``[first_day 00:00, last_day + 1 00:00)`` UTC; by default this month so far (to today)."""
+    today = datetime.now(UTC).date()
+    first = first_day or today.replace(day=1)
+    last = last_day or today
+    if last < first:
+        raise InvalidQuery(f"the last day {last} is before the first {first}")
+    return datetime.combine(first, time(), UTC), datetime.combine(last + timedelta(days=1), time(), UTC)
+
+
+def _sign_in_form(request: Request, token: str | None = None, error: str | None = None, status: int = 200) -> Response:
+    """The form, tied to a fresh sign-in cookie; for a read token link, naming its party."""
+    catalog = services_of(request).catalog_admin.catalog
+    party = None
+    if token:
+        try:
+            principal = _portal_principal(request, token, datetime.now(UTC))
+            party = catalog.party(principal.party_id or "")
+        except (Unauthenticated, UnknownCustomer):
+            error = error or "this sign-in link is invalid or has expired: ask for a new one"
+    nonce = secrets.token_urlsafe(24)
+    answer = render(
+        request,
+        "sign_in.html",
+        Brand.of(catalog, None),
+        status=status,
+        signed_in=False,
+        csrf=nonce,
+        csrf_field=CSRF_FIELD,
+        token=token if party else None,
+        party=party,
+        error=error,
+    )
+    _set_cookie(request, answer, sessions.SIGN_IN_COOKIE, nonce, sessions.SIGN_IN_LIFETIME)
+    return answer
+
+
+def _set_cookie(request: Request, answer: Response, name: str, value: str, lasts: sessions.Session | timedelta) -> None:
+    """``HttpOnly``, ``SameSite=Strict``, ``Secure`` when served over TLS, for the portal's paths."""
+    lifetime = lasts if isinstance(lasts, timedelta) else lasts.expires_at - datetime.now(UTC)
+    answer.set_cookie(
+        name,
+        value,
+        max_age=max(int(lifetime.total_seconds()), 0),
+        path=PREFIX,
+        secure=request.url.scheme == "https",
+        httponly=True,
+        samesite="strict",
+    )
