@@ -9,6 +9,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
+import pyarrow as pa
 from fastapi import Request
 
 from api import routes_dashboards
@@ -82,12 +83,12 @@ def _top_resources(request: Request, caller: Caller, now: datetime) -> list[Name
     return [Named(resource, currency, round_money(amount, currency)) for (resource, currency), amount in ranked]
 
 
-def amounts_by_currency(rows: list[dict[str, Any]]) -> dict[str, Decimal]:
-    """Usage rows' amounts per currency, summed exactly, rounded once."""
-    summed: dict[str, Decimal] = defaultdict(Decimal)
-    for row in rows:
-        summed[row["currency"]] += row["amount"]
-    return {currency: round_money(amount, currency) for currency, amount in sorted(summed.items())}
+def first_rows(rows: pa.Table, count: int) -> list[dict[str, Any]]:
+    """A usage report's first ``count`` rows in time, resource, meter and dimension order, as
+    dicts for a page (a month by hour and resource is hundreds of thousands: sorted as Arrow)."""
+    keys = [name for name in ("period_start", "resource_id", "meter", "dimension") if name in rows.column_names]
+    ordered = rows.sort_by([(name, "ascending") for name in keys])
+    return list(ordered.slice(0, count).to_pylist())
 
 
 def burn_down(request: Request, visitor: Visitor, holder_id: str) -> BarChart | None:

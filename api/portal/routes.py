@@ -18,7 +18,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from api import routes_alerts, routes_credit, routes_dashboards, routes_invoices, routes_usage
 from api.access import sessions, tokens
-from api.access.guard import Authenticator, client_address
+from api.access.audit import note_change
+from api.access.guard import Authenticator, admit, client_address
 from api.access.principals import Permission, Principal, Role
 from api.documents.view import InvoiceView
 from api.models import CustomerId, InvoiceId
@@ -27,8 +28,9 @@ from api.portal.guard import CSRF_FIELD, SignedIn, SigningIn, Visitor, posted_fo
 from api.portal.pages import PREFIX, STYLESHEET, Brand, render, security_headers
 from api.services import services_of
 from billing.invoices import LineKind
+from billing.money import round_money
 from meterline.exceptions import InvalidQuery, Unauthenticated, UnknownCustomer
-from storage.usage_queries import Granularity, GroupBy
+from storage.usage_queries import Granularity, GroupBy, totals
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 UsagePages = Annotated[Visitor, Depends(SignedIn(Permission.READ_USAGE))]
@@ -68,6 +70,8 @@ async def sign_in(request: Request) -> Response:
         session = sessions.new_session(principal.key_id, None, now, None)
     else:
         session = sessions.new_session(None, presented, now, token.expires_at)
+    admit(request, principal)  # the audit log names who signed in, and the key's rate applies
+    note_change(request, None, {"portal_session_until": session.expires_at.isoformat()})
     answer = RedirectResponse(f"{PREFIX}/", status_code=303, headers=security_headers(request))
     signed = sessions.sign(session, authenticator.session_key)
     _set_cookie(request, answer, sessions.SESSION_COOKIE, signed, session)
@@ -122,17 +126,15 @@ def usage_report(
     caller = visitor.of_customer(customer_id)
     start, end = _days(first_day, last_day)
     window = routes_usage.window(customer_id, start, end)
-    rows = services_of(request).queries.usage(caller.scope, window, granularity, group_by).to_pylist()
-    totals = consumption.amounts_by_currency(rows)
-    rows.sort(key=lambda row: (row["period_start"], row.get("resource_id") or "", row["meter"], row["dimension"]))
+    rows = services_of(request).queries.usage(caller.scope, window, granularity, group_by)
     return _page(
         request,
         visitor,
         "usage.html",
         customer=_customer(visitor, customer_id),
-        rows=rows[:SHOWN_ROWS],
-        row_count=len(rows),
-        totals=totals,
+        rows=consumption.first_rows(rows, SHOWN_ROWS),
+        row_count=rows.num_rows,
+        totals={currency: round_money(amount, currency) for currency, amount in sorted(totals(rows).items())},
         first_day=start.date(),
         last_day=(end - timedelta(days=1)).date(),
         granularity=granularity.value,

@@ -89,6 +89,8 @@ def test_a_customer_signs_in_with_its_key_and_sees_only_its_own_pages(portal: Sy
 
     home = direct.get("/portal/")
     assert home.status_code == 303 and home.headers["location"] == "/portal/customers/direct"
+    audited = portal.http.get("/v1/audit", params={"key_id": direct_key_id}).json()
+    assert [(row["method"], row["route"], row["status"]) for row in audited] == [("POST", "/portal/sign-in", 303)]
     for page in (
         "/portal/customers/direct",
         "/portal/customers/direct/usage?from=2026-10-01&to=2026-10-31",
