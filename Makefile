@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 KAFKA_LIBS := .cache/kafka/libs
 UBL := .cache/ubl
 
-.PHONY: run test lint bench bench-worker bench-close bench-query bench-credits bench-credit-pass soak install system-deps kafka-jars ubl-schemas clean
+.PHONY: run test lint bench bench-worker bench-close bench-query bench-portal bench-credits bench-credit-pass soak install system-deps kafka-jars ubl-schemas clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -71,6 +71,9 @@ bench-worker: $(VENV)/.installed-test
 # (BENCH_QUERY_DIR=path keeps the loaded data there and reuses it on the next run)
 bench-query: $(VENV)/.installed-test
 	$(BIN)/python bench/query.py $(if $(BENCH_QUERY_DIR),--data-dir $(BENCH_QUERY_DIR))
+
+bench-portal: $(VENV)/.installed-test
+	$(BIN)/python bench/portal.py $(if $(BENCH_PORTAL_DIR),--data-dir $(BENCH_PORTAL_DIR))
 
 bench-credits: $(VENV)/.installed-test
 	$(BIN)/python bench/credits.py
