@@ -130,13 +130,15 @@ def kebab(name: str) -> str:
 def install_error_handlers(app: FastAPI) -> None:
     async def meterline_error(request: Request, error: Exception) -> Response:
         status = next((code for kind, code in STATUS.items() if isinstance(error, kind)), 500)
-        if is_portal(request):
-            return error_page(request, _catalog(request), status, str(error))
         headers = None
         if status in (429, 503):
             headers = {"Retry-After": str(getattr(error, "retry_after_s", 5))}
         elif status == 401:
             headers = {"WWW-Authenticate": "Bearer"}
+        if is_portal(request):
+            return error_page(
+                request, _catalog(request), status, str(error), retry_after=(headers or {}).get("Retry-After")
+            )
         return problem(status, kebab(type(error).__name__), str(error), headers)
 
     async def invalid_request(request: Request, error: Exception) -> Response:
@@ -160,7 +162,7 @@ def install_error_handlers(app: FastAPI) -> None:
         log.warning("ClickHouse did not answer: %s", error)
         detail = "usage storage is not answering; retry shortly"
         if is_portal(request):
-            return error_page(request, _catalog(request), 503, detail)
+            return error_page(request, _catalog(request), 503, detail, retry_after="5")
         return problem(503, "storage-unavailable", detail, {"Retry-After": "5"})
 
     app.add_exception_handler(MeterlineError, meterline_error)

@@ -66,7 +66,8 @@ class InvoiceOut(BaseModel):
     tax_amount: FixedPoint
     total: FixedPoint
     credit_applied: FixedPoint = Field(description="What the buyer's prepaid credit paid of the total (tax included)")
-    amount_due: FixedPoint = Field(description="What the buyer still owes: total - credit_applied")
+    amount_due: FixedPoint = Field(description="What the document asks to be paid: total - credit_applied")
+    outstanding: FixedPoint = Field(description="What the buyer still owes now: 0 once paid or void, else amount_due")
     closed_at: datetime
     issued_at: datetime | None
     notes: str = Field(default="", description="What the close said, e.g. that it was forced with usage missing")
@@ -76,7 +77,16 @@ class InvoiceOut(BaseModel):
     def of(cls, record: InvoiceRecord, with_lines: bool = False) -> InvoiceOut:
         money = {
             name: round_money(getattr(record, name), record.currency)
-            for name in ("subtotal", "discount", "net", "tax_amount", "total", "credit_applied", "amount_due")
+            for name in (
+                "subtotal",
+                "discount",
+                "net",
+                "tax_amount",
+                "total",
+                "credit_applied",
+                "amount_due",
+                "outstanding",
+            )
         }
         return cls(
             invoice_id=record.invoice_id,

@@ -48,9 +48,14 @@ class _Entry(BaseModel):
 class Branding(_Entry):
     """How an issuer's documents look: shown on HTML and PDF invoices."""
 
-    logo_url: str | None = None
-    """A ``data:image/png;base64,...`` (or JPEG) URI is drawn on PDFs too; an http(s) address only
-    on HTML pages, since documents are rendered without network access."""
+    logo_url: str | None = Field(
+        default=None,
+        max_length=2_000_000,
+        pattern=r"^(data:image/(png|jpeg);base64,[A-Za-z0-9+/]+={0,2}|https://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~%/-]*)?)$",
+    )
+    """A ``data:image/png;base64,...`` (or JPEG) URI, drawn on invoices (HTML and PDF) and the
+    portal; an https address is drawn on invoices' HTML pages only (documents are rendered without
+    network access, and the portal loads nothing from another site)."""
     colour: str = Field(default="#1f4e79", pattern=r"^#[0-9a-fA-F]{6}$")
     terms: str = "Payment due within 30 days of the invoice date."
 

@@ -110,8 +110,13 @@ class InvoiceRecord:
 
     @property
     def amount_due(self) -> Decimal:
-        """What the buyer still owes: the total less what its prepaid credit paid."""
+        """What the document asks the buyer to pay: the total less what its prepaid credit paid."""
         return self.total - self.credit_applied
+
+    @property
+    def outstanding(self) -> Decimal:
+        """What the buyer still owes now: nothing once paid, or void (its credit note cancels it)."""
+        return Decimal(0) if self.status in (InvoiceStatus.PAID, InvoiceStatus.VOID) else self.amount_due
 
     def becoming(self, target: InvoiceStatus, now: datetime) -> InvoiceRecord:
         """The record moved to ``target``, or InvoiceStateError saying why it cannot move.

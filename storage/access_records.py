@@ -12,7 +12,7 @@ from typing import Any
 
 from clickhouse_connect.driver.client import Client
 
-from storage.tables import API_KEYS, READ_TOKENS
+from storage.tables import API_KEYS, PORTAL_SIGN_OUTS, READ_TOKENS
 
 
 class AccessRecords:
@@ -20,6 +20,7 @@ class AccessRecords:
         self._client = client
         self._keys_table = f"{database}.{API_KEYS}"
         self._tokens_table = f"{database}.{READ_TOKENS}"
+        self._sign_outs_table = f"{database}.{PORTAL_SIGN_OUTS}"
         self._lock = threading.Lock()
 
     def save_key(self, row: dict[str, Any]) -> None:
@@ -52,6 +53,21 @@ class AccessRecords:
                 "WHERE revoked_at IS NOT NULL AND expires_at > now64(3)"
             ).result_rows
         return frozenset(token_id for (token_id,) in rows)
+
+    def save_sign_out(self, session_id: str, signed_out_at: datetime, expires_at: datetime) -> None:
+        row = [session_id, signed_out_at, expires_at]
+        with self._lock:
+            self._client.insert(
+                self._sign_outs_table, [row], column_names=["session_id", "signed_out_at", "expires_at"]
+            )
+
+    def signed_out_sessions(self) -> frozenset[str]:
+        """The portal sessions signed out that have not expired yet."""
+        with self._lock:
+            rows = self._client.query(
+                f"SELECT DISTINCT session_id FROM {self._sign_outs_table} WHERE expires_at > now64(3)"
+            ).result_rows
+        return frozenset(session_id for (session_id,) in rows)
 
     def _insert(self, table: str, row: dict[str, Any]) -> None:
         stamped = {**row, "changed_at": datetime.now(UTC)}

@@ -82,14 +82,25 @@ class Authenticator:
         return key.principal()
 
     def session_principal(self, session: sessions.Session, now: datetime) -> Principal:
-        """Who a portal session is, checked again now: its read token (expiry, revocation), or
-        the API key it signed in with, still valid."""
+        """Who a portal session is, checked again now: not signed out, and its read token
+        unexpired and unrevoked, or the API key it signed in with still valid."""
+        if self.keys.session_ended(session.session_id):
+            raise Unauthenticated("this session was signed out: sign in again")
         if session.token is not None:
-            return self.principal(session.token, now)
+            if not session.token.valid_at(now) or self.keys.token_revoked(session.token.token_id):
+                raise Unauthenticated("the read token this session signed in with is expired or revoked")
+            return session.token.principal()
         key = self.keys.key(session.key_id or "")
         if key is None or not key.valid_at(now):
             raise Unauthenticated("the API key this session signed in with is expired or revoked")
         return key.principal()
+
+    def refuse_if_failing(self, address: str) -> None:
+        """Refuse (429) any sign-in from an address that spent its failed-authentication budget,
+        until it recovers: a guesser is not told at once that a guess was right."""
+        wait_s = self._failures.wait_s(address)
+        if wait_s:
+            raise RateLimited(f"too many failed authentications from {address}", retry_after_header(wait_s))
 
     def throttle_failure(self, address: str) -> None:
         """A caller that keeps presenting bad credentials is slowed like a key over its rate (429),

@@ -1,5 +1,5 @@
-"""API keys and revoked read tokens, stored in ClickHouse (``storage.access_records``) and read
-through an in-memory copy.
+"""API keys, revoked read tokens and signed-out portal sessions, stored in ClickHouse
+(``storage.access_records``) and read through an in-memory copy.
 
 Every request checks a key, so the check reads memory only; the API reads the copy again from
 ClickHouse every ``REFRESH_S`` (a key revoked through another API replica stops working within
@@ -28,6 +28,7 @@ class KeyStore:
         self._records = records
         self._keys: dict[str, ApiKey] = {}
         self._revoked_tokens: frozenset[str] = frozenset()
+        self._signed_out: frozenset[str] = frozenset()
         self.refresh()
 
     def key(self, key_id: str) -> ApiKey | None:
@@ -38,6 +39,14 @@ class KeyStore:
 
     def token_revoked(self, token_id: str) -> bool:
         return token_id in self._revoked_tokens
+
+    def session_ended(self, session_id: str) -> bool:
+        """A portal session signed out before it expired."""
+        return session_id in self._signed_out
+
+    def end_session(self, session_id: str, now: datetime, expires_at: datetime) -> None:
+        self._records.save_sign_out(session_id, now, expires_at)
+        self.refresh()
 
     def save(self, key: ApiKey) -> None:
         self._records.save_key({**asdict(key), "role": key.role.value})
@@ -82,6 +91,7 @@ class KeyStore:
         """Read the keys and revoked tokens again (the copy is swapped whole: readers never lock)."""
         keys = {row["key_id"]: _key_of(row) for row in self._records.keys(_COLUMNS)}
         self._revoked_tokens = self._records.revoked_token_ids()
+        self._signed_out = self._records.signed_out_sessions()
         self._keys = keys
 
 

@@ -42,6 +42,16 @@ class TokenBuckets:
                 return 0.0
             return (1 - bucket.tokens) / self._rate
 
+    def wait_s(self, key: str) -> float:
+        """The seconds until ``key`` has a token again, without taking one (0 if it has one)."""
+        now = self._clock()
+        with self._lock:
+            bucket = self._buckets.get(key)
+            if bucket is None:
+                return 0.0
+            tokens = min(float(self._burst), bucket.tokens + (now - bucket.at) * self._rate)
+            return 0.0 if tokens >= 1 else (1 - tokens) / self._rate
+
     def _forget_refilled(self, now: float) -> None:
         """Buckets that have refilled since are as good as new: forget them (keyed by address,
         buckets would otherwise grow with every address that ever called)."""

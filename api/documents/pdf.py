@@ -150,7 +150,7 @@ def _parties(pdf: _Document, view: InvoiceView) -> None:
     left_bottom = pdf.get_y()
     details = [
         ("Date", f"{view.issue_date:%d %B %Y}"),
-        ("Due", "-" if view.is_credit_note else f"{view.due_date:%d %B %Y}"),
+        ("Due", "-" if view.is_credit_note or view.is_draft else f"{view.due_date:%d %B %Y}"),
         ("Period", view.period_label),
         ("Currency", view.record.currency),
         ("Customer", view.record.buyer_id),

@@ -97,6 +97,10 @@ class InvoiceView:
             return [f"This credit note cancels invoice {self.record.credits_number}."]
         if self.is_draft:
             return ["This preview is not an invoice: nothing is to be paid until the invoice is issued."]
+        if self.record.status is InvoiceStatus.VOID:
+            return ["This invoice is void: a credit note cancels it, and nothing is to be paid."]
+        if self.record.status is InvoiceStatus.PAID:
+            return [f"Paid: {self.shown_money(self.record.amount_due)} {self.record.currency}, thank you."]
         payment = self.issuer.payment
         lines = [
             f"Please pay {self.shown_money(self.record.amount_due)} {self.record.currency} by {self.due_date:%d %B %Y}."
@@ -111,10 +115,15 @@ class InvoiceView:
         return lines
 
     @property
+    def asks_payment(self) -> bool:
+        """An issued invoice, not yet paid: a credit note, a draft or a void invoice asks none."""
+        return not self.is_credit_note and self.record.status is InvoiceStatus.ISSUED
+
+    @property
     def terms(self) -> str | None:
-        """The issuer's payment terms, on what is to be paid only: a credit note or a draft asks
-        for no payment, so no late-payment clause either."""
-        return None if self.is_credit_note or self.is_draft else self.issuer.branding.terms
+        """The issuer's payment terms, on what is to be paid only (no late-payment clause on a
+        credit note, a draft, or a void or paid invoice)."""
+        return self.issuer.branding.terms if self.asks_payment else None
 
     @property
     def logo(self) -> tuple[str, bytes] | None:

@@ -27,6 +27,7 @@ class BarChart:
     highest: Decimal
     first: datetime | None
     last: datetime | None
+    time_format: str = "%d %b %H:%M"
     width: float = WIDTH
     height: float = HEIGHT
 
@@ -44,4 +45,5 @@ class BarChart:
             height = float(value / highest) * HEIGHT if highest > 0 and value > 0 else 0.0
             label = f"{at.strftime(time_format)}: {shown.format(value)}"
             bars.append(Bar(index * step + gap / 2, HEIGHT - height, step - gap, height, label))
-        return cls(bars, highest, ordered[0][0] if ordered else None, ordered[-1][0] if ordered else None)
+        first, last = (ordered[0][0], ordered[-1][0]) if ordered else (None, None)
+        return cls(bars, highest, first, last, time_format)

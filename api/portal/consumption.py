@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -61,10 +61,7 @@ def month_so_far(request: Request, caller: Caller, catalog: Catalog, now: dateti
         month=month.month,
         to_date=month.customers,
         by_product=[Named(product_name(catalog, t.group), t.currency, t.amount) for t in products.totals],
-        by_meter=[
-            Named(_meter_label(p.group), p.currency, p.amount, p.quantity, p.unit)
-            for p in sorted(meters.series, key=lambda point: point.amount, reverse=True)
-        ],
+        by_meter=[_by_meter(point) for point in sorted(meters.series, key=lambda point: point.amount, reverse=True)],
         by_resource=_top_resources(request, caller, now),
         hourly=BarChart.of([(point.period_start, point.amount) for point in hours.series]),
         hourly_points=[(point.period_start, point.currency, point.amount) for point in hours.series],
@@ -96,18 +93,25 @@ def burn_down(request: Request, visitor: Visitor, holder_id: str) -> BarChart | 
     if not visitor.caller.scope.sees_customer(holder_id) or holder_id not in _customers(visitor):
         return None
     report = routes_dashboards.credit(request, visitor.of_customer(holder_id), None, None, Granularity.DAY)
-    return BarChart.of([(point.at, point.balance) for point in report.series], time_format="%d %b")
+    # a point is the balance at a day's end (the next midnight), or now: labelled with its day
+    ends = [(point.at - timedelta(microseconds=1), point.balance) for point in report.series]
+    return BarChart.of(ends, shown="{:,f}", time_format="%d %b")
 
 
 def _customers(visitor: Visitor) -> set[str]:
     return {customer.id for customer in visitor.catalog.customers}
 
 
-def _meter_label(meter: str) -> str:
+def _by_meter(point: routes_dashboards.CostPointOut) -> Named:
+    """A meter's cost, with its quantity where one unit counts it: an XaaS meter adds up skus of
+    different units (GB-hours and instance-hours), whose products the table by product names."""
     try:
-        return Meter(meter).label
+        meter = Meter(point.group)
     except ValueError:
-        return meter
+        return Named(point.group, point.currency, point.amount)
+    if meter.is_xaas:
+        return Named(f"Services ({meter.unit})", point.currency, point.amount)
+    return Named(meter.label, point.currency, point.amount, point.quantity, point.unit)
 
 
 def product_name(catalog: Catalog, product: str) -> str:

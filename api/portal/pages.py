@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import secrets
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -20,9 +21,13 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
+from api.access import sessions
+from api.access.guard import Caller
 from api.access.principals import Principal
+from api.services import services_of
 from billing.catalog import Catalog, Customer, Issuer
 from billing.money import round_money
+from meterline.exceptions import Unauthenticated
 
 PREFIX = "/portal"
 TEMPLATES = Environment(
@@ -56,6 +61,12 @@ class Brand:
     text_colour: str
     """Black or white, whichever reads better on the issuer's colour (WCAG contrast)."""
 
+    @property
+    def logo(self) -> str | None:
+        """The issuer's logo if it is carried in its ``data:`` URI: nothing is fetched elsewhere."""
+        logo = self.issuer.branding.logo_url
+        return logo if logo and logo.startswith("data:image/") else None
+
     @classmethod
     def of(cls, catalog: Catalog, principal: Principal | None) -> Brand:
         issuer = catalog.provider
@@ -88,7 +99,7 @@ def security_headers(request: Request, nonce: str | None = None) -> dict[str, st
     style = f"'self' 'nonce-{nonce}'" if nonce else "'self'"
     return {
         "Content-Security-Policy": (
-            f"default-src 'none'; style-src {style}; img-src 'self' data: https:; form-action 'self'; "
+            f"default-src 'none'; style-src {style}; img-src 'self' data:; form-action 'self'; "
             "frame-ancestors 'none'; base-uri 'none'"
         ),
         "Referrer-Policy": "no-referrer",
@@ -102,12 +113,33 @@ def is_portal(request: Request) -> bool:
     return request.url.path == PREFIX or request.url.path.startswith(f"{PREFIX}/")
 
 
-def error_page(request: Request, catalog: Catalog | None, status: int, detail: str) -> Response:
-    """A refusal as a page: signing in again when the session is missing or no longer valid."""
+def error_page(
+    request: Request, catalog: Catalog | None, status: int, detail: str, retry_after: str | None = None
+) -> Response:
+    """A refusal as a page, branded for whoever is signed in: signing in again when the session
+    is missing or no longer valid."""
+    headers = security_headers(request) | ({"Retry-After": retry_after} if retry_after else {})
     if status == 401 and request.method == "GET":
-        return RedirectResponse(f"{PREFIX}/sign-in", status_code=303, headers=security_headers(request))
-    caller = getattr(request.state, "caller", None)
-    brand = Brand.of(catalog, caller.principal if caller else None) if catalog is not None else None
-    if brand is None:
-        return HTMLResponse(detail, status_code=status, headers=security_headers(request))
-    return render(request, "error.html", brand, status=status, status_code=status, detail=detail, signed_in=False)
+        return RedirectResponse(f"{PREFIX}/sign-in", status_code=303, headers=headers)
+    if catalog is None:
+        return HTMLResponse(detail, status_code=status, headers=headers)
+    brand = Brand.of(catalog, _signed_in(request))
+    answer = render(request, "error.html", brand, status=status, status_code=status, detail=detail, signed_in=False)
+    answer.headers.update(headers)
+    return answer
+
+
+def _signed_in(request: Request) -> Principal | None:
+    """Who the request is from, if a page's guard found out or its session cookie holds."""
+    caller: Caller | None = getattr(request.state, "caller", None)
+    if caller is not None:
+        return caller.principal
+    authenticator = services_of(request).authenticator
+    now = datetime.now(UTC)
+    session = sessions.verify(request.cookies.get(sessions.SESSION_COOKIE, ""), authenticator.session_key, now)
+    if session is None:
+        return None
+    try:
+        return authenticator.session_principal(session, now)
+    except Unauthenticated:
+        return None

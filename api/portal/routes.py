@@ -56,20 +56,19 @@ def sign_in_page(request: Request, token: Annotated[str | None, Query(max_length
 async def sign_in(request: Request) -> Response:
     """A customer's or partner's API key or read token, posted from the sign-in page, becomes a
     session; anything else is refused on the same page (and slows its sender like a bad key)."""
-    fields = await posted_form(request, request.cookies.get(sessions.SIGN_IN_COOKIE, ""))
     authenticator: Authenticator = services_of(request).authenticator
+    nonce = request.cookies.get(sessions.SIGN_IN_COOKIE, "")
+    fields = await posted_form(request, sessions.sign_in_proof(nonce, authenticator.session_key) if nonce else "")
     now = datetime.now(UTC)
     presented = fields.get("credential", "").strip()
+    authenticator.refuse_if_failing(client_address(request))
     try:
         principal = _portal_principal(request, presented, now)
     except (Unauthenticated, UnknownCustomer) as refused:
         authenticator.throttle_failure(client_address(request))
         return _sign_in_form(request, error=str(refused), status=401)
     token = tokens.verify(presented, authenticator.token_secret, now) if presented.startswith(tokens.PREFIX) else None
-    if token is None:
-        session = sessions.new_session(principal.key_id, None, now, None)
-    else:
-        session = sessions.new_session(None, presented, now, token.expires_at)
+    session = sessions.new_session(principal.key_id if token is None else None, token, now)
     admit(request, principal)  # the audit log names who signed in, and the key's rate applies
     note_change(request, None, {"portal_session_until": session.expires_at.isoformat()})
     answer = RedirectResponse(f"{PREFIX}/", status_code=303, headers=security_headers(request))
@@ -89,7 +88,10 @@ def _portal_principal(request: Request, presented: str, now: datetime) -> Princi
 
 
 @router.post("/sign-out")
-def sign_out(request: Request, _visitor: UsagePages) -> Response:
+def sign_out(request: Request, visitor: UsagePages) -> Response:
+    """Ends the session: stored as signed out, so that a copy of its cookie is refused too."""
+    session = visitor.session
+    services_of(request).authenticator.keys.end_session(session.session_id, datetime.now(UTC), session.expires_at)
     answer = RedirectResponse(f"{PREFIX}/sign-in", status_code=303, headers=security_headers(request))
     answer.delete_cookie(sessions.SESSION_COOKIE, path=PREFIX)
     return answer
@@ -153,7 +155,9 @@ def usage_csv(
 ) -> Response:
     """The hourly CSV export of the API, for the same days."""
     start, end = _days(first_day, last_day)
-    return routes_usage.get_usage_csv(request, visitor.of_customer(customer_id), customer_id, start, end, None)
+    return _download(
+        request, routes_usage.get_usage_csv(request, visitor.of_customer(customer_id), customer_id, start, end, None)
+    )
 
 
 @router.get("/invoices", response_class=HTMLResponse)
@@ -171,7 +175,7 @@ def invoice(request: Request, visitor: InvoicePages, invoice_id: InvoiceId) -> R
 
 @router.get("/invoices/{invoice_id}/pdf")
 def invoice_pdf(request: Request, visitor: InvoicePages, invoice_id: InvoiceId) -> Response:
-    return routes_invoices.invoice_pdf(request, visitor.caller, invoice_id)
+    return _download(request, routes_invoices.invoice_pdf(request, visitor.caller, invoice_id))
 
 
 @router.get("/invoices/{invoice_id}/lines/{line_no}", response_class=HTMLResponse)
@@ -196,7 +200,7 @@ def invoice_line(request: Request, visitor: InvoicePages, invoice_id: InvoiceId,
 
 @router.get("/invoices/{invoice_id}/lines/{line_no}/usage.csv")
 def invoice_line_csv(request: Request, visitor: InvoicePages, invoice_id: InvoiceId, line_no: int) -> Response:
-    return routes_invoices.line_usage_csv(request, visitor.caller, invoice_id, line_no)
+    return _download(request, routes_invoices.line_usage_csv(request, visitor.caller, invoice_id, line_no))
 
 
 @router.get("/credit/{holder_id}", response_class=HTMLResponse)
@@ -210,12 +214,18 @@ def credit(request: Request, visitor: CreditPages, holder_id: CustomerId) -> Res
         request,
         visitor,
         "credit.html",
-        holder_id=holder_id,
+        holder=visitor.catalog.party(holder_id),
         balance=balance,
         grants=grants,
         alerts=alerts,
         burn_down=burn_down,
     )
+
+
+def _download(request: Request, answer: Response) -> Response:
+    """A file as the pages are sent: never cached, never sniffed as another type."""
+    answer.headers.update(security_headers(request))
+    return answer
 
 
 def _page(request: Request, visitor: Visitor, template: str, **context: Any) -> HTMLResponse:
@@ -230,6 +240,8 @@ def _page(request: Request, visitor: Visitor, template: str, **context: Any) -> 
         csrf_field=CSRF_FIELD,
         party=visitor.catalog.party(principal.party_id or ""),
         is_partner=principal.role is Role.PARTNER,
+        reads_invoices=principal.may(Permission.READ_INVOICES),
+        reads_credit=principal.may(Permission.READ_CREDIT),
         **context,
     )
 
@@ -255,22 +267,26 @@ def _days(first_day: date | None, last_day: date | None) -> tuple[datetime, date
 
 def _sign_in_form(request: Request, token: str | None = None, error: str | None = None, status: int = 200) -> Response:
     """The form, tied to a fresh sign-in cookie; for a read token link, naming its party."""
+    authenticator: Authenticator = services_of(request).authenticator
     catalog = services_of(request).catalog_admin.catalog
-    party = None
+    party, principal = None, None
     if token:
         try:
+            if not token.startswith(tokens.PREFIX):  # a link carries a read token, never a key
+                raise Unauthenticated("not a sign-in link")
             principal = _portal_principal(request, token, datetime.now(UTC))
             party = catalog.party(principal.party_id or "")
         except (Unauthenticated, UnknownCustomer):
+            authenticator.throttle_failure(client_address(request))
             error = error or "this sign-in link is invalid or has expired: ask for a new one"
     nonce = secrets.token_urlsafe(24)
     answer = render(
         request,
         "sign_in.html",
-        Brand.of(catalog, None),
+        Brand.of(catalog, principal),
         status=status,
         signed_in=False,
-        csrf=nonce,
+        csrf=sessions.sign_in_proof(nonce, authenticator.session_key),
         csrf_field=CSRF_FIELD,
         token=token if party else None,
         party=party,

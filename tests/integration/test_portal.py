@@ -3,6 +3,7 @@ the session cookie and its CSRF secret, and each tenant seeing only its own page
 
 from __future__ import annotations
 
+import base64
 import os
 import re
 import shutil
@@ -158,12 +159,33 @@ def test_only_a_customers_or_partners_credential_signs_in_and_every_form_needs_i
     as_json = anonymous.post("/portal/sign-in", json={"csrf": secret, "credential": direct_key})
     assert as_json.status_code == 415
 
+    forged = browser(portal)  # a page that could set cookies: a nonce of its choosing, as the form's secret
+    forged.cookies.set("meterline_sign_in", "chosen", path="/portal")
+    assert forged.post("/portal/sign-in", data={"csrf": "chosen", "credential": direct_key}).status_code == 403
+
     direct = sign_in(portal, direct_key)
-    assert direct.post("/portal/sign-out", data={"csrf": ""}).status_code == 403, (
-        "sign-out too takes the session's secret"
-    )
+    refused = direct.post("/portal/sign-out", data={"csrf": ""})
+    assert refused.status_code == 403, "sign-out too takes the session's secret"
+    copied = browser(portal)
+    copied.cookies.set("meterline_session", direct.cookies["meterline_session"], path="/portal")
+    assert copied.get("/portal/invoices").status_code == 200
     signed_out = direct.post("/portal/sign-out", data={"csrf": csrf_of(direct.get("/portal/invoices").text)})
     assert signed_out.status_code == 303 and 'meterline_session=""' in signed_out.headers["set-cookie"]
+    assert copied.get("/portal/invoices").headers.get("location") == "/portal/sign-in", "a copy ends with it"
+
+
+def test_downloads_are_never_cached_and_a_link_takes_no_api_key(portal: System):
+    direct_key = key_for(portal, "customer", "direct")[0]
+    direct = sign_in(portal, direct_key)
+    for download in (
+        "/portal/invoices/2026-10.acme.direct/pdf",
+        "/portal/customers/direct/usage.csv?from=2026-10-01&to=2026-10-31",
+    ):
+        answer = direct.get(download)
+        assert answer.status_code == 200 and answer.headers["cache-control"] == "no-store", download
+        assert answer.headers["x-content-type-options"] == "nosniff"
+    landing = browser(portal).get("/portal/sign-in", params={"token": direct_key})
+    assert "invalid or has expired" in landing.text and direct_key not in landing.text
 
 
 def test_a_tampered_or_foreign_session_cookie_is_no_session(portal: System):
@@ -188,6 +210,9 @@ def test_a_read_token_link_signs_in_as_its_party_after_a_click_and_ends_with_the
     assert answer.status_code == 303
     assert client.get("/portal/invoices/2026-10.acme.direct").status_code == 200
     assert client.get("/portal/invoices/2026-10.north.resold").status_code == 404
+    cookie = client.cookies["meterline_session"]
+    assert "mlt_" not in base64.urlsafe_b64decode(cookie[4:].split(".")[0] + "==").decode(), "the token's claims only"
+    assert portal.client(cookie).get("/v1/invoices").status_code == 401, "a session cookie is no API credential"
 
     assert portal.http.delete(f"/v1/tokens/{token_id}").status_code == 200
     time.sleep(0.2)

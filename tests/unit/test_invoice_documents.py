@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from dataclasses import replace
 from datetime import UTC, datetime
+from decimal import Decimal
 from fractions import Fraction
 from pathlib import Path
 
@@ -82,3 +83,22 @@ def test_an_invoice_never_issued_has_no_e_invoice_and_a_plain_pdf(status):
             e_invoice(never_issued)
     assert b"/EmbeddedFile" not in pdf_for_buyer(never_issued), "no CII XML inside: a plain PDF"
     assert b"/EmbeddedFile" in pdf_for_buyer(view()), "an issued invoice's PDF carries its CII XML"
+
+
+@pytest.mark.parametrize(
+    ("status", "says"),
+    [
+        (InvoiceStatus.VOID, "This invoice is void: a credit note cancels it, and nothing is to be paid."),
+        (InvoiceStatus.PAID, "Paid: 156.54 EUR, thank you."),
+    ],
+)
+def test_a_paid_or_void_invoice_asks_for_nothing_and_owes_nothing(status, says):
+    """Direct, October: 5757.5 vCPU-hours x 0.025 = 143.9375 -> 143.94, and the one-time 1.00 of
+    the 31st: subtotal 144.94, 10 % off = 14.494 -> 14.49, net 130.45, VAT 20 % = 26.09, total
+    156.54. Paid, it thanks for that; void, it asks nothing; either way nothing is outstanding."""
+    shown = view(status)
+    assert shown.payment_lines == [says]
+    assert shown.terms is None and shown.record.outstanding == 0
+    assert "Please pay" not in render_html(shown) and "IBAN" not in render_html(shown)
+    issued = view(InvoiceStatus.ISSUED).record
+    assert issued.outstanding == issued.amount_due == Decimal("156.54")
