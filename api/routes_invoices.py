@@ -233,7 +233,8 @@ def _attachment(body: bytes, media_type: str, view: InvoiceView, extension: str)
     )
 
 
-def _line_scope(record: InvoiceRecord, line_no: int) -> LineScope:
+def line_scope(record: InvoiceRecord, line_no: int) -> LineScope:
+    """What usage an invoice's usage line bills; another kind of line, or no such line, is refused."""
     if not 1 <= line_no <= len(record.lines):
         raise InvalidQuery(f"invoice {record.invoice_id} has lines 1 to {len(record.lines)}")
     line = record.lines[line_no - 1]
@@ -247,7 +248,7 @@ def _line_scope(record: InvoiceRecord, line_no: int) -> LineScope:
 
 @router.get("/invoices/{invoice_id}/lines/{line_no}/usage", response_model=LineUsage)
 def line_usage(request: Request, caller: InvoiceReader, invoice_id: InvoiceId, line_no: int) -> LineUsage:
-    scope = _line_scope(_ledger(request).get(caller.scope, invoice_id), line_no)
+    scope = line_scope(_ledger(request).get(caller.scope, invoice_id), line_no)
     queries: UsageQueries = services_of(request).queries
     hours = queries.line_usage(scope)
     rows = [
@@ -301,7 +302,7 @@ def line_events(
     offset: Annotated[int, Query(ge=0, le=2**32 - 1, description="events to skip")] = 0,
 ) -> Response:
     """The raw CloudEvents behind a usage line, as received, one JSON document per line (NDJSON)."""
-    scope = _line_scope(_ledger(request).get(caller.scope, invoice_id), line_no)
+    scope = line_scope(_ledger(request).get(caller.scope, invoice_id), line_no)
     queries: UsageQueries = services_of(request).queries
     events = queries.line_events(scope, limit, offset)
     return Response("".join(f"{event}\n" for event in events), media_type="application/x-ndjson")

@@ -23,10 +23,14 @@ from meterline.exceptions import UnknownCustomer
 from schemas.events import LONGEST_INTERVAL_S
 from storage.connection import ClientPool
 from storage.tables import RAW_MESSAGES, USAGE_BY_HOUR, USAGE_EVENTS
-from storage.usage_read import AMOUNT, RESOURCE_TOTAL, UsageRead, customer_totals, stored_by, usage_rows
+from storage.usage_read import AMOUNT, RESOURCE_TOTAL, UsageRead, customer_totals, usage_rows
 
 HOURLY_KEYS = ("customer_id", "resource_id", "product", "meter", "dimension", "unit", "currency")
 """What an hourly row is usage of, besides its hour."""
+
+
+LINE_KEYS = ["customer_id", "resource_id", "product", "dimension"]
+"""What an invoice line's hourly usage is given per."""
 
 
 class Granularity(StrEnum):
@@ -132,11 +136,12 @@ class UsageQueries:
         check_buckets(window.start, window.end, Granularity.HOUR.value)
         return self._shown(window.read(scope, by_day=False), "toStartOfHour", list(HOURLY_KEYS))
 
-    def line_usage(self, line: LineScope) -> list[dict[str, Any]]:
+    def line_usage(self, line: LineScope, first: int | None = None) -> list[dict[str, Any]]:
         """Hourly usage behind an invoice line, per customer, resource and dimension, as it was
-        billed (events stored by the close): its quantities add up to the line's."""
-        keys = ["customer_id", "resource_id", "product", "dimension"]
-        return self._exact(line.read(), "toStartOfHour", keys)
+        billed (events stored by the close): its quantities add up to the line's. With
+        ``first``, only the first rows in hour and key order, up to that many (a page of a line
+        that a large customer's month makes 80,000 rows of)."""
+        return self._exact(line.read(), "toStartOfHour", LINE_KEYS, first)
 
     def line_quantity(self, line: LineScope) -> Fraction:
         """What an invoice line's usage adds up to as the close counted it (``customer_totals``),
@@ -207,13 +212,19 @@ class UsageQueries:
             return None
         return rows.drop_columns(["one_divisor"])
 
-    def _exact(self, read: UsageRead, truncate: str, keys: list[str]) -> list[dict[str, Any]]:
+    def _exact(self, read: UsageRead, truncate: str, keys: list[str], first: int | None = None) -> list[dict[str, Any]]:
         """Usage per ``period_start`` and ``keys``, in that order: exact quantities (a
-        ``Fraction``), exact amounts (a ``Fraction``), and how many rated rows each holds."""
+        ``Fraction``), exact amounts (a ``Fraction``), and how many rated rows each holds; with
+        ``first``, the first of them only, up to that many."""
         per_resource, parameters = self._per_resource(read, truncate, keys)
         names = ["period_start", *keys]
+        if first is not None:
+            order = ", ".join(names)
+            per_resource = f"SELECT * FROM ({per_resource}) ORDER BY {order} LIMIT {{first:UInt32}}"
+            parameters = {**parameters, "first": first + 1}
+        fetched = list(self._pool.query(per_resource, parameters).named_results())
         combined: dict[tuple[Any, ...], dict[str, Any]] = {}
-        for row in self._pool.query(per_resource, parameters).named_results():
+        for row in fetched:
             key = tuple(row[name] for name in names)
             if key not in combined:
                 combined[key] = {"quantity": Fraction(0), "amount": Fraction(0), "rated_rows": 0}
@@ -221,7 +232,12 @@ class UsageQueries:
             total["quantity"] += Fraction(row["base"]) / row["base_divisor"]
             total["amount"] += Fraction(row["amount_base_sum"]) / row["base_divisor"]
             total["rated_rows"] += row["rows"]
-        return [{**dict(zip(names, key, strict=True)), **total} for key, total in sorted(combined.items())]
+        rows = [{**dict(zip(names, key, strict=True)), **total} for key, total in sorted(combined.items())]
+        if first is not None and len(fetched) > first:
+            # the limit cut in: a key's rows are adjacent in this order, so only the last key
+            # fetched may have more rows past it, and it is left out
+            rows = rows[:-1]
+        return rows if first is None else rows[:first]
 
     def line_events(self, line: LineScope, limit: int, offset: int) -> list[str]:
         """The raw events behind an invoice line, as they were received, oldest first.
@@ -229,19 +245,46 @@ class UsageQueries:
         Each event is cut out of its stored message by ClickHouse, so only the events travel;
         events stored before messages were kept whole carry their JSON themselves.
         """
-        query = (
-            f"WITH page AS (SELECT time, id, event, message_id, offset, length FROM {self._events} FINAL "
-            f"WHERE {EVENTS_WHERE} AND {stored_by(self._database)} "
-            "ORDER BY time, id LIMIT {limit:UInt32} OFFSET {offset:UInt32}) "
-            "SELECT time, id, event FROM (SELECT page.time AS time, page.id AS id, "
-            "substring(m.payload, page.offset + 1, page.length) AS event "
-            f"FROM {self._messages_table} AS m FINAL INNER JOIN page ON m.message_id = page.message_id "
-            "WHERE m.message_id IN (SELECT message_id FROM page) "
-            "UNION ALL SELECT time, id, event FROM page WHERE message_id = '') ORDER BY time, id"
+        # the page's events first, by their key columns only (an event whose every copy was
+        # stored after the close is not behind the line), then the last copy of each, read by id,
+        # then the slices of their messages: FINAL and a first-stored test over a large
+        # customer's month took seconds, and a WITH clause is run again wherever it is named
+        page_ids = (
+            f"SELECT DISTINCT time, source, id FROM {self._events} WHERE {EVENTS_WHERE} "
+            "AND inserted_at <= {stored_by:DateTime64(3, 'UTC')} "
+            "ORDER BY time, id, source LIMIT {limit:UInt32} OFFSET {offset:UInt32}"
+        )
+        last_copies = ", ".join(
+            f"argMax({column}, inserted_at) AS {column}" for column in ("event", "message_id", "offset", "length")
+        )
+        page = (
+            f"SELECT any(time) AS time, id, {last_copies} FROM {self._events} "
+            "WHERE customer_id IN {customers:Array(String)} "
+            f"AND usage_start > {{start:DateTime64(3)}} - INTERVAL {LONGEST_INTERVAL_S} SECOND "
+            "AND usage_start < {end:DateTime64(3)} "
+            f"AND (source, id) IN (SELECT source, id FROM ({page_ids})) GROUP BY source, id ORDER BY time, id"
         )
         parameters = {**line.parameters(), "limit": limit, "offset": offset}
-        rows = self._pool.query(query, parameters).result_rows
-        return [event.decode() if isinstance(event, bytes) else event for _, _, event in rows]
+        events = self._pool.query(page, parameters).result_rows
+        slices = self._message_slices([(message_id, at, length) for *_, message_id, at, length in events if message_id])
+        return [_text(slices.get((message_id, at)) or event) for _, _, event, message_id, at, _length in events]
+
+    def _message_slices(self, wanted: list[tuple[str, int, int]]) -> dict[tuple[str, int], bytes | str]:
+        """Each (message, offset, length)'s bytes, cut out of its stored message by the engine."""
+        if not wanted:
+            return {}
+        query = (
+            "SELECT message_id, slice.2 AS at, substring(payload, slice.2 + 1, slice.3) "
+            f"FROM {self._messages_table} FINAL "
+            "ARRAY JOIN arrayFilter(s -> s.1 = message_id, {slices:Array(Tuple(String, UInt32, UInt32))}) AS slice "
+            "WHERE message_id IN {ids:Array(String)}"
+        )
+        parameters = {"slices": wanted, "ids": sorted({message_id for message_id, _, _ in wanted})}
+        return {(message_id, at): event for message_id, at, event in self._pool.query(query, parameters).result_rows}
+
+
+def _text(event: bytes | str) -> str:
+    return event.decode() if isinstance(event, bytes) else str(event)
 
 
 def _shown_figure(exact: str) -> str:

@@ -183,3 +183,34 @@ def test_a_conflicting_copy_sent_after_the_workers_restart_is_refused_on_any_bro
     assert "conflict" in letter["reason"]
     assert system.usage("cust-b")["rows"] == []
     assert [row["quantity"] for row in system.usage("cust-a")["rows"]] == ["1.000000000000"]
+
+
+def test_a_page_of_a_lines_hourly_usage_and_events_is_the_start_of_the_whole(engine):
+    """Three VMs of cust-a, a sample each at AT and at AT + 1 h: six resource-hours of one vCPU
+    hour each. The first 4 of the line's rows are the first 4 of all of them, in hour and
+    resource order; asking for more than there are gives them all. Events page the same way."""
+    store = UsageStore(engine, DB)
+    samples = [
+        vm_sample(f"vm-{n}", customer_id="cust-a", at=AT + timedelta(hours=hour), interval_s=3600)
+        for hour in (0, 1)
+        for n in (3, 1, 2)
+    ]
+    for sample in samples:
+        payload = encode_batch([sample])
+        engine.insert(
+            f"{DB}.raw_messages", [[message_id(payload), payload, STORED]], ["message_id", "payload", "received_at"]
+        )
+        store.write(frame([sample]), STORED)
+    end = AT + timedelta(hours=2)
+    line = LineScope(
+        ["cust-a"], "vcpu_hours", (UsageScope("", AT - timedelta(hours=1), end),), AT - timedelta(hours=1), end, STORED
+    )
+    queries = UsageQueries(ClientPool(lambda: engine, 1), DB)
+    every = queries.line_usage(line)
+    assert [(row["period_start"].hour, row["resource_id"]) for row in every] == [
+        (hour, f"vm-{n}") for hour in (AT.hour - 1, AT.hour) for n in (1, 2, 3)
+    ]
+    assert queries.line_usage(line, first=4) == every[:4]
+    assert queries.line_usage(line, first=6) == queries.line_usage(line, first=50) == every
+    events = queries.line_events(line, limit=10, offset=0)
+    assert len(events) == 6 and queries.line_events(line, limit=2, offset=2) == events[2:4]
