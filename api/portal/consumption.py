@@ -52,8 +52,8 @@ class MonthSoFar:
 
 def month_so_far(request: Request, caller: Caller, catalog: Catalog, now: datetime) -> MonthSoFar:
     """This month's cost to date and forecast, by product, meter and resource, and by the hour."""
-    month = routes_dashboards.month_to_date(request, caller, None)
     costs = routes_dashboards.costs
+    month = routes_dashboards.month_to_date(request, caller, None)
     products = costs(request, caller, None, None, Granularity.MONTH, CostGroup.PRODUCT, None)
     meters = costs(request, caller, None, None, Granularity.MONTH, CostGroup.METER, None)
     hours = costs(request, caller, None, None, Granularity.HOUR, CostGroup.CUSTOMER, None)

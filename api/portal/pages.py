@@ -14,6 +14,7 @@ import secrets
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ from api.access.guard import Caller
 from api.access.principals import Principal
 from api.services import services_of
 from billing.catalog import Catalog, Customer, Issuer
-from billing.money import round_money
+from billing.money import round_exact, round_money
 from meterline.exceptions import Unauthenticated
 
 PREFIX = "/portal"
@@ -43,9 +44,10 @@ def money(amount: Decimal, currency: str) -> str:
     return f"{round_money(amount, currency):,f}"
 
 
-def quantity(value: Decimal) -> str:
-    """A quantity for people: at most 4 places, grouped by thousands."""
-    return f"{Decimal(value).quantize(Decimal('0.0001')).normalize():,f}"
+def quantity(value: Decimal | Fraction) -> str:
+    """A quantity for people: at most 4 places (rounded once from an exact ``Fraction``),
+    grouped by thousands."""
+    return f"{round_exact(value, Decimal('0.0001')).normalize():,f}"
 
 
 TEMPLATES.filters["money"] = money

@@ -28,7 +28,7 @@ from api.portal.guard import CSRF_FIELD, SignedIn, SigningIn, Visitor, posted_fo
 from api.portal.pages import PREFIX, STYLESHEET, Brand, render, security_headers
 from api.services import services_of
 from billing.invoices import LineKind
-from billing.money import round_money
+from billing.money import round_money, shown_quantity
 from meterline.exceptions import InvalidQuery, Unauthenticated, UnknownCustomer
 from storage.usage_queries import Granularity, GroupBy, totals
 
@@ -182,9 +182,11 @@ def invoice_pdf(request: Request, visitor: InvoicePages, invoice_id: InvoiceId) 
 def invoice_line(request: Request, visitor: InvoicePages, invoice_id: InvoiceId, line_no: int) -> Response:
     """A line's hourly usage as billed, and the raw events behind it: what checks the line."""
     view = _invoice_view(request, visitor, invoice_id)
-    usage = routes_invoices.line_usage(request, visitor.caller, invoice_id, line_no)
-    events = routes_invoices.line_events(request, visitor.caller, invoice_id, line_no, SHOWN_EVENTS, 0)
-    shown_events = [json.dumps(json.loads(text), indent=2) for text in bytes(events.body).decode().splitlines()]
+    scope = routes_invoices.line_scope(view.record, line_no)
+    queries = services_of(request).queries
+    hours = queries.line_usage(scope, SHOWN_ROWS)
+    quantity = queries.line_quantity(scope)
+    events = queries.line_events(scope, SHOWN_EVENTS, 0)
     return _page(
         request,
         visitor,
@@ -192,9 +194,10 @@ def invoice_line(request: Request, visitor: InvoicePages, invoice_id: InvoiceId,
         view=view,
         line_no=line_no,
         line=view.record.lines[line_no - 1],
-        usage=usage,
-        rows=usage.rows[:SHOWN_ROWS],
-        events=shown_events,
+        quantity=shown_quantity(quantity),
+        rows=hours,
+        more_rows=len(hours) == SHOWN_ROWS,
+        events=[_indented(text) for text in events],
     )
 
 
@@ -220,6 +223,14 @@ def credit(request: Request, visitor: CreditPages, holder_id: CustomerId) -> Res
         alerts=alerts,
         burn_down=burn_down,
     )
+
+
+def _indented(event: str) -> str:
+    """An event as received, indented for reading; as it is when it is not JSON (or not kept)."""
+    try:
+        return json.dumps(json.loads(event), indent=2, ensure_ascii=False)
+    except ValueError:
+        return event or "(not kept)"
 
 
 def _download(request: Request, answer: Response) -> Response:
