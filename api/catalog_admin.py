@@ -27,6 +27,10 @@ from meterline.exceptions import Forbidden, InvalidCatalog, PeriodIssued, Unknow
 from storage.catalog_store import CatalogStore
 
 log = logging.getLogger(__name__)
+RETRY_TIMEOUT_S = 10.0
+"""How long a publication retried on the timer waits for the broker: an attempt begun while the
+broker was away gives up soon after it is back (the producer is made anew), rather than holding
+the retry 30 s; the timer tries again 5 s later."""
 CHANGE_PUBLISH_S = 5.0
 """How long a change waits for the broker before the caller is told it is stored, not yet sent."""
 
@@ -121,7 +125,7 @@ class CatalogAdmin:
             if not self._unpublished:
                 return True
             try:
-                self._publisher.publish(list(self._entries.values()))
+                self._publisher.publish(list(self._entries.values()), timeout_s=RETRY_TIMEOUT_S)
             except CatalogNotPublished as error:
                 log.warning("the catalog topic does not take the catalog yet (%s); trying again", error)
                 return False
