@@ -94,10 +94,10 @@ def _readable_on(hex_colour: str) -> str:
 def render(request: Request, template: str, brand: Brand, status: int = 200, **context: Any) -> HTMLResponse:
     nonce = secrets.token_urlsafe(16)
     body = TEMPLATES.get_template(template).render(brand=brand, nonce=nonce, prefix=PREFIX, **context)
-    return HTMLResponse(body, status_code=status, headers=security_headers(request, nonce))
+    return HTMLResponse(body, status_code=status, headers=security_headers(nonce))
 
 
-def security_headers(request: Request, nonce: str | None = None) -> dict[str, str]:
+def security_headers(nonce: str | None = None) -> dict[str, str]:
     style = f"'self' 'nonce-{nonce}'" if nonce else "'self'"
     return {
         "Content-Security-Policy": (
@@ -120,14 +120,14 @@ def error_page(
 ) -> Response:
     """A refusal as a page, branded for whoever is signed in: signing in again when the session
     is missing or no longer valid."""
-    headers = security_headers(request) | ({"Retry-After": retry_after} if retry_after else {})
+    retry = {"Retry-After": retry_after} if retry_after else {}
     if status == 401 and request.method == "GET":
-        return RedirectResponse(f"{PREFIX}/sign-in", status_code=303, headers=headers)
+        return RedirectResponse(f"{PREFIX}/sign-in", status_code=303, headers=security_headers() | retry)
     if catalog is None:
-        return HTMLResponse(detail, status_code=status, headers=headers)
+        return HTMLResponse(detail, status_code=status, headers=security_headers() | retry)
     brand = Brand.of(catalog, _signed_in(request))
     answer = render(request, "error.html", brand, status=status, status_code=status, detail=detail, signed_in=False)
-    answer.headers.update(headers)
+    answer.headers.update(retry)  # the page's own headers stay: its policy names its style's nonce
     return answer
 
 

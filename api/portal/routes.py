@@ -71,7 +71,7 @@ async def sign_in(request: Request) -> Response:
     session = sessions.new_session(principal.key_id if token is None else None, token, now)
     admit(request, principal)  # the audit log names who signed in, and the key's rate applies
     note_change(request, None, {"portal_session_until": session.expires_at.isoformat()})
-    answer = RedirectResponse(f"{PREFIX}/", status_code=303, headers=security_headers(request))
+    answer = RedirectResponse(f"{PREFIX}/", status_code=303, headers=security_headers())
     signed = sessions.sign(session, authenticator.session_key)
     _set_cookie(request, answer, sessions.SESSION_COOKIE, signed, session)
     answer.delete_cookie(sessions.SIGN_IN_COOKIE, path=PREFIX)
@@ -92,7 +92,7 @@ def sign_out(request: Request, visitor: UsagePages) -> Response:
     """Ends the session: stored as signed out, so that a copy of its cookie is refused too."""
     session = visitor.session
     services_of(request).authenticator.keys.end_session(session.session_id, datetime.now(UTC), session.expires_at)
-    answer = RedirectResponse(f"{PREFIX}/sign-in", status_code=303, headers=security_headers(request))
+    answer = RedirectResponse(f"{PREFIX}/sign-in", status_code=303, headers=security_headers())
     answer.delete_cookie(sessions.SESSION_COOKIE, path=PREFIX)
     return answer
 
@@ -156,7 +156,7 @@ def usage_csv(
     """The hourly CSV export of the API, for the same days."""
     start, end = _days(first_day, last_day)
     return _download(
-        request, routes_usage.get_usage_csv(request, visitor.of_customer(customer_id), customer_id, start, end, None)
+        routes_usage.get_usage_csv(request, visitor.of_customer(customer_id), customer_id, start, end, None)
     )
 
 
@@ -175,7 +175,7 @@ def invoice(request: Request, visitor: InvoicePages, invoice_id: InvoiceId) -> R
 
 @router.get("/invoices/{invoice_id}/pdf")
 def invoice_pdf(request: Request, visitor: InvoicePages, invoice_id: InvoiceId) -> Response:
-    return _download(request, routes_invoices.invoice_pdf(request, visitor.caller, invoice_id))
+    return _download(routes_invoices.invoice_pdf(request, visitor.caller, invoice_id))
 
 
 @router.get("/invoices/{invoice_id}/lines/{line_no}", response_class=HTMLResponse)
@@ -203,7 +203,7 @@ def invoice_line(request: Request, visitor: InvoicePages, invoice_id: InvoiceId,
 
 @router.get("/invoices/{invoice_id}/lines/{line_no}/usage.csv")
 def invoice_line_csv(request: Request, visitor: InvoicePages, invoice_id: InvoiceId, line_no: int) -> Response:
-    return _download(request, routes_invoices.line_usage_csv(request, visitor.caller, invoice_id, line_no))
+    return _download(routes_invoices.line_usage_csv(request, visitor.caller, invoice_id, line_no))
 
 
 @router.get("/credit/{holder_id}", response_class=HTMLResponse)
@@ -233,9 +233,9 @@ def _indented(event: str) -> str:
         return event or "(not kept)"
 
 
-def _download(request: Request, answer: Response) -> Response:
+def _download(answer: Response) -> Response:
     """A file as the pages are sent: never cached, never sniffed as another type."""
-    answer.headers.update(security_headers(request))
+    answer.headers.update(security_headers())
     return answer
 
 

@@ -184,6 +184,10 @@ def test_downloads_are_never_cached_and_a_link_takes_no_api_key(portal: System):
         answer = direct.get(download)
         assert answer.status_code == 200 and answer.headers["cache-control"] == "no-store", download
         assert answer.headers["x-content-type-options"] == "nosniff"
+    missing = direct.get("/portal/invoices/2026-10.acme.nobody")
+    nonce = re.search(r'<style nonce="([^"]+)"', missing.text)
+    assert missing.status_code == 404 and nonce, "an error page is branded by its style block"
+    assert f"'nonce-{nonce.group(1)}'" in missing.headers["content-security-policy"], "and its policy lets it apply"
     landing = browser(portal).get("/portal/sign-in", params={"token": direct_key})
     assert "invalid or has expired" in landing.text and direct_key not in landing.text
 
