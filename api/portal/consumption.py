@@ -17,7 +17,7 @@ from api.access.guard import Caller
 from api.portal.charts import BarChart
 from api.portal.guard import Visitor
 from api.services import services_of
-from billing.catalog import Catalog
+from billing.catalog import Catalog, Customer
 from billing.money import round_money
 from schemas.meters import Meter
 from storage.dashboards import CostGroup
@@ -90,16 +90,12 @@ def first_rows(rows: pa.Table, count: int) -> list[dict[str, Any]]:
 
 def burn_down(request: Request, visitor: Visitor, holder_id: str) -> BarChart | None:
     """A customer's balance at the end of each day this month (a partner's own credit: none)."""
-    if not visitor.caller.scope.sees_customer(holder_id) or holder_id not in _customers(visitor):
+    if not isinstance(visitor.catalog.party(holder_id), Customer):
         return None
     report = routes_dashboards.credit(request, visitor.of_customer(holder_id), None, None, Granularity.DAY)
     # a point is the balance at a day's end (the next midnight), or now: labelled with its day
     ends = [(point.at - timedelta(microseconds=1), point.balance) for point in report.series]
     return BarChart.of(ends, shown="{:,f}", time_format="%d %b")
-
-
-def _customers(visitor: Visitor) -> set[str]:
-    return {customer.id for customer in visitor.catalog.customers}
 
 
 def _by_meter(point: routes_dashboards.CostPointOut) -> Named:

@@ -16,7 +16,7 @@ from fastapi import Request
 
 from api.access import sessions
 from api.access.guard import Authenticator, Caller, Policy, admit
-from api.access.principals import Permission
+from api.access.principals import Permission, Principal, Role
 from api.services import services_of
 from billing.catalog import Catalog
 from meterline.exceptions import Forbidden, InvalidQuery, Unauthenticated, UnsupportedMediaType
@@ -44,7 +44,7 @@ class Visitor:
 
     @property
     def is_partner(self) -> bool:
-        return self.caller.principal.role.value == "partner"
+        return self.caller.principal.role is Role.PARTNER
 
 
 class SignedIn(Policy):
@@ -54,17 +54,22 @@ class SignedIn(Policy):
         self.permission = self.required = permission
 
     async def __call__(self, request: Request) -> Visitor:
-        now = datetime.now(UTC)
-        authenticator: Authenticator = services_of(request).authenticator
-        session = sessions.verify(request.cookies.get(sessions.SESSION_COOKIE, ""), authenticator.session_key, now)
-        if session is None:
-            raise Unauthenticated("sign in to see this page")
-        principal = authenticator.session_principal(session, now)
+        session, principal = session_of(request, datetime.now(UTC))
         caller = admit(request, principal)
         form = await posted_form(request, session.csrf) if request.method == "POST" else {}
         if not principal.may(self.required):
             raise Forbidden(f"{principal.credential} may not {self.required.value.replace('_', ' ')}")
         return Visitor(caller, session, services_of(request).catalog_admin.catalog, form)
+
+
+def session_of(request: Request, now: datetime) -> tuple[sessions.Session, Principal]:
+    """The request's session and who it is, its credential checked again now; ``Unauthenticated``
+    without one that holds."""
+    authenticator: Authenticator = services_of(request).authenticator
+    session = sessions.verify(request.cookies.get(sessions.SESSION_COOKIE, ""), authenticator.session_key, now)
+    if session is None:
+        raise Unauthenticated("sign in to see this page")
+    return session, authenticator.session_principal(session, now)
 
 
 class SigningIn(Policy):

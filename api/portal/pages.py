@@ -22,10 +22,9 @@ from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, FileSystemLoader, StrictUndefined
 
-from api.access import sessions
 from api.access.guard import Caller
 from api.access.principals import Principal
-from api.services import services_of
+from api.portal.guard import session_of
 from billing.catalog import Catalog, Customer, Issuer
 from billing.money import round_exact, round_money
 from meterline.exceptions import Unauthenticated
@@ -136,12 +135,7 @@ def _signed_in(request: Request) -> Principal | None:
     caller: Caller | None = getattr(request.state, "caller", None)
     if caller is not None:
         return caller.principal
-    authenticator = services_of(request).authenticator
-    now = datetime.now(UTC)
-    session = sessions.verify(request.cookies.get(sessions.SESSION_COOKIE, ""), authenticator.session_key, now)
-    if session is None:
-        return None
     try:
-        return authenticator.session_principal(session, now)
+        return session_of(request, datetime.now(UTC))[1]
     except Unauthenticated:
         return None

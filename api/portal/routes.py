@@ -20,7 +20,7 @@ from api import routes_alerts, routes_credit, routes_dashboards, routes_invoices
 from api.access import sessions, tokens
 from api.access.audit import note_change
 from api.access.guard import Authenticator, admit, client_address
-from api.access.principals import Permission, Principal, Role
+from api.access.principals import Permission, Principal
 from api.documents.view import InvoiceView
 from api.models import CustomerId, InvoiceId
 from api.portal import consumption
@@ -111,7 +111,7 @@ def home(request: Request, visitor: UsagePages) -> Response:
 def customer_consumption(request: Request, visitor: UsagePages, customer_id: CustomerId) -> Response:
     now = datetime.now(UTC)
     figures = consumption.month_so_far(request, visitor.of_customer(customer_id), visitor.catalog, now)
-    return _page(request, visitor, "consumption.html", customer=_customer(visitor, customer_id), figures=figures)
+    return _page(request, visitor, "consumption.html", customer=visitor.catalog.party(customer_id), figures=figures)
 
 
 @router.get("/customers/{customer_id}/usage", response_class=HTMLResponse)
@@ -133,7 +133,7 @@ def usage_report(
         request,
         visitor,
         "usage.html",
-        customer=_customer(visitor, customer_id),
+        customer=visitor.catalog.party(customer_id),
         rows=consumption.first_rows(rows, SHOWN_ROWS),
         row_count=rows.num_rows,
         totals={currency: round_money(amount, currency) for currency, amount in sorted(totals(rows).items())},
@@ -250,15 +250,11 @@ def _page(request: Request, visitor: Visitor, template: str, **context: Any) -> 
         csrf=visitor.session.csrf,
         csrf_field=CSRF_FIELD,
         party=visitor.catalog.party(principal.party_id or ""),
-        is_partner=principal.role is Role.PARTNER,
+        is_partner=visitor.is_partner,
         reads_invoices=principal.may(Permission.READ_INVOICES),
         reads_credit=principal.may(Permission.READ_CREDIT),
         **context,
     )
-
-
-def _customer(visitor: Visitor, customer_id: str) -> object:
-    return visitor.catalog.party(customer_id)
 
 
 def _invoice_view(request: Request, visitor: Visitor, invoice_id: str) -> InvoiceView:
