@@ -49,6 +49,7 @@ class _Document(FPDF):
         self.set_author(view.issuer.name)
         self.set_creator("meterline")
         self.set_lang("en")
+        self.columns = _Columns.fitting(self, view)  # measured once: the lines table and the totals share them
 
     def footer(self) -> None:
         self.set_y(-14)
@@ -190,7 +191,7 @@ def _table(pdf: _Document, view: InvoiceView, rows: list[tuple[str, InvoiceLine 
     colour = view.colour
     headings = FontFace(emphasis="BOLD", color=(255, 255, 255), fill_color=colour, size_pt=9)
     group_style = FontFace(emphasis="BOLD", fill_color=(238, 241, 245), size_pt=9)
-    widths = _Columns.fitting(pdf, view).widths
+    widths = pdf.columns.widths
     with pdf.table(
         col_widths=widths,
         text_align=ALIGNS,
@@ -228,7 +229,7 @@ def _totals(pdf: _Document, view: InvoiceView) -> None:
     totals = [(f"Total {record.currency}", view.shown_money(record.total))]
     if record.credit_applied:
         totals.append((f"Amount due {record.currency}", view.shown_money(record.amount_due)))
-    lines_figure = _Columns.fitting(pdf, view).amount
+    lines_figure = pdf.columns.amount
     pdf.set_font(FONT, "B", 11)
     figure = max(lines_figure, *(pdf.get_string_width(amount) + 2 * CELL_PADDING + 1 for _label, amount in totals))
     label = TEXT_WIDTH - figure
