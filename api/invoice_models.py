@@ -68,6 +68,7 @@ class InvoiceOut(BaseModel):
     credit_applied: FixedPoint = Field(description="What the buyer's prepaid credit paid of the total (tax included)")
     amount_due: FixedPoint = Field(description="What the document asks to be paid: total - credit_applied")
     outstanding: FixedPoint = Field(description="What the buyer still owes now: 0 once paid or void, else amount_due")
+    payment_reference: str = Field(description="The gateway's reference of the card payment that paid it")
     closed_at: datetime
     issued_at: datetime | None
     notes: str = Field(default="", description="What the close said, e.g. that it was forced with usage missing")
@@ -106,6 +107,7 @@ class InvoiceOut(BaseModel):
             closed_at=as_utc(record.closed_at),
             issued_at=as_utc(record.issued_at) if record.issued_at else None,
             notes=record.notes,
+            payment_reference=record.payment_reference,
             lines=[
                 InvoiceLineOut.of(record.invoice_id, n, line, record.currency)
                 for n, line in enumerate(record.lines, start=1)

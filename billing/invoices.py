@@ -42,21 +42,36 @@ class DocumentType(StrEnum):
 
 
 class InvoiceStatus(StrEnum):
-    """draft -> issued -> paid | void; a draft may also be voided. Nothing leaves paid or void."""
+    """draft -> issued -> paid | payment_failed | void; a draft may also be voided.
+
+    A failed card payment leaves the invoice owed (``payment_failed``) until a later attempt or
+    another payment pays it, or it is voided. A payment refunded in full makes a paid invoice
+    ``refunded``: owed again, until paid again or voided (its credit note cancels it). Nothing
+    leaves void."""
 
     DRAFT = "draft"
     ISSUED = "issued"
+    PAYMENT_FAILED = "payment_failed"
     PAID = "paid"
+    REFUNDED = "refunded"
     VOID = "void"
 
     def can_become(self, target: InvoiceStatus) -> bool:
         return target in _NEXT[self]
 
+    @property
+    def owed(self) -> bool:
+        """Whether the buyer is asked to pay it: issued, and neither paid nor void."""
+        return self in OWED
 
+
+OWED = frozenset({InvoiceStatus.ISSUED, InvoiceStatus.PAYMENT_FAILED, InvoiceStatus.REFUNDED})
 _NEXT = {
     InvoiceStatus.DRAFT: {InvoiceStatus.ISSUED, InvoiceStatus.VOID},
-    InvoiceStatus.ISSUED: {InvoiceStatus.PAID, InvoiceStatus.VOID},
-    InvoiceStatus.PAID: set(),
+    InvoiceStatus.ISSUED: {InvoiceStatus.PAID, InvoiceStatus.PAYMENT_FAILED, InvoiceStatus.VOID},
+    InvoiceStatus.PAYMENT_FAILED: {InvoiceStatus.PAID, InvoiceStatus.VOID},
+    InvoiceStatus.PAID: {InvoiceStatus.REFUNDED},
+    InvoiceStatus.REFUNDED: {InvoiceStatus.PAID, InvoiceStatus.VOID},
     InvoiceStatus.VOID: set(),
 }
 

@@ -23,7 +23,7 @@ def documents_to_email(invoice_id: str, before: InvoiceStatus, after: InvoiceSta
         return []
     if after is InvoiceStatus.ISSUED:
         return [invoice_id]
-    if after is InvoiceStatus.VOID and before is InvoiceStatus.ISSUED:
+    if after is InvoiceStatus.VOID and before.owed:
         return [credit_note_id(invoice_id)]
     return []
 

@@ -26,6 +26,7 @@ from typing import Protocol
 from billing.catalog import Catalog
 from billing.completeness import Gap, gaps_touching
 from billing.invoices import (
+    OWED,
     DocumentType,
     InvoiceLine,
     InvoiceStatus,
@@ -69,7 +70,7 @@ class PeriodUsage(Protocol):
     ) -> list[UsageTotal]: ...
 
 
-SETTLED = {InvoiceStatus.ISSUED, InvoiceStatus.PAID}
+SETTLED = OWED | {InvoiceStatus.PAID}
 LOOKBACK_PERIODS = LATE_USAGE_MONTHS
 """How many months back a close looks for usage that reached already issued invoices, unless
 told otherwise: as many as the intake accepts usage for."""

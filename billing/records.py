@@ -73,6 +73,8 @@ class InvoiceRecord:
     """Said by the close, e.g. that it was forced while some usage was missing."""
     credit_applied: Decimal = Decimal(0)
     """What the buyer's prepaid credit paid of ``total`` (rounded to the cent)."""
+    payment_reference: str = ""
+    """The gateway's reference of the payment that paid it (or was refunded): empty until then."""
     lines: tuple[InvoiceLine, ...] = field(default=(), compare=False)
 
     @classmethod

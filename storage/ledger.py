@@ -251,7 +251,13 @@ class Ledger:
         self._insert(self._invoices, headers.to_arrow())
 
     def change_status(
-        self, scope: Scope, invoice_id: str, target: InvoiceStatus, now: datetime, prefix_of: dict[str, str]
+        self,
+        scope: Scope,
+        invoice_id: str,
+        target: InvoiceStatus,
+        now: datetime,
+        prefix_of: dict[str, str],
+        payment_reference: str | None = None,
     ) -> tuple[InvoiceStatus, InvoiceRecord]:
         """Move an invoice along its lifecycle; issuing gives it the issuer's next number, and
         voiding an issued invoice issues its credit note.
@@ -265,10 +271,12 @@ class Ledger:
             if record.status is target:
                 return record.status, record
             changed = record.becoming(target, now)
+            if payment_reference is not None:
+                changed = replace(changed, payment_reference=payment_reference)
             if target is InvoiceStatus.ISSUED:
                 changed = self._numbered(changed, now, prefix_of)
             self.save([changed], with_lines=False)
-            if target is InvoiceStatus.VOID and record.status is InvoiceStatus.ISSUED:
+            if target is InvoiceStatus.VOID and record.status.owed:
                 self.save([self._numbered(record.credit_note(now), now, prefix_of)])
             return record.status, changed
 
