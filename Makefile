@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 KAFKA_LIBS := .cache/kafka/libs
 UBL := .cache/ubl
 
-.PHONY: run test lint bench bench-worker bench-close bench-query bench-portal bench-credits bench-credit-pass soak install system-deps kafka-jars ubl-schemas clean
+.PHONY: run test lint bench bench-worker bench-close bench-query bench-portal bench-credits bench-credit-pass soak install system-deps kafka-jars ubl-schemas stripe-mock clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -50,10 +50,17 @@ $(UBL)/.fetched: tools/ubl/pom.xml tools/ubl/invoice.xsd
 
 ubl-schemas: $(UBL)/.fetched
 
+# stripe-mock, the Stripe API's official mock server (a Go module), for the payment tests.
+STRIPE_MOCK := .cache/go/bin/stripe-mock
+$(STRIPE_MOCK):
+	GOBIN=$(abspath .cache/go/bin) go install github.com/stripe/stripe-mock@v0.203.0
+
+stripe-mock: $(STRIPE_MOCK)
+
 run: install
 	$(BIN)/python -m meterline.run
 
-test: $(VENV)/.installed-test kafka-jars ubl-schemas
+test: $(VENV)/.installed-test kafka-jars ubl-schemas stripe-mock
 	$(BIN)/pytest -q
 
 lint: $(VENV)/.installed-test

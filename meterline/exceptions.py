@@ -84,3 +84,24 @@ class RateLimited(MeterlineError):
 
 class UnsupportedMediaType(MeterlineError):
     """A request that changes state sent a body that is not JSON (a browser form, text/plain)."""
+
+
+class UnknownPayment(MeterlineError):
+    """A payment id (or gateway) that meterline does not hold."""
+
+
+class GatewayUnavailable(MeterlineError):
+    """A payment gateway did not answer, or answered 5xx: whether the call took effect is
+    unknown, so it is made again later with the same idempotency key."""
+
+
+class GatewayRefused(MeterlineError):
+    """A payment gateway answered, and refused what was asked (a bad request, a declined refund)."""
+
+
+class BadSignature(MeterlineError):
+    """A webhook that the gateway's signing secret did not sign, or signed too long ago."""
+
+
+class PaymentMismatch(MeterlineError):
+    """A gateway event that cannot be its payment's: another currency, amount or gateway."""

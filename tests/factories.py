@@ -1,7 +1,11 @@
-"""Events for tests, built the way collectors build them."""
+"""Events for tests, built the way collectors build them (and gateways' webhooks)."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import json
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -126,3 +130,16 @@ def catalog_document() -> dict[str, Any]:
             {"id": "o2", "customer_id": "direct", "description": "Old", "amount": "1", "day": "2026-10-31"},
         ],
     }
+
+
+def stripe_webhook(secret: str, event: dict[str, Any], signed_at: int | None = None) -> tuple[bytes, dict[str, str]]:
+    """A Stripe event as its webhook carries it: the body, and the header signing it with
+    ``secret`` (HMAC-SHA256 of "<timestamp>.<body>", Stripe's documented scheme)."""
+    body = json.dumps({"object": "event", "livemode": False, "api_version": "2026-10-28", **event}).encode()
+    timestamp = int(time.time()) if signed_at is None else signed_at
+    signature = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return body, {"Stripe-Signature": f"t={timestamp},v1={signature}", "Content-Type": "application/json"}
+
+
+def stripe_event(event_id: str, kind: str, thing: dict[str, Any], created: int = 1_790_000_000) -> dict[str, Any]:
+    return {"id": event_id, "type": kind, "created": created, "data": {"object": thing}}

@@ -1,0 +1,181 @@
+"""The Stripe gateway (``billing.payments.PaymentGateway``), on the official ``stripe`` package.
+
+Every call that moves money carries the payment's idempotency key, and the package retries
+network failures with it. Each payment's id travels in the gateway objects' metadata (and a
+hosted page's ``client_reference_id``), so a webhook names the payment it settles. Card details
+stay with Stripe: meterline sends and keeps a customer's and a card's ids only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import stripe
+
+from billing.payments import EventKind, GatewayEvent, Payment, PaymentPage, SavedCard
+from meterline.exceptions import BadSignature, GatewayRefused, GatewayUnavailable
+
+SIGNATURE_HEADER = "stripe-signature"
+SIGNATURE_TOLERANCE_S = 300
+"""A webhook signed longer ago than this is refused: a captured one cannot be replayed later."""
+
+
+class StripeGateway:
+    def __init__(
+        self,
+        name: str,
+        api_key: str,
+        webhook_secret: str,
+        *,
+        api_base: str | None = None,
+        timeout_s: float = 10,
+        network_retries: int = 2,
+    ) -> None:
+        self.name = name
+        self._webhook_secret = webhook_secret
+        self._client = stripe.StripeClient(
+            api_key,
+            base_addresses={"api": api_base} if api_base else {},
+            max_network_retries=network_retries,
+            http_client=stripe.RequestsClient(timeout=timeout_s),
+        )
+
+    def charge(self, payment: Payment, card: SavedCard) -> GatewayEvent | None:
+        params: Any = {
+            "amount": payment.amount_minor,
+            "currency": payment.currency.lower(),
+            "customer": card.customer_ref,
+            "payment_method": card.method_ref,
+            "off_session": True,
+            "confirm": True,
+            "metadata": _metadata(payment),
+        }
+        try:
+            intent = self._call(lambda: self._client.v1.payment_intents.create(params, _keyed(payment.payment_id)))
+        except stripe.CardError as error:  # declined: an answer, so a failed attempt
+            intent_id = getattr(error.error, "payment_intent", None)
+            reference = intent_id.id if intent_id is not None else ""
+            return self._outcome(payment, EventKind.FAILED, reference, error.user_message or str(error))
+        if intent.status == "succeeded":
+            return self._outcome(payment, EventKind.SUCCEEDED, intent.id)
+        if intent.status in ("requires_payment_method", "requires_action", "canceled"):
+            last = intent.last_payment_error
+            reason = getattr(last, "message", None) or f"the card needs the buyer ({intent.status})"
+            return self._outcome(payment, EventKind.FAILED, intent.id, reason)
+        return None  # processing: its webhook says how it ends
+
+    def payment_page(self, payment: Payment, description: str, return_url: str) -> PaymentPage:
+        params: Any = {
+            "mode": "payment",
+            "client_reference_id": payment.payment_id,
+            "success_url": return_url,
+            "cancel_url": return_url,
+            "line_items": [
+                {
+                    "price_data": {
+                        "currency": payment.currency.lower(),
+                        "unit_amount": payment.amount_minor,
+                        "product_data": {"name": description},
+                    },
+                    "quantity": 1,
+                }
+            ],
+            "metadata": _metadata(payment),
+            "payment_intent_data": {"metadata": _metadata(payment)},
+        }
+        session = self._call(lambda: self._client.v1.checkout.sessions.create(params, _keyed(payment.payment_id)))
+        if not session.url:
+            raise GatewayRefused("Stripe made a checkout session without a page to send the buyer to")
+        return PaymentPage(reference=session.id, url=session.url)
+
+    def refund(self, payment: Payment, amount_minor: int, key: str) -> GatewayEvent:
+        params: Any = {"payment_intent": payment.reference, "amount": amount_minor, "metadata": _metadata(payment)}
+        refund = self._call(lambda: self._client.v1.refunds.create(params, _keyed(key)))
+        if refund.status not in ("succeeded", "pending"):
+            raise GatewayRefused(f"Stripe did not refund: the refund is {refund.status}")
+        return GatewayEvent(
+            gateway=self.name,
+            event_id=f"refund:{refund.id}",
+            kind=EventKind.REFUNDED,
+            payment_id=payment.payment_id,
+            reference=payment.reference,
+            amount_minor=refund.amount,
+            currency=payment.currency,  # a refund is in its payment's currency
+            at=datetime.now(UTC),
+            refund_id=refund.id,
+        )
+
+    def read_webhook(self, body: bytes, headers: Mapping[str, str]) -> GatewayEvent | None:
+        try:
+            event = stripe.Webhook.construct_event(
+                body, headers.get(SIGNATURE_HEADER), self._webhook_secret, tolerance=SIGNATURE_TOLERANCE_S
+            )
+        except stripe.SignatureVerificationError as error:
+            raise BadSignature(f"the {SIGNATURE_HEADER} header does not sign this body: {error.user_message}") from None
+        except ValueError:
+            raise BadSignature("the body is not a Stripe event") from None
+        return _event_of(self.name, event.to_dict())
+
+    def _outcome(self, payment: Payment, kind: EventKind, reference: str, reason: str = "") -> GatewayEvent:
+        """What a call's answer said, as an event: keyed by the attempt, so the same answer
+        read again (a retried call) is the same event."""
+        return GatewayEvent(
+            gateway=self.name,
+            event_id=f"answer:{payment.payment_id}:{kind}",
+            kind=kind,
+            payment_id=payment.payment_id,
+            reference=reference,
+            amount_minor=payment.amount_minor,
+            currency=payment.currency,
+            at=datetime.now(UTC),
+            reason=reason,
+        )
+
+    @staticmethod
+    def _call(call: Any) -> Any:
+        try:
+            return call()
+        except (stripe.APIConnectionError, stripe.RateLimitError) as error:
+            raise GatewayUnavailable(f"Stripe did not answer: {error.user_message or error}") from None
+        except stripe.APIError as error:  # 5xx
+            raise GatewayUnavailable(f"Stripe failed ({error.http_status}): {error.user_message or error}") from None
+        except stripe.CardError:
+            raise
+        except stripe.StripeError as error:
+            raise GatewayRefused(f"Stripe refused ({error.http_status}): {error.user_message or error}") from None
+
+
+def _keyed(key: str) -> Any:
+    return {"idempotency_key": f"meterline:{key}"}
+
+
+def _metadata(payment: Payment) -> dict[str, str]:
+    return {"meterline_payment_id": payment.payment_id, "meterline_invoice_id": payment.invoice_id}
+
+
+def _event_of(gateway: str, event: dict[str, Any]) -> GatewayEvent | None:
+    """The payment event a Stripe event carries; None for the kinds that settle nothing."""
+    kind, thing = event["type"], event["data"]["object"]
+    at = datetime.fromtimestamp(int(event["created"]), UTC)
+    payment_id = str((thing.get("metadata") or {}).get("meterline_payment_id", ""))
+
+    def made(kind: EventKind, reference: str, amount: int, **more: str) -> GatewayEvent:
+        currency = str(thing.get("currency") or "").upper()
+        return GatewayEvent(gateway, str(event["id"]), kind, payment_id, reference, amount, currency, at, **more)
+
+    if kind == "payment_intent.succeeded":
+        return made(EventKind.SUCCEEDED, thing["id"], int(thing["amount_received"]))
+    if kind == "payment_intent.payment_failed":
+        error = thing.get("last_payment_error") or {}
+        return made(EventKind.FAILED, thing["id"], int(thing["amount"]), reason=str(error.get("message") or "declined"))
+    if kind in ("checkout.session.completed", "checkout.session.async_payment_succeeded"):
+        if thing.get("payment_status") != "paid":
+            return None  # paid later (a bank debit): its async event says so
+        payment_id = payment_id or str(thing.get("client_reference_id") or "")
+        return made(EventKind.SUCCEEDED, str(thing.get("payment_intent") or ""), int(thing["amount_total"]))
+    if kind in ("refund.created", "refund.updated") and thing.get("status") == "succeeded":
+        intent = str(thing.get("payment_intent") or "")
+        return made(EventKind.REFUNDED, intent, int(thing["amount"]), refund_id=str(thing["id"]))
+    return None
