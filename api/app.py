@@ -26,6 +26,7 @@ from api import (
     routes_events,
     routes_invoices,
     routes_ops,
+    routes_payments,
     routes_usage,
 )
 from api.access.audit import AuditMiddleware
@@ -39,6 +40,7 @@ from api.delivery import Deliveries, deliver_when_due
 from api.errors import GUARDED_RESPONSES, install_error_handlers
 from api.event_intake import EventIntake
 from api.partner_credit import PartnerCredit
+from api.payments import Payments, charge_when_due, gateways_of
 from api.period_scheduler import close_periods_when_due
 from api.portal import routes as portal
 from api.services import Services
@@ -59,6 +61,7 @@ from storage.dashboards import Dashboards
 from storage.dead_letters import DeadLetters
 from storage.deliveries import DeliveryRecords
 from storage.ledger import Ledger
+from storage.payments import PaymentStore
 from storage.stored_messages import Completeness
 from storage.usage_queries import UsageQueries
 
@@ -97,6 +100,9 @@ def create_app(settings: Settings, *, run_sink: bool | None = None) -> FastAPI:
                 services.credit.apply_to_invoices,
             )
             tasks.append(asyncio.create_task(closing))
+        if settings.payments.gateways:
+            charging = charge_when_due(services.payments, settings.payments.charge_check_interval_s)
+            tasks.append(asyncio.create_task(charging))
         if services.deliveries is not None:
             delivering = deliver_when_due(
                 services.deliveries, services.ledger, current_catalog, settings.delivery_check_interval_s
@@ -127,6 +133,7 @@ def create_app(settings: Settings, *, run_sink: bool | None = None) -> FastAPI:
         routes_dashboards,
         routes_dead_letters,
         routes_invoices,
+        routes_payments,
     ):
         app.include_router(guarded.router, responses=GUARDED_RESPONSES)
     app.include_router(routes_ops.router)
@@ -151,9 +158,21 @@ def _services(settings: Settings, run_sink: bool) -> Services:
     credit = CreditAccounts(credit_store, settings.late_usage_months, CreditStore(another_client(), database))
     partner_credit = PartnerCredit(credit, credit_store, PeriodUsage(another_client(), database))
     alert_store = AlertStore(another_client(), database)
+    public_url = settings.payments.public_url or f"http://{settings.api_host}:{settings.api_port}"
     hosts = allowed_hosts(settings.webhook_allowed_hosts)
+    authenticator = Authenticator(settings, KeyStore(AccessRecords(another_client(), database)))
     tenant_of = lambda owner: catalog_admin.catalog.tenant_of(owner)  # noqa: E731 - the catalog of the moment
     outbox = Outbox(AlertStore(another_client(), database), AlertTopics(settings), hosts, tenant_of)
+    payments = Payments(
+        PaymentStore(another_client(), database),
+        gateways_of(settings.payments),
+        ledger,
+        credit,
+        AuditLog(another_client(), database),
+        lambda: catalog_admin.catalog,
+        public_url,
+        authenticator.token_secret,
+    )
     return Services(
         queries=UsageQueries(pool, database),
         dashboards=dashboards,
@@ -164,9 +183,9 @@ def _services(settings: Settings, run_sink: bool) -> Services:
         period_usage=PeriodUsage(another_client(), database),
         completeness=Completeness(another_client(), database),
         dead_letters=DeadLetters(another_client(), database),
-        authenticator=Authenticator(settings, KeyStore(AccessRecords(another_client(), database))),
+        authenticator=authenticator,
         audit_log=AuditLog(another_client(), database),
-        deliveries=Deliveries(DeliveryRecords(another_client(), database), settings.smtp)
+        deliveries=Deliveries(DeliveryRecords(another_client(), database), settings.smtp, payments.pay_link)
         if settings.smtp.host
         else None,
         stored_through=StoredThrough(another_client(), database),
@@ -182,6 +201,8 @@ def _services(settings: Settings, run_sink: bool) -> Services:
         ),
         outbox=outbox,
         webhook_hosts=hosts,
+        payments=payments,
+        public_url=public_url,
     )
 
 

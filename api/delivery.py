@@ -51,9 +51,16 @@ def invoice_message(view: InvoiceView, sender: str, recipient: str, pdf: bytes) 
 
 
 class Deliveries:
-    def __init__(self, records: DeliveryRecords, smtp: SmtpSettings) -> None:
+    def __init__(
+        self,
+        records: DeliveryRecords,
+        smtp: SmtpSettings,
+        pay_link: Callable[[InvoiceRecord], str | None] = lambda record: None,
+    ) -> None:
+        """``pay_link``: the card payment link an invoice's email and PDF carry, if any."""
         self._records = records
         self._smtp = smtp
+        self._pay_link = pay_link
         # one attempt or retry request at a time: a retry asked for during an attempt waits for
         # its outcome to be stored, rather than being overwritten by it
         self._attempt = threading.Lock()
@@ -108,7 +115,8 @@ class Deliveries:
 
     def _attempt_once(self, delivery: Delivery, ledger: Ledger, catalog: Catalog, now: datetime) -> Delivery:
         try:
-            view = InvoiceView.of(ledger.get(EVERYTHING, delivery.invoice_id), catalog)
+            record = ledger.get(EVERYTHING, delivery.invoice_id)
+            view = InvoiceView.of(record, catalog, self._pay_link(record))
             pdf = pdf_for_buyer(view)
             self._smtp_send(invoice_message(view, self._smtp.sender, delivery.recipient, pdf))
         except Exception as error:  # recorded on the delivery and retried: visible, never lost

@@ -25,7 +25,10 @@ from api.portal.pages import error_page, is_portal
 from billing.adapters.kafka_catalog import CatalogNotPublished
 from billing.catalog import Catalog
 from meterline.exceptions import (
+    BadSignature,
     Forbidden,
+    GatewayRefused,
+    GatewayUnavailable,
     IdempotencyConflict,
     IncompleteUsage,
     InvalidCatalog,
@@ -35,6 +38,7 @@ from meterline.exceptions import (
     InvoiceStateError,
     LimitReached,
     MeterlineError,
+    PaymentMismatch,
     PeriodIssued,
     RateLimited,
     Unauthenticated,
@@ -42,6 +46,7 @@ from meterline.exceptions import (
     UnknownEntry,
     UnknownGrant,
     UnknownInvoice,
+    UnknownPayment,
     UnsupportedMediaType,
 )
 from storage.connection import StoreUnavailable
@@ -58,6 +63,11 @@ STATUS = {
     UnknownInvoice: 404,
     UnknownEntry: 404,
     UnknownGrant: 404,
+    UnknownPayment: 404,
+    BadSignature: 400,
+    PaymentMismatch: 422,
+    GatewayRefused: 502,
+    GatewayUnavailable: 503,
     InvoiceStateError: 409,
     PeriodIssued: 409,
     IncompleteUsage: 409,
@@ -81,6 +91,7 @@ TITLES = {
     422: "Unprocessable content",
     429: "Too many requests",
     500: "Internal server error",
+    502: "Bad gateway",
     503: "Service unavailable",
 }
 

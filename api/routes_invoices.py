@@ -193,7 +193,8 @@ def deliver_again(request: Request, caller: InvoiceChanger, invoice_id: InvoiceI
 
 
 def _view(request: Request, caller: Caller, invoice_id: str) -> InvoiceView:
-    return InvoiceView.of(_ledger(request).get(caller.scope, invoice_id), _catalog(request))
+    record = _ledger(request).get(caller.scope, invoice_id)
+    return InvoiceView.of(record, _catalog(request), services_of(request).payments.pay_link(record))
 
 
 @router.get("/invoices/{invoice_id}/html", response_class=HTMLResponse)

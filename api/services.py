@@ -16,6 +16,7 @@ from api.credit_watch import CreditWatch
 from api.delivery import Deliveries
 from api.event_intake import EventIntake
 from api.partner_credit import PartnerCredit
+from api.payments import Payments
 from api.webhooks import Outbox
 from sinks.runner import SinkRunner
 from storage.alert_store import AlertStore
@@ -61,6 +62,9 @@ class Services:
     outbox: Outbox
     webhook_hosts: frozenset[str]
     """Hosts webhook endpoints may name (``METERLINE_WEBHOOK_ALLOWED_HOSTS``)."""
+    payments: Payments
+    public_url: str
+    """Where buyers reach this API (``METERLINE_PAYMENTS_PUBLIC_URL``): payment links and returns."""
 
 
 def services_of(request: Request) -> Services:

@@ -79,6 +79,9 @@ class PaymentDetails(_Entry):
     bank: str | None = None
     link: str | None = Field(default=None, pattern=r"^https://")
     due_days: int = Field(default=30, ge=0, le=365)
+    gateways: list[Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]] = Field(default=[], max_length=8)
+    """The card payment gateways buyers pay it through (names in ``METERLINE_PAYMENTS_GATEWAYS``):
+    the first takes new payments, the others settle those made through them before."""
 
 
 class Issuer(Party):

@@ -6,8 +6,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, StringConstraints
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from meterline.late_usage import LATE_USAGE_MONTHS
@@ -83,6 +84,41 @@ class SmtpSettings(BaseSettings):
     password: str | None = None
 
 
+class GatewaySettings(BaseModel):
+    """One payment gateway account: its API key and the secret that signs its webhooks."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["stripe"] = "stripe"
+    api_key: SecretStr
+    webhook_secret: SecretStr
+    api_base: str | None = Field(default=None, description="another API address (stripe-mock in tests)")
+    timeout_s: float = Field(default=10, gt=0, le=60)
+    network_retries: int = Field(default=2, ge=0, le=5)
+
+
+GatewayName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
+
+
+class PaymentSettings(BaseSettings):
+    """Card payments (``METERLINE_PAYMENTS_*``): the gateways an issuer's catalog entry may name."""
+
+    model_config = SettingsConfigDict(env_prefix="METERLINE_PAYMENTS_")
+
+    gateways: dict[GatewayName, GatewaySettings] = Field(
+        default_factory=dict,
+        description='JSON: {"stripe-eu": {"api_key": "sk_...", "webhook_secret": "whsec_..."}}; '
+        "each gateway's webhooks come to /v1/payments/webhooks/<name>",
+    )
+    public_url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?$",
+        description="where buyers reach this API (payment links on invoices, the way back from a "
+        "payment page); unset: http://api_host:api_port",
+    )
+    charge_check_interval_s: float = Field(default=60, gt=0, description="seconds between automatic charge runs")
+
+
 class Settings(BaseSettings):
     """Where the brokers, ClickHouse and the API are; read once at process start."""
 
@@ -146,6 +182,7 @@ class Settings(BaseSettings):
     pipeline: PipelineSettings = Field(default_factory=PipelineSettings)
     intake: IntakeSettings = Field(default_factory=IntakeSettings)
     smtp: SmtpSettings = Field(default_factory=SmtpSettings)
+    payments: PaymentSettings = Field(default_factory=PaymentSettings)
 
     @property
     def effective_clickhouse_dsn(self) -> str:

@@ -217,6 +217,8 @@ TokenIssuer = Annotated[Caller, Depends(Requires(Permission.ISSUE_TOKENS))]
 AuditReader = Annotated[Caller, Depends(Requires(Permission.READ_AUDIT))]
 CreditReader = Annotated[Caller, Depends(Requires(Permission.READ_CREDIT))]
 CreditManager = Annotated[Caller, Depends(Requires(Permission.MANAGE_CREDIT))]
+Payer = Annotated[Caller, Depends(Requires(Permission.PAY))]
+PaymentManager = Annotated[Caller, Depends(Requires(Permission.MANAGE_PAYMENTS))]
 AlertManager = Annotated[Caller, Depends(Requires(Permission.MANAGE_ALERTS))]
 
 

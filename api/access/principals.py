@@ -45,6 +45,10 @@ class Permission(StrEnum):
     """A holder's prepaid credit: grants, ledger, balance."""
     MANAGE_CREDIT = "manage_credit"
     """Grant, top up and void credit (a partner: its customers')."""
+    PAY = "pay"
+    """Pay an invoice it receives, or buy credit, by card (through the gateway's page)."""
+    MANAGE_PAYMENTS = "manage_payments"
+    """Refund what was paid to it, and record its buyers' saved cards (a partner: its customers')."""
     MANAGE_ALERTS = "manage_alerts"
     """Credit alert rules and webhook endpoints (a partner: for its customers and itself; a
     customer the catalog lets: for itself)."""
@@ -62,9 +66,11 @@ PERMISSIONS: dict[Role, frozenset[Permission]] = {
         Permission.ISSUE_TOKENS,
         Permission.MANAGE_CREDIT,
         Permission.MANAGE_ALERTS,
+        Permission.PAY,
+        Permission.MANAGE_PAYMENTS,
     },
     # managing alerts: only a customer the catalog lets (``manages_alerts``), checked by the routes
-    Role.CUSTOMER: _READS | {Permission.MANAGE_KEYS, Permission.ISSUE_TOKENS, Permission.MANAGE_ALERTS},
+    Role.CUSTOMER: _READS | {Permission.MANAGE_KEYS, Permission.ISSUE_TOKENS, Permission.MANAGE_ALERTS, Permission.PAY},
     Role.INGEST: frozenset({Permission.PUSH_EVENTS}),
 }
 TOKEN_PERMISSIONS = frozenset({Permission.READ_USAGE, Permission.READ_INVOICES, Permission.READ_CREDIT})

@@ -39,10 +39,13 @@ class InvoiceView:
     record: InvoiceRecord
     issuer: Issuer
     buyer: Party
+    pay_link: str | None = None
+    """Where the buyer pays the invoice by card (``api.payments``), while it is owed."""
 
     @classmethod
-    def of(cls, record: InvoiceRecord, catalog: Catalog) -> InvoiceView:
-        return cls(record=record, issuer=catalog.issuer(record.issuer_id), buyer=catalog.party(record.buyer_id))
+    def of(cls, record: InvoiceRecord, catalog: Catalog, pay_link: str | None = None) -> InvoiceView:
+        issuer, buyer = catalog.issuer(record.issuer_id), catalog.party(record.buyer_id)
+        return cls(record=record, issuer=issuer, buyer=buyer, pay_link=pay_link)
 
     @property
     def is_credit_note(self) -> bool:
@@ -99,12 +102,20 @@ class InvoiceView:
             return ["This preview is not an invoice: nothing is to be paid until the invoice is issued."]
         if self.record.status is InvoiceStatus.VOID:
             return ["This invoice is void: a credit note cancels it, and nothing is to be paid."]
+        reference = self.record.payment_reference
         if self.record.status is InvoiceStatus.PAID:
-            return [f"Paid: {self.shown_money(self.record.amount_due)} {self.record.currency}, thank you."]
+            by = f" (payment {reference})" if reference else ""
+            return [f"Paid: {self.shown_money(self.record.amount_due)} {self.record.currency}{by}, thank you."]
         payment = self.issuer.payment
         lines = [
             f"Please pay {self.shown_money(self.record.amount_due)} {self.record.currency} by {self.due_date:%d %B %Y}."
         ]
+        if self.record.status is InvoiceStatus.PAYMENT_FAILED:
+            lines.insert(0, "The card payment of this invoice failed.")
+        if self.record.status is InvoiceStatus.REFUNDED:
+            lines.insert(0, f"The payment {reference} was refunded: the invoice is to be paid again.")
+        if self.pay_link:
+            lines.append(f"Pay by card: {self.pay_link}")
         if payment.iban:
             bank = f" ({payment.bank})" if payment.bank else ""
             bic = f", BIC {payment.bic}" if payment.bic else ""
@@ -117,7 +128,7 @@ class InvoiceView:
     @property
     def asks_payment(self) -> bool:
         """An issued invoice, not yet paid: a credit note, a draft or a void invoice asks none."""
-        return not self.is_credit_note and self.record.status is InvoiceStatus.ISSUED
+        return not self.is_credit_note and self.record.status.owed
 
     @property
     def terms(self) -> str | None:

@@ -7,16 +7,18 @@ the customer the page is about: what a page shows is what the API answers that c
 
 from __future__ import annotations
 
+import hmac
 import json
 import secrets
 from datetime import UTC, date, datetime, time, timedelta
 from functools import partial
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from pydantic import StringConstraints, TypeAdapter, ValidationError
 
-from api import routes_alerts, routes_credit, routes_dashboards, routes_invoices, routes_usage
+from api import routes_alerts, routes_credit, routes_dashboards, routes_invoices, routes_payments, routes_usage
 from api.access import sessions, tokens
 from api.access.audit import note_change
 from api.access.guard import Authenticator, admit, client_address
@@ -27,15 +29,19 @@ from api.portal import consumption
 from api.portal.guard import CSRF_FIELD, SignedIn, SigningIn, Visitor, posted_form
 from api.portal.pages import PREFIX, STYLESHEET, Brand, render, security_headers
 from api.services import services_of
+from billing.catalog import Customer
 from billing.invoices import LineKind
 from billing.money import round_money, shown_quantity
-from meterline.exceptions import InvalidQuery, Unauthenticated, UnknownCustomer
+from billing.scope import EVERYTHING
+from meterline.exceptions import InvalidQuery, Unauthenticated, UnknownCustomer, UnknownInvoice
 from storage.usage_queries import Granularity, GroupBy, totals
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 UsagePages = Annotated[Visitor, Depends(SignedIn(Permission.READ_USAGE))]
 InvoicePages = Annotated[Visitor, Depends(SignedIn(Permission.READ_INVOICES))]
 CreditPages = Annotated[Visitor, Depends(SignedIn(Permission.READ_CREDIT))]
+PaymentPages = Annotated[Visitor, Depends(SignedIn(Permission.PAY))]
+TOP_UP_KEY = TypeAdapter(Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{24}$")])
 SHOWN_ROWS = 1000
 """Rows a page shows at most; the CSV beside it has them all."""
 SHOWN_EVENTS = 20
@@ -169,8 +175,39 @@ def invoices(request: Request, visitor: InvoicePages) -> Response:
 
 @router.get("/invoices/{invoice_id}", response_class=HTMLResponse)
 def invoice(request: Request, visitor: InvoicePages, invoice_id: InvoiceId) -> Response:
+    """The invoice, its payments, and a button to pay it by card while it is owed."""
     view = _invoice_view(request, visitor, invoice_id)
-    return _page(request, visitor, "invoice.html", view=view, usage_kind=LineKind.USAGE)
+    payments = services_of(request).payments
+    payable = view.asks_payment and view.record.amount_due > 0 and payments.takes_cards(view.issuer)
+    return _page(
+        request,
+        visitor,
+        "invoice.html",
+        view=view,
+        usage_kind=LineKind.USAGE,
+        card_payment=payable and visitor.caller.principal.may(Permission.PAY),
+        payments=[routes_payments.PaymentOut.of(p) for p in payments.store.of_invoice(invoice_id)],
+    )
+
+
+@router.post("/invoices/{invoice_id}/pay")
+def pay_invoice(request: Request, visitor: PaymentPages, invoice_id: InvoiceId) -> Response:
+    """To the gateway's page for what the invoice asks."""
+    made = routes_payments.invoice_payment_page(request, visitor.caller, invoice_id)
+    return RedirectResponse(made.page_url, status_code=303, headers=security_headers())
+
+
+@router.get("/pay/{invoice_id}/{mac}", dependencies=[Depends(SigningIn())])
+def pay_link(request: Request, invoice_id: InvoiceId, mac: Annotated[str, Path(pattern=r"^[0-9a-f]{32}$")]) -> Response:
+    """The payment link an invoice prints: to the gateway's page for what it asks, no sign-in
+    needed. A link is its invoice's alone; any other is unknown (404)."""
+    payments = services_of(request).payments
+    if not hmac.compare_digest(mac, payments.link_mac(invoice_id)):
+        raise UnknownInvoice(f"no invoice {invoice_id!r}")
+    record = services_of(request).ledger.get(EVERYTHING, invoice_id)
+    back = routes_payments.return_url(request, f"{PREFIX}/pay/{invoice_id}/{mac}")
+    made = payments.page_for_invoice(record, back, datetime.now(UTC))
+    return RedirectResponse(made.page_url, status_code=303, headers=security_headers())
 
 
 @router.get("/invoices/{invoice_id}/pdf")
@@ -206,9 +243,22 @@ def invoice_line_csv(request: Request, visitor: InvoicePages, invoice_id: Invoic
     return _download(routes_invoices.line_usage_csv(request, visitor.caller, invoice_id, line_no))
 
 
+@router.post("/credit/{holder_id}/top-up")
+def top_up(request: Request, visitor: PaymentPages, holder_id: CustomerId) -> Response:
+    """To the gateway's page buying credit; the form's key makes a second click the same payment."""
+    try:
+        asked = routes_payments.TopUpByCardIn(amount=visitor.form.get("amount", "").strip())
+        key = TOP_UP_KEY.validate_python(visitor.form.get("key", ""))
+    except ValidationError as error:
+        raise InvalidQuery("enter an amount such as 50 or 50.00") from error
+    made = routes_payments.top_up_by_card(request, visitor.caller, holder_id, asked, key)
+    return RedirectResponse(made.page_url, status_code=303, headers=security_headers())
+
+
 @router.get("/credit/{holder_id}", response_class=HTMLResponse)
 def credit(request: Request, visitor: CreditPages, holder_id: CustomerId) -> Response:
-    """A holder's balance, burn rate and run-out, its burn-down this month, grants and alerts."""
+    """A holder's balance, burn rate and run-out, its burn-down this month, grants and alerts,
+    and a form to buy credit by card."""
     balance = routes_credit.balance(request, visitor.caller, holder_id, None)
     grants = routes_credit.list_grants(request, visitor.caller, holder_id)
     alerts = routes_alerts.customer_alerts(request, visitor.caller, holder_id)
@@ -222,7 +272,17 @@ def credit(request: Request, visitor: CreditPages, holder_id: CustomerId) -> Res
         grants=grants,
         alerts=alerts,
         burn_down=burn_down,
+        card_top_up=_buys_by_card(request, visitor, holder_id),
+        currency=visitor.catalog.currency,
+        top_up_key=secrets.token_hex(12),
     )
+
+
+def _buys_by_card(request: Request, visitor: Visitor, holder_id: str) -> bool:
+    holder = visitor.catalog.party(holder_id)
+    seller = visitor.catalog.seller_of(holder) if isinstance(holder, Customer) else visitor.catalog.provider
+    takes_cards = services_of(request).payments.takes_cards(seller)
+    return takes_cards and visitor.caller.principal.may(Permission.PAY)
 
 
 def _indented(event: str) -> str:
@@ -259,7 +319,7 @@ def _page(request: Request, visitor: Visitor, template: str, **context: Any) -> 
 
 def _invoice_view(request: Request, visitor: Visitor, invoice_id: str) -> InvoiceView:
     record = services_of(request).ledger.get(visitor.caller.scope, invoice_id)
-    return InvoiceView.of(record, visitor.catalog)
+    return InvoiceView.of(record, visitor.catalog)  # the page has a button where documents print a link
 
 
 def _days(first_day: date | None, last_day: date | None) -> tuple[datetime, datetime]:

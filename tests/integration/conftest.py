@@ -13,6 +13,7 @@ import pytest
 from meterline.brokers import ApacheKafkaBroker, Broker, TansuBroker
 from storage.schema import migrate
 from tests.factories import catalog_document
+from tests.integration.gateways import STRIPE_MOCK, start_stripe_mock
 from tests.integration.harness import System, free_port, system_with_catalog
 
 BROKERS = ["tansu", "kafka"]
@@ -58,3 +59,16 @@ def engine(tmp_path: Path) -> Iterator[Any]:
     migrate(client, "meterline")
     yield client
     client.close()  # one engine per process: let the next test open its own
+
+
+@pytest.fixture(scope="session")
+def stripe_mock(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """stripe-mock's address (http://127.0.0.1:port), for the payment tests."""
+    if not STRIPE_MOCK.exists():
+        if os.environ.get("CI") == "true":
+            raise FileNotFoundError(f"{STRIPE_MOCK}: `make stripe-mock` installs it")
+        pytest.skip("stripe-mock is not installed here: make stripe-mock")
+    process, url = start_stripe_mock(tmp_path_factory.mktemp("stripe-mock"))
+    yield url
+    process.terminate()
+    process.wait(timeout=10)

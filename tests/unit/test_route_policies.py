@@ -17,7 +17,13 @@ def test_every_operation_declares_one_policy_and_only_health_metrics_are_public(
     served -= {("GET", path) for path in DOCUMENTATION_PAGES}
     assert served == set(policies), "each operation served has a policy, hidden from the docs or not"
     public = {path for (_, path), permission in policies.items() if permission is None}
-    assert public == {"/healthz", "/readyz", "/metrics", "/portal/sign-in", "/portal/static/portal.css"}
+    # a gateway signs its webhooks, and a payment link is signed for its one invoice
+    signed = {"/v1/payments/webhooks/{gateway}", "/portal/pay/{invoice_id}/{mac}"}
+    assert public == {"/healthz", "/readyz", "/metrics", "/portal/sign-in", "/portal/static/portal.css"} | signed
+    assert policies[("POST", "/v1/invoices/{invoice_id}/payment-page")] is Permission.PAY
+    assert policies[("POST", "/portal/invoices/{invoice_id}/pay")] is Permission.PAY
+    assert policies[("POST", "/v1/payments/{payment_id}/refunds")] is Permission.MANAGE_PAYMENTS
+    assert policies[("PUT", "/v1/customers/{customer_id}/saved-card")] is Permission.MANAGE_PAYMENTS
     portal = {key: permission for key, permission in policies.items() if key[1].startswith("/portal/")}
     assert portal[("GET", "/portal/invoices/{invoice_id}")] is Permission.READ_INVOICES
     assert portal[("GET", "/portal/credit/{holder_id}")] is Permission.READ_CREDIT
