@@ -119,6 +119,10 @@ class Payments:
     def takes_cards(self, issuer: Issuer) -> bool:
         return any(name in self._gateways for name in issuer.payment.gateways[:1])
 
+    def page_origins(self, issuer: Issuer) -> tuple[str, ...]:
+        """Where the issuer's payment pages are, if it takes cards: what a payment form leads to."""
+        return (self._gateway_of(issuer).page_origin,) if self.takes_cards(issuer) else ()
+
     def _gateway_of(self, issuer: Issuer) -> PaymentGateway:
         if not self.takes_cards(issuer):
             raise InvalidQuery(f"{issuer.name} takes no card payments here: pay by bank transfer")

@@ -111,6 +111,8 @@ class PaymentGateway(Protocol):
     idempotency key: made again after a timeout, it is done once."""
 
     name: str
+    page_origin: str
+    """Where its payment pages are (``https://host``): where the portal's payment forms lead."""
 
     def charge(self, payment: Payment, card: SavedCard) -> GatewayEvent | None:
         """Charge a saved card off session: the outcome when the answer says it (succeeded or

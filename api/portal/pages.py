@@ -90,17 +90,22 @@ def _readable_on(hex_colour: str) -> str:
     return "#ffffff" if (1.05) / (luminance + 0.05) >= (luminance + 0.05) / (dark + 0.05) else "#111111"
 
 
-def render(request: Request, template: str, brand: Brand, status: int = 200, **context: Any) -> HTMLResponse:
+def render(
+    request: Request, template: str, brand: Brand, status: int = 200, form_targets: tuple[str, ...] = (), **context: Any
+) -> HTMLResponse:
+    """``form_targets``: the origins beside this one that the page's forms may lead to (a
+    payment form's redirect to the gateway's page)."""
     nonce = secrets.token_urlsafe(16)
     body = TEMPLATES.get_template(template).render(brand=brand, nonce=nonce, prefix=PREFIX, **context)
-    return HTMLResponse(body, status_code=status, headers=security_headers(nonce))
+    return HTMLResponse(body, status_code=status, headers=security_headers(nonce, form_targets))
 
 
-def security_headers(nonce: str | None = None) -> dict[str, str]:
+def security_headers(nonce: str | None = None, form_targets: tuple[str, ...] = ()) -> dict[str, str]:
     style = f"'self' 'nonce-{nonce}'" if nonce else "'self'"
+    forms = " ".join(("'self'", *form_targets))
     return {
         "Content-Security-Policy": (
-            f"default-src 'none'; style-src {style}; img-src 'self' data:; form-action 'self'; "
+            f"default-src 'none'; style-src {style}; img-src 'self' data:; form-action {forms}; "
             "frame-ancestors 'none'; base-uri 'none'"
         ),
         "Referrer-Policy": "no-referrer",

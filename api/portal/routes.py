@@ -186,6 +186,7 @@ def invoice(request: Request, visitor: InvoicePages, invoice_id: InvoiceId) -> R
         view=view,
         usage_kind=LineKind.USAGE,
         card_payment=payable and visitor.caller.principal.may(Permission.PAY),
+        form_targets=payments.page_origins(view.issuer) if payable else (),
         payments=[routes_payments.PaymentOut.of(p) for p in payments.store.of_invoice(invoice_id)],
     )
 
@@ -263,6 +264,7 @@ def credit(request: Request, visitor: CreditPages, holder_id: CustomerId) -> Res
     grants = routes_credit.list_grants(request, visitor.caller, holder_id)
     alerts = routes_alerts.customer_alerts(request, visitor.caller, holder_id)
     burn_down = consumption.burn_down(request, visitor, holder_id)
+    card_pages = _card_pages(request, visitor, holder_id)
     return _page(
         request,
         visitor,
@@ -272,17 +274,20 @@ def credit(request: Request, visitor: CreditPages, holder_id: CustomerId) -> Res
         grants=grants,
         alerts=alerts,
         burn_down=burn_down,
-        card_top_up=_buys_by_card(request, visitor, holder_id),
+        card_top_up=bool(card_pages),
+        form_targets=card_pages,
         currency=visitor.catalog.currency,
         top_up_key=secrets.token_hex(12),
     )
 
 
-def _buys_by_card(request: Request, visitor: Visitor, holder_id: str) -> bool:
+def _card_pages(request: Request, visitor: Visitor, holder_id: str) -> tuple[str, ...]:
+    """Where the holder's seller's payment pages are, when the visitor may buy it credit by card."""
     holder = visitor.catalog.party(holder_id)
     seller = visitor.catalog.seller_of(holder) if isinstance(holder, Customer) else visitor.catalog.provider
-    takes_cards = services_of(request).payments.takes_cards(seller)
-    return takes_cards and visitor.caller.principal.may(Permission.PAY)
+    if not visitor.caller.principal.may(Permission.PAY):
+        return ()
+    return services_of(request).payments.page_origins(seller)
 
 
 def _indented(event: str) -> str:

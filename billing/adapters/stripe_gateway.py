@@ -18,6 +18,7 @@ from billing.payments import EventKind, GatewayEvent, Payment, PaymentPage, Save
 from meterline.exceptions import BadSignature, GatewayRefused, GatewayUnavailable
 
 SIGNATURE_HEADER = "stripe-signature"
+CHECKOUT_ORIGIN = "https://checkout.stripe.com"
 SIGNATURE_TOLERANCE_S = 300
 """A webhook signed longer ago than this is refused: a captured one cannot be replayed later."""
 
@@ -34,6 +35,7 @@ class StripeGateway:
         network_retries: int = 2,
     ) -> None:
         self.name = name
+        self.page_origin = CHECKOUT_ORIGIN
         self._webhook_secret = webhook_secret
         self._client = stripe.StripeClient(
             api_key,

@@ -4,12 +4,14 @@ the session cookie and its CSRF secret, and each tenant seeing only its own page
 from __future__ import annotations
 
 import base64
+import json
 import os
 import re
 import shutil
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,8 @@ from api.app import create_app
 from meterline.brokers import ApacheKafkaBroker, Broker
 from meterline.settings import Settings
 from schemas.events import encode_batch
-from tests.factories import catalog_document, vm_sample
+from tests.factories import catalog_document, stripe_event, stripe_webhook, vm_sample
+from tests.integration.gateways import WEBHOOK_SECRET, gateway_settings
 from tests.integration.harness import System, system_with_catalog, wait_for
 
 pytestmark = pytest.mark.integration
@@ -30,12 +33,20 @@ HOUR_OF_ONE_VCPU = {"interval_s": 3600, "vcpu": 1, "ram_mb": 1024, "disks": [], 
 
 
 @pytest.fixture(scope="module")
-def portal(broker: Broker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
+def portal(broker: Broker, stripe_mock: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[System]:
     """Direct and Resold (North's customer) used an hour each of one VM in October; the month
-    is closed and issued. The portal reads storage only: one broker is enough."""
+    is closed and issued. Acme takes cards through stripe-mock. The portal reads storage only:
+    one broker is enough."""
     if isinstance(broker, ApacheKafkaBroker):
         pytest.skip("the portal reads what is stored; the Tansu run covers it")
-    running = system_with_catalog(broker, tmp_path_factory.mktemp("portal"), catalog_document())
+    document = catalog_document()
+    document["provider"]["payment"] = {"gateways": ["acme-stripe"]}
+    running = system_with_catalog(
+        broker,
+        tmp_path_factory.mktemp("portal"),
+        document,
+        METERLINE_PAYMENTS_GATEWAYS=json.dumps(gateway_settings("acme-stripe", stripe_mock)),
+    )
     running.start_all()
     events = [
         vm_sample("vm-d", customer_id="direct", at=OCTOBER, **HOUR_OF_ONE_VCPU),
@@ -324,6 +335,26 @@ def test_a_customer_checks_an_invoice_line_down_to_its_events_in_a_real_browser(
     assert "vm-d" in usage_rows and "2026-10-05 09:00" in usage_rows, "the sample at 10:00 covers the hour before"
     assert '"resource_id": "vm-d"' in driver.find_element(By.CSS_SELECTOR, "pre.event").text
     shot(driver, "invoice-line")
+
+    # pay: the button leads to the gateway's page (stripe-mock's address, not reachable from
+    # here), and the gateway's signed word that it was paid shows on the invoice
+    driver.back()
+    invoice_url = driver.current_url
+    driver.find_element(By.XPATH, "//button[contains(., 'by card')]").click()
+    wait_for(lambda: driver.current_url.startswith("https://checkout.stripe.com/") or None, what="the gateway's page")
+    (paying,) = portal.http.get("/v1/payments", params={"holder_id": "direct"}).json()
+    minor = int(Decimal(paying["amount"]) * 100)
+    paid = {"id": "pi_portal_1", "amount": minor, "amount_received": minor, "currency": "eur",
+            "metadata": {"meterline_payment_id": paying["payment_id"]}}  # fmt: skip
+    body, headers = stripe_webhook(WEBHOOK_SECRET, stripe_event("evt_portal_1", "payment_intent.succeeded", paid))
+    assert (
+        httpx.post(f"{portal.url}/v1/payments/webhooks/acme-stripe", content=body, headers=headers).status_code == 200
+    )
+    driver.get(invoice_url)
+    payment_block = driver.find_element(By.CSS_SELECTOR, "section[aria-label=Payment]").text
+    assert "Paid:" in payment_block and "pi_portal_1" in payment_block and "succeeded" in payment_block
+    assert not driver.find_elements(By.XPATH, "//button[contains(., 'by card')]"), "a paid invoice asks nothing"
+    shot(driver, "invoice-paid")
 
     driver.get(f"{portal.url}/portal/invoices/2026-10.north.resold")
     assert "Not found" in driver.find_element(By.TAG_NAME, "h1").text
