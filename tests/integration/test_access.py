@@ -8,6 +8,7 @@ and to partner ``south``, which sells to ``southco``.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ from meterline.brokers import Broker
 from meterline.settings import Settings
 from schemas.events import encode_batch
 from tests.factories import catalog_document, vm_sample
+from tests.integration.gateways import gateway_settings
 from tests.integration.harness import System, system_with_catalog, wait_for
 from tests.integration.test_invoicing import rated_rows
 
@@ -35,13 +37,23 @@ SOUTHCO_INVOICE = "2026-10.south.southco"
 
 
 @pytest.fixture
-def tenants(broker: Broker, tmp_path: Path) -> Iterator[System]:
+def tenants(broker: Broker, stripe_mock: str, tmp_path: Path) -> Iterator[System]:
     document = catalog_document()
+    for issuer in (document["provider"], document["partners"][0]):
+        issuer["payment"] = {"gateways": ["stripe"]}
     document["partners"].append({"id": "south", "name": "South IT", "invoice_prefix": "STH", "jurisdiction": "FR"})
     document["price_lists"].append({**document["price_lists"][1], "seller_id": "south"})
     document["customers"].append({"id": "southco", "name": "SouthCo", "partner_id": "south"})
     document["customers"][1]["manages_alerts"] = True  # resold; southco does not
-    running = system_with_catalog(broker, tmp_path, document, METERLINE_WEBHOOK_ALLOWED_HOSTS="127.0.0.1:*").start_all()
+    running = system_with_catalog(
+        broker,
+        tmp_path,
+        document,
+        METERLINE_WEBHOOK_ALLOWED_HOSTS="127.0.0.1:*",
+        METERLINE_PAYMENTS_GATEWAYS=json.dumps(gateway_settings("stripe", stripe_mock)),
+        # no automatic charge during the test: a saved card recorded by the matrix would change an invoice
+        METERLINE_PAYMENTS_CHARGE_CHECK_INTERVAL_S="3600",
+    ).start_all()
     try:
         events = [
             vm_sample(f"vm-{customer}", customer_id=customer, at=OCTOBER)
@@ -113,6 +125,12 @@ def alerting(client: httpx.Client, customer: str) -> tuple[str, str]:
     return rule.json()["rule_id"], endpoint.json()["endpoint_id"]
 
 
+def payment_page(system: System, invoice_id: str) -> str:
+    response = system.http.post(f"/v1/invoices/{invoice_id}/payment-page")
+    assert response.status_code == 201, response.text
+    return str(response.json()["payment_id"])
+
+
 def usage_line(system: System, invoice_id: str) -> str:
     """The number of an invoice's first usage line: the one with usage and events behind it."""
     lines = system.http.get(f"/v1/invoices/{invoice_id}").json()["lines"]
@@ -132,7 +150,10 @@ def principals(system: System) -> list[Principal]:
     token = make_token(system, "resold")
     chart = make_token(system, "resold", meters=["vcpu_hours"])
     admin_token = make_token(system, "direct")
+    resold_payment, direct_payment = (payment_page(system, invoice) for invoice in (RESOLD_INVOICE, DIRECT_INVOICE))
     other = {
+        "payment_id": direct_payment,
+        "gateway": "stripe",
         "customer_id": "direct",
         "invoice_id": DIRECT_INVOICE,
         "section": "customers",
@@ -146,8 +167,9 @@ def principals(system: System) -> list[Principal]:
         "endpoint_id": provider_endpoint,
         "delivery_id": "none.yet@topic:alerts",
     }
-    common = {"period": "2026-10", "line_no": usage_line(system, DIRECT_INVOICE)}
+    common = {"period": "2026-10", "line_no": usage_line(system, DIRECT_INVOICE), "gateway": "stripe"}
     resold_own = {
+        "payment_id": resold_payment,
         "customer_id": "resold",
         "invoice_id": RESOLD_INVOICE,
         "section": "customers",
@@ -236,8 +258,19 @@ BODIES: dict[tuple[str, str], Any] = {
     ("POST", "/v1/webhook-endpoints"): {"url": "http://127.0.0.1:9/other"},
     ("POST", "/v1/credit/{holder_id}/top-up-plans"): {"kind": "recurring", "amount": "1.00"},
     ("POST", "/v1/webhook-endpoints/{endpoint_id}/rotate-secret"): {},
+    ("POST", "/v1/credit/{holder_id}/card-top-ups"): {"amount": "1.00"},
+    ("POST", "/v1/payments/{payment_id}/refunds"): {"amount": "1.00"},
+    ("PUT", "/v1/customers/{customer_id}/saved-card"): {
+        "gateway": "stripe",
+        "customer_ref": "cus_matrix",
+        "method_ref": "pm_card_visa",
+    },
 }
-IDEMPOTENT = {("POST", "/v1/credit/{holder_id}/grants"), ("POST", "/v1/credit/{holder_id}/top-ups")}
+IDEMPOTENT = {
+    ("POST", "/v1/credit/{holder_id}/grants"),
+    ("POST", "/v1/credit/{holder_id}/top-ups"),
+    ("POST", "/v1/credit/{holder_id}/card-top-ups"),
+}
 CHANGES_OWN_STATE = {
     ("DELETE", "/v1/keys/{key_id}"),  # would revoke the key the test calls with
     ("DELETE", "/v1/tokens/{token_id}"),  # would revoke the token another principal calls with
@@ -250,6 +283,7 @@ CHANGES_OWN_STATE = {
     ("DELETE", "/v1/credit/{holder_id}/top-up-plans/{plan_id}"),
     ("DELETE", "/v1/webhook-endpoints/{endpoint_id}"),
     ("POST", "/v1/webhook-endpoints/{endpoint_id}/deliveries/{delivery_id}/resend"),  # none was sent yet
+    ("POST", "/v1/payments/{payment_id}/refunds"),  # nothing was paid yet: test_payments.py refunds
 }
 """Called on other tenants' objects only: on its own, each is a state change tested on its own."""
 NO_MAIL_SERVER = {
@@ -341,6 +375,7 @@ def judge(
             "{holder_id}",
             "{rule_id}",
             "{endpoint_id}",
+            "{payment_id}",
         )
     )
     if whose == "other" and names_object and principal.role in (Role.PARTNER, Role.CUSTOMER):
@@ -358,7 +393,7 @@ def judge(
 
 
 def _leaked_ids(answer: httpx.Response, others: frozenset[str]) -> set[str]:
-    if not others or not answer.headers.get("content-type", "").startswith("application/json"):
+    if not others or not answer.content or not answer.headers.get("content-type", "").startswith("application/json"):
         return set()
     found: set[str] = set()
 
