@@ -9,6 +9,7 @@ it in memory) gets the catalog back.
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import threading
 from collections.abc import Callable
@@ -171,8 +172,10 @@ CREATED = {EntryKind.CUSTOMER: "c", EntryKind.SUBSCRIPTION: "sub", EntryKind.ONE
 
 
 def _own_price_list(scope: Scope, kind: EntryKind, entry_id: str) -> bool:
-    """A partner's price list is keyed by the partner itself: it may start one."""
-    return kind is EntryKind.PRICE_LIST and entry_id in scope.sellers
+    """A partner's price lists are keyed by the partner itself (and a currency): it may start one."""
+    return kind is EntryKind.PRICE_LIST and any(
+        entry_id == seller or re.fullmatch(re.escape(seller) + r"\.[A-Z]{3}", entry_id) for seller in scope.sellers
+    )
 
 
 def _check_names_seen(scope: Scope, kind: EntryKind, document: dict[str, Any]) -> None:

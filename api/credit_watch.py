@@ -102,9 +102,9 @@ class CreditWatch:
         # rules and plans have ids of their own kinds: one read holds the states of both
         states = {(s.rule_id, s.customer_id): s for s in self._store.states()}
         if partners:
-            currency = catalog.currency
-            balances = {p: self._accounts.balance(p, now).per_currency.get(currency, ZERO) for p in partners}
-            self._top_up(thresholds, balances, currency, states, now)
+            per_currency = {p: self._accounts.balance(p, now).per_currency for p in partners}
+            balances = {p: figures.get(catalog.currency_of(p), ZERO) for p, figures in per_currency.items()}
+            self._top_up(thresholds, balances, catalog.currency_of, states, now)
         if not customers:
             return
         rules = [rule_of(row) for row in self._store.rules()]
@@ -121,7 +121,7 @@ class CreditWatch:
         self._hand_over(outbox)
         metrics.ALERTS_FIRED.inc(len(fired) - len(queued))
         balances = {standing.customer_id: standing.balance for standing in standings}
-        self._top_up(thresholds, balances, catalog.currency, states, now)
+        self._top_up(thresholds, balances, catalog.currency_of, states, now)
 
     def _standings(
         self, settled: Settled, customers: dict[str, Customer], catalog: Catalog, now: datetime, rules: list[AlertRule]
@@ -137,8 +137,8 @@ class CreditWatch:
         costs = self._dashboards.costs_since(wanted, month_start, now) if wanted else {}
         rates = self._recent_rates(now)
         standings = []
-        currency = catalog.currency
         for customer_id in sorted(customers):
+            currency = catalog.currency_of(customer_id)
             wallet = settled.wallets.get(customer_id)
             balance = wallet.balance(now).get(currency, Decimal(0)) if wallet else Decimal(0)
             granted = wallet.granted(now).get(currency, Decimal(0)) if wallet else Decimal(0)
@@ -174,7 +174,8 @@ class CreditWatch:
                 continue
             effective_at = max(month, to_the_millisecond(plan.changed_at))
             key = f"plan/{plan.plan_id}/{month:%Y-%m}"
-            request = _plan_grant(plan, catalog.currency, plan.amount, effective_at, period.end, key, paid=False)
+            currency = catalog.currency_of(plan.holder_id)
+            request = _plan_grant(plan, currency, plan.amount, effective_at, period.end, key, paid=False)
             try:
                 self._accounts.grant(request, EntryKind.GRANT, f"plan:{plan.plan_id}", now)
             except MeterlineError as error:  # this plan's trouble stays this plan's
@@ -183,10 +184,16 @@ class CreditWatch:
             self._granted_months.add((plan.plan_id, month))
 
     def _top_up(
-        self, plans: list[TopUpPlanRow], balances: dict[str, Decimal], currency: str, states: States, now: datetime
+        self,
+        plans: list[TopUpPlanRow],
+        balances: dict[str, Decimal],
+        currency_of: Callable[[str], str],
+        states: States,
+        now: datetime,
     ) -> None:
-        """Threshold plans of the holders in ``balances``: under the floor, top up to the target,
-        once per crossing (the crossing's number is in the top-up's idempotency key)."""
+        """Threshold plans of the holders in ``balances`` (each in its holder's currency): under
+        the floor, top up to the target, once per crossing (the crossing's number is in the
+        top-up's idempotency key)."""
         changed = []
         for plan in plans:
             balance = balances.get(plan.holder_id)
@@ -197,6 +204,7 @@ class CreditWatch:
             if moved is None:
                 continue
             if under:
+                currency = currency_of(plan.holder_id)
                 amount = (plan.target - balance).quantize(minor_unit(currency), ROUND_UP)
                 key = f"plan/{plan.plan_id}/crossing/{moved.crossings}"
                 request = _plan_grant(plan, currency, amount, to_the_millisecond(now), None, key, paid=True)

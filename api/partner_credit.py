@@ -75,7 +75,7 @@ class PartnerCredit:
         ledger = self._accounts.ledger(partner_id)
         charged = -sum((e.amount for e in ledger if e.kind in CHARGING and e.reference.startswith(prefix)), ZERO)
         since = max(month.start, first_usage_hour or month.start)
-        return {catalog.currency: RecentCost(charged, since, now)} if charged else {}
+        return {catalog.currency_of(partner_id): RecentCost(charged, since, now)} if charged else {}
 
     def _pricing(self, catalog: Catalog) -> Pricing:
         def price(month: Period, partners: set[str], at: datetime) -> dict[str, list[Charge]]:

@@ -173,8 +173,8 @@ class Payments:
     ) -> Payment:
         """A payment page buying ``amount`` of credit; the same ``key`` again is the same payment."""
         catalog = self._catalog()
-        if currency != catalog.currency:
-            raise InvalidQuery(f"{holder_id}'s credit is in {catalog.currency}, not {currency}")
+        if currency != catalog.currency_of(holder_id):
+            raise InvalidQuery(f"{holder_id} is billed in {catalog.currency_of(holder_id)}, not {currency}")
         amount_minor = to_minor(amount, currency)
         payment_id = "top-" + hashlib.sha256(f"{holder_id}\n{key}".encode()).hexdigest()[:24]
         made = self.store.get(payment_id)

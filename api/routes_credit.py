@@ -268,7 +268,7 @@ def create_top_up_plan(
         if body.floor is None or body.target is None or body.amount is not None or body.target <= body.floor:
             raise InvalidQuery("a threshold plan takes a floor and a target above it, and no amount")
         figures = (zero, body.floor, body.target)
-    _currency(catalog, None, *figures)
+    _currency(catalog, holder_id, None, *figures)
     plan_id = "p-" + (
         hashlib.sha256(f"{holder_id}\n{idempotency_key}".encode()).hexdigest()[:20]
         if idempotency_key
@@ -280,7 +280,7 @@ def create_top_up_plan(
             if kept.holder_id != holder_id or kept.kind != body.kind:
                 continue
             if kept.plan_id == plan_id and (kept.amount, kept.floor, kept.target) == figures:
-                return _plan_out(kept, caller, catalog.currency)
+                return _plan_out(kept, caller, catalog.currency_of(holder_id))
             raise (IdempotencyConflict if kept.plan_id == plan_id else LimitReached)(
                 f"{holder_id} has {body.kind} top-up plan {kept.plan_id}: delete it to make another"
             )
@@ -288,14 +288,14 @@ def create_top_up_plan(
         store.save([row])
     services_of(request).credit.watch_again({holder_id})  # a threshold plan may be crossed already
     note_change(request, None, {"plan_id": row.plan_id})
-    return _plan_out(row, caller, catalog.currency)
+    return _plan_out(row, caller, catalog.currency_of(row.holder_id))
 
 
 @router.get("/{holder_id}/top-up-plans", response_model=list[TopUpPlanOut])
 def list_top_up_plans(request: Request, caller: CreditReader, holder_id: CustomerId) -> list[TopUpPlanOut]:
     catalog = readable_holder(request, caller, holder_id)
     plans = services_of(request).alert_store.top_up_plans()
-    return [_plan_out(row, caller, catalog.currency) for row in plans if row.holder_id == holder_id]
+    return [_plan_out(row, caller, catalog.currency_of(row.holder_id)) for row in plans if row.holder_id == holder_id]
 
 
 @router.delete("/{holder_id}/top-up-plans/{plan_id}", status_code=204)
@@ -329,7 +329,7 @@ def _grant(
     now = to_the_millisecond(datetime.now(UTC))
     grant_request = GrantRequest(
         holder_id=holder_id,
-        currency=_currency(catalog, body.currency, body.amount, body.paid_amount),
+        currency=_currency(catalog, holder_id, body.currency, body.amount, body.paid_amount),
         amount=body.amount,
         effective_at=_utc(body.effective_at, "effective_at") or now,
         expires_at=_utc(body.expires_at, "expires_at"),
@@ -389,15 +389,16 @@ def _manageable(request: Request, caller: Caller, holder_id: str) -> Catalog:
     return catalog
 
 
-def _currency(catalog: Catalog, currency: str | None, *amounts: Decimal | None) -> str:
-    """The grant's currency (the catalog's), its amounts checked to be whole minor units of it."""
-    if currency is not None and currency != catalog.currency:
-        raise InvalidQuery(f"unknown currency {currency!r}: the catalog bills in {catalog.currency}")
-    step = minor_unit(catalog.currency)
+def _currency(catalog: Catalog, holder_id: str, currency: str | None, *amounts: Decimal | None) -> str:
+    """The grant's currency (the holder's), its amounts checked to be whole minor units of it."""
+    own = catalog.currency_of(holder_id)
+    if currency is not None and currency != own:
+        raise InvalidQuery(f"currency {currency!r}: {holder_id} is billed in {own}")
+    step = minor_unit(own)
     for amount in amounts:
         if amount is not None and amount != amount.quantize(step):
-            raise InvalidQuery(f"{amount} is not a whole number of {catalog.currency}'s minor unit ({step})")
-    return catalog.currency
+            raise InvalidQuery(f"{amount} is not a whole number of {own}'s minor unit ({step})")
+    return own
 
 
 def _scope(catalog: Catalog, scope: list[str]) -> frozenset[str]:

@@ -152,7 +152,7 @@ def top_up_by_card(
     payment = payments_of(request).page_for_top_up(
         holder_id,
         body.amount,
-        body.currency or catalog.currency,
+        body.currency or catalog.currency_of(holder_id),
         idempotency_key,
         return_url(request, "/portal/credit"),
         datetime.now(UTC),

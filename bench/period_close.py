@@ -31,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 from billing.catalog import Catalog  # noqa: E402
 from billing.period_close import close_period  # noqa: E402
 from billing.periods import Period  # noqa: E402
+from billing.pricing import PriceBook  # noqa: E402
 from pipeline.processing import usage_events  # noqa: E402
 from schemas.records import ACCEPTED_SCHEMA, RATED_SCHEMA  # noqa: E402
 from storage.billed_usage import PeriodUsage  # noqa: E402
@@ -151,7 +152,9 @@ def store_usage(client: Any, customers: int, days: int) -> int:
             },
             schema=ACCEPTED_SCHEMA,
         )
-        store.write(usage_events(events.lazy(), rated.lazy(), "EUR").collect().to_arrow(), datetime.now(UTC))
+        store.write(
+            usage_events(events.lazy(), rated.lazy(), PriceBook("EUR", ())).collect().to_arrow(), datetime.now(UTC)
+        )
         rows += rated.height
     return rows
 

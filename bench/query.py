@@ -48,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 
 from api.usage_formats import rows_json  # noqa: E402
 from billing.adapters.catalog_file import load_catalog  # noqa: E402
+from billing.pricing import PriceBook  # noqa: E402
 from billing.scope import EVERYTHING  # noqa: E402
 from pipeline.processing import usage_events  # noqa: E402
 from schemas.records import ACCEPTED_SCHEMA, RATED_SCHEMA  # noqa: E402
@@ -144,7 +145,7 @@ def day_of_usage(vms: pl.DataFrame, day: datetime, seed: int) -> pa.Table:
         digest=pl.col("id").hash(),  # each event its own content, as the worker's digest says
     ).select(list(ACCEPTED_SCHEMA))
     rated = pl.concat(rated_parts)
-    return usage_events(accepted.lazy(), rated.lazy(), "EUR").collect().to_arrow()
+    return usage_events(accepted.lazy(), rated.lazy(), PriceBook("EUR", ())).collect().to_arrow()
 
 
 def load(client: Any, vms: pl.DataFrame, first_day: datetime, end: datetime) -> int:

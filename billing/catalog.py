@@ -16,9 +16,10 @@ from enum import StrEnum
 from functools import cached_property
 from typing import Annotated, TypeVar
 
+from babel.numbers import is_currency
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from billing.money import PLACES, Amount, TaxRate, minor_unit
+from billing.money import PLACES, Amount, TaxRate
 from billing.price_plans import PricePlan, UtcTime, check_unique_versions, plan_in_force
 from meterline.exceptions import InvalidCatalog, UnknownCustomer
 from schemas.identifiers import IDENTIFIER_PATTERN, printable
@@ -35,6 +36,7 @@ Email = Annotated[
     ),
 ]
 Percent = Annotated[Decimal, Field(ge=0, le=100, decimal_places=PLACES)]
+Currency = Annotated[str, Field(pattern=r"^[A-Z]{3}$", description="An ISO 4217 code: EUR, CHF, JPY")]
 Identifier = Annotated[str, Field(pattern=IDENTIFIER_PATTERN)]
 Line = Annotated[str, Field(max_length=500), AfterValidator(printable)]
 """A name, an address line, a description: shown on invoices, CSV and pages, so one line of
@@ -96,6 +98,9 @@ class Partner(Issuer):
     discount_percent: Percent = Decimal(0)
     """Off the provider's prices, on the provider's invoice to this partner."""
     jurisdiction: str = "FR"
+    currency: Currency | None = None
+    """What the provider invoices it in, at its price list in that currency; None: the catalog's.
+    Its customers are invoiced in it too, unless they name their own."""
 
 
 class BillingMode(StrEnum):
@@ -117,6 +122,10 @@ class Customer(Party):
     suspended."""
     manages_alerts: bool = False
     """Whether its own keys may make credit alert rules (on itself) and webhook endpoints."""
+    currency: Currency | None = None
+    """What it is invoiced, rated and charged in, at its seller's price list in that currency
+    (its own plans, fees and one-time charges are in it too); None: its partner's, or the
+    catalog's. No conversion is ever made: a currency without a price list prices nothing."""
 
 
 class Interval(StrEnum):
@@ -148,9 +157,22 @@ class Product(_Entry):
 
 
 class PriceList(_Entry):
+    """A seller's prices in one currency: a seller has one list per currency it sells in."""
+
     seller_id: Identifier
+    currency: Currency | None = None
+    """None: the catalog's currency."""
     plans: list[PricePlan] = []
     fees: list[Fee] = []
+
+    @property
+    def list_id(self) -> str:
+        """Its key among the catalog's lists: the seller's id, and the currency when it names one."""
+        return price_list_id(self.seller_id, self.currency)
+
+
+def price_list_id(seller_id: str, currency: str | None) -> str:
+    return seller_id if currency is None else f"{seller_id}.{currency}"
 
 
 class Subscription(_Entry):
@@ -202,7 +224,10 @@ class Catalog(_Entry):
 
     @model_validator(mode="after")
     def _references_resolve(self) -> Catalog:
-        minor_unit(self.currency)
+        named = [p.currency for p in self.partners] + [c.currency for c in self.customers]
+        for currency in {self.currency, *named, *(p.currency for p in self.price_lists)}:
+            if currency is not None and not is_currency(currency):
+                raise ValueError(f"currency {currency!r} is not an ISO 4217 code")
         sellers = {self.provider.id, *(p.id for p in self.partners)}
         parties = [self.provider.id, *(p.id for p in self.partners), *(c.id for c in self.customers)]
         if len(parties) != len(set(parties)):
@@ -220,6 +245,9 @@ class Catalog(_Entry):
         for party_id, jurisdiction in parties_taxed:
             if jurisdiction not in jurisdictions:
                 raise ValueError(f"{party_id}: no tax rate for jurisdiction {jurisdiction}")
+        lists = [(p.seller_id, p.currency or self.currency) for p in self.price_lists]
+        if len(lists) != len(set(lists)):
+            raise ValueError("a seller has one price list per currency (a list naming none is in the catalog's)")
         for price_list in self.price_lists:
             if price_list.seller_id not in sellers:
                 raise ValueError(f"price list for unknown seller {price_list.seller_id}")
@@ -303,6 +331,16 @@ class Catalog(_Entry):
     def _product_names(self) -> dict[str, str]:
         return {product.id: product.name for product in self.products}
 
+    def currency_of(self, party_id: str) -> str:
+        """What a party is invoiced and charged in: its own currency, a partner's customer its
+        partner's, anyone else the catalog's."""
+        party = self._parties.get(party_id)
+        if isinstance(party, Customer | Partner) and party.currency:
+            return party.currency
+        if isinstance(party, Customer) and party.partner_id:
+            return self.currency_of(party.partner_id)
+        return self.currency
+
     def issuer(self, issuer_id: str) -> Issuer:
         return self.provider if issuer_id == self.provider.id else self.partner(issuer_id)
 
@@ -317,11 +355,11 @@ class Catalog(_Entry):
         return next(rate for rate in self.tax_rates if rate.jurisdiction == jurisdiction)
 
     @cached_property
-    def _lists(self) -> dict[str, PriceList]:
-        return {price_list.seller_id: price_list for price_list in self.price_lists}
+    def _lists(self) -> dict[tuple[str, str], PriceList]:
+        return {(p.seller_id, p.currency or self.currency): p for p in self.price_lists}
 
-    def _list(self, seller_id: str) -> PriceList:
-        return self._lists.get(seller_id) or PriceList(seller_id=seller_id)
+    def _list(self, seller_id: str, currency: str) -> PriceList:
+        return self._lists.get((seller_id, currency)) or PriceList(seller_id=seller_id, currency=currency)
 
     @cached_property
     def subscriptions_of(self) -> dict[str, list[Subscription]]:
@@ -342,48 +380,56 @@ class Catalog(_Entry):
         return _by_customer(self.one_time_charges)
 
     @cached_property
-    def _plans_found(self) -> dict[tuple[str | None, str, str, datetime], PricePlan | None]:
+    def _plans_found(self) -> dict[tuple[str | None, str, str, str, datetime], PricePlan | None]:
         return {}
 
-    def candidate_plans(self, customer: Customer | None) -> list[PricePlan]:
-        """Every plan that may price this customer (None: a buyer at the provider's list), in the
-        order the rule consults them: its own, its seller's list, the provider's list."""
-        return [plan for plans in self._plan_lists(customer) for plan in plans]
+    def candidate_plans(self, customer: Customer | None, currency: str | None = None) -> list[PricePlan]:
+        """Every plan that may price this customer (None: a buyer at the provider's list in
+        ``currency``, the catalog's by default), in the order the rule consults them: its own,
+        its seller's list, the provider's list, each in the customer's currency."""
+        return [plan for plans in self._plan_lists(customer, currency) for plan in plans]
 
-    def _plan_lists(self, customer: Customer | None) -> tuple[list[PricePlan], ...]:
-        own = customer.plans if customer else []
-        seller = self._list(customer.partner_id).plans if customer and customer.partner_id else []
-        return own, seller, self._list(self.provider.id).plans
+    def _plan_lists(self, customer: Customer | None, currency: str | None) -> tuple[list[PricePlan], ...]:
+        if customer is None:
+            return ([], [], self._list(self.provider.id, currency or self.currency).plans)
+        currency = self.currency_of(customer.id)
+        seller = self._list(customer.partner_id, currency).plans if customer.partner_id else []
+        return customer.plans, seller, self._list(self.provider.id, currency).plans
 
-    def find_plan(self, customer: Customer | None, meter: str, dimension: str, at: datetime) -> PricePlan | None:
+    def find_plan(
+        self, customer: Customer | None, meter: str, dimension: str, at: datetime, currency: str | None = None
+    ) -> PricePlan | None:
         """The pricing rule: the first of the customer's own plans, its seller's list and the
-        provider's list with a plan in force for the meter at ``at`` (an exact dimension before
-        the wildcard inside each). None as the customer stands for a buyer at the provider's list,
-        as a partner is on the provider's invoice."""
-        key = (customer.id if customer else None, meter, dimension, at)
+        provider's list, in the customer's currency, with a plan in force for the meter at ``at``
+        (an exact dimension before the wildcard inside each). None as the customer stands for a
+        buyer at the provider's list in ``currency``, as a partner is on the provider's invoice."""
+        key = (customer.id if customer else None, currency or "", meter, dimension, at)
         if key in self._plans_found:
             return self._plans_found[key]
         found = None
-        for plans in self._plan_lists(customer):
+        for plans in self._plan_lists(customer, currency):
             found = plan_in_force(plans, meter, dimension, at)
             if found is not None:
                 break
         self._plans_found[key] = found
         return found
 
-    def plan_for(self, customer: Customer | None, meter: str, dimension: str, at: datetime) -> PricePlan:
+    def plan_for(
+        self, customer: Customer | None, meter: str, dimension: str, at: datetime, currency: str | None = None
+    ) -> PricePlan:
         """``find_plan``, for usage that must be priced: no plan in force is a catalog error."""
-        plan = self.find_plan(customer, meter, dimension, at)
+        plan = self.find_plan(customer, meter, dimension, at, currency)
         if plan is None:
-            raise InvalidCatalog(f"no price plan for {meter} ({dimension}) at {at.isoformat()}")
+            shown = currency or (self.currency_of(customer.id) if customer else self.currency)
+            raise InvalidCatalog(f"no price plan in {shown} for {meter} ({dimension}) at {at.isoformat()}")
         return plan
 
-    def fee_for(self, seller_id: str, product_id: str, at: datetime) -> Fee:
-        for price_list in (self._list(seller_id), self._list(self.provider.id)):
+    def fee_for(self, seller_id: str, product_id: str, at: datetime, currency: str) -> Fee:
+        for price_list in (self._list(seller_id, currency), self._list(self.provider.id, currency)):
             fees = [f for f in price_list.fees if f.product_id == product_id and f.effective_from <= at]
             if fees:
                 return max(fees, key=lambda fee: fee.effective_from)
-        raise InvalidCatalog(f"no fee for product {product_id} at {at.isoformat()}")
+        raise InvalidCatalog(f"no fee in {currency} for product {product_id} at {at.isoformat()}")
 
 
 Billed = TypeVar("Billed", Subscription, OneTimeCharge)

@@ -25,6 +25,7 @@ from billing.catalog import (
     Product,
     Subscription,
     describe,
+    price_list_id,
 )
 from billing.money import TaxRate
 from meterline.exceptions import InvalidCatalog
@@ -65,10 +66,13 @@ class EntryKind(StrEnum):
         return next(kind for kind in cls if kind.section == section)
 
     def id_of(self, document: dict[str, Any]) -> str:
-        """The entry's key inside its kind: most carry an ``id``; a price list is its seller's."""
+        """The entry's key inside its kind: most carry an ``id``; a price list is its seller's (and
+        its currency's, ``north.CHF``, when it names one)."""
         if self is EntryKind.SETTINGS:
             return SETTINGS_ID
-        field = {EntryKind.PRICE_LIST: "seller_id", EntryKind.TAX_RATE: "jurisdiction"}.get(self, "id")
+        if self is EntryKind.PRICE_LIST:
+            return price_list_id(str(document["seller_id"]), document.get("currency"))
+        field = {EntryKind.TAX_RATE: "jurisdiction"}.get(self, "id")
         return str(document[field])
 
 

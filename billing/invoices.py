@@ -221,16 +221,17 @@ def late_usage_adjustments(
 
 def _customer_invoice(catalog: Catalog, period: Period, customer: Customer, usage: list[UsageTotal]) -> Invoice:
     seller = catalog.seller_of(customer)
-    lines = _fee_lines(catalog, period, seller.id, catalog.subscriptions_of.get(customer.id, []))
+    currency = catalog.currency_of(customer.id)
+    lines = _fee_lines(catalog, period, seller.id, catalog.subscriptions_of.get(customer.id, []), currency)
     lines += _one_time_lines(period, catalog.one_time_charges_of.get(customer.id, []))
-    lines += _usage_lines(catalog, period, customer, usage)
+    lines += _usage_lines(catalog, period, customer, usage, currency)
     return Invoice(
         invoice_id=invoice_id_for(period, seller.id, customer.id),
         period=period,
         issuer=seller,
         buyer_id=customer.id,
         buyer_name=customer.name,
-        currency=catalog.currency,
+        currency=currency,
         lines=tuple(lines),
         covered_customers=(customer.id,),
         discount_percent=customer.discount_percent,
@@ -250,6 +251,7 @@ def _partner_invoice(
     usage bills (no fee, one-time charge or commitment)."""
     partner = catalog.partner(partner_id)
     provider = catalog.provider.id
+    currency = catalog.currency_of(partner_id)
     if whole_period:
         subscriptions = [s for customer in customers for s in catalog.subscriptions_of.get(customer.id, [])]
         supplied = [
@@ -258,17 +260,18 @@ def _partner_invoice(
             for charge in catalog.one_time_charges_of.get(customer.id, [])
             if charge.supplier is Supplier.PROVIDER
         ]
-        lines = _merge_alike(_fee_lines(catalog, period, provider, subscriptions)) + _one_time_lines(period, supplied)
+        fees = _fee_lines(catalog, period, provider, subscriptions, currency)
+        lines = _merge_alike(fees) + _one_time_lines(period, supplied)
     else:
         lines = []
-    lines += _usage_lines(catalog, period, None, usage, commitments=whole_period)
+    lines += _usage_lines(catalog, period, None, usage, currency, commitments=whole_period)
     return Invoice(
         invoice_id=invoice_id_for(period, provider, partner.id),
         period=period,
         issuer=catalog.provider,
         buyer_id=partner.id,
         buyer_name=partner.name,
-        currency=catalog.currency,
+        currency=currency,
         lines=tuple(lines),
         covered_customers=tuple(sorted(c.id for c in customers)),
         discount_percent=partner.discount_percent,
@@ -294,7 +297,7 @@ def _one_time_lines(period: Period, charges: list[OneTimeCharge]) -> list[Invoic
 
 
 def _fee_lines(
-    catalog: Catalog, period: Period, seller_id: str, subscriptions: list[Subscription]
+    catalog: Catalog, period: Period, seller_id: str, subscriptions: list[Subscription], currency: str
 ) -> list[InvoiceLine]:
     """Recurring fees (monthly prorated to the day, yearly in full in the anniversary month) and set-up fees."""
     lines = []
@@ -303,24 +306,22 @@ def _fee_lines(
         days = period.days_active(subscription.start, subscription.end)
         if not days:
             continue  # not running in the period: nothing to bill, so no fee to look up
-        fee = catalog.fee_for(seller_id, subscription.product_id, period.start)
+        fee = catalog.fee_for(seller_id, subscription.product_id, period.start, currency)
         name = products[subscription.product_id]
         quantity = Decimal(subscription.quantity)
         if fee.interval is Interval.MONTH:
-            amount = round_money(
-                period.prorate(fee.amount * quantity, subscription.start, subscription.end), catalog.currency
-            )
+            amount = round_money(period.prorate(fee.amount * quantity, subscription.start, subscription.end), currency)
             note = "" if days == period.days else f", {days} of {period.days} days"
             lines.append(
                 InvoiceLine(LineKind.RECURRING, f"{name} (monthly{note})", quantity, "subscription", fee.amount, amount)
             )
         elif fee.interval is Interval.YEAR and subscription.start.month == period.first_day.month:
-            amount = round_money(fee.amount * quantity, catalog.currency)
+            amount = round_money(fee.amount * quantity, currency)
             lines.append(
                 InvoiceLine(LineKind.RECURRING, f"{name} (yearly)", quantity, "subscription", fee.amount, amount)
             )
         if fee.setup_fee and period.first_day <= subscription.start < period.end_day:
-            amount = round_money(fee.setup_fee * quantity, catalog.currency)
+            amount = round_money(fee.setup_fee * quantity, currency)
             lines.append(InvoiceLine(LineKind.ONE_TIME, f"{name}: set-up", quantity, "unit", fee.setup_fee, amount))
     return lines
 
@@ -359,40 +360,42 @@ def _usage_lines(
     period: Period,
     buyer: Customer | None,
     usage: Iterable[UsageTotal],
+    currency: str,
     commitments: bool = True,
 ) -> list[InvoiceLine]:
     """The lines of each plan that priced some of the usage, applied once to what it priced, and
     the top-up of each commitment in force without usage (without ``commitments``: no top-up at
     all). ``buyer`` is whose plans the pricing rule consults: a customer, or None for a partner
-    at the provider's list."""
+    at the provider's list in ``currency`` (the invoice's)."""
     priced: dict[int, tuple[PricePlan, list[UsageTotal]]] = {}
     for total in usage:
         if total.quantity:
-            plan = catalog.plan_for(buyer, total.meter, total.dimension, total.start)
+            plan = catalog.plan_for(buyer, total.meter, total.dimension, total.start, currency)
             priced.setdefault(id(plan), (plan, []))[1].append(total)
 
     def owed(plan: PricePlan) -> list[date]:
-        return _days_owed(catalog, period, buyer, plan) if commitments else []  # no day: no minimum
+        return _days_owed(catalog, period, buyer, plan, currency) if commitments else []  # no day: no minimum
 
     uses = [_PlanUse(plan, totals, owed(plan)) for plan, totals in priced.values()]
     uses += [
         _PlanUse(plan, [], days)
-        for plan in catalog.candidate_plans(buyer)
+        for plan in catalog.candidate_plans(buyer, currency)
         if id(plan) not in priced and (days := owed(plan))
     ]
-    return [line for use in sorted(uses, key=_PlanUse.order) for line in _plan_lines(catalog, period, use)]
+    ordered = sorted(uses, key=_PlanUse.order)
+    return [line for use in ordered for line in _plan_lines(catalog, period, use, currency)]
 
 
-def _plan_lines(catalog: Catalog, period: Period, use: _PlanUse) -> list[InvoiceLine]:
+def _plan_lines(catalog: Catalog, period: Period, use: _PlanUse, currency: str) -> list[InvoiceLine]:
     """A plan's charges on the usage it priced or, without usage, its commitment's top-up alone
     (no zero-quantity line), scoped to the days it was in force: a drill-down with no usage."""
     share_in_force = Fraction(len(use.days), period.days)
     if use.totals:
         quantity = sum((total.quantity for total in use.totals), Fraction(0))
-        charges = use.plan.charges(quantity, catalog.currency, share_in_force)
+        charges = use.plan.charges(quantity, currency, share_in_force)
         scopes = _scopes((total.dimension, total.start, total.end) for total in use.totals)
     else:
-        charges = use.plan.top_up(ZERO, catalog.currency, share_in_force)
+        charges = use.plan.top_up(ZERO, currency, share_in_force)
         scopes = _scopes((use.plan.dimension, _midnight(day), _midnight(day + timedelta(days=1))) for day in use.days)
     name = _usage_name(catalog, use.plan, scopes)
     return [
@@ -411,14 +414,15 @@ def _plan_lines(catalog: Catalog, period: Period, use: _PlanUse) -> list[Invoice
     ]
 
 
-def _days_owed(catalog: Catalog, period: Period, buyer: Customer | None, plan: PricePlan) -> list[date]:
+def _days_owed(catalog: Catalog, period: Period, buyer: Customer | None, plan: PricePlan, currency: str) -> list[date]:
     """The days of the period a plan's commitment is owed for (none without one): those at whose
     00:00 UTC the pricing rule chooses it for its own meter and dimension, so a plan taking effect
     at noon owns the next day on."""
     if not plan.minimum_amount:
         return []
-    days = (period.first_day + timedelta(days=n) for n in range(period.days))
-    return [day for day in days if catalog.find_plan(buyer, plan.meter.value, plan.dimension, _midnight(day)) is plan]
+    days = [period.first_day + timedelta(days=n) for n in range(period.days)]
+    meter, dimension = plan.meter.value, plan.dimension
+    return [day for day in days if catalog.find_plan(buyer, meter, dimension, _midnight(day), currency) is plan]
 
 
 def _midnight(day: date) -> datetime:

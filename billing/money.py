@@ -14,7 +14,7 @@ from fractions import Fraction
 from functools import cache
 from typing import Annotated
 
-from babel.numbers import get_currency_precision
+from babel.numbers import get_currency_precision, is_currency
 from pydantic import BaseModel, ConfigDict, Field
 
 from meterline.exceptions import InvalidCatalog
@@ -42,7 +42,7 @@ Quantity = Annotated[Decimal, Field(ge=0, le=Decimal(10) ** 18, decimal_places=P
 @cache
 def minor_unit(currency: str) -> Decimal:
     """The smallest payable amount of a currency: Decimal('0.01') for EUR."""
-    if len(currency) != 3 or not currency.isalpha() or not currency.isupper():
+    if len(currency) != 3 or not currency.isalpha() or not currency.isupper() or not is_currency(currency):
         raise InvalidCatalog(f"currency {currency!r} is not an ISO 4217 code")
     return Decimal(1).scaleb(-get_currency_precision(currency))
 

@@ -40,6 +40,9 @@ class PriceBook:
 
     currency: str
     prices: tuple[Price, ...]
+    currencies: Mapping[str, str] = field(default_factory=dict)
+    """The customers rated in another currency than ``currency``, and theirs: each has prices of
+    its own (from the lists in its currency), and never falls back to the ``*`` key's."""
     xaas_meters: Mapping[str, Meter] = field(default_factory=dict)
     xaas_units: Mapping[str, str] = field(default_factory=dict)
     """The unit each XaaS sku's reports must name, where the catalog declares one."""
@@ -53,12 +56,15 @@ def price_book(catalog: Catalog) -> PriceBook:
     exact dimension over the wildcard.
     """
     prices = _resolved(catalog, None, ANY_CUSTOMER)
+    currencies = {c.id: catalog.currency_of(c.id) for c in catalog.customers}
+    foreign = {customer_id: currency for customer_id, currency in currencies.items() if currency != catalog.currency}
     for customer in catalog.customers:
-        if customer.plans or customer.partner_id:
+        if customer.plans or customer.partner_id or customer.id in foreign:
             prices += _resolved(catalog, customer, customer.id)
     return PriceBook(
         currency=catalog.currency,
         prices=tuple(prices),
+        currencies=foreign,
         xaas_meters=catalog.xaas_meters,
         xaas_units=catalog.xaas_units,
     )

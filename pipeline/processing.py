@@ -11,7 +11,7 @@ import polars as pl
 from billing.pricing import PriceBook
 from pipeline.dedup import RecentEvents, Seen
 from pipeline.metering import event_columns, measure
-from pipeline.rating import ENGINE, rate_quantities
+from pipeline.rating import ENGINE, currency_of, rate_quantities
 from schemas.events import UsageEvent, XaasUsage, as_json_value
 from schemas.identity import IDENTITY_SEPARATOR, Identity, identity
 from schemas.intake import Acceptance, Rejection, ValidEvents, split_group
@@ -127,7 +127,7 @@ def _rate(fresh: ValidEvents, book: PriceBook) -> tuple[pl.DataFrame, pl.DataFra
     if unpriced:
         accepted = accepted.filter(~ACCEPTED_IDENTITY.is_in(list(unpriced)))
     refused = _rejections(fresh, unpriced) if unpriced else []
-    return usage_events(accepted, rated.lazy(), book.currency).collect(engine=ENGINE), rated, refused
+    return usage_events(accepted, rated.lazy(), book).collect(engine=ENGINE), rated, refused
 
 
 def _failed(events: ValidEvents, error: Exception) -> tuple[pl.DataFrame, pl.DataFrame, list[Rejection]]:
@@ -139,7 +139,7 @@ def _failed(events: ValidEvents, error: Exception) -> tuple[pl.DataFrame, pl.Dat
     )
 
 
-def usage_events(accepted: pl.LazyFrame, rated: pl.LazyFrame, currency: str) -> pl.LazyFrame:
+def usage_events(accepted: pl.LazyFrame, rated: pl.LazyFrame, book: PriceBook) -> pl.LazyFrame:
     """One row per accepted event with its rated usage as lists (empty when nothing was billable)."""
     lists = [f"rated.{field}" for field in RATED_LISTS]
     grouped = rated.group_by("source", "event_id").agg(
@@ -148,7 +148,7 @@ def usage_events(accepted: pl.LazyFrame, rated: pl.LazyFrame, currency: str) -> 
     none_billed = [pl.col(name).fill_null(pl.lit([], dtype=USAGE_EVENT_SCHEMA[name])) for name in lists]
     return (
         accepted.join(grouped, left_on=["source", "id"], right_on=["source", "event_id"], how="left")
-        .with_columns(*none_billed, currency=pl.lit(currency))
+        .with_columns(*none_billed, currency=currency_of(book))
         .select(list(USAGE_EVENT_SCHEMA))
     )
 

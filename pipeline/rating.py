@@ -49,7 +49,9 @@ def _book_frame(book: PriceBook) -> pl.DataFrame:
 
 @lru_cache(maxsize=2)
 def _customers_with_own_prices(book: PriceBook) -> list[str]:
-    return sorted({p.customer_id for p in book.prices} - {ANY})
+    """Those looked up by their own id: with prices of their own, or rated in another currency
+    (even with no price in it: they must not be looked up as ``*``)."""
+    return sorted(({p.customer_id for p in book.prices} | set(book.currencies)) - {ANY})
 
 
 _LOOKUPS = (("customer_id", "dimension"), ("customer_id", None), (None, "dimension"), (None, None))
@@ -59,6 +61,8 @@ PRICE_KEYS = ["customer_id", "meter", "dimension", "usage_start"]
 LEVEL_METERS = [meter.value for meter in Meter if meter.aggregation.is_level]
 """A level's worth depends on the period's peak or last figure: its rows carry no amount of
 their own, and the close prices the period's figure."""
+NO_KEY = "\x00"
+"""A price key no entry has: what a customer rated in another currency looks up instead of ``*``."""
 LOOKUP_KEYS = ["price_customer", "meter", "dimension", "usage_start"]
 """A usage row's price key, with ``*`` for a customer who has no prices of its own."""
 
@@ -92,7 +96,7 @@ def rate_quantities(quantities: pl.LazyFrame, book: PriceBook) -> tuple[pl.DataF
         ),
         base_quantity=pl.col("numerator").cast(MONEY),
         base_divisor=pl.col("divisor").cast(pl.UInt32),
-        currency=pl.lit(book.currency),
+        currency=currency_of(book),
     )
     rated = priced.select(list(RATED_SCHEMA)).collect(engine=ENGINE)
     if not rated["unit_price"].null_count():
@@ -104,6 +108,13 @@ def rate_quantities(quantities: pl.LazyFrame, book: PriceBook) -> tuple[pl.DataF
     return rated.filter(~IDENTITY.is_in(list(reasons))), reasons
 
 
+def currency_of(book: PriceBook) -> pl.Expr:
+    """Each row's currency: its customer's (``customer_id`` column)."""
+    if not book.currencies:
+        return pl.lit(book.currency)
+    return pl.col("customer_id").replace_strict(book.currencies, default=book.currency, return_dtype=pl.String)
+
+
 def _no_price(meter: str, dimension: str, usage_start: datetime) -> str:
     return f"no price in force for meter {meter} ({dimension or ANY}) at {usage_start}"
 
@@ -112,9 +123,11 @@ def _unit_prices(keys: pl.LazyFrame, book: PriceBook) -> pl.LazyFrame:
     """The unit price in force for each key: the most specific entry of the book wins."""
     book_frame = _book_frame(book).lazy()
     frame = keys.sort("usage_start")
+    # a customer rated in another currency never takes the ``*`` key's prices (the catalog's)
+    shared = pl.when(pl.col("customer_id").is_in(list(book.currencies))).then(pl.lit(NO_KEY)).otherwise(pl.lit(ANY))
     for step, (customer, dimension) in enumerate(_LOOKUPS):
         keyed = frame.with_columns(
-            price_customer=pl.col(customer) if customer else pl.lit(ANY),
+            price_customer=pl.col(customer) if customer else shared,
             price_dimension=pl.col(dimension) if dimension else pl.lit(ANY),
         )
         frame = (

@@ -276,7 +276,7 @@ def credit(request: Request, visitor: CreditPages, holder_id: CustomerId) -> Res
         burn_down=burn_down,
         card_top_up=bool(card_pages),
         form_targets=card_pages,
-        currency=visitor.catalog.currency,
+        currency=visitor.catalog.currency_of(holder_id),
         top_up_key=secrets.token_hex(12),
     )
 

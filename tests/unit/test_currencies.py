@@ -1,0 +1,162 @@
+"""Customers and partners billed in their own currencies, from price lists per currency, with
+no conversion: every figure below is worked out by hand in its test's docstring."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from billing.catalog import Catalog
+from billing.invoices import Invoice, UsageTotal, build_invoices
+from billing.periods import Period
+from billing.pricing import price_book
+from meterline.exceptions import InvalidCatalog
+from pipeline.metering import event_columns, measure
+from pipeline.rating import rate_quantities
+from schemas.events import encode_batch
+from schemas.intake import split_message
+from tests.factories import vm_sample
+
+FROM = "2020-01-01T00:00:00Z"
+NOVEMBER = Period.parse("2026-11")
+
+
+def per_unit(meter: str, price: str) -> dict[str, Any]:
+    return {"meter": meter, "model": "per_unit", "unit_price": price, "effective_from": FROM}
+
+
+def document() -> dict[str, Any]:
+    return {
+        "currency": "EUR",
+        "provider": {"id": "acme", "name": "Acme Cloud", "invoice_prefix": "ACME"},
+        "partners": [
+            {
+                "id": "north",
+                "name": "North",
+                "invoice_prefix": "NTH",
+                "discount_percent": "20",
+                "jurisdiction": "DE",
+                "currency": "CHF",
+            },
+        ],  # fmt: skip
+        "tax_rates": [
+            {"jurisdiction": "FR", "rate_percent": "20"},
+            {"jurisdiction": "DE", "rate_percent": "19"},
+            {"jurisdiction": "CH", "rate_percent": "8.1"},
+            {"jurisdiction": "JP", "rate_percent": "10"},
+        ],
+        "products": [{"id": "support", "name": "Support"}],
+        "price_lists": [
+            {
+                "seller_id": "acme",
+                "plans": [per_unit("vcpu_hours", "0.025")],
+                "fees": [{"product_id": "support", "amount": "30.00", "effective_from": FROM}],
+            },
+            {
+                "seller_id": "acme",
+                "currency": "CHF",
+                "plans": [per_unit("vcpu_hours", "0.03")],
+                "fees": [{"product_id": "support", "amount": "40.00", "effective_from": FROM}],
+            },
+            {"seller_id": "acme", "currency": "JPY", "plans": [per_unit("vcpu_hours", "4")]},
+            {"seller_id": "north", "currency": "CHF", "plans": [per_unit("vcpu_hours", "0.05")]},
+        ],  # fmt: skip
+        "customers": [
+            {"id": "direct", "name": "Direct SAS"},
+            {"id": "zurich", "name": "Zurich AG", "jurisdiction": "CH", "currency": "CHF"},
+            {"id": "tokyo", "name": "Tokyo KK", "jurisdiction": "JP", "currency": "JPY"},
+            {"id": "resold", "name": "Resold GmbH", "partner_id": "north", "jurisdiction": "DE"},
+        ],
+        "subscriptions": [{"id": "s1", "customer_id": "zurich", "product_id": "support", "start": "2026-01-01"}],
+    }
+
+
+def catalog(**changes: Any) -> Catalog:
+    return Catalog.model_validate({**document(), **changes})
+
+
+def vcpu_hours(customer_id: str, hours: int) -> UsageTotal:
+    return UsageTotal(customer_id, "vcpu_hours", "", "vCPU-hour", Fraction(hours), NOVEMBER.start, NOVEMBER.end)
+
+
+def invoices(usage: list[UsageTotal], of: Catalog | None = None) -> dict[str, Invoice]:
+    return {invoice.buyer_id: invoice for invoice in build_invoices(of or catalog(), NOVEMBER, usage)}
+
+
+def test_each_party_is_billed_in_its_own_currency_or_its_partners_or_the_catalogs():
+    found = catalog()
+    assert [found.currency_of(p) for p in ("direct", "zurich", "tokyo", "north", "resold", "acme")] == [
+        "EUR", "CHF", "JPY", "CHF", "CHF", "EUR",
+    ]  # fmt: skip
+
+
+def test_a_yen_customer_is_invoiced_in_whole_yen_at_the_yen_list():
+    """1,000 vCPU-hours x 4 JPY = 4,000 JPY; 10 % tax = 400; total 4,400 JPY."""
+    tokyo = invoices([vcpu_hours("tokyo", 1000)])["tokyo"]
+    assert (tokyo.currency, tokyo.subtotal, tokyo.tax_amount, tokyo.total) == (
+        "JPY", Decimal("4000"), Decimal("400"), Decimal("4400"),
+    )  # fmt: skip
+
+
+def test_a_franc_customer_pays_franc_prices_and_fees():
+    """100 vCPU-hours x 0.03 CHF = 3.00, support 40.00 CHF a month (the whole of November):
+    subtotal 43.00; 8.1 % tax = 3.483, so 3.48; total 46.48 CHF."""
+    zurich = invoices([vcpu_hours("zurich", 100)])["zurich"]
+    assert zurich.currency == "CHF"
+    assert sorted(line.amount for line in zurich.lines) == [Decimal("3.00"), Decimal("40.00")]
+    assert (zurich.subtotal, zurich.tax_amount, zurich.total) == (Decimal("43.00"), Decimal("3.48"), Decimal("46.48"))
+
+
+def test_a_partner_in_francs_buys_at_the_providers_franc_list_and_sells_at_its_own():
+    """Resold (North's, so in francs) used 100 vCPU-hours.
+    North's invoice to it: 100 x 0.05 = 5.00 CHF; 19 % = 0.95; total 5.95 CHF.
+    Acme's invoice to North: 100 x 0.03 = 3.00 CHF, less 20 % = 0.60, net 2.40; 19 % = 0.456,
+    so 0.46; total 2.86 CHF."""
+    billed = invoices([vcpu_hours("resold", 100)])
+    resold, north = billed["resold"], billed["north"]
+    assert (resold.currency, resold.total) == ("CHF", Decimal("5.95"))
+    assert (north.currency, north.net, north.tax_amount, north.total) == (
+        "CHF", Decimal("2.40"), Decimal("0.46"), Decimal("2.86"),
+    )  # fmt: skip
+
+
+def test_the_catalogs_currency_is_unchanged_for_those_who_name_none():
+    """100 vCPU-hours x 0.025 = 2.50 EUR; 20 % = 0.50; total 3.00 EUR."""
+    direct = invoices([vcpu_hours("direct", 100)])["direct"]
+    assert (direct.currency, direct.total) == ("EUR", Decimal("3.00"))
+
+
+def test_a_currency_without_a_price_list_prices_nothing_rather_than_converting():
+    customers = [*document()["customers"], {"id": "boston", "name": "Boston Inc", "currency": "USD"}]
+    with pytest.raises(InvalidCatalog, match="no price plan in USD"):
+        invoices([vcpu_hours("boston", 1)], catalog(customers=customers))
+
+
+def test_the_stream_rates_each_customer_in_its_currency_and_never_at_another_currencys_price():
+    """A 300 s sample of 2 vCPUs is 1/6 vCPU-hour: tokyo's at 4 JPY is 0.666666666667 JPY
+    (exact; rounded at the invoice), direct's at 0.025 EUR is 0.004166666667 EUR; boston (USD,
+    with no USD list) is refused, not priced in euros."""
+    customers = [*document()["customers"], {"id": "boston", "name": "Boston Inc", "currency": "USD"}]
+    book = price_book(catalog(customers=customers))
+    samples = [
+        vm_sample("vm-" + customer, customer_id=customer, ram_mb=0, disks=[], net_tx_bytes=0)
+        for customer in ("tokyo", "direct", "boston")
+    ]
+    rated, unpriced = rate_quantities(measure(event_columns(split_message(encode_batch(samples))), {}), book)
+    rows = {(r["customer_id"], r["currency"]): r["amount"] for r in rated.iter_rows(named=True)}
+    assert rows == {("tokyo", "JPY"): Decimal("0.666666666667"), ("direct", "EUR"): Decimal("0.004166666667")}
+    assert len(unpriced) == 1 and "no price in force" in next(iter(unpriced.values()))
+
+
+def test_a_seller_has_one_list_per_currency_and_codes_are_iso_4217():
+    lists = document()["price_lists"]
+    with pytest.raises(ValidationError, match="one price list per currency"):
+        catalog(price_lists=[*lists, {"seller_id": "acme", "currency": "EUR"}])
+    with pytest.raises(ValidationError):
+        catalog(customers=[{"id": "x", "name": "X", "currency": "euro"}], subscriptions=[])
+    with pytest.raises(ValidationError, match="ISO 4217"):
+        catalog(customers=[{"id": "x", "name": "X", "currency": "XYZ"}], subscriptions=[])
