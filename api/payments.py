@@ -29,6 +29,7 @@ from billing.adapters.stripe_gateway import StripeGateway
 from billing.catalog import Catalog, Customer, Issuer
 from billing.credits import EntryKind
 from billing.invoices import DocumentType, InvoiceStatus
+from billing.money import round_money
 from billing.payments import (
     EventKind,
     GatewayEvent,
@@ -38,6 +39,7 @@ from billing.payments import (
     PaymentPurpose,
     PaymentState,
     SavedCard,
+    card_payable,
     from_minor,
     mismatch,
     next_charge_at,
@@ -236,6 +238,8 @@ class Payments:
                 continue
             if card.gateway != catalog.issuer(record.issuer_id).payment.gateways[0]:
                 continue
+            if not card_payable(to_minor(record.amount_due, record.currency)):
+                continue  # above what one card payment may be: paid by transfer
             payments = self.store.of_invoice(record.invoice_id)
             if any(_may_still_pay(p, now) for p in payments):
                 continue
@@ -287,13 +291,27 @@ class Payments:
 
     # -- refunds and saved cards ---------------------------------------------------------------
 
-    def refund(self, payment: Payment, amount: Decimal, now: datetime) -> Payment:
-        """Give back ``amount`` of a succeeded payment: at most what was paid less what was refunded."""
-        amount_minor = to_minor(amount, payment.currency)
-        payment.check_refund(amount_minor)
-        key = f"{payment.payment_id}:refund:{payment.refunded_minor}:{amount_minor}"
-        self.settle(self.gateway(payment.gateway).refund(payment, amount_minor, key), now)
-        return self.store.get(payment.payment_id) or payment
+    def refund(self, payment_id: str, amount: Decimal, now: datetime) -> Payment:
+        """Give back ``amount`` of a succeeded payment: at most what was paid less what was
+        refunded. Checked, asked of the gateway and settled under the settlement lock, so two
+        refunds at once cannot both pass the check."""
+        with self.store.settling():
+            payment = self.store.get(payment_id)
+            if payment is None:
+                raise UnknownPayment(f"no payment {payment_id!r}")
+            amount_minor = to_minor(amount, payment.currency)
+            payment.check_refund(amount_minor, self._grant_holds(payment, now))
+            key = f"{payment.payment_id}:refund:{payment.refunded_minor}:{amount_minor}"
+            self._settle(self.gateway(payment.gateway).refund(payment, amount_minor, key), now)
+            return self.store.get(payment.payment_id) or payment
+
+    def _grant_holds(self, payment: Payment, now: datetime) -> int | None:
+        """What a top-up's grant still holds, in minor units (None: not a top-up)."""
+        if payment.purpose is not PaymentPurpose.TOP_UP:
+            return None
+        wallet = self._credit.wallets({payment.holder_id}, now).get(payment.holder_id)
+        held = wallet.remaining(now).get(_top_up_request(payment).grant_id(), Decimal(0)) if wallet else Decimal(0)
+        return to_minor(round_money(held, payment.currency), payment.currency)
 
     def save_card(self, card: SavedCard, now: datetime) -> None:
         self.gateway(card.gateway)
@@ -316,26 +334,30 @@ class Payments:
         """Keep ``event`` once and apply it to its payment; PaymentMismatch for one that cannot
         be its payment's (kept, with the reason, for a person to look at)."""
         with self.store.settling():
-            payment = self.store.get(event.payment_id) if event.payment_id else None
-            if payment is None and event.reference:
-                payment = self.store.by_reference(event.gateway, event.reference)
-            if payment is None:
-                self.store.add_event(event, now, refused="no payment of meterline's")
-                self._audit(event.event_id, event.gateway, None, {"ignored": _event_shown(event)})
-                return Receipt("ignored")
-            reason = mismatch(payment, event)
-            if reason is not None:
-                if self.store.add_event(event, now, refused=reason):
-                    self._audit(event.event_id, event.gateway, _shown(payment), {"refused": reason})
-                raise PaymentMismatch(f"payment {payment.payment_id}: {reason}; nothing was applied")
-            new = self.store.add_event(event, now, refused="")
-            settled = payment.settled_by(self.store.events(payment), now)
-            if settled != payment:
-                self.store.save(settled)
-            if new:
-                self._audit(event.event_id, event.gateway, _shown(payment), _shown(settled))
-            self._apply(settled, now)
-            return Receipt("applied" if new else "duplicate", settled.payment_id, settled.state.value)
+            return self._settle(event, now)
+
+    def _settle(self, event: GatewayEvent, now: datetime) -> Receipt:
+        """``settle``, its caller holding the settlement lock."""
+        payment = self.store.get(event.payment_id) if event.payment_id else None
+        if payment is None and event.reference:
+            payment = self.store.by_reference(event.gateway, event.reference)
+        if payment is None:
+            self.store.add_event(event, now, refused="no payment of meterline's")
+            self._audit(event.event_id, event.gateway, None, {"ignored": _event_shown(event)})
+            return Receipt("ignored")
+        reason = mismatch(payment, event)
+        if reason is not None:
+            if self.store.add_event(event, now, refused=reason):
+                self._audit(event.event_id, event.gateway, _shown(payment), {"refused": reason})
+            raise PaymentMismatch(f"payment {payment.payment_id}: {reason}; nothing was applied")
+        new = self.store.add_event(event, now, refused="")
+        settled = payment.settled_by(self.store.events(payment), now)
+        if settled != payment:
+            self.store.save(settled)
+        if new:
+            self._audit(event.event_id, event.gateway, _shown(payment), _shown(settled))
+        self._apply(settled, now)
+        return Receipt("applied" if new else "duplicate", settled.payment_id, settled.state.value)
 
     def _apply(self, payment: Payment, now: datetime) -> None:
         """What the payment's state means for its invoice or its credit; each step idempotent."""
@@ -364,26 +386,13 @@ class Payments:
         else:
             return
         prefixes = self._catalog().invoice_prefixes()
-        self._ledger.change_status(EVERYTHING, record.invoice_id, target, now, prefixes, payment.reference)
+        reference = payment.reference if target is InvoiceStatus.PAID else None  # a failure is no payment
+        self._ledger.change_status(EVERYTHING, record.invoice_id, target, now, prefixes, reference)
 
     def _apply_top_up(self, payment: Payment, now: datetime) -> None:
         if payment.state is PaymentState.PENDING or payment.state is PaymentState.FAILED:
             return
-        amount = from_minor(payment.amount_minor, payment.currency)
-        request = GrantRequest(
-            holder_id=payment.holder_id,
-            currency=payment.currency,
-            amount=amount,
-            effective_at=payment.created_at,
-            expires_at=None,
-            priority=0,
-            scope=frozenset(),
-            paid=True,
-            paid_amount=amount,
-            idempotency_key=f"payment/{payment.payment_id}",
-            asked=f'{{"payment_id": "{payment.payment_id}"}}',
-        )
-        made = self._credit.grant(request, EntryKind.TOP_UP, f"gateway:{payment.gateway}", now)
+        made = self._credit.grant(_top_up_request(payment), EntryKind.TOP_UP, f"gateway:{payment.gateway}", now)
         if payment.state is PaymentState.REFUNDED:
             self._credit.void(payment.holder_id, made.grant.grant_id, now)
 
@@ -404,6 +413,24 @@ class Payments:
             self._audit_log.append(row)
         except Exception:  # the payment is settled; losing its row must be loud, not undo it
             log.exception("could not write the audit row of payment event %s", event_id)
+
+
+def _top_up_request(payment: Payment) -> GrantRequest:
+    """The grant a top-up's payment makes: its id derived from the payment, so made once."""
+    amount = from_minor(payment.amount_minor, payment.currency)
+    return GrantRequest(
+        holder_id=payment.holder_id,
+        currency=payment.currency,
+        amount=amount,
+        effective_at=payment.created_at,
+        expires_at=None,
+        priority=0,
+        scope=frozenset(),
+        paid=True,
+        paid_amount=amount,
+        idempotency_key=f"payment/{payment.payment_id}",
+        asked=json.dumps({"payment_id": payment.payment_id}),
+    )
 
 
 async def charge_when_due(payments: Payments, check_every_s: float) -> None:

@@ -191,7 +191,7 @@ def refund(request: Request, caller: PaymentManager, payment_id: PaymentId, body
     if not caller.scope.may_change_invoice(payment.issuer_id, payment.holder_id):
         raise Forbidden(f"payment {payment_id} was made to {payment.issuer_id}; only it refunds it")
     before = PaymentOut.of(payment).model_dump(mode="json")
-    refunded = payments_of(request).refund(payment, body.amount, datetime.now(UTC))
+    refunded = payments_of(request).refund(payment.payment_id, body.amount, datetime.now(UTC))
     note_change(request, before, PaymentOut.of(refunded).model_dump(mode="json"))
     return PaymentOut.of(refunded)
 

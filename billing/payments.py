@@ -27,6 +27,9 @@ CHARGE_DELAYS = (timedelta(hours=1), timedelta(hours=6), timedelta(days=1), time
 """How long after each failed automatic charge of an invoice the next is tried: four retries
 over about four days, then the invoice waits for its buyer (the payment link still works)."""
 MAX_CHARGES = len(CHARGE_DELAYS) + 1
+MAX_CARD_MINOR = 99_999_999
+"""The most one card payment may be, in minor units (Stripe's limit: 999,999.99 EUR): above it,
+a payment is refused before any gateway is asked, and an invoice is paid by transfer."""
 
 
 class PaymentPurpose(StrEnum):
@@ -157,8 +160,12 @@ class Payment:
     """The last thing that went wrong or needs a person: a decline, an unreachable gateway."""
 
     def __post_init__(self) -> None:
-        if self.amount_minor <= 0:
-            raise InvalidQuery(f"payment {self.payment_id}: an amount must be above zero")
+        if not card_payable(self.amount_minor):
+            shown = from_minor(self.amount_minor, self.currency)
+            most = from_minor(MAX_CARD_MINOR, self.currency)
+            raise InvalidQuery(
+                f"{shown} {self.currency} cannot be paid by card: one card payment is above zero and at most {most}"
+            )
 
     @property
     def refundable_minor(self) -> int:
@@ -185,16 +192,20 @@ class Payment:
         else:
             state = PaymentState.PENDING
         note = self.note
-        if state is PaymentState.FAILED:
+        paid_by = sorted({event.reference for event in own if event.kind is EventKind.SUCCEEDED})
+        if len(paid_by) > 1:  # the buyer paid twice (two gateway payments): money to give back
+            note = f"to refund: paid {len(paid_by)} times ({', '.join(paid_by)}); one is counted"
+        elif state is PaymentState.FAILED:
             note = max(failures, key=lambda event: (event.at, event.event_id)).reason or "declined"
-        elif state is not PaymentState.PENDING:
+        elif state is not PaymentState.PENDING and not note.startswith("to refund"):
             note = ""
         changed = replace(self, reference=reference, state=state, refunded_minor=refunded, note=note)
         return changed if changed == self else replace(changed, updated_at=now)
 
-    def check_refund(self, amount_minor: int) -> None:
+    def check_refund(self, amount_minor: int, grant_holds_minor: int | None = None) -> None:
         """InvalidQuery unless ``amount_minor`` can be given back: above zero, and at most what
-        was paid less what was refunded already."""
+        was paid less what was refunded already. A top-up gives back what its grant still holds
+        (``grant_holds_minor``), all of it: the grant is voided with the refund."""
         if amount_minor <= 0:
             raise InvalidQuery("a refund must be above zero")
         if self.refundable_minor == 0:
@@ -206,8 +217,19 @@ class Payment:
                 f"(paid {from_minor(self.amount_minor, self.currency)}, "
                 f"refunded {from_minor(self.refunded_minor, self.currency)})"
             )
-        if self.purpose is PaymentPurpose.TOP_UP and amount_minor != self.amount_minor:
-            raise InvalidQuery("a top-up is refunded in full: its credit grant is voided with it")
+        if self.purpose is PaymentPurpose.TOP_UP:
+            holds = from_minor(grant_holds_minor or 0, self.currency)
+            if not grant_holds_minor:
+                raise InvalidQuery(f"payment {self.payment_id}: its credit was used up, so nothing is refunded")
+            if amount_minor != grant_holds_minor:
+                raise InvalidQuery(
+                    f"payment {self.payment_id}: a top-up is refunded for what its credit still holds, "
+                    f"{holds} {self.currency}, all of it (its grant is voided with it)"
+                )
+
+
+def card_payable(amount_minor: int) -> bool:
+    return 0 < amount_minor <= MAX_CARD_MINOR
 
 
 def mismatch(payment: Payment, event: GatewayEvent) -> str | None:

@@ -8,6 +8,7 @@ stay with Stripe: meterline sends and keeps a customer's and a card's ids only.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -110,6 +111,7 @@ class StripeGateway:
         )
 
     def read_webhook(self, body: bytes, headers: Mapping[str, str]) -> GatewayEvent | None:
+        _check_not_ahead(headers.get(SIGNATURE_HEADER) or "")
         try:
             event = stripe.Webhook.construct_event(
                 body, headers.get(SIGNATURE_HEADER), self._webhook_secret, tolerance=SIGNATURE_TOLERANCE_S
@@ -147,6 +149,14 @@ class StripeGateway:
             raise
         except stripe.StripeError as error:
             raise GatewayRefused(f"Stripe refused ({error.http_status}): {error.user_message or error}") from None
+
+
+def _check_not_ahead(header: str) -> None:
+    """The package refuses a signature made too long ago, not one dated ahead: such a webhook,
+    signed with a leaked secret, would stay valid for ever. Refused here as well."""
+    stamps = [part.removeprefix("t=") for part in header.split(",") if part.startswith("t=")]
+    if stamps and stamps[0].isdigit() and int(stamps[0]) > time.time() + SIGNATURE_TOLERANCE_S:
+        raise BadSignature(f"the {SIGNATURE_HEADER} header is dated ahead of now")
 
 
 def _keyed(key: str) -> Any:

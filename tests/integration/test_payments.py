@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
 from typing import Any
 
@@ -186,6 +187,27 @@ def test_forged_foreign_or_mismatched_webhooks_change_nothing(paying: System):
     assert as_party(paying, "customer", "direct").get(f"/v1/payments/{page['payment_id']}").status_code == 404
 
 
+def test_refunds_asked_at_once_never_give_back_more_than_was_paid(paying: System):
+    """Each of four refunds at once asks more than half of what was paid: one goes through."""
+    page = as_party(paying, "partner", "north").post(f"/v1/invoices/{PARTNER}/payment-page").json()
+    paid = stripe_event("evt_partner_paid", "payment_intent.succeeded", intent(page, "pi_partner_1"))
+    assert webhook(paying, "acme-stripe", paid).json()["state"] == "succeeded"
+    amount = Decimal(page["amount"])
+    asked = [amount - Decimal("0.01") * n for n in range(4)]
+    url = f"{paying.url}/v1/payments/{page['payment_id']}/refunds"
+    headers = dict(paying.http.headers)
+
+    def refund(each: Decimal) -> httpx.Response:
+        return httpx.post(url, json={"amount": str(each)}, headers=headers, timeout=60)
+
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(pool.map(refund, asked))
+    accepted = [each for each, answer in zip(asked, answers, strict=True) if answer.status_code == 200]
+    assert len(accepted) == 1, [answer.text for answer in answers]
+    assert all(answer.status_code in (200, 400) for answer in answers)
+    assert Decimal(payment(paying, page["payment_id"])["refunded"]) == accepted[0]
+
+
 def test_credit_bought_by_card_is_granted_once_per_payment(paying: System):
     direct = as_party(paying, "customer", "direct")
     headers = {"Idempotency-Key": "buy-50"}
@@ -210,6 +232,14 @@ def test_credit_bought_by_card_is_granted_once_per_payment(paying: System):
     assert [(g["amount"], g["paid"], g["paid_amount"]) for g in grants] == [("50.00", True, "50.00")]
     balance = paying.http.get("/v1/credit/direct/balance").json()["balances"]
     assert [(b["currency"], b["balance"]) for b in balance] == [("EUR", "50.00")]
+
+    # refunded for what its credit still holds, all of it: its grant is voided with it
+    refunds = f"/v1/payments/{bought['payment_id']}/refunds"
+    part = paying.http.post(refunds, json={"amount": "20.00"})
+    assert part.status_code == 400 and "still holds, 50.00 EUR, all of it" in part.json()["detail"]
+    assert paying.http.post(refunds, json={"amount": "50.00"}).json()["state"] == "refunded"
+    balance = paying.http.get("/v1/credit/direct/balance").json()["balances"]
+    assert [(b["currency"], b["balance"]) for b in balance] == [("EUR", "0.00")]
 
 
 def test_a_saved_card_is_charged_through_an_outage_with_one_idempotency_key(

@@ -110,9 +110,33 @@ def test_a_refund_is_at_most_what_was_paid_less_what_was_refunded():
         payment().check_refund(1)  # never paid
     with pytest.raises(InvalidQuery, match="above zero"):
         paid.check_refund(0)
+
+
+def test_a_top_up_gives_back_what_its_credit_still_holds_all_of_it():
+    """50.00 bought, 12.50 of it spent: 37.50 is given back (and the grant voided), nothing else."""
     top_up = payment(5000, PaymentPurpose.TOP_UP).settled_by([event(EventKind.SUCCEEDED, "e", 5000)], T0)
-    with pytest.raises(InvalidQuery, match="in full"):
-        top_up.check_refund(2000)
+    top_up.check_refund(3750, grant_holds_minor=3750)
+    for asked in (5000, 2000):
+        with pytest.raises(InvalidQuery, match="what its credit still holds, 37.50 EUR, all of it"):
+            top_up.check_refund(asked, grant_holds_minor=3750)
+    with pytest.raises(InvalidQuery, match="used up"):
+        top_up.check_refund(5000, grant_holds_minor=0)
+
+
+def test_two_gateway_payments_of_one_payment_count_once_and_ask_for_a_refund():
+    first = event(EventKind.SUCCEEDED, "evt_1")
+    second = GatewayEvent("stripe", "evt_2", EventKind.SUCCEEDED, "pay-1", "pi_2", 15654, "EUR", T0)
+    settled = payment().settled_by([first, second], T0)
+    assert settled.state is PaymentState.SUCCEEDED and settled.refundable_minor == 15654
+    assert settled.note == "to refund: paid 2 times (pi_1, pi_2); one is counted"
+
+
+def test_a_card_payment_is_above_zero_and_at_most_what_a_gateway_takes():
+    """Stripe takes at most 99,999,999 minor units: 999,999.99 EUR."""
+    assert payment(99_999_999).amount_minor == 99_999_999
+    for amount in (100_000_000, 0, -1):
+        with pytest.raises(InvalidQuery, match="at most 999999.99"):
+            payment(amount)
 
 
 def test_a_failed_automatic_charge_is_tried_again_after_1_h_6_h_1_day_and_3_days_then_no_more():
@@ -171,6 +195,13 @@ def test_a_webhook_not_signed_with_the_secret_or_signed_long_ago_is_refused():
         gateway().read_webhook(body.replace(b"15654", b"99999"), {k.lower(): v for k, v in headers.items()})
     with pytest.raises(BadSignature):
         gateway().read_webhook(body, {})
+
+
+def test_a_webhook_signed_ahead_of_now_is_refused():
+    signed = stripe_event("evt_1", "payment_intent.succeeded", intent())
+    body, headers = stripe_webhook(SECRET, signed, signed_at=int(datetime.now(UTC).timestamp()) + 3600)
+    with pytest.raises(BadSignature, match="ahead"):
+        gateway().read_webhook(body, {k.lower(): v for k, v in headers.items()})
 
 
 def test_events_that_settle_nothing_are_read_as_none():
