@@ -7,8 +7,8 @@ come from the events as they were received.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, replace
+from datetime import datetime, timedelta
 from decimal import Decimal
 from enum import StrEnum
 from fractions import Fraction
@@ -21,7 +21,7 @@ from billing.periods import check_buckets, check_window
 from billing.scope import Scope
 from meterline.exceptions import UnknownCustomer
 from schemas.events import LONGEST_INTERVAL_S
-from storage.connection import ClientPool
+from storage.connection import ClientPool, as_utc
 from storage.tables import RAW_MESSAGES, USAGE_BY_HOUR, USAGE_EVENTS
 from storage.usage_read import AMOUNT, RESOURCE_TOTAL, UsageRead, customer_totals, usage_rows
 
@@ -141,6 +141,13 @@ class UsageQueries:
         billed (events stored by the close): its quantities add up to the line's. With
         ``first``, only the first rows in hour and key order, up to that many (a page of a line
         that a large customer's month makes 80,000 rows of)."""
+        if first is None:
+            return self._exact(line.read(), "toStartOfHour", LINE_KEYS)
+        for narrowed in line.first_days():
+            # rows come in hour order: a page the line's first days fill is the whole line's page
+            rows = self._exact(narrowed.read(), "toStartOfHour", LINE_KEYS, first)
+            if len(rows) >= first:
+                return rows
         return self._exact(line.read(), "toStartOfHour", LINE_KEYS, first)
 
     def line_quantity(self, line: LineScope) -> Fraction:
@@ -264,8 +271,13 @@ class UsageQueries:
             "AND usage_start < {end:DateTime64(3)} "
             f"AND (source, id) IN (SELECT source, id FROM ({page_ids})) GROUP BY source, id ORDER BY time, id"
         )
-        parameters = {**line.parameters(), "limit": limit, "offset": offset}
-        events = self._pool.query(page, parameters).result_rows
+        for narrowed in [*line.first_days(), line]:
+            # an event left out of the first days started after them, so it comes later in time
+            # order than every event the page holds if the page's last one ended before they did
+            parameters = {**narrowed.parameters(), "limit": limit, "offset": offset}
+            events = self._pool.query(page, parameters).result_rows
+            if narrowed is line or (len(events) == limit and as_utc(events[-1][0]) < narrowed.end):
+                break
         slices = self._message_slices([(message_id, at, length) for *_, message_id, at, length in events if message_id])
         return [_text(slices.get((message_id, at)) or event) for _, _, event, message_id, at, _length in events]
 
@@ -338,6 +350,13 @@ class LineScope:
             "end": self.end,
             "stored_by": self.stored_by,
         }
+
+    def first_days(self) -> list[LineScope]:
+        """The line's first day, then its first eight, as lines of their own (those shorter
+        than the line): where a page of its first rows is looked for before the whole line."""
+        midnight = self.start.replace(hour=0, minute=0, second=0, microsecond=0)
+        ends = [midnight + timedelta(days=days) for days in (1, 8)]
+        return [replace(self, end=end) for end in ends if self.start < end < self.end]
 
     def read(self) -> UsageRead:
         """The line's usage; its scopes' bounds are instants the rollups must be cut at."""

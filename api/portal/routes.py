@@ -30,7 +30,7 @@ from api.portal.guard import CSRF_FIELD, SignedIn, SigningIn, Visitor, posted_fo
 from api.portal.pages import PREFIX, STYLESHEET, Brand, render, security_headers
 from api.services import services_of
 from billing.catalog import Customer
-from billing.invoices import LineKind
+from billing.invoices import InvoiceLine, LineKind
 from billing.money import round_money, shown_quantity
 from billing.scope import EVERYTHING
 from meterline.exceptions import InvalidQuery, Unauthenticated, UnknownCustomer, UnknownInvoice
@@ -223,7 +223,10 @@ def invoice_line(request: Request, visitor: InvoicePages, invoice_id: InvoiceId,
     scope = routes_invoices.line_scope(view.record, line_no)
     queries = services_of(request).queries
     hours = queries.line_usage(scope, SHOWN_ROWS)
-    quantity = queries.line_quantity(scope)
+    line = view.record.lines[line_no - 1]
+    # a line the plan alone priced bills its usage's total, as the close counted it; the usage of
+    # a plan split into lines (an allowance, tiers) is counted again to show the whole
+    quantity = shown_quantity(queries.line_quantity(scope)) if _split(view, line) else line.quantity
     events = queries.line_events(scope, SHOWN_EVENTS, 0)
     return _page(
         request,
@@ -231,8 +234,8 @@ def invoice_line(request: Request, visitor: InvoicePages, invoice_id: InvoiceId,
         "line.html",
         view=view,
         line_no=line_no,
-        line=view.record.lines[line_no - 1],
-        quantity=shown_quantity(quantity),
+        line=line,
+        quantity=quantity,
         rows=hours,
         more_rows=len(hours) == SHOWN_ROWS,
         events=[_indented(text) for text in events],
@@ -288,6 +291,13 @@ def _card_pages(request: Request, visitor: Visitor, holder_id: str) -> tuple[str
     if not visitor.caller.principal.may(Permission.PAY):
         return ()
     return services_of(request).payments.page_origins(seller)
+
+
+def _split(view: InvoiceView, line: InvoiceLine) -> bool:
+    """Whether another line of the invoice bills the same usage (its plan's other part)."""
+    return any(
+        other is not line and (other.meter, other.scopes) == (line.meter, line.scopes) for other in view.record.lines
+    )
 
 
 def _indented(event: str) -> str:

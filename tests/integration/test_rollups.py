@@ -297,3 +297,18 @@ def test_month_to_date_forecast_extends_the_run_rate_of_the_hours_with_usage(cli
         assert figure.to_date == shown_quantity(to_date)
         assert figure.forecast == round_money(forecast, "EUR")
     assert [f.to_date for f in figures] == sorted((f.to_date for f in figures), reverse=True)
+
+
+@pytest.mark.parametrize("first", [1, 7, 40, 10_000])
+def test_a_page_of_a_lines_first_rows_is_the_first_rows_of_the_whole_line(client, first, monkeypatch):
+    """The page is looked for in the line's first day, then its first eight, before the whole
+    line: it must be the whole line's first rows and events, whichever of them answers."""
+    customers = sorted({vm.customer_id for vm in FLEET.vms})
+    start, end = datetime(2026, 10, 31, tzinfo=UTC), datetime(2026, 12, 1, tzinfo=UTC)
+    line = LineScope(customers, "vcpu_hours", (UsageScope("", start, end),), start, end, LATER)
+    queries = UsageQueries(ClientPool(lambda: client, 1), DB)
+    narrowed = queries.line_usage(line, first), queries.line_events(line, first, 0)
+    monkeypatch.setattr(LineScope, "first_days", lambda self: [])
+    whole = queries.line_usage(line)
+    assert narrowed == (whole[:first], queries.line_events(line, first, 0))
+    assert len(whole) > 40 and narrowed[1]
