@@ -95,7 +95,14 @@ class Dashboards:
         """Cost per bucket and group, the ``top`` groups by cost over the window and the rest as
         ``(other)``; with ``group=meter``, each meter's quantity as well (a level per resource
         first). Totals are per group over the window, highest first."""
-        read = _scoped(scope, window.start, window.end, by_day=window.granularity is not Granularity.HOUR)
+        granularity = window.granularity
+        read = _scoped(
+            scope,
+            window.start,
+            window.end,
+            by_day=granularity is not Granularity.HOUR,
+            by_month=granularity is Granularity.MONTH,
+        )
         rows_query, parameters = usage_rows(self._database, read)
         bucket = f"toDateTime({window.granularity.truncate_sql}(t), 'UTC')"
         if group is CostGroup.METER:
@@ -190,7 +197,7 @@ class Dashboards:
         )
 
 
-def _scoped(scope: Scope, start: datetime, end: datetime, *, by_day: bool) -> UsageRead:
+def _scoped(scope: Scope, start: datetime, end: datetime, *, by_day: bool, by_month: bool = False) -> UsageRead:
     """Usage in ``[start, end)`` of the customers and meters ``scope`` sees."""
     customers, meters, parameters = "1", "1", {}
     if scope.customers is not None:
@@ -199,7 +206,7 @@ def _scoped(scope: Scope, start: datetime, end: datetime, *, by_day: bool) -> Us
     if scope.meters is not None:
         meters = "meter IN {meters:Array(String)}"
         parameters["meters"] = sorted(scope.meters)
-    return UsageRead(start, end, f"{customers} AND {meters}", parameters, customers, by_day=by_day)
+    return UsageRead(start, end, f"{customers} AND {meters}", parameters, customers, by_day=by_day, by_month=by_month)
 
 
 def _sellers(catalog: Catalog) -> dict[str, Any]:

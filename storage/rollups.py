@@ -1,8 +1,9 @@
 """The usage rollups: what they hold, how a read aggregates them, and how they are corrected.
 
-``usage_hours`` and ``usage_days`` are added to by the engine itself: each block of events
-written to ``usage_events`` adds its rated rows to the hours in the same insert, and what is added
-to the hours is added to the days (materialized views, migration 55). Rows of one key merge in the
+``usage_hours``, ``usage_days`` and ``usage_months`` are added to by the engine itself: each block
+of events written to ``usage_events`` adds its rated rows to the hours in the same insert, and
+what is added to the hours is added to the days and the months (materialized views, migrations
+55 and 63). Rows of one key merge in the
 background, and every reader aggregates them again. So keeping them costs what a flush writes,
 never what an hour already holds, and writers add side by side.
 
@@ -26,7 +27,7 @@ import pyarrow.compute as pc
 from clickhouse_connect.driver.client import Client
 
 from schemas.meters import Meter
-from storage.tables import USAGE_BY_DAY, USAGE_BY_HOUR, USAGE_EVENTS
+from storage.tables import USAGE_BY_DAY, USAGE_BY_HOUR, USAGE_BY_MONTH, USAGE_EVENTS
 
 ROLLUP_KEY = "customer_id, resource_id, product, meter, dimension, unit, currency, base_divisor"
 """What a rollup row is usage of, besides its hour or day: one resource's use of one meter."""
@@ -166,8 +167,9 @@ def drift(client: Client, database: str) -> int:
     rolled = f"SELECT customer_id, {{period}} AS period, {ROLLUP_KEY}, {figures} FROM {{table}} FINAL "
     rolled += f"GROUP BY period, {ROLLUP_KEY}"
     differing = 0
-    for table, period in ((USAGE_BY_HOUR, "hour"), (USAGE_BY_DAY, "day")):
-        recount = counted.format(period="toStartOfDay(hour)" if period == "day" else "hour")
+    periods = {"hour": "hour", "day": "toStartOfDay(hour)", "month": "toStartOfMonth(hour)"}
+    for table, period in ((USAGE_BY_HOUR, "hour"), (USAGE_BY_DAY, "day"), (USAGE_BY_MONTH, "month")):
+        recount = counted.format(period=periods[period])
         stored = rolled.format(period=period, table=f"{database}.{table}")
         for one, other in ((stored, recount), (recount, stored)):
             query = f"SELECT count() FROM (SELECT * FROM ({one}) EXCEPT SELECT * FROM ({other}))"

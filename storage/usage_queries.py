@@ -74,7 +74,7 @@ class UsageWindow:
     def __post_init__(self) -> None:
         check_window(self.start, self.end)
 
-    def read(self, scope: Scope, *, by_day: bool) -> UsageRead:
+    def read(self, scope: Scope, *, by_day: bool, by_month: bool = False) -> UsageRead:
         """The window as a caller may read it: a customer it does not see does not exist for it,
         and a read token limited to some meters shows only theirs."""
         if not scope.sees_customer(self.customer_id):
@@ -89,7 +89,7 @@ class UsageWindow:
             customer += " AND resource_id IN {resources:Array(String)}"
             condition += " AND resource_id IN {resources:Array(String)}"
             parameters["resources"] = list(self.resources)
-        return UsageRead(self.start, self.end, condition, parameters, customer, by_day=by_day)
+        return UsageRead(self.start, self.end, condition, parameters, customer, by_day=by_day, by_month=by_month)
 
 
 class UsageQueries:
@@ -110,7 +110,7 @@ class UsageQueries:
     def usage(self, scope: Scope, window: UsageWindow, granularity: Granularity, group_by: GroupBy) -> pa.Table:
         """The rows of a usage report (``UsageRow``'s columns, those of ``group_by`` only)."""
         check_buckets(window.start, window.end, granularity.value)
-        read = window.read(scope, by_day=granularity is not Granularity.HOUR)
+        read = window.read(scope, by_day=granularity is not Granularity.HOUR, by_month=granularity is Granularity.MONTH)
         return self._shown(read, granularity.truncate_sql, [*group_by.columns, "currency"])
 
     def resource_page(self, scope: Scope, window: UsageWindow, page: ResourcePage) -> tuple[list[str], str | None]:

@@ -1,6 +1,7 @@
 """Rated usage per resource for any window, read from the rollups wherever they answer exactly.
 
-A window is cut in three: whole days (``usage_by_day``, when the reader groups by day or more),
+A window is cut in four: whole months (``usage_months``, when the reader groups by month),
+whole days (``usage_by_day``, when the reader groups by day or more),
 whole hours (``usage_by_hour``) and what is left at its edges, read from the stored events
 themselves (each once). An hour is read from the events too when an instant inside it matters
 (a price change, the bound of an invoice line) or, for a read of what was stored by some time,
@@ -22,7 +23,7 @@ from typing import Any
 from schemas.events import LONGEST_INTERVAL_S
 from schemas.meters import Meter, PeriodAggregation
 from storage.rollups import PARTIALS, ROLLUP_KEY
-from storage.tables import USAGE_BY_DAY, USAGE_BY_HOUR, USAGE_EVENTS
+from storage.tables import USAGE_BY_DAY, USAGE_BY_HOUR, USAGE_BY_MONTH, USAGE_EVENTS
 
 HOUR = timedelta(hours=1)
 DAY = timedelta(days=1)
@@ -98,6 +99,9 @@ class UsageRead:
     cuts: tuple[datetime, ...] = ()
     stored_by: datetime | None = None
     by_day: bool = False
+    by_month: bool = False
+    """With ``by_day``: a test of ``t`` is exact at whole months only (or ``cuts``), so whole
+    months are read from ``usage_months``."""
 
 
 def floor_hour(at: datetime) -> datetime:
@@ -113,8 +117,12 @@ def ceil_hour(at: datetime) -> datetime:
 class WindowPlan:
     """Where each part of a window's usage is read from (all instants UTC):
 
-    - whole days ``[day_lo, day_hi)`` from ``usage_by_day`` (empty unless the read groups by day
-      and is not of what was stored by a cutoff);
+    - whole months ``[month_lo, month_hi)`` from ``usage_months`` (empty unless the read groups
+      by month and is not of what was stored by a cutoff), but the ``raw_months``;
+    - whole days ``[day_lo, month_lo)`` and ``[month_hi, day_hi)`` from ``usage_by_day`` (empty
+      unless the read groups by day and is not of what was stored by a cutoff), and every day of
+      the ``raw_months`` (months whose row cannot answer, as one of their days is cut), but the
+      ``raw_days``;
     - whole hours ``[hour_lo, day_lo)`` and ``[day_hi, hour_hi)`` from ``usage_by_hour``, and every
       hour of the ``raw_days`` (days whose row cannot answer, as one of their hours is cut), but
       the ``raw_hours``;
@@ -132,10 +140,20 @@ class WindowPlan:
     raw_hours: tuple[datetime, ...]
     raw_days: tuple[datetime, ...]
     stored_by: datetime | None
+    month_lo: datetime | None = None
+    month_hi: datetime | None = None
+    """None for both: no month is read from ``usage_months`` (every day from the days)."""
+    raw_months: tuple[datetime, ...] = ()
+
+    @property
+    def reads_months(self) -> bool:
+        return self.month_lo is not None and self.month_hi is not None and self.month_lo < self.month_hi
 
     @property
     def reads_days(self) -> bool:
-        return self.day_lo < self.day_hi
+        if self.month_lo is None or self.month_hi is None or not self.reads_months:
+            return self.day_lo < self.day_hi
+        return self.day_lo < self.month_lo or self.month_hi < self.day_hi or bool(self.raw_months)
 
     @property
     def reads_hours(self) -> bool:
@@ -144,7 +162,8 @@ class WindowPlan:
     @property
     def reads_events(self) -> bool:
         edges = self.start < self.hour_lo or self.hour_hi < self.end
-        return edges or bool(self.raw_hours) or self.stored_by is not None or not (self.reads_days or self.reads_hours)
+        rollups = self.reads_months or self.reads_days or self.reads_hours
+        return edges or bool(self.raw_hours) or self.stored_by is not None or not rollups
 
 
 def plan(read: UsageRead) -> WindowPlan:
@@ -160,7 +179,32 @@ def plan(read: UsageRead) -> WindowPlan:
         if first_day < last_day:
             day_lo, day_hi = first_day, last_day
     raw_days = sorted({hour.replace(hour=0) for hour in raw_hours})
-    return WindowPlan(start, end, hour_lo, hour_hi, day_lo, day_hi, tuple(raw_hours), tuple(raw_days), read.stored_by)
+    month_lo = month_hi = None
+    raw_months: list[datetime] = []
+    if read.by_month and day_lo < day_hi:
+        first_month = day_lo if day_lo.day == 1 else _next_month(day_lo.replace(day=1))
+        last_month = day_hi.replace(day=1)
+        if first_month < last_month:
+            month_lo, month_hi = first_month, last_month
+            raw_months = sorted({day.replace(day=1) for day in raw_days if month_lo <= day < month_hi})
+    return WindowPlan(
+        start,
+        end,
+        hour_lo,
+        hour_hi,
+        day_lo,
+        day_hi,
+        tuple(raw_hours),
+        tuple(raw_days),
+        read.stored_by,
+        month_lo,
+        month_hi,
+        tuple(raw_months),
+    )
+
+
+def _next_month(month: datetime) -> datetime:
+    return month.replace(year=month.year + 1, month=1) if month.month == 12 else month.replace(month=month.month + 1)
 
 
 def usage_rows(database: str, read: UsageRead) -> tuple[str, dict[str, Any]]:
@@ -178,11 +222,14 @@ def usage_rows(database: str, read: UsageRead) -> tuple[str, dict[str, Any]]:
         "raw_hours": list(window.raw_hours),
         "raw_days": list(window.raw_days),
     }
+    if window.reads_months:
+        parameters |= {"month_lo": window.month_lo, "month_hi": window.month_hi, "raw_months": list(window.raw_months)}
     if window.stored_by is not None:
         parameters["stored_by"] = window.stored_by
     parts = [
         render(database, window, read)
         for render, needed in (
+            (_months, window.reads_months),
             (_days, window.reads_days),
             (_hours, window.reads_hours),
             (_pieces, window.reads_events),
@@ -200,10 +247,27 @@ def _later_hours(database: str) -> str:
     )
 
 
-def _days(database: str, window: WindowPlan, read: UsageRead) -> str:
+def _months(database: str, window: WindowPlan, read: UsageRead) -> str:
     return (
-        f"SELECT day AS t, {ROLLUP_KEY}, {PARTIALS} FROM {database}.{USAGE_BY_DAY} "
-        "WHERE day >= {day_lo:DateTime('UTC')} AND day < {day_hi:DateTime('UTC')} "
+        f"SELECT month AS t, {ROLLUP_KEY}, {PARTIALS} FROM {database}.{USAGE_BY_MONTH} "
+        "WHERE month >= {month_lo:DateTime('UTC')} AND month < {month_hi:DateTime('UTC')} "
+        + ("AND NOT has({raw_months:Array(DateTime('UTC'))}, month) " if window.raw_months else "")
+        + f"AND ({read.condition})"
+    )
+
+
+def _days(database: str, window: WindowPlan, read: UsageRead) -> str:
+    """The days around the whole months, and those of months with a day read from the hours."""
+    if window.reads_months:
+        days = (
+            "((day >= {day_lo:DateTime('UTC')} AND day < {month_lo:DateTime('UTC')}) "
+            "OR (day >= {month_hi:DateTime('UTC')} AND day < {day_hi:DateTime('UTC')})"
+            + (" OR has({raw_months:Array(DateTime('UTC'))}, toStartOfMonth(day))) " if window.raw_months else ") ")
+        )
+    else:
+        days = "day >= {day_lo:DateTime('UTC')} AND day < {day_hi:DateTime('UTC')} "
+    return (
+        f"SELECT day AS t, {ROLLUP_KEY}, {PARTIALS} FROM {database}.{USAGE_BY_DAY} WHERE {days}"
         + ("AND NOT has({raw_days:Array(DateTime('UTC'))}, day) " if window.raw_days else "")
         + f"AND ({read.condition})"
     )

@@ -59,3 +59,39 @@ def test_instants_in_another_zone_are_planned_in_utc():
     paris = timezone(timedelta(hours=1))
     window = plan(UsageRead(datetime(2026, 11, 2, 1, 30, tzinfo=paris), at(3, 0), by_day=True))
     assert window.start == at(2, 0, 30) and window.hour_lo == at(2, 1)
+
+
+def on(month: int, day: int, hour: int = 0, minute: int = 0, year: int = 2026) -> datetime:
+    return datetime(year, month, day, hour, minute, tzinfo=UTC)
+
+
+def test_a_window_by_month_reads_whole_months_then_days_then_hours_then_events():
+    """10 Sep 2026 06:30 to 3 Jan 2027 00:00: events 06:30-07:00 on the 10th; hours 07-24; days
+    the 11th to the 30th of September; months October to December; days 1-2 January."""
+    window = plan(UsageRead(on(9, 10, 6, 30), on(1, 3, year=2027), by_day=True, by_month=True))
+    assert (window.hour_lo, window.hour_hi) == (on(9, 10, 7), on(1, 3, year=2027))
+    assert (window.day_lo, window.day_hi) == (on(9, 11), on(1, 3, year=2027))
+    assert (window.month_lo, window.month_hi) == (on(10, 1), on(1, 1, year=2027))
+    assert (window.reads_months, window.reads_days, window.reads_hours, window.reads_events) == (True,) * 4
+
+
+def test_a_window_of_whole_months_reads_only_month_rows():
+    window = plan(UsageRead(on(10, 1), on(12, 1), by_day=True, by_month=True))
+    assert (window.month_lo, window.month_hi) == (on(10, 1), on(12, 1))
+    assert (window.reads_months, window.reads_days, window.reads_hours, window.reads_events) == (
+        True, False, False, False,
+    )  # fmt: skip
+
+
+def test_a_month_with_an_hour_cut_inside_is_read_by_the_day():
+    """A price change at 14:30 on 5 November: that hour from the events, the 5th's other hours
+    from the hours, November's other days from the days, October from its month row."""
+    window = plan(UsageRead(on(10, 1), on(12, 1), cuts=(on(11, 5, 14, 30),), by_day=True, by_month=True))
+    assert window.raw_months == (on(11, 1),) and window.raw_days == (on(11, 5),)
+    assert (window.reads_months, window.reads_days, window.reads_hours, window.reads_events) == (True,) * 4
+
+
+def test_no_month_row_is_read_by_the_day_nor_for_less_than_a_whole_month():
+    assert not plan(UsageRead(on(10, 1), on(12, 1), by_day=True)).reads_months
+    assert not plan(UsageRead(on(10, 2), on(11, 30), by_day=True, by_month=True)).reads_months
+    assert not plan(UsageRead(on(10, 1), on(12, 1), stored_by=on(12, 2), by_day=True, by_month=True)).reads_months
