@@ -68,6 +68,19 @@ class CostTotal:
 
 
 @dataclass(frozen=True)
+class ResourceCost:
+    """One resource's exact cost and quantity of one meter over a window."""
+
+    resource_id: str
+    product: str
+    meter: str
+    unit: str
+    currency: str
+    quantity: Fraction
+    amount: Fraction
+
+
+@dataclass(frozen=True)
 class MonthToDate:
     customer_id: str
     currency: str
@@ -129,6 +142,22 @@ class Dashboards:
             )
         points = _points(self._pool.query(query, parameters).result_rows, with_quantity=group is CostGroup.METER)
         return _top(points, top)
+
+    def by_resource(self, scope: Scope, start: datetime, end: datetime) -> list[ResourceCost]:
+        """Each resource's cost and quantity of each meter (a level per dimension first) in
+        ``[start, end)``, exact: one read from which a page sums its products, meters and top
+        resources, each rounded once as the cost reports round them."""
+        rows_query, parameters = usage_rows(self._database, _scoped(scope, start, end, by_day=True))
+        query = (
+            f"SELECT resource_id, product, meter, unit, currency, base_divisor, {RESOURCE_TOTAL}, sum(amount_base) "
+            f"FROM ({rows_query}) GROUP BY resource_id, product, meter, dimension, unit, currency, base_divisor"
+        )
+        return [
+            ResourceCost(resource, product, meter, unit, currency, Fraction(base) / divisor, Fraction(amount) / divisor)
+            for resource, product, meter, unit, currency, divisor, base, amount in self._pool.query(
+                query, parameters
+            ).result_rows
+        ]
 
     def month_to_date(self, scope: Scope, now: datetime, top: int | None) -> list[MonthToDate]:
         """Each customer's cost this month so far, and where it ends if its recent run rate

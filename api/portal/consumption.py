@@ -4,9 +4,11 @@ dashboard routes with the caller narrowed to that customer."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal
+from fractions import Fraction
 from typing import Any
 
 import pyarrow as pa
@@ -18,12 +20,13 @@ from api.portal.charts import BarChart
 from api.portal.guard import Visitor
 from api.services import services_of
 from billing.catalog import Catalog, Customer
-from billing.money import round_money
+from billing.money import round_exact, round_money, shown_quantity
 from schemas.meters import Meter
-from storage.dashboards import CostGroup
-from storage.usage_queries import Granularity, GroupBy, UsageWindow
+from storage.dashboards import CostGroup, ResourceCost
+from storage.usage_queries import Granularity
 
 TOP_RESOURCES = 10
+TWELVE_PLACES = Decimal("1e-12")
 METERED_PRODUCTS = {"vm": "Virtual machines", "vdc": "Virtual datacenters"}
 """What the stream names the usage of VMs and vDCs (``pipeline/metering.py``); any other product
 is an XaaS sku, named by the catalog."""
@@ -51,33 +54,65 @@ class MonthSoFar:
 
 
 def month_so_far(request: Request, caller: Caller, catalog: Catalog, now: datetime) -> MonthSoFar:
-    """This month's cost to date and forecast, by product, meter and resource, and by the hour."""
-    costs = routes_dashboards.costs
+    """This month's cost to date and forecast, by product, meter and resource, and by the hour.
+
+    Products, meters and resources are summed here from one read of each resource's cost of
+    each meter (three reads of the month took as long each), rounded as the cost reports round."""
     month = routes_dashboards.month_to_date(request, caller, None)
-    products = costs(request, caller, None, None, Granularity.MONTH, CostGroup.PRODUCT, None)
-    meters = costs(request, caller, None, None, Granularity.MONTH, CostGroup.METER, None)
-    hours = costs(request, caller, None, None, Granularity.HOUR, CostGroup.CUSTOMER, None)
+    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    costs = services_of(request).dashboards.by_resource(caller.scope, start, now)
+    hours = routes_dashboards.costs(request, caller, None, None, Granularity.HOUR, CostGroup.CUSTOMER, None)
     return MonthSoFar(
         month=month.month,
         to_date=month.customers,
-        by_product=[Named(product_name(catalog, t.group), t.currency, t.amount) for t in products.totals],
-        by_meter=[_by_meter(point) for point in sorted(meters.series, key=lambda point: point.amount, reverse=True)],
-        by_resource=_top_resources(request, caller, now),
+        by_product=_ranked(costs, lambda cost: product_name(catalog, cost.product)),
+        by_meter=_by_meter(costs),
+        by_resource=_ranked(costs, lambda cost: cost.resource_id)[:TOP_RESOURCES],
         hourly=BarChart.of([(point.period_start, point.amount) for point in hours.series]),
         hourly_points=[(point.period_start, point.currency, point.amount) for point in hours.series],
     )
 
 
-def _top_resources(request: Request, caller: Caller, now: datetime) -> list[Named]:
-    customer_id = next(iter(caller.scope.customers or ()))
-    start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
-    window = UsageWindow(customer_id, start, now)
-    rows = services_of(request).queries.usage(caller.scope, window, Granularity.MONTH, GroupBy.RESOURCE).to_pylist()
-    amounts: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
-    for row in rows:
-        amounts[(row["resource_id"], row["currency"])] += row["amount"]
-    ranked = sorted(amounts.items(), key=lambda item: item[1], reverse=True)[:TOP_RESOURCES]
-    return [Named(resource, currency, round_money(amount, currency)) for (resource, currency), amount in ranked]
+def _ranked(costs: list[ResourceCost], name_of: Callable[[ResourceCost], str]) -> list[Named]:
+    """Cost per name and currency, highest first."""
+    amounts: dict[tuple[str, str], Fraction] = defaultdict(Fraction)
+    for cost in costs:
+        amounts[(name_of(cost), cost.currency)] += cost.amount
+    ranked = sorted(amounts.items(), key=lambda item: item[1], reverse=True)
+    return [Named(name, currency, shown_money(amount, currency)) for (name, currency), amount in ranked]
+
+
+def _by_meter(costs: list[ResourceCost]) -> list[Named]:
+    """A meter's cost, with its quantity where one unit counts it: an XaaS meter adds up skus of
+    different units (GB-hours and instance-hours), whose products the table by product names."""
+    totals: dict[tuple[str, str, str], tuple[Fraction, Fraction]] = {}
+    for cost in costs:
+        meter = _meter(cost.meter)
+        key = (cost.meter, cost.currency, "" if meter is not None and meter.is_xaas else cost.unit)
+        quantity, amount = totals.get(key, (Fraction(0), Fraction(0)))
+        totals[key] = (quantity + cost.quantity, amount + cost.amount)
+    named = []
+    for (name, currency, unit), (quantity, amount) in sorted(totals.items(), key=lambda item: item[1][1], reverse=True):
+        money, known = shown_money(amount, currency), _meter(name)
+        if known is None:
+            named.append(Named(name, currency, money))
+        elif known.is_xaas:
+            named.append(Named(f"Services ({known.unit})", currency, money))
+        else:
+            named.append(Named(known.label, currency, money, shown_quantity(quantity), unit))
+    return named
+
+
+def _meter(name: str) -> Meter | None:
+    try:
+        return Meter(name)
+    except ValueError:
+        return None
+
+
+def shown_money(amount: Fraction, currency: str) -> Decimal:
+    """An exact amount as the cost reports show it: to 12 places in the engine, then to the minor unit."""
+    return round_money(round_exact(amount, TWELVE_PLACES), currency)
 
 
 def first_rows(rows: pa.Table, count: int) -> list[dict[str, Any]]:
@@ -96,18 +131,6 @@ def burn_down(request: Request, visitor: Visitor, holder_id: str) -> BarChart | 
     # a point is the balance at a day's end (the next midnight), or now: labelled with its day
     ends = [(point.at - timedelta(microseconds=1), point.balance) for point in report.series]
     return BarChart.of(ends, shown="{:,f}", time_format="%d %b")
-
-
-def _by_meter(point: routes_dashboards.CostPointOut) -> Named:
-    """A meter's cost, with its quantity where one unit counts it: an XaaS meter adds up skus of
-    different units (GB-hours and instance-hours), whose products the table by product names."""
-    try:
-        meter = Meter(point.group)
-    except ValueError:
-        return Named(point.group, point.currency, point.amount)
-    if meter.is_xaas:
-        return Named(f"Services ({meter.unit})", point.currency, point.amount)
-    return Named(meter.label, point.currency, point.amount, point.quantity, point.unit)
 
 
 def product_name(catalog: Catalog, product: str) -> str:

@@ -312,3 +312,22 @@ def test_a_page_of_a_lines_first_rows_is_the_first_rows_of_the_whole_line(client
     whole = queries.line_usage(line)
     assert narrowed == (whole[:first], queries.line_events(line, first, 0))
     assert len(whole) > 40 and narrowed[1]
+
+
+def test_each_resources_cost_of_each_meter_equals_the_raw_events(client):
+    """What the portal's consumption page sums its products, meters and resources from."""
+    dashboards = Dashboards(ClientPool(lambda: client, 1), DB)
+    start, end = datetime(2026, 10, 31, 21, 17, tzinfo=UTC), datetime(2026, 11, 1, 3, 30, tzinfo=UTC)
+    got: dict[tuple[Any, ...], tuple[Fraction, Fraction]] = {}
+    for cost in dashboards.by_resource(EVERYTHING, start, end):
+        key = (cost.resource_id, cost.product, cost.meter, cost.unit, cost.currency)
+        quantity, amount = got.get(key, (Fraction(0), Fraction(0)))
+        got[key] = (quantity + cost.quantity, amount + cost.amount)
+    keys = ["resource_id", "product", "meter", "unit", "currency"]
+    # a level is taken per dimension, then added: as the reference takes it per dimension too
+    expected = reference(client, start, end, "toStartOfYear", [*keys, "dimension"])
+    want: dict[tuple[Any, ...], tuple[Fraction, Fraction]] = {}
+    for (_period, *key, _dimension), (quantity, amount) in expected.items():
+        so_far = want.get(tuple(key), (Fraction(0), Fraction(0)))
+        want[tuple(key)] = (so_far[0] + quantity, so_far[1] + amount)
+    assert got == want and got
