@@ -154,18 +154,8 @@ class Payments:
             reusable = made.method is PaymentMethod.PAYMENT_PAGE and made.state is PaymentState.PENDING
             if reusable and made.amount_minor == amount and now - made.created_at < PAGE_REUSED_FOR and made.page_url:
                 return made
-        payment = Payment(
-            payment_id=f"pay-{secrets.token_hex(10)}",
-            purpose=PaymentPurpose.INVOICE,
-            method=PaymentMethod.PAYMENT_PAGE,
-            holder_id=record.buyer_id,
-            issuer_id=record.issuer_id,
-            invoice_id=record.invoice_id,
-            gateway=gateway.name,
-            currency=record.currency,
-            amount_minor=amount,
-            created_at=now,
-            updated_at=now,
+        payment = Payment.of_invoice(
+            record, f"pay-{secrets.token_hex(10)}", PaymentMethod.PAYMENT_PAGE, gateway.name, now
         )
         description = f"Invoice {record.number} from {issuer.name}"
         return self._with_page(gateway, payment, description, return_url)
@@ -247,19 +237,8 @@ class Payments:
             due = next_charge_at([p.created_at for p in charges]) if charges else now
             if due is None or due > now:
                 continue
-            yield Payment(
-                payment_id=f"{record.invoice_id}.charge{len(charges) + 1}",
-                purpose=PaymentPurpose.INVOICE,
-                method=PaymentMethod.SAVED_CARD,
-                holder_id=record.buyer_id,
-                issuer_id=record.issuer_id,
-                invoice_id=record.invoice_id,
-                gateway=card.gateway,
-                currency=record.currency,
-                amount_minor=to_minor(record.amount_due, record.currency),
-                created_at=now,
-                updated_at=now,
-            )
+            charge_id = f"{record.invoice_id}.charge{len(charges) + 1}"
+            yield Payment.of_invoice(record, charge_id, PaymentMethod.SAVED_CARD, card.gateway, now)
 
     def _unanswered(self) -> list[Payment]:
         """Charges the gateway did not answer: made again at the next run, with the same

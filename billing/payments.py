@@ -21,6 +21,7 @@ from enum import StrEnum
 from typing import Protocol
 
 from billing.money import minor_unit
+from billing.records import InvoiceRecord
 from meterline.exceptions import InvalidQuery
 
 CHARGE_DELAYS = (timedelta(hours=1), timedelta(hours=6), timedelta(days=1), timedelta(days=3))
@@ -158,6 +159,25 @@ class Payment:
     refunded_minor: int = 0
     note: str = ""
     """The last thing that went wrong or needs a person: a decline, an unreachable gateway."""
+
+    @classmethod
+    def of_invoice(
+        cls, record: InvoiceRecord, payment_id: str, method: PaymentMethod, gateway: str, now: datetime
+    ) -> Payment:
+        """A payment of what an invoice asks, by its buyer to its issuer."""
+        return cls(
+            payment_id=payment_id,
+            purpose=PaymentPurpose.INVOICE,
+            method=method,
+            holder_id=record.buyer_id,
+            issuer_id=record.issuer_id,
+            invoice_id=record.invoice_id,
+            gateway=gateway,
+            currency=record.currency,
+            amount_minor=to_minor(record.amount_due, record.currency),
+            created_at=now,
+            updated_at=now,
+        )
 
     def __post_init__(self) -> None:
         if not card_payable(self.amount_minor):
