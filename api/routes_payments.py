@@ -92,7 +92,7 @@ class TopUpByCardIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     amount: Amount
-    currency: str | None = Field(default=None, description="Default: the catalog's currency")
+    currency: str | None = Field(default=None, description="Default, and the only one taken: the holder's currency")
 
 
 class RefundIn(BaseModel):
