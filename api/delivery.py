@@ -40,10 +40,13 @@ def invoice_message(view: InvoiceView, sender: str, recipient: str, pdf: bytes) 
     message["From"] = f"{view.issuer.name} <{sender}>"
     message["To"] = recipient
     message["Subject"] = f"{view.title} from {view.issuer.name}, period {view.record.period}"
-    message.set_content(
+    text = (
         f"Please find attached {view.title.lower()} for {view.record.period}: "
         f"{view.shown_money(view.record.total)} {view.record.currency}, due {view.due_date}."
     )
+    if view.pay_link and view.asks_payment:
+        text += f"\n\nPay by card: {view.pay_link}"
+    message.set_content(text)
     message.add_alternative(render_html(view), subtype="html")
     name = view.record.number or view.record.invoice_id
     message.add_attachment(pdf, maintype="application", subtype="pdf", filename=f"{name}.pdf")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -13,6 +14,7 @@ import facturx
 import pytest
 from lxml import etree
 
+from api.delivery import invoice_message
 from api.documents.einvoice import cii_xml, pdf_for_buyer, ubl_xml
 from api.documents.html import render_html
 from api.documents.pdf import render_pdf
@@ -102,3 +104,37 @@ def test_a_paid_or_void_invoice_asks_for_nothing_and_owes_nothing(status, says):
     assert "Please pay" not in render_html(shown) and "IBAN" not in render_html(shown)
     issued = view(InvoiceStatus.ISSUED).record
     assert issued.outstanding == issued.amount_due == Decimal("156.54")
+
+
+PAY_LINK = "https://billing.example/portal/pay/2026-10.acme.direct/" + "0f" * 16
+
+
+@pytest.mark.parametrize(
+    ("status", "first"),
+    [
+        (InvoiceStatus.PAYMENT_FAILED, "The card payment of this invoice failed."),
+        (InvoiceStatus.REFUNDED, "The payment pi_1 was refunded: the invoice is to be paid again."),
+    ],
+)
+def test_an_invoice_whose_card_payment_failed_or_was_refunded_asks_again_with_its_link(status, first):
+    """Still 156.54 EUR to pay (see above), by transfer or through the link."""
+    shown = replace(view(status), pay_link=PAY_LINK)
+    shown = replace(shown, record=replace(shown.record, payment_reference="pi_1"))
+    assert shown.payment_lines[0] == first
+    assert shown.payment_lines[1].startswith("Please pay 156.54 EUR by ")
+    assert shown.payment_lines[-1] == f"Pay by card: {PAY_LINK}"
+    assert shown.record.outstanding == Decimal("156.54")
+
+
+def test_the_payment_link_is_on_the_pdf_and_in_the_email_and_a_paid_invoice_names_its_payment():
+    shown = replace(view(), pay_link=PAY_LINK)
+    text = subprocess.run(
+        ["pdftotext", "-layout", "-", "-"], input=render_pdf(shown), capture_output=True, check=True
+    ).stdout.decode()
+    assert PAY_LINK in text.replace("\n", "").replace(" ", "")
+    message = invoice_message(shown, "billing@acme.example", "accounts@direct.example", b"%PDF")
+    assert PAY_LINK in message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    assert PAY_LINK in message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    paid = replace(view(InvoiceStatus.PAID), pay_link=None)
+    paid = replace(paid, record=replace(paid.record, payment_reference="pi_9"))
+    assert paid.payment_lines == ["Paid: 156.54 EUR (payment pi_9), thank you."]
