@@ -231,7 +231,7 @@ class Payments:
             if not card_payable(to_minor(record.amount_due, record.currency)):
                 continue  # above what one card payment may be: paid by transfer
             payments = self.store.of_invoice(record.invoice_id)
-            if any(_may_still_pay(p, now) for p in payments):
+            if any(may_still_pay(p, now) for p in payments):
                 continue
             charges = [p for p in payments if p.method is PaymentMethod.SAVED_CARD]
             due = next_charge_at([p.created_at for p in charges]) if charges else now
@@ -423,11 +423,14 @@ async def charge_when_due(payments: Payments, check_every_s: float) -> None:
             log.exception("charging saved cards failed; trying again in %.1f s", check_every_s)
 
 
-def _may_still_pay(payment: Payment, now: datetime) -> bool:
-    """A charge whose outcome is not known, or a payment page the buyer may be paying on."""
+def may_still_pay(payment: Payment, now: datetime) -> bool:
+    """A charge whose outcome is not known, or a payment page the buyer may be paying on (one
+    the gateway never made, being down, is none)."""
     if payment.state is not PaymentState.PENDING:
         return False
-    return payment.method is PaymentMethod.SAVED_CARD or now - payment.created_at < PAGE_REUSED_FOR
+    if payment.method is PaymentMethod.SAVED_CARD:
+        return True
+    return bool(payment.page_url) and now - payment.created_at < PAGE_REUSED_FOR
 
 
 def _shown(payment: Payment) -> dict[str, Any]:

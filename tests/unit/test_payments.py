@@ -3,11 +3,13 @@ and repetition, refund limits, the retry schedule, and Stripe's webhooks read an
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
 
+from api.payments import may_still_pay
 from billing.adapters.stripe_gateway import StripeGateway
 from billing.payments import (
     EventKind,
@@ -207,3 +209,13 @@ def test_a_webhook_signed_ahead_of_now_is_refused():
 def test_events_that_settle_nothing_are_read_as_none():
     body, headers = stripe_webhook(SECRET, stripe_event("evt_1", "customer.created", {"id": "cus_1"}))
     assert gateway().read_webhook(body, {k.lower(): v for k, v in headers.items()}) is None
+
+
+def test_an_invoice_is_not_charged_while_a_charge_is_unknown_or_its_page_may_be_paid():
+    """A page the gateway never made (it was down) does not hold the charge back, nor one older than 23 h."""
+    page = replace(payment(), page_url="https://checkout.example/p")
+    assert may_still_pay(page, T0 + timedelta(hours=22))
+    assert not may_still_pay(page, T0 + timedelta(hours=23))
+    assert not may_still_pay(replace(page, page_url=""), T0)
+    assert not may_still_pay(replace(page, state=PaymentState.FAILED), T0)
+    assert may_still_pay(replace(payment(), method=PaymentMethod.SAVED_CARD), T0 + timedelta(days=30))
