@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from decimal import Decimal
+from functools import partial
 from typing import Any
 
 import httpx
@@ -242,6 +244,29 @@ def test_credit_bought_by_card_is_granted_once_per_payment(paying: System):
     assert [(b["currency"], b["balance"]) for b in balance] == [("EUR", "0.00")]
 
 
+def test_a_payment_page_asked_while_the_gateway_is_down_answers_503_and_is_the_same_payment_after(
+    paying: System, north_gateway: FaultyGateway
+) -> None:
+    resold = as_party(paying, "customer", "resold")
+    ask = partial(
+        resold.post, "/v1/credit/resold/card-top-ups", json={"amount": "20.00"}, headers={"Idempotency-Key": "k"}
+    )
+    north_gateway.mode = "fail"
+    down = ask()
+    assert down.status_code == 503 and down.headers["Retry-After"], down.text
+    assert "Stripe failed (503)" in down.json()["detail"]
+    north_gateway.mode = "stall"
+    assert ask().status_code == 503, "slower than the gateway's timeout: unanswered"
+    north_gateway.mode = "pass"
+    up = ask()
+    assert up.status_code == 201 and up.json()["page_url"].startswith("https://checkout.stripe.com/"), up.text
+    assert ask().json()["payment_id"] == up.json()["payment_id"]
+    sessions = {key for method, path, key in north_gateway.calls if path == "/v1/checkout/sessions"}
+    assert sessions == {f"meterline:{up.json()['payment_id']}"}, "every try asks with one idempotency key"
+    grants = paying.http.get("/v1/credit/resold/grants").json()
+    assert not [grant for grant in grants if grant["origin"] == "top_up"], "nothing is granted before it is paid"
+
+
 def test_a_saved_card_is_charged_through_an_outage_with_one_idempotency_key(
     paying: System, north_gateway: FaultyGateway
 ):
@@ -278,5 +303,7 @@ def test_a_saved_card_is_charged_through_an_outage_with_one_idempotency_key(
     paid = invoice(paying, RESOLD)
     assert (paid["status"], paid["payment_reference"]) == ("paid", failed["reference"])
     calls = len(north_gateway.calls)
-    wait_for(lambda: len(paying.http.get("/v1/payments", params={"holder_id": "resold"}).json()) == 1, what="one")
+    time.sleep(2)  # four runs of the automatic charges
+    charges = [p for p in paying.http.get("/v1/payments", params={"holder_id": "resold"}).json() if p["invoice_id"]]
+    assert [p["payment_id"] for p in charges] == [charge_id]
     assert len(north_gateway.calls) == calls, "a paid invoice is not charged again"
