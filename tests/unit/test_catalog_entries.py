@@ -7,10 +7,12 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
+from api.catalog_admin import _own_price_list
 from billing.adapters.catalog_file import load_catalog
 from billing.adapters.kafka_catalog import decode_entry, encode_entry
 from billing.catalog import Party
 from billing.catalog_entries import Entry, EntryKind, assemble, entries_of, parse_entry
+from billing.scope import Scope
 from meterline.exceptions import InvalidCatalog
 
 DEMO = load_catalog(Path("billing/catalog.yaml"))
@@ -45,3 +47,15 @@ def test_an_invoice_email_is_one_plain_address(email):
     with pytest.raises(ValidationError, match="email"):
         Party.model_validate({"id": "p", "name": "P", "email": email})
     assert Party.model_validate({"id": "p", "name": "P", "email": "ops@intranet"}).email == "ops@intranet"
+
+
+def test_a_price_list_in_a_currency_of_its_own_is_keyed_by_its_seller_and_currency():
+    assert EntryKind.PRICE_LIST.id_of({"seller_id": "north", "plans": []}) == "north"
+    assert EntryKind.PRICE_LIST.id_of({"seller_id": "north", "currency": "CHF"}) == "north.CHF"
+    north = Scope(customers=frozenset({"resold"}), parties=frozenset({"resold", "north"}), sellers=frozenset({"north"}))
+    owned = {entry: _own_price_list(north, EntryKind.PRICE_LIST, entry) for entry in OWN_OR_NOT}
+    assert owned == {"north": True, "north.CHF": True, "north.chf": False, "south.CHF": False, "north.CHF.x": False}
+    assert not _own_price_list(north, EntryKind.CUSTOMER, "north")
+
+
+OWN_OR_NOT = ("north", "north.CHF", "north.chf", "south.CHF", "north.CHF.x")
