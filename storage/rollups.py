@@ -75,19 +75,19 @@ def hours_from_events(database: str, where: str) -> str:
         GROUP BY hour, event_hour, {ROLLUP_KEY}"""
 
 
-def days_from_hours(database: str, where: str) -> str:
-    """Rows of ``usage_by_day`` from the hour rows that ``where`` selects."""
-    return f"""SELECT toStartOfDay(hour) AS day, {ROLLUP_KEY}, {MERGED}
+def from_hours(database: str, period: str, where: str) -> str:
+    """Rows of a rollup by ``period`` (``day`` or ``month``) from the hour rows ``where`` selects."""
+    start = {"day": "toStartOfDay(hour)", "month": "toStartOfMonth(hour)"}[period]
+    return f"""SELECT {start} AS {period}, {ROLLUP_KEY}, {MERGED}
         FROM {database}.{USAGE_BY_HOUR} FINAL
         WHERE {where}
-        GROUP BY day, {ROLLUP_KEY}"""
+        GROUP BY {period}, {ROLLUP_KEY}"""
 
 
 class Rollups:
     def __init__(self, client: Client, database: str) -> None:
         self._client = client
-        hours, days = f"{database}.{USAGE_BY_HOUR}", f"{database}.{USAGE_BY_DAY}"
-        hour_key, day_key = f"hour, event_hour, {ROLLUP_KEY}", f"day, {ROLLUP_KEY}"
+        hours, hour_key = f"{database}.{USAGE_BY_HOUR}", f"hour, event_hour, {ROLLUP_KEY}"
         start_hours = (
             f"(customer_id, toStartOfHour(usage_start)) IN {{groups:{GROUPS}}} "
             "AND usage_start >= {first:DateTime('UTC')} AND usage_start < {last:DateTime('UTC')} + INTERVAL 1 HOUR"
@@ -101,30 +101,45 @@ class Rollups:
             f"UNION ALL SELECT {hour_key}, {NEGATED} FROM {hours} FINAL WHERE {stored_hours}"
             f") GROUP BY {hour_key}"
         )
-        hour_days, stored_days = _in_days("toStartOfDay(hour)", "hour"), _in_days("day", "day")
-        self._correct_days = (
-            f"INSERT INTO {days} ({day_key}, {FIGURES}) SELECT {day_key}, {MERGED} FROM ("
-            f"SELECT {day_key}, {FIGURES} FROM ({days_from_hours(database, hour_days)}) "
-            f"UNION ALL SELECT {day_key}, {NEGATED} FROM {days} FINAL WHERE {stored_days}"
-            f") GROUP BY {day_key}"
-        )
+        self._correct_days = _recount_from_hours(database, USAGE_BY_DAY, "day")
+        self._correct_months = _recount_from_hours(database, USAGE_BY_MONTH, "month")
 
     def correct(self, usage: pa.Table) -> None:
-        """Make the hours the events ``usage`` started in, and the days their usage reaches,
-        hold what a recount of the stored events gives: for a flush that repeats events (a
-        redelivery), whose first writing a crash may have cut short. The hours first: what is
-        added to them reaches the days, whose recount then finds only what a crash kept from them."""
-        for statement, touched in ((self._correct_hours, touched_start_hours), (self._correct_days, touched_days)):
+        """Make the hours the events ``usage`` started in, and the days and months their usage
+        reaches, hold what a recount of the stored events gives: for a flush that repeats events
+        (a redelivery), whose first writing a crash may have cut short. The hours first: what is
+        added to them reaches the days and months, whose recount then finds only what a crash
+        kept from them."""
+        steps = (
+            (self._correct_hours, touched_start_hours),
+            (self._correct_days, touched_days),
+            (self._correct_months, touched_months),
+        )
+        for statement, touched in steps:
             groups = touched(usage)
             if groups.num_rows:
                 self._client.command(statement, parameters=_groups(groups))
 
 
-def _in_days(day: str, column: str) -> str:
-    """Rows whose ``day`` (an expression of ``column``) is among the groups' days."""
+def _recount_from_hours(database: str, table: str, period: str) -> str:
+    """An insert that adds to the ``period`` rollup what it lacks of a recount of the hours, for
+    the (customer, ``period``) groups given."""
+    rollup, key = f"{database}.{table}", f"{period}, {ROLLUP_KEY}"
+    start = {"day": "toStartOfDay(hour)", "month": "toStartOfMonth(hour)"}[period]
     return (
-        f"(customer_id, {day}) IN {{groups:{GROUPS}}} "
-        f"AND {column} >= {{first:DateTime('UTC')}} AND {column} < {{last:DateTime('UTC')}} + INTERVAL 1 DAY"
+        f"INSERT INTO {rollup} ({key}, {FIGURES}) SELECT {key}, {MERGED} FROM ("
+        f"SELECT {key}, {FIGURES} FROM ({from_hours(database, period, _in_periods(start, 'hour', period))}) "
+        f"UNION ALL SELECT {key}, {NEGATED} FROM {rollup} FINAL WHERE {_in_periods(period, period, period)}"
+        f") GROUP BY {key}"
+    )
+
+
+def _in_periods(start: str, column: str, period: str) -> str:
+    """Rows whose ``start`` (an expression of ``column``) is among the groups' days or months."""
+    length = {"day": "INTERVAL 1 DAY", "month": "INTERVAL 1 MONTH"}[period]
+    return (
+        f"(customer_id, {start}) IN {{groups:{GROUPS}}} "
+        f"AND {column} >= {{first:DateTime('UTC')}} AND {column} < {{last:DateTime('UTC')}} + {length}"
     )
 
 
@@ -139,6 +154,14 @@ def touched_days(usage: pa.Table) -> pa.Table:
     starts = usage["rated.usage_start"].combine_chunks()
     owners = pc.list_parent_indices(starts)
     return _distinct(_text(usage["customer_id"]).take(owners), pc.floor_temporal(pc.list_flatten(starts), unit="day"))
+
+
+def touched_months(usage: pa.Table) -> pa.Table:
+    """The distinct (customer, month) that written events have usage in."""
+    starts = usage["rated.usage_start"].combine_chunks()
+    owners = pc.list_parent_indices(starts)
+    months = pc.floor_temporal(pc.list_flatten(starts), unit="month")
+    return _distinct(_text(usage["customer_id"]).take(owners), months)
 
 
 def _text(column: pa.ChunkedArray) -> pa.ChunkedArray:

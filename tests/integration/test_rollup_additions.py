@@ -130,6 +130,28 @@ def test_a_day_that_missed_what_its_hours_got_is_recounted_when_an_event_comes_a
     assert drift(engine, DB) == 0
 
 
+def test_a_month_that_missed_what_its_hours_got_is_recounted_when_an_event_comes_again(engine, store):
+    """The months are added to from the hours as the days are: here the month lost the hour's
+    row. When the sample comes again, the month, recounted from the hours, gets its 600
+    vCPU-seconds back, and the day (which lost nothing) is not added to again."""
+    sample = frame([vm_sample(at=AT + timedelta(minutes=5))])
+    store.write(sample, STORED)
+    lost = (
+        f"INSERT INTO {DB}.usage_months SELECT customer_id, month, resource_id, product, meter, dimension, unit, "
+        "currency, base_divisor, -base_sum, base_max, latest, -amount, -amount_base, -rated_rows, stored_until "
+        f"FROM {DB}.usage_months FINAL"
+    )
+    engine.command(lost)
+    assert drift(engine, DB) > 0
+
+    assert store.write(sample, STORED + timedelta(seconds=1)).repeats.num_rows == 1
+
+    for table in ("usage_months", "usage_days"):
+        vcpu = f"SELECT sum(base_sum), sum(rated_rows) FROM {DB}.{table} WHERE meter = 'vcpu_hours'"
+        assert engine.query(vcpu).result_rows == [(Decimal(600), 1)], table
+    assert drift(engine, DB) == 0
+
+
 def test_writers_side_by_side_add_without_losing_either(engine):
     """Two sinks writing the same hour at once (each reads half of the rated topic): both add,
     neither replaces the other. Twelve samples each: 24 x 600 = 14,400 vCPU-seconds."""
