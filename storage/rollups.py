@@ -75,10 +75,13 @@ def hours_from_events(database: str, where: str) -> str:
         GROUP BY hour, event_hour, {ROLLUP_KEY}"""
 
 
+PERIOD_START = {"hour": "hour", "day": "toStartOfDay(hour)", "month": "toStartOfMonth(hour)"}
+"""Each rollup's period, as the start of the period an hour row falls in."""
+
+
 def from_hours(database: str, period: str, where: str) -> str:
     """Rows of a rollup by ``period`` (``day`` or ``month``) from the hour rows ``where`` selects."""
-    start = {"day": "toStartOfDay(hour)", "month": "toStartOfMonth(hour)"}[period]
-    return f"""SELECT {start} AS {period}, {ROLLUP_KEY}, {MERGED}
+    return f"""SELECT {PERIOD_START[period]} AS {period}, {ROLLUP_KEY}, {MERGED}
         FROM {database}.{USAGE_BY_HOUR} FINAL
         WHERE {where}
         GROUP BY {period}, {ROLLUP_KEY}"""
@@ -125,10 +128,10 @@ def _recount_from_hours(database: str, table: str, period: str) -> str:
     """An insert that adds to the ``period`` rollup what it lacks of a recount of the hours, for
     the (customer, ``period``) groups given."""
     rollup, key = f"{database}.{table}", f"{period}, {ROLLUP_KEY}"
-    start = {"day": "toStartOfDay(hour)", "month": "toStartOfMonth(hour)"}[period]
+    hours = _in_periods(PERIOD_START[period], "hour", period)
     return (
         f"INSERT INTO {rollup} ({key}, {FIGURES}) SELECT {key}, {MERGED} FROM ("
-        f"SELECT {key}, {FIGURES} FROM ({from_hours(database, period, _in_periods(start, 'hour', period))}) "
+        f"SELECT {key}, {FIGURES} FROM ({from_hours(database, period, hours)}) "
         f"UNION ALL SELECT {key}, {NEGATED} FROM {rollup} FINAL WHERE {_in_periods(period, period, period)}"
         f") GROUP BY {key}"
     )
@@ -151,17 +154,18 @@ def touched_start_hours(usage: pa.Table) -> pa.Table:
 def touched_days(usage: pa.Table) -> pa.Table:
     """The distinct (customer, day) that written events have usage in: an event that crosses
     midnight reaches two days."""
-    starts = usage["rated.usage_start"].combine_chunks()
-    owners = pc.list_parent_indices(starts)
-    return _distinct(_text(usage["customer_id"]).take(owners), pc.floor_temporal(pc.list_flatten(starts), unit="day"))
+    return _touched(usage, "day")
 
 
 def touched_months(usage: pa.Table) -> pa.Table:
     """The distinct (customer, month) that written events have usage in."""
+    return _touched(usage, "month")
+
+
+def _touched(usage: pa.Table, unit: str) -> pa.Table:
     starts = usage["rated.usage_start"].combine_chunks()
     owners = pc.list_parent_indices(starts)
-    months = pc.floor_temporal(pc.list_flatten(starts), unit="month")
-    return _distinct(_text(usage["customer_id"]).take(owners), months)
+    return _distinct(_text(usage["customer_id"]).take(owners), pc.floor_temporal(pc.list_flatten(starts), unit=unit))
 
 
 def _text(column: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -190,9 +194,8 @@ def drift(client: Client, database: str) -> int:
     rolled = f"SELECT customer_id, {{period}} AS period, {ROLLUP_KEY}, {figures} FROM {{table}} FINAL "
     rolled += f"GROUP BY period, {ROLLUP_KEY}"
     differing = 0
-    periods = {"hour": "hour", "day": "toStartOfDay(hour)", "month": "toStartOfMonth(hour)"}
     for table, period in ((USAGE_BY_HOUR, "hour"), (USAGE_BY_DAY, "day"), (USAGE_BY_MONTH, "month")):
-        recount = counted.format(period=periods[period])
+        recount = counted.format(period=PERIOD_START[period])
         stored = rolled.format(period=period, table=f"{database}.{table}")
         for one, other in ((stored, recount), (recount, stored)):
             query = f"SELECT count() FROM (SELECT * FROM ({one}) EXCEPT SELECT * FROM ({other}))"

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from billing.periods import Period
 from schemas.events import LONGEST_INTERVAL_S
 from schemas.meters import Meter, PeriodAggregation
 from storage.rollups import PARTIALS, ROLLUP_KEY
@@ -182,7 +183,7 @@ def plan(read: UsageRead) -> WindowPlan:
     month_lo = month_hi = None
     raw_months: list[datetime] = []
     if read.by_month and day_lo < day_hi:
-        first_month = day_lo if day_lo.day == 1 else _next_month(day_lo.replace(day=1))
+        first_month = day_lo if day_lo.day == 1 else Period.containing(day_lo.date()).end
         last_month = day_hi.replace(day=1)
         if first_month < last_month:
             month_lo, month_hi = first_month, last_month
@@ -201,10 +202,6 @@ def plan(read: UsageRead) -> WindowPlan:
         month_hi,
         tuple(raw_months),
     )
-
-
-def _next_month(month: datetime) -> datetime:
-    return month.replace(year=month.year + 1, month=1) if month.month == 12 else month.replace(month=month.month + 1)
 
 
 def usage_rows(database: str, read: UsageRead) -> tuple[str, dict[str, Any]]:
