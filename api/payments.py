@@ -56,7 +56,7 @@ from meterline.exceptions import (
     UnknownPayment,
 )
 from meterline.settings import PaymentSettings
-from storage.audit_log import AuditLog
+from storage.audit_log import AuditLog, encoded
 from storage.ledger import Ledger
 from storage.payments import PaymentStore
 
@@ -385,13 +385,10 @@ class Payments:
             "route": "payments",
             "path": event_id,
             "status": 200,
-            "before": "" if before is None else json.dumps(before, default=str, sort_keys=True),
-            "after": "" if after is None else json.dumps(after, default=str, sort_keys=True),
+            "before": encoded(before),
+            "after": encoded(after),
         }
-        try:
-            self._audit_log.append(row)
-        except Exception:  # the payment is settled; losing its row must be loud, not undo it
-            log.exception("could not write the audit row of payment event %s", event_id)
+        self._audit_log.append_after_change(row)
 
 
 def _top_up_request(payment: Payment) -> GrantRequest:

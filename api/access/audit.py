@@ -8,8 +8,6 @@ by whoever was known.
 
 from __future__ import annotations
 
-import json
-import logging
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,9 +16,8 @@ from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.access.guard import Caller
-from storage.audit_log import AuditLog
+from storage.audit_log import encoded
 
-log = logging.getLogger(__name__)
 NOT_AUDITED = frozenset({"GET", "HEAD", "OPTIONS"})
 UNAUDITED_PATHS = frozenset({"/v1/events"})
 """Usage pushed: the stored messages record it, one row per message."""
@@ -61,7 +58,7 @@ class AuditMiddleware:
 async def _write(scope: Scope, status: int) -> None:
     row = _row_of(scope, status)
     if row is not None:
-        await run_in_threadpool(_append, scope["app"].state.services.audit_log, row)
+        await run_in_threadpool(scope["app"].state.services.audit_log.append_after_change, row)
 
 
 def _row_of(scope: Scope, status: int) -> dict[str, Any] | None:
@@ -80,17 +77,6 @@ def _row_of(scope: Scope, status: int) -> dict[str, Any] | None:
         "route": getattr(route, "path", scope["path"]),
         "path": scope["path"],
         "status": status,
-        "before": _json(before),
-        "after": _json(after),
+        "before": encoded(before),
+        "after": encoded(after),
     }
-
-
-def _append(audit_log: AuditLog, row: dict[str, Any]) -> None:
-    try:
-        audit_log.append(row)
-    except Exception:  # the change is made; losing its row must be loud, not undo it
-        log.exception("could not write the audit row of %s %s", row["method"], row["path"])
-
-
-def _json(value: Any) -> str:
-    return "" if value is None else json.dumps(value, default=str, sort_keys=True)

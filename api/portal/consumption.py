@@ -20,13 +20,12 @@ from api.portal.charts import BarChart
 from api.portal.guard import Visitor
 from api.services import services_of
 from billing.catalog import Catalog, Customer
-from billing.money import round_exact, round_money, shown_quantity
+from billing.money import round_money, shown_quantity
 from schemas.meters import Meter
 from storage.dashboards import CostGroup, ResourceCost
 from storage.usage_queries import Granularity
 
 TOP_RESOURCES = 10
-TWELVE_PLACES = Decimal("1e-12")
 METERED_PRODUCTS = {"vm": "Virtual machines", "vdc": "Virtual datacenters"}
 """What the stream names the usage of VMs and vDCs (``pipeline/metering.py``); any other product
 is an XaaS sku, named by the catalog."""
@@ -112,7 +111,7 @@ def _meter(name: str) -> Meter | None:
 
 def shown_money(amount: Fraction, currency: str) -> Decimal:
     """An exact amount as the cost reports show it: to 12 places in the engine, then to the minor unit."""
-    return round_money(round_exact(amount, TWELVE_PLACES), currency)
+    return round_money(shown_quantity(amount), currency)
 
 
 def first_rows(rows: pa.Table, count: int) -> list[dict[str, Any]]:
