@@ -206,13 +206,15 @@ class Payments:
     def charge_due(self, now: datetime) -> list[Payment]:
         """Charge each owed invoice of a buyer with a saved card, when its next try is due; make
         again the calls the gateway did not answer. Returns the charges tried."""
-        tried = [self._charge(payment, now) for payment in self._unanswered()]
-        for payment in self._due_charges(now):
+        unanswered = self._unanswered()
+        cards = self.store.cards(sorted({payment.holder_id for payment in unanswered})) if unanswered else {}
+        tried = [self._charge(payment, cards.get(payment.holder_id), now) for payment in unanswered]
+        for payment, card in self._due_charges(now):
             self.store.save(payment)
-            tried.append(self._charge(payment, now))
+            tried.append(self._charge(payment, card, now))
         return tried
 
-    def _due_charges(self, now: datetime) -> Iterator[Payment]:
+    def _due_charges(self, now: datetime) -> Iterator[tuple[Payment, SavedCard]]:
         """The next automatic charge of each owed invoice whose buyer saved a card with its
         issuer's gateway, when it is due: not while another payment of it may still succeed."""
         catalog = self._catalog()
@@ -223,10 +225,8 @@ class Payments:
         ]
         cards = self.store.cards(sorted({record.buyer_id for record in owed})) if owed else {}
         for record in owed:
-            card = cards.get(record.buyer_id)
-            if card is None or not self.takes_cards(catalog.issuer(record.issuer_id)):
-                continue
-            if card.gateway != catalog.issuer(record.issuer_id).payment.gateways[0]:
+            card, issuer = cards.get(record.buyer_id), catalog.issuer(record.issuer_id)
+            if card is None or not self.takes_cards(issuer) or card.gateway != issuer.payment.gateways[0]:
                 continue
             if not card_payable(to_minor(record.amount_due, record.currency)):
                 continue  # above what one card payment may be: paid by transfer
@@ -238,15 +238,16 @@ class Payments:
             if due is None or due > now:
                 continue
             charge_id = f"{record.invoice_id}.charge{len(charges) + 1}"
-            yield Payment.of_invoice(record, charge_id, PaymentMethod.SAVED_CARD, card.gateway, now)
+            yield Payment.of_invoice(record, charge_id, PaymentMethod.SAVED_CARD, card.gateway, now), card
 
     def _unanswered(self) -> list[Payment]:
         """Charges the gateway did not answer: made again at the next run, with the same
         idempotency key, so one that did go through is not made twice."""
         return [payment for payment in self.store.pending_charges() if payment.note.startswith(UNANSWERED)]
 
-    def _charge(self, payment: Payment, now: datetime) -> Payment:
-        card = self.store.cards([payment.holder_id]).get(payment.holder_id)
+    def _charge(self, payment: Payment, card: SavedCard | None, now: datetime) -> Payment:
+        """One try of a charge with the buyer's saved card (none, or one with another gateway:
+        not tried, the buyer pays through the link)."""
         if card is None or card.gateway != payment.gateway:
             return payment
         try:
