@@ -31,7 +31,6 @@ from billing.credits import EntryKind
 from billing.invoices import DocumentType, InvoiceStatus
 from billing.money import round_money
 from billing.payments import (
-    EventKind,
     GatewayEvent,
     Payment,
     PaymentGateway,
@@ -48,7 +47,6 @@ from billing.payments import (
 from billing.records import InvoiceRecord
 from billing.scope import EVERYTHING
 from meterline.exceptions import (
-    GatewayRefused,
     GatewayUnavailable,
     InvalidQuery,
     InvoiceStateError,
@@ -257,11 +255,6 @@ class Payments:
             self.store.save(waiting)
             self._audit(f"charge:{payment.payment_id}", payment.gateway, None, _shown(waiting))
             return waiting
-        except GatewayRefused as error:
-            outcome = GatewayEvent(
-                payment.gateway, f"answer:{payment.payment_id}:refused", EventKind.FAILED, payment.payment_id,
-                "", payment.amount_minor, payment.currency, now, reason=str(error),
-            )  # fmt: skip
         if outcome is None:
             processing = replace(payment, note="processing", updated_at=now)
             self.store.save(processing)

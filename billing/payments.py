@@ -119,8 +119,9 @@ class PaymentGateway(Protocol):
     """Where its payment pages are (``https://host``): where the portal's payment forms lead."""
 
     def charge(self, payment: Payment, card: SavedCard) -> GatewayEvent | None:
-        """Charge a saved card off session: the outcome when the answer says it (succeeded or
-        failed), None while the gateway is still processing (a webhook will say)."""
+        """Charge a saved card off session: the outcome when the answer says it (succeeded, or
+        failed: declined or the request refused), None while the gateway is still processing (a
+        webhook will say); GatewayUnavailable when there is no answer."""
         ...
 
     def payment_page(self, payment: Payment, description: str, return_url: str) -> PaymentPage: ...

@@ -61,6 +61,8 @@ class StripeGateway:
             intent_id = getattr(error.error, "payment_intent", None)
             reference = intent_id.id if intent_id is not None else ""
             return self._outcome(payment, EventKind.FAILED, reference, error.user_message or str(error))
+        except GatewayRefused as error:  # the request itself refused: an answer too
+            return self._outcome(payment, EventKind.FAILED, "", str(error))
         if intent.status == "succeeded":
             return self._outcome(payment, EventKind.SUCCEEDED, intent.id)
         if intent.status in ("requires_payment_method", "requires_action", "canceled"):
