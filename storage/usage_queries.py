@@ -143,12 +143,12 @@ class UsageQueries:
         that a large customer's month makes 80,000 rows of)."""
         if first is None:
             return self._exact(line.read(), "toStartOfHour", LINE_KEYS)
-        for narrowed in line.first_days():
+        for narrowed in [*line.first_days(), line]:
             # rows come in hour order: a page the line's first days fill is the whole line's page
             rows = self._exact(narrowed.read(), "toStartOfHour", LINE_KEYS, first)
-            if len(rows) >= first:
-                return rows
-        return self._exact(line.read(), "toStartOfHour", LINE_KEYS, first)
+            if narrowed is line or len(rows) >= first:
+                break
+        return rows
 
     def line_quantity(self, line: LineScope) -> Fraction:
         """What an invoice line's usage adds up to as the close counted it (``customer_totals``),
