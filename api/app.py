@@ -61,6 +61,7 @@ from storage.dashboards import Dashboards
 from storage.dead_letters import DeadLetters
 from storage.deliveries import DeliveryRecords
 from storage.ledger import Ledger
+from storage.party_records import PartyRecords
 from storage.payments import PaymentStore
 from storage.stored_messages import Completeness
 from storage.usage_queries import UsageQueries
@@ -150,8 +151,13 @@ def _services(settings: Settings, run_sink: bool) -> Services:
     pool = ClientPool(another_client, settings.query_clients)
     ledger = Ledger(another_client(), database)
     catalog_store = CatalogStore(another_client(), database)
+    party_records = PartyRecords(another_client(), database)
     catalog_admin = CatalogAdmin(
-        catalog_store, CatalogPublisher(settings), settings.catalog, ledger.latest_issued_period
+        catalog_store,
+        CatalogPublisher(settings),
+        settings.catalog,
+        ledger.latest_issued_period,
+        lambda parties, usage: party_records.currencies_held(parties, usage=usage),
     )
     dashboards = Dashboards(pool, database)
     credit_store = CreditStore(another_client(), database)

@@ -24,7 +24,7 @@ from billing.catalog import Catalog
 from billing.catalog_entries import Entry, EntryKind, assemble, entries_of, parse_entry, revision
 from billing.periods import Period
 from billing.scope import Scope
-from meterline.exceptions import Forbidden, InvalidCatalog, PeriodIssued, UnknownEntry
+from meterline.exceptions import CurrencyInUse, Forbidden, InvalidCatalog, PeriodIssued, UnknownEntry
 from storage.catalog_store import CatalogStore
 
 log = logging.getLogger(__name__)
@@ -43,12 +43,15 @@ class CatalogAdmin:
         publisher: CatalogPublisher,
         seed: Path,
         latest_issued: Callable[[], Period | None] = lambda: None,
+        currencies_held: Callable[[set[str], bool], dict[str, set[str]]] = lambda parties, usage: {},
     ) -> None:
         """``latest_issued`` tells the latest month with issued invoices: a change may not
-        reach into it (``billing.backdating``)."""
+        reach into it (``billing.backdating``). ``currencies_held`` tells the currencies of each
+        party's invoices, credit and payments (and usage, if asked): its currency must stay theirs."""
         self._store = store
         self._publisher = publisher
         self._latest_issued = latest_issued
+        self._currencies_held = currencies_held
         self._lock = threading.Lock()
         entries = store.current() or store.append(entries_of(load_catalog(seed)), datetime.now(UTC))
         self._entries = {entry.key: entry for entry in entries}
@@ -141,6 +144,7 @@ class CatalogAdmin:
             before = self._entries.get(change.key)
             self._check_not_backdated(change, before.document if before else None)
             catalog = assemble({**self._entries, change.key: change}.values())
+            self._check_currencies_kept(catalog)
             (stored,) = self._store.append([change], datetime.now(UTC))
             self._entries[stored.key] = stored
             self.catalog = catalog
@@ -153,6 +157,25 @@ class CatalogAdmin:
                     f"but the broker did not take it ({error}); it is sent to the pipeline when the broker is back"
                 ) from error
             return stored
+
+    def _check_currencies_kept(self, after: Catalog) -> None:
+        """A party's records are in its currency and are never converted: its currency (its own,
+        or a partner's customer's through its partner) is what its records are in, if it holds
+        any. A party new to the catalog (or deleted and made again under its id) is held to its
+        money records: usage reported for an id before the catalog had it was rated at the
+        catalog's list, and its invoices price it anew in the party's currency."""
+        before = {party.id for party in [*self.catalog.partners, *self.catalog.customers]}
+        now_in = {party.id: after.currency_of(party.id) for party in [*after.partners, *after.customers]}
+        changed = {party for party in now_in.keys() & before if now_in[party] != self.catalog.currency_of(party)}
+        held = self._currencies_held(changed, True) | self._currencies_held(now_in.keys() - before, False)
+        refused = sorted(party for party, currencies in held.items() if currencies != {now_in[party]})
+        if refused:
+            party = refused[0]
+            raise CurrencyInUse(
+                f"{party} holds records (invoices, credit, payments or usage) in {', '.join(sorted(held[party]))}: "
+                f"its currency cannot become {now_in[party]}, as records are never converted; bill another "
+                "currency under a new customer"
+            )
 
     def _check_not_backdated(self, change: Entry, before: dict[str, Any] | None) -> None:
         effect = earliest_effect(change.kind, before, change.document)

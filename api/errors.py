@@ -26,6 +26,7 @@ from billing.adapters.kafka_catalog import CatalogNotPublished
 from billing.catalog import Catalog
 from meterline.exceptions import (
     BadSignature,
+    CurrencyInUse,
     Forbidden,
     GatewayRefused,
     GatewayUnavailable,
@@ -70,6 +71,7 @@ STATUS = {
     GatewayUnavailable: 503,
     InvoiceStateError: 409,
     PeriodIssued: 409,
+    CurrencyInUse: 409,
     IncompleteUsage: 409,
     IdempotencyConflict: 409,
     LimitReached: 409,

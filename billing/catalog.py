@@ -10,16 +10,15 @@ entry with a later ``effective_from``, never an edit.
 from __future__ import annotations
 
 from collections import defaultdict
-from datetime import date, datetime
+from datetime import UTC, date, datetime, time
 from decimal import Decimal
 from enum import StrEnum
 from functools import cached_property
 from typing import Annotated, TypeVar
 
-from babel.numbers import is_currency
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from billing.money import PLACES, Amount, TaxRate
+from billing.money import PLACES, Amount, TaxRate, is_billing_currency
 from billing.price_plans import PricePlan, UtcTime, check_unique_versions, plan_in_force
 from meterline.exceptions import InvalidCatalog, UnknownCustomer
 from schemas.identifiers import IDENTIFIER_PATTERN, printable
@@ -226,8 +225,8 @@ class Catalog(_Entry):
     def _references_resolve(self) -> Catalog:
         named = [p.currency for p in self.partners] + [c.currency for c in self.customers]
         for currency in {self.currency, *named, *(p.currency for p in self.price_lists)}:
-            if currency is not None and not is_currency(currency):
-                raise ValueError(f"currency {currency!r} is not an ISO 4217 code")
+            if currency is not None and not is_billing_currency(currency):
+                raise ValueError(f"currency {currency!r} is not the ISO 4217 code of a currency in use")
         sellers = {self.provider.id, *(p.id for p in self.partners)}
         parties = [self.provider.id, *(p.id for p in self.partners), *(c.id for c in self.customers)]
         if len(parties) != len(set(parties)):
@@ -263,8 +262,25 @@ class Catalog(_Entry):
         for subscription in self.subscriptions:
             if subscription.product_id not in products:
                 raise ValueError(f"{subscription.id}: unknown product {subscription.product_id}")
+        self._check_fees_priced()
         self._check_xaas_meters()
         return self
+
+    def _check_fees_priced(self) -> None:
+        """Every subscription has a fee in force from its first month, in its buyer's currency,
+        and in its partner's at the provider's list: a close would stop at a fee it cannot find."""
+        customers = {customer.id: customer for customer in self.customers}
+        for subscription in self.subscriptions:
+            customer = customers[subscription.customer_id]
+            first_month = datetime.combine(subscription.start.replace(day=1), time(), UTC)
+            priced = [(self.seller_of(customer).id, self.currency_of(customer.id))]
+            if customer.partner_id:
+                priced.append((self.provider.id, self.currency_of(customer.partner_id)))
+            for seller_id, currency in priced:
+                try:
+                    self.fee_for(seller_id, subscription.product_id, first_month, currency)
+                except InvalidCatalog as missing:
+                    raise ValueError(f"{subscription.id}: {missing}, its first month") from None
 
     def _check_xaas_meters(self) -> None:
         """A plan for an XaaS sku prices it under the meter its declared aggregation fills."""

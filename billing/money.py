@@ -9,12 +9,14 @@ net lines per rate, as EN 16931 does.
 from __future__ import annotations
 
 import decimal
+from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
 from functools import cache
 from typing import Annotated
 
-from babel.numbers import get_currency_precision, is_currency
+from babel.core import get_global
+from babel.numbers import get_currency_precision, get_territory_currencies
 from pydantic import BaseModel, ConfigDict, Field
 
 from meterline.exceptions import InvalidCatalog
@@ -40,10 +42,27 @@ Quantity = Annotated[Decimal, Field(ge=0, le=Decimal(10) ** 18, decimal_places=P
 
 
 @cache
+def tendered_currencies() -> frozenset[str]:
+    """The ISO 4217 codes that some territory takes as legal tender today (CLDR's, through
+    babel): what can be billed in. Funds codes, metals, test codes and withdrawn currencies
+    (CHE, XAU, XTS, DEM) are ISO codes too, but nothing anyone pays an invoice in."""
+    today = datetime.now(UTC).date()
+    return frozenset(
+        code
+        for territory in get_global("territory_currencies")
+        for code in get_territory_currencies(territory, today, tender=True, non_tender=False)
+    )
+
+
+def is_billing_currency(currency: str) -> bool:
+    return currency in tendered_currencies()
+
+
+@cache
 def minor_unit(currency: str) -> Decimal:
     """The smallest payable amount of a currency: Decimal('0.01') for EUR."""
-    if len(currency) != 3 or not currency.isalpha() or not currency.isupper() or not is_currency(currency):
-        raise InvalidCatalog(f"currency {currency!r} is not an ISO 4217 code")
+    if not is_billing_currency(currency):
+        raise InvalidCatalog(f"currency {currency!r} is not the ISO 4217 code of a currency in use")
     return Decimal(1).scaleb(-get_currency_precision(currency))
 
 

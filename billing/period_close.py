@@ -143,7 +143,7 @@ def close_period(
     )
     totals = usage.totals(period, price_changes(catalog, period), now)
     known = {customer.id for customer in catalog.customers}
-    adjustments = _late_usage(ledger, usage, catalog, period, now, lookback_periods)
+    adjustments = late_usage_lines(ledger, usage, catalog, period, now, lookback_periods)
     billings = _billings_by_parties(ledger.headers(EVERYTHING, period=period.name))
     drafts = []
     for invoice in build_invoices(catalog, period, totals, adjustments):
@@ -176,7 +176,7 @@ def _billings_by_parties(records: list[InvoiceRecord]) -> dict[tuple[str, str], 
     return billings
 
 
-def _late_usage(
+def late_usage_lines(
     ledger: Ledger, usage: PeriodUsage, catalog: Catalog, period: Period, cutoff: datetime, lookback_periods: int
 ) -> dict[str, list[InvoiceLine]]:
     """Adjustment lines for each of the last ``lookback_periods`` months with issued invoices.
@@ -199,7 +199,9 @@ def _late_usage(
             - own.get(r.invoice_id, ZERO)
             + adjusted.get((r.issuer_id, r.buyer_id), ZERO)
             for r in settled
-            if r.document_type is DocumentType.INVOICE
+            # rebuilt in another currency than it was issued in (its buyer's changed since), a
+            # month's usage bills a figure that cannot be compared with it: never subtracted
+            if r.document_type is DocumentType.INVOICE and r.currency == catalog.currency_of(r.buyer_id)
         }
         known_now = usage.totals(earlier, price_changes(catalog, earlier), cutoff)
         for buyer_id, line in late_usage_adjustments(catalog, earlier, known_now, billed).items():

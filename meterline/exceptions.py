@@ -49,6 +49,10 @@ class PeriodIssued(MeterlineError):
     """A change that would reach into a month whose invoices are issued (a backdated price)."""
 
 
+class CurrencyInUse(MeterlineError):
+    """A change of a party's currency while it holds invoices, credit, payments or usage in the old one."""
+
+
 class InvoiceStateError(MeterlineError):
     """A lifecycle step that the invoice's status forbids: issuing a void invoice, paying a draft..."""
 

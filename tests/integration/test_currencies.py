@@ -84,3 +84,31 @@ def test_a_franc_customer_is_rated_invoiced_granted_and_charged_in_francs(francs
     )
     assert francs.client(None).post("/v1/payments/webhooks/acme-stripe", content=body, headers=headers).is_success
     assert francs.http.get("/v1/invoices/2026-10.acme.zurich").json()["status"] == "paid"
+
+
+def test_a_party_keeps_its_currency_once_it_holds_records(francs: System):
+    """Records are never converted: a customer may change currency only until it holds any."""
+    geneva = {"id": "geneva", "name": "Geneva SA", "currency": "CHF"}
+    assert francs.http.put("/v1/catalog/customers/geneva", json=geneva, timeout=30).status_code == 200
+    in_yen = francs.http.put("/v1/catalog/customers/geneva", json={**geneva, "currency": "JPY"}, timeout=30)
+    assert in_yen.status_code == 200, in_yen.text  # nothing held yet
+    granted = francs.http.post("/v1/credit/geneva/grants", json={"amount": "500"}, headers={"Idempotency-Key": "ge"})
+    assert granted.status_code == 201 and granted.json()["currency"] == "JPY"
+
+    back = francs.http.put("/v1/catalog/customers/geneva", json=geneva, timeout=30)
+    assert (
+        back.status_code == 409
+        and "geneva holds records" in back.json()["detail"]
+        and "in JPY" in back.json()["detail"]
+    )
+    # naming no currency is the catalog's (EUR): a change too
+    bare = francs.http.put("/v1/catalog/customers/geneva", json={"id": "geneva", "name": "Geneva SA"}, timeout=30)
+    assert bare.status_code == 409
+    assert francs.http.get("/v1/catalog/customers/geneva").json()["document"]["currency"] == "JPY"
+    renamed = francs.http.put("/v1/catalog/customers/geneva", json={**geneva, "name": "Genf", "currency": "JPY"})
+    assert renamed.status_code == 200  # anything else may change
+    # deleted and made again under its id, it is the same party to its grant
+    assert francs.http.delete("/v1/catalog/customers/geneva", timeout=30).status_code == 200
+    assert francs.http.put("/v1/catalog/customers/geneva", json=geneva, timeout=30).status_code == 409
+    again = francs.http.put("/v1/catalog/customers/geneva", json={**geneva, "currency": "JPY"}, timeout=30)
+    assert again.status_code == 200, again.text

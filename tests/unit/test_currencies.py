@@ -3,6 +3,8 @@ no conversion: every figure below is worked out by hand in its test's docstring.
 
 from __future__ import annotations
 
+from dataclasses import replace
+from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
 from typing import Any
@@ -12,8 +14,11 @@ from pydantic import ValidationError
 
 from billing.catalog import Catalog
 from billing.invoices import Invoice, UsageTotal, build_invoices
+from billing.period_close import late_usage_lines
 from billing.periods import Period
 from billing.pricing import price_book
+from billing.records import InvoiceRecord, InvoiceStatus
+from billing.scope import Scope
 from meterline.exceptions import InvalidCatalog
 from pipeline.metering import event_columns, measure
 from pipeline.rating import rate_quantities
@@ -160,3 +165,58 @@ def test_a_seller_has_one_list_per_currency_and_codes_are_iso_4217():
         catalog(customers=[{"id": "x", "name": "X", "currency": "euro"}], subscriptions=[])
     with pytest.raises(ValidationError, match="ISO 4217"):
         catalog(customers=[{"id": "x", "name": "X", "currency": "XYZ"}], subscriptions=[])
+
+
+def test_only_currencies_in_use_are_billed_in():
+    for code in ("XAU", "XTS", "XXX", "CHE", "DEM"):  # a metal, test codes, a fund, a withdrawn one
+        with pytest.raises(ValidationError, match="currency in use"):
+            catalog(customers=[{"id": "x", "name": "X", "currency": code}], subscriptions=[])
+    assert catalog(customers=[{"id": "x", "name": "X", "currency": "XOF"}], subscriptions=[]).currency_of("x") == "XOF"
+
+
+def test_a_subscription_needs_a_fee_in_its_buyers_currency_from_its_first_month():
+    tokyo = {"id": "s2", "customer_id": "tokyo", "product_id": "support", "start": "2026-11-20"}
+    with pytest.raises(ValidationError, match="s2: no fee in JPY for product support"):
+        catalog(subscriptions=[tokyo])
+    # a partner's customer: its partner's list, else the provider's in its currency (CHF, 40.00)
+    resold = {"id": "s3", "customer_id": "resold", "product_id": "support", "start": "2026-11-20"}
+    assert catalog(subscriptions=[resold]).fee_for("north", "support", NOVEMBER.start, "CHF").amount == 40
+    late_fee = document()["price_lists"]
+    late_fee[1]["fees"][0]["effective_from"] = "2026-11-15T00:00:00Z"  # after 1 November, the first billed day
+    with pytest.raises(ValidationError, match="s1: no fee in CHF"):
+        catalog(price_lists=late_fee)
+
+
+class IssuedNovember:
+    """A ledger holding one issued November invoice, and the usage a close finds now."""
+
+    def __init__(self, issued: InvoiceRecord, usage: list[UsageTotal]) -> None:
+        self.issued, self.usage = issued, usage
+
+    def headers(self, scope: Scope, *, period: str | None = None, buyer_id: str | None = None) -> list[InvoiceRecord]:
+        return [self.issued] if period == NOVEMBER.name else []
+
+    def adjustments_to(self, adjusted: Period, *, excluding: Period) -> dict[tuple[str, str], Decimal]:
+        return {}
+
+    def own_adjustments(self, period: Period) -> dict[str, Decimal]:
+        return {}
+
+    def totals(self, period: Period, price_changes: Any, cutoff: Any, customers: Any = None) -> list[UsageTotal]:
+        return self.usage if period == NOVEMBER else []
+
+
+def test_late_usage_is_billed_in_the_currency_its_month_was_issued_in_or_not_at_all():
+    """Tokyo's November: 1,000 vCPU-hours x 4 JPY = 4,000 JPY issued; 100 more hours arrive late:
+    400 JPY on December's invoice. Had Tokyo been moved to francs since (the API refuses it), the
+    month rebuilt in francs (1,100 x 0.03 = 33.00 CHF) is not compared with the yen it billed."""
+    (issued,) = [i for i in build_invoices(catalog(), NOVEMBER, [vcpu_hours("tokyo", 1000)]) if i.buyer_id == "tokyo"]
+    record = replace(InvoiceRecord.draft(issued, 1, NOVEMBER.end), status=InvoiceStatus.ISSUED)
+    assert record.subtotal == Decimal("4000")
+    november = IssuedNovember(record, [vcpu_hours("tokyo", 1100)])
+    december, now = NOVEMBER.next(), datetime(2026, 12, 2, tzinfo=UTC)
+
+    (late,) = late_usage_lines(november, november, catalog(), december, now, 1)["tokyo"]
+    assert (late.amount, late.adjusts_period) == (Decimal("400"), "2026-11")
+    in_francs = [{**c, "currency": "CHF"} if c["id"] == "tokyo" else c for c in document()["customers"]]
+    assert late_usage_lines(november, november, catalog(customers=in_francs), december, now, 1) == {}
