@@ -494,6 +494,7 @@ def invoice_record_charges(record: InvoiceRecord, at: datetime) -> list[Charge]:
         record.discount_percent,
         record.tax_rate_percent,
         record.tax_inclusive,
+        record.total,
         at,
     )
 

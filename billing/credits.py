@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from enum import StrEnum
 
+from billing.money import apportioned, minor_unit, round_money
 from meterline.exceptions import InvalidQuery
 
 ZERO = Decimal(0)
@@ -116,6 +117,9 @@ class Charge:
     at: datetime
     product: str = ""
     meter: str = ""
+    step: Decimal | None = None
+    """Credit pays it in whole steps (an invoice's charge: its currency's minor unit, what the
+    invoice can say credit paid); None: exactly (usage as it is rated)."""
 
 
 @dataclass(frozen=True)
@@ -303,14 +307,17 @@ class Wallet:
         ever, then = self._indexed.held, self._held(charge.at)
         covering = sorted((grant for grant in self.grants.values() if grant.covers(charge)), key=CreditGrant.burn_rank)
         left = amount
-        taken = []
+        parts = []
         for grant in covering:
             part = min(left, then.get(grant.grant_id, ZERO), ever.get(grant.grant_id, ZERO))
             if part > ZERO:
-                taken.append(CreditEntry(grant.grant_id, kind, -part, charge.at, charge.charge_id))
+                parts.append((grant.grant_id, part))
                 left -= part
             if not left:
                 break
+        if charge.step is not None:
+            parts, left = _in_whole_steps(parts, charge.step), left + _remainder(parts, charge.step)
+        taken = [CreditEntry(grant_id, kind, -part, charge.at, charge.charge_id) for grant_id, part in parts]
         if left:
             taken.append(CreditEntry("", EntryKind.UNCOVERED, -left, charge.at, charge.charge_id))
         return taken
@@ -354,6 +361,23 @@ class Wallet:
         return recorded
 
 
+def _remainder(parts: list[tuple[str, Decimal]], step: Decimal) -> Decimal:
+    """What of ``parts``' total is not a whole number of ``step``s."""
+    return sum((part for _, part in parts), ZERO) % step
+
+
+def _in_whole_steps(parts: list[tuple[str, Decimal]], step: Decimal) -> list[tuple[str, Decimal]]:
+    """``parts`` (what each grant pays) less their total's ``_remainder``, taken off the last
+    grants first (the reverse of the burn order): what they pay adds up to whole steps."""
+    trimmed, over = [], _remainder(parts, step)
+    for grant_id, part in reversed(parts):
+        cut = min(part, over)
+        over -= cut
+        if part > cut:
+            trimmed.append((grant_id, part - cut))
+    return trimmed[::-1]
+
+
 def _give_back(
     before: Sequence[CreditEntry], amount: Decimal, at: datetime, grants: dict[str, CreditGrant]
 ) -> list[CreditEntry]:
@@ -392,25 +416,26 @@ def invoice_charges(
     discount_percent: Decimal,
     tax_rate_percent: Decimal,
     tax_inclusive: bool,
+    total: Decimal,
     at: datetime,
 ) -> list[Charge]:
     """What an invoice charges on credit: per product and meter of its lines (``(product, meter,
     amount)``), what the buyer pays for them, the discount taken off and the tax added (credit is
     a means of payment: it pays the amount due, tax included). A group whose lines add up to
-    nothing or less is charged nothing."""
+    nothing or less is charged nothing. Charges are whole minor units, what an invoice can say
+    credit paid: the exact figures' sum rounded once (at most the invoice's ``total``), shared
+    between the groups by their exact figures."""
     grouped: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
     for product, meter, amount in lines:
         grouped[(product, meter)] += amount
     kept = (100 - discount_percent) / 100
     taxed = Decimal(1) if tax_inclusive else (100 + tax_rate_percent) / 100
+    exact = {group: max(amount * kept * taxed, ZERO) for group, amount in sorted(grouped.items())}
+    owed = max(min(round_money(sum(exact.values(), ZERO), currency), total), ZERO)
+    step = minor_unit(currency)
     return [
         Charge(
-            f"{INVOICE_CHARGE}{invoice_id}/{product or '-'}/{meter or '-'}",
-            currency,
-            max(amount * kept * taxed, ZERO),
-            at,
-            product,
-            meter,
+            f"{INVOICE_CHARGE}{invoice_id}/{product or '-'}/{meter or '-'}", currency, amount, at, product, meter, step
         )
-        for (product, meter), amount in sorted(grouped.items())
+        for (product, meter), amount in apportioned(owed, exact, step).items()
     ]

@@ -9,11 +9,13 @@ net lines per rate, as EN 16931 does.
 from __future__ import annotations
 
 import decimal
+import math
+from collections.abc import Hashable, Mapping
 from datetime import UTC, datetime
 from decimal import Decimal
 from fractions import Fraction
 from functools import cache
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 from babel.core import get_global
 from babel.numbers import get_currency_precision, get_territory_currencies
@@ -29,6 +31,7 @@ decimal.DefaultContext.prec = DIGITS  # threads started from now on
 decimal.getcontext().prec = max(decimal.getcontext().prec, DIGITS)  # the importing thread
 
 HUNDRED = Decimal(100)
+Key = TypeVar("Key", bound=Hashable)
 PLACES = 12
 """Decimal places a catalog figure may have: what storage keeps (``Decimal(38, 12)``)."""
 UnitPrice = Annotated[Decimal, Field(ge=0, le=Decimal(10) ** 6, decimal_places=PLACES)]
@@ -69,6 +72,22 @@ def minor_unit(currency: str) -> Decimal:
 def round_money(amount: Decimal | Fraction, currency: str) -> Decimal:
     """An exact amount rounded once to the currency's minor unit, half away from zero."""
     return round_exact(amount, minor_unit(currency))
+
+
+def apportioned(total: Decimal, weights: Mapping[Key, Decimal], step: Decimal) -> dict[Key, Decimal]:
+    """``total`` (whole ``step``s) shared between ``weights``' keys in proportion to them, in whole
+    steps that add up to it: each key its share rounded down, and the steps left over one each to
+    the largest remainders (then the first keys). All nothing if the weights are."""
+    whole = sum(weights.values(), Decimal(0))
+    if not whole:
+        return {key: Decimal(0) for key in weights}
+    steps = int(total / step)
+    shares = {key: Fraction(weight) * steps / Fraction(whole) for key, weight in weights.items()}
+    counts = {key: math.floor(share) for key, share in shares.items()}
+    by_remainder = sorted(weights, key=lambda key: shares[key] - counts[key], reverse=True)
+    for key in by_remainder[: steps - sum(counts.values())]:
+        counts[key] += 1
+    return {key: count * step for key, count in counts.items()}
 
 
 def round_exact(value: Decimal | Fraction, step: Decimal) -> Decimal:

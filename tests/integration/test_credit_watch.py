@@ -336,51 +336,53 @@ def test_a_grant_that_turns_unreadable_between_passes_does_not_make_its_holder_l
 def test_a_partners_credit_burns_its_customers_usage_as_it_comes_and_the_close_only_the_rest(credit: Credit):
     """ "north" (20 % off, German VAT 19 %) holds 100.00 from 1 November; its customer "resold"
     restores 200 GB from 10:30 to 11:30: 200 x 0.045 = 9.00 at the provider's price, 7.20 after
-    the discount, 8.568 with tax: 91.432 left, burned over the 2 whole hours since its first
-    usage (10:00 to 12:30): 4.284 an hour. A preview of November's invoices changes nothing.
-    100 GB more, of an hour already ended: 13.50, 10.80, 12.852: 87.148 left.
+    the discount, tax 1.368 -> 1.37, 8.57 as its invoice would say (credit pays whole cents):
+    91.43 left, burned over the 2 whole hours since its first usage (10:00 to 12:30): 4.285 an
+    hour. A preview of November's invoices changes nothing. 100 GB more, of an hour already
+    ended: 13.50, 10.80, tax 2.052 -> 2.05, 12.85: 87.15 left.
 
-    The close adds resold's support fee: 30.00, 24.00, 28.56, so 87.148 - 28.56 = 58.588 left.
-    The invoice: subtotal 30.00 + 13.50 = 43.50, discount 8.70, net 34.80, tax 6.612 -> 6.61,
-    total 41.41, all of it paid from credit. Usage of November stored after the close drafted
-    its invoice is the close's to bill (a re-close, or an adjustment): a pass burns none of it."""
+    The close adds resold's support fee: subtotal 30.00 + 13.50 = 43.50, discount 8.70, net
+    34.80, tax 6.612 -> 6.61, total 41.41, all of it paid from credit: 100.00 - 41.41 = 58.59
+    left, exactly what the invoice says credit paid. Usage of November stored after the close
+    drafted its invoice is the close's to bill (a re-close, or an adjustment): a pass burns none
+    of it."""
     november = Period.parse("2026-11")
     credit.grant("north", "100.00", november.start)
     credit.use("resold", "200", NOW - timedelta(hours=1))
     credit.watch.run_pass(NOW)
-    assert credit.balance("north") == Decimal("91.432")
+    assert credit.balance("north") == Decimal("91.43")
     recent = Dashboards(ClientPool(lambda: credit.engine, 1), DB).recent_costs(
         partner_scope(credit.catalog, "north"), NOW
     )
     (first,) = {cost.first_usage_hour for cost in recent.values()}
     partners = PartnerCredit(credit.accounts, CreditStore(credit.engine, DB), PeriodUsage(credit.engine, DB))
     pace = partners.recent_cost(credit.catalog, "north", first, NOW)
-    assert shown_rate(rate_of(pace, "EUR")) == Decimal("4.284")
+    assert shown_rate(rate_of(pace, "EUR")) == Decimal("4.285")
     ledger = Ledger(credit.engine, DB)
     pay = lambda records: credit.accounts.apply_to_invoices(records, NOW)  # noqa: E731
     close_period(ledger, PeriodUsage(credit.engine, DB), credit.catalog, november, NOW, pay_from_credit=pay)
     credit.use("resold", "100", NOW - timedelta(hours=3))
     credit.watch.run_pass(NOW + timedelta(seconds=1))
-    assert credit.balance("north", NOW + timedelta(seconds=1)) == Decimal("87.148")
+    assert credit.balance("north", NOW + timedelta(seconds=1)) == Decimal("87.15")
 
     closing = november.end + timedelta(minutes=5)
     pay = lambda records: credit.accounts.apply_to_invoices(records, closing)  # noqa: E731
     close_period(ledger, PeriodUsage(credit.engine, DB), credit.catalog, november, closing, pay_from_credit=pay)
     (invoice,) = ledger.headers(EVERYTHING, period="2026-11", buyer_id="north")
     assert (invoice.total, invoice.credit_applied) == (Decimal("41.41"), Decimal("41.41"))
-    assert credit.balance("north", closing) == Decimal("58.588")
+    assert credit.balance("north", closing) == Decimal("58.59")
 
     credit.use("resold", "1000", november.end - timedelta(hours=2))
     credit.accounts.watch_again({"north", "resold"})
     credit.watch.run_pass(closing + timedelta(seconds=1))
-    assert credit.balance("north", closing + timedelta(seconds=2)) == Decimal("58.588")
+    assert credit.balance("north", closing + timedelta(seconds=2)) == Decimal("58.59")
 
 
 def test_a_partners_threshold_plan_tops_it_up_once_its_customers_usage_takes_it_under_the_floor(credit: Credit):
     """ "north" (20 % off, VAT 19 %) holds 10.00 and a plan: under 5.00, top up to 20.00. Its
-    customer restores 200 GB: 9.00 -> 7.20 -> 8.568, leaving 1.432. The top-up is 20.00 - 1.432
-    = 18.568, rounded up to the cent: 18.57, so 20.002 is held; a pass that sees nothing new
-    tops up nothing more."""
+    customer restores 200 GB: 9.00 -> 7.20, tax 1.368 -> 1.37, 8.57 charged, leaving 1.43. The
+    top-up is 20.00 - 1.43 = 18.57, so 20.00 is held; a pass that sees nothing new tops up
+    nothing more."""
     credit.grant("north", "10.00", NOW - timedelta(days=1))
     plan = TopUpPlanRow("p-north", "north", "threshold", Decimal(0), Decimal(5), Decimal(20), False, "test", NOW)
     credit.store.save([plan])
@@ -388,24 +390,25 @@ def test_a_partners_threshold_plan_tops_it_up_once_its_customers_usage_takes_it_
     credit.use("resold", "200", NOW - timedelta(hours=1))
     credit.watch.run_pass(NOW + timedelta(seconds=1))
     credit.watch.run_pass(NOW + timedelta(seconds=2))
-    assert credit.balance("north", NOW + timedelta(seconds=2)) == Decimal("20.002")
+    assert credit.balance("north", NOW + timedelta(seconds=2)) == Decimal("20.00")
     top_ups = [e.amount for e in credit.accounts.ledger("north") if e.kind is EntryKind.TOP_UP]
     assert top_ups == [Decimal("18.57")]
 
 
 def test_a_partners_credit_is_burned_again_at_its_new_discount(credit: Credit):
-    """ "north" holds 100.00; its customer restored 200 GB: 9.00, less 20 %, plus 19 % = 8.568,
-    91.432 left. Its discount becomes 50 %: 9.00 x 0.50 x 1.19 = 5.355, 94.645 left."""
+    """ "north" holds 100.00; its customer restored 200 GB: 9.00, less 20 % = 7.20, tax 1.368 ->
+    1.37, 8.57 charged, 91.43 left. Its discount becomes 50 %: 4.50, tax 0.855 -> 0.86, 5.36
+    charged: 94.64 left."""
     credit.grant("north", "100.00", NOW - timedelta(days=1))
     credit.use("resold", "200", NOW - timedelta(hours=1))
     credit.watch.run_pass(NOW)
     credit.watch.run_pass(NOW + timedelta(minutes=5))  # nothing stored since: nothing to price again
-    assert credit.balance("north", NOW + timedelta(minutes=5)) == Decimal("91.432")
+    assert credit.balance("north", NOW + timedelta(minutes=5)) == Decimal("91.43")
     document = catalog_document()
     document["partners"][0]["discount_percent"] = "50"
     credit.catalog = Catalog.model_validate(document)
     credit.watch.run_pass(NOW + timedelta(minutes=10))
-    assert credit.balance("north", NOW + timedelta(minutes=10)) == Decimal("94.645")
+    assert credit.balance("north", NOW + timedelta(minutes=10)) == Decimal("94.64")
 
 
 class Endpoints:

@@ -7,7 +7,7 @@ from decimal import Decimal
 
 import pytest
 
-from billing.credits import Charge, CreditGrant, EntryKind, Wallet, granted
+from billing.credits import Charge, CreditGrant, EntryKind, Wallet, granted, invoice_charges
 from meterline.exceptions import InvalidQuery
 
 NOV_1, NOV_5, NOV_10 = (datetime(2026, 11, day, tzinfo=UTC) for day in (1, 5, 10))
@@ -252,3 +252,33 @@ def test_what_was_granted_counts_a_voided_grant_until_its_void():
     credit.void("a", NOV_10)
     assert credit.granted(NOV_5) == {EUR: Decimal("14.00")}
     assert credit.granted(NOV_10) == {EUR: Decimal("4.00")}
+
+
+def test_an_invoice_is_charged_on_credit_in_whole_minor_units_that_add_up_to_what_it_says_credit_paid():
+    """A yen invoice: fees 7,000 and usage 43 (exact 43) with 10 % tax: 7,700 + 47.3 exact, 7,747
+    in all (7,747.3 rounded once). Shared by the exact figures: 7,747 x 7,700 / 7,747.3 =
+    7,699.70 and 47.30 -> 7,699 + 47 = 7,746, and the yen left over goes to the larger remainder
+    (0.70): 7,700 and 47. A wallet holding 913.42 yen (1,000 less 86.58 of usage burned exactly)
+    pays 913 of them, whole yen, and keeps the 0.42."""
+    charges = invoice_charges(
+        "inv", "JPY", [("fee", "", Decimal(7000)), ("backup", "xaas_units", Decimal(43))],
+        Decimal(0), Decimal(10), False, Decimal(7747), NOV_21,
+    )  # fmt: skip
+    assert {c.product: c.amount for c in charges} == {"fee": Decimal(7700), "backup": Decimal(47)}
+    yen = CreditGrant("g", "cust-1", "JPY", Decimal(1000), NOV_1)
+    held = Wallet.of([yen], [granted(yen)])
+    held.burn(Charge("usage/hour", "JPY", Decimal("86.58"), NOV_5))
+    paid = [held.burn(charge) for charge in charges]
+    taken = [e.amount for e in held.entries if e.reference.startswith("invoice/") and e.grant_id]
+    assert sum(taken) == -913 and sum(burn.uncovered for burn in paid) == Decimal(7747 - 913)
+    assert held.balance(NOV_21) == {"JPY": Decimal("0.42")}
+
+
+def test_an_invoice_charged_on_credit_never_takes_more_than_its_total():
+    """Two groups of 0.004 EUR: 0.008 exact rounds to 0.01, shared 0.01 and 0.00; an invoice whose
+    total says 0.00 (its lines rounded each) charges nothing."""
+    lines = [("a", "", Decimal("0.004")), ("b", "", Decimal("0.004"))]
+    shared = invoice_charges("inv", EUR, lines, Decimal(0), Decimal(0), False, Decimal("0.01"), NOV_21)
+    assert [c.amount for c in shared] == [Decimal("0.01"), Decimal("0.00")]
+    nothing = invoice_charges("inv", EUR, lines, Decimal(0), Decimal(0), False, Decimal("0.00"), NOV_21)
+    assert [c.amount for c in nothing] == [Decimal(0), Decimal(0)]
