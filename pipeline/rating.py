@@ -102,9 +102,9 @@ def rate_quantities(quantities: pl.LazyFrame, book: PriceBook) -> tuple[pl.DataF
     if not rated["unit_price"].null_count():
         return rated, {}
     unpriced = rated.filter(pl.col("unit_price").is_null()).select(
-        IDENTITY.alias("identity"), "meter", "dimension", "usage_start"
+        IDENTITY.alias("identity"), "meter", "dimension", "currency", "usage_start"
     )
-    reasons = {event: _no_price(meter, dimension, start) for event, meter, dimension, start in unpriced.iter_rows()}
+    reasons = {event: _no_price(*unpriced_row) for event, *unpriced_row in unpriced.iter_rows()}
     return rated.filter(~IDENTITY.is_in(list(reasons))), reasons
 
 
@@ -115,8 +115,8 @@ def currency_of(book: PriceBook) -> pl.Expr:
     return pl.col("customer_id").replace_strict(book.currencies, default=book.currency, return_dtype=pl.String)
 
 
-def _no_price(meter: str, dimension: str, usage_start: datetime) -> str:
-    return f"no price in force for meter {meter} ({dimension or ANY}) at {usage_start}"
+def _no_price(meter: str, dimension: str, currency: str, usage_start: datetime) -> str:
+    return f"no price in {currency} in force for meter {meter} ({dimension or ANY}) at {usage_start}"
 
 
 def _unit_prices(keys: pl.LazyFrame, book: PriceBook) -> pl.LazyFrame:

@@ -11,11 +11,13 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 import stripe
 
-from billing.payments import EventKind, GatewayEvent, Payment, PaymentPage, SavedCard
+from billing.money import minor_unit
+from billing.payments import EventKind, GatewayEvent, Payment, PaymentPage, SavedCard, from_minor
 from meterline.exceptions import BadSignature, GatewayRefused, GatewayUnavailable
 
 SIGNATURE_HEADER = "stripe-signature"
@@ -56,6 +58,7 @@ class StripeGateway:
             "metadata": _metadata(payment),
         }
         try:
+            check_amount(payment.amount_minor, payment.currency)
             intent = self._call(lambda: self._client.v1.payment_intents.create(params, _keyed(payment.payment_id)))
         except stripe.CardError as error:  # declined: an answer, so a failed attempt
             intent_id = getattr(error.error, "payment_intent", None)
@@ -72,6 +75,7 @@ class StripeGateway:
         return None  # processing: its webhook says how it ends
 
     def payment_page(self, payment: Payment, description: str, return_url: str) -> PaymentPage:
+        check_amount(payment.amount_minor, payment.currency)
         params: Any = {
             "mode": "payment",
             "client_reference_id": payment.payment_id,
@@ -151,6 +155,16 @@ class StripeGateway:
             raise
         except stripe.StripeError as error:
             raise GatewayRefused(f"Stripe refused ({error.http_status}): {error.user_message or error}") from None
+
+
+def check_amount(amount_minor: int, currency: str) -> None:
+    """Stripe takes an amount in a currency of three decimals (KWD, BHD, JOD, OMR, TND) in
+    multiples of ten minor units only: refused here with the reason rather than by the card."""
+    if minor_unit(currency) == Decimal("0.001") and amount_minor % 10:
+        raise GatewayRefused(
+            f"Stripe takes {currency} in multiples of 0.010: {from_minor(amount_minor, currency)} {currency} "
+            "cannot be paid through it"
+        )
 
 
 def _check_not_ahead(header: str) -> None:

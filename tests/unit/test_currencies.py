@@ -154,7 +154,7 @@ def test_the_stream_rates_each_customer_in_its_currency_and_never_at_another_cur
     rated, unpriced = rate_quantities(measure(event_columns(split_message(encode_batch(samples))), {}), book)
     rows = {(r["customer_id"], r["currency"]): r["amount"] for r in rated.iter_rows(named=True)}
     assert rows == {("tokyo", "JPY"): Decimal("0.666666666667"), ("direct", "EUR"): Decimal("0.004166666667")}
-    assert len(unpriced) == 1 and "no price in force" in next(iter(unpriced.values()))
+    assert len(unpriced) == 1 and "no price in USD in force" in next(iter(unpriced.values()))
 
 
 def test_a_seller_has_one_list_per_currency_and_codes_are_iso_4217():

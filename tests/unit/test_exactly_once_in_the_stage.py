@@ -109,7 +109,7 @@ def test_an_event_nobody_can_price_is_refused_and_the_rest_of_its_batch_is_kept(
 
     (refused,) = outcome.rejected
     assert (refused.index, refused.event_id, refused.event) == (0, early["id"], early)
-    assert refused.reason.startswith("no price in force for meter vcpu_hours")
+    assert refused.reason.startswith("no price in EUR in force for meter vcpu_hours")
     kept = sorted(outcome.events["resource_id"].to_list())
     assert kept == ["bk-1", "vdc-1", "vm-late"]
     assert early["id"] not in outcome.rated["event_id"].to_list()

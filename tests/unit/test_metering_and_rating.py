@@ -201,7 +201,7 @@ def test_usage_without_a_price_in_force_is_refused_with_its_reason():
     rated, unpriced = rate_quantities(measure_events([vm_sample(ram_mb=0, disks=[], net_tx_bytes=0)]), book)
     assert rated.height == 0
     (reason,) = unpriced.values()
-    assert "no price in force for meter vcpu_hours" in reason
+    assert "no price in EUR in force for meter vcpu_hours" in reason
 
 
 def test_the_largest_stock_the_contract_allows_splits_into_hours_that_add_up_exactly():

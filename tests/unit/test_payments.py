@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 
 from api.payments import may_still_pay
-from billing.adapters.stripe_gateway import StripeGateway
+from billing.adapters.stripe_gateway import StripeGateway, check_amount
 from billing.payments import (
     EventKind,
     GatewayEvent,
@@ -22,7 +22,7 @@ from billing.payments import (
     next_charge_at,
     to_minor,
 )
-from meterline.exceptions import BadSignature, InvalidQuery
+from meterline.exceptions import BadSignature, GatewayRefused, InvalidQuery
 from tests.factories import stripe_event, stripe_webhook
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
@@ -219,3 +219,11 @@ def test_an_invoice_is_not_charged_while_a_charge_is_unknown_or_its_page_may_be_
     assert not may_still_pay(replace(page, page_url=""), T0)
     assert not may_still_pay(replace(page, state=PaymentState.FAILED), T0)
     assert may_still_pay(replace(payment(), method=PaymentMethod.SAVED_CARD), T0 + timedelta(days=30))
+
+
+def test_stripe_takes_three_decimal_currencies_in_tens_of_minor_units_only():
+    """5.120 KWD is 5,120 fils, a multiple of ten; 5.125 KWD is not, and Stripe would refuse it."""
+    check_amount(5120, "KWD")
+    check_amount(5125, "EUR")  # 51.25 EUR: two decimals, any amount
+    with pytest.raises(GatewayRefused, match="multiples of 0.010: 5.125 KWD"):
+        check_amount(5125, "KWD")
