@@ -117,7 +117,8 @@ def day_of_usage(vms: pl.DataFrame, day: datetime, seed: int) -> pa.Table:
     rated_parts = []
     for meter, dimension, unit, divisor, price in METERS:
         base = bases[meter].astype(np.int64)
-        quantity = base * 10**12 // divisor
+        scaled = base.astype(object) * 10**12  # Python integers: a GB's bytes at 10^-12 pass int64
+        quantity = scaled // divisor
         amount = quantity * price // 10**6
         part = events.select("id", "customer_id", "resource_id", "usage_start", "usage_end").rename({"id": "event_id"})
         part = part.with_columns(
@@ -127,10 +128,10 @@ def day_of_usage(vms: pl.DataFrame, day: datetime, seed: int) -> pa.Table:
             meter=pl.lit(meter),
             dimension=pl.lit(dimension),
             unit=pl.lit(unit),
-            quantity=pl.from_arrow(exact(pa.array(quantity))),
+            quantity=pl.from_arrow(exact(pa.array(quantity, pa.decimal128(38, 0)))),
             unit_price=pl.from_arrow(exact(pa.array(np.full(events.height, price * 10**6, dtype=np.int64)))),
-            amount=pl.from_arrow(exact(pa.array(amount))),
-            base_quantity=pl.from_arrow(exact(pa.array(base * 10**12))),
+            amount=pl.from_arrow(exact(pa.array(amount, pa.decimal128(38, 0)))),
+            base_quantity=pl.from_arrow(exact(pa.array(scaled, pa.decimal128(38, 0)))),
             base_divisor=pl.lit(divisor, dtype=pl.UInt32),
             currency=pl.lit("EUR"),
         )
