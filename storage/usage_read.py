@@ -236,11 +236,12 @@ def usage_rows(database: str, read: UsageRead) -> tuple[str, dict[str, Any]]:
     return " UNION ALL ".join(parts), parameters
 
 
-def _later_hours(database: str) -> str:
-    """(customer, hour) rows holding an event written after ``stored_by``."""
+def _later_hours(database: str, read: UsageRead) -> str:
+    """(customer, hour) rows of the read's customers holding an event written after ``stored_by``."""
     return (
         f"SELECT customer_id, hour FROM {database}.{USAGE_BY_HOUR} WHERE hour >= {{hour_lo:DateTime('UTC')}} "
-        "AND hour < {hour_hi:DateTime('UTC')} AND stored_until > {stored_by:DateTime64(3, 'UTC')}"
+        "AND hour < {hour_hi:DateTime('UTC')} AND stored_until > {stored_by:DateTime64(3, 'UTC')} "
+        f"AND ({read.event_condition})"
     )
 
 
@@ -279,25 +280,31 @@ def _hours(database: str, window: WindowPlan, read: UsageRead) -> str:
         "OR (hour >= {day_hi:DateTime('UTC')} AND hour < {hour_hi:DateTime('UTC')})"
         + (" OR has({raw_days:Array(DateTime('UTC'))}, toStartOfDay(hour))) " if window.raw_days else ") ")
         + ("AND NOT has({raw_hours:Array(DateTime('UTC'))}, hour) " if window.raw_hours else "")
-        + (f"AND (customer_id, hour) NOT IN ({_later_hours(database)}) " if window.stored_by is not None else "")
+        + (f"AND (customer_id, hour) NOT IN ({_later_hours(database, read)}) " if window.stored_by is not None else "")
         + f"AND ({read.condition})"
     )
 
 
 def _events(database: str, window: WindowPlan, read: UsageRead) -> str:
     """Events that can reach the edges or an hour read from them, each once: the table's key
-    bounds their start, and the minmax index on their end skips the rest."""
-    within_raw_hours = (
-        " OR arrayExists(h -> usage_start < h + INTERVAL 1 HOUR AND usage_end >= h, {raw_hours:Array(DateTime('UTC'))})"
-        if window.raw_hours
-        else ""
-    )
-    later = ""
+    bounds their start, and the minmax index on their end skips the rest. An edge that is empty
+    (a window starting or ending on the hour) asks for no events: those crossing its bound have
+    their pieces inside the window in the hourly rollup."""
+    reaching = []
+    if window.start < window.hour_lo:
+        reaching.append("usage_start < {hour_lo:DateTime('UTC')}")
+    if window.hour_hi < window.end:
+        reaching.append("usage_end >= {hour_hi:DateTime('UTC')}")
+    if window.raw_hours:
+        reaching.append(
+            "arrayExists(h -> usage_start < h + INTERVAL 1 HOUR AND usage_end >= h, {raw_hours:Array(DateTime('UTC'))})"
+        )
     stored_by = ""
     if window.stored_by is not None:
-        later = (
-            f" OR (customer_id, toStartOfHour(usage_start)) IN (SELECT customer_id, event_hour "
-            f"FROM {database}.{USAGE_BY_HOUR} WHERE (customer_id, hour) IN ({_later_hours(database)}))"
+        reaching.append(
+            f"(customer_id, toStartOfHour(usage_start)) IN (SELECT customer_id, event_hour "
+            f"FROM {database}.{USAGE_BY_HOUR} WHERE hour >= {{hour_lo:DateTime('UTC')}} "
+            f"AND hour < {{hour_hi:DateTime('UTC')}} AND (customer_id, hour) IN ({_later_hours(database, read)}))"
         )
         stored_by = " AND inserted_at <= {stored_by:DateTime64(3, 'UTC')}"
     return (
@@ -305,16 +312,17 @@ def _events(database: str, window: WindowPlan, read: UsageRead) -> str:
         "`rated.dimension`, `rated.unit`, `rated.base_divisor`, `rated.base_quantity`, `rated.unit_price` "
         f"FROM {database}.{USAGE_EVENTS} "
         f"WHERE ({read.event_condition}) "
-        "AND usage_start < {end:DateTime64(3, 'UTC')} AND usage_end >= {start:DateTime64(3, 'UTC')} AND ("
-        "usage_start < {hour_lo:DateTime('UTC')} OR usage_end >= {hour_hi:DateTime('UTC')}"
-        f"{within_raw_hours}{later}){stored_by} LIMIT 1 BY source, id"
+        "AND usage_start < {end:DateTime64(3, 'UTC')} AND usage_end >= {start:DateTime64(3, 'UTC')} "
+        f"AND ({' OR '.join(reaching) or '0'}){stored_by} LIMIT 1 BY source, id"
     )
 
 
 def _pieces(database: str, window: WindowPlan, read: UsageRead) -> str:
     """The rated pieces of those events that start in the edges, the raw hours or the hours
     with a later event, as rollup rows of one piece each."""
-    later = f" OR (customer_id, toStartOfHour(t)) IN ({_later_hours(database)})" if window.stored_by is not None else ""
+    later = ""
+    if window.stored_by is not None:
+        later = f" OR (customer_id, toStartOfHour(t)) IN ({_later_hours(database, read)})"
     return (
         "SELECT t, customer_id, resource_id, product, meter, dimension, unit, currency, base_divisor, "
         "base_quantity AS base_sum, base_quantity AS base_max, base_quantity AS base_latest, t AS latest_at, "
