@@ -10,7 +10,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.access.guard import CreditReader, OperationsReader, UsageReader
+from api.access.guard import Caller, CreditReader, OperationsReader, UsageReader
 from api.models import FixedPoint
 from api.services import services_of
 from billing.burn_rate import RECENT_HOURS, rate_of, runs_out_at, shown_rate
@@ -106,9 +106,20 @@ def costs(
 @router.get("/costs/month-to-date", response_model=MonthToDateReport)
 def month_to_date(request: Request, caller: UsageReader, top: Top = None) -> MonthToDateReport:
     """Each customer's cost this month so far and its forecast to the month's end, highest first."""
-    now = datetime.now(UTC)
+    return month_to_date_report(request, caller, datetime.now(UTC), top)
+
+
+def month_to_date_report(
+    request: Request,
+    caller: Caller,
+    now: datetime,
+    top: int | None,
+    to_date: dict[tuple[str, str], Decimal] | None = None,
+) -> MonthToDateReport:
+    """``month_to_date`` at ``now``, from the costs so far per customer and currency if the
+    caller has them (``Dashboards.month_to_date``)."""
     dashboards: Dashboards = services_of(request).dashboards
-    figures = dashboards.month_to_date(caller.scope, now, top)
+    figures = dashboards.month_to_date(caller.scope, now, top, to_date)
     return MonthToDateReport(
         month=f"{now:%Y-%m}",
         as_of=now,

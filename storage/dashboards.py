@@ -159,12 +159,16 @@ class Dashboards:
             ).result_rows
         ]
 
-    def month_to_date(self, scope: Scope, now: datetime, top: int | None) -> list[MonthToDate]:
-        """Each customer's cost this month so far, and where it ends if its recent run rate
+    def month_to_date(
+        self, scope: Scope, now: datetime, top: int | None, to_date: dict[tuple[str, str], Decimal] | None = None
+    ) -> list[MonthToDate]:
+        """Each customer's cost this month so far (``to_date`` per customer and currency, to 12
+        places, if the caller summed it already), and where it ends if its recent run rate
         (``billing.burn_rate``) holds until the month's last instant."""
         month_start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
         month_end = month_start + timedelta(days=calendar.monthrange(now.year, now.month)[1])
-        to_date = self._amounts(_scoped(scope, month_start, now, by_day=True))
+        if to_date is None:
+            to_date = self._amounts(_scoped(scope, month_start, now, by_day=True))
         recent = self.recent_costs(scope, now)
         figures = []
         for customer, currency in sorted(set(to_date) | set(recent)):

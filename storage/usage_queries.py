@@ -64,6 +64,18 @@ class ResourcePage:
 
 
 @dataclass(frozen=True)
+class ReportPage:
+    """A page of a usage report (``UsageQueries.report_page``)."""
+
+    rows: pa.Table
+    """Rows holding the report's first rows in time order (``usage``'s columns), unsorted."""
+    more: bool
+    """Whether the report has rows past the first asked for."""
+    totals: dict[str, Fraction]
+    """The whole report's amount per currency, exact."""
+
+
+@dataclass(frozen=True)
 class UsageWindow:
     customer_id: str
     start: datetime
@@ -73,6 +85,10 @@ class UsageWindow:
 
     def __post_init__(self) -> None:
         check_window(self.start, self.end)
+
+    def first_days(self) -> list[UsageWindow]:
+        """The window's first day, then its first eight, as windows of their own (``first_days``)."""
+        return [replace(self, end=end) for end in first_day_ends(self.start, self.end)]
 
     def read(self, scope: Scope, *, by_day: bool, by_month: bool = False) -> UsageRead:
         """The window as a caller may read it: a customer it does not see does not exist for it,
@@ -112,6 +128,32 @@ class UsageQueries:
         check_buckets(window.start, window.end, granularity.value)
         read = window.read(scope, by_day=granularity is not Granularity.HOUR, by_month=granularity is Granularity.MONTH)
         return self._shown(read, granularity.truncate_sql, [*group_by.columns, "currency"])
+
+    def report_page(
+        self, scope: Scope, window: UsageWindow, granularity: Granularity, group_by: GroupBy, first: int
+    ) -> ReportPage:
+        """What a page of a usage report shows: rows holding its first ``first`` in time order
+        (those of its first days, if they have as many), whether it has more, and its total per
+        currency, exact. A month of a large customer by hour and resource is 385,000 rows,
+        which took a second to read whole for a page that shows a thousand (and 150 ms more to
+        count them in the engine)."""
+        check_buckets(window.start, window.end, granularity.value)
+        narrowings = window.first_days() if granularity is not Granularity.MONTH else []
+        for narrowed in [*narrowings, window]:
+            rows = self.usage(scope, narrowed, granularity, group_by)
+            if narrowed is window or rows.num_rows >= first:
+                break
+        more = rows.num_rows > first or narrowed is not window
+        return ReportPage(rows, more, self._amounts(window.read(scope, by_day=True, by_month=True)))
+
+    def _amounts(self, read: UsageRead) -> dict[str, Fraction]:
+        """The exact amount per currency of a read's usage."""
+        rows_query, parameters = usage_rows(self._database, read)
+        query = f"SELECT currency, base_divisor, sum(amount_base) FROM ({rows_query}) GROUP BY currency, base_divisor"
+        amounts: dict[str, Fraction] = {}
+        for currency, divisor, amount_base in self._pool.query(query, parameters).result_rows:
+            amounts[currency] = amounts.get(currency, Fraction(0)) + Fraction(amount_base) / divisor
+        return amounts
 
     def resource_page(self, scope: Scope, window: UsageWindow, page: ResourcePage) -> tuple[list[str], str | None]:
         """The resources of a page of a report by resource (``page.limit`` of those with usage in
@@ -352,17 +394,25 @@ class LineScope:
         }
 
     def first_days(self) -> list[LineScope]:
-        """The line's first day, then its first eight, as lines of their own (those shorter
-        than the line): where a page of its first rows is looked for before the whole line."""
-        midnight = self.start.replace(hour=0, minute=0, second=0, microsecond=0)
-        ends = [midnight + timedelta(days=days) for days in (1, 8)]
-        return [replace(self, end=end) for end in ends if self.start < end < self.end]
+        """The line's first day, then its first eight, as lines of their own (``first_days``)."""
+        return [replace(self, end=end) for end in first_day_ends(self.start, self.end)]
 
     def read(self) -> UsageRead:
         """The line's usage; its scopes' bounds are instants the rollups must be cut at."""
         cuts = tuple(bound for scope in self.scopes for bound in (scope.start, scope.end))
         customers = "customer_id IN {customers:Array(String)}"
         return UsageRead(self.start, self.end, LINE_WHERE, self.parameters(), customers, cuts, self.stored_by)
+
+
+def first_day_ends(start: datetime, end: datetime) -> list[datetime]:
+    """The ends of the first day and the first eight days of ``[start, end)`` (midnights UTC, so
+    whole hours and days), those before ``end``: where a page of a window's first rows in time
+    order is looked for before the whole window, which a large customer's month makes hundreds of
+    thousands of rows of. A page the first days fill is the whole window's page, as rows of a
+    bucket (an hour, a day) come before those of the next."""
+    midnight = start.replace(hour=0, minute=0, second=0, microsecond=0)
+    ends = [midnight + timedelta(days=days) for days in (1, 8)]
+    return [day_end for day_end in ends if start < day_end < end]
 
 
 def totals(rows: pa.Table) -> dict[str, Decimal]:

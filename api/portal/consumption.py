@@ -52,14 +52,19 @@ class MonthSoFar:
     hourly_points: list[tuple[datetime, str, Decimal]]
 
 
-def month_so_far(request: Request, caller: Caller, catalog: Catalog, now: datetime) -> MonthSoFar:
+def month_so_far(request: Request, caller: Caller, customer_id: str, catalog: Catalog, now: datetime) -> MonthSoFar:
     """This month's cost to date and forecast, by product, meter and resource, and by the hour.
 
-    Products, meters and resources are summed here from one read of each resource's cost of
-    each meter (three reads of the month took as long each), rounded as the cost reports round."""
-    month = routes_dashboards.month_to_date(request, caller, None)
+    The cost to date, products, meters and resources are summed here from one read of each
+    resource's cost of each meter (four reads of the month took as long each), rounded as the
+    cost reports round."""
     start = now.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     costs = services_of(request).dashboards.by_resource(caller.scope, start, now)
+    to_date: dict[tuple[str, str], Fraction] = defaultdict(Fraction)
+    for cost in costs:
+        to_date[(customer_id, cost.currency)] += cost.amount
+    shown = {key: shown_quantity(amount) for key, amount in to_date.items()}
+    month = routes_dashboards.month_to_date_report(request, caller, now, None, shown)
     hours = routes_dashboards.costs(request, caller, None, None, Granularity.HOUR, CostGroup.CUSTOMER, None)
     return MonthSoFar(
         month=month.month,

@@ -34,7 +34,7 @@ from billing.invoices import InvoiceLine, LineKind
 from billing.money import round_money, shown_quantity
 from billing.scope import EVERYTHING
 from meterline.exceptions import InvalidQuery, Unauthenticated, UnknownCustomer, UnknownInvoice
-from storage.usage_queries import Granularity, GroupBy, totals
+from storage.usage_queries import Granularity, GroupBy
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
 UsagePages = Annotated[Visitor, Depends(SignedIn(Permission.READ_USAGE))]
@@ -116,7 +116,7 @@ def home(request: Request, visitor: UsagePages) -> Response:
 @router.get("/customers/{customer_id}", response_class=HTMLResponse)
 def customer_consumption(request: Request, visitor: UsagePages, customer_id: CustomerId) -> Response:
     now = datetime.now(UTC)
-    figures = consumption.month_so_far(request, visitor.of_customer(customer_id), visitor.catalog, now)
+    figures = consumption.month_so_far(request, visitor.of_customer(customer_id), customer_id, visitor.catalog, now)
     return _page(request, visitor, "consumption.html", customer=visitor.catalog.party(customer_id), figures=figures)
 
 
@@ -134,15 +134,15 @@ def usage_report(
     caller = visitor.of_customer(customer_id)
     start, end = _days(first_day, last_day)
     window = routes_usage.window(customer_id, start, end)
-    rows = services_of(request).queries.usage(caller.scope, window, granularity, group_by)
+    page = services_of(request).queries.report_page(caller.scope, window, granularity, group_by, SHOWN_ROWS)
     return _page(
         request,
         visitor,
         "usage.html",
         customer=visitor.catalog.party(customer_id),
-        rows=consumption.first_rows(rows, SHOWN_ROWS),
-        row_count=rows.num_rows,
-        totals={currency: round_money(amount, currency) for currency, amount in sorted(totals(rows).items())},
+        rows=consumption.first_rows(page.rows, SHOWN_ROWS),
+        more_rows=page.more,
+        totals={currency: round_money(amount, currency) for currency, amount in sorted(page.totals.items())},
         first_day=start.date(),
         last_day=(end - timedelta(days=1)).date(),
         granularity=granularity.value,

@@ -7,6 +7,7 @@ import io
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
@@ -98,4 +99,41 @@ def test_a_resources_row_whose_base_units_differ_is_added_apart(tmp_path: Path):
         rows = usage.usage(EVERYTHING, window, Granularity.HOUR, group_by).to_pylist()
         vcpu = [(row["quantity"], row["amount"], row["rated_rows"]) for row in rows if row["meter"] == "vcpu_hours"]
         assert vcpu == [(Decimal("2.5"), Decimal("0.05"), 13)], group_by
+    client.close()
+
+
+def test_a_report_page_reads_its_first_days_when_they_fill_it_and_totals_the_whole_window(tmp_path: Path):
+    """Three stopped VMs with a 20 GiB ssd, an hour's sample every 6 hours from 1 to 10 November:
+    12 rows an hour-and-resource report's day, 120 in all. Each sample is 20 GiB-h at 0.00020 =
+    0.004, so the 10 days total 120 x 0.004 = 0.48 EUR whichever rows a page reads. A page of 5
+    rows reads the first day's 12; one of 20 the first 8 days' 96; one of 200 all 120. By month,
+    3 rows of 40 x 0.004 = 0.16."""
+    client = clickhouse_connect.get_client(dsn=f"chdb://{tmp_path / 'pages'}")
+    migrate(client, DB)
+    store = UsageStore(client, DB)
+    first = datetime(2026, 11, 1, tzinfo=UTC)
+    samples = [
+        {
+            **(sample := stopped_vm_with_a_20_gib_ssd(f"vm-{n}", first + timedelta(days=day, hours=6 * k + 1))),
+            "data": {**sample["data"], "interval_s": 3600},
+        }  # an hour's: its usage is the hour before its time
+        for day in range(10)
+        for k in range(4)
+        for n in (3, 1, 2)
+    ]
+    store.write(frame(samples), first + timedelta(days=11))
+    usage = UsageQueries(ClientPool(lambda: client, 1), DB)
+    window = UsageWindow("cust-00001", first, first + timedelta(days=10))
+    whole = usage.usage(EVERYTHING, window, Granularity.HOUR, GroupBy.RESOURCE)
+    by_time = ["period_start", "resource_id"]
+    shown = lambda rows, n: rows.sort_by([(k, "ascending") for k in by_time]).slice(0, n).to_pylist()  # noqa: E731
+
+    for asked, read, more in ((5, 12, True), (20, 96, True), (200, 120, False)):
+        page = usage.report_page(EVERYTHING, window, Granularity.HOUR, GroupBy.RESOURCE, asked)
+        assert (page.rows.num_rows, page.more) == (read, more)
+        assert shown(page.rows, asked) == shown(whole, asked)
+        assert page.totals == {"EUR": Fraction("0.48")}
+    by_month = usage.report_page(EVERYTHING, window, Granularity.MONTH, GroupBy.RESOURCE, 2)
+    # months are never narrowed: each VM's month is its 40 samples, 0.16
+    assert by_month.rows["amount"].to_pylist() == [Decimal("0.16")] * 3 and by_month.more  # 3 rows, 2 shown
     client.close()
