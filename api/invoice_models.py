@@ -123,6 +123,10 @@ class CloseOut(BaseModel):
     drafted: int = Field(description="Invoices written as drafts (or new revisions of drafts)")
     kept: int = Field(description="Invoices left alone: already issued, paid or void")
     unbilled_customers: list[str] = Field(description="Rated usage from customers the catalog does not hold")
+    unpriced: dict[str, str] = Field(
+        description="Buyers whose invoice the catalog cannot price (no plan or fee in force in their currency), "
+        "with the reason: left out of this close, billed once the catalog is put right"
+    )
 
 
 class LineUsageRow(BaseModel):

@@ -81,6 +81,9 @@ async def close_periods_when_due(
                         result.drafted,
                         period.name,
                     )
+                    for buyer, reason in sorted(result.unpriced.items()):
+                        log.error("closing %s left %s unbilled: %s; close it again once the catalog prices it",
+                                  period.name, buyer, reason)  # fmt: skip
                 done.add(period.name)
             except Exception:
                 metrics.PERIOD_CLOSE_FAILURES.inc()

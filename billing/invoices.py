@@ -16,7 +16,8 @@ discount and tax are computed on the rounded lines.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -27,6 +28,7 @@ from billing.catalog import Catalog, Customer, Interval, Issuer, OneTimeCharge, 
 from billing.money import TaxRate, percent_of, round_money, shown_quantity
 from billing.periods import Period
 from billing.price_plans import ANY_DIMENSION, ZERO, PricePlan
+from meterline.exceptions import InvalidCatalog
 
 
 class LineKind(StrEnum):
@@ -167,20 +169,28 @@ Adjustments = Mapping[str, Sequence[InvoiceLine]]
 
 
 def build_invoices(
-    catalog: Catalog, period: Period, usage: Iterable[UsageTotal], adjustments: Adjustments | None = None
+    catalog: Catalog,
+    period: Period,
+    usage: Iterable[UsageTotal],
+    adjustments: Adjustments | None = None,
+    unpriced: dict[str, str] | None = None,
 ) -> list[Invoice]:
-    """Every invoice of the period: customers' first, then partners'."""
+    """Every invoice of the period: customers' first, then partners'. With ``unpriced``, an
+    invoice the catalog cannot price (no plan or fee in force in its currency) is left out and
+    its buyer noted there with the reason, so that one buyer does not stop every other's."""
     by_customer: dict[str, list[UsageTotal]] = defaultdict(list)
     for total in usage:
         by_customer[total.customer_id].append(total)
-    invoices = [
-        _customer_invoice(catalog, period, customer, by_customer.get(customer.id, [])) for customer in catalog.customers
-    ]
+    invoices = []
+    for customer in catalog.customers:
+        with _noting(unpriced, customer.id):
+            invoices.append(_customer_invoice(catalog, period, customer, by_customer.get(customer.id, [])))
     for partner in catalog.partners:
         customers = [c for c in catalog.customers if c.partner_id == partner.id]
         if customers:
             usage_of_customers = [t for c in customers for t in by_customer.get(c.id, [])]
-            invoices.append(_partner_invoice(catalog, period, partner.id, customers, usage_of_customers))
+            with _noting(unpriced, partner.id):
+                invoices.append(_partner_invoice(catalog, period, partner.id, customers, usage_of_customers))
     adjustments = adjustments or {}
     invoices = [
         replace(invoice, lines=(*invoice.lines, *adjustments[invoice.buyer_id]))
@@ -189,6 +199,17 @@ def build_invoices(
         for invoice in invoices
     ]
     return [invoice for invoice in invoices if invoice.lines]
+
+
+@contextmanager
+def _noting(unpriced: dict[str, str] | None, buyer_id: str) -> Iterator[None]:
+    """A catalog error building ``buyer_id``'s invoice: noted in ``unpriced`` if given, else raised."""
+    try:
+        yield
+    except InvalidCatalog as error:
+        if unpriced is None:
+            raise
+        unpriced[buyer_id] = str(error)
 
 
 def late_usage_adjustments(

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Protocol
@@ -85,6 +85,9 @@ class CloseResult:
     """Invoices left as they were because they are already issued, paid or void."""
     unbilled_customers: list[str]
     """Customers with rated usage but no catalog entry: their usage waits, it is not dropped."""
+    unpriced: dict[str, str] = field(default_factory=dict)
+    """Buyers whose invoice the catalog cannot price (no plan or fee in force in their currency),
+    with the reason: left out of this close, billed by one after the catalog is put right."""
 
 
 def check_billable(catalog: Catalog, period: Period, today: date) -> None:
@@ -146,7 +149,8 @@ def close_period(
     adjustments = late_usage_lines(ledger, usage, catalog, period, now, lookback_periods)
     billings = _billings_by_parties(ledger.headers(EVERYTHING, period=period.name))
     drafts = []
-    for invoice in build_invoices(catalog, period, totals, adjustments):
+    unpriced: dict[str, str] = {}
+    for invoice in build_invoices(catalog, period, totals, adjustments, unpriced):
         billed = billings.get(invoice.parties, [])
         latest = billed[-1] if billed else None
         if latest is None:
@@ -164,6 +168,7 @@ def close_period(
         drafted=len(drafts),
         kept=sum(records[-1].status is not InvoiceStatus.DRAFT for records in billings.values()),
         unbilled_customers=sorted({total.customer_id for total in totals} - known),
+        unpriced=unpriced,
     )
 
 

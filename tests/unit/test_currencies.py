@@ -139,6 +139,12 @@ def test_a_currency_without_a_price_list_prices_nothing_rather_than_converting()
     customers = [*document()["customers"], {"id": "boston", "name": "Boston Inc", "currency": "USD"}]
     with pytest.raises(InvalidCatalog, match="no price plan in USD"):
         invoices([vcpu_hours("boston", 1)], catalog(customers=customers))
+    # a close notes the buyer it cannot price and bills the others: direct, 100 x 0.025 = 2.50
+    unpriced: dict[str, str] = {}
+    usage = [vcpu_hours("boston", 1), vcpu_hours("direct", 100)]
+    built = {i.buyer_id: i for i in build_invoices(catalog(customers=customers), NOVEMBER, usage, None, unpriced)}
+    assert "boston" not in built and "no price plan in USD" in unpriced["boston"]
+    assert built["direct"].subtotal == Decimal("2.50")
 
 
 def test_the_stream_rates_each_customer_in_its_currency_and_never_at_another_currencys_price():
