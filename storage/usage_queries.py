@@ -295,31 +295,33 @@ class UsageQueries:
         events stored before messages were kept whole carry their JSON themselves.
         """
         # the page's events first, by their key columns only (an event whose every copy was
-        # stored after the close is not behind the line), then the last copy of each, read by id,
-        # then the slices of their messages: FINAL and a first-stored test over a large
-        # customer's month took seconds, and a WITH clause is run again wherever it is named
-        page_ids = (
-            f"SELECT DISTINCT time, source, id FROM {self._events} WHERE {EVENTS_WHERE} "
-            "AND inserted_at <= {stored_by:DateTime64(3, 'UTC')} "
-            "ORDER BY time, id, source LIMIT {limit:UInt32} OFFSET {offset:UInt32}"
+        # stored after the close is not behind the line), then the last copy of each, looked up
+        # by the table's key (its copies are one content: a conflicting one is refused), then
+        # the slices of their messages: FINAL and a first-stored test over a large customer's
+        # month took seconds, and a look-up by (source, id) alone reads a month of ids
+        page_keys = (
+            "SELECT time, any(customer_id), any(toStartOfHour(usage_start)), any(resource_id), source, id "
+            f"FROM {self._events} WHERE {EVENTS_WHERE} AND inserted_at <= {{stored_by:DateTime64(3, 'UTC')}} "
+            "GROUP BY time, source, id ORDER BY time, id, source LIMIT {limit:UInt32} OFFSET {offset:UInt32}"
         )
         last_copies = ", ".join(
             f"argMax({column}, inserted_at) AS {column}" for column in ("event", "message_id", "offset", "length")
         )
-        page = (
-            f"SELECT any(time) AS time, id, {last_copies} FROM {self._events} "
-            "WHERE customer_id IN {customers:Array(String)} "
-            f"AND usage_start > {{start:DateTime64(3)}} - INTERVAL {LONGEST_INTERVAL_S} SECOND "
-            "AND usage_start < {end:DateTime64(3)} "
-            f"AND (source, id) IN (SELECT source, id FROM ({page_ids})) GROUP BY source, id ORDER BY time, id"
+        copies = (
+            f"SELECT source, id, {last_copies} FROM {self._events} "
+            "WHERE (customer_id, toStartOfHour(usage_start), resource_id, source, id) "
+            "IN {keys:Array(Tuple(String, DateTime('UTC'), String, String, String))} GROUP BY source, id"
         )
         for narrowed in [*line.first_days(), line]:
             # an event left out of the first days started after them, so it comes later in time
             # order than every event the page holds if the page's last one ended before they did
             parameters = {**narrowed.parameters(), "limit": limit, "offset": offset}
-            events = self._pool.query(page, parameters).result_rows
-            if narrowed is line or (len(events) == limit and as_utc(events[-1][0]) < narrowed.end):
+            keys = self._pool.query(page_keys, parameters).result_rows
+            if narrowed is line or (len(keys) == limit and as_utc(keys[-1][0]) < narrowed.end):
                 break
+        last = self._pool.query(copies, {"keys": [key[1:] for key in keys]}).result_rows if keys else []
+        found = {(source, event_id): rest for source, event_id, *rest in last}
+        events = [(time, event_id, *found[(source, event_id)]) for time, *_, source, event_id in keys]
         slices = self._message_slices([(message_id, at, length) for *_, message_id, at, length in events if message_id])
         return [_text(slices.get((message_id, at)) or event) for _, _, event, message_id, at, _length in events]
 
