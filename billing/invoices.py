@@ -213,7 +213,11 @@ def _noting(unpriced: dict[str, str] | None, buyer_id: str) -> Iterator[None]:
 
 
 def late_usage_adjustments(
-    catalog: Catalog, earlier: Period, usage: Iterable[UsageTotal], billed: Mapping[tuple[str, str], Decimal]
+    catalog: Catalog,
+    earlier: Period,
+    usage: Iterable[UsageTotal],
+    billed: Mapping[tuple[str, str], Decimal],
+    unpriced: dict[str, str] | None = None,
 ) -> dict[str, InvoiceLine]:
     """Lines that bring issued invoices of ``earlier`` up to date with the usage known now.
 
@@ -222,7 +226,7 @@ def late_usage_adjustments(
     issued one.
     """
     lines = {}
-    for invoice in build_invoices(catalog, earlier, usage):
+    for invoice in build_invoices(catalog, earlier, usage, unpriced=unpriced):
         if invoice.parties not in billed:
             continue
         difference = invoice.subtotal - billed[invoice.parties]

@@ -146,10 +146,10 @@ def close_period(
     )
     totals = usage.totals(period, price_changes(catalog, period), now)
     known = {customer.id for customer in catalog.customers}
-    adjustments = late_usage_lines(ledger, usage, catalog, period, now, lookback_periods)
+    unpriced: dict[str, str] = {}
+    adjustments = late_usage_lines(ledger, usage, catalog, period, now, lookback_periods, unpriced)
     billings = _billings_by_parties(ledger.headers(EVERYTHING, period=period.name))
     drafts = []
-    unpriced: dict[str, str] = {}
     for invoice in build_invoices(catalog, period, totals, adjustments, unpriced):
         billed = billings.get(invoice.parties, [])
         latest = billed[-1] if billed else None
@@ -182,13 +182,20 @@ def _billings_by_parties(records: list[InvoiceRecord]) -> dict[tuple[str, str], 
 
 
 def late_usage_lines(
-    ledger: Ledger, usage: PeriodUsage, catalog: Catalog, period: Period, cutoff: datetime, lookback_periods: int
+    ledger: Ledger,
+    usage: PeriodUsage,
+    catalog: Catalog,
+    period: Period,
+    cutoff: datetime,
+    lookback_periods: int,
+    unpriced: dict[str, str] | None = None,
 ) -> dict[str, list[InvoiceLine]]:
     """Adjustment lines for each of the last ``lookback_periods`` months with issued invoices.
 
     What an earlier month has billed for its own usage is its issued subtotal without its own
     adjustment lines (those corrected months before it), plus the adjustments to it already on
     other months' live invoices: so a correction is billed once, however many closes see it.
+    A buyer the catalog cannot price is noted in ``unpriced`` (if given) with the reason.
     """
     lines: dict[str, list[InvoiceLine]] = defaultdict(list)
     earlier = period
@@ -209,6 +216,6 @@ def late_usage_lines(
             if r.document_type is DocumentType.INVOICE and r.currency == catalog.currency_of(r.buyer_id)
         }
         known_now = usage.totals(earlier, price_changes(catalog, earlier), cutoff)
-        for buyer_id, line in late_usage_adjustments(catalog, earlier, known_now, billed).items():
+        for buyer_id, line in late_usage_adjustments(catalog, earlier, known_now, billed, unpriced).items():
             lines[buyer_id].append(line)
     return lines

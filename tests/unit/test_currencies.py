@@ -226,3 +226,8 @@ def test_late_usage_is_billed_in_the_currency_its_month_was_issued_in_or_not_at_
     assert (late.amount, late.adjusts_period) == (Decimal("400"), "2026-11")
     in_francs = [{**c, "currency": "CHF"} if c["id"] == "tokyo" else c for c in document()["customers"]]
     assert late_usage_lines(november, november, catalog(customers=in_francs), december, now, 1) == {}
+    # in dollars, which no list prices: noted for the close to list, not a failure of the close
+    in_dollars = [{**c, "currency": "USD"} if c["id"] == "tokyo" else c for c in document()["customers"]]
+    unpriced: dict[str, str] = {}
+    assert late_usage_lines(november, november, catalog(customers=in_dollars), december, now, 1, unpriced) == {}
+    assert "no price plan in USD" in unpriced["tokyo"]
