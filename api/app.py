@@ -151,13 +151,12 @@ def _services(settings: Settings, run_sink: bool) -> Services:
     pool = ClientPool(another_client, settings.query_clients)
     ledger = Ledger(another_client(), database)
     catalog_store = CatalogStore(another_client(), database)
-    party_records = PartyRecords(another_client(), database)
     catalog_admin = CatalogAdmin(
         catalog_store,
         CatalogPublisher(settings),
         settings.catalog,
         ledger.latest_issued_period,
-        lambda parties, usage: party_records.currencies_held(parties, usage=usage),
+        PartyRecords(another_client(), database).currencies_held,
     )
     dashboards = Dashboards(pool, database)
     credit_store = CreditStore(another_client(), database)

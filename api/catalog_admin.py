@@ -43,11 +43,11 @@ class CatalogAdmin:
         publisher: CatalogPublisher,
         seed: Path,
         latest_issued: Callable[[], Period | None] = lambda: None,
-        currencies_held: Callable[[set[str], bool], dict[str, set[str]]] = lambda parties, usage: {},
+        currencies_held: Callable[[set[str]], dict[str, set[str]]] = lambda parties: {},
     ) -> None:
         """``latest_issued`` tells the latest month with issued invoices: a change may not
         reach into it (``billing.backdating``). ``currencies_held`` tells the currencies of each
-        party's invoices, credit and payments (and usage, if asked): its currency must stay theirs."""
+        party's invoices, credit, payments and usage: a party made again under its id keeps theirs."""
         self._store = store
         self._publisher = publisher
         self._latest_issued = latest_issued
@@ -159,22 +159,28 @@ class CatalogAdmin:
             return stored
 
     def _check_currencies_kept(self, after: Catalog) -> None:
-        """A party's records are in its currency and are never converted: its currency (its own,
-        or a partner's customer's through its partner) is what its records are in, if it holds
-        any. A party new to the catalog (or deleted and made again under its id) is held to its
-        money records: usage reported for an id before the catalog had it was rated at the
-        catalog's list, and its invoices price it anew in the party's currency."""
+        """A party's currency is what its records are in, and records are never converted: the
+        currency of a party in the catalog (its own, or a partner's customer's through its
+        partner, or the catalog's) never changes, as usage, grants and payments in flight may
+        carry it whatever a check of the stored records finds. A party new to the catalog (or
+        deleted and made again under its id) takes the currency of its records, if it has any.
+        A mistyped currency is mended by deleting the party before it holds anything."""
         before = {party.id for party in [*self.catalog.partners, *self.catalog.customers]}
         now_in = {party.id: after.currency_of(party.id) for party in [*after.partners, *after.customers]}
-        changed = {party for party in now_in.keys() & before if now_in[party] != self.catalog.currency_of(party)}
-        held = self._currencies_held(changed, True) | self._currencies_held(now_in.keys() - before, False)
+        changed = sorted(party for party in now_in.keys() & before if now_in[party] != self.catalog.currency_of(party))
+        if changed:
+            party = changed[0]
+            raise CurrencyInUse(
+                f"{party} is billed in {self.catalog.currency_of(party)}: a party's currency never changes, as its "
+                f"records are never converted; bill {now_in[party]} under a new customer"
+            )
+        held = self._currencies_held(now_in.keys() - before)
         refused = sorted(party for party, currencies in held.items() if currencies != {now_in[party]})
         if refused:
             party = refused[0]
             raise CurrencyInUse(
                 f"{party} holds records (invoices, credit, payments or usage) in {', '.join(sorted(held[party]))}: "
-                f"its currency cannot become {now_in[party]}, as records are never converted; bill another "
-                "currency under a new customer"
+                f"made again under its id, it is billed in that currency, not {now_in[party]}"
             )
 
     def _check_not_backdated(self, change: Entry, before: dict[str, Any] | None) -> None:

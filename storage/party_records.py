@@ -10,9 +10,13 @@ from clickhouse_connect.driver.client import Client
 
 from storage.tables import CREDIT_GRANTS, INVOICES, PAYMENTS, USAGE_BY_MONTH
 
-MONEY_HELD_BY = ((INVOICES, "buyer_id"), (CREDIT_GRANTS, "holder_id"), (PAYMENTS, "holder_id"))
-"""Each table of money records in a party's currency, and the column naming the party."""
-USAGE_HELD_BY = (USAGE_BY_MONTH, "customer_id")
+HELD_BY = (
+    (INVOICES, "buyer_id"),
+    (CREDIT_GRANTS, "holder_id"),
+    (PAYMENTS, "holder_id"),
+    (USAGE_BY_MONTH, "customer_id"),
+)
+"""Each table of records in a party's currency, and the column naming the party."""
 
 
 class PartyRecords:
@@ -20,15 +24,15 @@ class PartyRecords:
         self._client = client
         self._database = database
 
-    def currencies_held(self, parties: Collection[str], *, usage: bool) -> dict[str, set[str]]:
-        """The currencies of the invoices, credit and payments (and with ``usage``, rated usage)
-        of each of ``parties`` that holds any."""
+    def currencies_held(self, parties: Collection[str]) -> dict[str, set[str]]:
+        """The currencies of the invoices, credit, payments and rated usage of each of
+        ``parties`` that holds any."""
         if not parties:
             return {}
         query = " UNION DISTINCT ".join(
             f"SELECT DISTINCT {column}, currency FROM {self._database}.{table} "
             f"WHERE {column} IN {{parties:Array(String)}}"
-            for table, column in [*MONEY_HELD_BY, *([USAGE_HELD_BY] if usage else [])]
+            for table, column in HELD_BY
         )
         held: dict[str, set[str]] = defaultdict(set)
         for party, currency in self._client.query(query, {"parties": sorted(parties)}).result_rows:

@@ -32,8 +32,9 @@ from api.services import services_of
 from billing.catalog import Customer
 from billing.invoices import InvoiceLine, LineKind
 from billing.money import round_money, shown_quantity
+from billing.periods import LATEST
 from billing.scope import EVERYTHING
-from meterline.exceptions import InvalidQuery, Unauthenticated, UnknownCustomer, UnknownInvoice
+from meterline.exceptions import InvalidQuery, InvalidRange, Unauthenticated, UnknownCustomer, UnknownInvoice
 from storage.usage_queries import Granularity, GroupBy
 
 router = APIRouter(prefix=PREFIX, include_in_schema=False)
@@ -343,7 +344,9 @@ def _days(first_day: date | None, last_day: date | None) -> tuple[datetime, date
     first = first_day or today.replace(day=1)
     last = last_day or today
     if last < first:
-        raise InvalidQuery(f"the last day {last} is before the first {first}")
+        raise InvalidRange(f"the last day {last} is before the first {first}")
+    if last >= LATEST.date():  # its next day may not even be a date (9999-12-31)
+        raise InvalidRange(f"the last day must be before {LATEST.date()}")
     return datetime.combine(first, time(), UTC), datetime.combine(last + timedelta(days=1), time(), UTC)
 
 

@@ -86,21 +86,22 @@ def test_a_franc_customer_is_rated_invoiced_granted_and_charged_in_francs(francs
     assert francs.http.get("/v1/invoices/2026-10.acme.zurich").json()["status"] == "paid"
 
 
-def test_a_party_keeps_its_currency_once_it_holds_records(francs: System):
-    """Records are never converted: a customer may change currency only until it holds any."""
+def test_a_partys_currency_never_changes_and_one_made_again_takes_its_records(francs: System):
+    """Records are never converted, and usage, grants and payments in flight carry a party's
+    currency whatever the stored records say: a party's currency never changes. A mistyped one
+    is mended by deleting the party before it holds anything; made again under its id, a party
+    takes the currency of what it holds."""
     geneva = {"id": "geneva", "name": "Geneva SA", "currency": "CHF"}
     assert francs.http.put("/v1/catalog/customers/geneva", json=geneva, timeout=30).status_code == 200
     in_yen = francs.http.put("/v1/catalog/customers/geneva", json={**geneva, "currency": "JPY"}, timeout=30)
-    assert in_yen.status_code == 200, in_yen.text  # nothing held yet
+    assert in_yen.status_code == 409 and "geneva is billed in CHF" in in_yen.json()["detail"]
+    assert francs.http.delete("/v1/catalog/customers/geneva", timeout=30).status_code == 200
+    mended = francs.http.put("/v1/catalog/customers/geneva", json={**geneva, "currency": "JPY"}, timeout=30)
+    assert mended.status_code == 200, mended.text  # nothing held yet
     granted = francs.http.post("/v1/credit/geneva/grants", json={"amount": "500"}, headers={"Idempotency-Key": "ge"})
     assert granted.status_code == 201 and granted.json()["currency"] == "JPY"
 
-    back = francs.http.put("/v1/catalog/customers/geneva", json=geneva, timeout=30)
-    assert (
-        back.status_code == 409
-        and "geneva holds records" in back.json()["detail"]
-        and "in JPY" in back.json()["detail"]
-    )
+    assert francs.http.put("/v1/catalog/customers/geneva", json=geneva, timeout=30).status_code == 409
     # naming no currency is the catalog's (EUR): a change too
     bare = francs.http.put("/v1/catalog/customers/geneva", json={"id": "geneva", "name": "Geneva SA"}, timeout=30)
     assert bare.status_code == 409
@@ -109,6 +110,7 @@ def test_a_party_keeps_its_currency_once_it_holds_records(francs: System):
     assert renamed.status_code == 200  # anything else may change
     # deleted and made again under its id, it is the same party to its grant
     assert francs.http.delete("/v1/catalog/customers/geneva", timeout=30).status_code == 200
-    assert francs.http.put("/v1/catalog/customers/geneva", json=geneva, timeout=30).status_code == 409
+    again = francs.http.put("/v1/catalog/customers/geneva", json=geneva, timeout=30)
+    assert again.status_code == 409 and "holds records" in again.json()["detail"] and "in JPY" in again.json()["detail"]
     again = francs.http.put("/v1/catalog/customers/geneva", json={**geneva, "currency": "JPY"}, timeout=30)
     assert again.status_code == 200, again.text

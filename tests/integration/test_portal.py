@@ -128,6 +128,9 @@ def test_a_customer_signs_in_with_its_key_and_sees_only_its_own_pages(portal: Sy
         "/portal/customers/no-such-one",
     ):
         assert direct.get(others).status_code == 404, others
+    for absurd in ("from=2026-10-31&to=2026-10-01", "from=2026-01-01&to=9999-12-31", "from=2299-01-01"):
+        for page in ("/portal/customers/direct/usage", "/portal/customers/direct/usage.csv"):
+            assert direct.get(f"{page}?{absurd}").status_code == 422, (page, absurd)  # 9999-12-31 was a 500
 
     portal.http.delete(f"/v1/keys/{direct_key_id}")
     time.sleep(0.2)
