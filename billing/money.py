@@ -18,7 +18,8 @@ from functools import cache
 from typing import Annotated, TypeVar
 
 from babel.core import get_global
-from babel.numbers import get_currency_precision, get_territory_currencies
+from babel.numbers import get_territory_currencies
+from iso4217 import Currency
 from pydantic import BaseModel, ConfigDict, Field
 
 from meterline.exceptions import InvalidCatalog
@@ -47,14 +48,23 @@ Quantity = Annotated[Decimal, Field(ge=0, le=Decimal(10) ** 18, decimal_places=P
 @cache
 def tendered_currencies() -> frozenset[str]:
     """The ISO 4217 codes that some territory takes as legal tender today (CLDR's, through
-    babel): what can be billed in. Funds codes, metals, test codes and withdrawn currencies
-    (CHE, XAU, XTS, DEM) are ISO codes too, but nothing anyone pays an invoice in."""
+    babel) and for which ISO 4217 gives a minor unit: what can be billed in. Funds codes,
+    metals, test codes and withdrawn currencies (CHE, XAU, XTS, DEM, BGN since the euro) are
+    ISO codes too, or were, but nothing anyone pays an invoice in."""
     today = datetime.now(UTC).date()
-    return frozenset(
+    tendered = {
         code
         for territory in get_global("territory_currencies")
         for code in get_territory_currencies(territory, today, tender=True, non_tender=False)
-    )
+    }
+    return frozenset(code for code in tendered if _iso_places(code) is not None)
+
+
+def _iso_places(currency: str) -> int | None:
+    try:
+        return Currency(currency).exponent
+    except ValueError:
+        return None
 
 
 def is_billing_currency(currency: str) -> bool:
@@ -63,10 +73,12 @@ def is_billing_currency(currency: str) -> bool:
 
 @cache
 def minor_unit(currency: str) -> Decimal:
-    """The smallest payable amount of a currency: Decimal('0.01') for EUR."""
-    if not is_billing_currency(currency):
+    """The smallest payable amount of a currency, as ISO 4217 gives it: Decimal('0.01') for EUR
+    and for RSD (CLDR shows dinars whole, and babel's digits are CLDR's)."""
+    places = _iso_places(currency) if is_billing_currency(currency) else None
+    if places is None:
         raise InvalidCatalog(f"currency {currency!r} is not the ISO 4217 code of a currency in use")
-    return Decimal(1).scaleb(-get_currency_precision(currency))
+    return Decimal(1).scaleb(-places)
 
 
 def round_money(amount: Decimal | Fraction, currency: str) -> Decimal:

@@ -16,8 +16,7 @@ from typing import Any
 
 import stripe
 
-from billing.money import minor_unit
-from billing.payments import EventKind, GatewayEvent, Payment, PaymentPage, SavedCard, from_minor
+from billing.payments import EventKind, GatewayEvent, Payment, PaymentPage, SavedCard, from_minor, to_minor
 from meterline.exceptions import BadSignature, GatewayRefused, GatewayUnavailable
 
 SIGNATURE_HEADER = "stripe-signature"
@@ -48,8 +47,12 @@ class StripeGateway:
         )
 
     def charge(self, payment: Payment, card: SavedCard) -> GatewayEvent | None:
+        try:
+            amount = to_stripe(payment.amount_minor, payment.currency)
+        except GatewayRefused as error:  # an amount Stripe cannot take: an answer, a failed attempt
+            return self._outcome(payment, EventKind.FAILED, "", str(error))
         params: Any = {
-            "amount": payment.amount_minor,
+            "amount": amount,
             "currency": payment.currency.lower(),
             "customer": card.customer_ref,
             "payment_method": card.method_ref,
@@ -58,7 +61,6 @@ class StripeGateway:
             "metadata": _metadata(payment),
         }
         try:
-            check_amount(payment.amount_minor, payment.currency)
             intent = self._call(lambda: self._client.v1.payment_intents.create(params, _keyed(payment.payment_id)))
         except stripe.CardError as error:  # declined: an answer, so a failed attempt
             intent_id = getattr(error.error, "payment_intent", None)
@@ -75,7 +77,6 @@ class StripeGateway:
         return None  # processing: its webhook says how it ends
 
     def payment_page(self, payment: Payment, description: str, return_url: str) -> PaymentPage:
-        check_amount(payment.amount_minor, payment.currency)
         params: Any = {
             "mode": "payment",
             "client_reference_id": payment.payment_id,
@@ -85,7 +86,7 @@ class StripeGateway:
                 {
                     "price_data": {
                         "currency": payment.currency.lower(),
-                        "unit_amount": payment.amount_minor,
+                        "unit_amount": to_stripe(payment.amount_minor, payment.currency),
                         "product_data": {"name": description},
                     },
                     "quantity": 1,
@@ -100,7 +101,8 @@ class StripeGateway:
         return PaymentPage(reference=session.id, url=session.url)
 
     def refund(self, payment: Payment, amount_minor: int, key: str) -> GatewayEvent:
-        params: Any = {"payment_intent": payment.reference, "amount": amount_minor, "metadata": _metadata(payment)}
+        amount = to_stripe(amount_minor, payment.currency)
+        params: Any = {"payment_intent": payment.reference, "amount": amount, "metadata": _metadata(payment)}
         refund = self._call(lambda: self._client.v1.refunds.create(params, _keyed(key)))
         if refund.status not in ("succeeded", "pending"):
             raise GatewayRefused(f"Stripe did not refund: the refund is {refund.status}")
@@ -110,7 +112,7 @@ class StripeGateway:
             kind=EventKind.REFUNDED,
             payment_id=payment.payment_id,
             reference=payment.reference,
-            amount_minor=refund.amount,
+            amount_minor=from_stripe(refund.amount, payment.currency),
             currency=payment.currency,  # a refund is in its payment's currency
             at=datetime.now(UTC),
             refund_id=refund.id,
@@ -157,14 +159,34 @@ class StripeGateway:
             raise GatewayRefused(f"Stripe refused ({error.http_status}): {error.user_message or error}") from None
 
 
-def check_amount(amount_minor: int, currency: str) -> None:
-    """Stripe takes an amount in a currency of three decimals (KWD, BHD, JOD, OMR, TND) in
-    multiples of ten minor units only: refused here with the reason rather than by the card."""
-    if minor_unit(currency) == Decimal("0.001") and amount_minor % 10:
-        raise GatewayRefused(
-            f"Stripe takes {currency} in multiples of 0.010: {from_minor(amount_minor, currency)} {currency} "
-            "cannot be paid through it"
-        )
+ZERO_DECIMAL = frozenset("BIF CLP DJF GNF JPY KMF KRW MGA PYG RWF UGX VND VUV XAF XOF XPF".split())
+"""Currencies Stripe counts in whole units (its docs' list): MGA among them, which ISO 4217
+counts in hundredths."""
+WHOLE_IN_HUNDREDTHS = frozenset({"ISK"})
+"""Counted in hundredths by Stripe, in whole units by ISO 4217: an amount a multiple of 100."""
+THREE_DECIMAL = frozenset({"BHD", "JOD", "KWD", "OMR", "TND"})
+"""Counted in thousandths, in multiples of ten only."""
+
+
+def to_stripe(amount_minor: int, currency: str) -> int:
+    """An amount in meterline's minor units (ISO 4217's) as Stripe counts it; refused with the
+    reason if Stripe cannot take it exactly (10.50 MGA, 5.125 KWD) rather than rounded."""
+    amount = from_minor(amount_minor, currency)
+    counted = amount.scaleb(_stripe_places(currency))
+    exact = counted == counted.to_integral_value() and (currency not in THREE_DECIMAL or counted % 10 == 0)
+    if not exact or (currency in WHOLE_IN_HUNDREDTHS and counted % 100):
+        unit = "whole units" if currency in ZERO_DECIMAL | WHOLE_IN_HUNDREDTHS else "multiples of 0.010"
+        raise GatewayRefused(f"Stripe takes {currency} in {unit}: {amount} {currency} cannot be paid through it")
+    return int(counted)
+
+
+def from_stripe(amount: int, currency: str) -> int:
+    """An amount as Stripe counts it, in meterline's minor units (ISO 4217's)."""
+    return to_minor(Decimal(amount).scaleb(-_stripe_places(currency)), currency)
+
+
+def _stripe_places(currency: str) -> int:
+    return 0 if currency in ZERO_DECIMAL else 3 if currency in THREE_DECIMAL else 2
 
 
 def _check_not_ahead(header: str) -> None:
@@ -191,7 +213,8 @@ def _event_of(gateway: str, event: dict[str, Any]) -> GatewayEvent | None:
 
     def made(kind: EventKind, reference: str, amount: int, **more: str) -> GatewayEvent:
         currency = str(thing.get("currency") or "").upper()
-        return GatewayEvent(gateway, str(event["id"]), kind, payment_id, reference, amount, currency, at, **more)
+        minor = from_stripe(amount, currency)
+        return GatewayEvent(gateway, str(event["id"]), kind, payment_id, reference, minor, currency, at, **more)
 
     if kind == "payment_intent.succeeded":
         return made(EventKind.SUCCEEDED, thing["id"], int(thing["amount_received"]))

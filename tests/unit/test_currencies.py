@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from billing.catalog import Catalog
 from billing.invoices import Invoice, UsageTotal, build_invoices
+from billing.money import minor_unit, round_money
 from billing.period_close import late_usage_lines
 from billing.periods import Period
 from billing.pricing import price_book
@@ -174,7 +175,7 @@ def test_a_seller_has_one_list_per_currency_and_codes_are_iso_4217():
 
 
 def test_only_currencies_in_use_are_billed_in():
-    for code in ("XAU", "XTS", "XXX", "CHE", "DEM"):  # a metal, test codes, a fund, a withdrawn one
+    for code in ("XAU", "XTS", "XXX", "CHE", "DEM", "BGN"):  # a metal, test codes, a fund, withdrawn ones
         with pytest.raises(ValidationError, match="currency in use"):
             catalog(customers=[{"id": "x", "name": "X", "currency": code}], subscriptions=[])
     assert catalog(customers=[{"id": "x", "name": "X", "currency": "XOF"}], subscriptions=[]).currency_of("x") == "XOF"
@@ -231,3 +232,13 @@ def test_late_usage_is_billed_in_the_currency_its_month_was_issued_in_or_not_at_
     unpriced: dict[str, str] = {}
     assert late_usage_lines(november, november, catalog(customers=in_dollars), december, now, 1, unpriced) == {}
     assert "no price plan in USD" in unpriced["tokyo"]
+
+
+def test_minor_units_are_iso_4217s_not_the_display_digits():
+    """CLDR (babel) shows Serbian dinars and Iraqi dinars whole; ISO 4217 counts paras (0.01) and
+    fils (0.001): an invoice of 10.005 RSD is 10.01, of 10.0005 IQD 10.001."""
+    assert [minor_unit(code) for code in ("EUR", "JPY", "KWD", "RSD", "IQD")] == [
+        Decimal("0.01"), Decimal(1), Decimal("0.001"), Decimal("0.01"), Decimal("0.001"),
+    ]  # fmt: skip
+    assert round_money(Decimal("10.005"), "RSD") == Decimal("10.01")
+    assert round_money(Decimal("10.0005"), "IQD") == Decimal("10.001")

@@ -10,7 +10,7 @@ from decimal import Decimal
 import pytest
 
 from api.payments import may_still_pay
-from billing.adapters.stripe_gateway import StripeGateway, check_amount
+from billing.adapters.stripe_gateway import StripeGateway, from_stripe, to_stripe
 from billing.payments import (
     EventKind,
     GatewayEvent,
@@ -221,9 +221,16 @@ def test_an_invoice_is_not_charged_while_a_charge_is_unknown_or_its_page_may_be_
     assert may_still_pay(replace(payment(), method=PaymentMethod.SAVED_CARD), T0 + timedelta(days=30))
 
 
-def test_stripe_takes_three_decimal_currencies_in_tens_of_minor_units_only():
-    """5.120 KWD is 5,120 fils, a multiple of ten; 5.125 KWD is not, and Stripe would refuse it."""
-    check_amount(5120, "KWD")
-    check_amount(5125, "EUR")  # 51.25 EUR: two decimals, any amount
-    with pytest.raises(GatewayRefused, match="multiples of 0.010: 5.125 KWD"):
-        check_amount(5125, "KWD")
+def test_amounts_go_to_stripe_as_stripe_counts_them_or_not_at_all():
+    """Meterline counts ISO 4217's minor units; Stripe its own. 51.25 EUR is 5125 to both; 500 JPY
+    500; 5.120 KWD is 5120 fils, a multiple of ten as Stripe asks, 5.125 KWD is not; 100 MGA is
+    10000 ISO hundredths but 100 to Stripe (zero-decimal there), and 10.50 MGA cannot be paid;
+    1000 ISK is 1000 to ISO and 100000 to Stripe (hundredths, whole krónur only)."""
+    for amount_minor, currency, counted in ((5125, "EUR", 5125), (500, "JPY", 500), (5120, "KWD", 5120),
+                                            (10000, "MGA", 100), (1000, "ISK", 100000)):  # fmt: skip
+        assert to_stripe(amount_minor, currency) == counted
+        assert from_stripe(counted, currency) == amount_minor
+    for amount_minor, currency, reason in ((5125, "KWD", "multiples of 0.010: 5.125 KWD"),
+                                           (1050, "MGA", "whole units: 10.50 MGA")):  # fmt: skip
+        with pytest.raises(GatewayRefused, match=reason):
+            to_stripe(amount_minor, currency)
