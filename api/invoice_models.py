@@ -122,6 +122,7 @@ class CloseOut(BaseModel):
     period: str
     drafted: int = Field(description="Invoices written as drafts (or new revisions of drafts)")
     kept: int = Field(description="Invoices left alone: already issued, paid or void")
+    voided: int = Field(description="Drafts of an earlier close that nothing bills any more (a buyer left), voided")
     unbilled_customers: list[str] = Field(description="Rated usage from customers the catalog does not hold")
     unpriced: dict[str, str] = Field(
         description="Buyers whose invoice the catalog cannot price (no plan or fee in force in their currency), "

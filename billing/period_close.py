@@ -83,6 +83,8 @@ class CloseResult:
     """Invoices written as (new revisions of) drafts."""
     kept: int
     """Invoices left as they were because they are already issued, paid or void."""
+    voided: int
+    """Drafts of an earlier close that nothing bills any more (a buyer left the catalog), voided."""
     unbilled_customers: list[str]
     """Customers with rated usage but no catalog entry: their usage waits, it is not dropped."""
     unpriced: dict[str, str] = field(default_factory=dict)
@@ -150,7 +152,8 @@ def close_period(
     adjustments = late_usage_lines(ledger, usage, catalog, period, now, lookback_periods, unpriced)
     billings = _billings_by_parties(ledger.headers(EVERYTHING, period=period.name))
     drafts = []
-    for invoice in build_invoices(catalog, period, totals, adjustments, unpriced):
+    built = build_invoices(catalog, period, totals, adjustments, unpriced)
+    for invoice in built:
         billed = billings.get(invoice.parties, [])
         latest = billed[-1] if billed else None
         if latest is None:
@@ -162,10 +165,24 @@ def close_period(
         elif latest.status is InvoiceStatus.VOID:
             again = invoice_id_for(period, invoice.issuer.id, invoice.buyer_id, billing=len(billed) + 1)
             drafts.append(InvoiceRecord.draft(replace(invoice, invoice_id=again), 1, now, notes))
-    ledger.save(pay_from_credit(drafts))
+    # a draft this close does not rebuild (its buyer left the catalog, or has nothing to bill
+    # now) is voided, so that it is never issued; credit it took comes back with it
+    rebuilt = {invoice.parties for invoice in built}
+    stale = [
+        replace(
+            records[-1].becoming(InvoiceStatus.VOID, now),
+            notes=f"Voided by the close of {now:%Y-%m-%d %H:%M} UTC: nothing of it is billed any more",
+        )
+        for parties, records in billings.items()
+        if records[-1].status is InvoiceStatus.DRAFT and parties not in rebuilt and records[-1].buyer_id not in unpriced
+    ]
+    paid = pay_from_credit([*drafts, *stale])
+    ledger.save([record for record in paid if record.status is InvoiceStatus.DRAFT])
+    ledger.save([record for record in paid if record.status is InvoiceStatus.VOID], with_lines=False)
     return CloseResult(
         period=period.name,
         drafted=len(drafts),
+        voided=len(stale),
         kept=sum(records[-1].status is not InvoiceStatus.DRAFT for records in billings.values()),
         unbilled_customers=sorted({total.customer_id for total in totals} - known),
         unpriced=unpriced,

@@ -24,6 +24,7 @@ from billing.adapters.kafka_alerts import AlertTopics
 from billing.burn_rate import rate_of, shown_rate
 from billing.catalog import Catalog
 from billing.credits import CreditEntry, EntryKind
+from billing.invoices import InvoiceStatus
 from billing.period_close import close_period
 from billing.periods import Period
 from billing.pricing import price_book
@@ -376,6 +377,38 @@ def test_a_partners_credit_burns_its_customers_usage_as_it_comes_and_the_close_o
     credit.accounts.watch_again({"north", "resold"})
     credit.watch.run_pass(closing + timedelta(seconds=1))
     assert credit.balance("north", closing + timedelta(seconds=2)) == Decimal("58.59")
+
+
+def test_a_draft_nothing_bills_any_more_is_voided_and_gives_its_credit_back(credit: Credit):
+    """ "north" holds 100.00; its customer "resold" restores 200 GB in November. The close bills
+    north 30.00 (resold's support) + 9.00 = 39.00, less 20 % = 31.20, tax 5.928 -> 5.93, 37.13,
+    all from credit: 62.87 left. Resold then leaves the catalog, and the next close bills north
+    nothing: north's draft and the one north made resold are voided, never issued, and the
+    37.13 comes back."""
+    november = Period.parse("2026-11")
+    credit.grant("north", "100.00", november.start)
+    credit.use("resold", "200", NOW - timedelta(hours=1))
+    ledger = Ledger(credit.engine, DB)
+    closing = november.end + timedelta(minutes=5)
+    pay = lambda records: credit.accounts.apply_to_invoices(records, closing)  # noqa: E731
+    close_period(ledger, PeriodUsage(credit.engine, DB), credit.catalog, november, closing, pay_from_credit=pay)
+    (north,) = ledger.headers(EVERYTHING, period="2026-11", buyer_id="north")
+    assert (north.total, north.credit_applied) == (Decimal("37.13"), Decimal("37.13"))
+    assert credit.balance("north", closing) == Decimal("62.87")
+
+    document = catalog_document()
+    document["customers"] = [c for c in document["customers"] if c["id"] != "resold"]
+    document["subscriptions"] = [s for s in document["subscriptions"] if s["customer_id"] != "resold"]
+    left = Catalog.model_validate(document)
+    again = closing + timedelta(minutes=1)
+    pay = lambda records: credit.accounts.apply_to_invoices(records, again)  # noqa: E731
+    result = close_period(ledger, PeriodUsage(credit.engine, DB), left, november, again, pay_from_credit=pay)
+    assert (result.voided, result.unbilled_customers) == (2, ["resold"])
+    statuses = {r.invoice_id: r.status for r in ledger.headers(EVERYTHING, period="2026-11")}
+    assert statuses["2026-11.acme.north"] is statuses["2026-11.north.resold"] is InvoiceStatus.VOID
+    assert credit.balance("north", again) == Decimal("100.00")
+    issued = ledger.issue_period("2026-11", again, left.invoice_prefixes())
+    assert {r.buyer_id for r in issued} == {"direct"}
 
 
 def test_a_partners_threshold_plan_tops_it_up_once_its_customers_usage_takes_it_under_the_floor(credit: Credit):
