@@ -312,6 +312,9 @@ def _events(database: str, window: WindowPlan, read: UsageRead) -> str:
         "`rated.dimension`, `rated.unit`, `rated.base_divisor`, `rated.base_quantity`, `rated.unit_price` "
         f"FROM {database}.{USAGE_EVENTS} "
         f"WHERE ({read.event_condition}) "
+        # an event reaching the window started at most the longest interval before it: a bound
+        # on the table's key, where the one on its end only skips granules by their index
+        f"AND usage_start > {{start:DateTime64(3, 'UTC')}} - INTERVAL {LONGEST_INTERVAL_S} SECOND "
         "AND usage_start < {end:DateTime64(3, 'UTC')} AND usage_end >= {start:DateTime64(3, 'UTC')} "
         f"AND ({' OR '.join(reaching) or '0'}){stored_by} LIMIT 1 BY source, id"
     )
