@@ -25,7 +25,7 @@ from billing.burn_rate import rate_of, shown_rate
 from billing.catalog import Catalog
 from billing.credits import CreditEntry, EntryKind
 from billing.invoices import InvoiceStatus
-from billing.period_close import close_period
+from billing.period_close import CloseResult, close_period
 from billing.periods import Period
 from billing.pricing import price_book
 from billing.scope import EVERYTHING, partner_scope
@@ -72,6 +72,12 @@ class Credit:
         """A restore of ``gigabytes`` in the hour before ``at``, rated and stored at ``NOW``."""
         event = xaas_usage("restore_gb", gigabytes, customer, at, resource_id=backup or f"backup-of-{customer}")
         UsageStore(self.engine, DB).write(frame([event], price_book(self.catalog)), NOW)
+
+    def close(self, month: Period, at: datetime, catalog: Catalog | None = None) -> CloseResult:
+        """Close ``month`` at ``at``, its drafts paid from credit as the API pays them."""
+        pay = lambda records: self.accounts.apply_to_invoices(records, at)  # noqa: E731
+        usage = PeriodUsage(self.engine, DB)
+        return close_period(Ledger(self.engine, DB), usage, catalog or self.catalog, month, at, pay_from_credit=pay)
 
     def grant(self, holder: str, amount: str, effective_at: datetime, key: str = "g1") -> None:
         request = GrantRequest(
@@ -360,15 +366,13 @@ def test_a_partners_credit_burns_its_customers_usage_as_it_comes_and_the_close_o
     pace = partners.recent_cost(credit.catalog, "north", first, NOW)
     assert shown_rate(rate_of(pace, "EUR")) == Decimal("4.285")
     ledger = Ledger(credit.engine, DB)
-    pay = lambda records: credit.accounts.apply_to_invoices(records, NOW)  # noqa: E731
-    close_period(ledger, PeriodUsage(credit.engine, DB), credit.catalog, november, NOW, pay_from_credit=pay)
+    credit.close(november, NOW)
     credit.use("resold", "100", NOW - timedelta(hours=3))
     credit.watch.run_pass(NOW + timedelta(seconds=1))
     assert credit.balance("north", NOW + timedelta(seconds=1)) == Decimal("87.15")
 
     closing = november.end + timedelta(minutes=5)
-    pay = lambda records: credit.accounts.apply_to_invoices(records, closing)  # noqa: E731
-    close_period(ledger, PeriodUsage(credit.engine, DB), credit.catalog, november, closing, pay_from_credit=pay)
+    credit.close(november, closing)
     (invoice,) = ledger.headers(EVERYTHING, period="2026-11", buyer_id="north")
     assert (invoice.total, invoice.credit_applied) == (Decimal("41.41"), Decimal("41.41"))
     assert credit.balance("north", closing) == Decimal("58.59")
@@ -390,8 +394,7 @@ def test_a_draft_nothing_bills_any_more_is_voided_and_gives_its_credit_back(cred
     credit.use("resold", "200", NOW - timedelta(hours=1))
     ledger = Ledger(credit.engine, DB)
     closing = november.end + timedelta(minutes=5)
-    pay = lambda records: credit.accounts.apply_to_invoices(records, closing)  # noqa: E731
-    close_period(ledger, PeriodUsage(credit.engine, DB), credit.catalog, november, closing, pay_from_credit=pay)
+    credit.close(november, closing)
     (north,) = ledger.headers(EVERYTHING, period="2026-11", buyer_id="north")
     assert (north.total, north.credit_applied) == (Decimal("37.13"), Decimal("37.13"))
     assert credit.balance("north", closing) == Decimal("62.87")
@@ -401,8 +404,7 @@ def test_a_draft_nothing_bills_any_more_is_voided_and_gives_its_credit_back(cred
     document["subscriptions"] = [s for s in document["subscriptions"] if s["customer_id"] != "resold"]
     left = Catalog.model_validate(document)
     again = closing + timedelta(minutes=1)
-    pay = lambda records: credit.accounts.apply_to_invoices(records, again)  # noqa: E731
-    result = close_period(ledger, PeriodUsage(credit.engine, DB), left, november, again, pay_from_credit=pay)
+    result = credit.close(november, again, left)
     assert (result.voided, result.unbilled_customers) == (2, ["resold"])
     statuses = {r.invoice_id: r.status for r in ledger.headers(EVERYTHING, period="2026-11")}
     assert statuses["2026-11.acme.north"] is statuses["2026-11.north.resold"] is InvoiceStatus.VOID
