@@ -463,7 +463,11 @@ def _aggregation_of(meter: Meter) -> str:
 
 
 def describe(error: ValidationError) -> str:
-    """Each problem on one line, located by its path in the document: ``customers.3.id: ...``."""
+    """Each problem on one line, located by its path in the document: ``customers.3.id: ...``; a
+    rule of the whole catalog (no path) says only what it found."""
     return "; ".join(
-        ".".join(str(part) for part in problem["loc"]) + ": " + problem["msg"] for problem in error.errors()
+        ".".join(str(part) for part in problem["loc"]) + ": " + problem["msg"]
+        if problem["loc"]
+        else problem["msg"].removeprefix("Value error, ")
+        for problem in error.errors()
     )
