@@ -108,18 +108,23 @@ def test_an_event_added_twice_is_taken_back_when_it_comes_again(engine, store):
     assert drift(engine, DB) == 0
 
 
+def take_back_every_row(engine: Any, rollup: str, period: str) -> None:
+    """What a crash between the hours and ``rollup`` loses, taken back by hand: each row's sums
+    added again negated (a sum rollup's rows merge by adding)."""
+    engine.command(
+        f"INSERT INTO {DB}.{rollup} SELECT customer_id, {period}, resource_id, product, meter, dimension, unit, "
+        "currency, base_divisor, -base_sum, base_max, latest, -amount, -amount_base, -rated_rows, stored_until "
+        f"FROM {DB}.{rollup} FINAL"
+    )
+
+
 def test_a_day_that_missed_what_its_hours_got_is_recounted_when_an_event_comes_again(engine, store):
     """The days are added to from the hours, in a second step a crash can cut: here the day
     lost the hour's row (taken back by hand). When the sample comes again, the hour is right
     (nothing to add) and the day, recounted from the hours, gets its 600 vCPU-seconds back."""
     sample = frame([vm_sample(at=AT + timedelta(minutes=5))])
     store.write(sample, STORED)
-    lost = (
-        f"INSERT INTO {DB}.usage_days SELECT customer_id, day, resource_id, product, meter, dimension, unit, currency, "
-        "base_divisor, -base_sum, base_max, latest, -amount, -amount_base, -rated_rows, stored_until "
-        f"FROM {DB}.usage_days FINAL"
-    )
-    engine.command(lost)
+    take_back_every_row(engine, "usage_days", "day")
     assert drift(engine, DB) > 0
 
     assert store.write(sample, STORED + timedelta(seconds=1)).repeats.num_rows == 1
@@ -136,12 +141,7 @@ def test_a_month_that_missed_what_its_hours_got_is_recounted_when_an_event_comes
     vCPU-seconds back, and the day (which lost nothing) is not added to again."""
     sample = frame([vm_sample(at=AT + timedelta(minutes=5))])
     store.write(sample, STORED)
-    lost = (
-        f"INSERT INTO {DB}.usage_months SELECT customer_id, month, resource_id, product, meter, dimension, unit, "
-        "currency, base_divisor, -base_sum, base_max, latest, -amount, -amount_base, -rated_rows, stored_until "
-        f"FROM {DB}.usage_months FINAL"
-    )
-    engine.command(lost)
+    take_back_every_row(engine, "usage_months", "month")
     assert drift(engine, DB) > 0
 
     assert store.write(sample, STORED + timedelta(seconds=1)).repeats.num_rows == 1
