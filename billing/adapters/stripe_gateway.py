@@ -171,22 +171,32 @@ THREE_DECIMAL = frozenset({"BHD", "JOD", "KWD", "OMR", "TND"})
 def to_stripe(amount_minor: int, currency: str) -> int:
     """An amount in meterline's minor units (ISO 4217's) as Stripe counts it; refused with the
     reason if Stripe cannot take it exactly (10.50 MGA, 5.125 KWD) rather than rounded."""
+    places, multiple = _stripe_count(currency)
     amount = from_minor(amount_minor, currency)
-    counted = amount.scaleb(_stripe_places(currency))
-    exact = counted == counted.to_integral_value() and (currency not in THREE_DECIMAL or counted % 10 == 0)
-    if not exact or (currency in WHOLE_IN_HUNDREDTHS and counted % 100):
-        unit = "whole units" if currency in ZERO_DECIMAL | WHOLE_IN_HUNDREDTHS else "multiples of 0.010"
+    counted = amount.scaleb(places)
+    if counted % multiple:
+        step = Decimal(multiple).scaleb(-places)
+        unit = "whole units" if step == 1 else f"multiples of {step}"
         raise GatewayRefused(f"Stripe takes {currency} in {unit}: {amount} {currency} cannot be paid through it")
     return int(counted)
 
 
 def from_stripe(amount: int, currency: str) -> int:
     """An amount as Stripe counts it, in meterline's minor units (ISO 4217's)."""
-    return to_minor(Decimal(amount).scaleb(-_stripe_places(currency)), currency)
+    places, _ = _stripe_count(currency)
+    return to_minor(Decimal(amount).scaleb(-places), currency)
 
 
-def _stripe_places(currency: str) -> int:
-    return 0 if currency in ZERO_DECIMAL else 3 if currency in THREE_DECIMAL else 2
+def _stripe_count(currency: str) -> tuple[int, int]:
+    """The decimal places Stripe counts ``currency`` in, and the multiple of that count an
+    amount must be."""
+    if currency in ZERO_DECIMAL:
+        return 0, 1
+    if currency in WHOLE_IN_HUNDREDTHS:
+        return 2, 100
+    if currency in THREE_DECIMAL:
+        return 3, 10
+    return 2, 1
 
 
 def _check_not_ahead(header: str) -> None:
