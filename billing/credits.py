@@ -315,8 +315,9 @@ class Wallet:
                 left -= part
             if not left:
                 break
-        if charge.step is not None:
-            parts, left = _in_whole_steps(parts, charge.step), left + _remainder(parts, charge.step)
+        if charge.step is not None:  # what is not whole steps is left to bill
+            over = sum((part for _, part in parts), ZERO) % charge.step
+            parts, left = _less(parts, over), left + over
         taken = [CreditEntry(grant_id, kind, -part, charge.at, charge.charge_id) for grant_id, part in parts]
         if left:
             taken.append(CreditEntry("", EntryKind.UNCOVERED, -left, charge.at, charge.charge_id))
@@ -361,15 +362,10 @@ class Wallet:
         return recorded
 
 
-def _remainder(parts: list[tuple[str, Decimal]], step: Decimal) -> Decimal:
-    """What of ``parts``' total is not a whole number of ``step``s."""
-    return sum((part for _, part in parts), ZERO) % step
-
-
-def _in_whole_steps(parts: list[tuple[str, Decimal]], step: Decimal) -> list[tuple[str, Decimal]]:
-    """``parts`` (what each grant pays) less their total's ``_remainder``, taken off the last
-    grants first (the reverse of the burn order): what they pay adds up to whole steps."""
-    trimmed, over = [], _remainder(parts, step)
+def _less(parts: list[tuple[str, Decimal]], over: Decimal) -> list[tuple[str, Decimal]]:
+    """``parts`` (what each grant pays) less ``over`` in all, taken off the last grants first (the
+    reverse of the burn order)."""
+    trimmed = []
     for grant_id, part in reversed(parts):
         cut = min(part, over)
         over -= cut
