@@ -88,9 +88,8 @@ class CatalogFeed:
 
         Quiet, rather than the high watermark: Tansu reports watermarks per batch, not per message.
         """
-        metadata = self._consumer.list_topics(self._topic, timeout=10).topics[self._topic]
-        self._consumer.assign([TopicPartition(self._topic, p, 0) for p in metadata.partitions])
         deadline = time.monotonic() + timeout_s
+        self._consumer.assign([TopicPartition(self._topic, p, 0) for p in self._partitions(deadline)])
         while time.monotonic() < deadline:
             while (message := self._consumer.poll(QUIET_S)) is not None:
                 self._take(message)
@@ -98,6 +97,22 @@ class CatalogFeed:
                 return self.catalog
             log.info("waiting for the API to publish the catalog on %s", self._topic)
         raise InvalidCatalog(f"no complete catalog on topic {self._topic} after {timeout_s:.0f} s")
+
+    def _partitions(self, deadline: float) -> list[int]:
+        """The catalog topic's partitions, once the broker answers and has the topic: a worker
+        (re)started while its broker is away, or back empty, waits for it as for the catalog."""
+        while True:
+            try:
+                metadata = self._consumer.list_topics(self._topic, timeout=5).topics[self._topic]
+                if metadata.error is None and metadata.partitions:
+                    return list(metadata.partitions)
+                why = str(metadata.error or "no partitions")
+            except KafkaException as error:
+                why = str(error)
+            if time.monotonic() >= deadline:
+                raise InvalidCatalog(f"the catalog topic {self._topic} is not there: {why}")
+            log.warning("waiting for the catalog topic %s: %s", self._topic, why)
+            time.sleep(1)
 
     def poll(self) -> bool:
         """Take whatever changed since the last call; True if the catalog was replaced."""

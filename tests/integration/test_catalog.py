@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import json
+import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from meterline.brokers import Broker, ensure_topics
+from billing.adapters.catalog_file import load_catalog
+from billing.adapters.kafka_catalog import CatalogFeed, CatalogPublisher
+from billing.catalog_entries import entries_of
+from meterline.brokers import Broker, TansuBroker, ensure_topics
+from meterline.settings import Settings
 from tests.factories import FROM, catalog_document, vm_sample
-from tests.integration.harness import System, system_with_catalog, wait_for
+from tests.integration.harness import System, free_port, system_with_catalog, wait_for
 from tests.integration.test_invoicing import push
 
 pytestmark = pytest.mark.integration
@@ -195,3 +201,22 @@ def test_a_change_the_broker_does_not_take_is_kept_and_sent_when_it_is_back(brok
         system.stop_all()
         if broker.exited:
             broker.start()
+
+
+def test_a_worker_started_before_its_broker_waits_for_the_catalog(tmp_path: Path):
+    """A worker (re)started while its broker is away waits for it, as for the catalog: it used to
+    exit at once (rc 1) when its first metadata request went unanswered."""
+    late = TansuBroker(free_port(), tmp_path / "broker.log")
+    settings = Settings(kafka_bootstrap=late.bootstrap, data_dir=tmp_path)
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(CatalogFeed(settings).wait_for_catalog, 60)
+        time.sleep(3)
+        assert not waiting.done(), "the feed waits for its broker"
+        late.start()
+        try:
+            ensure_topics(settings)
+            catalog = load_catalog(settings.catalog)
+            CatalogPublisher(settings).publish(entries_of(catalog))
+            assert waiting.result(timeout=60).customers == catalog.customers
+        finally:
+            late.stop(kill=True)
