@@ -17,6 +17,7 @@ from collections.abc import Callable
 import httpx
 
 from agents.spool import Spool, SpooledBatch
+from schemas import columnar
 
 log = logging.getLogger(__name__)
 MEDIA_TYPE = "application/cloudevents-batch+json"
@@ -73,7 +74,7 @@ class HttpPublisher:
 
     def _hand_over(self, batch: SpooledBatch) -> bool:
         try:
-            answer = self._client.post("/v1/events", content=batch.payload)
+            answer = self._client.post("/v1/events", content=batch.payload, headers=_content_type(batch.payload))
         except httpx.HTTPError as error:
             return self._pause(UNREACHABLE_WAIT_S, f"the API is unreachable ({error})")
         if answer.status_code in (202, 422):
@@ -103,3 +104,7 @@ def _detail(answer: httpx.Response) -> str:
         return str(answer.json().get("detail", answer.text))
     except ValueError:
         return answer.text[:200]
+
+
+def _content_type(payload: bytes) -> dict[str, str]:
+    return {"Content-Type": columnar.CONTENT_TYPE if columnar.is_columnar(payload) else MEDIA_TYPE}

@@ -8,7 +8,7 @@ import signal
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Protocol
+from typing import Literal, Protocol
 
 from agents.base import Collector
 from agents.http_publisher import HttpPublisher
@@ -16,11 +16,14 @@ from agents.publisher import SpooledPublisher
 from agents.simulated import FleetSpec, SimulatedFleet
 from agents.spool import Spool
 from meterline.settings import Settings
-from schemas.events import Event, encode_batch
+from schemas import columnar
+from schemas.events import Event, EventType, encode_batch
 
 REPORT_EVERY_S = 60.0
 log = logging.getLogger("meterline.agent")
 MAX_EVENTS_PER_MESSAGE = 500
+MAX_ROWS_PER_MESSAGE = 1000
+Encoding = Literal["columnar", "json"]
 
 
 class Publisher(Protocol):
@@ -39,21 +42,33 @@ class Publisher(Protocol):
     def close(self) -> None: ...
 
 
-def publish_samples(publisher: Publisher, collector: Collector, at: datetime) -> int:
+def publish_samples(publisher: Publisher, collector: Collector, at: datetime, encoding: Encoding = "columnar") -> int:
     """Collect at ``at`` and spool every source's samples, in messages of bounded size, as one group."""
     samples = collector.collect(at)
-    publisher.publish_group(messages_of(samples))
+    publisher.publish_group(messages_of(samples, encoding))
     collector.spooled()
     return sum(len(events) for events in samples.values())
 
 
-def messages_of(samples: dict[str, list[Event]]) -> list[tuple[str, bytes]]:
-    """Each source's samples as messages of at most ``MAX_EVENTS_PER_MESSAGE`` events, keyed by source."""
-    return [
-        (source, encode_batch(events[start : start + MAX_EVENTS_PER_MESSAGE]))
-        for source, events in samples.items()
-        for start in range(0, len(events), MAX_EVENTS_PER_MESSAGE)
-    ]
+def messages_of(samples: dict[str, list[Event]], encoding: Encoding = "columnar") -> list[tuple[str, bytes]]:
+    """Each source's samples as messages keyed by source: its VM samples as Arrow streams of at
+    most ``MAX_ROWS_PER_MESSAGE`` rows (``columnar``), the rest as JSON batches of at most
+    ``MAX_EVENTS_PER_MESSAGE`` events."""
+    messages = []
+    for source, events in samples.items():
+        rows = [event for event in events if encoding == "columnar" and event["type"] == EventType.VM_SAMPLE.value]
+        texts = [
+            event for event in events if not (encoding == "columnar" and event["type"] == EventType.VM_SAMPLE.value)
+        ]
+        messages += [
+            (source, columnar.encode(rows[start : start + MAX_ROWS_PER_MESSAGE]))
+            for start in range(0, len(rows), MAX_ROWS_PER_MESSAGE)
+        ]
+        messages += [
+            (source, encode_batch(texts[start : start + MAX_EVENTS_PER_MESSAGE]))
+            for start in range(0, len(texts), MAX_EVENTS_PER_MESSAGE)
+        ]
+    return messages
 
 
 def run(
@@ -63,6 +78,7 @@ def run(
     speed: float,
     ticks: int | None,
     start: datetime | None = None,
+    encoding: Encoding = "columnar",
 ) -> None:
     """Sample every interval; with ``speed`` > 1, replay today so far that much faster first.
 
@@ -96,7 +112,7 @@ def run(
         if stopping:
             break
         waiting = publisher.backlog  # of earlier ticks: this one's batches are about to be spooled
-        report.tick(at, publish_samples(publisher, collector, at), waiting)
+        report.tick(at, publish_samples(publisher, collector, at, encoding), waiting)
         done += 1
     publisher.drain(10)
 
@@ -162,7 +178,7 @@ def main() -> None:
     else:
         publisher = SpooledPublisher(settings, f"agent/{args.name}", spool)
     try:
-        run(collector, publisher, args.interval_s, args.speed, args.ticks, args.start)
+        run(collector, publisher, args.interval_s, args.speed, args.ticks, args.start, settings.agent_encoding)
     finally:
         publisher.close()
 

@@ -37,6 +37,7 @@ from agents.receipts import ReceiptFeed
 from agents.spool import Spool, SpooledBatch
 from meterline.kafka_config import client_logging, producer_config
 from meterline.settings import Settings
+from schemas import columnar
 from schemas.receipts import headers_of
 
 log = logging.getLogger(__name__)
@@ -228,7 +229,11 @@ class SpooledPublisher:
                 self._topic,
                 batch.payload,
                 key=batch.key,
-                headers=[*headers_of(self.producer, batch.seq), *self._more_headers()],
+                headers=[
+                    *headers_of(self.producer, batch.seq),
+                    *self._more_headers(),
+                    *_content_headers(self.producer, batch),
+                ],
                 on_delivery=partial(self._delivery_report, self._generation, batch.seq),
             )
         except BufferError:
@@ -248,6 +253,13 @@ class SpooledPublisher:
             self._undelivered.append(error)
             self._client_failed |= error.fatal() or error.code() in CLIENT_FENCED | CLIENT_STUCK
             self._must_replay = True
+
+
+def _content_headers(producer: str, batch: SpooledBatch) -> list[tuple[str, bytes]]:
+    """A columnar batch travels as a binary-mode CloudEvent; a JSON one is its own envelope."""
+    if not columnar.is_columnar(batch.payload):
+        return []
+    return columnar.binary_headers(producer, f"{producer}/{batch.seq}")
 
 
 def lost_batches(

@@ -17,15 +17,17 @@ from agents.spool import Spool
 from api import metrics
 from meterline.exceptions import InvalidEvent, MeterlineError
 from meterline.settings import Settings
-from schemas import receipts
+from schemas import columnar, receipts
 from schemas.events import UsageEvent, as_json_value, batch_of, event_spans
-from schemas.identity import Identity, content_digest, identity
-from schemas.intake import Acceptance, Rejection, ValidEvents, split_message
+from schemas.identity import IDENTITY_SEPARATOR, Identity, content_digest, identity
+from schemas.intake import Acceptance, Rejection, ValidEvents, split_message, split_rows
 
 POLL_S = 0.2
 RETRY_AFTER_S = 5
 EVENTS_PER_MESSAGE = 500
 """As the agents do: the worker handles messages in groups, so a message stays small."""
+ROWS_PER_MESSAGE = 1000
+"""The same for columnar messages, whose rows are some 30 bytes each."""
 MayReport = Callable[[str, str], bool]
 """Whether the caller may report usage of this source and customer."""
 
@@ -90,6 +92,46 @@ class EventIntake:
         metrics.PUSHED_REJECTED.inc(len(rejected))
         return [checked.events[index] for index in accepted], rejected
 
+    def submit_rows(self, body: bytes, may_report: MayReport) -> tuple[list[str], list[Rejection]]:
+        """``submit`` for an Arrow stream of VM samples (``schemas.columnar``): the ids of the rows
+        accepted, spooled as streams of a source's rows, and a rejection for each other row."""
+        checked = split_rows(body, self._acceptance)
+        if checked.rejected and checked.rejected[0].event_id is None and not checked.frame.height:
+            raise InvalidEvent(checked.rejected[0].reason)  # the stream cannot be read, or is of another schema
+        if not checked.frame.height and not checked.rejected:
+            raise InvalidEvent("the batch is empty")
+        frame = checked.frame
+        keys, digests = columnar.identities(frame), columnar.digests(frame)
+        pairs = frame.select("source", "customer_id").iter_rows()
+        allowed = {pair: may_report(*pair) for pair in set(frame.select("source", "customer_id").iter_rows())}
+        kept, refused = _first_of_each(keys, digests, [allowed[pair] for pair in pairs])
+        rejected = sorted(
+            checked.rejected
+            + [
+                Rejection(row["offset"], row["id"], reason, columnar.as_event(row))
+                for (index, reason) in refused
+                for row in [frame.row(index, named=True)]
+            ],
+            key=lambda rejection: rejection.index,
+        )
+        accepted = frame[kept] if kept else frame.clear()
+        if accepted.height and self._publisher.backlog_bytes >= self._max_spool_bytes:
+            raise IntakeFull(
+                f"{self._publisher.backlog_bytes} bytes of accepted events wait for the broker; "
+                f"retry in {RETRY_AFTER_S} s"
+            )
+        schema = columnar.VM_SAMPLE_SCHEMA
+        self._publisher.publish_group(
+            [
+                (source, columnar.write(rows.select(schema.names).to_arrow().cast(schema)))
+                for (source,), of_source in accepted.group_by("source", maintain_order=True)
+                for rows in of_source.iter_slices(ROWS_PER_MESSAGE)
+            ]
+        )
+        metrics.PUSHED_ACCEPTED.inc(accepted.height)
+        metrics.PUSHED_REJECTED.inc(len(rejected))
+        return accepted["id"].to_list(), rejected
+
     def broker_reachable(self, timeout_s: float = 1.0) -> bool:
         return self._publisher.broker_reachable(timeout_s)
 
@@ -97,6 +139,33 @@ class EventIntake:
         self._closed.set()
         self._pump.join(timeout=2 * POLL_S)
         self._publisher.close()
+
+
+def _first_of_each(
+    keys: list[Identity], digests: list[int], allowed: list[bool]
+) -> tuple[list[int], list[tuple[int, str]]]:
+    """The rows to send (the first of each identity the caller may report), and why each other
+    row is refused: a conflict, or a source and customer the caller may not report for."""
+    first: dict[Identity, int] = {}
+    kept: list[int] = []
+    refused: list[tuple[int, str]] = []
+    for index, (key, digest, may) in enumerate(zip(keys, digests, allowed, strict=True)):
+        source, _, event_id = key.partition(IDENTITY_SEPARATOR)
+        if not may:
+            refused.append((index, f"this key may not report for source {source!r} and this customer"))
+        elif (earlier := first.get(key)) is None:
+            first[key] = digest
+            kept.append(index)
+        elif earlier != digest:
+            refused.append((index, _batch_conflict(source, event_id)))
+    return kept, refused
+
+
+def _batch_conflict(source: str, event_id: str) -> str:
+    return (
+        f"conflict: an earlier event of this batch has source {source!r} and "
+        f"id {event_id!r} but other content; an event's (source, id) must name one usage"
+    )
 
 
 def _once_each(checked: ValidEvents, may_report: MayReport) -> tuple[list[int], list[Rejection]]:
@@ -117,13 +186,7 @@ def _once_each(checked: ValidEvents, may_report: MayReport) -> tuple[list[int], 
             first[key] = index
             kept.append(index)
         elif content_digest(checked.events[earlier]) != content_digest(event):
-            refused.append(
-                (
-                    index,
-                    f"conflict: an earlier event of this batch has source {event.source!r} and "
-                    f"id {event.id!r} but other content; an event's (source, id) must name one usage",
-                )
-            )
+            refused.append((index, _batch_conflict(event.source, event.id)))
     return kept, [
         Rejection(checked.positions[index], checked.events[index].id, reason, as_json_value(checked.raw(index)))
         for index, reason in refused

@@ -1,4 +1,5 @@
-"""``POST /v1/events``: services push usage as CloudEvents (one object or a batch array)."""
+"""``POST /v1/events``: services push usage as CloudEvents (one object or a batch array), or VM
+samples as an Arrow stream (content type ``application/vnd.apache.arrow.stream``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from api.access.guard import EventPusher
 from api.errors import problem
 from api.models import EventsOutcome, RejectedEvent
 from api.services import services_of
+from schemas import columnar
 
 router = APIRouter()
 MAX_BODY_BYTES = 8 * 1024 * 1024
@@ -23,7 +25,7 @@ REPORTED_REJECTIONS = 100
     response_model=EventsOutcome,
     responses={
         202: {"description": "Per-event outcome; accepted events are on disk and kept until stored"},
-        400: {"description": "The body is not JSON"},
+        400: {"description": "The body is not JSON, or not an Arrow stream of schema vm.sample/1"},
         413: {"description": "The body is larger than 8 MiB"},
         422: {"description": "No event of the batch was valid", "model": EventsOutcome},
         503: {"description": "The broker is away and the intake's spool is full; nothing was accepted, retry"},
@@ -34,16 +36,25 @@ async def post_events(request: Request, caller: EventPusher) -> JSONResponse:
     body = await _body_up_to(request, MAX_BODY_BYTES)
     if body is None:
         return problem(413, "payload-too-large", f"the body may hold at most {MAX_BODY_BYTES} bytes")
+    intake = services_of(request).intake
     # publishing waits for the broker's acknowledgement: keep that off the event loop
-    accepted, rejected = await run_in_threadpool(services_of(request).intake.submit, body, caller.principal.reports_for)
+    if _media_type(request) == columnar.CONTENT_TYPE:
+        accepted, rejected = await run_in_threadpool(intake.submit_rows, body, caller.principal.reports_for)
+    else:
+        events, rejected = await run_in_threadpool(intake.submit, body, caller.principal.reports_for)
+        accepted = [event.id for event in events]
     outcome = EventsOutcome(
-        accepted=[event.id for event in accepted],
+        accepted=accepted,
         rejected=[RejectedEvent(index=r.index, id=r.event_id, reason=r.reason) for r in rejected[:REPORTED_REJECTIONS]],
         rejected_count=len(rejected),
     )
     if not accepted:
         return problem(422, "no-event-accepted", "no event of the batch was accepted", **outcome.model_dump())
     return JSONResponse(outcome.model_dump(), status_code=202)
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").partition(";")[0].strip().lower()
 
 
 async def _body_up_to(request: Request, limit: int) -> bytes | None:

@@ -158,6 +158,11 @@ class Settings(BaseSettings):
         ge=0,
         description="months before the current one whose usage is still accepted (and billed late)",
     )
+    agent_encoding: Literal["columnar", "json"] = Field(
+        default="columnar",
+        description="how agents send VM samples: Arrow streams (schema vm.sample/1) or JSON CloudEvents; "
+        "vDC and XaaS samples go as JSON either way",
+    )
     clock_skew_s: float = Field(default=900, ge=0, description="how far ahead of now an event's time may be")
     max_sample_bytes: int = Field(default=10**15, description="most bytes one sample may count, per direction")
     max_vdc_amount: int = Field(default=10**9, description="most MHz, MiB or GiB a vDC sample may report")

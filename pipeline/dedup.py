@@ -43,10 +43,14 @@ class RecentEvents:
         that counts them has been sent, so a batch that fails half-way is not taken for a
         repeat when it comes again.
         """
+        events = list(events)
+        return self.sort_keys([identity(event) for event in events], [content_digest(event) for event in events])
+
+    def sort_keys(self, keys: list[Identity], digests: list[int]) -> tuple[list[Seen], dict[Identity, int]]:
+        """``sort`` for events known by their identities and content digests (columnar rows)."""
         known, batch = self._digests, dict[Identity, int]()
         verdicts = []
-        for event in events:
-            key, digest = identity(event), content_digest(event)
+        for key, digest in zip(keys, digests, strict=True):
             earlier = batch.get(key, known.get(key))
             if earlier is None:
                 batch[key] = digest

@@ -79,6 +79,33 @@ def event_columns(group: ValidEvents) -> EventColumns:
     return EventColumns(per_type, disks)
 
 
+def row_columns(rows: pl.DataFrame) -> EventColumns:
+    """The columns of valid columnar VM samples (``schemas.intake.ValidRows``, with a ``digest``
+    column): the same frames ``event_columns`` takes out of structs, without a step per sample."""
+    time = pl.col("time")
+    samples = rows.lazy().with_columns(
+        type=pl.lit(EventType.VM_SAMPLE.value),
+        interval_s=pl.col("interval_s").cast(pl.Int64),
+        running=pl.col("power_state") == PowerState.RUNNING.value,
+        vcpu=pl.col("vcpu").cast(pl.Int64),
+        ram_mb=pl.col("ram_mb").cast(pl.Int64),
+        usage_start=time - pl.duration(seconds=pl.col("interval_s")),
+        usage_end=time,
+    )
+    disks = (
+        rows.lazy()
+        .select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("row"), "disks")
+        .explode("disks")
+        .drop_nulls("disks")
+        .select(
+            "row",
+            tier=pl.col("disks").struct.field("tier"),
+            size_gib=pl.col("disks").struct.field("size_gib").cast(pl.Int64),
+        )
+    )
+    return EventColumns({EventType.VM_SAMPLE: samples}, disks)
+
+
 def measure(columns: EventColumns, xaas_meters: Mapping[str, Meter] | None = None) -> pl.LazyFrame:
     """Billable quantities of valid events, zero quantities left out; ``xaas_meters`` names the
     meter of each XaaS sku that declared how it aggregates (the others report counters).

@@ -4,17 +4,20 @@ the caller remembers the stored ids once it has sent them."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 
 from billing.pricing import PriceBook
 from pipeline.dedup import RecentEvents, Seen
-from pipeline.metering import event_columns, measure
+from pipeline.metering import event_columns, measure, row_columns
 from pipeline.rating import ENGINE, currency_of, rate_quantities
+from schemas import columnar
 from schemas.events import UsageEvent, XaasUsage, as_json_value
 from schemas.identity import IDENTITY_SEPARATOR, Identity, identity
-from schemas.intake import Acceptance, Rejection, ValidEvents, split_group
+from schemas.intake import Acceptance, Rejection, ValidEvents, split_group, split_row_group
 from schemas.receipts import Handled
 from schemas.records import RATED_LISTS, RATED_SCHEMA, USAGE_EVENT_SCHEMA, message_id
 
@@ -41,16 +44,102 @@ def process_batch(
 ) -> BatchOutcome:
     """Handle several messages as one frame: per-frame costs are paid once, not per message.
 
+    Columnar messages (``schemas.columnar``) and JSON ones are handled apart, each as one frame.
     A repeated event is left out rather than stored again: a second copy's row would replace
     the first one in storage, so it must never differ from it. A conflicting one is refused.
     """
+    streams = [payload for payload in payloads if columnar.is_columnar(payload)]
+    if not streams:
+        return _process_json(payloads, recent, book, acceptance)
+    texts = [payload for payload in payloads if not columnar.is_columnar(payload)]
+    rows = _process_rows(streams, recent, book, acceptance)
+    return _combined(rows, _process_json(texts, recent, book, acceptance)) if texts else rows
+
+
+def _combined(first: BatchOutcome, second: BatchOutcome) -> BatchOutcome:
+    return BatchOutcome(
+        events=pl.concat([first.events, second.events], how="vertical_relaxed"),
+        rated=pl.concat([first.rated, second.rated], how="vertical_relaxed"),
+        rejected=first.rejected + second.rejected,
+        duplicates=first.duplicates + second.duplicates,
+        identities=first.identities | second.identities,
+    )
+
+
+def _process_rows(
+    payloads: list[bytes], recent: RecentEvents, book: PriceBook, acceptance: Acceptance | None
+) -> BatchOutcome:
+    """``process_batch`` for columnar messages: the rows are checked, metered and rated as
+    frames; only their identities and digests are sorted one by one, against the window."""
+    group = split_row_group(payloads, acceptance)
+    keys, digests = columnar.identities(group.frame), columnar.digests(group.frame)
+    seen, new_digests = recent.sort_keys(keys, digests)
+    conflicting = pl.Series([verdict is Seen.CONFLICT for verdict in seen], dtype=pl.Boolean)
+    conflicts = _row_rejections(group.frame.filter(conflicting), _conflict_reason)
+    fresh_rows = pl.Series([verdict is Seen.NEW for verdict in seen], dtype=pl.Boolean)
+    fresh = group.frame.filter(fresh_rows).with_columns(
+        digest=pl.Series([d for d, v in zip(digests, seen, strict=True) if v is Seen.NEW], dtype=pl.UInt64)
+    )
+    try:
+        events, rated, unpriced = _rate_rows(fresh, book)
+    except Exception as error:  # not swallowed: the rows go to the dead-letter topic with it
+        reason = f"the stage could not rate this event: {type(error).__name__}: {error}"
+        return BatchOutcome(
+            events=pl.DataFrame(schema=USAGE_EVENT_SCHEMA),
+            rated=pl.DataFrame(schema=RATED_SCHEMA),
+            rejected=group.rejected + conflicts + _row_rejections(fresh, lambda _row: reason),
+            duplicates=seen.count(Seen.REPEAT),
+            identities={},
+        )
+    refused = (
+        []
+        if not unpriced
+        else _row_rejections(
+            fresh.filter(pl.concat_str("source", pl.lit(IDENTITY_SEPARATOR), "id").is_in(list(unpriced))),
+            lambda row: unpriced[f"{row['source']}{IDENTITY_SEPARATOR}{row['id']}"],
+        )
+    )
+    return BatchOutcome(
+        events=events,
+        rated=rated,
+        rejected=group.rejected + conflicts + refused,
+        duplicates=seen.count(Seen.REPEAT),
+        identities={key: digest for key, digest in new_digests.items() if key not in unpriced},
+    )
+
+
+def _rate_rows(fresh: pl.DataFrame, book: PriceBook) -> tuple[pl.DataFrame, pl.DataFrame, dict[Identity, str]]:
+    """``_rate`` for valid columnar rows: their stored rows, rated rows, and those left unpriced."""
+    columns = row_columns(fresh)
+    rated, unpriced = rate_quantities(measure(columns, book.xaas_meters), book)
+    accepted = columns.accepted
+    if unpriced:
+        accepted = accepted.filter(~ACCEPTED_IDENTITY.is_in(list(unpriced)))
+    return usage_events(accepted, rated.lazy(), book).collect(engine=ENGINE), rated, unpriced
+
+
+def _row_rejections(rows: pl.DataFrame, reason: Callable[[dict[str, Any]], str]) -> list[Rejection]:
+    return [
+        Rejection(row["offset"], row["id"], reason(row), columnar.as_event(row)) for row in rows.iter_rows(named=True)
+    ]
+
+
+def _conflict_reason(row: dict[str, Any]) -> str:
+    return (
+        f"conflict: an event with source {row['source']!r} and id {row['id']!r} but other content was received "
+        "before; an event's (source, id) must name one usage"
+    )
+
+
+def _process_json(
+    payloads: list[bytes], recent: RecentEvents, book: PriceBook, acceptance: Acceptance | None
+) -> BatchOutcome:
     group = split_group(payloads, acceptance)
     seen, digests = recent.sort(group.events)
     conflicts = _rejections(
         group,
         {
-            identity(event): f"conflict: an event with source {event.source!r} and id {event.id!r} but other "
-            "content was received before; an event's (source, id) must name one usage"
+            identity(event): _conflict_reason({"source": event.source, "id": event.id})
             for event, verdict in zip(group.events, seen, strict=True)
             if verdict is Seen.CONFLICT
         },

@@ -22,11 +22,23 @@ SOURCE_PATTERN = r"^[A-Za-z0-9/][A-Za-z0-9._~:/@-]{0,255}$"
 _SOURCE = re.compile(r"[A-Za-z0-9/][A-Za-z0-9._~:/@-]{0,255}")
 _SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://")
 
-_UNPRINTABLE = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u00ad\u061c\u180e\u200b-\u200f\u2028-\u202e\u2060-\u206f\ufeff\ufff9-\ufffb]"
+UNPRINTABLE_RANGES = (
+    (0x00, 0x1F),
+    (0x7F, 0x9F),
+    (0xAD, 0xAD),
+    (0x61C, 0x61C),
+    (0x180E, 0x180E),
+    (0x200B, 0x200F),
+    (0x2028, 0x202E),
+    (0x2060, 0x206F),
+    (0xFEFF, 0xFEFF),
+    (0xFFF9, 0xFFFB),
 )
 """Control characters (C0, C1), line and paragraph separators, and the invisible formatting
 characters (soft hyphen, zero-width and direction marks and overrides, word joiners, BOM)."""
+UNPRINTABLE_CLASS = "[" + "".join(f"\\x{{{low:x}}}-\\x{{{high:x}}}" for low, high in UNPRINTABLE_RANGES) + "]"
+"""The same characters as a regex class in Rust's syntax, for polars."""
+_UNPRINTABLE = re.compile("[" + "".join(f"{chr(low)}-{chr(high)}" for low, high in UNPRINTABLE_RANGES) + "]")
 
 
 def identifier_refusal(value: str) -> str | None:

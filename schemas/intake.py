@@ -18,10 +18,12 @@ from decimal import Decimal
 from typing import Any
 
 import orjson
+import polars as pl
 
 from meterline.exceptions import InvalidEvent
 from meterline.late_usage import LATE_USAGE_MONTHS, earliest_accepted
 from meterline.settings import Settings
+from schemas import columnar
 from schemas.events import (
     UsageEvent,
     VdcAllocationData,
@@ -225,3 +227,58 @@ def _accepted(result: ValidEvents, acceptance: Acceptance | None) -> ValidEvents
     ]
     kept.rejected = sorted(result.rejected + refused, key=lambda rejection: rejection.index)
     return kept
+
+
+@dataclass
+class ValidRows:
+    """The valid rows of columnar messages (``schemas.columnar``), each with its message's id
+    and its row there (``offset``; ``length`` 0 tells a row from a JSON event's byte range),
+    and a rejection for each other row, or for a message refused whole."""
+
+    frame: pl.DataFrame
+    rejected: list[Rejection] = field(default_factory=list)
+
+    @classmethod
+    def empty(cls) -> ValidRows:
+        return cls(_with_origin(pl.from_arrow(columnar.VM_SAMPLE_SCHEMA.empty_table()), "", 0))  # type: ignore[arg-type]
+
+
+def split_rows(payload: bytes, acceptance: Acceptance | None = None) -> ValidRows:
+    """The valid rows of one columnar message and a rejection for each other row; a stream that
+    cannot be read, or of another schema, is refused whole."""
+    ident = message_id(payload)
+    try:
+        table = columnar.read(payload)
+    except InvalidEvent as error:
+        described = {"content_type": columnar.CONTENT_TYPE, "bytes": len(payload), "message_id": ident}
+        return ValidRows(ValidRows.empty().frame, [Rejection(0, None, error.reason, described)])
+    frame = _with_origin(pl.from_arrow(table), ident, table.num_rows)  # type: ignore[arg-type]
+    window = None
+    if acceptance is not None:
+        earliest, latest = acceptance.window()
+        window = columnar.Window(earliest, latest, acceptance.max_sample_bytes)
+    reasons = columnar.refusals(frame, window)
+    if reasons.null_count() == len(reasons):
+        return ValidRows(frame)
+    refused = frame.filter(reasons.is_not_null())
+    rejected = [
+        Rejection(row["offset"], row["id"], reason, columnar.as_event(row))
+        for row, reason in zip(refused.iter_rows(named=True), reasons.drop_nulls(), strict=True)
+    ]
+    return ValidRows(frame.filter(reasons.is_null()), rejected)
+
+
+def _with_origin(frame: pl.DataFrame, ident: str, rows: int) -> pl.DataFrame:
+    return frame.with_columns(
+        message_id=pl.lit(ident, dtype=pl.String),
+        offset=pl.int_range(rows, dtype=pl.UInt32),
+        length=pl.lit(0, dtype=pl.UInt32),
+    )
+
+
+def split_row_group(payloads: list[bytes], acceptance: Acceptance | None = None) -> ValidRows:
+    parts = [split_rows(payload, acceptance) for payload in payloads]
+    return ValidRows(
+        pl.concat([part.frame for part in parts]) if parts else ValidRows.empty().frame,
+        [rejection for part in parts for rejection in part.rejected],
+    )

@@ -28,6 +28,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from clickhouse_connect.driver.client import Client
 
+from schemas import columnar
 from schemas.identity import IDENTITY_SEPARATOR
 from storage.tables import EVENT_IDENTITIES
 
@@ -140,9 +141,11 @@ def conflict_letter(event: dict[str, Any], reason: str, received: dict[str, byte
     """A dead letter for a conflicting event, as the stage writes one (``Rejection.to_json``):
     the event as it came when its message is at hand, else what the stage made of it."""
     message = received.get(event["message_id"])
-    if message is not None:
+    if message is not None and not event["length"]:  # a row of a columnar message
+        as_received: Any = columnar.event_at(message, event["offset"])
+    elif message is not None:
         offset = event["offset"]
-        as_received: Any = orjson.loads(message[offset : offset + event["length"]])
+        as_received = orjson.loads(message[offset : offset + event["length"]])
     else:
         kept = ("id", "type", "source", "time", "customer_id", "resource_id", "message_id")
         as_received = {name: event[name] for name in kept}

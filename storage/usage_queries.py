@@ -14,12 +14,14 @@ from enum import StrEnum
 from fractions import Fraction
 from typing import Any
 
+import orjson
 import pyarrow as pa
 
 from billing.invoices import UsageScope
 from billing.periods import check_buckets, check_window
 from billing.scope import Scope
 from meterline.exceptions import UnknownCustomer
+from schemas import columnar
 from schemas.events import LONGEST_INTERVAL_S
 from storage.connection import ClientPool, as_utc
 from storage.tables import RAW_MESSAGES, USAGE_BY_HOUR, USAGE_EVENTS
@@ -322,8 +324,31 @@ class UsageQueries:
         last = self._pool.query(copies, {"keys": [key[1:] for key in keys]}).result_rows if keys else []
         found = {(source, event_id): rest for source, event_id, *rest in last}
         events = [(time, event_id, *found[(source, event_id)]) for time, *_, source, event_id in keys]
-        slices = self._message_slices([(message_id, at, length) for *_, message_id, at, length in events if message_id])
-        return [_text(slices.get((message_id, at)) or event) for _, _, event, message_id, at, _length in events]
+        slices = self._message_slices([(message_id, at, length) for *_, message_id, at, length in events if length])
+        rows = self._message_rows(
+            [(message_id, at) for *_, message_id, at, length in events if message_id and not length]
+        )
+        return [
+            _text(slices.get((message_id, at)) or rows.get((message_id, at)) or event)
+            for _, _, event, message_id, at, _length in events
+        ]
+
+    def _message_rows(self, wanted: list[tuple[str, int]]) -> dict[tuple[str, int], str]:
+        """Each (columnar message, row)'s sample, as the JSON event it stands for (``length`` 0
+        marks a row: the engine cannot read Arrow out of a stored string)."""
+        if not wanted:
+            return {}
+        query = (
+            f"SELECT message_id, payload FROM {self._messages_table} FINAL WHERE message_id IN {{ids:Array(String)}}"
+        )
+        with self._pool.client() as client:  # the payload as bytes: an Arrow stream is no UTF-8 text
+            found = client.query_arrow(query, {"ids": sorted({message_id for message_id, _ in wanted})})
+        payloads = dict(zip(found["message_id"].to_pylist(), found["payload"].to_pylist(), strict=True))
+        return {
+            (message_id, row): orjson.dumps(columnar.event_at(payloads[message_id], row)).decode()
+            for message_id, row in wanted
+            if message_id in payloads
+        }
 
     def _message_slices(self, wanted: list[tuple[str, int, int]]) -> dict[tuple[str, int], bytes | str]:
         """Each (message, offset, length)'s bytes, cut out of its stored message by the engine."""

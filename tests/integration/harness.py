@@ -22,6 +22,7 @@ import httpx
 import yaml
 from confluent_kafka import Consumer, KafkaError, KafkaException, TopicPartition
 
+from agents.main import messages_of
 from agents.publisher import SpooledPublisher
 from agents.spool import Spool
 from billing.adapters.catalog_file import load_catalog
@@ -30,7 +31,7 @@ from billing.catalog_entries import entries_of
 from meterline.brokers import Broker, ensure_topics
 from meterline.run import STOP_WITHIN_S
 from meterline.settings import Settings
-from schemas.events import Event, encode_batch
+from schemas.events import Event
 
 ROOT = Path(__file__).resolve().parents[2]
 T = TypeVar("T")
@@ -217,10 +218,10 @@ class System:
         return SpooledPublisher(self.settings, f"agent/{name}", Spool(self.data_dir / "spool" / name))
 
     def publish(self, batches: dict[str, list[Event]], publisher: SpooledPublisher | None = None) -> None:
-        """Send each source's events as one message, through the agent's spooled publisher."""
+        """Send each source's events through the agent's spooled publisher, as the agents send
+        them by default: VM samples as Arrow streams, the others as JSON batches."""
         publisher = publisher or self.publisher()
-        for source, events in batches.items():
-            publisher.publish(source, encode_batch(events))
+        publisher.publish_group(messages_of(batches))
         assert publisher.flush(30) == 0, "the broker did not acknowledge every batch"
 
     def usage(self, customer_id: str, **params: str) -> dict[str, Any]:

@@ -12,9 +12,9 @@ from fractions import Fraction
 import polars as pl
 import pytest
 
+from agents.main import messages_of
 from agents.simulated import FleetSpec, SimulatedFleet
 from meterline.brokers import ApacheKafkaBroker
-from schemas.events import encode_batch
 from schemas.records import decode_frame
 from tests.integration.harness import ROOT, System, wait_for
 from tests.oracle import expected_amounts, to_cent
@@ -179,8 +179,7 @@ def test_broker_restart_loses_nothing(broker, tmp_path):
         publisher = system.publisher()
         broker.stop()
         for batch in second:
-            for source, events in batch.items():
-                publisher.publish(source, encode_batch(events))
+            publisher.publish_group(messages_of(batch))
         publisher.pump(1)
         assert publisher.backlog > 0, "with the broker down, batches wait in the spool"
         broker.start()

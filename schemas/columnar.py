@@ -1,0 +1,324 @@
+"""Columnar VM samples: a poll cycle's samples as one Arrow IPC stream (schema ``vm.sample/1``).
+
+The same usage as the JSON ``vm.sample`` CloudEvent, a row per sample and a column per field,
+so that the stream validates, meters and rates a whole frame at once. On Kafka a stream travels
+as a binary-mode CloudEvent (``ce_*`` headers, ``content-type`` ``CONTENT_TYPE``);
+``POST /v1/events`` takes the same body with that content type. The schema is published in
+``schemas/columnar/`` (``python -m schemas.publish``).
+
+A row is checked against the rules the JSON contract states (``schemas.events``), and refused
+alone with the same kind of reason; a sample's identity is its ``source`` and ``id`` and its
+content digest is the JSON event's (``schemas.identity.content_digest``), so the same sample
+sent once in each encoding is one sample. A stream whose schema is not ``vm.sample/1`` exactly
+(a column missing, unknown, or of another type) is refused whole.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import msgspec
+import polars as pl
+import pyarrow as pa
+import pyarrow.ipc
+
+from schemas.events import (
+    TIER_PATTERN,
+    Event,
+    EventType,
+    PowerState,
+    format_time,
+)
+from schemas.identifiers import UNPRINTABLE_CLASS, identifier_refusal, source_refusal
+from schemas.identity import IDENTITY_SEPARATOR
+from schemas.ipc_guard import Limits, read_stream
+
+CONTENT_TYPE = "application/vnd.apache.arrow.stream"
+SCHEMA_NAME = "vm.sample/1"
+DATASCHEMA = "https://meterline.io/schemas/columnar/vm.sample.v1.json"
+STREAM_START = b"\xff\xff\xff\xff"
+"""Every Arrow IPC stream starts with this continuation marker; no JSON text can."""
+LIMITS = Limits(rows=100_000, decoded_bytes=64 * 1024 * 1024)
+"""A poll cycle of a large hypervisor is some thousands of samples; 100,000 rows decode to some
+25 MB. More is refused before it is decompressed."""
+
+DISK = pa.struct([("tier", pa.string()), ("size_gib", pa.int32()), ("device", pa.string())])
+VM_SAMPLE_SCHEMA = pa.schema(
+    [
+        pa.field("id", pa.string(), nullable=False),
+        pa.field("source", pa.string(), nullable=False),
+        pa.field("time", pa.timestamp("ms", "UTC"), nullable=False),
+        pa.field("customer_id", pa.string(), nullable=False),
+        pa.field("resource_id", pa.string(), nullable=False),
+        pa.field("interval_s", pa.int32(), nullable=False),
+        pa.field("power_state", pa.string(), nullable=False),
+        pa.field("vcpu", pa.int32(), nullable=False),
+        pa.field("ram_mb", pa.int32(), nullable=False),
+        pa.field("disks", pa.list_(DISK), nullable=False),
+        pa.field("cpu_time_s", pa.float64(), nullable=False),
+        pa.field("net_rx_bytes", pa.int64(), nullable=False),
+        pa.field("net_tx_bytes", pa.int64(), nullable=False),
+        pa.field("resource_name", pa.string()),
+        pa.field("hypervisor", pa.string()),
+        pa.field("subject", pa.string()),
+    ],
+    metadata={"meterline.schema": SCHEMA_NAME},
+)
+"""``vm.sample`` as columns: ``time`` is the end of the interval, in milliseconds. Nullable
+columns are the JSON event's optional fields; a null in another column refuses its row."""
+OPTIONAL = ("resource_name", "hypervisor", "subject")
+TIME_UNIT_MS = 1000
+
+
+def is_columnar(payload: bytes) -> bool:
+    return payload[:4] == STREAM_START
+
+
+def encode(samples: list[Event]) -> bytes:
+    """JSON-ready ``vm.sample`` events (as collectors build them) as one LZ4 Arrow stream."""
+    table = pa.table(
+        {
+            "id": [s["id"] for s in samples],
+            "source": [s["source"] for s in samples],
+            "time": _times([s["time"] for s in samples]),
+            **{
+                name: [s["data"].get(name) for s in samples]
+                for name in VM_SAMPLE_SCHEMA.names
+                if name not in ("id", "source", "time", "subject")
+            },
+            "subject": [s.get("subject") for s in samples],
+        },
+        schema=VM_SAMPLE_SCHEMA,
+    )
+    return write(table)
+
+
+def _times(times: list[str | datetime]) -> list[datetime]:
+    """RFC 3339 times as instants; a poll cycle's samples share one, parsed once."""
+    parsed = {time: datetime.fromisoformat(time) if isinstance(time, str) else time for time in set(times)}
+    return [parsed[time] for time in times]
+
+
+def write(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    options = pa.ipc.IpcWriteOptions(compression="lz4")
+    with pa.ipc.new_stream(sink, table.schema, options=options) as writer:
+        writer.write_table(table)
+    return sink.getvalue()
+
+
+def binary_headers(producer: str, message: str) -> list[tuple[str, bytes]]:
+    """The binary-mode CloudEvent a stream travels as on Kafka (CloudEvents Kafka binding)."""
+    return [
+        ("ce_specversion", b"1.0"),
+        ("ce_id", message.encode()),
+        ("ce_source", producer.encode()),
+        ("ce_type", EventType.VM_SAMPLE.value.encode()),
+        ("ce_dataschema", DATASCHEMA.encode()),
+        ("content-type", CONTENT_TYPE.encode()),
+    ]
+
+
+def read(payload: bytes) -> pa.Table:
+    """The stream's rows, or InvalidEvent with the reason it is refused whole."""
+    return read_stream(payload, VM_SAMPLE_SCHEMA, LIMITS)
+
+
+@dataclass(frozen=True)
+class Window:
+    """The event times accepted now and the largest byte count a sample may report
+    (``schemas.intake.Acceptance``)."""
+
+    earliest: datetime
+    latest: datetime
+    max_sample_bytes: int
+
+
+def refusals(frame: pl.DataFrame, window: Window | None) -> pl.Series:
+    """Per row, why it is refused (the first rule it breaks), or null."""
+    text = number = pl.col
+    rules: list[tuple[pl.Expr, str | pl.Expr]] = [
+        *((pl.col(name).is_null(), f"{_path(name)}: a value is required") for name in _REQUIRED),
+        (~text("id").str.len_chars().is_between(8, 128), "id: Expected `str` of length 8 to 128"),
+        (text("id").str.contains(UNPRINTABLE_CLASS), "id: holds a control or formatting character"),
+        (text("id") != text("id").str.strip_chars(), "id: starts or ends with white space"),
+        (_by_value("source", source_refusal), _reason_of("source", source_refusal)),
+        (_by_value("customer_id", identifier_refusal), _reason_of("customer_id", identifier_refusal)),
+        (
+            ~text("resource_id").str.len_chars().is_between(1, 128),
+            "data.resource_id: Expected `str` of length 1 to 128",
+        ),
+        (
+            text("resource_id").str.contains(UNPRINTABLE_CLASS),
+            "data.resource_id: holds a control or formatting character",
+        ),
+        (
+            text("resource_id") != text("resource_id").str.strip_chars(),
+            "data.resource_id: starts or ends with white space",
+        ),
+        (~number("interval_s").is_between(1, 86_400), "data.interval_s: Expected `int` >= 1 and <= 86400"),
+        (~text("power_state").is_in([state.value for state in PowerState]), _enum_reason()),
+        (~number("vcpu").is_between(0, 4096), "data.vcpu: Expected `int` >= 0 and <= 4096"),
+        (~number("ram_mb").is_between(0, 67_108_864), "data.ram_mb: Expected `int` >= 0 and <= 67108864"),
+        (~(number("cpu_time_s") >= 0), "data.cpu_time_s: Expected `float` >= 0.0"),
+        (number("cpu_time_s").is_infinite(), "data.cpu_time_s: Expected a finite `float`"),
+        (number("net_rx_bytes") < 0, "data.net_rx_bytes: Expected `int` >= 0"),
+        (number("net_tx_bytes") < 0, "data.net_tx_bytes: Expected `int` >= 0"),
+        (pl.col("disks").list.len() > 64, "data.disks: Expected `array` of length <= 64"),
+        *_disk_rules(),
+        *(
+            rule
+            for name in OPTIONAL
+            for rule in (
+                (text(name).str.len_chars() > 256, f"{_path(name)}: Expected `str` of length <= 256"),
+                (text(name).str.contains(UNPRINTABLE_CLASS), f"{_path(name)}: holds a control or formatting character"),
+            )
+        ),
+    ]
+    if window is not None:
+        rules += [
+            (
+                pl.col("time") < window.earliest,
+                f"time: before {window.earliest:%Y-%m-%d}, the oldest month still billed",
+            ),
+            (pl.col("time") > window.latest, "time: later than now plus the clock-skew allowance"),
+            *(
+                (
+                    pl.col(name) > window.max_sample_bytes,
+                    f"data.{name}: more than one sample can plausibly report ({window.max_sample_bytes})",
+                )
+                for name in ("net_rx_bytes", "net_tx_bytes")
+            ),
+        ]
+    reason: pl.Expr = pl.lit(None, dtype=pl.String)
+    for broken, why in reversed(rules):  # the first rule a row breaks says why
+        reason = (
+            pl.when(broken.fill_null(False)).then(why if isinstance(why, pl.Expr) else pl.lit(why)).otherwise(reason)
+        )
+    return frame.select(reason.alias("reason")).to_series()
+
+
+_REQUIRED = [field.name for field in VM_SAMPLE_SCHEMA if not field.nullable]
+_DATA_FIELDS = {field.name for field in VM_SAMPLE_SCHEMA} - {"id", "source", "time", "subject"}
+
+
+def _path(name: str) -> str:
+    """A column's place in the JSON event, as its reasons name it."""
+    return f"data.{name}" if name in _DATA_FIELDS else name
+
+
+def _enum_reason() -> str:
+    return "data.power_state: Expected `str` in " + ", ".join(repr(state.value) for state in PowerState)
+
+
+def _by_value(name: str, refusal: Callable[[str], str | None]) -> pl.Expr:
+    """Whether ``refusal`` refuses the row's value, each distinct value checked once (a poll
+    cycle repeats its sources and customers thousands of times)."""
+    return _reason_of(name, refusal).is_not_null()
+
+
+def _reason_of(name: str, refusal: Callable[[str], str | None]) -> pl.Expr:
+    def reasons(values: pl.Series) -> pl.Series:
+        distinct = values.drop_nulls().unique()
+        found = {value: f"{_path(name)}: {why}" for value in distinct if (why := refusal(value)) is not None}
+        return values.replace_strict(found, default=None, return_dtype=pl.String)
+
+    return pl.col(name).map_batches(reasons, return_dtype=pl.String)
+
+
+def _disk_rules() -> list[tuple[pl.Expr, str]]:
+    disks = pl.col("disks")
+    tiers, sizes, devices = (disks.list.eval(pl.element().struct.field(f)) for f in ("tier", "size_gib", "device"))
+    return [
+        (tiers.list.eval(pl.element().is_null()).list.any(), "data.disks: a disk's tier is required"),
+        (
+            tiers.list.eval(~pl.element().str.contains(TIER_PATTERN)).list.any(),
+            f"data.disks: a tier does not match {TIER_PATTERN!r}",
+        ),
+        (sizes.list.eval(pl.element().is_null()).list.any(), "data.disks: a disk's size_gib is required"),
+        (
+            sizes.list.eval(~pl.element().is_between(0, 1_048_576)).list.any(),
+            "data.disks: a size_gib is not >= 0 and <= 1048576",
+        ),
+        (
+            devices.list.eval(pl.element().str.len_chars() > 64).list.any(),
+            "data.disks: a device is longer than 64 characters",
+        ),
+        (
+            devices.list.eval(pl.element().str.contains(UNPRINTABLE_CLASS)).list.any(),
+            "data.disks: a device holds a control or formatting character",
+        ),
+        (
+            devices.list.drop_nulls().list.n_unique() < devices.list.drop_nulls().list.len(),
+            "data.disks: a device is listed more than once",
+        ),
+    ]
+
+
+def identities(frame: pl.DataFrame) -> list[str]:
+    """Each row's identity, as ``schemas.identity.identity`` writes an event's."""
+    return frame.select(pl.concat_str("source", pl.lit(IDENTITY_SEPARATOR), "id")).to_series().to_list()
+
+
+def digests(frame: pl.DataFrame) -> list[int]:
+    """Each row's content digest, equal to the JSON event's (``schemas.identity.content_digest``):
+    the same canonical form (the struct's fields in order, labels left out), hashed alike."""
+    encode_json, blake2b = _canonical.encode, hashlib.blake2b
+    result = []
+    columns = frame.select(
+        "time", "customer_id", "resource_id", "interval_s", "power_state", "vcpu", "ram_mb",
+        pl.col("disks").list.eval(pl.struct(pl.element().struct.field("tier"), pl.element().struct.field("size_gib"))),
+        "cpu_time_s", "net_rx_bytes", "net_tx_bytes",
+    ).iter_rows()  # fmt: skip
+    for time, customer, resource, interval, state, vcpu, ram, disks, cpu, rx, tx in columns:
+        data = {
+            "customer_id": customer,
+            "resource_id": resource,
+            "interval_s": interval,
+            "power_state": state,
+            "vcpu": vcpu,
+            "ram_mb": ram,
+            "disks": disks,
+            "cpu_time_s": float(cpu),
+            "net_rx_bytes": rx,
+            "net_tx_bytes": tx,
+        }
+        canonical = encode_json((time, "VmSample", data))
+        result.append(int.from_bytes(blake2b(canonical, digest_size=8).digest(), "little"))
+    return result
+
+
+_canonical = msgspec.json.Encoder()
+
+
+def as_event(row: dict[str, Any]) -> Event:
+    """A row as the JSON ``vm.sample`` CloudEvent it stands for: dead letters and the raw events
+    behind an invoice line show it so."""
+    data = {name: row.get(name) for name in VM_SAMPLE_SCHEMA.names if name in _DATA_FIELDS}
+    data = {name: value for name, value in data.items() if not (name in OPTIONAL and value is None)}
+    disks = data.get("disks")
+    if isinstance(disks, list):
+        data["disks"] = [{k: v for k, v in disk.items() if v is not None} for disk in disks]
+    time = row.get("time")
+    event: Event = {
+        "specversion": "1.0",
+        "type": EventType.VM_SAMPLE.value,
+        "id": row.get("id"),
+        "source": row.get("source"),
+        "time": format_time(time) if isinstance(time, datetime) else time,
+        "datacontenttype": "application/json",
+        "data": data,
+    }
+    if row.get("subject") is not None:
+        event["subject"] = row["subject"]
+    return event
+
+
+def event_at(payload: bytes, row: int) -> Event:
+    """Row ``row`` of a stored columnar message, as the JSON event it stands for."""
+    return as_event(read(payload).slice(row, 1).to_pylist()[0])
