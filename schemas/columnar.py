@@ -165,7 +165,7 @@ def refusals(frame: pl.DataFrame, window: Window | None) -> pl.Series:
         (~text("power_state").is_in([state.value for state in PowerState]), _enum_reason()),
         (~number("vcpu").is_between(0, 4096), "data.vcpu: Expected `int` >= 0 and <= 4096"),
         (~number("ram_mb").is_between(0, 67_108_864), "data.ram_mb: Expected `int` >= 0 and <= 67108864"),
-        (~(number("cpu_time_s") >= 0), "data.cpu_time_s: Expected `float` >= 0.0"),
+        (~(number("cpu_time_s") >= 0) | number("cpu_time_s").is_nan(), "data.cpu_time_s: Expected `float` >= 0.0"),
         (number("cpu_time_s").is_infinite(), "data.cpu_time_s: Expected a finite `float`"),
         (number("net_rx_bytes") < 0, "data.net_rx_bytes: Expected `int` >= 0"),
         (number("net_tx_bytes") < 0, "data.net_tx_bytes: Expected `int` >= 0"),

@@ -12,9 +12,11 @@ from typing import Any
 
 import msgspec
 
+from schemas import columnar
 from schemas.events import EVENT_STRUCTS, EventType, UsageEvent
 
 SCHEMA_DIR = Path(__file__).resolve().parent / "events"
+COLUMNAR_DIR = Path(__file__).resolve().parent / "columnar"
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
 
@@ -33,6 +35,22 @@ def _document(target: Any, name: str) -> dict[str, Any]:
     }
 
 
+def columnar_documents() -> dict[str, dict[str, Any]]:
+    """The Arrow schema of columnar VM samples, as JSON a reader of any language can follow."""
+    schema = columnar.VM_SAMPLE_SCHEMA
+    return {
+        "vm.sample.v1.json": {
+            "$id": columnar.DATASCHEMA,
+            "name": columnar.SCHEMA_NAME,
+            "content_type": columnar.CONTENT_TYPE,
+            "description": "One Arrow IPC stream (LZ4 or uncompressed) of VM samples, a row per sample; "
+            "the fields and rules of vm.sample.schema.json, as columns. The schema must match exactly; "
+            "at most 100000 rows a stream.",
+            "fields": [{"name": field.name, "type": str(field.type), "nullable": field.nullable} for field in schema],
+        }
+    }
+
+
 def render(document: dict[str, Any]) -> str:
     return json.dumps(document, indent=2, sort_keys=True) + "\n"
 
@@ -42,6 +60,9 @@ def main() -> None:
         stale.unlink()
     for name, document in schema_documents().items():
         (SCHEMA_DIR / name).write_text(render(document))
+    COLUMNAR_DIR.mkdir(exist_ok=True)
+    for name, document in columnar_documents().items():
+        (COLUMNAR_DIR / name).write_text(render(document))
 
 
 if __name__ == "__main__":
