@@ -343,7 +343,10 @@ class UsageQueries:
         )
         with self._pool.client() as client:  # the payload as bytes: an Arrow stream is no UTF-8 text
             found = client.query_arrow(query, {"ids": sorted({message_id for message_id, _ in wanted})})
-        payloads = dict(zip(found["message_id"].to_pylist(), found["payload"].to_pylist(), strict=True))
+        # the engine labels a String as UTF-8 text; read its bytes as they are
+        payloads = dict(
+            zip(found["message_id"].to_pylist(), found["payload"].cast(pa.binary()).to_pylist(), strict=True)
+        )
         return {
             (message_id, row): orjson.dumps(columnar.event_at(payloads[message_id], row)).decode()
             for message_id, row in wanted

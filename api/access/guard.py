@@ -33,6 +33,7 @@ from billing.catalog import Catalog
 from billing.scope import Scope
 from meterline.exceptions import Forbidden, RateLimited, Unauthenticated, UnknownCustomer, UnsupportedMediaType
 from meterline.settings import Settings
+from schemas import columnar
 
 BOOTSTRAP_KEY_ID = "bootstrap"
 DOCUMENTATION_PAGES = frozenset({"/docs", "/redoc", "/docs/oauth2-redirect"})
@@ -177,14 +178,21 @@ def _in_catalog(catalog: Catalog, party_id: str) -> bool:
     return True
 
 
+COLUMNAR_ROUTE = "/v1/events"
+"""The one route that takes an Arrow stream (``schemas.columnar``) as well as JSON."""
+
+
 def _check_json_body(request: Request) -> None:
-    """A state change takes JSON or nothing: a browser cannot send JSON across sites without a
-    preflight, so a page elsewhere cannot make one with a form or ``text/plain``."""
+    """A state change takes JSON or nothing (or an Arrow stream of samples, on ``COLUMNAR_ROUTE``):
+    a browser cannot send JSON across sites without a preflight, so a page elsewhere cannot make
+    one with a form or ``text/plain``."""
     if request.method not in CHANGES_STATE:
         return
     headers = request.headers
     media_type = headers.get("content-type", "").split(";")[0].strip().lower()
     has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
+    if media_type == columnar.CONTENT_TYPE and request.url.path == COLUMNAR_ROUTE:
+        return  # no more a simple request than JSON is: a browser preflights it too
     if (media_type or has_body) and not (media_type == "application/json" or media_type.endswith("+json")):
         raise UnsupportedMediaType(f"send JSON (application/json), not {media_type or 'an untyped body'}")
 
