@@ -34,13 +34,14 @@ import httpx
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agents.main import messages_of  # noqa: E402
+from agents.main import Encoding, messages_of  # noqa: E402
 from agents.publisher import SpooledPublisher  # noqa: E402
 from agents.simulated import FleetSpec, SimulatedFleet  # noqa: E402
 from agents.spool import Spool  # noqa: E402
 from bench.auth import guard_us_per_call  # noqa: E402
 from meterline.brokers import TansuBroker, ensure_topics  # noqa: E402
 from meterline.settings import Settings  # noqa: E402
+from schemas import columnar  # noqa: E402
 from tests.integration.harness import free_port, wait_for  # noqa: E402
 
 # one client for the polling: a new one builds an SSL context each time, CPU the bench would
@@ -61,9 +62,13 @@ def peak_rss_mb(pid: int) -> float:
     return 0.0
 
 
+ENCODING: list[Encoding] = ["columnar"]
+"""The encoding the agents send VM samples in (``--encoding``)."""
+
+
 def messages(fleet: SimulatedFleet, at: datetime) -> list[tuple[str, bytes]]:
     """One poll cycle of the fleet, cut into messages as its agents cut them."""
-    return messages_of(fleet.collect(at))
+    return messages_of(fleet.collect(at), ENCODING[0])
 
 
 def publish_each_second(
@@ -115,8 +120,9 @@ def usage_query_ms(url: str, key: str, customers: list[str]) -> list[float]:
 def post_events_ms(url: str, key: str, bodies: list[bytes]) -> list[float]:
     """How long ``POST /v1/events`` takes to accept each body (spooled and fsynced), sorted."""
     timings = []
-    headers = {"Authorization": f"Bearer {key}", "Content-Type": "application/json"}
     for body in bodies:
+        media_type = columnar.CONTENT_TYPE if columnar.is_columnar(body) else "application/json"
+        headers = {"Authorization": f"Bearer {key}", "Content-Type": media_type}
         began = time.perf_counter()
         httpx.post(f"{url}/v1/events", content=body, headers=headers, timeout=60).raise_for_status()
         timings.append(round((time.perf_counter() - began) * 1000, 2))
@@ -199,7 +205,11 @@ def main() -> None:
     parser.add_argument(
         "--interval-s", type=int, default=300, help="seconds between a VM's samples in the throughput phase"
     )
+    parser.add_argument(
+        "--encoding", choices=["columnar", "json"], default="columnar", help="how agents send VM samples"
+    )
     args = parser.parse_args()
+    ENCODING[0] = args.encoding
 
     with start_embedded("meterline-bench-", args.workers) as system:
         measure(system, args)
@@ -281,6 +291,7 @@ def measure(system: Embedded, args: argparse.Namespace) -> None:
     print(
         json.dumps(
             {
+                "encoding": args.encoding,
                 "samples_per_s": round(samples_per_s),
                 "throughput_samples": per_tick * args.ticks,
                 "sample_interval_s": args.interval_s,

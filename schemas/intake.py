@@ -15,10 +15,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
+import numpy as np
 import orjson
 import polars as pl
+import pyarrow as pa
 
 from meterline.exceptions import InvalidEvent
 from meterline.late_usage import LATE_USAGE_MONTHS, earliest_accepted
@@ -238,47 +240,43 @@ class ValidRows:
     frame: pl.DataFrame
     rejected: list[Rejection] = field(default_factory=list)
 
-    @classmethod
-    def empty(cls) -> ValidRows:
-        return cls(_with_origin(pl.from_arrow(columnar.VM_SAMPLE_SCHEMA.empty_table()), "", 0))  # type: ignore[arg-type]
-
 
 def split_rows(payload: bytes, acceptance: Acceptance | None = None) -> ValidRows:
     """The valid rows of one columnar message and a rejection for each other row; a stream that
     cannot be read, or of another schema, is refused whole."""
-    ident = message_id(payload)
-    try:
-        table = columnar.read(payload)
-    except InvalidEvent as error:
-        described = {"content_type": columnar.CONTENT_TYPE, "bytes": len(payload), "message_id": ident}
-        return ValidRows(ValidRows.empty().frame, [Rejection(0, None, error.reason, described)])
-    frame = _with_origin(pl.from_arrow(table), ident, table.num_rows)  # type: ignore[arg-type]
+    return split_row_group([payload], acceptance)
+
+
+def split_row_group(payloads: list[bytes], acceptance: Acceptance | None = None) -> ValidRows:
+    """``split_rows`` for several messages, checked as one frame: a check costs polars the same
+    for a hundred rows as for tens of thousands."""
+    tables, idents, rejected = [], [], []
+    for payload in payloads:
+        ident = message_id(payload)
+        try:
+            tables.append(columnar.read(payload))
+        except InvalidEvent as error:
+            described = {"content_type": columnar.CONTENT_TYPE, "bytes": len(payload), "message_id": ident}
+            rejected.append(Rejection(0, None, error.reason, described))
+            continue
+        idents.append(ident)
+    counts = [table.num_rows for table in tables]
+    rows = pa.concat_tables(tables) if tables else columnar.VM_SAMPLE_SCHEMA.empty_table()
+    frame = cast(pl.DataFrame, pl.from_arrow(rows)).with_columns(
+        message_id=pl.Series(np.repeat(np.array(idents, dtype=object), counts), dtype=pl.String),
+        offset=pl.Series(np.concatenate([np.arange(count) for count in counts]) if counts else [], dtype=pl.UInt32),
+        length=pl.lit(0, dtype=pl.UInt32),
+    )
     window = None
     if acceptance is not None:
         earliest, latest = acceptance.window()
         window = columnar.Window(earliest, latest, acceptance.max_sample_bytes)
     reasons = columnar.refusals(frame, window)
     if reasons.null_count() == len(reasons):
-        return ValidRows(frame)
+        return ValidRows(frame, rejected)
     refused = frame.filter(reasons.is_not_null())
-    rejected = [
+    rejected += [
         Rejection(row["offset"], row["id"], reason, columnar.as_event(row))
         for row, reason in zip(refused.iter_rows(named=True), reasons.drop_nulls(), strict=True)
     ]
     return ValidRows(frame.filter(reasons.is_null()), rejected)
-
-
-def _with_origin(frame: pl.DataFrame, ident: str, rows: int) -> pl.DataFrame:
-    return frame.with_columns(
-        message_id=pl.lit(ident, dtype=pl.String),
-        offset=pl.int_range(rows, dtype=pl.UInt32),
-        length=pl.lit(0, dtype=pl.UInt32),
-    )
-
-
-def split_row_group(payloads: list[bytes], acceptance: Acceptance | None = None) -> ValidRows:
-    parts = [split_rows(payload, acceptance) for payload in payloads]
-    return ValidRows(
-        pl.concat([part.frame for part in parts]) if parts else ValidRows.empty().frame,
-        [rejection for part in parts for rejection in part.rejected],
-    )
