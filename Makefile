@@ -94,7 +94,7 @@ bench-close: $(VENV)/.installed-test
 
 # an hour at 20,000 samples/s: memory and lag over time (SOAK_MINUTES=5 for a short one)
 soak: $(VENV)/.installed-test
-	$(BIN)/python bench/soak.py --minutes $(or $(SOAK_MINUTES),60)
+	$(BIN)/python bench/soak.py --minutes $(or $(SOAK_MINUTES),60) --rate $(or $(SOAK_RATE),20000)
 
 clean:
 	rm -rf $(VENV) .cache data test-artifacts

@@ -102,9 +102,9 @@ class EventIntake:
             raise InvalidEvent("the batch is empty")
         frame = checked.frame
         keys, digests = columnar.identities(frame), columnar.digests(frame)
-        pairs = frame.select("source", "customer_id").iter_rows()
-        allowed = {pair: may_report(*pair) for pair in set(frame.select("source", "customer_id").iter_rows())}
-        kept, refused = _first_of_each(keys, digests, [allowed[pair] for pair in pairs])
+        pairs = list(frame.select("source", "customer_id").iter_rows())
+        allowed = {pair: may_report(*pair) for pair in set(pairs)}
+        kept, refused = _first_of_each(keys, digests, [(pair, allowed[pair]) for pair in pairs])
         rejected = sorted(
             checked.rejected
             + [
@@ -142,23 +142,28 @@ class EventIntake:
 
 
 def _first_of_each(
-    keys: list[Identity], digests: list[int], allowed: list[bool]
+    keys: list[Identity], digests: list[int], allowed: list[tuple[tuple[str, str], bool]]
 ) -> tuple[list[int], list[tuple[int, str]]]:
     """The rows to send (the first of each identity the caller may report), and why each other
-    row is refused: a conflict, or a source and customer the caller may not report for."""
+    row is refused: a conflict, or a source and customer the caller may not report for
+    (``allowed``: each row's source and customer, and whether the caller may report them)."""
     first: dict[Identity, int] = {}
     kept: list[int] = []
     refused: list[tuple[int, str]] = []
-    for index, (key, digest, may) in enumerate(zip(keys, digests, allowed, strict=True)):
-        source, _, event_id = key.partition(IDENTITY_SEPARATOR)
+    for index, (key, digest, ((source, customer), may)) in enumerate(zip(keys, digests, allowed, strict=True)):
+        event_id = key.partition(IDENTITY_SEPARATOR)[2]
         if not may:
-            refused.append((index, f"this key may not report for source {source!r} and this customer"))
+            refused.append((index, _not_yours(source, customer)))
         elif (earlier := first.get(key)) is None:
             first[key] = digest
             kept.append(index)
         elif earlier != digest:
             refused.append((index, _batch_conflict(source, event_id)))
     return kept, refused
+
+
+def _not_yours(source: str, customer: str) -> str:
+    return f"this key may not report for source {source!r} and customer {customer!r}"
 
 
 def _batch_conflict(source: str, event_id: str) -> str:
@@ -176,9 +181,7 @@ def _once_each(checked: ValidEvents, may_report: MayReport) -> tuple[list[int], 
     refused: list[tuple[int, str]] = []
     for index, event in enumerate(checked.events):
         if not may_report(event.source, event.data.customer_id):
-            refused.append(
-                (index, f"this key may not report for source {event.source!r} and customer {event.data.customer_id!r}")
-            )
+            refused.append((index, _not_yours(event.source, event.data.customer_id)))
             continue
         key = identity(event)
         earlier = first.get(key)

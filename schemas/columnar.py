@@ -128,8 +128,11 @@ def binary_headers(producer: str, message: str) -> list[tuple[str, bytes]]:
 
 
 def read(payload: bytes) -> pa.Table:
-    """The stream's rows, or InvalidEvent with the reason it is refused whole."""
-    return read_stream(payload, VM_SAMPLE_SCHEMA, LIMITS)
+    """The stream's rows in the schema's column order, or InvalidEvent with the reason it is
+    refused whole. A sender may order the columns as it likes; frames of several senders are
+    then concatenated as one."""
+    table = read_stream(payload, VM_SAMPLE_SCHEMA, LIMITS)
+    return pa.Table.from_arrays(table.select(VM_SAMPLE_SCHEMA.names).columns, schema=VM_SAMPLE_SCHEMA)
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import pytest
 
 from meterline.exceptions import InvalidEvent
 from schemas import columnar
-from schemas.intake import split_rows
+from schemas.intake import split_row_group, split_rows
 from tests.factories import vm_sample
 
 GOOD = columnar.encode([vm_sample("vm-1"), vm_sample("vm-2")])
@@ -165,3 +165,11 @@ def _zero(kind: pa.DataType, rows: int) -> pa.Array:
     if pa.types.is_string(kind):
         return pa.Array.from_buffers(kind, rows, [None, offsets, pa.py_buffer(b"")])
     return pa.Array.from_buffers(kind, rows, [None, pa.py_buffer(np.zeros(rows, dtype=np.int64).tobytes())])
+
+
+def test_streams_whose_columns_come_in_another_order_are_read_together():
+    table = sample_table()
+    reordered = stream(table.select(list(reversed(table.column_names))))
+    checked = split_row_group([GOOD, reordered])
+    assert checked.frame["resource_id"].to_list() == ["vm-1", "vm-2", "vm-1", "vm-2"]
+    assert checked.frame.columns[:3] == ["id", "source", "time"]
