@@ -7,9 +7,12 @@ keeps topics in memory). Until then it is sent again when
 - the broker refuses or times out its delivery;
 - the stored topic's log is found restarted (``ReceiptFeed``): the broker lost its logs, and
   with them every batch delivered and not stored yet;
-- a batch delivered after it to the same partition is stored and it is not, ``OVERTAKEN_GRACE_S``
-  after its delivery: a partition is read in order, so the broker lost it (a restarted embedded
-  broker starts its partitions again from offset 0: offsets cannot tell, delivery times can);
+- a batch delivered after it to the same partition is stored and it is not, and it stays so for
+  ``OVERTAKEN_GRACE_S``: a partition is read in order, so the broker lost it (a restarted embedded
+  broker starts its partitions again from offset 0: offsets cannot tell, delivery times can). The
+  grace counts from when it was overtaken, not from its delivery: a partition's rated output
+  reaches storage through several partitions of the rated topic, so a later batch is often
+  stored a moment before an earlier one, and a backlog of more than the grace is no loss;
 - it is not stored ``RESEND_AFTER_S`` after its delivery and nothing else of this producer was
   stored meanwhile (a producer that sends nothing more after a broker loss). While receipts keep
   coming, a batch not stored yet is only behind in a backlog, and is not sent again.
@@ -97,6 +100,7 @@ class SpooledPublisher:
         self._in_flight: set[int] = set()
         self._delivered: dict[int, Delivered] = {}
         self._stored_up_to: dict[int, float] = {}  # per partition, the latest delivery of a batch stored
+        self._overtaken: dict[int, float] = {}  # when each delivered batch was first seen overtaken
         self._last_receipt = self._last_check = time.monotonic()
         self._must_replay = True
 
@@ -193,6 +197,7 @@ class SpooledPublisher:
         self._spool.ack(seq)
         self._last_receipt = time.monotonic()
         delivered = self._delivered.pop(seq, None)
+        self._overtaken.pop(seq, None)
         if delivered is not None:
             latest = self._stored_up_to.get(delivered.partition, delivered.at)
             self._stored_up_to[delivered.partition] = max(latest, delivered.at)
@@ -200,11 +205,13 @@ class SpooledPublisher:
     def _forget_lost(self) -> None:
         """Take back, to be sent again, the delivered batches the broker lost."""
         now = self._last_check = time.monotonic()
-        lost = lost_batches(self._delivered, self._stored_up_to, self._last_receipt, now)
+        note_overtaken(self._delivered, self._stored_up_to, self._overtaken, now)
+        lost = lost_batches(self._delivered, self._overtaken, self._last_receipt, now)
         if lost:
             log.warning("%d delivered batches are not stored; sending them again", len(lost))
             for seq in lost:
                 del self._delivered[seq]
+                self._overtaken.pop(seq, None)
             self._must_replay = True
 
     def _forget_delivered(self) -> None:
@@ -215,6 +222,7 @@ class SpooledPublisher:
                 "the broker lost its log; sending the %d delivered batches not stored again", len(self._delivered)
             )
             self._delivered.clear()
+            self._overtaken.clear()
             self._must_replay = True
 
     def _replay(self) -> None:
@@ -262,15 +270,26 @@ def _content_headers(producer: str, batch: SpooledBatch) -> list[tuple[str, byte
     return columnar.binary_headers(producer, f"{producer}/{batch.seq}")
 
 
+def note_overtaken(
+    delivered: Mapping[int, Delivered], stored_up_to: Mapping[int, float], overtaken: dict[int, float], now: float
+) -> None:
+    """Note ``now`` for each delivered batch a later batch of its partition overtook (was stored
+    first) since the last look: ``stored_up_to`` is, per partition, the latest delivery time of a
+    batch stored."""
+    for seq, batch in delivered.items():
+        if seq not in overtaken and stored_up_to.get(batch.partition, batch.at) > batch.at:
+            overtaken[seq] = now
+
+
 def lost_batches(
-    delivered: Mapping[int, Delivered], stored_up_to: Mapping[int, float], last_receipt: float, now: float
+    delivered: Mapping[int, Delivered], overtaken: Mapping[int, float], last_receipt: float, now: float
 ) -> list[int]:
     """The delivered batches to send again (the rules are in the module's documentation):
-    ``stored_up_to`` is, per partition, the latest delivery time of a batch stored."""
+    ``overtaken`` says since when each overtaken batch has been."""
     quiet = now - last_receipt >= RESEND_AFTER_S
     return [
         seq
         for seq, batch in delivered.items()
-        if now - batch.at >= OVERTAKEN_GRACE_S
-        and (stored_up_to.get(batch.partition, batch.at) > batch.at or (quiet and now - batch.at >= RESEND_AFTER_S))
+        if (seq in overtaken and now - overtaken[seq] >= OVERTAKEN_GRACE_S)
+        or (quiet and now - batch.at >= RESEND_AFTER_S)
     ]

@@ -6,7 +6,7 @@ from datetime import timedelta
 
 import orjson
 
-from agents.publisher import OVERTAKEN_GRACE_S, RESEND_AFTER_S, Delivered, lost_batches
+from agents.publisher import OVERTAKEN_GRACE_S, RESEND_AFTER_S, Delivered, lost_batches, note_overtaken
 from pipeline.dedup import RecentEvents
 from pipeline.processing import handled_messages, process_batch
 from schemas import receipts
@@ -53,17 +53,22 @@ def test_each_numbered_message_is_reported_with_its_new_events_and_their_span():
 
 def test_a_delivered_batch_is_sent_again_only_when_it_is_known_or_likely_lost():
     """Batches 1, 2 and 3 went to partition 0 before a batch that is stored: a partition is read
-    in order, so they are lost, but 2 is too recent to say so. Partition 1 has nothing stored:
-    its batches wait, unless nothing at all was stored for a long time (batch 4)."""
+    in order, so they are lost once they stay overtaken for the grace (a partition's output is
+    stored through several partitions, a moment out of order), however old they are. Partition 1
+    has nothing stored: its batches wait, unless nothing at all was stored for a long time (4)."""
     now = 10_000.0
     delivered = {
-        1: Delivered(partition=0, at=now - OVERTAKEN_GRACE_S),
-        2: Delivered(partition=0, at=now - OVERTAKEN_GRACE_S + 1),
-        3: Delivered(partition=0, at=now - OVERTAKEN_GRACE_S - 1),
+        1: Delivered(partition=0, at=now - 300),
+        2: Delivered(partition=0, at=now - 2),
+        3: Delivered(partition=0, at=now - 301),
         4: Delivered(partition=1, at=now - RESEND_AFTER_S),
         5: Delivered(partition=1, at=now - RESEND_AFTER_S + 1),
     }
-    stored_up_to = {0: now - OVERTAKEN_GRACE_S + 2}
-    assert lost_batches(delivered, {0: now - OVERTAKEN_GRACE_S - 1}, now - 1, now) == []
-    assert lost_batches(delivered, stored_up_to, now - 1, now) == [1, 3]
-    assert lost_batches(delivered, stored_up_to, now - RESEND_AFTER_S, now) == [1, 3, 4]
+    overtaken: dict[int, float] = {}
+    note_overtaken(delivered, {0: now - 301}, overtaken, now - OVERTAKEN_GRACE_S)
+    assert overtaken == {}, "a batch stored after those delivered before it overtakes none"
+    note_overtaken(delivered, {0: now - 1}, overtaken, now - OVERTAKEN_GRACE_S)
+    assert sorted(overtaken) == [1, 2, 3]
+    assert lost_batches(delivered, overtaken, now - 1, now - 1) == [], "overtaken a moment ago: behind, not lost"
+    assert lost_batches(delivered, overtaken, now - 1, now) == [1, 2, 3]
+    assert lost_batches(delivered, overtaken, now - RESEND_AFTER_S, now) == [1, 2, 3, 4]
