@@ -20,7 +20,8 @@ from meterline.settings import Settings
 from schemas import columnar, receipts
 from schemas.events import UsageEvent, as_json_value, batch_of, event_spans
 from schemas.identity import IDENTITY_SEPARATOR, Identity, content_digest, identity
-from schemas.intake import Acceptance, Rejection, ValidEvents, split_message, split_rows
+from schemas.intake import Acceptance, Rejection, ValidEvents, check_rows, row_rejection, split_message
+from schemas.records import message_id
 
 POLL_S = 0.2
 RETRY_AFTER_S = 5
@@ -95,9 +96,8 @@ class EventIntake:
     def submit_rows(self, body: bytes, may_report: MayReport) -> tuple[list[str], list[Rejection]]:
         """``submit`` for an Arrow stream of VM samples (``schemas.columnar``): the ids of the rows
         accepted, spooled as streams of a source's rows, and a rejection for each other row."""
-        checked = split_rows(body, self._acceptance)
-        if checked.rejected and checked.rejected[0].event_id is None and not checked.frame.height:
-            raise InvalidEvent(checked.rejected[0].reason)  # the stream cannot be read, or is of another schema
+        # a stream that cannot be read, or of another schema, is refused whole (InvalidEvent)
+        checked = check_rows([columnar.read(body)], [message_id(body)], self._acceptance)
         if not checked.frame.height and not checked.rejected:
             raise InvalidEvent("the batch is empty")
         frame = checked.frame
@@ -106,12 +106,7 @@ class EventIntake:
         allowed = {pair: may_report(*pair) for pair in set(pairs)}
         kept, refused = _first_of_each(keys, digests, [(pair, allowed[pair]) for pair in pairs])
         rejected = sorted(
-            checked.rejected
-            + [
-                Rejection(row["offset"], row["id"], reason, columnar.as_event(row))
-                for (index, reason) in refused
-                for row in [frame.row(index, named=True)]
-            ],
+            checked.rejected + [row_rejection(frame.row(index, named=True), reason) for (index, reason) in refused],
             key=lambda rejection: rejection.index,
         )
         accepted = frame[kept] if kept else frame.clear()

@@ -17,7 +17,7 @@ from pipeline.rating import ENGINE, currency_of, rate_quantities
 from schemas import columnar
 from schemas.events import UsageEvent, XaasUsage, as_json_value
 from schemas.identity import IDENTITY_SEPARATOR, Identity, identity
-from schemas.intake import Acceptance, Rejection, ValidEvents, split_group, split_row_group
+from schemas.intake import Acceptance, Rejection, ValidEvents, row_rejection, split_group, split_row_group
 from schemas.receipts import Handled
 from schemas.records import RATED_LISTS, RATED_SCHEMA, USAGE_EVENT_SCHEMA, message_id
 
@@ -119,9 +119,7 @@ def _rate_rows(fresh: pl.DataFrame, book: PriceBook) -> tuple[pl.DataFrame, pl.D
 
 
 def _row_rejections(rows: pl.DataFrame, reason: Callable[[dict[str, Any]], str]) -> list[Rejection]:
-    return [
-        Rejection(row["offset"], row["id"], reason(row), columnar.as_event(row)) for row in rows.iter_rows(named=True)
-    ]
+    return [row_rejection(row, reason(row)) for row in rows.iter_rows(named=True)]
 
 
 def _conflict_reason(row: dict[str, Any]) -> str:

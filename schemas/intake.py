@@ -241,6 +241,11 @@ class ValidRows:
     rejected: list[Rejection] = field(default_factory=list)
 
 
+def row_rejection(row: dict[str, Any], reason: str) -> Rejection:
+    """A columnar row refused, at its row in its message, shown as the JSON event it stands for."""
+    return Rejection(row["offset"], row["id"], reason, columnar.as_event(row))
+
+
 def split_rows(payload: bytes, acceptance: Acceptance | None = None) -> ValidRows:
     """The valid rows of one columnar message and a rejection for each other row; a stream that
     cannot be read, or of another schema, is refused whole."""
@@ -260,6 +265,13 @@ def split_row_group(payloads: list[bytes], acceptance: Acceptance | None = None)
             rejected.append(Rejection(0, None, error.reason, described))
             continue
         idents.append(ident)
+    checked = check_rows(tables, idents, acceptance)
+    return ValidRows(checked.frame, rejected + checked.rejected)
+
+
+def check_rows(tables: list[pa.Table], idents: list[str], acceptance: Acceptance | None = None) -> ValidRows:
+    """The valid rows of streams already read (``columnar.read``), of the messages ``idents``,
+    and a rejection for each other row."""
     counts = [table.num_rows for table in tables]
     rows = pa.concat_tables(tables) if tables else columnar.VM_SAMPLE_SCHEMA.empty_table()
     frame = cast(pl.DataFrame, pl.from_arrow(rows)).with_columns(
@@ -273,10 +285,10 @@ def split_row_group(payloads: list[bytes], acceptance: Acceptance | None = None)
         window = columnar.Window(earliest, latest, acceptance.max_sample_bytes)
     reasons = columnar.refusals(frame, window)
     if reasons.null_count() == len(reasons):
-        return ValidRows(frame, rejected)
+        return ValidRows(frame)
     refused = frame.filter(reasons.is_not_null())
-    rejected += [
-        Rejection(row["offset"], row["id"], reason, columnar.as_event(row))
+    rejected = [
+        row_rejection(row, reason)
         for row, reason in zip(refused.iter_rows(named=True), reasons.drop_nulls(), strict=True)
     ]
     return ValidRows(frame.filter(reasons.is_null()), rejected)
