@@ -61,7 +61,7 @@ run: install
 	$(BIN)/python -m meterline.run
 
 test: $(VENV)/.installed-test kafka-jars ubl-schemas stripe-mock
-	$(BIN)/pytest -q
+	$(BIN)/pytest -q --durations=20
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
