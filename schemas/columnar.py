@@ -73,6 +73,12 @@ VM_SAMPLE_SCHEMA = pa.schema(
 columns are the JSON event's optional fields; a null in another column refuses its row."""
 OPTIONAL = ("resource_name", "hypervisor", "subject")
 TIME_UNIT_MS = 1000
+EPOCH_MS_RANGE = (
+    int(datetime(1, 1, 1, tzinfo=UTC).timestamp() * TIME_UNIT_MS),
+    int(datetime(9999, 12, 31, 23, 59, 59, 999000, tzinfo=UTC).timestamp() * TIME_UNIT_MS),
+)
+"""The times a row may hold: those a reader in any language can represent (a timestamp column
+holds any int64)."""
 
 
 def is_columnar(payload: bytes) -> bool:
@@ -150,6 +156,7 @@ def refusals(frame: pl.DataFrame, window: Window | None) -> pl.Series:
     text = number = pl.col
     rules: list[tuple[pl.Expr, str | pl.Expr]] = [
         *((pl.col(name).is_null(), f"{_path(name)}: a value is required") for name in _REQUIRED),
+        (~pl.col("time").dt.epoch("ms").is_between(*EPOCH_MS_RANGE), "time: Expected a time in the years 1 to 9999"),
         (~text("id").str.len_chars().is_between(8, 128), "id: Expected `str` of length 8 to 128"),
         (text("id").str.contains(UNPRINTABLE_CLASS), "id: holds a control or formatting character"),
         (text("id") != text("id").str.strip_chars(), "id: starts or ends with white space"),
@@ -241,6 +248,7 @@ def _disk_rules() -> list[tuple[pl.Expr, str]]:
     disks = pl.col("disks")
     tiers, sizes, devices = (disks.list.eval(pl.element().struct.field(f)) for f in ("tier", "size_gib", "device"))
     return [
+        (disks.list.eval(pl.element().is_null()).list.any(), "data.disks: a disk is null"),
         (tiers.list.eval(pl.element().is_null()).list.any(), "data.disks: a disk's tier is required"),
         (
             tiers.list.eval(~pl.element().str.contains(TIER_PATTERN)).list.any(),
@@ -327,8 +335,11 @@ def as_event(row: dict[str, Any]) -> Event:
     data = {name: value for name, value in data.items() if not (name in OPTIONAL and value is None)}
     disks = data.get("disks")
     if isinstance(disks, list):
-        data["disks"] = [{k: v for k, v in disk.items() if v is not None} for disk in disks]
+        data["disks"] = [{k: v for k, v in disk.items() if v is not None} if disk else disk for disk in disks]
     time = row.get("time")
+    if isinstance(time, int):  # a refused row's time, which may lie outside any calendar
+        in_range = EPOCH_MS_RANGE[0] <= time <= EPOCH_MS_RANGE[1]
+        time = datetime.fromtimestamp(time / TIME_UNIT_MS, UTC) if in_range else f"{time} ms since 1970"
     event: Event = {
         "specversion": "1.0",
         "type": EventType.VM_SAMPLE.value,
@@ -341,6 +352,12 @@ def as_event(row: dict[str, Any]) -> Event:
     if row.get("subject") is not None:
         event["subject"] = row["subject"]
     return event
+
+
+def displayable(rows: pl.DataFrame) -> pl.DataFrame:
+    """Rows whose time is epoch milliseconds, to make Python values of: a refused row's time
+    may be no date at all."""
+    return rows.with_columns(pl.col("time").dt.epoch("ms"))
 
 
 def event_at(payload: bytes, row: int) -> Event:

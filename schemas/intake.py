@@ -240,6 +240,10 @@ class ValidRows:
     frame: pl.DataFrame
     rejected: list[Rejection] = field(default_factory=list)
 
+    @staticmethod
+    def empty_frame() -> pl.DataFrame:
+        return check_rows([], []).frame
+
 
 def row_rejection(row: dict[str, Any], reason: str) -> Rejection:
     """A columnar row refused, at its row in its message, shown as the JSON event it stands for."""
@@ -261,12 +265,34 @@ def split_row_group(payloads: list[bytes], acceptance: Acceptance | None = None)
         try:
             tables.append(columnar.read(payload))
         except InvalidEvent as error:
-            described = {"content_type": columnar.CONTENT_TYPE, "bytes": len(payload), "message_id": ident}
-            rejected.append(Rejection(0, None, error.reason, described))
+            rejected.append(_stream_rejection(error.reason, ident, len(payload)))
+            continue
+        except Exception as error:  # not swallowed: the message goes to the dead letters with it
+            rejected.append(_stream_rejection(f"the stream could not be read: {_named(error)}", ident, len(payload)))
             continue
         idents.append(ident)
-    checked = check_rows(tables, idents, acceptance)
+    try:
+        checked = check_rows(tables, idents, acceptance)
+    except Exception:  # a row no check foresaw: each message alone, so that only its own is refused
+        checked = ValidRows(ValidRows.empty_frame())
+        for table, ident in zip(tables, idents, strict=True):
+            try:
+                alone = check_rows([table], [ident], acceptance)
+            except Exception as error:  # not swallowed: the message goes to the dead letters with it
+                reason = f"the stage could not check this stream: {_named(error)}"
+                checked.rejected.append(_stream_rejection(reason, ident, table.nbytes))
+                continue
+            checked = ValidRows(pl.concat([checked.frame, alone.frame]), checked.rejected + alone.rejected)
     return ValidRows(checked.frame, rejected + checked.rejected)
+
+
+def _stream_rejection(reason: str, ident: str, size: int) -> Rejection:
+    """A columnar message refused whole, described (its bytes are no JSON to show)."""
+    return Rejection(0, None, reason, {"content_type": columnar.CONTENT_TYPE, "bytes": size, "message_id": ident})
+
+
+def _named(error: Exception) -> str:
+    return f"{type(error).__name__}: {error}"
 
 
 def check_rows(tables: list[pa.Table], idents: list[str], acceptance: Acceptance | None = None) -> ValidRows:
@@ -286,7 +312,7 @@ def check_rows(tables: list[pa.Table], idents: list[str], acceptance: Acceptance
     reasons = columnar.refusals(frame, window)
     if reasons.null_count() == len(reasons):
         return ValidRows(frame)
-    refused = frame.filter(reasons.is_not_null())
+    refused = columnar.displayable(frame.filter(reasons.is_not_null()))
     rejected = [
         row_rejection(row, reason)
         for row, reason in zip(refused.iter_rows(named=True), reasons.drop_nulls(), strict=True)

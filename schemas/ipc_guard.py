@@ -79,6 +79,9 @@ def _messages(reader: pa.ipc.MessageReader) -> Iterator[pa.ipc.Message]:
 
 def _check_schema(schema: pa.Schema, expected: pa.Schema) -> None:
     names, wanted = schema.names, expected.names
+    if len(set(names)) != len(names):
+        twice = sorted({name for name in names if names.count(name) > 1})
+        raise InvalidEvent(f"the Arrow schema is not {_version(expected)}: it names columns {twice} more than once")
     missing = [name for name in wanted if name not in names]
     extra = [name for name in names if name not in wanted]
     if missing or extra:
@@ -123,6 +126,8 @@ def _declared(message: pa.ipc.Message) -> tuple[int, int]:
                 raise InvalidEvent("an Arrow record batch points outside its body")
             if compressed and length >= 8:
                 prefix = struct.unpack_from("<q", body, offset)[0]
+                if prefix < UNCOMPRESSED:  # a negative size would hide a larger one from the sum
+                    raise InvalidEvent("an Arrow record batch declares a buffer of negative size")
                 decoded += length - 8 if prefix == UNCOMPRESSED else prefix
             else:
                 decoded += length

@@ -3,6 +3,7 @@ CloudEvents on Kafka, refusals to the dead letters, and one sample however it is
 
 from __future__ import annotations
 
+import pyarrow as pa
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
@@ -43,14 +44,16 @@ def test_an_arrow_body_is_accepted_row_by_row_and_one_sample_is_one_however_enco
     producer = Producer({"bootstrap.servers": running.broker.bootstrap})
     producer.produce(running.settings.topics.events, columnar.encode([bad, vm_sample("vm-3")]), key=b"hv-1")
     producer.produce(running.settings.topics.events, columnar.encode([good])[:-40], key=b"hv-1")
+    producer.produce(running.settings.topics.events, _no_disk_nor_date(vm_sample("vm-4")), key=b"hv-1")
     producer.flush(10)
     letters = wait_for(
-        lambda: len(found := running.http.get("/v1/dead-letters").json()) == 3 and found, what="the refusals stored"
+        lambda: len(found := running.http.get("/v1/dead-letters").json()) == 5 and found, what="the refusals stored"
     )
     by_reason = {letter["reason"].split(":")[0]: letter for letter in letters}
     assert by_reason["data.vcpu"]["event"]["data"]["vcpu"] == 9000
     assert by_reason["conflict"]["event"]["data"]["customer_id"] == "cust-2"
     assert any(reason.startswith("the Arrow stream") for reason in by_reason), by_reason
+    assert {"data.disks", "time"} <= set(by_reason), "rows the worker once crashed on are refused"
     wait_for(lambda: rated_rows(running, "cust-1") == 8, what="the bypassing message's good row")
     assert not running.usage("cust-2")["rows"], "the conflicting copy is billed to no one"
 
@@ -82,3 +85,13 @@ def test_an_agents_columnar_batch_travels_as_a_binary_mode_cloudevent(running: S
     assert (headers["ce_specversion"], headers["ce_type"]) == (b"1.0", b"vm.sample")
     assert headers["ce_dataschema"] == columnar.DATASCHEMA.encode()
     assert columnar.is_columnar(message.value())
+
+
+def _no_disk_nor_date(sample: dict) -> bytes:
+    """Two rows of ``sample`` as a stream: one with a null disk, one dated in the year 20000."""
+    table = columnar.read(columnar.encode([sample, sample]))
+    disks = pa.array([[None], []], pa.list_(columnar.DISK))
+    times = pa.array([0, 569_000_000_000_000], pa.int64()).cast(pa.timestamp("ms", "UTC"))
+    table = table.set_column(table.schema.get_field_index("disks"), "disks", disks)
+    table = table.set_column(table.schema.get_field_index("time"), pa.field("time", times.type), times)
+    return columnar.write(table)

@@ -10,7 +10,7 @@ import pyarrow.ipc
 import pytest
 
 from meterline.exceptions import InvalidEvent
-from schemas import columnar
+from schemas import columnar, ipc_guard
 from schemas.intake import split_row_group, split_rows
 from tests.factories import vm_sample
 
@@ -173,3 +173,47 @@ def test_streams_whose_columns_come_in_another_order_are_read_together():
     checked = split_row_group([GOOD, reordered])
     assert checked.frame["resource_id"].to_list() == ["vm-1", "vm-2", "vm-1", "vm-2"]
     assert checked.frame.columns[:3] == ["id", "source", "time"]
+
+
+def test_a_null_disk_refuses_its_row():
+    table = sample_table()
+    index = table.schema.get_field_index("disks")
+    disks = pa.array([[None], [{"tier": "ssd", "size_gib": 1, "device": None}]], pa.list_(columnar.DISK))
+    checked = split_rows(stream(table.set_column(index, "disks", disks)))
+    assert [r.reason for r in checked.rejected] == ["data.disks: a disk is null"]
+    assert checked.rejected[0].event["data"]["disks"] == [None]
+
+
+@pytest.mark.parametrize("epoch_ms", [569_000_000_000_000, -200_000_000_000_000, 2**63 - 1, -(2**63)])
+def test_a_time_no_calendar_holds_refuses_its_row(epoch_ms):
+    table = sample_table()
+    index = table.schema.get_field_index("time")
+    times = pa.array([epoch_ms, 1_793_000_000_000], pa.int64()).cast(pa.timestamp("ms", "UTC"))
+    checked = split_rows(stream(table.set_column(index, pa.field("time", times.type, nullable=False), times)))
+    (rejection,) = checked.rejected
+    assert rejection.reason == "time: Expected a time in the years 1 to 9999"
+    assert rejection.event["time"] == f"{epoch_ms} ms since 1970"
+    assert checked.frame["resource_id"].to_list() == ["vm-2"]
+
+
+def test_a_column_named_twice_is_refused():
+    table = sample_table()
+    twice = pa.table([*table.columns, table["id"]], names=[*table.column_names, "id"])
+    assert refusal(stream(twice)) == "the Arrow schema is not vm.sample/1: it names columns ['id'] more than once"
+
+
+def test_a_negative_buffer_size_cannot_hide_a_large_one():
+    """A compressed buffer's size prefix below -1 would cancel a huge one in the sum of sizes."""
+    payload = bytearray(stream(sample_table()))
+    reader = pa.ipc.MessageReader.open_stream(pa.py_buffer(bytes(payload)))
+    reader.read_next_message()
+    batch = reader.read_next_message()
+    body_start = len(payload) - 8 - batch.body.size  # the body ends the batch message, then end of stream
+    meta = memoryview(batch.metadata)
+    offset, length = next(b for b in ipc_guard._buffers(meta, _record_batch(meta)) if b[1] >= 8)
+    payload[body_start + offset : body_start + offset + 8] = (-(2**40)).to_bytes(8, "little", signed=True)
+    assert refusal(bytes(payload)) == "an Arrow record batch declares a buffer of negative size"
+
+
+def _record_batch(meta: memoryview) -> int:
+    return ipc_guard._offset(meta, ipc_guard._u32(meta, 0), 2)
