@@ -12,18 +12,16 @@ import polars as pl
 
 from billing.pricing import PriceBook
 from pipeline.dedup import RecentEvents, Seen
-from pipeline.metering import event_columns, measure, row_columns
+from pipeline.metering import EventColumns, event_columns, measure, row_columns
 from pipeline.rating import ENGINE, currency_of, rate_quantities
 from schemas import columnar
 from schemas.events import UsageEvent, XaasUsage, as_json_value
-from schemas.identity import IDENTITY_SEPARATOR, Identity, identity
+from schemas.identity import IDENTITY_SEPARATOR, ROW_IDENTITY, Identity, identity
 from schemas.intake import Acceptance, Rejection, ValidEvents, row_rejection, split_group, split_row_group
 from schemas.receipts import Handled
 from schemas.records import RATED_LISTS, RATED_SCHEMA, USAGE_EVENT_SCHEMA, message_id
 
 log = logging.getLogger(__name__)
-ACCEPTED_IDENTITY = pl.concat_str([pl.col("source"), pl.lit(IDENTITY_SEPARATOR), pl.col("id")])
-"""An accepted event's identity, as ``pipeline.dedup.identity`` writes it."""
 
 
 @dataclass(frozen=True)
@@ -81,7 +79,7 @@ def _process_rows(
         digest=pl.Series([d for d, v in zip(digests, seen, strict=True) if v is Seen.NEW], dtype=pl.UInt64)
     )
     try:
-        events, rated, unpriced = _rate_rows(fresh, book)
+        events, rated, unpriced = _rated(row_columns(fresh), book)
     except Exception as error:  # not swallowed: the rows go to the dead-letter topic with it
         reason = f"the stage could not rate this event: {type(error).__name__}: {error}"
         return BatchOutcome(
@@ -95,7 +93,7 @@ def _process_rows(
         []
         if not unpriced
         else _row_rejections(
-            fresh.filter(pl.concat_str("source", pl.lit(IDENTITY_SEPARATOR), "id").is_in(list(unpriced))),
+            fresh.filter(ROW_IDENTITY.is_in(list(unpriced))),
             lambda row: unpriced[f"{row['source']}{IDENTITY_SEPARATOR}{row['id']}"],
         )
     )
@@ -106,16 +104,6 @@ def _process_rows(
         duplicates=seen.count(Seen.REPEAT),
         identities={key: digest for key, digest in new_digests.items() if key not in unpriced},
     )
-
-
-def _rate_rows(fresh: pl.DataFrame, book: PriceBook) -> tuple[pl.DataFrame, pl.DataFrame, dict[Identity, str]]:
-    """``_rate`` for valid columnar rows: their stored rows, rated rows, and those left unpriced."""
-    columns = row_columns(fresh)
-    rated, unpriced = rate_quantities(measure(columns, book.xaas_meters), book)
-    accepted = columns.accepted
-    if unpriced:
-        accepted = accepted.filter(~ACCEPTED_IDENTITY.is_in(list(unpriced)))
-    return usage_events(accepted, rated.lazy(), book).collect(engine=ENGINE), rated, unpriced
 
 
 def _row_rejections(rows: pl.DataFrame, reason: Callable[[dict[str, Any]], str]) -> list[Rejection]:
@@ -157,7 +145,7 @@ def _process_json(
         rated=rated,
         rejected=group.rejected + conflicts + wrong_unit + refused,
         duplicates=sum(verdict is Seen.REPEAT for verdict in seen),
-        identities=_stored_identities(group.events, seen, digests, set(events.select(ACCEPTED_IDENTITY).to_series())),
+        identities=_stored_identities(group.events, seen, digests, set(events.select(ROW_IDENTITY).to_series())),
     )
 
 
@@ -208,13 +196,18 @@ def _rate_isolating(fresh: ValidEvents, book: PriceBook) -> tuple[pl.DataFrame, 
 
 def _rate(fresh: ValidEvents, book: PriceBook) -> tuple[pl.DataFrame, pl.DataFrame, list[Rejection]]:
     """Meter and rate valid events: their stored rows, their rated rows, and those refused (no price)."""
-    columns = event_columns(fresh)
+    events, rated, unpriced = _rated(event_columns(fresh), book)
+    return events, rated, _rejections(fresh, unpriced) if unpriced else []
+
+
+def _rated(columns: EventColumns, book: PriceBook) -> tuple[pl.DataFrame, pl.DataFrame, dict[Identity, str]]:
+    """Meter and rate events' columns, either encoding's: their stored rows, their rated rows,
+    and the identities of those nobody can price, with the reason."""
     rated, unpriced = rate_quantities(measure(columns, book.xaas_meters), book)
     accepted = columns.accepted
     if unpriced:
-        accepted = accepted.filter(~ACCEPTED_IDENTITY.is_in(list(unpriced)))
-    refused = _rejections(fresh, unpriced) if unpriced else []
-    return usage_events(accepted, rated.lazy(), book).collect(engine=ENGINE), rated, refused
+        accepted = accepted.filter(~ROW_IDENTITY.is_in(list(unpriced)))
+    return usage_events(accepted, rated.lazy(), book).collect(engine=ENGINE), rated, unpriced
 
 
 def _failed(events: ValidEvents, error: Exception) -> tuple[pl.DataFrame, pl.DataFrame, list[Rejection]]:

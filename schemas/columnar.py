@@ -35,7 +35,7 @@ from schemas.events import (
     format_time,
 )
 from schemas.identifiers import UNPRINTABLE_CLASS, identifier_refusal, source_refusal
-from schemas.identity import IDENTITY_SEPARATOR
+from schemas.identity import ROW_IDENTITY
 from schemas.ipc_guard import Limits, read_stream
 
 CONTENT_TYPE = "application/vnd.apache.arrow.stream"
@@ -276,7 +276,7 @@ def _disk_rules() -> list[tuple[pl.Expr, str]]:
 
 def identities(frame: pl.DataFrame) -> list[str]:
     """Each row's identity, as ``schemas.identity.identity`` writes an event's."""
-    return frame.select(pl.concat_str("source", pl.lit(IDENTITY_SEPARATOR), "id")).to_series().to_list()
+    return frame.select(ROW_IDENTITY).to_series().to_list()
 
 
 def digests(frame: pl.DataFrame) -> list[int]:
