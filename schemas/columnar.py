@@ -153,43 +153,45 @@ class Window:
 
 def refusals(frame: pl.DataFrame, window: Window | None) -> pl.Series:
     """Per row, why it is refused (the first rule it breaks), or null."""
-    text = number = pl.col
-    rules: list[tuple[pl.Expr, str | pl.Expr]] = [
+    rules: list[tuple[pl.Expr, str] | pl.Expr] = [
         *((pl.col(name).is_null(), f"{_path(name)}: a value is required") for name in _REQUIRED),
         (~pl.col("time").dt.epoch("ms").is_between(*EPOCH_MS_RANGE), "time: Expected a time in the years 1 to 9999"),
-        (~text("id").str.len_chars().is_between(8, 128), "id: Expected `str` of length 8 to 128"),
-        (text("id").str.contains(UNPRINTABLE_CLASS), "id: holds a control or formatting character"),
-        (text("id") != text("id").str.strip_chars(), "id: starts or ends with white space"),
-        (_by_value("source", source_refusal), _reason_of("source", source_refusal)),
-        (_by_value("customer_id", identifier_refusal), _reason_of("customer_id", identifier_refusal)),
+        (~pl.col("id").str.len_chars().is_between(8, 128), "id: Expected `str` of length 8 to 128"),
+        (pl.col("id").str.contains(UNPRINTABLE_CLASS), "id: holds a control or formatting character"),
+        (pl.col("id") != pl.col("id").str.strip_chars(), "id: starts or ends with white space"),
+        _reason_of("source", source_refusal),
+        _reason_of("customer_id", identifier_refusal),
         (
-            ~text("resource_id").str.len_chars().is_between(1, 128),
+            ~pl.col("resource_id").str.len_chars().is_between(1, 128),
             "data.resource_id: Expected `str` of length 1 to 128",
         ),
         (
-            text("resource_id").str.contains(UNPRINTABLE_CLASS),
+            pl.col("resource_id").str.contains(UNPRINTABLE_CLASS),
             "data.resource_id: holds a control or formatting character",
         ),
         (
-            text("resource_id") != text("resource_id").str.strip_chars(),
+            pl.col("resource_id") != pl.col("resource_id").str.strip_chars(),
             "data.resource_id: starts or ends with white space",
         ),
-        (~number("interval_s").is_between(1, 86_400), "data.interval_s: Expected `int` >= 1 and <= 86400"),
-        (~text("power_state").is_in([state.value for state in PowerState]), _enum_reason()),
-        (~number("vcpu").is_between(0, 4096), "data.vcpu: Expected `int` >= 0 and <= 4096"),
-        (~number("ram_mb").is_between(0, 67_108_864), "data.ram_mb: Expected `int` >= 0 and <= 67108864"),
-        (~(number("cpu_time_s") >= 0) | number("cpu_time_s").is_nan(), "data.cpu_time_s: Expected `float` >= 0.0"),
-        (number("cpu_time_s").is_infinite(), "data.cpu_time_s: Expected a finite `float`"),
-        (number("net_rx_bytes") < 0, "data.net_rx_bytes: Expected `int` >= 0"),
-        (number("net_tx_bytes") < 0, "data.net_tx_bytes: Expected `int` >= 0"),
+        (~pl.col("interval_s").is_between(1, 86_400), "data.interval_s: Expected `int` >= 1 and <= 86400"),
+        (~pl.col("power_state").is_in([state.value for state in PowerState]), _enum_reason()),
+        (~pl.col("vcpu").is_between(0, 4096), "data.vcpu: Expected `int` >= 0 and <= 4096"),
+        (~pl.col("ram_mb").is_between(0, 67_108_864), "data.ram_mb: Expected `int` >= 0 and <= 67108864"),
+        (~(pl.col("cpu_time_s") >= 0) | pl.col("cpu_time_s").is_nan(), "data.cpu_time_s: Expected `float` >= 0.0"),
+        (pl.col("cpu_time_s").is_infinite(), "data.cpu_time_s: Expected a finite `float`"),
+        (pl.col("net_rx_bytes") < 0, "data.net_rx_bytes: Expected `int` >= 0"),
+        (pl.col("net_tx_bytes") < 0, "data.net_tx_bytes: Expected `int` >= 0"),
         (pl.col("disks").list.len() > 64, "data.disks: Expected `array` of length <= 64"),
         *_disk_rules(),
         *(
             rule
             for name in OPTIONAL
             for rule in (
-                (text(name).str.len_chars() > 256, f"{_path(name)}: Expected `str` of length <= 256"),
-                (text(name).str.contains(UNPRINTABLE_CLASS), f"{_path(name)}: holds a control or formatting character"),
+                (pl.col(name).str.len_chars() > 256, f"{_path(name)}: Expected `str` of length <= 256"),
+                (
+                    pl.col(name).str.contains(UNPRINTABLE_CLASS),
+                    f"{_path(name)}: holds a control or formatting character",
+                ),
             )
         ),
     ]
@@ -208,12 +210,8 @@ def refusals(frame: pl.DataFrame, window: Window | None) -> pl.Series:
                 for name in ("net_rx_bytes", "net_tx_bytes")
             ),
         ]
-    reason: pl.Expr = pl.lit(None, dtype=pl.String)
-    for broken, why in reversed(rules):  # the first rule a row breaks says why
-        reason = (
-            pl.when(broken.fill_null(False)).then(why if isinstance(why, pl.Expr) else pl.lit(why)).otherwise(reason)
-        )
-    return frame.select(reason.alias("reason")).to_series()
+    reasons = [rule if isinstance(rule, pl.Expr) else pl.when(rule[0]).then(pl.lit(rule[1])) for rule in rules]
+    return frame.select(pl.coalesce(reasons).alias("reason")).to_series()  # the first rule a row breaks
 
 
 _REQUIRED = [field.name for field in VM_SAMPLE_SCHEMA if not field.nullable]
@@ -229,13 +227,10 @@ def _enum_reason() -> str:
     return "data.power_state: Expected `str` in " + ", ".join(repr(state.value) for state in PowerState)
 
 
-def _by_value(name: str, refusal: Callable[[str], str | None]) -> pl.Expr:
-    """Whether ``refusal`` refuses the row's value, each distinct value checked once (a poll
-    cycle repeats its sources and customers thousands of times)."""
-    return _reason_of(name, refusal).is_not_null()
-
-
 def _reason_of(name: str, refusal: Callable[[str], str | None]) -> pl.Expr:
+    """Why ``refusal`` refuses the row's value, or null, each distinct value checked once (a
+    poll cycle repeats its sources and customers thousands of times)."""
+
     def reasons(values: pl.Series) -> pl.Series:
         distinct = values.drop_nulls().unique()
         found = {value: f"{_path(name)}: {why}" for value in distinct if (why := refusal(value)) is not None}
