@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 from starlette.concurrency import run_in_threadpool
 
-from api.access.guard import EventPusher
+from api.access.guard import EventPusher, media_type_of
 from api.errors import problem
 from api.models import EventsOutcome, RejectedEvent
 from api.services import services_of
@@ -38,7 +38,7 @@ async def post_events(request: Request, caller: EventPusher) -> JSONResponse:
         return problem(413, "payload-too-large", f"the body may hold at most {MAX_BODY_BYTES} bytes")
     intake = services_of(request).intake
     # publishing waits for the broker's acknowledgement: keep that off the event loop
-    if _media_type(request) == columnar.CONTENT_TYPE:
+    if media_type_of(request) == columnar.CONTENT_TYPE:
         accepted, rejected = await run_in_threadpool(intake.submit_rows, body, caller.principal.reports_for)
     else:
         events, rejected = await run_in_threadpool(intake.submit, body, caller.principal.reports_for)
@@ -51,10 +51,6 @@ async def post_events(request: Request, caller: EventPusher) -> JSONResponse:
     if not accepted:
         return problem(422, "no-event-accepted", "no event of the batch was accepted", **outcome.model_dump())
     return JSONResponse(outcome.model_dump(), status_code=202)
-
-
-def _media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").partition(";")[0].strip().lower()
 
 
 async def _body_up_to(request: Request, limit: int) -> bytes | None:

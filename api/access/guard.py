@@ -178,6 +178,11 @@ def _in_catalog(catalog: Catalog, party_id: str) -> bool:
     return True
 
 
+def media_type_of(request: Request) -> str:
+    """The body's media type as the request declares it, without parameters, in lower case."""
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
 COLUMNAR_ROUTE = "/v1/events"
 """The one route that takes an Arrow stream (``schemas.columnar``) as well as JSON."""
 
@@ -189,7 +194,7 @@ def _check_json_body(request: Request) -> None:
     if request.method not in CHANGES_STATE:
         return
     headers = request.headers
-    media_type = headers.get("content-type", "").split(";")[0].strip().lower()
+    media_type = media_type_of(request)
     has_body = headers.get("content-length", "0") != "0" or "transfer-encoding" in headers
     if media_type == columnar.CONTENT_TYPE and request.url.path == COLUMNAR_ROUTE:
         return  # no more a simple request than JSON is: a browser preflights it too

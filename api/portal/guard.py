@@ -15,7 +15,7 @@ from urllib.parse import parse_qsl
 from fastapi import Request
 
 from api.access import sessions
-from api.access.guard import Authenticator, Caller, Policy, admit
+from api.access.guard import Authenticator, Caller, Policy, admit, media_type_of
 from api.access.principals import Permission, Principal, Role
 from api.services import services_of
 from billing.catalog import Catalog
@@ -83,7 +83,7 @@ class SigningIn(Policy):
 
 async def posted_form(request: Request, csrf: str) -> dict[str, str]:
     """The fields of a form posted from one of the portal's pages, or a clear refusal."""
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    media_type = media_type_of(request)
     if media_type != FORM:
         raise UnsupportedMediaType(f"post the page's form ({FORM}), not {media_type or 'an untyped body'}")
     body = await request.body()
