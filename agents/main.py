@@ -56,10 +56,11 @@ def messages_of(samples: dict[str, list[Event]], encoding: Encoding = "columnar"
     ``MAX_EVENTS_PER_MESSAGE`` events."""
     messages = []
     for source, events in samples.items():
-        rows = [event for event in events if encoding == "columnar" and event["type"] == EventType.VM_SAMPLE.value]
-        texts = [
-            event for event in events if not (encoding == "columnar" and event["type"] == EventType.VM_SAMPLE.value)
-        ]
+        rows: list[Event] = []
+        texts: list[Event] = []
+        for event in events:
+            as_row = encoding == "columnar" and event["type"] == EventType.VM_SAMPLE.value
+            (rows if as_row else texts).append(event)
         messages += [
             (source, columnar.encode(rows[start : start + MAX_ROWS_PER_MESSAGE]))
             for start in range(0, len(rows), MAX_ROWS_PER_MESSAGE)

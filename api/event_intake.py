@@ -28,7 +28,7 @@ RETRY_AFTER_S = 5
 EVENTS_PER_MESSAGE = 500
 """As the agents do: the worker handles messages in groups, so a message stays small."""
 ROWS_PER_MESSAGE = 1000
-"""The same for columnar messages, whose rows are some 30 bytes each."""
+"""The same for columnar messages, whose rows are some 220 bytes each."""
 MayReport = Callable[[str, str], bool]
 """Whether the caller may report usage of this source and customer."""
 

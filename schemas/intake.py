@@ -240,10 +240,6 @@ class ValidRows:
     frame: pl.DataFrame
     rejected: list[Rejection] = field(default_factory=list)
 
-    @staticmethod
-    def empty_frame() -> pl.DataFrame:
-        return check_rows([], []).frame
-
 
 def row_rejection(row: dict[str, Any], reason: str) -> Rejection:
     """A columnar row refused, at its row in its message, shown as the JSON event it stands for."""
@@ -274,15 +270,17 @@ def split_row_group(payloads: list[bytes], acceptance: Acceptance | None = None)
     try:
         checked = check_rows(tables, idents, acceptance)
     except Exception:  # a row no check foresaw: each message alone, so that only its own is refused
-        checked = ValidRows(ValidRows.empty_frame())
+        frames = [check_rows([], []).frame]
         for table, ident in zip(tables, idents, strict=True):
             try:
                 alone = check_rows([table], [ident], acceptance)
             except Exception as error:  # not swallowed: the message goes to the dead letters with it
                 reason = f"the stage could not check this stream: {_named(error)}"
-                checked.rejected.append(_stream_rejection(reason, ident, table.nbytes))
+                rejected.append(_stream_rejection(reason, ident, table.nbytes))
                 continue
-            checked = ValidRows(pl.concat([checked.frame, alone.frame]), checked.rejected + alone.rejected)
+            frames.append(alone.frame)
+            rejected += alone.rejected
+        return ValidRows(pl.concat(frames), rejected)
     return ValidRows(checked.frame, rejected + checked.rejected)
 
 

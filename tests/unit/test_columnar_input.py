@@ -217,3 +217,22 @@ def test_a_negative_buffer_size_cannot_hide_a_large_one():
 
 def _record_batch(meta: memoryview) -> int:
     return ipc_guard._offset(meta, ipc_guard._u32(meta, 0), 2)
+
+
+def test_a_stream_whose_check_fails_unforeseen_is_refused_alone(monkeypatch):
+    """A check that raises on one message's rows refuses that message whole, with the error;
+    the other messages of its group are checked on their own and kept."""
+    checks = columnar.refusals
+
+    def failing_on_poison(frame, window):
+        if "vm-poison" in frame["resource_id"].to_list():
+            raise ValueError("a row no rule foresaw")
+        return checks(frame, window)
+
+    monkeypatch.setattr(columnar, "refusals", failing_on_poison)
+    poison = columnar.encode([vm_sample("vm-poison")])
+    checked = split_row_group([GOOD, poison, columnar.encode([vm_sample("vm-3")])])
+    assert checked.frame["resource_id"].to_list() == ["vm-1", "vm-2", "vm-3"]
+    (rejection,) = checked.rejected
+    assert rejection.reason == "the stage could not check this stream: ValueError: a row no rule foresaw"
+    assert rejection.event["content_type"] == columnar.CONTENT_TYPE
