@@ -9,10 +9,11 @@ keeps topics in memory). Until then it is sent again when
   with them every batch delivered and not stored yet;
 - a batch delivered after it to the same partition is stored and it is not, and it stays so for
   ``OVERTAKEN_GRACE_S``: a partition is read in order, so the broker lost it (a restarted embedded
-  broker starts its partitions again from offset 0: offsets cannot tell, delivery times can). The
-  grace counts from when it was overtaken, not from its delivery: a partition's rated output
-  reaches storage through several partitions of the rated topic, so a later batch is often
-  stored a moment before an earlier one, and a backlog of more than the grace is no loss;
+  broker starts its partitions again from offset 0: offsets cannot tell, delivery times can). A
+  partition's rated output reaches storage through the rated partition of the same number, in
+  order (``pipeline.processing.rated_parts``); the grace covers what can still reorder it (a
+  partition moving between workers, a retried send), and counts from when the batch was
+  overtaken, not from its delivery, so that a backlog of more than the grace is no loss;
 - it is not stored ``RESEND_AFTER_S`` after its delivery and nothing else of this producer was
   stored meanwhile (a producer that sends nothing more after a broker loss). While receipts keep
   coming, a batch not stored yet is only behind in a backlog, and is not sent again.

@@ -5,8 +5,9 @@ Delivery is at least once (the embedded broker has no transactions): Faust flush
 before it commits the input offsets, and a group processed again after a crash republishes the
 same rows, which storage keeps once per event id. Each output names the numbered messages it
 accounts for (``schemas/receipts.py``), so that producers can forget them once it is stored.
-Outputs carry no key: nothing downstream depends on their order. Prices come from the catalog
-topic and follow its changes.
+What a group read from an events partition goes to the rated partition of the same number, so
+that a partition's messages are stored in the order they were read (``rated_parts``). Prices
+come from the catalog topic and follow its changes.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from meterline.settings import Settings
 from meterline.stalls import CHECK_EVERY_S, GroupWatch, past_the_end
 from pipeline import metrics
 from pipeline.dedup import RecentEvents
-from pipeline.processing import handled_messages, process_batch
+from pipeline.processing import process_batch, rated_parts
 from schemas import receipts
 from schemas.intake import Acceptance
 from schemas.records import USAGE_EVENT_SCHEMA, encode_frame
@@ -130,18 +131,21 @@ def create_app(settings: Settings) -> faust.App:
             payloads = [event.value for event in group]
             with metrics.BATCH_SECONDS.time():
                 outcome = process_batch(payloads, recent, prices["book"], acceptance)
-                handled = handled_messages([receipts.numbered(e.headers) for e in group], payloads, outcome.events)
+                numbers = [receipts.numbered(event.headers) for event in group]
+                parts = rated_parts([event.message.partition for event in group], numbers, payloads, outcome.events)
             for rejection in outcome.rejected:
                 await dead_letter.send(value=rejection.to_json())
-            if outcome.events.height or handled:
-                # the sink stores the events and the numbers of their messages together, and only
-                # then tells the producers these are stored (refusals went to the dead-letter
-                # topic first, which the sink stores too)
-                await rated.send(
-                    value=encode_frame(outcome.events, USAGE_EVENT_SCHEMA) if outcome.events.height else b"",
-                    headers={receipts.HANDLED: receipts.encode(handled)},
-                )
-                recent.remember(outcome.identities)
+            for part in parts:
+                if part.events.height or part.handled:
+                    # the sink stores the events and the numbers of their messages together, and
+                    # only then tells the producers these are stored (refusals went to the
+                    # dead-letter topic first, which the sink stores too)
+                    await rated.send(
+                        value=encode_frame(part.events, USAGE_EVENT_SCHEMA) if part.events.height else b"",
+                        headers={receipts.HANDLED: receipts.encode(part.handled)},
+                        partition=part.partition % topics.partitions,
+                    )
+            recent.remember(outcome.identities)
             metrics.EVENTS_IN.inc(outcome.events.height + outcome.duplicates + len(outcome.rejected))
             metrics.EVENTS_REJECTED.inc(len(outcome.rejected))
             metrics.EVENTS_DUPLICATE.inc(outcome.duplicates)

@@ -244,24 +244,51 @@ def _rejections(events: ValidEvents, reasons: dict[Identity, str], only: list[bo
     ]
 
 
-def handled_messages(
-    numbers: list[tuple[str, int] | None], payloads: list[bytes], events: pl.DataFrame
-) -> list[Handled]:
-    """The numbered messages of a group, each with how many new events it brought to ``events``
-    and the span of their usage (messages are matched by content: ``message_id``)."""
+@dataclass(frozen=True)
+class RatedPart:
+    """What a group sends to one partition of the rated topic: the new events of the messages it
+    read from the events partition of that number, and those messages' numbers."""
+
+    partition: int
+    events: pl.DataFrame
+    handled: list[Handled]
+
+
+def rated_parts(
+    partitions: list[int], numbers: list[tuple[str, int] | None], payloads: list[bytes], events: pl.DataFrame
+) -> list[RatedPart]:
+    """A group's output (``events``, from ``payloads``) cut by the partition each message was
+    read from, each numbered message with how many new events it brought and their span.
+
+    Sent to the rated partition of the same number, a partition's messages reach storage in the
+    order they were read, so a producer's batch stored after a later one of its partition was
+    lost by the broker, not overtaken in a backlog (``agents.publisher``). Messages are matched
+    to their events by content (``message_id``); a message read twice belongs to its first
+    partition, and its events are sent once."""
+    ids = [message_id(payload) for payload in payloads]
+    owner: dict[str, int] = {}
+    for id_, partition in zip(ids, partitions, strict=True):
+        owner.setdefault(id_, partition)
     spans = {
         row["message_id"]: row
         for row in events.group_by("message_id")
         .agg(pl.len().alias("events"), pl.col("usage_start").min(), pl.col("usage_end").max())
         .iter_rows(named=True)
     }
-    handled = []
-    for number, payload in zip(numbers, payloads, strict=True):
-        if number is None:
-            continue
-        span = spans.get(message_id(payload))
-        if span is None:
-            handled.append(Handled(*number, events=0))
-        else:
-            handled.append(Handled(*number, span["events"], span["usage_start"], span["usage_end"]))
-    return handled
+    parts = []
+    for partition in dict.fromkeys(partitions):
+        mine = [id_ for id_, owned_by in owner.items() if owned_by == partition]
+        own_events = events if len(owner) == len(mine) else events.filter(pl.col("message_id").is_in(mine))
+        handled = [
+            _handled(number, spans.get(id_))
+            for number, id_, read_from in zip(numbers, ids, partitions, strict=True)
+            if number is not None and read_from == partition
+        ]
+        parts.append(RatedPart(partition, own_events, handled))
+    return parts
+
+
+def _handled(number: tuple[str, int], span: dict[str, Any] | None) -> Handled:
+    if span is None:
+        return Handled(*number, events=0)
+    return Handled(*number, span["events"], span["usage_start"], span["usage_end"])

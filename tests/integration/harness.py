@@ -244,6 +244,11 @@ class System:
 
     def topic_messages(self, topic: str) -> list[bytes]:
         """Every message in a topic, read with a throw-away consumer group."""
+        return [value for messages in self.partition_messages(topic).values() for _key, value in messages]
+
+    def partition_messages(self, topic: str) -> dict[int, list[tuple[bytes, bytes]]]:
+        """Every message (key, value) in each partition of a topic, read with a throw-away
+        consumer group."""
         consumer = Consumer(
             {
                 "bootstrap.servers": self.broker.bootstrap,
@@ -253,7 +258,7 @@ class System:
         )
         try:
             partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
-            messages: list[bytes] = []
+            messages: dict[int, list[tuple[bytes, bytes]]] = {}
             for number in partitions:
                 low, high = watermarks(consumer, TopicPartition(topic, number))
                 if high <= low:
@@ -264,8 +269,9 @@ class System:
                     message = consumer.poll(5)
                     if message is None:
                         break
-                    if message.error() is None:
-                        messages.append(message.value() or b"")
+                    # what the consumer fetched of the partition read before may still come
+                    if message.error() is None and message.partition() == number:
+                        messages.setdefault(number, []).append((message.key() or b"", message.value() or b""))
                         read += 1
             return messages
         finally:

@@ -9,12 +9,14 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from fractions import Fraction
 
+import orjson
 import polars as pl
 import pytest
 
 from agents.main import messages_of
 from agents.simulated import FleetSpec, SimulatedFleet
 from meterline.brokers import ApacheKafkaBroker
+from schemas import columnar
 from schemas.records import decode_frame
 from tests.integration.harness import ROOT, System, wait_for
 from tests.oracle import expected_amounts, to_cent
@@ -88,6 +90,30 @@ def running_with_first_ticks(system: System) -> tuple[list[dict], list[dict]]:
     return first, second
 
 
+def assert_rated_where_read(system: System) -> None:
+    """Both workers sent each message's events to the rated partition of the number it was read
+    from, so that a partition's messages are stored in the order they were read. An agent keys
+    its messages by source, so each source's events are read from one partition."""
+    read_from = {
+        source: partition
+        for partition, messages in system.partition_messages(system.settings.topics.events).items()
+        for _key, message in messages
+        for source in sources_in(message)
+    }
+    rated = system.partition_messages(system.settings.topics.rated)
+    assert len(rated) > 1, "the events came in on several partitions"
+    for partition, frames in rated.items():
+        for _key, frame in frames:
+            if frame:
+                assert {read_from[source] for source in decode_frame(frame)["source"].to_pylist()} == {partition}
+
+
+def sources_in(message: bytes) -> set[str]:
+    if columnar.is_columnar(message):
+        return set(columnar.read(message)["source"].to_pylist())
+    return {event["source"] for event in orjson.loads(message)}
+
+
 def test_worker_killed_before_commit_reprocesses_without_double_counting(broker, tmp_path):
     system = System(broker, tmp_path, overrides={"METERLINE_PIPELINE_COMMIT_INTERVAL_S": "600"})
     try:
@@ -100,6 +126,7 @@ def test_worker_killed_before_commit_reprocesses_without_double_counting(broker,
         rated = pl.concat(pl.from_arrow(decode_frame(m)) for m in system.topic_messages(system.settings.topics.rated))
         distinct = rated.unique(["id"]).height
         assert rated.height > distinct, "the restarted worker should have rated the first messages again"
+        assert_rated_where_read(system)
         assert system.rollup_drift() == 0
     finally:
         system.stop_all()

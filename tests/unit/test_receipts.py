@@ -8,7 +8,7 @@ import orjson
 
 from agents.publisher import OVERTAKEN_GRACE_S, RESEND_AFTER_S, Delivered, lost_batches, note_overtaken
 from pipeline.dedup import RecentEvents
-from pipeline.processing import handled_messages, process_batch
+from pipeline.processing import process_batch, rated_parts
 from schemas import receipts
 from schemas.events import encode_batch
 from tests.factories import AT, vm_sample
@@ -37,7 +37,9 @@ def test_each_numbered_message_is_reported_with_its_new_events_and_their_span():
     one, two = vm_sample("vm-1", at=AT), vm_sample("vm-1", at=AT + timedelta(minutes=5))
     payloads = [encode_batch([one, two]), encode_batch([one]), encode_batch([two])]
     outcome = process_batch(payloads, RecentEvents(), BOOK)
-    handled = handled_messages([("agent/a", 1), ("agent/a", 2), None], payloads, outcome.events)
+    [part] = rated_parts([0, 0, 0], [("agent/a", 1), ("agent/a", 2), None], payloads, outcome.events)
+    handled = part.handled
+    assert (part.partition, part.events.height) == (0, 2)
     assert handled == [
         receipts.Handled("agent/a", 1, 2, AT - timedelta(minutes=5), AT + timedelta(minutes=5)),
         receipts.Handled("agent/a", 2, 0),
@@ -51,10 +53,27 @@ def test_each_numbered_message_is_reported_with_its_new_events_and_their_span():
     }
 
 
+def test_a_group_is_sent_to_the_rated_partitions_of_the_partitions_it_read():
+    """Messages 1 and 3 were read from partition 2, message 2 from partition 0: each partition's
+    part holds its own messages' new events and numbers, in the order read. Message 4 is the
+    same bytes as message 1 read again from partition 0: its event goes once, with partition 2."""
+    one, two, three = (vm_sample(f"vm-{n}", at=AT) for n in (1, 2, 3))
+    payloads = [encode_batch([one]), encode_batch([two]), encode_batch([three]), encode_batch([one])]
+    outcome = process_batch(payloads, RecentEvents(), BOOK)
+    numbers = [("agent/a", 1), ("agent/b", 2), ("agent/a", 3), ("agent/b", 4)]
+    first, second = rated_parts([2, 0, 2, 0], numbers, payloads, outcome.events)
+    assert first.partition == 2
+    assert first.events["resource_id"].to_list() == ["vm-1", "vm-3"]
+    assert [(h.producer, h.seq, h.events) for h in first.handled] == [("agent/a", 1, 1), ("agent/a", 3, 1)]
+    assert second.partition == 0
+    assert second.events["resource_id"].to_list() == ["vm-2"]
+    assert [(h.producer, h.seq, h.events) for h in second.handled] == [("agent/b", 2, 1), ("agent/b", 4, 1)]
+
+
 def test_a_delivered_batch_is_sent_again_only_when_it_is_known_or_likely_lost():
     """Batches 1, 2 and 3 went to partition 0 before a batch that is stored: a partition is read
-    in order, so they are lost once they stay overtaken for the grace (a partition's output is
-    stored through several partitions, a moment out of order), however old they are. Partition 1
+    in order, so they are lost once they stay overtaken for the grace (a partition moving between
+    workers can store its output a moment out of order), however old they are. Partition 1
     has nothing stored: its batches wait, unless nothing at all was stored for a long time (4)."""
     now = 10_000.0
     delivered = {
