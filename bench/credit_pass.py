@@ -6,6 +6,10 @@ shares two cores with everything; this says what the pass itself costs, to tell 
 rule. Each round stores a 10 GB restore per customer (its hour-long interval reaches into the
 hour before, so every round burns a settled hour and the hour under way), then runs a pass.
 
+``--history-days`` days of usage stored long before (an hour-long backup per customer and hour,
+written straight into the hourly rollup) stand for the months a pass looks back over for late
+usage: a pass must not read them again each time.
+
 Prints one JSON line: the first pass (every holder), an idle pass, each round's pass, and the
 pass after each round (nothing moved), in seconds.
 
@@ -24,6 +28,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import clickhouse_connect
+from clickhouse_connect.driver.client import Client
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -53,9 +58,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--customers", type=int, default=10_000)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--history-days", type=int, default=0)
     args = parser.parse_args()
     engine = clickhouse_connect.get_client(dsn=f"chdb://{tempfile.mkdtemp(prefix='meterline-credit-pass-')}")
     migrate(engine, DATABASE)
+    store_history(engine, args.customers, args.history_days)
     customers = [f"c-{n:05d}" for n in range(args.customers)]
     the_catalog = Catalog.model_validate(catalog(customers))
     accounts = CreditAccounts(CreditStore(engine, DATABASE), late_usage_months=3)
@@ -87,7 +94,26 @@ def main() -> None:
         UsageStore(engine, DATABASE).write(frame(events, book), next(clock))
         rounds.append(timed_pass())
         after.append(timed_pass())
-    print(json.dumps(figures | {"round_pass_s": rounds, "pass_after_round_s": after}))
+    figures |= {"history_days": args.history_days, "round_pass_s": rounds, "pass_after_round_s": after}
+    print(json.dumps(figures))
+
+
+def store_history(engine: Client, customers: int, days: int) -> None:
+    """Each customer's backup of every hour of the ``days`` days before the day before ``NOW``,
+    each hour stored when it ended, as the engine's hourly rollup holds them."""
+    if not days:
+        return
+    engine.command(
+        f"INSERT INTO {DATABASE}.usage_hours (customer_id, hour, resource_id, product, meter, dimension, unit, "
+        "currency, base_divisor, event_hour, base_sum, base_max, latest, amount, amount_base, rated_rows, "
+        "stored_until) "
+        "SELECT customer_id, hour, concat('bk-', customer_id), 'backup', 'backup_gb_hours', '', 'GB-h', 'EUR', 1, "
+        "hour, 10, 10, (hour, 10), 0.5, 0.5, 1, hour + INTERVAL 1 HOUR "
+        "FROM (SELECT concat('c-', leftPad(toString(number % {customers:UInt32}), 5, '0')) AS customer_id, "
+        "toStartOfDay({now:DateTime('UTC')}) - INTERVAL 1 DAY - toIntervalHour(intDiv(number, {customers:UInt32}) + 1) "
+        "AS hour FROM numbers({rows:UInt64}))",
+        parameters={"customers": customers, "now": NOW, "rows": customers * days * 24},
+    )
 
 
 if __name__ == "__main__":
