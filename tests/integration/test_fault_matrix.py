@@ -1,7 +1,9 @@
 """What was acknowledged is stored once, whatever is killed: the fault matrix of the README.
 
-Each test sends XaaS events of one unit each (one rated row of quantity 1 per event), so a
-customer's stored quantity is the number of its events stored. It compares that with what
+Services push XaaS events of one unit each as JSON, and agents send VM samples of one vCPU-hour
+each (12 vCPUs for 5 minutes, nothing else metered) as Arrow streams, the agents' default: one
+rated row of quantity 1 per event either way, so a customer's stored quantity is the number of
+its events stored. It compares that with what
 was acknowledged, and writes one line of figures to ``test-artifacts/fault-matrix.jsonl``:
 sent, acknowledged, stored, doubled, lost.
 """
@@ -22,8 +24,9 @@ import pytest
 
 from agents.publisher import SpooledPublisher
 from meterline.brokers import Broker, ensure_topics
+from schemas import columnar
 from schemas.events import Event, encode_batch
-from tests.factories import xaas_usage
+from tests.factories import vm_sample, xaas_usage
 from tests.integration.harness import System, repeating, wait_for
 
 pytestmark = pytest.mark.integration
@@ -62,6 +65,20 @@ def batches(customer: str, count: int, first: int = 0) -> list[list[Event]]:
             xaas_usage(quantity="1", customer_id=customer, resource_id=f"{customer}-r{n}", at=AT)
             for n in range(start * PER_BATCH, (start + 1) * PER_BATCH)
         ]
+        for start in range(first, first + count)
+    ]
+
+
+def vm_batches(customer: str, count: int, first: int = 0) -> list[bytes]:
+    """``count`` Arrow streams of ``PER_BATCH`` VM samples of ``customer``, one vCPU-hour each,
+    each its own VM."""
+    return [
+        columnar.encode(
+            [
+                vm_sample(f"{customer}-vm{n}", customer, AT, vcpu=12, ram_mb=0, disks=[], cpu_time_s=0, net_tx_bytes=0)
+                for n in range(start * PER_BATCH, (start + 1) * PER_BATCH)
+            ]
+        )
         for start in range(first, first + count)
     ]
 
@@ -127,10 +144,10 @@ def test_broker_killed_and_down_for_a_minute_loses_nothing_acknowledged(broker: 
                 assert push(system, batch, tally).status_code == 202
                 # stored one by one: a busy machine must not fill the intake's spool before the kill
                 wait_for(lambda n=n: stored_units(system, "cust-intake") == n * PER_BATCH, 60, "the batch stored")
-            for batch in batches("cust-agent", 10):
-                agent.publish("fault-agent", encode_batch(batch))
-                tally.sent += len(batch)
-                tally.acknowledged += len(batch)  # an agent's acknowledgement is its spool's fsync
+            for stream in vm_batches("cust-agent", 10):
+                agent.publish("fault-agent", stream)
+                tally.sent += PER_BATCH
+                tally.acknowledged += PER_BATCH  # an agent's acknowledgement is its spool's fsync
             assert agent.flush(30) == 0, "the broker acknowledged the agent's batches"
             broker.stop(kill=True)
 
@@ -142,10 +159,10 @@ def test_broker_killed_and_down_for_a_minute_loses_nothing_acknowledged(broker: 
                 if response.status_code == 503:
                     refused_within.append(time.monotonic() - began)
                     assert response.headers["Retry-After"].isdigit()
-            for batch in batches("cust-agent", 10, first=10):
-                agent.publish("fault-agent", encode_batch(batch))
-                tally.sent += len(batch)
-                tally.acknowledged += len(batch)
+            for stream in vm_batches("cust-agent", 10, first=10):
+                agent.publish("fault-agent", stream)
+                tally.sent += PER_BATCH
+                tally.acknowledged += PER_BATCH
             assert refused_within, "the intake's spool bound was reached and further batches refused"
             assert max(refused_within) < 1.0, "a refusal comes at once, not after a broker timeout"
             time.sleep(max(0.0, 60 - (time.monotonic() - down_since)))
@@ -182,11 +199,11 @@ def test_a_tenth_of_the_messages_sent_again_is_counted_once(system: System):
         if n % 10 == 0:
             push(system, batch, tally)
             tally.acknowledged -= len(batch)  # the same events: acknowledged once
-    for n, batch in enumerate(batches("cust-ra", 30)):
+    for n, stream in enumerate(vm_batches("cust-ra", 30)):
         for _ in range(2 if n % 10 == 0 else 1):
-            agent.publish("resending-agent", encode_batch(batch))
-            tally.sent += len(batch)
-        tally.acknowledged += len(batch)
+            agent.publish("resending-agent", stream)
+            tally.sent += PER_BATCH
+        tally.acknowledged += PER_BATCH
     try:
         settle(system, ["cust-r", "cust-ra"], tally, also=lambda: agent.pump(0.1))
         assert agent.drain(30) == 0, "every batch of the agent was announced stored"
