@@ -177,8 +177,8 @@ class SinkConsumer:
     def _flush_and_commit(
         self, stopping: threading.Event | None = None, announce_within_s: float | None = None, commit: bool = True
     ) -> None:
-        self._last_flush = time.monotonic()
         if not self._sink.buffered_rows:
+            self._last_flush = time.monotonic()
             self._sink.idle()
             return
         with metrics.FLUSH_SECONDS.time():
